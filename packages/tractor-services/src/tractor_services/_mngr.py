@@ -1,0 +1,672 @@
+'''
+``ServiceMngr``: one per actor, it spawns daemon subactors and supervises
+a context opened on each one's portal.
+
+'''
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager as acm
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+import msgspec
+import trio
+
+from . import compat
+from ._errors import (
+    GaveUp,
+    NoServiceMngr,
+    ServiceConflict,
+    ServiceFailed,
+    ServiceNotFound,
+    ServiceStartupTimeout,
+)
+from ._policy import RestartIntensity, RestartPolicy, as_policy
+
+log = compat.get_logger('mngr', 'tractor_services')
+
+State = Literal['starting', 'running', 'restarting', 'stopping', 'stopped', 'failed']
+Kind = Literal['actor', 'ctx', 'task']
+
+#: default seconds an endpoint has to call ``started()``
+STARTUP_TIMEOUT_S: float = 30.0
+#: default seconds a service has to stop gracefully before it is killed
+SHUTDOWN_TIMEOUT_S: float = 5.0
+#: how many ended services introspection remembers
+HISTORY_LEN: int = 100
+
+
+class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    '''What introspection tells of one service (travels over IPC).'''
+    name: str
+    kind: Kind
+    endpoint: str
+    state: State
+    uid: tuple[str, str] | None = None
+    pid: int | None = None
+    started_at: float | None = None  # wall-clock (time.time()) of the last start
+    restarts: int = 0
+    last_error: str | None = None
+    last_traceback: str | None = None
+    policy: RestartPolicy = RestartPolicy()
+
+
+@dataclass(eq=False)
+class _Service:
+    name: str
+    kind: Kind
+    endpoint: str
+    target: Any  # the context function or the task function
+    kwargs: dict[str, Any]
+    policy: RestartPolicy
+    startup_timeout: float
+    shutdown_timeout: float
+    start_kwargs: dict[str, Any] = field(default_factory=dict)
+    portal: Any = None  # for 'ctx' services: the portal we were given
+    state: State = 'starting'
+    spawned: compat.SpawnedActor | None = None
+    started_at: float | None = None
+    restarts: int = 0
+    last_error: str | None = None
+    last_traceback: str | None = None
+    first: Any = None
+    stopping: bool = False
+    cs: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+
+    def info(self) -> ServiceInfo:
+        sa = self.spawned
+        alive = sa is not None and sa.proc.returncode is None
+        return ServiceInfo(
+            name=self.name,
+            kind=self.kind,
+            endpoint=self.endpoint,
+            state=self.state,
+            uid=sa.uid if alive and sa else (
+                tuple(self.portal.channel.uid) if self.portal is not None else None
+            ),
+            pid=sa.pid if alive and sa else None,
+            started_at=self.started_at,
+            restarts=self.restarts,
+            last_error=self.last_error,
+            last_traceback=self.last_traceback,
+            policy=self.policy,
+        )
+
+
+def resolve_endpoint(ctx_ep: Any) -> tuple[Callable, dict[str, Any]]:
+    '''Split a ``@tractor.context`` function, or a ``functools.partial`` of
+    one, into the function and its keyword arguments.'''
+    kwargs: dict[str, Any] = {}
+    fn = ctx_ep
+    while isinstance(fn, partial):
+        if fn.args:
+            raise TypeError(
+                f'endpoint partial {ctx_ep!r} has positional arguments {fn.args!r}: '
+                'pass the endpoint\'s arguments as keywords, e.g. '
+                'partial(ep, name=value)'
+            )
+        kwargs = {**(fn.keywords or {}), **kwargs}
+        fn = fn.func
+    if not compat.is_context_fn(fn):
+        raise TypeError(
+            f'{ctx_ep!r} is not a tractor context endpoint: decorate it with '
+            '@tractor.context (an async function taking `ctx` that calls '
+            '`await ctx.started(...)`)'
+        )
+    return fn, kwargs
+
+
+def _describe(err: BaseException) -> str:
+    rtype = compat.remote_error_type(err)
+    if rtype:
+        return f'{rtype}: {compat.remote_error_message(err)}'
+    return f'{type(err).__name__}: {err}'
+
+
+def _takes_task_status(fn: Callable) -> bool:
+    try:
+        return 'task_status' in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ServiceMngr:
+    '''Spawns and supervises this actor's daemon services.
+
+    Get it with :func:`open_service_mngr` (which creates it) or
+    :func:`get_service_mngr`.  ``an`` is its actor nursery and ``tn`` the
+    task nursery its supervision tasks live in; each service's actor is
+    spawned in a nursery of its own inside ``tn`` so that cancelling one
+    reaps exactly that process.
+
+    '''
+
+    def __init__(self, an: Any, tn: trio.Nursery, registry_addr: tuple[str, int]):
+        self.an = an
+        self.tn = tn
+        self.registry_addr = registry_addr
+        self._services: dict[str, _Service] = {}
+        self._order: list[str] = []  # start order, for reverse-order shutdown
+        self._locks: dict[str, trio.Lock] = {}
+        self._history: deque[ServiceInfo] = deque(maxlen=HISTORY_LEN)
+        self._changed = trio.Event()
+        self._closing = False
+
+    # --- introspection ------------------------------------------------------
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._services
+
+    def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
+        '''Running services in start order; with ``include_ended`` also the
+        most recent ended ones (stopped or failed), oldest first.'''
+        live = [self._services[n].info() for n in self._order if n in self._services]
+        return [*self._history, *live] if include_ended else live
+
+    def info(self, name: str, include_ended: bool = True) -> ServiceInfo:
+        '''A running service's record, else (``include_ended``) its latest
+        ended one.'''
+        svc = self._services.get(name)
+        if svc is not None:
+            return svc.info()
+        if include_ended:
+            for info in reversed(self._history):
+                if info.name == name:
+                    return info
+        raise self._not_found(name)
+
+    def portal(self, name: str) -> Any:
+        '''The portal to a running actor service.'''
+        svc = self._get(name)
+        if svc.spawned is not None:
+            return svc.spawned.portal
+        if svc.portal is not None:
+            return svc.portal
+        raise ServiceNotFound(f'service {name!r} is a local task: it has no portal')
+
+    async def wait_for(
+        self,
+        name: str,
+        predicate: Callable[[ServiceInfo], bool],
+    ) -> ServiceInfo:
+        '''Wait until ``name``'s record satisfies ``predicate``.'''
+        while True:
+            changed = self._changed
+            try:
+                info = self.info(name)
+            except ServiceNotFound:
+                info = None
+            if info is not None and predicate(info):
+                return info
+            await changed.wait()
+
+    def _not_found(self, name: str) -> ServiceNotFound:
+        known = ', '.join(repr(n) for n in self._order) or 'none'
+        return ServiceNotFound(f'no service named {name!r} is running (running: {known})')
+
+    def _get(self, name: str) -> _Service:
+        try:
+            return self._services[name]
+        except KeyError:
+            raise self._not_found(name) from None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _set_state(self, svc: _Service, state: State) -> None:
+        svc.state = state
+        self._notify()
+
+    # --- starting -----------------------------------------------------------
+
+    def _lock(self, name: str) -> trio.Lock:
+        # one lock per name for the manager's life: never re-created per call
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = trio.Lock()
+        return lock
+
+    def _reuse(self, name: str, endpoint: str) -> _Service | None:
+        svc = self._services.get(name)
+        if svc is None:
+            return None
+        if svc.endpoint != endpoint:
+            raise ServiceConflict(
+                f'service {name!r} already runs endpoint {svc.endpoint}; '
+                f'it cannot also run {endpoint}: pick another name'
+            )
+        return svc
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise NoServiceMngr('the service manager is shutting down')
+
+    async def start_service(
+        self,
+        daemon_name: str,
+        ctx_ep: Any,
+        *,
+        restart: RestartPolicy | str | dict | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
+        **start_actor_kwargs: Any,
+    ) -> Any:
+        '''Spawn ``daemon_name`` as a subactor and supervise ``ctx_ep`` (a
+        ``@tractor.context`` function or a ``partial`` of one whose keywords
+        are its arguments) opened on its portal.  Returns the value the
+        endpoint passed to ``started()``.
+
+        A name that already runs returns its started value without a
+        second process; concurrent starts of one name spawn once.
+        ``start_actor_kwargs`` go to tractor's ``start_actor``
+        (``enable_modules`` defaults to the endpoint's module, ``loglevel``,
+        ``bind_addr``, ``debug_mode``).
+
+        '''
+        fn, kwargs = resolve_endpoint(ctx_ep)
+        policy = as_policy(restart)
+        _check_timeouts(startup_timeout, shutdown_timeout)
+        unknown = set(start_actor_kwargs) - {'enable_modules', 'loglevel', 'bind_addr', 'debug_mode'}
+        if unknown:
+            raise TypeError(f'start_service() got unknown start_actor arguments: {sorted(unknown)}')
+        mods = list(start_actor_kwargs.pop('enable_modules', None) or [])
+        if fn.__module__ not in mods:
+            mods.insert(0, fn.__module__)
+        start_actor_kwargs['enable_modules'] = mods
+        endpoint = compat.fn_path(fn)
+        self._check_open()
+
+        async with self._lock(daemon_name):
+            if (svc := self._reuse(daemon_name, endpoint)) is not None:
+                return svc.first
+            svc = _Service(
+                name=daemon_name, kind='actor', endpoint=endpoint, target=fn,
+                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
+                shutdown_timeout=shutdown_timeout, start_kwargs=start_actor_kwargs,
+            )
+            return await self._start(svc, self._run_actor)
+
+    async def start_service_ctx(
+        self,
+        name: str,
+        portal: Any,
+        ctx_fn: Any,
+        *,
+        restart: RestartPolicy | str | dict | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> Any:
+        '''Supervise a context opened with ``ctx_fn(**kwargs)`` on a portal
+        that someone else spawned.  Cancelling it cancels the context, not
+        the actor.  Returns the started value.'''
+        fn, pkw = resolve_endpoint(ctx_fn)
+        kwargs = {**pkw, **kwargs}
+        policy = as_policy(restart)
+        _check_timeouts(startup_timeout, shutdown_timeout)
+        endpoint = compat.fn_path(fn)
+        self._check_open()
+        async with self._lock(name):
+            if (svc := self._reuse(name, endpoint)) is not None:
+                return svc.first
+            svc = _Service(
+                name=name, kind='ctx', endpoint=endpoint, target=fn,
+                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
+                shutdown_timeout=shutdown_timeout, portal=portal,
+            )
+            return await self._start(svc, self._run_ctx)
+
+    async def start_service_task(
+        self,
+        name: str,
+        fn: Callable[..., Awaitable[Any]],
+        *,
+        restart: RestartPolicy | str | dict | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> Any:
+        '''Run the local async function ``fn(**kwargs)`` as a supervised
+        service.  If ``fn`` takes ``task_status``, the value it passes to
+        ``task_status.started()`` is returned; otherwise ``None`` once it
+        is scheduled.'''
+        if isinstance(fn, partial):
+            kwargs = {**(fn.keywords or {}), **kwargs}
+            if fn.args:
+                raise TypeError(f'task partial {fn!r} has positional arguments: pass keywords')
+            fn = fn.func
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f'{fn!r} is not an async function')
+        policy = as_policy(restart)
+        _check_timeouts(startup_timeout, SHUTDOWN_TIMEOUT_S)
+        endpoint = compat.fn_path(fn)
+        self._check_open()
+        async with self._lock(name):
+            if (svc := self._reuse(name, endpoint)) is not None:
+                return svc.first
+            svc = _Service(
+                name=name, kind='task', endpoint=endpoint, target=fn,
+                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
+                shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            )
+            return await self._start(svc, self._run_task)
+
+    async def _start(self, svc: _Service, run_once: Callable) -> Any:
+        self._services[svc.name] = svc
+        self._order.append(svc.name)
+        self._notify()
+        try:
+            return await self.tn.start(self._supervise, svc, run_once)
+        except BaseException:
+            # failed before started(): _supervise already recorded it
+            self._forget(svc)
+            raise
+
+    # --- supervision --------------------------------------------------------
+
+    async def _supervise(
+        self,
+        svc: _Service,
+        run_once: Callable,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        '''Run ``svc`` and restart it by its policy until it ends, gives up
+        or is cancelled; then remove its entry.'''
+        intensity = RestartIntensity(svc.policy)
+        final: State = 'stopped'
+        try:
+            with svc.cs:
+                while True:
+                    failed = False
+                    run_began = trio.current_time()
+                    try:
+                        await run_once(svc, None if svc.started_at else task_status)
+                        log.info(f'service {svc.name!r} returned')
+                    except Exception as err:
+                        if svc.started_at is None:
+                            # never started: the caller of start_* gets it
+                            self._record_error(svc, err)
+                            final = 'failed'
+                            if isinstance(err, (ServiceStartupTimeout, ServiceFailed)):
+                                raise
+                            raise ServiceFailed(
+                                f'service {svc.name!r} ({svc.endpoint}) failed to start: '
+                                f'{_describe(err)}'
+                            ) from err
+                        failed = True
+                        self._record_error(svc, err)
+                    if svc.stopping:
+                        break
+                    if not svc.policy.should_restart(failed):
+                        final = 'failed' if failed else 'stopped'
+                        break
+                    now = trio.current_time()
+                    if now - run_began >= svc.policy.within_s:
+                        intensity.reset_backoff()
+                    if not intensity.allow(now):
+                        p = svc.policy
+                        gave_up = GaveUp(
+                            f'service {svc.name!r} gave up: more than {p.max_restarts} '
+                            f'restarts within {p.within_s} s (last: {svc.last_error})'
+                        )
+                        svc.last_error = f'GaveUp: {gave_up}'
+                        log.error(str(gave_up))
+                        final = 'failed'
+                        break
+                    svc.restarts += 1
+                    self._set_state(svc, 'restarting')
+                    delay = svc.policy.backoff(intensity.consecutive)
+                    log.warning(
+                        f'restarting service {svc.name!r} (restart {svc.restarts}'
+                        + (f', after {delay:.2f} s)' if delay else ')')
+                    )
+                    if delay:
+                        await trio.sleep(delay)
+        finally:
+            svc.state = final
+            self._forget(svc)
+        if svc.started_at is None:
+            raise ServiceFailed(f'service {svc.name!r} was cancelled before it started')
+
+    def _record_error(self, svc: _Service, err: BaseException) -> None:
+        err = compat.unwrap_error(err)
+        svc.last_error = _describe(err)
+        svc.last_traceback = compat.remote_traceback(err)
+        log.error(
+            f'service {svc.name!r} ({svc.endpoint}) failed: {svc.last_error}'
+            + (f'\nremote traceback:\n{svc.last_traceback}' if svc.last_traceback else ''),
+        )
+        self._notify()
+
+    def _forget(self, svc: _Service) -> None:
+        if self._services.get(svc.name) is svc:
+            del self._services[svc.name]
+            self._order.remove(svc.name)
+            if svc.state not in ('stopped', 'failed'):
+                svc.state = 'stopped'
+            self._history.append(svc.info())
+        svc.done.set()
+        self._notify()
+
+    async def _run_actor(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
+        '''One life of an actor service: spawn, open the context, hold it
+        until it returns, fails, the process dies, or we are cancelled.'''
+        sa: compat.SpawnedActor | None = None
+        error: Exception | None = None
+        result: Any = None
+        async with compat.open_actor_nursery() as an:
+            # errors stay inside a5's nursery so it takes its quiet exit path
+            try:
+                with trio.CancelScope(
+                    deadline=trio.current_time() + svc.startup_timeout,
+                ) as startup:
+                    sa = await compat.start_actor(an, svc.name, **svc.start_kwargs)
+                    svc.spawned = sa
+                    self._notify()
+                    async with trio.open_nursery() as tn:
+                        tn.start_soon(compat.watch_process, sa)
+                        async with compat.open_context(
+                            sa.portal, svc.target, **svc.kwargs,
+                        ) as (ctx, first):
+                            startup.deadline = math.inf
+                            self._started(svc, first, status)
+                            result = await compat.context_result(ctx)
+                        tn.cancel_scope.cancel()
+                if startup.cancelled_caught:
+                    error = ServiceStartupTimeout(
+                        f'service {svc.name!r} ({svc.endpoint}) did not call '
+                        f'started() within {svc.startup_timeout} s'
+                    )
+            except Exception as err:
+                error = compat.unwrap_error(err)  # type: ignore[assignment]
+            finally:
+                if sa is not None:
+                    await compat.cancel_actor(sa, svc.shutdown_timeout)
+                    if sa.proc.returncode != 0:
+                        # killed: it could not unregister itself (a5 keeps the entry)
+                        await compat.unregister_actor(sa.uid, self.registry_addr)
+        if error is not None:
+            raise error
+        return result
+
+    async def _run_ctx(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
+        portal = svc.portal
+
+        async def _watch() -> None:
+            await compat.wait_disconnected(portal)
+            raise compat.PeerDisconnected(f'peer {portal.channel.uid} of service {svc.name!r} went away')
+
+        with trio.CancelScope(deadline=trio.current_time() + svc.startup_timeout) as startup:
+            async with trio.open_nursery() as tn:
+                tn.start_soon(_watch)
+                async with compat.open_context(portal, svc.target, **svc.kwargs) as (ctx, first):
+                    startup.deadline = math.inf
+                    self._started(svc, first, status)
+                    try:
+                        result = await compat.context_result(ctx)
+                    finally:
+                        if svc.stopping and portal.channel.connected():
+                            with trio.CancelScope(shield=True), trio.move_on_after(svc.shutdown_timeout):
+                                await ctx.cancel()
+                tn.cancel_scope.cancel()
+            return result
+        raise ServiceStartupTimeout(
+            f'context service {svc.name!r} ({svc.endpoint}) did not call started() '
+            f'within {svc.startup_timeout} s'
+        )
+
+    async def _run_task(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
+        fn = svc.target
+        if _takes_task_status(fn):
+            with trio.CancelScope(deadline=trio.current_time() + svc.startup_timeout) as startup:
+                async with trio.open_nursery() as tn:
+                    first = await tn.start(partial(fn, **svc.kwargs))
+                    startup.deadline = math.inf
+                    self._started(svc, first, status)
+            if startup.cancelled_caught:
+                raise ServiceStartupTimeout(
+                    f'task service {svc.name!r} did not call task_status.started() '
+                    f'within {svc.startup_timeout} s'
+                )
+            return None
+        self._started(svc, None, status)
+        return await fn(**svc.kwargs)
+
+    def _started(self, svc: _Service, first: Any, status: trio.TaskStatus | None) -> None:
+        svc.first = first
+        svc.started_at = time.time()
+        self._set_state(svc, 'running')
+        log.info(f'service {svc.name!r} running ({svc.endpoint})')
+        if status is not None:
+            status.started(first)
+
+    # --- stopping -----------------------------------------------------------
+
+    async def cancel_service(self, name: str) -> ServiceInfo:
+        '''Stop ``name`` (gracefully, then by force after its shutdown
+        timeout) and return once its process is reaped and its entry gone.
+        Returns its final record.'''
+        svc = self._get(name)
+        svc.stopping = True
+        self._set_state(svc, 'stopping')
+        svc.cs.cancel()
+        with trio.CancelScope(shield=True):
+            await svc.done.wait()
+        return self.info(name)
+
+    async def _shutdown(self) -> None:
+        '''Stop every service in reverse start order.'''
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            for name in reversed(list(self._order)):
+                if name in self._services:
+                    await self.cancel_service(name)
+
+
+def _check_timeouts(startup: float, shutdown: float) -> None:
+    for what, v in (('startup_timeout', startup), ('shutdown_timeout', shutdown)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) or v <= 0:
+            raise ValueError(f'{what}={v!r} must be a positive number of seconds')
+
+
+# --- the per-actor singleton ------------------------------------------------
+
+@dataclass
+class _Holder:
+    '''This actor's manager; reset when its outermost ``open_service_mngr``
+    exits.'''
+    mngr: ServiceMngr | None = None
+    opening: trio.Event | None = None  # set once an opener succeeded or failed
+    pid: int = 0
+
+
+_holder = _Holder()
+
+
+def get_service_mngr() -> ServiceMngr:
+    '''This actor's :class:`ServiceMngr`.  Raises :class:`NoServiceMngr` if
+    :func:`open_service_mngr` has not been entered.'''
+    mngr = _holder.mngr
+    if mngr is None or _holder.pid != os.getpid():
+        raise NoServiceMngr(
+            'no service manager is open in this actor: enter '
+            '`async with tractor_services.open_service_mngr():` first'
+        )
+    return mngr
+
+
+@acm
+async def open_service_mngr(
+    *,
+    registry_addr: str | tuple[str, int] | None = None,
+    name: str = 'service_root',
+    loglevel: str | None = None,
+    debug_mode: bool = False,
+    **root_kwargs: Any,
+) -> AsyncIterator[ServiceMngr]:
+    '''Open (or re-enter) this actor's one :class:`ServiceMngr`.
+
+    Nested entries, in this task or another, get the same instance; the
+    outermost entry owns it and, on exit, stops every service in reverse
+    start order and resets it so it can be opened afresh.  Outside a
+    tractor runtime it boots a root actor first (``registry_addr``,
+    ``name``, ``loglevel``, ``debug_mode`` configure it; inside a running
+    runtime they are ignored).
+
+    '''
+    if _holder.pid != os.getpid():
+        _holder.__init__()  # type: ignore[misc]  # a new process has no manager
+        _holder.pid = os.getpid()
+    while _holder.mngr is None and _holder.opening is not None:
+        await _holder.opening.wait()  # another task is opening it right now
+    if _holder.mngr is not None:
+        yield _holder.mngr
+        return
+
+    opening = _holder.opening = trio.Event()
+    try:
+        async with _maybe_open_root(registry_addr, name, loglevel, debug_mode, root_kwargs):
+            compat.quiet_runtime_logs()
+            compat.expose_module('tractor_services._remote')
+            reg_addr = compat.resolve_registry_addr(registry_addr)
+            async with compat.open_actor_nursery() as an, trio.open_nursery() as tn:
+                mngr = _holder.mngr = ServiceMngr(an, tn, reg_addr)
+                opening.set()
+                try:
+                    yield mngr
+                finally:
+                    try:
+                        await mngr._shutdown()
+                    finally:
+                        tn.cancel_scope.cancel()
+                        _holder.mngr = None
+    finally:
+        _holder.mngr = None
+        _holder.opening = None
+        opening.set()
+
+
+@acm
+async def _maybe_open_root(
+    registry_addr: Any,
+    name: str,
+    loglevel: str | None,
+    debug_mode: bool,
+    root_kwargs: dict[str, Any],
+) -> AsyncIterator[None]:
+    if compat.current_actor() is not None:
+        yield
+        return
+    addr = compat.resolve_registry_addr(registry_addr)
+    async with compat.open_root_actor(
+        addr, name, loglevel=loglevel, debug_mode=debug_mode, **root_kwargs,
+    ):
+        yield

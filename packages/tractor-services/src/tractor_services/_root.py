@@ -1,0 +1,180 @@
+'''
+Root daemons and find-or-spawn.
+
+A *service root* is the root actor of a tree: it hosts the registry at a
+known address and a :class:`ServiceMngr`.  Any actor, in its tree or in
+another program pointed at the same registry address, can find a service
+by name or have the root's manager spawn it.
+
+'''
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager as acm
+from typing import Any
+
+import trio
+
+from . import compat
+from ._errors import RegistryInUse, ServiceError, ServiceNotFound
+from ._mngr import ServiceMngr, _holder, open_service_mngr
+from ._remote import RemoteServiceMngr
+
+log = compat.get_logger('root', 'tractor_services')
+
+
+@acm
+async def open_service_root(
+    registry_addr: str | tuple[str, int] | None = None,
+    *,
+    name: str = 'service_root',
+    loglevel: str | None = None,
+    debug_mode: bool = False,
+    enable_modules: list[str] | tuple[str, ...] = (),
+    handle_signals: bool = True,
+) -> AsyncIterator[ServiceMngr]:
+    '''Start a root actor that hosts the registry at ``registry_addr`` (or
+    ``$TRACTOR_REGISTRY_ADDR``, or tractor's default) and its manager.
+
+    With ``handle_signals`` SIGTERM tears the tree down: services stop in
+    reverse start order and the block exits normally.  Raises
+    :class:`RegistryInUse` if a registry already answers there (use
+    :func:`maybe_open_service_root` to attach instead).
+
+    '''
+    if compat.current_actor() is not None:
+        raise ServiceError(
+            'open_service_root() starts a new root actor, but this process '
+            'already runs one: use open_service_mngr() inside it'
+        )
+    addr = compat.resolve_registry_addr(registry_addr)
+    if await compat.registry_reachable(addr):
+        raise RegistryInUse(
+            f'a registry already answers at {addr[0]}:{addr[1]}: attach to it '
+            'with maybe_open_service_root(), or pick another address'
+        )
+    async with open_service_mngr(
+        registry_addr=addr,
+        name=name,
+        loglevel=loglevel,
+        debug_mode=debug_mode,
+        enable_modules=list(enable_modules),
+    ) as mngr:
+        if not compat.is_registry():
+            raise RegistryInUse(f'another root took {addr[0]}:{addr[1]} first')
+        with trio.CancelScope() as cs:
+            if handle_signals:
+                await mngr.tn.start(compat.cancel_on_signals, cs)
+            yield mngr
+
+
+@acm
+async def open_root_mngr(
+    registry_addr: str | tuple[str, int] | None = None,
+) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
+    '''The root's manager: the local one when this actor is the registry
+    and has one open, else a :class:`RemoteServiceMngr` talking to the
+    registry actor.  Needs a running tractor runtime.'''
+    addr = compat.resolve_registry_addr(registry_addr)
+    if compat.is_registry() and _holder.mngr is not None:
+        yield _holder.mngr
+        return
+    try:
+        cm = compat.open_portal(addr)
+        portal = await cm.__aenter__()
+    except OSError as err:
+        raise ServiceError(
+            f'no service root answers at {addr[0]}:{addr[1]} ({err}): start '
+            'one with open_service_root() or maybe_open_service_root()'
+        ) from err
+    try:
+        yield RemoteServiceMngr(portal)
+    except BaseException as err:
+        if not await cm.__aexit__(type(err), err, err.__traceback__):
+            raise
+    else:
+        await cm.__aexit__(None, None, None)
+
+
+@acm
+async def maybe_open_service_root(
+    registry_addr: str | tuple[str, int] | None = None,
+    *,
+    name: str = 'service_root',
+    client_name: str = 'service_client',
+    loglevel: str | None = None,
+    **root_kwargs: Any,
+) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
+    '''Attach to the service root at ``registry_addr`` if one runs there,
+    else become it.  Yields the local :class:`ServiceMngr` when this
+    process is the root, else a :class:`RemoteServiceMngr`; both have
+    ``start_service``, ``cancel_service`` and ``list_services``.'''
+    addr = compat.resolve_registry_addr(registry_addr)
+    if compat.current_actor() is not None:
+        async with open_root_mngr(addr) as mngr:
+            yield mngr
+        return
+    if await compat.registry_reachable(addr):
+        async with compat.open_root_actor(addr, client_name, loglevel=loglevel):
+            async with open_root_mngr(addr) as mngr:
+                yield mngr
+        return
+    async with open_service_root(addr, name=name, loglevel=loglevel, **root_kwargs) as mngr:
+        yield mngr
+
+
+@acm
+async def maybe_spawn_daemon(
+    service_name: str,
+    service_ep: Callable | str,
+    *,
+    registry_addr: str | tuple[str, int] | None = None,
+    stop_on_exit: bool = False,
+    **start_kwargs: Any,
+) -> AsyncIterator[Any]:
+    '''Find ``service_name`` through the registry, or have the root's
+    manager spawn it running ``service_ep``; wait for it and yield a
+    portal to it.
+
+    ``service_ep`` is a ``@tractor.context`` function, a ``partial`` of
+    one, or its import path ``'pkg.mod:func'``.  ``start_kwargs`` go to
+    ``start_service`` (``restart``, timeouts, ``loglevel``, ...).  The
+    caller's exit leaves the daemon running unless ``stop_on_exit`` is
+    true, in which case a daemon this call spawned is cancelled on exit
+    (one that was already running is never stopped by us).  Runs in any
+    actor, or boots a client root actor in a program that has none.
+
+    '''
+    addr = compat.resolve_registry_addr(registry_addr)
+    if compat.current_actor() is None:
+        if not await compat.registry_reachable(addr):
+            raise ServiceError(
+                f'no service root answers at {addr[0]}:{addr[1]}: start one '
+                'with open_service_root() or maybe_open_service_root()'
+            )
+        async with compat.open_root_actor(addr, 'service_client'):
+            async with maybe_spawn_daemon(
+                service_name, service_ep, registry_addr=addr,
+                stop_on_exit=stop_on_exit, **start_kwargs,
+            ) as portal:
+                yield portal
+        return
+
+    async with compat.find_actor(service_name, addr) as portal:
+        if portal is not None:
+            log.info(f'found running service {service_name!r}')
+            yield portal
+            return
+
+    async with open_root_mngr(addr) as mngr:
+        await mngr.start_service(service_name, service_ep, **start_kwargs)
+        try:
+            async with compat.wait_for_actor(service_name, addr) as portal:
+                yield portal
+        finally:
+            if stop_on_exit:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await mngr.cancel_service(service_name)
+                    except ServiceNotFound:
+                        pass

@@ -1,0 +1,634 @@
+'''
+The tractor adapter.
+
+Every call whose form differs across tractor versions, and every
+work-around of a gap in tractor 0.1.0a5 (the only release on the package
+index), lives in this one module, so that moving to a later tractor is a
+one-file change.  ``tractor_services``, ``feedbus`` and ``tractor_sampler``
+import the runtime only through here.
+
+Work-arounds, each named after the a5 behaviour it covers:
+
+- *A dead peer makes a receiver hang forever*: :func:`watch_process`
+  turns a child's death (even by SIGKILL) into :class:`ActorDied` within
+  milliseconds, :func:`wait_disconnected` does the same for a peer we did
+  not spawn (a5 notices a dead channel after about 0.5 s), and
+  :func:`open_context` maps a5's ``UnboundLocalError`` on leaving a
+  context whose peer died to :class:`PeerDisconnected`.
+- *The registry keeps dead entries*: :func:`unregister_actor` removes
+  the entry of a child that died without unregistering itself.
+- *``wait_for_actor`` raises after a name was re-registered*: our
+  :func:`wait_for_actor` polls the registry instead.
+- *Backpressure blocks a whole connection; one overrun kills a context*:
+  :func:`open_stream` never applies backpressure to the connection and
+  drains the context into a bounded local buffer that drops the oldest
+  message (counted) instead of overrunning.
+- *A killed root orphans its children*: every actor we spawn installs
+  :func:`_install_child_guard` (Linux ``PR_SET_PDEATHSIG``: the child
+  gets SIGTERM when its parent dies, tears its own tree down, and is
+  killed outright after a grace period); daemon roots cancel their tree
+  on SIGTERM (:func:`cancel_on_signals`).
+
+'''
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager as acm
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+_INSTALL_HINT = '''\
+tractor is not installed.  tractor 0.1.0a5 (the only release) requires
+pdbpp from a git URL, so it is an extra rather than a hard requirement.
+Install it with one of:
+
+    uv pip install --overrides overrides.txt 'tractor-services[tractor]'
+        (overrides.txt holds one line: pdbpp>=0.11)
+    pip install --no-deps tractor==0.1.0a5
+        (after `pip install tractor-services`, which brings tractor's
+        own requirements)
+'''
+
+try:
+    with warnings.catch_warnings():
+        # a5 touches ``trio.MultiError`` at import time
+        warnings.simplefilter('ignore', trio.TrioDeprecationWarning)
+        import tractor
+        from tractor import _state as _tractor_state
+        from tractor.log import get_logger as _tractor_get_logger
+except ImportError as err:  # pragma: no cover - exercised by the pip recipe
+    raise ImportError(_INSTALL_HINT) from err
+
+
+TRACTOR_VERSION: str = getattr(tractor, '__version__', '0.1.0a5')
+
+Portal = tractor.Portal
+Context = tractor.Context
+MsgStream = tractor.MsgStream
+RemoteActorError = tractor.RemoteActorError
+ContextCancelled = tractor.ContextCancelled
+context = tractor.context
+
+#: environment variable read for the default registry address (``host:port``)
+REGISTRY_ENV: str = 'TRACTOR_REGISTRY_ADDR'
+_FALLBACK_REGISTRY: tuple[str, int] = ('127.0.0.1', 1616)
+
+#: seconds a child gets to tear down after its parent died, before SIGKILL
+CHILD_GRACE_S: int = 3
+
+
+class PeerDisconnected(ConnectionError):
+    '''The IPC peer of a context or stream went away.'''
+
+
+class ActorDied(PeerDisconnected):
+    '''A spawned actor's process exited while we were supervising it.'''
+
+    def __init__(self, uid: tuple[str, str], pid: int, returncode: int | None):
+        self.uid = uid
+        self.pid = pid
+        self.returncode = returncode
+        how = (
+            f'killed by signal {-returncode}'
+            if returncode is not None and returncode < 0
+            else f'exited with status {returncode}'
+        )
+        super().__init__(f'actor {uid[0]!r} (pid {pid}) {how}')
+
+
+def get_logger(name: str, root: str) -> logging.Logger:
+    '''One logger per package and subsystem, under tractor's log tree.'''
+    return _tractor_get_logger(name, _root_name=root)
+
+
+log = get_logger('compat', 'tractor_services')
+
+
+# --- registry address -------------------------------------------------------
+
+def parse_addr(addr: str | tuple[str, int] | list) -> tuple[str, int]:
+    '''``'host:port'`` or ``(host, port)`` -> ``(host, port)``.'''
+    if isinstance(addr, str):
+        host, sep, port = addr.rpartition(':')
+        if not sep or not host:
+            raise ValueError(f'registry address {addr!r} is not of the form host:port')
+        addr = (host, port)
+    host, port = addr
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f'registry port {port!r} is not a number') from None
+    if not 0 <= port < 65536:
+        raise ValueError(f'registry port {port} is out of range')
+    return (str(host), port)
+
+
+def default_registry_addr() -> tuple[str, int]:
+    '''The registry address: ``$TRACTOR_REGISTRY_ADDR`` or tractor's default.'''
+    env = os.environ.get(REGISTRY_ENV)
+    return parse_addr(env) if env else _FALLBACK_REGISTRY
+
+
+def resolve_registry_addr(
+    addr: str | tuple[str, int] | None = None,
+) -> tuple[str, int]:
+    '''The given address, else the running actor's, else the default.'''
+    if addr is not None:
+        return parse_addr(addr)
+    actor = current_actor()
+    if actor is not None:
+        return parse_addr(actor._arb_addr)
+    return default_registry_addr()
+
+
+# --- runtime ----------------------------------------------------------------
+
+def current_actor() -> Any | None:
+    '''This process's actor, or ``None`` outside a tractor runtime.'''
+    return _tractor_state.current_actor(err_on_no_runtime=False)
+
+
+def is_registry() -> bool:
+    actor = current_actor()
+    return bool(actor is not None and actor.is_arbiter)
+
+
+def actor_uid() -> tuple[str, str]:
+    return tuple(tractor.current_actor().uid)  # type: ignore[return-value]
+
+
+async def registry_reachable(addr: tuple[str, int], timeout: float = 1.0) -> bool:
+    '''Is something listening at ``addr``?  (a5 probes the same way)'''
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(*addr)
+        except OSError:
+            return False
+        await stream.aclose()
+        return True
+    return False
+
+
+@acm
+async def open_root_actor(
+    registry_addr: tuple[str, int],
+    name: str,
+    *,
+    loglevel: str | None = None,
+    debug_mode: bool = False,
+    enable_modules: Iterable[str] = (),
+) -> AsyncIterator[Any]:
+    '''Boot this process's root actor; it is the registry unless one
+    already answers at ``registry_addr``.'''
+    async with tractor.open_root_actor(
+        arbiter_addr=registry_addr,
+        name=name,
+        loglevel=loglevel,
+        debug_mode=debug_mode,
+        enable_modules=list(enable_modules),
+    ) as actor:
+        yield actor
+
+
+@acm
+async def open_actor_nursery() -> AsyncIterator[Any]:
+    '''An actor nursery in the running runtime.'''
+    async with tractor.open_nursery() as an:
+        yield an
+
+
+# --- spawning ----------------------------------------------------------------
+
+@dataclass
+class SpawnedActor:
+    '''A child actor with the handles supervision needs.'''
+    portal: Any
+    proc: trio.Process
+    uid: tuple[str, str]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+async def start_actor(
+    an: Any,
+    name: str,
+    *,
+    enable_modules: list[str],
+    loglevel: str | None = None,
+    bind_addr: tuple[str, int] | None = None,
+    debug_mode: bool | None = None,
+) -> SpawnedActor:
+    '''Spawn a daemon actor and install its parent-death guard.'''
+    kwargs: dict[str, Any] = {}
+    if bind_addr is not None:
+        kwargs['bind_addr'] = parse_addr(bind_addr)
+    if debug_mode is not None:
+        kwargs['debug_mode'] = debug_mode
+    portal = await an.start_actor(
+        name,
+        enable_modules=[*enable_modules, __name__],
+        loglevel=loglevel,
+        **kwargs,
+    )
+    uid = tuple(portal.channel.uid)
+    proc = an._children[uid][1]
+    await portal.run(_install_child_guard, parent_pid=os.getpid())
+    return SpawnedActor(portal=portal, proc=proc, uid=uid)  # type: ignore[arg-type]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+async def _install_child_guard(parent_pid: int) -> None:
+    '''(Runs in the child.)  Die with the parent: on Linux the kernel sends
+    SIGTERM when the parent exits; SIGTERM cancels this actor's tree and
+    arms a hard deadline (SIGALRM's default action ends the process).'''
+    token = trio.lowlevel.current_trio_token()
+    actor = tractor.current_actor()
+
+    def _cancel_soon() -> None:
+        actor._service_n.start_soon(actor.cancel)
+
+    def _on_sigterm(signum: int, frame: Any) -> None:
+        signal.alarm(CHILD_GRACE_S)
+        try:
+            token.run_sync_soon(_cancel_soon)
+        except trio.RunFinishedError:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if sys.platform.startswith('linux'):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    # the parent may have died before prctl() took effect
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def cancel_on_signals(
+    cancel_scope: trio.CancelScope,
+    signals: Iterable[int] = (signal.SIGTERM,),
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    '''Cancel ``cancel_scope`` (a daemon root's tree) when one of ``signals``
+    arrives.'''
+    with trio.open_signal_receiver(*signals) as received:
+        task_status.started()
+        async for signum in received:
+            log.warning(f'received {signal.Signals(signum).name}: tearing the tree down')
+            cancel_scope.cancel()
+            return
+
+
+async def watch_process(sa: SpawnedActor) -> None:
+    '''Return never; raise :class:`ActorDied` as soon as the process exits.'''
+    await sa.proc.wait()
+    raise ActorDied(sa.uid, sa.pid, sa.proc.returncode)
+
+
+async def wait_disconnected(portal: Any, poll_s: float = 0.05) -> None:
+    '''Return once the portal's channel is gone (a peer we did not spawn).'''
+    actor = tractor.current_actor()
+    chan = portal.channel
+    while chan.connected() and chan.uid in actor._peers:
+        await trio.sleep(poll_s)
+
+
+async def hard_kill(proc: trio.Process) -> None:
+    with trio.CancelScope(shield=True):
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def cancel_actor(sa: SpawnedActor, timeout: float) -> None:
+    '''Ask the actor to cancel itself, wait ``timeout`` s for its process to
+    exit, then kill it.  Returns once the process is reaped.'''
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(timeout):
+            if sa.proc.returncode is None and sa.portal.channel.connected():
+                with trio.move_on_after(timeout / 2):
+                    try:
+                        await sa.portal.cancel_actor()
+                    except Exception as err:  # peer went away meanwhile
+                        log.debug(f'cancel request to {sa.uid} failed: {err!r}')
+            await sa.proc.wait()
+        await hard_kill(sa.proc)
+
+
+# --- contexts ---------------------------------------------------------------
+
+def is_context_fn(fn: Any) -> bool:
+    return bool(getattr(fn, '_tractor_context_function', False))
+
+
+def fn_path(fn: Callable) -> str:
+    '''``'pkg.mod:func'``: how an endpoint is named across processes.'''
+    return f'{fn.__module__}:{fn.__qualname__}'
+
+
+@acm
+async def open_context(
+    portal: Any,
+    fn: Callable,
+    **kwargs: Any,
+) -> AsyncIterator[tuple[Any, Any]]:
+    '''``Portal.open_context`` that reports a dead peer as
+    :class:`PeerDisconnected` instead of a5's ``UnboundLocalError``.'''
+    try:
+        async with portal.open_context(fn, **kwargs) as (ctx, first):
+            yield ctx, first
+    except UnboundLocalError as err:
+        raise PeerDisconnected(
+            f'peer {portal.channel.uid} disconnected inside context {fn.__name__}'
+        ) from err
+
+
+async def context_result(ctx: Any) -> Any:
+    return await ctx.result()
+
+
+def remote_error_type(err: BaseException) -> str | None:
+    '''The remote exception's type name carried by a ``RemoteActorError``.'''
+    if not isinstance(err, tractor.RemoteActorError):
+        return None
+    msgdata = getattr(err, 'msgdata', None) or {}
+    name = msgdata.get('type_str') if isinstance(msgdata, dict) else None
+    return name or getattr(getattr(err, 'type', None), '__name__', None)
+
+
+def remote_error_message(err: BaseException) -> str:
+    '''The remote exception's own message (the last line of its traceback).'''
+    tb = (remote_traceback(err) or '').strip()
+    last = tb.splitlines()[-1] if tb else str(err)
+    name = remote_error_type(err)
+    for prefix in (f'{name}: ', ):
+        if name and prefix in last:
+            return last.split(prefix, 1)[1]
+    return last
+
+
+def remote_traceback(err: BaseException) -> str | None:
+    msgdata = getattr(err, 'msgdata', None) or {}
+    return msgdata.get('tb_str') if isinstance(msgdata, dict) else None
+
+
+def unwrap_error(err: BaseException) -> BaseException:
+    '''The first real error inside an exception group (a5 often raises one
+    remote error twice, from the context and from its nursery).'''
+    while isinstance(err, BaseExceptionGroup):
+        leaves = [e for e in err.exceptions if not isinstance(e, trio.Cancelled)]
+        if not leaves:
+            return err
+        remote = [e for e in leaves if isinstance(e, tractor.RemoteActorError)]
+        err = (remote or leaves)[0]
+    return err
+
+
+def is_cancellation(err: BaseException) -> bool:
+    return isinstance(err, (trio.Cancelled, tractor.ContextCancelled))
+
+
+# --- registry ---------------------------------------------------------------
+
+@acm
+async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Any]:
+    async with tractor.get_arbiter(*addr) as portal:
+        yield portal
+
+
+async def registry_snapshot(addr: tuple[str, int]) -> dict[str, tuple[str, int]]:
+    '''``{'name.uuid': (host, port)}`` of every registered actor.'''
+    async with _open_registry(addr) as reg:
+        snapshot = await reg.run_from_ns('self', 'get_registry')
+    return {k: tuple(v) for k, v in snapshot.items()}  # type: ignore[misc]
+
+
+async def find_actor_addr(name: str, addr: tuple[str, int]) -> tuple[str, int] | None:
+    async with _open_registry(addr) as reg:
+        sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
+    return tuple(sockaddr) if sockaddr else None  # type: ignore[return-value]
+
+
+@acm
+async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Any]:
+    from tractor._discovery import _connect_chan, open_portal as _open_portal
+
+    async with _connect_chan(*sockaddr) as chan:
+        async with _open_portal(chan) as portal:
+            yield portal
+
+
+@acm
+async def find_actor(
+    name: str,
+    addr: tuple[str, int],
+) -> AsyncIterator[Any | None]:
+    '''A portal to the actor registered as ``name``, or ``None``.'''
+    sockaddr = await find_actor_addr(name, addr)
+    if sockaddr is None:
+        yield None
+        return
+    async with open_portal(sockaddr) as portal:
+        yield portal
+
+
+@acm
+async def wait_for_actor(
+    name: str,
+    addr: tuple[str, int],
+    poll_s: float = 0.02,
+) -> AsyncIterator[Any]:
+    '''Wait for ``name`` to register, then yield a portal to it.'''
+    while (sockaddr := await find_actor_addr(name, addr)) is None:
+        await trio.sleep(poll_s)
+    async with open_portal(sockaddr) as portal:
+        yield portal
+
+
+async def unregister_actor(uid: tuple[str, str], addr: tuple[str, int]) -> None:
+    '''Drop a (dead) actor's registry entry; absent entries are fine.'''
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        try:
+            async with _open_registry(addr) as reg:
+                await reg.run_from_ns('self', 'unregister_actor', uid=uid)
+        except (KeyError, OSError, tractor.RemoteActorError):
+            pass
+
+
+# --- streams ----------------------------------------------------------------
+
+@dataclass
+class StreamStats:
+    received: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class SafeStream:
+    '''A ``MsgStream`` drained into a bounded local buffer.
+
+    The connection never waits on the consumer and a burst never overruns
+    the context: when the buffer is full the oldest message is dropped and
+    counted in :attr:`stats`.'''
+    stream: Any
+    maxlen: int
+    stats: StreamStats = field(default_factory=StreamStats)
+    _buf: deque = field(init=False)
+    _ready: trio.Event = field(default_factory=trio.Event)
+    _eof: bool = False
+    _error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._buf = deque(maxlen=self.maxlen)
+
+    async def send(self, msg: Any) -> None:
+        await self.stream.send(msg)
+
+    async def receive(self) -> Any:
+        while not self._buf:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise trio.EndOfChannel
+            self._ready = trio.Event()
+            await self._ready.wait()
+        return self._buf.popleft()
+
+    def __aiter__(self) -> SafeStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _pump(self) -> None:
+        try:
+            async for msg in self.stream:
+                if len(self._buf) == self.maxlen:
+                    self.stats.dropped += 1
+                self._buf.append(msg)
+                self.stats.received += 1
+                self._ready.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
+            self._error = PeerDisconnected(f'stream broke: {err!r}')
+        except Exception as err:
+            self._error = err
+        finally:
+            self._eof = True
+            self._ready.set()
+
+
+#: messages the runtime may queue per context before our pump drains them
+_CTX_QUEUE = 2**12
+
+
+@acm
+async def open_stream(
+    ctx: Any,
+    maxlen: int = 1024,
+) -> AsyncIterator[SafeStream]:
+    '''Open the context's stream without connection-wide backpressure and
+    without overruns killing the context (see :class:`SafeStream`).'''
+    async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
+        safe = SafeStream(stream, maxlen)
+        async with trio.open_nursery() as tn:
+            tn.start_soon(safe._pump)
+            try:
+                yield safe
+            finally:
+                tn.cancel_scope.cancel()
+
+
+# --- logging ----------------------------------------------------------------
+
+class _QuietCancels(logging.Filter):
+    '''a5 logs a full traceback at ERROR for every ``ctx.cancel()``.'''
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_cancellation(exc):
+            return False
+        msg = record.getMessage()
+        return 'ContextCancelled' not in msg and 'Cancelled' not in msg.split(':', 1)[0]
+
+
+def quiet_runtime_logs() -> None:
+    '''Keep a5's cancellation noise out of the default log level.'''
+    logger = logging.getLogger('tractor')
+    if not any(isinstance(f, _QuietCancels) for f in logger.filters):
+        logger.addFilter(_QuietCancels())
+        for h in logger.handlers:
+            h.addFilter(_QuietCancels())
+
+
+def ignore_runtime_warnings() -> None:
+    '''a5 uses ``trio.MultiError``, deprecated since trio 0.22.'''
+    warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning)
+
+
+ignore_runtime_warnings()
+
+__all__ = [
+    'ActorDied',
+    'PeerDisconnected',
+    'SafeStream',
+    'SpawnedActor',
+    'TRACTOR_VERSION',
+    'cancel_actor',
+    'cancel_on_signals',
+    'default_registry_addr',
+    'find_actor',
+    'open_context',
+    'open_stream',
+    'resolve_registry_addr',
+    'start_actor',
+    'wait_for_actor',
+]
+
+
+def expose_module(modname: str) -> None:
+    '''Let peers call functions in ``modname`` on this actor (a5 fixes its
+    RPC modules at startup; this adds one to a running actor).'''
+    import importlib
+
+    actor = tractor.current_actor()
+    if modname not in actor._mods:
+        actor._mods[modname] = importlib.import_module(modname)
+
+
+def resolve_fn_path(path: str) -> Callable:
+    '''``'pkg.mod:func'`` -> the function, with a clear error.'''
+    import importlib
+
+    mod_name, sep, qualname = path.partition(':')
+    if not sep or not mod_name or not qualname:
+        raise ValueError(f'endpoint {path!r} is not of the form "package.module:function"')
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise ImportError(f'endpoint {path!r}: cannot import {mod_name!r}: {err}') from err
+    for part in qualname.split('.'):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f'endpoint {path!r}: {mod_name!r} has no {qualname!r}') from None
+    return obj
