@@ -239,6 +239,7 @@ async def start_actor(
         kwargs['bind_addr'] = parse_addr(bind_addr)
     if debug_mode is not None:
         kwargs['debug_mode'] = debug_mode
+    _quiet_child_warnings()
     portal = await an.start_actor(
         name,
         enable_modules=[*enable_modules, __name__],
@@ -252,6 +253,23 @@ async def start_actor(
 
 
 _PR_SET_PDEATHSIG = 1
+
+# a5's modules that touch ``trio.MultiError`` (deprecated since trio 0.22)
+_NOISY_MODULES = (
+    'tractor', 'tractor._actor', 'tractor._exceptions', 'tractor._portal',
+    'tractor._root', 'tractor._spawn', 'tractor._streaming', 'tractor._supervise',
+    'tractor._entry', 'tractor._debug',
+)
+
+
+def _quiet_child_warnings() -> None:
+    '''Children import tractor directly: give them (through the inherited
+    environment) filters for a5's deprecation warnings, and only those.'''
+    current = os.environ.get('PYTHONWARNINGS', '')
+    if 'FutureWarning:tractor' in current:
+        return
+    ours = ','.join(f'ignore::FutureWarning:{m}' for m in _NOISY_MODULES)
+    os.environ['PYTHONWARNINGS'] = f'{current},{ours}' if current else ours
 
 
 async def _install_child_guard(parent_pid: int) -> None:
@@ -582,7 +600,8 @@ def quiet_runtime_logs() -> None:
 
 def ignore_runtime_warnings() -> None:
     '''a5 uses ``trio.MultiError``, deprecated since trio 0.22.'''
-    warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning)
+    for mod in _NOISY_MODULES:
+        warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning, module=mod)
 
 
 ignore_runtime_warnings()

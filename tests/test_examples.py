@@ -1,0 +1,30 @@
+'''The examples in examples/ run as documented (so the docs cannot rot).'''
+import subprocess
+import sys
+
+import psutil
+
+from conftest import ROOT
+
+
+def test_services_demo(free_addr):
+    host, port = free_addr
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'examples' / 'services_demo.py'), '--registry', f'{host}:{port}'],
+        capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f'service root ready: registry at {host}:{port}' in out
+    started, restarted = out.split('quotes was restarted by its permanent policy:')
+    assert started.count(' running ') == 3
+    quotes = next(line for line in restarted.splitlines() if line.strip().startswith('quotes'))
+    assert quotes.split()[1:4][0] == 'running' and quotes.split()[3] == '1'
+    assert 'killed by signal 9' in quotes
+    stops = [line.split()[0] for line in out.splitlines() if line.strip().endswith(' stopped') and line.startswith('  ')]
+    assert stops == ['reports', 'orders', 'quotes']
+    assert out.rstrip().endswith('all services stopped')
+    # every actor pid the demo printed is gone
+    pids = [int(tok) for line in out.splitlines() if line.startswith('  ') and len(line.split()) >= 4
+            for tok in line.split()[2:3] if tok.isdigit()]
+    assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
