@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-ROOT = Path(__file__).parent.parent
+
 
 
 def _free_port() -> int:

@@ -4,7 +4,9 @@ import sys
 
 import psutil
 
-from conftest import ROOT
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_services_demo(free_addr):

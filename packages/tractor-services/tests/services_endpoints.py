@@ -84,3 +84,15 @@ def counter(path: str | Path) -> int:
         return len(Path(path).read_text())
     except FileNotFoundError:
         return 0
+
+
+async def ask_root_for_services() -> str:
+    '''(in a subactor) What the root's manager says when asked over IPC.'''
+    from tractor_services import ServiceError, open_root_mngr
+
+    async with open_root_mngr() as mngr:
+        try:
+            await mngr.list_services()
+        except ServiceError as err:
+            return str(err)
+    return 'no error'

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import services_endpoints as eps
-from conftest import wait_pid_gone
+from services_helpers import wait_pid_gone
 from tractor_services import (
     RegistryInUse,
     RemoteServiceMngr,
@@ -168,3 +168,17 @@ async def test_registry_address_from_environment(monkeypatch, other_addr):
     monkeypatch.setenv(compat.REGISTRY_ENV, 'nonsense')
     with pytest.raises(ValueError, match='host:port'):
         compat.default_registry_addr()
+
+
+async def test_registry_without_service_manager_is_clear(other_addr):
+    from tractor_services import open_root_mngr
+
+    async with compat.open_root_actor(other_addr, 'plain_registry'):
+        async with compat.open_actor_nursery() as an:
+            # a subactor asks the registry (which runs no manager) for services
+            portal = await an.start_actor('asker', enable_modules=['services_endpoints'])
+            try:
+                reply = await portal.run(eps.ask_root_for_services)
+            finally:
+                await portal.cancel_actor()
+    assert 'runs no service manager' in reply

@@ -6,7 +6,7 @@ import pytest
 import trio
 
 import services_endpoints as eps
-from conftest import actor_pids, wait_pid_gone
+from services_helpers import actor_pids, wait_pid_gone
 from tractor_services import (
     ServiceConflict,
     ServiceFailed,

@@ -128,6 +128,11 @@ class RemoteServiceMngr:
         try:
             return await self.portal.run(fn, **kwargs)
         except compat.RemoteActorError as err:
+            if compat.remote_error_type(err) == 'ModuleNotExposed':
+                raise _errors.ServiceError(
+                    f'the actor {self.portal.channel.uid} runs no service manager: '
+                    'it must enter open_service_mngr() (open_service_root() does)'
+                ) from err
             local = _local_error(err)
             if local is err:
                 raise

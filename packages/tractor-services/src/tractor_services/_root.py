@@ -79,21 +79,13 @@ async def open_root_mngr(
     if compat.is_registry() and _holder.mngr is not None:
         yield _holder.mngr
         return
-    try:
-        cm = compat.open_portal(addr)
-        portal = await cm.__aenter__()
-    except OSError as err:
+    if not await compat.registry_reachable(addr):
         raise ServiceError(
-            f'no service root answers at {addr[0]}:{addr[1]} ({err}): start '
-            'one with open_service_root() or maybe_open_service_root()'
-        ) from err
-    try:
+            f'no service root answers at {addr[0]}:{addr[1]}: start one with '
+            'open_service_root() or maybe_open_service_root()'
+        )
+    async with compat.open_portal(addr) as portal:
         yield RemoteServiceMngr(portal)
-    except BaseException as err:
-        if not await cm.__aexit__(type(err), err, err.__traceback__):
-            raise
-    else:
-        await cm.__aexit__(None, None, None)
 
 
 @acm
