@@ -42,7 +42,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import trio
@@ -121,16 +120,18 @@ log = get_logger('compat', 'tractor_services')
 
 def parse_addr(addr: str | tuple[str, int] | list) -> tuple[str, int]:
     '''``'host:port'`` or ``(host, port)`` -> ``(host, port)``.'''
+    host: Any
+    raw_port: Any
     if isinstance(addr, str):
-        host, sep, port = addr.rpartition(':')
+        host, sep, raw_port = addr.rpartition(':')
         if not sep or not host:
             raise ValueError(f'registry address {addr!r} is not of the form host:port')
-        addr = (host, port)
-    host, port = addr
+    else:
+        host, raw_port = addr
     try:
-        port = int(port)
+        port = int(raw_port)
     except (TypeError, ValueError):
-        raise ValueError(f'registry port {port!r} is not a number') from None
+        raise ValueError(f'registry port {raw_port!r} is not a number') from None
     if not 0 <= port < 65536:
         raise ValueError(f'registry port {port} is out of range')
     return (str(host), port)
@@ -317,6 +318,14 @@ async def cancel_on_signals(
 async def watch_process(sa: SpawnedActor) -> None:
     '''Return never; raise :class:`ActorDied` as soon as the process exits.'''
     await sa.proc.wait()
+    # a5 takes ~0.5 s to notice the dead channel, and meanwhile leaving the
+    # context sends the corpse a cancel request with a shielded 0.5 s wait:
+    # close the channel now so teardown is immediate
+    with trio.CancelScope(shield=True):
+        try:
+            await sa.portal.channel.aclose()
+        except Exception as err:
+            log.debug(f'closing the channel of dead {sa.uid} failed: {err!r}')
     raise ActorDied(sa.uid, sa.pid, sa.proc.returncode)
 
 
@@ -446,7 +455,8 @@ async def find_actor_addr(name: str, addr: tuple[str, int]) -> tuple[str, int] |
 
 @acm
 async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Any]:
-    from tractor._discovery import _connect_chan, open_portal as _open_portal
+    from tractor._discovery import _connect_chan
+    from tractor._discovery import open_portal as _open_portal
 
     async with _connect_chan(*sockaddr) as chan:
         async with _open_portal(chan) as portal:
