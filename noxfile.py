@@ -1,0 +1,213 @@
+"""Sessions CI runs (``uv run nox``) and the benchmarks (``uv run nox -s bench``).
+
+tractor 0.1.0a5 (the only release) requires pdbpp from a git URL, so every
+uv install passes ``--overrides overrides.txt`` (``pdbpp>=0.11``) and tractor
+comes in through the ``[tractor]`` extra of tractor-services.
+
+- ``tests-services``, ``tests-feedbus``, ``tests-sampler``: one package and
+  its in-repo dependencies only, in a fresh environment, then its tests.
+- ``pip-recipe``: the plain-pip two-step install from the README, in a venv
+  made by ``python -m venv`` (not uv).
+- ``integration``: all packages, the top-level ``tests/``.
+- ``lint``: ruff and mypy.  ``docs``: sphinx with ``-W``.
+- ``bench``: every ``benchmarks/bench_*.py`` (not run by default).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = [
+    "tests-services",
+    "tests-feedbus",
+    "tests-sampler",
+    "pip-recipe",
+    "integration",
+    "lint",
+    "docs",
+]
+
+ROOT = Path(__file__).parent
+OVERRIDES = "overrides.txt"
+PYTHONS = ["3.11", "3.12"]
+TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis", "psutil"]
+TRACTOR = "tractor==0.1.0a5"
+
+# Each package: its folder, import name, and in-repo dependencies (folders).
+PACKAGES = {
+    "services": ("packages/tractor-services", "tractor_services", []),
+    "feedbus": ("packages/feedbus", "feedbus", ["packages/tractor-services"]),
+    "sampler": (
+        "packages/sampler",
+        "tractor_sampler",
+        ["packages/tractor-services", "packages/feedbus"],
+    ),
+}
+ALL_PACKAGES = [
+    "packages/tractor-services[tractor]",
+    "packages/feedbus",
+    "packages/sampler",
+]
+
+# Without compiled bytecode a subactor spawn takes ~690 ms instead of ~300 ms
+# (this environment sets PYTHONDONTWRITEBYTECODE=1).
+UV_ENV = {"UV_COMPILE_BYTECODE": "1"}
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    session.install("--overrides", OVERRIDES, *args, env=UV_ENV)
+
+
+def _editable(paths: list[str]) -> list[str]:
+    return [arg for path in paths for arg in ("-e", path)]
+
+
+def _pytest(session: nox.Session, tests: str) -> None:
+    """Run pytest on *tests*; "no tests collected" (exit 5) is a success."""
+    if not (ROOT / tests).is_dir():
+        session.log(f"{tests}/ does not exist yet: nothing to run")
+        return
+    session.run("pytest", tests, *session.posargs, success_codes=[0, 5])
+
+
+def _tests(session: nox.Session, name: str) -> None:
+    path, _import_name, deps = PACKAGES[name]
+    # the package with tractor through its extra, and its in-repo dependencies
+    # as local paths (the extra forwards to tractor-services[tractor])
+    local = [f"{p}[tractor]" if p == "packages/tractor-services" else p for p in deps]
+    _install(session, *_editable([*local, f"{path}[tractor]"]), *TEST_DEPS)
+    _pytest(session, f"{path}/tests")
+
+
+@nox.session(name="tests-services", python=PYTHONS)
+def tests_services(session: nox.Session) -> None:
+    """tractor-services alone: its unit tests."""
+    _tests(session, "services")
+
+
+@nox.session(name="tests-feedbus", python=PYTHONS)
+def tests_feedbus(session: nox.Session) -> None:
+    """feedbus with tractor-services: its unit tests."""
+    _tests(session, "feedbus")
+
+
+@nox.session(name="tests-sampler", python=PYTHONS)
+def tests_sampler(session: nox.Session) -> None:
+    """tractor-sampler with feedbus and tractor-services: its unit tests."""
+    _tests(session, "sampler")
+
+
+@nox.session(name="pip-recipe", python="3.11")
+@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+def pip_recipe(session: nox.Session, package: str) -> None:
+    """The README's plain-pip install, in a venv made by ``python -m venv``.
+
+    ``pip install <pkg>`` (sibling packages as local paths: they are not on
+    the index), then ``pip install --no-deps tractor==0.1.0a5``.  Before the
+    second step ``import tractor_services`` must fail with the install hint.
+    """
+    path, import_name, deps = PACKAGES[package]
+    venv = Path(session.create_tmp()) / "pip-venv"
+    if venv.exists():
+        shutil.rmtree(venv)
+    session.run("python", "-m", "venv", str(venv))
+    bindir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    python = str(bindir / "python")
+    # this session's venv must not leak into the plain-pip one
+    path_var = os.pathsep.join([str(bindir), os.environ.get("PATH", "")])
+    env = {"VIRTUAL_ENV": str(venv), "PATH": path_var}
+
+    local = [f"./{p}" for p in [*deps, path]]
+    session.run(python, "-m", "pip", "install", *local, external=True, env=env)
+
+    out = session.run(
+        python,
+        "-c",
+        "import tractor_services",
+        external=True,
+        env=env,
+        silent=True,
+        success_codes=[1],
+    )
+    out = str(out or "")
+    hint = f"pip install --no-deps {TRACTOR}"
+    if "ImportError" not in out or hint not in out:
+        session.error(
+            "without tractor, `import tractor_services` must raise an"
+            f" ImportError naming {hint!r}; got:\n{out}"
+        )
+    session.log("without tractor: ImportError with the install hint, as expected")
+
+    session.run(
+        python, "-m", "pip", "install", "--no-deps", TRACTOR, external=True, env=env
+    )
+    session.run(python, "-c", f"import {import_name}", external=True, env=env)
+
+
+@nox.session(python="3.11")
+def integration(session: nox.Session) -> None:
+    """All packages together: the top-level ``tests/``."""
+    _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
+    _pytest(session, "tests")
+
+
+def _existing(*paths: str) -> list[str]:
+    return [p for p in paths if (ROOT / p).exists()]
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff over the code, mypy over ``packages/*/src`` (config: pyproject)."""
+    _install(session, *_editable(ALL_PACKAGES), "ruff", "mypy", *TEST_DEPS)
+    # trio_typing (a tractor requirement) ships ``trio-stubs`` written for an
+    # older trio: they would shadow trio 0.23's own inline types (no
+    # ``trio.TaskStatus``, no ``trio.TrioDeprecationWarning``).  Our code does
+    # not import trio_typing, so check against trio's real types.
+    session.run("uv", "pip", "uninstall", "trio-typing")
+    paths = _existing("packages", "tests", "examples", "benchmarks", "noxfile.py")
+    srcs = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("packages/*/src"))
+    # run both tools even if the first fails, then fail if either did
+    failed = []
+    for tool, args in [("ruff", ["check", *paths]), ("mypy", srcs)]:
+        try:
+            session.run(tool, *args)
+        except nox.command.CommandFailed:
+            failed.append(tool)
+    if failed:
+        session.error(f"{' and '.join(failed)} reported errors")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the docs with warnings as errors."""
+    _install(
+        session,
+        *_editable(ALL_PACKAGES),
+        "sphinx",
+        "myst-parser",
+        "furo",
+        "sphinxcontrib-trio",
+    )
+    shutil.rmtree(ROOT / "docs" / "_build", ignore_errors=True)
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run every ``benchmarks/bench_*.py``; each writes its own figures."""
+    benches = sorted(ROOT.glob("benchmarks/bench_*.py"))
+    if not benches:
+        session.log("no benchmarks/bench_*.py files: nothing to run")
+        return
+    _install(session, *_editable(ALL_PACKAGES), "numpy", *TEST_DEPS)
+    for bench_file in benches:
+        session.run("python", str(bench_file.relative_to(ROOT)), *session.posargs)
