@@ -14,10 +14,14 @@ import signal
 import sys
 from functools import partial
 
-# tractor_services first: it silences tractor 0.1.0a5's import-time deprecation warning
-from tractor_services import ServiceInfo, open_service_root  # noqa: I001
-import tractor
 import trio
+
+# isort: off
+# tractor_services before tractor: it silences tractor 0.1.0a5's
+# import-time deprecation warning
+from tractor_services import ServiceInfo, open_service_root
+import tractor
+# isort: on
 
 
 @tractor.context

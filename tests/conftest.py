@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
 import psutil
 import pytest
-
-
 
 
 def _free_port() -> int:

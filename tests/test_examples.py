@@ -1,10 +1,9 @@
 '''The examples in examples/ run as documented (so the docs cannot rot).'''
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
-
-from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import trio
 
 HERE = Path(__file__).parent
 # subactors import the endpoints module by name: let them find it

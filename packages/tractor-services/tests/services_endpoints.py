@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import trio
 import tractor
+import trio
 
 
 @tractor.context

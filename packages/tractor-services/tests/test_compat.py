@@ -2,8 +2,9 @@
 import pytest
 import trio
 
-import services_endpoints as eps
 from tractor_services import compat, open_service_mngr
+
+import services_endpoints as eps
 
 
 async def test_slow_consumer_neither_kills_context_nor_blocks_connection(reg_addr):

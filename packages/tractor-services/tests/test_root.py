@@ -1,6 +1,5 @@
 '''Root daemons, other programs, find-or-spawn.'''
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,8 +9,6 @@ import psutil
 import pytest
 import trio
 
-import services_endpoints as eps
-from services_helpers import wait_pid_gone
 from tractor_services import (
     RegistryInUse,
     RemoteServiceMngr,
@@ -23,6 +20,9 @@ from tractor_services import (
     maybe_spawn_daemon,
     open_service_root,
 )
+
+import services_endpoints as eps
+from services_helpers import wait_pid_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
 
@@ -171,7 +171,6 @@ async def test_registry_address_from_environment(monkeypatch, other_addr):
 
 
 async def test_registry_without_service_manager_is_clear(other_addr):
-    from tractor_services import open_root_mngr
 
     async with compat.open_root_actor(other_addr, 'plain_registry'):
         async with compat.open_actor_nursery() as an:

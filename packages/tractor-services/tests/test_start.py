@@ -5,8 +5,6 @@ import psutil
 import pytest
 import trio
 
-import services_endpoints as eps
-from services_helpers import actor_pids, wait_pid_gone
 from tractor_services import (
     ServiceConflict,
     ServiceFailed,
@@ -14,6 +12,9 @@ from tractor_services import (
     ServiceStartupTimeout,
     open_service_mngr,
 )
+
+import services_endpoints as eps
+from services_helpers import actor_pids, wait_pid_gone
 
 
 async def test_started_value_comes_back(reg_addr):

@@ -6,9 +6,10 @@ from functools import partial
 import pytest
 import trio
 
+from tractor_services import RestartPolicy, ServiceNotFound, compat, open_service_mngr
+
 import services_endpoints as eps
 from services_helpers import actor_pids, wait_pid_gone
-from tractor_services import RestartPolicy, ServiceNotFound, compat, open_service_mngr
 
 
 async def test_sigkilled_service_is_noticed_and_removed(reg_addr):
@@ -19,7 +20,7 @@ async def test_sigkilled_service_is_noticed_and_removed(reg_addr):
         # noticed promptly: no hang anywhere (bounded generously for a loaded box)
         with trio.fail_after(3):
             info = await mngr.wait_for('victim', lambda i: i.state == 'failed')
-        assert info.last_error == "ActorDied: actor 'victim' (pid %d) killed by signal 9" % pid
+        assert info.last_error == f"ActorDied: actor 'victim' (pid {pid}) killed by signal 9"
         assert 'victim' not in mngr
         assert mngr.info('bystander').state == 'running'
         # its registry entry is gone too, so find-by-name cannot hand out a corpse
@@ -140,7 +141,7 @@ async def test_task_service_failure_is_recorded_and_restarted(reg_addr):
 
     async def flaky():
         runs.append(1)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if len(runs) < 3:
             raise OSError('disk on fire')
         await trio.sleep_forever()

@@ -72,7 +72,7 @@ PERMANENT = RestartPolicy(restart='permanent')
 TRANSIENT = RestartPolicy(restart='transient')
 
 
-def as_policy(policy: RestartPolicy | Restart | dict | None) -> RestartPolicy:
+def as_policy(policy: RestartPolicy | str | dict | None) -> RestartPolicy:
     '''Accept a policy, one of its restart names, or its fields as a dict.'''
     if policy is None:
         return TEMPORARY

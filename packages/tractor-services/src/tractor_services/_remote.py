@@ -99,6 +99,7 @@ class RemoteServiceMngr:
         import path ``'pkg.mod:func'``.'''
         from ._policy import as_policy
 
+        kwargs: dict[str, Any]
         if isinstance(ctx_ep, str):
             endpoint, kwargs = ctx_ep, {}
         else:

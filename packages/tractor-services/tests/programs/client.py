@@ -5,8 +5,9 @@ import sys
 
 import trio
 
-import services_endpoints as eps
 from tractor_services import maybe_spawn_daemon
+
+import services_endpoints as eps
 
 
 async def main(host: str, port: int, name: str) -> None:

@@ -6,8 +6,9 @@ import sys
 
 import trio
 
-import services_endpoints as eps
 from tractor_services import open_service_root
+
+import services_endpoints as eps
 
 
 async def main(host: str, port: int) -> None:
