@@ -75,3 +75,15 @@ def test_resolve_fn_path_errors():
         compat.resolve_fn_path('no_such_module_xyz:f')
     with pytest.raises(AttributeError, match='has no'):
         compat.resolve_fn_path('services_endpoints:nope')
+
+
+async def test_callers_own_unbound_local_error_is_not_masked(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        sa = await compat.start_actor(mngr.an, 'peer', enable_modules=['services_endpoints'])
+        try:
+            with pytest.raises(UnboundLocalError):
+                async with compat.open_context(sa.portal, eps.sleeper):
+                    print(never_bound)  # noqa: F821
+                    never_bound = 1  # noqa: F841
+        finally:
+            await compat.cancel_actor(sa, 5)

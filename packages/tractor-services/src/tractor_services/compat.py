@@ -378,10 +378,17 @@ async def open_context(
 ) -> AsyncIterator[tuple[Any, Any]]:
     '''``Portal.open_context`` that reports a dead peer as
     :class:`PeerDisconnected` instead of a5's ``UnboundLocalError``.'''
+    body_raised = False
     try:
         async with portal.open_context(fn, **kwargs) as (ctx, first):
-            yield ctx, first
+            try:
+                yield ctx, first
+            except BaseException:
+                body_raised = True
+                raise
     except UnboundLocalError as err:
+        if body_raised:  # the caller's own error, not a5's exit path
+            raise
         raise PeerDisconnected(
             f'peer {portal.channel.uid} disconnected inside context {fn.__name__}'
         ) from err
@@ -508,7 +515,7 @@ class StreamStats:
     dropped: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class SafeStream:
     '''A ``MsgStream`` drained into a bounded local buffer.
 

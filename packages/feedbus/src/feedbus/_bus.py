@@ -1,0 +1,244 @@
+'''
+The bus: subscribers as sets per topic, and fan-out that neither a broken
+nor a slow subscriber can stall.
+
+Fan-out never awaits: ``publish()`` puts each message into every
+subscriber's own bounded outbox and returns.  Each subscriber has one
+sender task (its throttler when throttled) that drains the outbox into its
+IPC stream.  So a subscriber that joins or leaves during a broadcast can
+neither crash it nor get a message twice, and a stalled subscriber delays
+only itself.
+
+Drop rule (documented in docs/feedbus.md):
+
+- an outbox holds at most ``outbox_size`` messages; when full, the oldest
+  is dropped and counted in ``stats.dropped`` (each such event is an
+  *overrun*, counted in ``stats.overruns``);
+- a subscriber whose stream does not accept a send within
+  ``stall_timeout`` seconds, or whose stream is broken or closed, is
+  removed from the bus (``stats.removed`` says why).
+
+'''
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from tractor_services import compat
+
+from ._msgs import Quote
+
+log = compat.get_logger('bus', 'feedbus')
+
+#: messages an outbox holds before it drops the oldest
+OUTBOX_SIZE: int = 1024
+#: seconds a send to one subscriber may take before it is removed
+STALL_TIMEOUT_S: float = 5.0
+
+
+class SubStats(msgspec.Struct, kw_only=True):
+    '''Counters of one subscriber (readable over IPC).'''
+    delivered: int = 0  # quotes delivered (inside frames or batches too)
+    messages: int = 0  # IPC messages sent
+    conflated: int = 0  # quotes merged into frames by the throttler
+    dropped: int = 0  # quotes dropped from a full outbox
+    overruns: int = 0  # times the outbox was full
+    requests: int = 0  # control messages received from it
+    removed: str | None = None  # why the bus removed it, if it did
+
+
+class Outbox(trio.abc.ReceiveChannel[Any]):
+    '''A bounded queue that never blocks its sender: when full it drops
+    the oldest message and counts it.'''
+
+    def __init__(self, maxlen: int, stats: SubStats):
+        self._q: deque[Any] = deque()
+        self._maxlen = maxlen
+        self._stats = stats
+        self._ready = trio.Event()
+        self._closed = False
+
+    def put(self, msg: Any) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError('outbox closed')
+        if len(self._q) >= self._maxlen:
+            self._q.popleft()
+            self._stats.dropped += 1
+            self._stats.overruns += 1
+        self._q.append(msg)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def clear(self) -> None:
+        '''Discard what is queued (on pause: not counted as drops).'''
+        self._q.clear()
+
+    def take_all(self) -> list[Any]:
+        items = list(self._q)
+        self._q.clear()
+        return items
+
+    async def wait_nonempty(self) -> None:
+        while not self._q:
+            if self._closed:
+                raise trio.EndOfChannel
+            self._ready = trio.Event()
+            await self._ready.wait()
+
+    async def receive(self) -> Any:
+        await self.wait_nonempty()
+        return self._q.popleft()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
+@dataclass(frozen=True)
+class Sub:
+    '''One subscription: hashable and immutable, so the bus keeps sets.
+
+    ``ipc`` is the subscriber's stream; ``send_chan`` its bounded outbox,
+    drained by the subscriber's own task (its throttler when throttled);
+    ``throttle_cs`` cancels exactly that task; ``rc_ui`` says whether the
+    subscriber allows remote control of its UI.'''
+    ipc: Any
+    send_chan: Outbox
+    throttle_cs: trio.CancelScope
+    rc_ui: bool = False
+    stats: SubStats = field(default_factory=SubStats, compare=False, hash=False)
+    throttler: Any = field(default=None, compare=False, hash=False)
+
+    @property
+    def rate(self) -> float | None:
+        '''Frames per second when throttled, else ``None``.'''
+        return self.throttler.rate if self.throttler is not None else None
+
+
+class FeedsBus:
+    '''Subscribers per topic (``set[Sub]``), the latest quote per topic,
+    and per-topic sequence numbers.  One per producer actor:
+    :func:`get_feed_bus`.'''
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Sub]] = {}
+        self._latest: dict[str, Quote] = {}
+        self._seq: dict[str, int] = {}
+        self.topics: set[str] = set()
+
+    # --- subscriber sets ------------------------------------------------
+
+    def add_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
+        '''Add ``subs`` to ``key``'s set (adding twice is harmless);
+        returns the set.'''
+        ss = self._subs.setdefault(key, set())
+        ss.update(subs)
+        return ss
+
+    def get_subs(self, key: str) -> set[Sub]:
+        '''``key``'s subscribers (a copy); an unknown topic creates nothing.'''
+        return set(self._subs.get(key, ()))
+
+    def remove_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
+        '''Remove ``subs`` from ``key`` (absent ones are ignored); returns
+        what remains.'''
+        ss = self._subs.get(key)
+        if ss is None:
+            return set()
+        ss.difference_update(subs)
+        if not ss:
+            del self._subs[key]
+        return set(ss)
+
+    def subs_items(self) -> Iterator[tuple[str, set[Sub]]]:
+        '''Topics with their subscribers (copies, safe to mutate the bus
+        while iterating).'''
+        for key, ss in list(self._subs.items()):
+            yield key, set(ss)
+
+    def drop_sub(self, sub: Sub, why: str) -> None:
+        '''Remove ``sub`` from every topic, recording why.'''
+        if sub.stats.removed is None:
+            sub.stats.removed = why
+            log.warning(f'dropping subscriber: {why}')
+        for key in list(self._subs):
+            self.remove_subs(key, (sub,))
+        sub.send_chan.close()
+
+    # --- topics and publishing --------------------------------------------
+
+    def add_topic(self, topic: str) -> None:
+        '''Declare a topic this producer serves (subscribing to an unknown
+        topic is an error).'''
+        self.topics.add(topic)
+
+    def latest(self, topic: str) -> Quote | None:
+        return self._latest.get(topic)
+
+    def publish(
+        self,
+        topic: str,
+        fields: dict[str, Any],
+        ticks: list[dict[str, Any]] | None = None,
+    ) -> Quote:
+        '''Stamp the next sequence number of ``topic`` and fan the quote out
+        to its subscribers.  Never blocks.'''
+        seq = self._seq[topic] = self._seq.get(topic, 0) + 1
+        quote = Quote(topic=topic, seq=seq, fields=fields, ticks=ticks or [])
+        self.topics.add(topic)
+        self._latest[topic] = quote
+        for sub in list(self._subs.get(topic, ())):
+            try:
+                sub.send_chan.put(quote)
+            except trio.ClosedResourceError:
+                self.remove_subs(topic, (sub,))
+        return quote
+
+
+@dataclass
+class _Holder:
+    bus: FeedsBus | None = None
+    pid: int = 0
+
+
+_holder = _Holder()
+
+
+def get_feed_bus() -> FeedsBus:
+    '''This actor's one :class:`FeedsBus` (made on first use).  Inside a
+    tractor runtime it also lets peers open ``open_feed_stream`` here.'''
+    if _holder.bus is None or _holder.pid != os.getpid():
+        _holder.bus = FeedsBus()
+        _holder.pid = os.getpid()
+    if compat.current_actor() is not None:
+        compat.expose_module('feedbus._producer')
+    return _holder.bus
+
+
+def reset_feed_bus() -> None:
+    '''Forget this actor's bus (tests, or a producer restarting its feeds).'''
+    _holder.bus = None
+
+
+def check_rate(rate: float | None) -> float | None:
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
+        raise ValueError(f'tick_throttle={rate!r} must be a positive, finite number of Hz (or None)')
+    return float(rate)
+
+
+_FeedsBus = FeedsBus

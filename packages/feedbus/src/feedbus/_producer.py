@@ -1,0 +1,245 @@
+'''
+The producer side: the ``@tractor.context`` endpoint a subscriber opens,
+and a helper that feeds the bus from any async source.
+
+'''
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+from typing import Any
+
+import msgspec
+import tractor
+import trio
+
+from tractor_services import compat
+
+from ._bus import (
+    OUTBOX_SIZE,
+    STALL_TIMEOUT_S,
+    FeedsBus,
+    Outbox,
+    Sub,
+    SubStats,
+    check_rate,
+    get_feed_bus,
+)
+from ._ctl import (
+    Ack,
+    Batch,
+    Error,
+    GetStats,
+    Pause,
+    Ready,
+    Resume,
+    SetRate,
+    Subscribe,
+    Unsubscribe,
+    decode_ctl,
+)
+from ._msgs import CLEARING_TICK_TYPES, Frame
+from ._throttle import Throttler
+
+log = compat.get_logger('producer', 'feedbus')
+
+_encode = msgspec.to_builtins
+
+
+class _Stalled(Exception):
+    pass
+
+
+async def _send(stream: Any, msg: Any, timeout: float) -> None:
+    '''One bounded send: a subscriber that cannot take it in time stalls.'''
+    with trio.move_on_after(timeout) as cs:
+        await stream.send(_encode(msg))
+    if cs.cancelled_caught:
+        raise _Stalled(f'a send took longer than {timeout} s')
+
+
+async def _deliver(
+    bus: FeedsBus,
+    sub: Sub,
+    ready: trio.Event,
+    batch: bool,
+    stall_timeout: float,
+    done: trio.CancelScope,
+) -> None:
+    '''The subscriber's own sender task: outbox -> its stream.'''
+    stats = sub.stats
+    stream = sub.ipc
+    try:
+        await ready.wait()
+        if sub.throttler is not None:
+            async def send_frame(frame: Frame) -> None:
+                await _send(stream, frame, stall_timeout)
+                stats.messages += 1
+                n = sum(tf.n_quotes for tf in frame.topics.values())
+                stats.delivered += n
+                stats.conflated += n - len(frame.topics)
+
+            await sub.throttler.run(sub.send_chan, send_frame)
+            return
+        outbox = sub.send_chan
+        while True:
+            await outbox.wait_nonempty()
+            quotes = outbox.take_all() if batch else [outbox._q.popleft()]
+            msg = quotes[0] if len(quotes) == 1 else Batch(quotes=quotes)
+            await _send(stream, msg, stall_timeout)
+            stats.messages += 1
+            stats.delivered += len(quotes)
+    except trio.EndOfChannel:
+        return
+    except _Stalled as err:
+        bus.drop_sub(sub, f'stalled: {err}')
+    except (trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected) as err:
+        bus.drop_sub(sub, f'stream broken: {err!r}')
+    done.cancel()
+
+
+@tractor.context
+async def open_feed_stream(
+    ctx: tractor.Context,
+    topics: list[str],
+    tick_throttle: float | None = None,
+    allow_remote_ctl_ui: bool = False,
+    batch: bool = True,
+    outbox_size: int = OUTBOX_SIZE,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    clearing: list[str] | None = None,
+) -> None:
+    '''Subscribe the calling actor to ``topics`` on this actor's bus.
+
+    ``started()`` carries the latest quote per topic (``None`` if none yet).
+    Then the stream delivers :class:`Quote` s (or :class:`Batch` es of them
+    when the subscriber lags and ``batch`` is on), or throttled
+    :class:`Frame` s at most ``tick_throttle`` per second, and serves the
+    control protocol (``feedbus._ctl``) on the same stream.
+
+    '''
+    bus = get_feed_bus()
+    rate = check_rate(tick_throttle)
+    if isinstance(topics, str) or not topics:
+        raise ValueError(f'topics must be a non-empty list of topic names, not {topics!r}')
+    unknown = sorted(set(topics) - bus.topics)
+    if unknown:
+        raise ValueError(
+            f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}'
+        )
+    if not (isinstance(outbox_size, int) and outbox_size > 0):
+        raise ValueError(f'outbox_size={outbox_size!r} must be a positive int')
+
+    await ctx.started({t: _encode(q) if (q := bus.latest(t)) else None for t in topics})
+
+    async with compat.open_stream(ctx) as stream, trio.open_nursery() as tn:
+        stats = SubStats()
+        throttler = None
+        if rate is not None:
+            throttler = Throttler(
+                rate,
+                clearing=frozenset(clearing) if clearing else CLEARING_TICK_TYPES,
+            )
+        sub = Sub(
+            ipc=stream,
+            send_chan=Outbox(outbox_size, stats),
+            throttle_cs=trio.CancelScope(),
+            rc_ui=allow_remote_ctl_ui,
+            stats=stats,
+            throttler=throttler,
+        )
+        ready = trio.Event()
+
+        async def sender() -> None:
+            with sub.throttle_cs:
+                await _deliver(bus, sub, ready, batch, stall_timeout, tn.cancel_scope)
+
+        tn.start_soon(sender)
+        subscribed = set(topics)
+        paused = False
+        for t in subscribed:
+            bus.add_subs(t, {sub})
+        try:
+            async for raw in stream:
+                try:
+                    msg = decode_ctl(raw)
+                except ValueError as err:
+                    await _reply(stream, Error(id=_id_of(raw), cmd=None, error=str(err)), stall_timeout)
+                    continue
+                stats.requests += 1
+                cmd = type(msg).__name__.lower()
+                result: Any = None
+                try:
+                    match msg:
+                        case Ready():
+                            ready.set()
+                            continue
+                        case Pause():
+                            paused = True
+                            for t in subscribed:
+                                bus.remove_subs(t, {sub})
+                            sub.send_chan.clear()
+                        case Resume():
+                            paused = False
+                            for t in subscribed:
+                                bus.add_subs(t, {sub})
+                        case Subscribe(topics=new):
+                            bad = sorted(set(new) - bus.topics)
+                            if bad:
+                                raise ValueError(f'unknown topic(s) {bad}: this producer serves {sorted(bus.topics)}')
+                            added = set(new) - subscribed
+                            subscribed |= added
+                            if not paused:
+                                for t in added:
+                                    bus.add_subs(t, {sub})
+                            result = {t: _encode(q) if (q := bus.latest(t)) else None for t in sorted(added)}
+                        case Unsubscribe(topics=gone):
+                            for t in set(gone) & subscribed:
+                                bus.remove_subs(t, {sub})
+                            subscribed -= set(gone)
+                        case SetRate(rate=new_rate):
+                            if throttler is None:
+                                raise ValueError('this subscription is not throttled: subscribe with tick_throttle to set a rate')
+                            throttler.rate = check_rate(new_rate) or throttler.rate
+                        case GetStats():
+                            result = _encode(stats)
+                except ValueError as err:
+                    await _reply(stream, Error(id=msg.id, cmd=cmd, error=str(err)), stall_timeout)
+                    continue
+                await _reply(stream, Ack(id=msg.id, cmd=cmd, result=result), stall_timeout)
+        except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            for t in subscribed:
+                bus.remove_subs(t, {sub})
+            sub.send_chan.close()
+            tn.cancel_scope.cancel()
+
+
+def _id_of(raw: Any) -> int:
+    i = raw.get('id') if isinstance(raw, dict) else None
+    return i if isinstance(i, int) else 0
+
+
+async def _reply(stream: Any, msg: Any, timeout: float) -> None:
+    try:
+        await _send(stream, msg, timeout)
+    except _Stalled:
+        pass
+
+
+async def publish_from(
+    source: AsyncIterable[dict[str, dict[str, Any]]],
+    bus: FeedsBus | None = None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    '''Feed the bus from an async iterator (or receive channel) of
+    ``{topic: quote}`` mappings, where a quote is a dict of fields with an
+    optional ``'ticks'`` list.  Topics are declared on first sight.'''
+    bus = bus or get_feed_bus()
+    task_status.started()
+    async for batch in source:
+        for topic, quote in batch.items():
+            fields = dict(quote)
+            ticks = fields.pop('ticks', None) or []
+            bus.publish(topic, fields, ticks)
