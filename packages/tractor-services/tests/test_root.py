@@ -20,9 +20,9 @@ from tractor_services import (
     maybe_spawn_daemon,
     open_service_root,
 )
+from tractor_services.testing import wait_pid_gone
 
 import services_endpoints as eps
-from services_helpers import wait_pid_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
 

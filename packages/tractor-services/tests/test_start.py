@@ -12,9 +12,9 @@ from tractor_services import (
     ServiceStartupTimeout,
     open_service_mngr,
 )
+from tractor_services.testing import actor_pids, wait_pid_gone
 
 import services_endpoints as eps
-from services_helpers import actor_pids, wait_pid_gone
 
 
 async def test_started_value_comes_back(reg_addr):

@@ -7,9 +7,9 @@ import pytest
 import trio
 
 from tractor_services import RestartPolicy, ServiceNotFound, compat, open_service_mngr
+from tractor_services.testing import actor_pids, wait_pid_gone
 
 import services_endpoints as eps
-from services_helpers import actor_pids, wait_pid_gone
 
 
 async def test_sigkilled_service_is_noticed_and_removed(reg_addr):

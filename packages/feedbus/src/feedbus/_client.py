@@ -59,6 +59,9 @@ class Feed:
     _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
     _pending: dict[int, Any] = field(default_factory=dict)
     local_stats: SubStats = field(default_factory=SubStats)
+    #: error replies to requests nobody waits for (e.g. malformed ones)
+    errors: list[Error] = field(default_factory=list)
+    _error_seen: trio.Event = field(default_factory=trio.Event)
 
     # --- reading -----------------------------------------------------------
 
@@ -134,6 +137,12 @@ class Feed:
             raise FeedError(reply.error)
         return reply.result
 
+    async def wait_errors(self, n: int) -> list[Error]:
+        '''Wait until ``n`` unsolicited error replies have arrived.'''
+        while len(self.errors) < n:
+            await self._error_seen.wait()
+        return self.errors
+
     # --- the pump ------------------------------------------------------------
 
     def _fan_out(self, msg: Any) -> None:
@@ -151,6 +160,9 @@ class Feed:
                         slot['done'].set()
                     elif isinstance(msg, Error):
                         log.error(f'producer error: {msg.error}')
+                        self.errors.append(msg)
+                        self._error_seen.set()
+                        self._error_seen = trio.Event()
                     continue
                 if isinstance(msg, Batch):
                     for q in msg.quotes:

@@ -160,12 +160,12 @@ async def open_feed_stream(
             bus.add_subs(t, {sub})
         try:
             async for raw in stream:
+                stats.requests += 1
                 try:
                     msg = decode_ctl(raw)
                 except ValueError as err:
                     await _reply(stream, Error(id=_id_of(raw), cmd=None, error=str(err)), stall_timeout)
                     continue
-                stats.requests += 1
                 cmd = type(msg).__name__.lower()
                 result: Any = None
                 try:

@@ -1,0 +1,17 @@
+'''Fixtures for feedbus' tests: a free registry port per session and a
+check that every test reaps what it spawned.'''
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from tractor_services.testing import no_leaked_children, other_addr, reg_addr  # noqa: F401
+
+HERE = Path(__file__).parent
+# subactors import the endpoints module by name: let them find it
+os.environ['PYTHONPATH'] = os.pathsep.join(
+    p for p in (str(HERE), os.environ.get('PYTHONPATH', '')) if p
+)
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))

@@ -1,0 +1,116 @@
+'''Broken, stalled and churning subscribers across real actors.'''
+import os
+import signal
+from functools import partial
+
+import feedbus_endpoints as fe
+import trio
+
+from feedbus import open_feed
+from tractor_services import open_service_mngr
+
+
+async def wait_until(pred, timeout=20.0, poll=0.02):
+    '''Wait (bounded) for a condition another process makes true.'''
+    with trio.fail_after(timeout):
+        while not await pred():
+            await trio.sleep(poll)
+
+
+async def subs_on(prod, topic) -> list[dict]:
+    return (await prod.run(fe.bus_report)).get(topic, [])
+
+
+async def progress(mngr, name, more: int) -> None:
+    '''``name``'s subscriber reads ``more`` messages beyond now.'''
+    portal = mngr.portal(name)
+    start = await portal.run(fe.received)
+
+    async def moved():
+        return await portal.run(fe.received) >= start + more
+    await wait_until(moved)
+
+
+async def test_sigkilled_subscriber_is_removed_others_keep_flowing(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service('prod', partial(fe.producer, topics=['a'], hz=300))
+        prod = mngr.portal('prod')
+        pids = {}
+        for name, rate in (('s1', None), ('s2', 20), ('s3', None)):
+            pids[name] = await mngr.start_service(name, partial(fe.subscriber, producer_name='prod', topics=['a'], tick_throttle=rate))
+
+        async def three():
+            return len(await subs_on(prod, 'a')) == 3
+        await wait_until(three)
+
+        os.kill(pids['s1'], signal.SIGKILL)
+
+        async def two():
+            return len(await subs_on(prod, 'a')) == 2
+        await wait_until(two)
+        await progress(mngr, 's2', 10)
+        await progress(mngr, 's3', 100)
+
+
+async def test_stalled_subscriber_does_not_slow_others_and_is_dropped(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        # large quotes fill the stalled peer's socket buffers quickly
+        await mngr.start_service('prod', partial(fe.producer, topics=['a'], hz=500, pad=8000))
+        prod = mngr.portal('prod')
+        pids = {}
+        for name in ('stuck', 'ok'):
+            pids[name] = await mngr.start_service(
+                name, partial(fe.subscriber, producer_name='prod', topics=['a'], stall_timeout=1.0))
+
+        async def both():
+            return len(await subs_on(prod, 'a')) == 2
+        await wait_until(both)
+
+        os.kill(pids['stuck'], signal.SIGSTOP)
+        try:
+            # the healthy one keeps reading all along
+            await progress(mngr, 'ok', 500)
+
+            async def dropped():
+                return len(await subs_on(prod, 'a')) == 1
+            await wait_until(dropped, timeout=60)
+            await progress(mngr, 'ok', 200)
+        finally:
+            os.kill(pids['stuck'], signal.SIGCONT)
+
+
+async def test_subscribe_unsubscribe_cycles_during_broadcasts(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service('prod', partial(fe.producer, topics=['a', 'b'], hz=1000))
+        prod = mngr.portal('prod')
+        seen_a = []
+        seen_b = []
+        async with open_feed(prod, ['a', 'b']) as feed, trio.open_nursery() as tn:
+            async def record():
+                async for q in feed:
+                    (seen_a if q.topic == 'a' else seen_b).append(q.seq)
+            tn.start_soon(record)
+            with trio.fail_after(120):
+                for _ in range(200):
+                    await feed.unsubscribe(['b'])
+                    await feed.subscribe(['b'])
+            report = await prod.run(fe.bus_report)
+            assert len(report['a']) == 1 and len(report['b']) == 1  # no leaked subs
+            tn.cancel_scope.cancel()
+        # no duplicates, order kept (b has gaps while unsubscribed)
+        assert seen_a == sorted(set(seen_a)) and seen_a
+        assert seen_b == sorted(set(seen_b))
+        assert seen_a == list(range(seen_a[0], seen_a[-1] + 1))  # a lost nothing
+
+        # whole feeds opened and closed concurrently leave nothing behind
+        async def churn():
+            for _ in range(10):
+                async with open_feed(prod, ['a']):
+                    pass
+        async with trio.open_nursery() as tn:
+            for _ in range(4):
+                tn.start_soon(churn)
+
+        async def empty():
+            return (await prod.run(fe.bus_report)) == {}
+        await wait_until(empty)

@@ -1,0 +1,87 @@
+'''
+Test helpers for code built on tractor-services (needs ``pytest`` and
+``psutil``): a free registry port per test session, a check that every
+test reaps the processes it spawned, and process helpers.
+
+Use in a ``conftest.py``::
+
+    from tractor_services.testing import (  # noqa: F401
+        no_leaked_children, other_addr, reg_addr,
+    )
+
+'''
+from __future__ import annotations
+
+import socket
+
+import psutil
+import pytest
+import trio
+
+
+def free_port(host: str = '127.0.0.1') -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def reg_addr() -> tuple[str, int]:
+    '''A registry address on a free random port, for this test session.'''
+    return ('127.0.0.1', free_port())
+
+
+@pytest.fixture
+def other_addr() -> tuple[str, int]:
+    '''A second free address, for tests that run their own root daemon.'''
+    return ('127.0.0.1', free_port())
+
+
+def children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
+    '''Wait for ``pids`` to exit; returns those still alive.'''
+    alive = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+    _, still = psutil.wait_procs(alive, timeout=timeout)
+    return {p.pid for p in still}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    '''Every test reaps what it spawned (leftovers are killed, then fail it).'''
+    before = children()
+    yield
+    leaked = wait_gone(children() - before)
+    for pid in leaked:
+        psutil.Process(pid).kill()
+    assert not leaked, f'test left child processes behind: {sorted(leaked)}'
+
+
+def actor_pids(name: str) -> list[int]:
+    '''Live subactor processes of ours spawned under ``name``.'''
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        if 'tractor._child' in cmd and any(f"('{name}'," in a for a in cmd):
+            pids.append(p.pid)
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def wait_pid_gone(pid: int, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while pid_alive(pid):
+            await trio.sleep(0.02)
