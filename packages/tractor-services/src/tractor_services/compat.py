@@ -319,14 +319,16 @@ async def watch_process(sa: SpawnedActor) -> None:
     '''Return never; raise :class:`ActorDied` as soon as the process exits.'''
     await sa.proc.wait()
     # a5 takes ~0.5 s to notice the dead channel, and meanwhile leaving the
-    # context sends the corpse a cancel request with a shielded 0.5 s wait:
-    # close the channel now so teardown is immediate
-    with trio.CancelScope(shield=True):
-        try:
-            await sa.portal.channel.aclose()
-        except Exception as err:
-            log.debug(f'closing the channel of dead {sa.uid} failed: {err!r}')
+    # context sends the corpse a cancel request with a shielded 0.5 s wait.
+    # Mark the channel disconnected so every a5 path skips talking to it;
+    # closing the socket instead would race a5's own reader task on it.
+    mark_disconnected(sa.portal.channel)
     raise ActorDied(sa.uid, sa.pid, sa.proc.returncode)
+
+
+def mark_disconnected(chan: Any) -> None:
+    '''Make a5 treat ``chan`` (whose peer is known dead) as disconnected.'''
+    chan.connected = lambda: False
 
 
 async def wait_disconnected(portal: Any, poll_s: float = 0.05) -> None:
