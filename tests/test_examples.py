@@ -29,3 +29,25 @@ def test_services_demo(free_addr):
     pids = [int(tok) for line in out.splitlines() if line.startswith('  ') and len(line.split()) >= 4
             for tok in line.split()[2:3] if tok.isdigit()]
     assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_feedbus_demo(free_addr):
+    host, port = free_addr
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'examples' / 'feedbus_demo.py'), '--registry', f'{host}:{port}'],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "producer serves ['btc', 'eth']" in out
+    frames = [line for line in out.splitlines() if line.startswith('frame ')]
+    assert len(frames) == 6
+    # frames cover contiguous sequence ranges: nothing lost between frames
+    ranges = [tuple(map(int, line.split('(seq ')[1].split(')')[0].split('-'))) for line in frames]
+    assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+    assert 'paused after 100 quotes' in out and 'resumed' in out
+    stats = {line.split(':')[0]: dict(kv.split('=') for kv in line.split(': ')[1].split())
+             for line in out.splitlines() if line.startswith(('all:', 'frames:'))}
+    assert stats['all']['delivered'] == '300' and stats['all']['dropped'] == '0'
+    assert int(stats['frames']['conflated']) > 0
+    assert out.rstrip().endswith('done')

@@ -51,7 +51,10 @@ async def bus_report() -> dict[str, list[dict]]:
     '''(in the producer) Each topic's subscribers' counters.'''
     import msgspec
 
-    return {t: [msgspec.to_builtins(sub.stats) for sub in subs] for t, subs in get_feed_bus().subs_items()}
+    return {
+        t: [{**msgspec.to_builtins(sub.stats), 'rc_ui': sub.rc_ui, 'rate': sub.rate} for sub in subs]
+        for t, subs in get_feed_bus().subs_items()
+    }
 
 
 _received = {'msgs': 0}

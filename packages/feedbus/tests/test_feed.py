@@ -149,3 +149,14 @@ async def test_maybe_open_feed_shares_per_key(reg_addr):
             await take(f1, 2)
         async with maybe_open_feed(portal, ['a', 'b']) as f4:
             assert f4 is not f1  # closed when its last user left, opened afresh
+
+
+async def test_rc_ui_and_rate_reach_the_producer(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        portal = await start_producer(mngr, topics=('a', 'b'))
+        async with open_feed(portal, ['a'], allow_remote_ctl_ui=True, tick_throttle=15):
+            async with open_feed(portal, ['b']) as plain:
+                await take(plain, 1)  # both subscriptions are in place
+                report = await portal.run(fe.bus_report)
+        assert [(s['rc_ui'], s['rate']) for s in report['a']] == [(True, 15.0)]
+        assert [(s['rc_ui'], s['rate']) for s in report['b']] == [(False, None)]
