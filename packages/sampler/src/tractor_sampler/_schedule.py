@@ -1,0 +1,175 @@
+'''
+When steps happen: absolute deadlines aligned to each period's wall-clock
+boundaries, from trio's clock.
+
+Step ``k`` of a period ``p`` is due at wall-clock time ``k * p`` (so a 60 s
+bar starts on the minute, a 1 s bar on the second).  Wall-clock time is
+read once, to map it onto trio's clock; every deadline is then computed
+from ``k`` (never by adding sleeps), so steps cannot drift, and the mock
+clock drives the whole schedule in tests.
+
+Late steps: a step taken after its deadline is simply late (its lateness
+is recorded).  When the loop was stalled past one or more later
+deadlines, the missed steps are caught up at once, in order, each with
+its own step time, so bars stay contiguous; when more than
+``max_catchup`` steps of one period were missed, the older ones are
+skipped (counted in ``stats.skipped``) and stepping resumes from the
+newest missed boundary.
+
+Periods: any multiple of 0.1 s from ``MIN_PERIOD_S`` (0.1 s) to
+``MAX_PERIOD_S`` (one day).
+
+'''
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+#: the default sampling period (seconds)
+_default_delay_s: float = 1.0
+MIN_PERIOD_S: float = 0.1
+MAX_PERIOD_S: float = 86400.0
+#: missed steps of one period caught up at once before older ones are skipped
+MAX_CATCHUP: int = 1000
+
+
+def check_period(period_s: object) -> float:
+    '''``period_s`` as a float, or a ``ValueError`` saying what is wrong.'''
+    if isinstance(period_s, bool) or not isinstance(period_s, (int, float)):
+        raise ValueError(f'period {period_s!r} is not a number of seconds')
+    p = float(period_s)
+    if math.isnan(p) or p <= 0:
+        raise ValueError(f'period {period_s!r} must be a positive number of seconds')
+    if not MIN_PERIOD_S <= p <= MAX_PERIOD_S:
+        raise ValueError(
+            f'period {period_s!r} is out of range: periods run from '
+            f'{MIN_PERIOD_S} s to {MAX_PERIOD_S:.0f} s'
+        )
+    tenths = round(p * 10)
+    if abs(tenths - p * 10) > 1e-6:
+        raise ValueError(f'period {period_s!r} is not a multiple of {MIN_PERIOD_S} s')
+    return tenths / 10
+
+
+@dataclass
+class StepStats:
+    steps: int = 0
+    late: int = 0  # steps taken more than 1 ms after their deadline
+    caught_up: int = 0  # steps taken at once after a stall
+    skipped: int = 0  # missed steps dropped beyond MAX_CATCHUP
+    max_lateness_s: float = 0.0
+    lateness_s: list[float] = field(default_factory=list)  # recent, for benchmarks
+
+
+OnStep = Callable[[float, float], Awaitable[None]]
+
+
+class Schedule:
+    '''The deadlines of every registered period; one :meth:`run` task steps
+    them all.'''
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        *,
+        max_catchup: int = MAX_CATCHUP,
+        keep_lateness: int = 0,
+    ) -> None:
+        self._wall = wall
+        self._offset: float | None = None  # wall - trio
+        self._next: dict[float, int] = {}  # period -> index k of its next step
+        self._changed = trio.Event()
+        self.max_catchup = max_catchup
+        self.keep_lateness = keep_lateness
+        self.stats = StepStats()
+
+    @property
+    def periods(self) -> list[float]:
+        return sorted(self._next)
+
+    def _sync(self) -> float:
+        if self._offset is None:
+            self._offset = self._wall() - trio.current_time()
+        return self._offset
+
+    def wall_now(self) -> float:
+        return trio.current_time() + self._sync()
+
+    def deadline(self, period: float, k: int) -> float:
+        '''trio time of step ``k`` of ``period``.'''
+        return k * period - self._sync()
+
+    def add(self, period_s: float) -> float:
+        '''Start stepping ``period_s`` from its next wall-clock boundary.'''
+        p = check_period(period_s)
+        if p not in self._next:
+            self._next[p] = math.floor(self.wall_now() / p + 1e-9) + 1
+            self._changed.set()
+        return p
+
+    def remove(self, period_s: float) -> None:
+        self._next.pop(check_period(period_s), None)
+        self._changed.set()
+
+    def next_step(self, period_s: float) -> tuple[int, float]:
+        '''(index, wall time) of ``period_s``'s next step.'''
+        p = check_period(period_s)
+        k = self._next[p]
+        return k, k * p
+
+    async def run(
+        self,
+        on_step: OnStep,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        '''Forever: sleep until the earliest deadline, then call
+        ``on_step(period, step_wall_time)`` for every step due, shorter
+        periods first, missed ones caught up in order.'''
+        task_status.started()
+        while True:
+            self._changed = trio.Event()
+            if not self._next:
+                await self._changed.wait()
+                continue
+            due_at = min(self.deadline(p, k) for p, k in self._next.items())
+            with trio.move_on_at(due_at):
+                await self._changed.wait()
+                continue  # the set of periods changed: recompute
+            await self._step_due(on_step)
+
+    async def _step_due(self, on_step: OnStep) -> None:
+        now = trio.current_time()
+        for p in sorted(self._next):
+            k = self._next.get(p)
+            if k is None or self.deadline(p, k) > now:
+                continue
+            last = math.floor((now + self._sync()) / p + 1e-9)
+            missed = last - k  # steps beyond the first that are also due
+            if missed > self.max_catchup:
+                self.stats.skipped += missed - self.max_catchup
+                k = last - self.max_catchup
+            for i, kk in enumerate(range(k, last + 1)):
+                lateness = trio.current_time() - self.deadline(p, kk)
+                self._record(lateness, caught_up=i > 0)
+                self._next[p] = kk + 1
+                await on_step(p, kk * p)
+                if p not in self._next:  # removed by on_step
+                    break
+
+    def _record(self, lateness: float, caught_up: bool) -> None:
+        s = self.stats
+        s.steps += 1
+        if caught_up:
+            s.caught_up += 1
+        if lateness > 1e-3:
+            s.late += 1
+        s.max_lateness_s = max(s.max_lateness_s, lateness)
+        if self.keep_lateness:
+            s.lateness_s.append(lateness)
+            if len(s.lateness_s) > self.keep_lateness:
+                del s.lateness_s[0]

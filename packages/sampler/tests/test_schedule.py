@@ -1,0 +1,135 @@
+'''The step schedule under trio's mock clock: aligned, drift-free, late
+steps by the documented rule.'''
+import math
+
+import pytest
+import trio
+import trio.testing
+
+from tractor_sampler._schedule import MAX_PERIOD_S, Schedule, check_period
+
+#: a wall-clock start that is on no boundary
+W0 = 1_700_000_000.37
+
+
+def mock_wall():
+    return lambda: trio.current_time() + W0
+
+
+async def run_for(sched: Schedule, seconds: float, on_step) -> None:
+    async with trio.open_nursery() as tn:
+        await tn.start(sched.run, on_step)
+        await trio.sleep(seconds)
+        tn.cancel_scope.cancel()
+
+
+async def test_one_hour_is_3600_second_steps_and_60_minute_steps(autojump_clock):
+    sched = Schedule(wall=mock_wall())
+    sched.add(1.0)
+    sched.add(60.0)
+    steps = {1.0: [], 60.0: []}
+
+    async def on_step(period, t):
+        steps[period].append((t, trio.current_time()))
+
+    # end just before the 3601st second boundary after the start
+    await run_for(sched, math.ceil(W0 + 3600) - W0 - 0.01, on_step)
+    assert len(steps[1.0]) == 3600
+    assert len(steps[60.0]) == 60
+    for period, got in steps.items():
+        times = [t for t, _ in got]
+        # every step on its boundary, none skipped or doubled
+        assert all(t % period == 0 for t in times)
+        assert times == [times[0] + i * period for i in range(len(times))]
+        # and taken exactly at its deadline: no drift after an hour
+        assert all(now + W0 == pytest.approx(t, abs=1e-6) for t, now in got)
+    assert sched.stats.late == 0 and sched.stats.caught_up == 0
+
+
+async def test_first_step_waits_for_the_next_boundary(autojump_clock):
+    sched = Schedule(wall=mock_wall())
+    sched.add(60.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append(t)
+
+    await run_for(sched, 61, on_step)
+    assert got == [math.ceil(W0 / 60) * 60]
+
+
+async def test_stalled_loop_catches_up_missed_steps_in_order(autojump_clock):
+    sched = Schedule(wall=mock_wall())
+    sched.add(1.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append((t, trio.current_time() + W0))
+        if len(got) == 5:
+            await trio.sleep(3.5)  # the loop stalls past three deadlines
+
+    await run_for(sched, 10.9, on_step)
+    times = [t for t, _ in got]
+    assert times == [times[0] + i for i in range(len(times))]  # contiguous, nothing doubled
+    stalled_until = got[4][1] + 3.5
+    caught = [(t, at) for t, at in got if t < stalled_until and at >= stalled_until - 1e-9]
+    # three steps are taken at once: the late one and two caught up
+    assert len(caught) == 3 and sched.stats.caught_up == 2 and sched.stats.late == 3
+    assert all(at == pytest.approx(stalled_until) for _, at in caught)  # taken at once
+    assert got[-1][1] == pytest.approx(got[-1][0])  # back on the boundary afterwards
+
+
+async def test_too_many_missed_steps_are_skipped_by_the_rule(autojump_clock):
+    sched = Schedule(wall=mock_wall(), max_catchup=2)
+    sched.add(1.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append(t)
+        if len(got) == 1:
+            await trio.sleep(10.2)
+
+    await run_for(sched, 12, on_step)
+    # ten steps were due after the stall: the newest one and the two
+    # missed before it are taken, the seven older ones skipped
+    assert sched.stats.skipped == 7 and sched.stats.caught_up == 2
+    assert got[1:4] == [got[0] + 8, got[0] + 9, got[0] + 10]
+
+
+async def test_periods_added_while_running_align_to_their_boundary(autojump_clock):
+    sched = Schedule(wall=mock_wall())
+    got = []
+
+    async def on_step(period, t):
+        got.append((period, t))
+
+    async with trio.open_nursery() as tn:
+        await tn.start(sched.run, on_step)
+        await trio.sleep(5)
+        sched.add(0.5)
+        await trio.sleep(2)
+        sched.remove(0.5)
+        sched.add(2.0)
+        await trio.sleep(4.1)
+        tn.cancel_scope.cancel()
+    halves = [t for p, t in got if p == 0.5]
+    twos = [t for p, t in got if p == 2.0]
+    assert len(halves) == 4 and all(t % 0.5 == 0 for t in halves)
+    assert len(twos) == 2 and all(t % 2 == 0 for t in twos)
+
+
+@pytest.mark.parametrize('bad, match', [
+    (0, 'positive'), (-1, 'positive'), (float('nan'), 'positive'),
+    (0.05, 'out of range'), (MAX_PERIOD_S * 2, 'out of range'),
+    (0.25, 'multiple of 0.1'), ('1', 'not a number'), (True, 'not a number'),
+])
+def test_bad_periods_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_period(bad)
+
+
+def test_good_periods():
+    assert check_period(1) == 1.0
+    assert check_period(0.1) == 0.1
+    assert check_period(0.30000000000000004) == 0.3
+    assert check_period(3600) == 3600.0
