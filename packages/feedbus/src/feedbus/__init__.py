@@ -24,7 +24,7 @@ from ._bus import (
 from ._client import Feed, FeedError, maybe_open_feed, open_feed
 from ._ctl import Batch, CtlMsg, decode_ctl
 from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame, decode_feed_msg
-from ._producer import open_feed_stream, publish_from
+from ._producer import open_feed_stream, open_sub, publish_from
 from ._throttle import Throttler
 
 __version__ = '0.1.0'
@@ -52,6 +52,7 @@ __all__ = [
     'maybe_open_feed',
     'open_feed',
     'open_feed_stream',
+    'open_sub',
     'publish_from',
     'reset_feed_bus',
 ]

@@ -169,14 +169,18 @@ class FeedsBus:
         for key, ss in list(self._subs.items()):
             yield key, set(ss)
 
-    def drop_sub(self, sub: Sub, why: str) -> None:
-        '''Remove ``sub`` from every topic, recording why.'''
-        if sub.stats.removed is None:
-            sub.stats.removed = why
-            log.warning(f'dropping subscriber: {why}')
+    def forget_sub(self, sub: Sub) -> None:
+        '''Remove ``sub`` from every topic and close its outbox.'''
         for key in list(self._subs):
             self.remove_subs(key, (sub,))
         sub.send_chan.close()
+
+    def drop_sub(self, sub: Sub, why: str) -> None:
+        '''Remove a failing ``sub`` from every topic, recording why.'''
+        if sub.stats.removed is None:
+            sub.stats.removed = why
+            log.warning(f'dropping subscriber: {why}')
+        self.forget_sub(sub)
 
     # --- topics and publishing --------------------------------------------
 
@@ -187,6 +191,19 @@ class FeedsBus:
 
     def latest(self, topic: str) -> Quote | None:
         return self._latest.get(topic)
+
+    def broadcast(self, topic: str, msg: Any) -> int:
+        '''Put any message into the outbox of each of ``topic``'s
+        subscribers, as is (no sequence number).  Never blocks; returns how
+        many subscribers it reached.'''
+        n = 0
+        for sub in list(self._subs.get(topic, ())):
+            try:
+                sub.send_chan.put(msg)
+                n += 1
+            except trio.ClosedResourceError:
+                self.remove_subs(topic, (sub,))
+        return n
 
     def publish(
         self,

@@ -5,7 +5,8 @@ and a helper that feeds the bus from any async source.
 '''
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager as acm
 from typing import Any
 
 import msgspec
@@ -97,6 +98,48 @@ async def _deliver(
     done.cancel()
 
 
+@acm
+async def open_sub(
+    bus: FeedsBus,
+    stream: Any,
+    *,
+    rate: float | None = None,
+    rc_ui: bool = False,
+    batch: bool = True,
+    outbox_size: int = OUTBOX_SIZE,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    clearing: frozenset[str] = CLEARING_TICK_TYPES,
+) -> AsyncIterator[tuple[Sub, trio.Event]]:
+    '''Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
+    outbox and sender task (a throttler when ``rate`` is set), which starts
+    sending once the yielded event is set.  The caller adds the Sub to
+    topics; on exit it is removed from all and its task cancelled.  If the
+    bus drops the subscriber, the block is cancelled.'''
+    if not (isinstance(outbox_size, int) and outbox_size > 0):
+        raise ValueError(f'outbox_size={outbox_size!r} must be a positive int')
+    stats = SubStats()
+    sub = Sub(
+        ipc=stream,
+        send_chan=Outbox(outbox_size, stats),
+        throttle_cs=trio.CancelScope(),
+        rc_ui=rc_ui,
+        stats=stats,
+        throttler=Throttler(rate, clearing=clearing) if rate is not None else None,
+    )
+    ready = trio.Event()
+    async with trio.open_nursery() as tn:
+        async def sender() -> None:
+            with sub.throttle_cs:
+                await _deliver(bus, sub, ready, batch, stall_timeout, tn.cancel_scope)
+
+        tn.start_soon(sender)
+        try:
+            yield sub, ready
+        finally:
+            bus.forget_sub(sub)
+            tn.cancel_scope.cancel()
+
+
 @tractor.context
 async def open_feed_stream(
     ctx: tractor.Context,
@@ -131,29 +174,17 @@ async def open_feed_stream(
 
     await ctx.started({t: _encode(q) if (q := bus.latest(t)) else None for t in topics})
 
-    async with compat.open_stream(ctx) as stream, trio.open_nursery() as tn:
-        stats = SubStats()
-        throttler = None
-        if rate is not None:
-            throttler = Throttler(
-                rate,
-                clearing=frozenset(clearing) if clearing else CLEARING_TICK_TYPES,
-            )
-        sub = Sub(
-            ipc=stream,
-            send_chan=Outbox(outbox_size, stats),
-            throttle_cs=trio.CancelScope(),
-            rc_ui=allow_remote_ctl_ui,
-            stats=stats,
-            throttler=throttler,
-        )
-        ready = trio.Event()
-
-        async def sender() -> None:
-            with sub.throttle_cs:
-                await _deliver(bus, sub, ready, batch, stall_timeout, tn.cancel_scope)
-
-        tn.start_soon(sender)
+    async with compat.open_stream(ctx) as stream, open_sub(
+        bus, stream,
+        rate=rate,
+        rc_ui=allow_remote_ctl_ui,
+        batch=batch,
+        outbox_size=outbox_size,
+        stall_timeout=stall_timeout,
+        clearing=frozenset(clearing) if clearing else CLEARING_TICK_TYPES,
+    ) as (sub, ready):
+        stats = sub.stats
+        throttler = sub.throttler
         subscribed = set(topics)
         paused = False
         for t in subscribed:
@@ -207,12 +238,7 @@ async def open_feed_stream(
                     continue
                 await _reply(stream, Ack(id=msg.id, cmd=cmd, result=result), stall_timeout)
         except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            for t in subscribed:
-                bus.remove_subs(t, {sub})
-            sub.send_chan.close()
-            tn.cancel_scope.cancel()
+            pass  # the subscriber went away: open_sub() forgets it
 
 
 def _id_of(raw: Any) -> int:
