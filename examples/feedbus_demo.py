@@ -58,7 +58,7 @@ async def quote_producer(ctx: tractor.Context, symbols: list[str], hz: float = 1
 async def read_all(portal, out: dict) -> None:
     async with open_feed(portal, ['btc', 'eth']) as feed:
         n = 0
-        async for quote in feed:
+        async for _quote in feed:
             n += 1
             if n == 100:
                 await feed.pause()

@@ -1,0 +1,852 @@
+'''
+Shared-memory OHLCV buffers: numpy structured arrays in named POSIX
+shared-memory segments, with their valid window also in shared memory so
+every process that attaches sees the same rows.
+
+Layout
+------
+Every buffer lives in two segments:
+
+- the **data segment** (``ShmToken.shm_name``): a numpy structured array of
+  shape ``(members, size)``.  A plain buffer made by :func:`open_shm_array`
+  is a group of one (``members == 1``); a :class:`ShmGroup` packs many
+  buffers of one dtype and size into one block so they can be stepped
+  together (see below).
+- the **control segment** (``ShmToken.shm_ctl_name``, named
+  ``<shm_name>_ctl``): int64s.  ``ctl[0:8]`` is a header (magic, layout
+  version, members, size, itemsize, a CRC of the dtype description, two
+  reserved words) that an attacher checks its token against;
+  ``ctl[8:]`` holds ``(first, last)`` for each member, so each member has its
+  own window ``rows[first:last]`` (``last`` exclusive).  We chose one control
+  segment over one segment per index: one file descriptor and one mapping
+  per buffer, and the header makes a stale or mismatched token fail loudly.
+
+Writers always write the rows first and move ``first``/``last`` after, so a
+reader in another process never sees an index covering unwritten rows.
+Aligned int64 stores are single machine stores; a reader may see a window
+that is one push old, never a torn index.
+
+Window start
+------------
+A new buffer's empty window starts at ``start`` (default ``size // 2``):
+history is prepended before it (backfill), live bars are appended after it,
+and both get half the buffer.  Pass ``start=0`` for an append-only buffer
+or ``start=size`` for a history-only one.
+
+Ownership
+---------
+The creator owns the segments: :meth:`ShmArray.destroy` (or leaving
+``with open_shm_array(...)``) unlinks them, and an ``atexit`` hook unlinks
+whatever the creating process did not destroy (a forked child never
+unlinks its parent's segments).  The creator stays registered with the
+stdlib resource tracker, so even a creator killed by a signal leaves
+nothing in ``/dev/shm``.  Attachers (:func:`attach_shm_array`) unregister
+from the resource tracker right after attaching (on Python < 3.13 the
+tracker would otherwise unlink the segment when the attacher exits) and
+can only ``close()``; ``destroy()`` on an attacher raises.
+
+Read-only attachments (the default for clients) map the segments with
+``PROT_READ``: every view has ``flags.writeable == False`` and cannot be
+made writeable again, and :meth:`ShmArray.push` raises ``PermissionError``.
+
+``close()`` closes the file descriptors and drops the handle's references
+but never unmaps memory under a live numpy view (numpy keeps a reference to
+the ``mmap``, not a buffer export, so an explicit unmap would leave views
+pointing at nothing): the mapping goes when the last view does.  Using a
+closed handle raises ``ValueError``.
+
+Vectorised stepping
+-------------------
+The sampler appends one row per period to every buffer (time = previous +
+period, open = high = low = close = previous close, volume 0, index + 1).
+Doing that with a few numpy operations per buffer costs a Python loop of
+1000 iterations for 1000 buffers.  Instead, buffers of one dtype and size
+are allocated as members of one :class:`ShmGroup` (:func:`open_shm_group`):
+one data segment holding a ``(members, size)`` block plus the per-member
+windows in one ``(members, 2)`` int64 array.  A step is then one numpy
+operation per column on ``(members,)`` fancy-indexed slices: gather the
+last rows, compute the new rows, scatter them one slot further, bump the
+``last`` column.  Members keep their own windows (backfill can prepend
+different amounts per member), and each member is still an ordinary
+:class:`ShmArray` with its own token that another process can attach alone.
+
+:func:`step_many` / :class:`StepPlan` accept any mix of buffers: they group
+them by data segment and do the vectorised step once per segment (so
+standalone buffers still cost one step each; allocate them in a group to
+get the vectorised path).  Members with an empty window have no previous
+close and are skipped.  A step that would overrun any member's end raises
+:class:`ShmOverrun` before anything is written.
+'''
+from __future__ import annotations
+
+import atexit
+import mmap
+import os
+import secrets
+import sys
+import threading
+import zlib
+from collections.abc import Iterator, Sequence
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import msgspec
+import numpy as np
+
+__all__ = [
+    'DEFAULT_DTYPE',
+    'KEY_PREFIX',
+    'ShmArray',
+    'ShmGroup',
+    'ShmOverrun',
+    'ShmToken',
+    'StepPlan',
+    'attach_shm_array',
+    'attach_shm_group',
+    'def_ohlcv_dtype',
+    'open_shm_array',
+    'open_shm_group',
+    'step_many',
+]
+
+def_ohlcv_dtype = np.dtype([
+    ('index', 'i8'),
+    ('time', 'f8'),
+    ('open', 'f8'),
+    ('high', 'f8'),
+    ('low', 'f8'),
+    ('close', 'f8'),
+    ('volume', 'f8'),
+])
+DEFAULT_DTYPE = def_ohlcv_dtype
+
+#: prefix of generated segment names (recognisable in ``/dev/shm``);
+#: the environment variable overrides it (the tests give every session its
+#: own prefix, inherited by child processes and subactors)
+KEY_PREFIX = 'tsamp_'
+KEY_PREFIX_ENV = 'TRACTOR_SAMPLER_SHM_PREFIX'
+CTL_SUFFIX = '_ctl'
+
+_MAGIC = 0x7473616D70_0001  # "tsamp" + 1
+_VERSION = 1
+_HEADER = 8  # int64 words before the (first, last) pairs
+_H_MAGIC, _H_VERSION, _H_MEMBERS, _H_SIZE, _H_ITEMSIZE, _H_DTYPE_CRC = range(6)
+
+
+class ShmOverrun(ValueError):
+    '''A push or step that does not fit in the buffer's free space.'''
+
+
+# -- dtype descriptions (msgpack friendly) ---------------------------------
+
+def _canon_descr(descr: Any) -> tuple:
+    '''A numpy ``dtype.descr`` (or its msgpack'd form, lists for tuples) as
+    a hashable tuple of ``(name, format[, shape])`` tuples.'''
+    if not isinstance(descr, (list, tuple)) or not descr:
+        raise ValueError(f'dtype description must be a non-empty list, got {descr!r}')
+    out: list[tuple] = []
+    for entry in descr:
+        if not isinstance(entry, (list, tuple)) or len(entry) not in (2, 3):
+            raise ValueError(
+                f'dtype description entries are [name, format] or '
+                f'[name, format, shape], got {entry!r}'
+            )
+        name, fmt, *shape = entry
+        if isinstance(name, (list, tuple)):  # (title, name)
+            name = tuple(name)
+        elif not isinstance(name, str):
+            raise ValueError(f'dtype field name must be a string, got {name!r}')
+        if isinstance(fmt, (list, tuple)):
+            fmt = _canon_descr(fmt)
+        elif not isinstance(fmt, str):
+            raise ValueError(f'dtype field format must be a string, got {fmt!r}')
+        if shape:
+            shp = shape[0]
+            shp = tuple(shp) if isinstance(shp, (list, tuple)) else (shp,)
+            if not all(isinstance(n, int) for n in shp):
+                raise ValueError(f'dtype field shape must be ints, got {shape[0]!r}')
+            out.append((name, fmt, shp))
+        else:
+            out.append((name, fmt))
+    return tuple(out)
+
+
+def _descr_to_numpy(descr: tuple) -> list:
+    out: list = []
+    for entry in descr:
+        name, fmt, *shape = entry
+        if isinstance(fmt, tuple):
+            fmt = _descr_to_numpy(fmt)
+        out.append((name, fmt, *shape))
+    return out
+
+
+def _dtype_crc(descr: tuple) -> int:
+    return zlib.crc32(repr(descr).encode())
+
+
+# -- the token ---------------------------------------------------------------
+
+class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
+    '''Everything another process needs to attach a buffer; travels over
+    IPC as a plain map (``msgspec.to_builtins`` / msgpack) and comes back
+    with :meth:`from_msg` or ``msgspec.convert(msg, ShmToken)``.
+
+    ``dtype_descr`` is normalised to a tuple of tuples, so tokens are
+    hashable and compare equal after a round trip.  ``members``/``member``
+    locate the buffer in its data segment (``1``/``0`` for a standalone
+    buffer).
+    '''
+    shm_name: str
+    shm_ctl_name: str
+    dtype_descr: tuple
+    size: int
+    members: int = 1
+    member: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ('shm_name', 'shm_ctl_name'):
+            if not getattr(self, field):
+                raise ValueError(f'ShmToken.{field} must be a non-empty string')
+        if self.size <= 0:
+            raise ValueError(f'ShmToken.size must be > 0, got {self.size}')
+        if self.members <= 0:
+            raise ValueError(f'ShmToken.members must be > 0, got {self.members}')
+        if not 0 <= self.member < self.members:
+            raise ValueError(
+                f'ShmToken.member must be in [0, {self.members}), got {self.member}'
+            )
+        descr = _canon_descr(self.dtype_descr)
+        try:
+            np.dtype(_descr_to_numpy(descr))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'invalid dtype description {self.dtype_descr!r}: {err}') from err
+        msgspec.structs.force_setattr(self, 'dtype_descr', descr)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(_descr_to_numpy(self.dtype_descr))
+
+    @classmethod
+    def from_msg(cls, msg: ShmToken | dict | Any) -> ShmToken:
+        '''Rebuild a token from its IPC form; ``ValueError`` if malformed.'''
+        if isinstance(msg, cls):
+            return msg
+        try:
+            return msgspec.convert(msg, cls)
+        except msgspec.ValidationError as err:
+            raise ValueError(f'malformed shm token {msg!r}: {err}') from err
+
+    def to_msg(self) -> dict:
+        return msgspec.to_builtins(self)
+
+    def for_member(self, member: int) -> ShmToken:
+        return msgspec.structs.replace(self, member=member)
+
+
+# -- segments ----------------------------------------------------------------
+
+# segments this process created and has not destroyed: unlinked at exit
+_created: dict[str, SharedMemory] = {}
+_created_lock = threading.Lock()
+_creator_pid = os.getpid()
+
+
+@atexit.register
+def _unlink_created() -> None:
+    if os.getpid() != _creator_pid:  # a forked child: not ours
+        return
+    with _created_lock:
+        segs = list(_created.values())
+        _created.clear()
+    for seg in segs:
+        try:
+            seg.unlink()
+        except FileNotFoundError:
+            pass
+        _close_segment(seg)
+
+
+def _close_segment(seg: SharedMemory) -> None:
+    """Close the file descriptor and drop our reference to the mapping
+    without unmapping it: numpy views hold a reference to the ``mmap`` but
+    no buffer export, so ``mmap.close()`` would unmap memory under views
+    still in use (a segfault on the next access).  The mapping goes away
+    when its last view does."""
+    buf = getattr(seg, '_buf', None)
+    if buf is not None:
+        try:
+            buf.release()
+        except BufferError:
+            pass
+        seg._buf = None  # type: ignore[attr-defined]
+    seg._mmap = None  # type: ignore[attr-defined]
+    fd = getattr(seg, '_fd', -1)
+    if fd >= 0:
+        os.close(fd)
+        seg._fd = -1  # type: ignore[attr-defined]
+
+
+def _create_segment(name: str, nbytes: int) -> SharedMemory:
+    try:
+        seg = SharedMemory(name=name, create=True, size=nbytes)
+    except FileExistsError as err:
+        raise FileExistsError(f'shm segment {name!r} already exists') from err
+    with _created_lock:
+        _created[name] = seg
+    return seg
+
+
+def _attach_segment(name: str) -> SharedMemory:
+    try:
+        if sys.version_info >= (3, 13):
+            seg = SharedMemory(name=name, track=False)  # type: ignore[call-arg]
+        else:
+            seg = SharedMemory(name=name)
+            # the tracker would unlink it when this process exits; if this
+            # process created it, keep the creator's registration
+            if name not in _created:
+                resource_tracker.unregister(seg._name, 'shared_memory')  # type: ignore[attr-defined]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f'no shm segment {name!r} (its creator destroyed it or exited?)'
+        ) from err
+    return seg
+
+
+def _unlink_segment(seg: SharedMemory) -> None:
+    with _created_lock:
+        _created.pop(seg.name, None)
+    try:
+        seg.unlink()
+    except FileNotFoundError:
+        # someone else unlinked it: drop our tracker registration anyway
+        if sys.version_info < (3, 13):
+            resource_tracker.unregister(seg._name, 'shared_memory')  # type: ignore[attr-defined]
+
+
+def _new_key() -> str:
+    prefix = os.environ.get(KEY_PREFIX_ENV) or KEY_PREFIX
+    return f'{prefix}{os.getpid()}_{secrets.token_hex(4)}'
+
+
+class _Segments:
+    '''The two segments of one data block, shared by its members.'''
+
+    def __init__(
+        self,
+        data: SharedMemory,
+        ctl: SharedMemory,
+        token: ShmToken,
+        readonly: bool,
+        owner: bool,
+    ) -> None:
+        self.data = data
+        self.ctl_seg = ctl
+        self.token = token
+        self.readonly = readonly
+        self.owner = owner
+        self.closed = False
+        dtype = token.dtype
+        # read-only attachments map the segments PROT_READ: numpy sees
+        # through a read-only memoryview to the writable mmap and would let
+        # a view be made writeable again, not so over a read-only mmap
+        self._ro_maps: list[mmap.mmap] = []
+        if readonly:
+            self._ro_maps = [
+                mmap.mmap(seg._fd, seg.size, access=mmap.ACCESS_READ)  # type: ignore[attr-defined]
+                for seg in (data, ctl)
+            ]
+            dbuf: Any = self._ro_maps[0]
+            cbuf: Any = self._ro_maps[1]
+        else:
+            dbuf, cbuf = data.buf, ctl.buf
+        self.block: np.ndarray = np.ndarray(
+            (token.members, token.size), dtype=dtype, buffer=dbuf
+        )
+        self.ctl: np.ndarray = np.ndarray(
+            (_HEADER + 2 * token.members,), dtype=np.int64, buffer=cbuf
+        )
+        self.windows: np.ndarray = self.ctl[_HEADER:].reshape(token.members, 2)
+        if readonly:
+            # memory behind a read-only buffer: cannot be made writeable
+            for a in (self.block, self.ctl, self.windows):
+                a.flags.writeable = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        del self.block, self.ctl, self.windows
+        self._ro_maps = []  # unmapped with their last view (see _close_segment)
+        _close_segment(self.data)
+        _close_segment(self.ctl_seg)
+
+    def destroy(self) -> None:
+        if not self.owner:
+            raise PermissionError(
+                f'shm buffer {self.token.shm_name!r} was attached, not created, '
+                'here: only its creator can destroy it (use close())'
+            )
+        _unlink_segment(self.data)
+        _unlink_segment(self.ctl_seg)
+        self.close()
+
+
+def _create(
+    members: int,
+    size: int,
+    key: str | None,
+    dtype: Any,
+    start: int | None,
+) -> _Segments:
+    dt = np.dtype(DEFAULT_DTYPE if dtype is None else dtype)
+    if dt.names is None:
+        raise ValueError(f'shm buffers need a structured dtype, got {dt}')
+    if size <= 0 or members <= 0:
+        raise ValueError(f'size and members must be > 0, got {size=} {members=}')
+    start = size // 2 if start is None else start
+    if not 0 <= start <= size:
+        raise ValueError(f'start must be in [0, {size}], got {start}')
+    key = key or _new_key()
+    token = ShmToken(
+        shm_name=key,
+        shm_ctl_name=key + CTL_SUFFIX,
+        dtype_descr=tuple(dt.descr),  # canonicalised by the token
+        size=size,
+        members=members,
+    )
+    data = _create_segment(key, members * size * dt.itemsize)
+    try:
+        ctl = _create_segment(token.shm_ctl_name, 8 * (_HEADER + 2 * members))
+    except BaseException:
+        _unlink_segment(data)
+        _close_segment(data)
+        raise
+    segs = _Segments(data, ctl, token, readonly=False, owner=True)
+    # ftruncate zero-fills the new segment: no need to touch every page
+    segs.windows[:] = start
+    hdr = segs.ctl
+    hdr[_H_MEMBERS] = members
+    hdr[_H_SIZE] = size
+    hdr[_H_ITEMSIZE] = dt.itemsize
+    hdr[_H_DTYPE_CRC] = _dtype_crc(token.dtype_descr)
+    hdr[_H_VERSION] = _VERSION
+    hdr[_H_MAGIC] = _MAGIC  # last: marks the header complete
+    return segs
+
+
+def _attach(token: ShmToken | dict, readonly: bool) -> _Segments:
+    token = ShmToken.from_msg(token)
+    data = _attach_segment(token.shm_name)
+    try:
+        ctl = _attach_segment(token.shm_ctl_name)
+    except BaseException:
+        _close_segment(data)
+        raise
+    try:
+        need_ctl = 8 * (_HEADER + 2 * token.members)
+        need = token.members * token.size * token.dtype.itemsize
+        if ctl.size < 8 * _HEADER:
+            raise ValueError(f'shm control segment {token.shm_ctl_name!r} is too small')
+        hdr = np.ndarray((_HEADER,), dtype=np.int64, buffer=ctl.buf)
+        header = [int(x) for x in hdr]
+        del hdr
+        if header[_H_MAGIC] != _MAGIC or header[_H_VERSION] != _VERSION:
+            raise ValueError(
+                f'shm segment {token.shm_ctl_name!r} is not a tractor_sampler '
+                'control segment (or not initialised yet)'
+            )
+        seg_members, seg_size, seg_itemsize = (
+            header[_H_MEMBERS], header[_H_SIZE], header[_H_ITEMSIZE]
+        )
+        if (
+            (seg_members, seg_size, seg_itemsize)
+            != (token.members, token.size, token.dtype.itemsize)
+            or ctl.size < need_ctl
+            or data.size < need
+        ):
+            raise ValueError(
+                f'shm token does not match segment {token.shm_name!r}: the token '
+                f'says {token.members} x {token.size} rows of {token.dtype.itemsize} '
+                f'bytes ({need} bytes), the segment holds {seg_members} x {seg_size} '
+                f'rows of {seg_itemsize} bytes ({data.size} bytes)'
+            )
+        if header[_H_DTYPE_CRC] != _dtype_crc(token.dtype_descr):
+            raise ValueError(
+                f'shm token does not match segment {token.shm_name!r}: dtype '
+                f'{token.dtype} differs from the one it was created with'
+            )
+        return _Segments(data, ctl, token, readonly=readonly, owner=False)
+    except BaseException:
+        _close_segment(data)
+        _close_segment(ctl)
+        raise
+
+
+# -- one buffer ----------------------------------------------------------------
+
+class ShmArray:
+    '''One buffer: a window ``[first:last]`` of a structured array in shared
+    memory.  Make one with :func:`open_shm_array` (creator) or
+    :func:`attach_shm_array` (any process), or take a member of a
+    :class:`ShmGroup`.'''
+
+    def __init__(self, segs: _Segments, member: int = 0, *, group: bool = False) -> None:
+        self._segs = segs
+        self._member = member
+        self._in_group = group
+        self._token = segs.token.for_member(member)
+        self._rows: np.ndarray = segs.block[member]
+        self._window: np.ndarray = segs.windows[member]
+
+    # -- identity
+    @property
+    def token(self) -> ShmToken:
+        return self._token
+
+    @property
+    def name(self) -> str:
+        return self._token.shm_name if self._token.members == 1 else (
+            f'{self._token.shm_name}[{self._member}]'
+        )
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._rows.dtype
+
+    @property
+    def size(self) -> int:
+        return self._token.size
+
+    @property
+    def readonly(self) -> bool:
+        return self._segs.readonly
+
+    @property
+    def is_creator(self) -> bool:
+        return self._segs.owner
+
+    @property
+    def closed(self) -> bool:
+        return self._segs.closed
+
+    # -- the window
+    def _bounds(self) -> tuple[int, int]:
+        if self._segs.closed:
+            raise ValueError(f'shm buffer {self.name!r} is closed')
+        first, last = self._window.tolist()
+        return first, last
+
+    @property
+    def first(self) -> int:
+        return self._bounds()[0]
+
+    @property
+    def last(self) -> int:
+        '''One past the last valid row.'''
+        return self._bounds()[1]
+
+    def __len__(self) -> int:
+        first, last = self._bounds()
+        return last - first
+
+    @property
+    def array(self) -> np.ndarray:
+        '''The valid rows (a view, read-only for read-only attachments).'''
+        first, last = self._bounds()
+        return self._rows[first:last]
+
+    @property
+    def last_row(self) -> np.void:
+        '''The current (last) row; a view, so writers can update it in place.'''
+        first, last = self._bounds()
+        if last <= first:
+            raise IndexError(f'shm buffer {self.name!r} is empty')
+        return self._rows[last - 1]
+
+    def _check_writable(self) -> None:
+        if self._segs.closed:
+            raise ValueError(f'shm buffer {self.name!r} is closed')
+        if self._segs.readonly:
+            raise PermissionError(
+                f'shm buffer {self.name!r} is attached read-only: cannot write'
+            )
+
+    def _as_rows(self, rows: Any) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(rows))
+        if arr.ndim != 1:
+            raise ValueError(f'push takes a 1-d array of rows, got shape {arr.shape}')
+        if arr.dtype == self.dtype:
+            return arr
+        if arr.dtype.names is None:
+            raise TypeError(
+                f'push into {self.name!r} takes rows of dtype {self.dtype}, got {arr.dtype}'
+            )
+        unknown = set(arr.dtype.names) - set(self.dtype.names or ())
+        if unknown:
+            raise ValueError(
+                f'rows have fields {sorted(unknown)} that shm buffer {self.name!r} lacks'
+            )
+        out = np.zeros(len(arr), dtype=self.dtype)
+        for field in arr.dtype.names:
+            out[field] = arr[field]
+        return out
+
+    def push(self, rows: Any, prepend: bool = False) -> int:
+        '''Append ``rows`` after the window (or, with ``prepend``, insert
+        them before it); returns the new ``last`` (or ``first``).  Rows of
+        another structured dtype are copied field by field (missing fields
+        are zero).  Raises :class:`ShmOverrun` if they do not fit.'''
+        self._check_writable()
+        arr = self._as_rows(rows)
+        n = len(arr)
+        first, last = self._bounds()
+        if prepend:
+            if n > first:
+                raise ShmOverrun(
+                    f'shm buffer {self.name!r}: cannot prepend {n} rows before '
+                    f'row {first}: only {first} free at the start (size {self.size})'
+                )
+            self._rows[first - n:first] = arr
+            self._window[0] = first - n
+            return first - n
+        free = self.size - last
+        if n > free:
+            raise ShmOverrun(
+                f'shm buffer {self.name!r}: cannot append {n} rows after row '
+                f'{last}: only {free} free at the end (size {self.size})'
+            )
+        self._rows[last:last + n] = arr
+        self._window[1] = last + n
+        return last + n
+
+    def close(self) -> None:
+        '''Drop this process' mapping (a group member closes the group's).'''
+        self._segs.close()
+
+    def destroy(self) -> None:
+        '''Unlink the segments (creator only) and close.'''
+        if self._in_group:
+            raise PermissionError(
+                f'shm buffer {self.name!r} is a member of a group: destroy the group'
+            )
+        self._segs.destroy()
+
+    def __enter__(self) -> ShmArray:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._segs.owner and not self._in_group:
+            self.destroy()
+        else:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = 'closed' if self.closed else '[{}:{}]'.format(*self._bounds())
+        mode = 'ro' if self.readonly else 'rw'
+        return f'<ShmArray {self.name!r} {state} of {self.size} {mode}>'
+
+
+def open_shm_array(
+    size: int,
+    key: str | None = None,
+    dtype: Any = None,
+    readonly: bool = False,
+    *,
+    start: int | None = None,
+) -> ShmArray:
+    '''Create a buffer of ``size`` rows (the caller owns it: it is unlinked
+    on :meth:`ShmArray.destroy`, on leaving ``with``, or at process exit).
+
+    ``key`` names the data segment (default ``tsamp_<pid>_<random>``, the
+    prefix overridable by ``$TRACTOR_SAMPLER_SHM_PREFIX``; the
+    control segment is ``<key>_ctl``); ``dtype`` defaults to
+    :data:`DEFAULT_DTYPE`; the empty window starts at ``start`` (default
+    ``size // 2``: room for history before it and live rows after it).
+    ``readonly`` makes the creator's own handle read-only.'''
+    segs = _create(1, size, key, dtype, start)
+    if readonly:
+        ro = _Segments(segs.data, segs.ctl_seg, segs.token, readonly=True, owner=True)
+        del segs
+        return ShmArray(ro)
+    return ShmArray(segs)
+
+
+def attach_shm_array(token: ShmToken | dict, readonly: bool = True) -> ShmArray:
+    '''Attach the buffer ``token`` names (a :class:`ShmToken` or its IPC
+    dict), read-only by default.  The attachment never unlinks the segment.
+
+    Raises ``FileNotFoundError`` if the segment does not exist and
+    ``ValueError`` if the token is malformed or does not match it.'''
+    segs = _attach(token, readonly)
+    return ShmArray(segs, segs.token.member, group=segs.token.members > 1)
+
+
+# -- vectorised stepping ----------------------------------------------------
+
+_STEP_FIELDS = ('time', 'close')
+
+
+class StepPlan:
+    '''Precomputed stepping for a fixed set of buffers: one vectorised step
+    per distinct data segment (see the module docstring).'''
+
+    def __init__(self, shms: Sequence[ShmArray]) -> None:
+        by_seg: dict[int, tuple[_Segments, list[int]]] = {}
+        for shm in shms:
+            segs = shm._segs
+            by_seg.setdefault(id(segs), (segs, []))[1].append(shm._member)
+        self._parts: list[tuple[_Segments, np.ndarray]] = []
+        for segs, members in by_seg.values():
+            names = segs.token.dtype.names or ()
+            missing = [f for f in _STEP_FIELDS if f not in names]
+            if missing:
+                raise ValueError(
+                    f'cannot step shm buffer {segs.token.shm_name!r}: its dtype lacks {missing}'
+                )
+            if segs.readonly:
+                raise PermissionError(
+                    f'shm buffer {segs.token.shm_name!r} is attached read-only: cannot step'
+                )
+            self._parts.append((segs, np.unique(np.asarray(members, dtype=np.intp))))
+
+    def step(self, period_s: float) -> int:
+        '''Append one row to every non-empty buffer; returns how many.'''
+        # check every part first, so an overrun writes nothing anywhere
+        todo = []
+        for segs, members in self._parts:
+            if segs.closed:
+                raise ValueError(f'shm buffer {segs.token.shm_name!r} is closed')
+            win = segs.windows[members]  # (k, 2) copy
+            sel = win[:, 1] > win[:, 0]
+            idx = members[sel]
+            last = win[sel, 1]
+            full = last >= segs.token.size
+            if full.any():
+                raise ShmOverrun(
+                    f'shm buffer {segs.token.shm_name!r}: cannot step members '
+                    f'{idx[full].tolist()[:10]}: 0 rows free at the end '
+                    f'(size {segs.token.size})'
+                )
+            todo.append((segs, idx, last))
+        stepped = 0
+        for segs, idx, last in todo:
+            block = segs.block
+            new = block[idx, last - 1]  # (k,) copy of the current rows
+            names = new.dtype.names or ()
+            close = new['close']
+            for f in ('open', 'high', 'low'):
+                if f in names:
+                    new[f] = close
+            if 'volume' in names:
+                new['volume'] = 0
+            if 'index' in names:
+                new['index'] += 1
+            new['time'] += period_s
+            block[idx, last] = new
+            segs.windows[idx, 1] = last + 1  # after the rows: readers see whole rows
+            stepped += len(idx)
+        return stepped
+
+
+def step_many(shms: Sequence[ShmArray], period_s: float) -> int:
+    '''Step every buffer in ``shms`` once (one vectorised step per data
+    segment); returns how many were stepped.  For a fixed set stepped every
+    period, build a :class:`StepPlan` once instead.'''
+    return StepPlan(shms).step(period_s)
+
+
+# -- groups ----------------------------------------------------------------------
+
+class ShmGroup:
+    '''``members`` buffers of one dtype and size in one data segment, each
+    with its own window; :meth:`step` appends a row to all of them in one
+    numpy operation per column.  Members are ordinary :class:`ShmArray` s
+    (``group[i]``) whose tokens attach them alone in another process.'''
+
+    def __init__(self, segs: _Segments) -> None:
+        self._segs = segs
+        self._members = [ShmArray(segs, i, group=True) for i in range(segs.token.members)]
+        self._plan: StepPlan | None = None
+
+    @property
+    def token(self) -> ShmToken:
+        '''The group's token (member 0); ``token.for_member(i)`` for others.'''
+        return self._segs.token
+
+    @property
+    def tokens(self) -> list[ShmToken]:
+        return [m.token for m in self._members]
+
+    @property
+    def block(self) -> np.ndarray:
+        '''The whole ``(members, size)`` block (rows outside each member's
+        window are unspecified).'''
+        return self._segs.block
+
+    @property
+    def windows(self) -> np.ndarray:
+        '''``(members, 2)`` view of every member's ``(first, last)``.'''
+        return self._segs.windows
+
+    @property
+    def readonly(self) -> bool:
+        return self._segs.readonly
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __getitem__(self, i: int) -> ShmArray:
+        return self._members[i]
+
+    def __iter__(self) -> Iterator[ShmArray]:
+        return iter(self._members)
+
+    def step(self, period_s: float) -> int:
+        '''Append one row to every non-empty member; returns how many.'''
+        if self._plan is None:
+            self._plan = StepPlan(self._members)
+        return self._plan.step(period_s)
+
+    def close(self) -> None:
+        self._segs.close()
+
+    def destroy(self) -> None:
+        self._segs.destroy()
+
+    def __enter__(self) -> ShmGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._segs.owner:
+            self.destroy()
+        else:
+            self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f'<ShmGroup {self._segs.token.shm_name!r} {len(self)} x '
+            f'{self._segs.token.size}>'
+        )
+
+
+def open_shm_group(
+    members: int,
+    size: int,
+    key: str | None = None,
+    dtype: Any = None,
+    *,
+    start: int | None = None,
+) -> ShmGroup:
+    '''Create ``members`` buffers of ``size`` rows in one segment (owned
+    like :func:`open_shm_array`'s); every window starts empty at ``start``
+    (default ``size // 2``).'''
+    return ShmGroup(_create(members, size, key, dtype, start))
+
+
+def attach_shm_group(token: ShmToken | dict, readonly: bool = False) -> ShmGroup:
+    '''Attach a whole group by any member's token (writable by default: the
+    sampler steps it).'''
+    return ShmGroup(_attach(token, readonly))
