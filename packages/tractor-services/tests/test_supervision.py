@@ -167,3 +167,26 @@ async def test_ctx_service_on_a_portal_we_did_not_spawn(reg_addr):
             assert await portal.run(eps.ping) == 'pong'
         finally:
             await portal.cancel_actor()
+
+
+async def test_services_outlive_the_thread_that_spawned_them(reg_addr, monkeypatch):
+    '''trio spawns children from worker threads that retire when idle; a
+    child must die with its parent *process*, not with that thread.'''
+    import threading
+
+    from trio._core import _thread_cache
+
+    # the spawning thread must retire *after* the child installed its guard
+    # (as it does in production, 10 s later), so not too soon
+    monkeypatch.setattr(_thread_cache, 'IDLE_TIMEOUT', 1.0)
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        pid, _ = await mngr.start_service('long_lived', eps.sleeper)
+        # wait until the worker thread that ran Popen has retired
+        with trio.fail_after(10):
+            while any(t.name.startswith('Trio thread') for t in threading.enumerate()):
+                await trio.sleep(0.05)
+        # and give a (wrongly) triggered parent-death handler time to act
+        await trio.sleep(1.0)
+        assert mngr.info('long_lived').state == 'running'
+        assert mngr.info('long_lived').pid == pid
+        assert await mngr.portal('long_lived').run(eps.ping) == 'pong'

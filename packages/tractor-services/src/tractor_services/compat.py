@@ -24,15 +24,14 @@ Work-arounds, each named after the a5 behaviour it covers:
   drains the context into a bounded local buffer that drops the oldest
   message (counted) instead of overrunning.
 - *A killed root orphans its children*: every actor we spawn installs
-  :func:`_install_child_guard` (Linux ``PR_SET_PDEATHSIG``: the child
-  gets SIGTERM when its parent dies, tears its own tree down, and is
-  killed outright after a grace period); daemon roots cancel their tree
-  on SIGTERM (:func:`cancel_on_signals`).
+  :func:`_install_child_guard` (it watches its parent process through a
+  pidfd; when the parent dies, or SIGTERM arrives, it tears its own tree
+  down and is killed outright after a grace period); daemon roots cancel
+  their tree on SIGTERM (:func:`cancel_on_signals`).
 
 '''
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -253,7 +252,6 @@ async def start_actor(
     return SpawnedActor(portal=portal, proc=proc, uid=uid)  # type: ignore[arg-type]
 
 
-_PR_SET_PDEATHSIG = 1
 
 # a5's modules that touch ``trio.MultiError`` (deprecated since trio 0.22)
 _NOISY_MODULES = (
@@ -274,29 +272,53 @@ def _quiet_child_warnings() -> None:
 
 
 async def _install_child_guard(parent_pid: int) -> None:
-    '''(Runs in the child.)  Die with the parent: on Linux the kernel sends
-    SIGTERM when the parent exits; SIGTERM cancels this actor's tree and
-    arms a hard deadline (SIGALRM's default action ends the process).'''
+    '''(Runs in the child.)  Die with the parent: when the parent process
+    exits, or SIGTERM arrives, cancel this actor's tree and arm a hard
+    deadline (SIGALRM's default action ends the process).
+
+    The parent is watched through a pidfd (Linux >= 5.3), else by polling
+    ``getppid()``.  ``PR_SET_PDEATHSIG`` would be simpler but fires when
+    the *thread* that spawned us exits, and trio spawns from worker
+    threads that retire after 10 s idle.'''
     token = trio.lowlevel.current_trio_token()
     actor = tractor.current_actor()
 
-    def _cancel_soon() -> None:
+    def _die_soon() -> None:
+        signal.alarm(CHILD_GRACE_S)
         actor._service_n.start_soon(actor.cancel)
 
     def _on_sigterm(signum: int, frame: Any) -> None:
-        signal.alarm(CHILD_GRACE_S)
         try:
-            token.run_sync_soon(_cancel_soon)
+            token.run_sync_soon(_die_soon)
         except trio.RunFinishedError:
             os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if sys.platform.startswith('linux'):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    # the parent may have died before prctl() took effect
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+
+    pidfd: int | None = None
+    if hasattr(os, 'pidfd_open'):
+        try:
+            pidfd = os.pidfd_open(parent_pid)
+        except OSError:  # too old a kernel, or the parent is already gone
+            pidfd = None
+    if os.getppid() != parent_pid:  # the parent died before we watched it
+        _die_soon()
+        return
+
+    async def _watch_parent() -> None:
+        try:
+            if pidfd is not None:
+                await trio.lowlevel.wait_readable(pidfd)
+            else:
+                while os.getppid() == parent_pid:
+                    await trio.sleep(0.2)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        log.warning(f'parent {parent_pid} died: cancelling {actor.uid}')
+        _die_soon()
+
+    actor._service_n.start_soon(_watch_parent)
 
 
 async def cancel_on_signals(
