@@ -1,10 +1,71 @@
 '''
 tractor-sampler: the ``samplerd`` daemon, stepping shared-memory OHLCV
-buffers and broadcasting each step to its subscribers.
+buffers on wall-clock-aligned periods and broadcasting each step to its
+subscribers.
 
 '''
 from tractor_services import compat as _compat  # noqa: F401  (tractor import guard)
 
+from ._client import (
+    SAMPLERD,
+    SamplerError,
+    SampleStream,
+    maybe_open_samplerd,
+    open_sample_stream,
+    spawn_samplerd,
+)
+from ._msgs import NO_INDEX, Backfill, Info, Step
+from ._sampler import (
+    Sampler,
+    get_sampler,
+    open_sampler,
+    register_with_sampler,
+    sampler_info,
+    samplerd,
+)
+from ._schedule import MAX_PERIOD_S, MIN_PERIOD_S, _default_delay_s, check_period
+from .shm import (
+    DEFAULT_DTYPE,
+    ShmArray,
+    ShmGroup,
+    ShmOverrun,
+    ShmToken,
+    attach_shm_array,
+    attach_shm_group,
+    open_shm_array,
+    open_shm_group,
+)
+
 __version__ = '0.1.0'
 
-__all__: list[str] = []
+__all__ = [
+    'DEFAULT_DTYPE',
+    'MAX_PERIOD_S',
+    'MIN_PERIOD_S',
+    'NO_INDEX',
+    'SAMPLERD',
+    'Backfill',
+    'Info',
+    'SampleStream',
+    'Sampler',
+    'SamplerError',
+    'ShmArray',
+    'ShmGroup',
+    'ShmOverrun',
+    'ShmToken',
+    'Step',
+    '_default_delay_s',
+    'attach_shm_array',
+    'attach_shm_group',
+    'check_period',
+    'get_sampler',
+    'maybe_open_samplerd',
+    'open_sample_stream',
+    'open_sampler',
+    'open_shm_array',
+    'open_shm_group',
+    'register_with_sampler',
+    'sampler_info',
+    'samplerd',
+    'spawn_samplerd',
+]

@@ -99,9 +99,15 @@ class Schedule:
     def wall_now(self) -> float:
         return trio.current_time() + self._sync()
 
+    @staticmethod
+    def step_time(period: float, k: int) -> float:
+        '''Wall time of step ``k``: computed in tenths of a second, so a
+        0.2 s period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001).'''
+        return k * round(period * 10) / 10
+
     def deadline(self, period: float, k: int) -> float:
         '''trio time of step ``k`` of ``period``.'''
-        return k * period - self._sync()
+        return self.step_time(period, k) - self._sync()
 
     def add(self, period_s: float) -> float:
         '''Start stepping ``period_s`` from its next wall-clock boundary.'''
@@ -119,7 +125,7 @@ class Schedule:
         '''(index, wall time) of ``period_s``'s next step.'''
         p = check_period(period_s)
         k = self._next[p]
-        return k, k * p
+        return k, self.step_time(p, k)
 
     async def run(
         self,
@@ -157,7 +163,7 @@ class Schedule:
                 lateness = trio.current_time() - self.deadline(p, kk)
                 self._record(lateness, caught_up=i > 0)
                 self._next[p] = kk + 1
-                await on_step(p, kk * p)
+                await on_step(p, self.step_time(p, kk))
                 if p not in self._next:  # removed by on_step
                     break
 

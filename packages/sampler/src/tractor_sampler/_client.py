@@ -1,0 +1,193 @@
+'''
+The client side of samplerd: find or spawn it, register buffers with it,
+and read its step stream from several local tasks.
+
+'''
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager as acm
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from feedbus import Outbox, SubStats
+from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
+
+from ._msgs import Ack, Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
+from ._sampler import register_with_sampler, samplerd
+from ._schedule import check_period
+from .shm import ShmArray, ShmToken
+
+log = compat.get_logger('client', 'tractor_sampler')
+
+#: the name samplerd registers under
+SAMPLERD: str = 'samplerd'
+
+
+async def spawn_samplerd(
+    registry_addr: str | tuple[str, int] | None = None,
+    **start_kwargs: Any,
+) -> int:
+    '''Have the root's service manager start samplerd (at most one per
+    tree: the manager's per-name lock makes concurrent calls spawn once).
+    Returns samplerd's pid.'''
+    async with open_root_mngr(registry_addr) as mngr:
+        return await mngr.start_service(SAMPLERD, samplerd, **start_kwargs)
+
+
+@acm
+async def maybe_open_samplerd(
+    registry_addr: str | tuple[str, int] | None = None,
+    **start_kwargs: Any,
+) -> AsyncIterator[Any]:
+    '''A portal to the tree's samplerd, spawning it through the root's
+    service manager if it is not running.  Leaving does not stop it.'''
+    async with maybe_spawn_daemon(
+        SAMPLERD, samplerd, registry_addr=registry_addr, **start_kwargs,
+    ) as portal:
+        yield portal
+
+
+class SamplerError(RuntimeError):
+    '''samplerd refused a request.'''
+
+
+@dataclass
+class SampleStream:
+    '''samplerd's step stream: :class:`Step` s of the subscribed periods,
+    and :class:`Backfill` / :class:`Info` broadcasts.  Iterate it, or give
+    each local task its own reader with :meth:`open_reader`.'''
+    stream: Any
+    periods: list[float]
+    buffer: int = 256
+    _readers: set[Outbox] = field(default_factory=set)
+    _default: Outbox | None = None
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    local_stats: SubStats = field(default_factory=SubStats)
+
+    def __aiter__(self) -> SampleStream:
+        return self
+
+    async def __anext__(self) -> Step | Backfill | Info:
+        assert self._default is not None, 'opened without an index stream'
+        try:
+            return await self._default.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Step | Backfill | Info:
+        assert self._default is not None, 'opened without an index stream'
+        return await self._default.receive()
+
+    @acm
+    async def open_reader(self) -> AsyncIterator[Outbox]:
+        reader = Outbox(self.buffer, self.local_stats)
+        self._readers.add(reader)
+        try:
+            yield reader
+        finally:
+            self._readers.discard(reader)
+            reader.close()
+
+    async def broadcast(self, msg: Backfill | Info | dict, period_s: float | None = None) -> int:
+        '''Have samplerd send ``msg`` to every subscriber of ``period_s``
+        (of every period when ``None``); returns how many it reached.'''
+        if isinstance(msg, dict):
+            msg = Info(info=msg)
+        rid = next(self._ids)
+        slot: dict[str, Any] = {'done': trio.Event()}
+        self._pending[rid] = slot
+        try:
+            await self.stream.send(msgspec.to_builtins(BroadcastReq(id=rid, msg=msg, period_s=period_s)))
+            await slot['done'].wait()
+        finally:
+            self._pending.pop(rid, None)
+        reply = slot['reply']
+        if isinstance(reply, Error):
+            raise SamplerError(reply.error)
+        return reply.reached
+
+    async def backfilled(self, topic: str, timeframe: float, start_index: int, end_index: int) -> int:
+        '''Tell every subscriber that ``topic``'s ``timeframe`` buffer got
+        history for rows ``[start_index, end_index)``.'''
+        return await self.broadcast(Backfill(
+            topic=topic, timeframe=check_period(timeframe),
+            start_index=start_index, end_index=end_index,
+        ))
+
+    async def _pump(self) -> None:
+        try:
+            async for raw in self.stream:
+                msg = decode_sample_msg(raw)
+                if isinstance(msg, (Ack, Error)):
+                    slot = self._pending.get(msg.id)
+                    if slot is not None:
+                        slot['reply'] = msg
+                        slot['done'].set()
+                    continue
+                for reader in list(self._readers):
+                    reader.put(msg)
+        finally:
+            for reader in list(self._readers):
+                reader.close()
+            for slot in self._pending.values():
+                slot['reply'] = Error(id=0, error='the sample stream ended')
+                slot['done'].set()
+
+
+def _tokens(shms_by_period: dict[float, Any] | None) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for p, shms in (shms_by_period or {}).items():
+        items: Iterable[Any] = shms if isinstance(shms, (list, tuple)) else [shms]
+        out[repr(check_period(p))] = [
+            (s.token if isinstance(s, ShmArray) else ShmToken.from_msg(s)).to_msg()
+            for s in items
+        ]
+    return out
+
+
+@acm
+async def open_sample_stream(
+    period_s: float | None = None,
+    shms_by_period: dict[float, Any] | None = None,
+    open_index_stream: bool = True,
+    sub_for_broadcasts: bool = True,
+    *,
+    registry_addr: str | tuple[str, int] | None = None,
+    buffer: int = 256,
+) -> AsyncIterator[SampleStream]:
+    '''Start samplerd if needed, register ``shms_by_period`` (``{period:
+    buffer or token or a list of them}``) for stepping, and yield its step
+    stream for ``period_s`` (plus the registered periods).  Leaving
+    unregisters the buffers.'''
+    if period_s is not None:
+        period_s = check_period(period_s)
+    async with maybe_open_samplerd(registry_addr) as portal:
+        async with compat.open_context(
+            portal,
+            register_with_sampler,
+            period_s=period_s,
+            shms_by_period=_tokens(shms_by_period),
+            open_index_stream=open_index_stream,
+            sub_for_broadcasts=sub_for_broadcasts,
+        ) as (ctx, first):
+            periods = list(first['periods'])
+            if not open_index_stream:
+                yield SampleStream(stream=None, periods=periods, buffer=buffer)
+                await ctx.cancel()
+                return
+            async with compat.open_stream(ctx) as stream:
+                ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
+                async with trio.open_nursery() as tn, ss.open_reader() as default:
+                    ss._default = default
+                    tn.start_soon(ss._pump)
+                    try:
+                        yield ss
+                    finally:
+                        tn.cancel_scope.cancel()
+            await ctx.cancel()

@@ -1,0 +1,85 @@
+'''
+samplerd's messages: one tagged union for what it streams to subscribers
+(``SampleMsg``) and one for what a registered client may ask of it
+(``SamplerReq``).  Frozen, keyword-only msgspec structs, validated on
+receipt; fields are only ever added with defaults.
+
+'''
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+#: the step index broadcast before any buffer of the period is registered
+NO_INDEX: int = -1
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field='type'):
+    pass
+
+
+class Step(_Msg, frozen=True, kw_only=True, tag='step'):
+    '''Every buffer of ``period_s`` got a new row: ``index`` is that row's
+    ``index`` field (the same across a period's buffers that were stepped in
+    lock-step; ``NO_INDEX`` when none is registered), ``time`` the step's
+    wall-clock time (a multiple of the period).'''
+    period_s: float
+    index: int
+    time: float
+    info: dict[str, Any] | None = None
+
+
+class Backfill(_Msg, frozen=True, kw_only=True, tag='backfill'):
+    '''History was prepended to ``topic``'s ``timeframe`` buffer: rows
+    ``start_index`` up to (excluding) ``end_index`` changed, so views of that
+    topic and timeframe over that range should redraw.  The typed form of
+    piker's ``{'backfilling': (topic, timeframe)}``.'''
+    topic: str
+    timeframe: float
+    start_index: int
+    end_index: int
+
+
+class Info(_Msg, frozen=True, kw_only=True, tag='info'):
+    '''Any other message a client asked samplerd to broadcast.'''
+    info: dict[str, Any]
+
+
+SampleMsg = Union[Step, Backfill, Info]
+
+
+class BroadcastReq(_Msg, frozen=True, kw_only=True, tag='broadcast'):
+    '''Ask samplerd to send ``msg`` to every subscriber of ``period_s``
+    (every period when ``None``).'''
+    msg: Backfill | Info
+    period_s: float | None = None
+    id: int = 0
+
+
+class Ack(_Msg, frozen=True, kw_only=True, tag='ack'):
+    id: int
+    reached: int = 0  # subscribers the broadcast reached
+
+
+class Error(_Msg, frozen=True, kw_only=True, tag='error'):
+    id: int
+    error: str
+
+
+SamplerReq = BroadcastReq
+SamplerReply = Union[Step, Backfill, Info, Ack, Error]
+
+
+def decode_sample_msg(obj: Any) -> Step | Backfill | Info | Ack | Error:
+    try:
+        return msgspec.convert(obj, SamplerReply)  # type: ignore[arg-type]
+    except msgspec.ValidationError as err:
+        raise ValueError(f'malformed sampler message: {err}') from None
+
+
+def decode_request(obj: Any) -> BroadcastReq:
+    try:
+        return msgspec.convert(obj, BroadcastReq)
+    except msgspec.ValidationError as err:
+        raise ValueError(f'malformed sampler request {obj!r}: {err}') from None

@@ -1,0 +1,310 @@
+'''
+The ``Sampler``: samplerd's singleton.  It holds the buffers registered
+per period, steps them all from one incrementer task it owns, and
+broadcasts each step to the subscribers of that period.
+
+'''
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager as acm
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import tractor
+import trio
+
+from feedbus import FeedsBus, open_sub
+from tractor_services import compat
+
+from ._msgs import NO_INDEX, Ack, Backfill, Error, Info, Step, decode_request
+from ._schedule import Schedule, check_period
+from .shm import (
+    ShmArray,
+    ShmGroup,
+    ShmToken,
+    StepPlan,
+    attach_shm_array,
+    attach_shm_group,
+)
+
+log = compat.get_logger('sampler', 'tractor_sampler')
+
+
+def period_topic(period_s: float) -> str:
+    return f'period:{check_period(period_s):g}'
+
+
+class Sampler:
+    '''Buffers and subscribers per period, one incrementer.
+
+    Get the running one with :func:`get_sampler` (inside samplerd).'''
+
+    def __init__(self, wall: Callable[[], float] = time.time, keep_lateness: int = 0):
+        self.schedule = Schedule(wall=wall, keep_lateness=keep_lateness)
+        self.bus = FeedsBus()
+        # period -> {shm name + member -> buffer}, with a count of registrations
+        self._bufs: dict[float, dict[tuple[str, int], ShmArray]] = {}
+        self._refs: Counter[tuple[float, str, int]] = Counter()
+        self._groups: dict[str, ShmGroup] = {}
+        self._plans: dict[float, StepPlan] = {}
+        self._listeners: Counter[float] = Counter()
+        self.incrementers = 0  # how many incrementer tasks ever ran (one)
+        self.steps: Counter[float] = Counter()
+
+    # --- registration -------------------------------------------------------
+
+    @property
+    def periods(self) -> list[float]:
+        return self.schedule.periods
+
+    def buffers(self, period_s: float) -> list[ShmArray]:
+        return list(self._bufs.get(check_period(period_s), {}).values())
+
+    def _attach(self, token: ShmToken) -> ShmArray:
+        if token.members > 1:
+            group = self._groups.get(token.shm_name)
+            if group is None:
+                group = self._groups[token.shm_name] = attach_shm_group(token, readonly=False)
+            return group[token.member]
+        return attach_shm_array(token, readonly=False)
+
+    def add_buffer(self, period_s: float, token: ShmToken | dict) -> tuple[float, str, int]:
+        '''Step this buffer every ``period_s`` (attaching it writable); a
+        buffer registered twice is stepped once.  Returns its key.'''
+        p = check_period(period_s)
+        token = ShmToken.from_msg(token)
+        key = (p, token.shm_name, token.member)
+        bufs = self._bufs.setdefault(p, {})
+        if (token.shm_name, token.member) not in bufs:
+            bufs[(token.shm_name, token.member)] = self._attach(token)
+            self._plans.pop(p, None)
+        self._refs[key] += 1
+        self.schedule.add(p)
+        return key
+
+    def remove_buffer(self, key: tuple[float, str, int]) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] > 0:
+            return
+        del self._refs[key]
+        p, name, member = key
+        shm = self._bufs.get(p, {}).pop((name, member), None)
+        self._plans.pop(p, None)
+        if shm is not None and name not in self._groups:
+            shm.close()
+        self._maybe_drop_period(p)
+
+    def listen(self, period_s: float) -> float:
+        '''Keep stepping ``period_s`` while someone subscribes to it, even
+        with no buffer (broadcasts then carry ``NO_INDEX``).'''
+        p = check_period(period_s)
+        self._listeners[p] += 1
+        self.schedule.add(p)
+        return p
+
+    def unlisten(self, period_s: float) -> None:
+        p = check_period(period_s)
+        self._listeners[p] -= 1
+        self._maybe_drop_period(p)
+
+    def _maybe_drop_period(self, p: float) -> None:
+        if not self._bufs.get(p) and self._listeners[p] <= 0:
+            self._bufs.pop(p, None)
+            self._listeners.pop(p, None)
+            self.schedule.remove(p)
+
+    # --- stepping -----------------------------------------------------------
+
+    async def increment_ohlc_buffer(
+        self,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        '''The one incrementer: each step appends a row to every buffer of
+        the period that is due, then broadcasts the step.'''
+        self.incrementers += 1
+        await self.schedule.run(self._step, task_status=task_status)
+
+    async def _step(self, period_s: float, step_time: float) -> None:
+        bufs = self._bufs.get(period_s)
+        if bufs:
+            plan = self._plans.get(period_s)
+            if plan is None:
+                plan = self._plans[period_s] = StepPlan(list(bufs.values()))
+            try:
+                plan.step(period_s)
+            except ValueError as err:  # an overrun or a closed buffer
+                log.error(f'stepping period {period_s} s failed: {err}')
+        self.steps[period_s] += 1
+        self.broadcast(period_s, time_stamp=step_time)
+
+    def _index(self, period_s: float) -> int:
+        for shm in self._bufs.get(period_s, {}).values():
+            if len(shm):
+                return int(shm.last_row['index'])
+        return NO_INDEX
+
+    def broadcast(
+        self,
+        period_s: float,
+        time_stamp: float | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> int:
+        '''Send a :class:`Step` (the period's latest index and time, plus
+        ``info``) to every subscriber of ``period_s``.  Never blocks;
+        returns how many subscribers it reached.  Before any buffer of the
+        period is registered the index is ``NO_INDEX`` (-1).'''
+        p = check_period(period_s)
+        msg = Step(
+            period_s=p,
+            index=self._index(p),
+            time=self.schedule.wall_now() if time_stamp is None else time_stamp,
+            info=info,
+        )
+        return self.bus.broadcast(period_topic(p), msg)
+
+    def broadcast_all(self, msg: Backfill | Info, period_s: float | None = None) -> int:
+        '''Send ``msg`` to the subscribers of ``period_s``, or of every
+        period (each subscriber once).'''
+        if period_s is not None:
+            return self.bus.broadcast(period_topic(period_s), msg)
+        seen: set = set()
+        n = 0
+        for _topic, subs in self.bus.subs_items():
+            for sub in subs - seen:
+                sub.send_chan.put(msg)
+                n += 1
+            seen |= subs
+        return n
+
+    def info(self) -> dict[str, Any]:
+        return {
+            'pid': os.getpid(),
+            'incrementers': self.incrementers,
+            'periods': self.periods,
+            'buffers': {p: len(b) for p, b in self._bufs.items()},
+            'subscribers': {t: len(s) for t, s in self.bus.subs_items()},
+            'steps': dict(self.steps),
+            'late_steps': self.schedule.stats.late,
+            'caught_up': self.schedule.stats.caught_up,
+            'skipped': self.schedule.stats.skipped,
+        }
+
+
+@dataclass
+class _Holder:
+    sampler: Sampler | None = None
+
+
+_holder = _Holder()
+
+
+def get_sampler() -> Sampler:
+    '''samplerd's :class:`Sampler`; a clear error anywhere else.'''
+    if _holder.sampler is None:
+        raise RuntimeError(
+            'no Sampler runs in this actor: samplerd hosts it '
+            '(start it with spawn_samplerd() or maybe_open_samplerd())'
+        )
+    return _holder.sampler
+
+
+@acm
+async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
+    '''Make this actor's Sampler and run its one incrementer until exit.'''
+    if _holder.sampler is not None:
+        raise RuntimeError('a Sampler already runs in this actor')
+    sampler = _holder.sampler = Sampler(**kwargs)
+    try:
+        async with trio.open_nursery() as tn:
+            await tn.start(sampler.increment_ohlc_buffer)
+            yield sampler
+            tn.cancel_scope.cancel()
+    finally:
+        _holder.sampler = None
+        for group in sampler._groups.values():
+            group.close()
+
+
+@tractor.context
+async def samplerd(ctx: tractor.Context, keep_lateness: int = 0) -> None:
+    '''samplerd's root endpoint (supervised by the root's service
+    manager): hosts the Sampler and its incrementer.'''
+    compat.expose_module(__name__)
+    async with open_sampler(keep_lateness=keep_lateness) as sampler:
+        await ctx.started(os.getpid())
+        del sampler
+        await trio.sleep_forever()
+
+
+async def sampler_info() -> dict[str, Any]:
+    '''(samplerd) What runs: incrementer count, periods, buffers,
+    subscribers, steps.'''
+    return get_sampler().info()
+
+
+def _parse_shms(shms_by_period: Any) -> list[tuple[float, ShmToken]]:
+    if shms_by_period is None:
+        return []
+    if not isinstance(shms_by_period, dict):
+        raise ValueError(f'shms_by_period must map periods to tokens (or lists of them), not {shms_by_period!r}')
+    out = []
+    for raw_p, toks in shms_by_period.items():
+        try:
+            p = check_period(float(raw_p))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'shms_by_period: {err}') from None
+        for tok in toks if isinstance(toks, list) else [toks]:
+            out.append((p, ShmToken.from_msg(tok)))
+    return out
+
+
+@tractor.context
+async def register_with_sampler(
+    ctx: tractor.Context,
+    period_s: float | None = None,
+    shms_by_period: dict[Any, Any] | None = None,
+    open_index_stream: bool = True,
+    sub_for_broadcasts: bool = True,
+) -> None:
+    '''(samplerd) Register buffers by token per period, optionally stream
+    the steps of ``period_s`` and of the registered periods, serve
+    requests to broadcast to all, and unregister on exit.'''
+    sampler = get_sampler()
+    regs = _parse_shms(shms_by_period)
+    listen = [check_period(period_s)] if period_s is not None else []
+    keys = []
+    listening: list[float] = []
+    try:
+        for p, token in regs:
+            keys.append(sampler.add_buffer(p, token))
+        for p in listen:
+            listening.append(sampler.listen(p))
+        periods = sorted({p for p, _ in regs} | set(listen))
+        await ctx.started({'periods': periods, 'steps': {p: sampler.schedule.next_step(p)[1] for p in periods}})
+        if not open_index_stream:
+            await trio.sleep_forever()
+        async with compat.open_stream(ctx) as stream, open_sub(sampler.bus, stream, batch=False) as (sub, ready):
+            if sub_for_broadcasts:
+                for p in periods:
+                    sampler.bus.add_subs(period_topic(p), {sub})
+            ready.set()
+            async for raw in stream:
+                try:
+                    req = decode_request(raw)
+                    reached = sampler.broadcast_all(req.msg, req.period_s)
+                except ValueError as err:
+                    rid = raw.get('id', 0) if isinstance(raw, dict) else 0
+                    await stream.send(msgspec.to_builtins(Error(id=rid if isinstance(rid, int) else 0, error=str(err))))
+                    continue
+                await stream.send(msgspec.to_builtins(Ack(id=req.id, reached=reached)))
+    finally:
+        for key in keys:
+            sampler.remove_buffer(key)
+        for p in listening:
+            sampler.unlisten(p)
