@@ -220,7 +220,7 @@ def report(
     start_note = (
         f"{verdict}  `start_service()` makes one RPC more than raw tractor: "
         "between the spawn and the context it runs `compat._install_child_guard` "
-        "in the child (the parent-death guard, `PR_SET_PDEATHSIG`).  The table "
+        "in the child (the parent-death guard: a pidfd watch on the parent and a SIGTERM handler).  The table "
         "below splits a start into phases, for raw tractor and for raw tractor "
         "plus that RPC."
     )
