@@ -263,7 +263,7 @@ async def _sub_feed(
         t_last = time.perf_counter()
         cpu = time.process_time() - c0
         st = await feed.stats()
-        local = feed.local_stats.dropped + feed.stream.stats.dropped
+        local = feed.local_stats.dropped
     return {
         "cpu": cpu,
         "count": count,
@@ -293,7 +293,7 @@ async def _sub_throttled(portal: Any, ctl: Any, topic: str, rate: float) -> dict
             if "end" in tf.ticks_by_type:
                 break
         st = await feed.stats()
-        local = feed.local_stats.dropped + feed.stream.stats.dropped
+        local = feed.local_stats.dropped
     return {
         "times": times,
         "trades": trades,

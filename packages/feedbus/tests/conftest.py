@@ -6,7 +6,12 @@ import os
 import sys
 from pathlib import Path
 
-from tractor_services.testing import no_leaked_children, other_addr, reg_addr  # noqa: F401
+from tractor_services.testing import (  # noqa: F401
+    no_leaked_children,
+    other_addr,
+    pytest_sessionfinish,
+    reg_addr,
+)
 
 HERE = Path(__file__).parent
 # subactors import the endpoints module by name: let them find it

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
-from tractor_services.testing import no_leaked_children, other_addr, reg_addr  # noqa: F401
+from tractor_services.testing import (  # noqa: F401
+    no_leaked_children,
+    other_addr,
+    pytest_sessionfinish,
+    reg_addr,
+)
 
 HERE = Path(__file__).parent
 # subactors and child scripts import test helpers by name: let them find them

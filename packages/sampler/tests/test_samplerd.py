@@ -167,5 +167,7 @@ async def test_bad_tokens_and_requests_get_clear_errors(other_addr):
                 await slot['done'].wait()
             assert 'malformed sampler request' in slot['reply'].error
             assert isinstance(await ss.receive(), Step)  # still serving
-            with pytest.raises(SamplerError, match='not a number'):
+            with pytest.raises(SamplerError, match=r'period_s'):
                 await ss.broadcast({'x': 1}, period_s='fast')
+            with pytest.raises(SamplerError, match='multiple of 0.1'):
+                await ss.broadcast({'x': 1}, period_s=0.25)

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from tractor_services.testing import (  # noqa: F401
-    children,
     no_leaked_children,
     other_addr,
+    pytest_sessionfinish,
     reg_addr,
-    wait_gone,
 )
 
 HERE = Path(__file__).parent
@@ -21,10 +20,3 @@ os.environ['PYTHONPATH'] = os.pathsep.join(
 )
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
-
-
-def pytest_sessionfinish(session, exitstatus):
-    leaked = wait_gone(children())
-    if leaked:
-        session.exitstatus = 1
-        print(f'\nthe test session left child processes behind: {sorted(leaked)}')

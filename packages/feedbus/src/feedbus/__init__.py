@@ -22,7 +22,7 @@ from ._bus import (
     reset_feed_bus,
 )
 from ._client import Feed, FeedError, maybe_open_feed, open_feed
-from ._ctl import Batch, CtlMsg, decode_ctl
+from ._ctl import CtlMsg, decode_ctl
 from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame, decode_feed_msg
 from ._producer import open_feed_stream, open_sub, publish_from
 from ._throttle import Throttler
@@ -33,7 +33,6 @@ __all__ = [
     'CLEARING_TICK_TYPES',
     'OUTBOX_SIZE',
     'STALL_TIMEOUT_S',
-    'Batch',
     'CtlMsg',
     'Feed',
     'FeedError',

@@ -34,6 +34,7 @@ import trio
 from tractor_services import compat
 
 from ._msgs import Quote
+from ._wire import pack
 
 log = compat.get_logger('bus', 'feedbus')
 
@@ -85,6 +86,9 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
     def clear(self) -> None:
         '''Discard what is queued (on pause: not counted as drops).'''
         self._q.clear()
+
+    def take_one(self) -> Any:
+        return self._q.popleft()
 
     def take_all(self) -> list[Any]:
         items = list(self._q)
@@ -217,11 +221,20 @@ class FeedsBus:
         quote = Quote(topic=topic, seq=seq, fields=fields, ticks=ticks or [])
         self.topics.add(topic)
         self._latest[topic] = quote
-        for sub in list(self._subs.get(topic, ())):
-            try:
-                sub.send_chan.put(quote)
-            except trio.ClosedResourceError:
-                self.remove_subs(topic, (sub,))
+        subs = self._subs.get(topic)
+        if subs:
+            packed = None  # encoded once, shared by every unthrottled subscriber
+            for sub in list(subs):
+                if sub.throttler is None:
+                    if packed is None:
+                        packed = pack(quote)
+                    item: Any = packed
+                else:
+                    item = quote
+                try:
+                    sub.send_chan.put(item)
+                except trio.ClosedResourceError:
+                    self.remove_subs(topic, (sub,))
         return quote
 
 

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 import trio
@@ -19,8 +19,6 @@ from tractor_services import compat
 
 from ._bus import OUTBOX_SIZE, Outbox, SubStats, check_rate
 from ._ctl import (
-    Ack,
-    Batch,
     Error,
     GetStats,
     Pause,
@@ -29,10 +27,11 @@ from ._ctl import (
     SetRate,
     Subscribe,
     Unsubscribe,
-    decode_incoming,
+    decode_reply,
 )
 from ._msgs import Frame, Quote
 from ._producer import open_feed_stream
+from ._wire import decoder
 
 log = compat.get_logger('client', 'feedbus')
 
@@ -150,31 +149,42 @@ class Feed:
             reader.put(msg)
 
     async def _pump(self) -> None:
+        '''Drain the stream (never blocking between receives, so the a5
+        context cannot overrun): data to every reader, replies to their
+        requests.'''
+        decode = _data_decoder.decode
+        readers = self._readers
         try:
             async for raw in self.stream:
-                msg = decode_incoming(raw)
-                if isinstance(msg, (Ack, Error)):
-                    slot = self._pending.get(msg.id)
-                    if slot is not None:
-                        slot['reply'] = msg
-                        slot['done'].set()
-                    elif isinstance(msg, Error):
-                        log.error(f'producer error: {msg.error}')
-                        self.errors.append(msg)
-                        self._error_seen.set()
-                        self._error_seen = trio.Event()
+                if isinstance(raw, bytes):
+                    msg = decode(raw)
+                    if type(msg) is list:
+                        for reader in list(readers):
+                            for m in msg:
+                                reader.put(m)
+                    else:
+                        for reader in list(readers):
+                            reader.put(msg)
                     continue
-                if isinstance(msg, Batch):
-                    for q in msg.quotes:
-                        self._fan_out(q)
-                else:
-                    self._fan_out(msg)
+                reply = decode_reply(raw)
+                slot = self._pending.get(reply.id)
+                if slot is not None:
+                    slot['reply'] = reply
+                    slot['done'].set()
+                elif isinstance(reply, Error):
+                    log.error(f'producer error: {reply.error}')
+                    self.errors.append(reply)
+                    self._error_seen.set()
+                    self._error_seen = trio.Event()
         finally:
-            for reader in list(self._readers):
+            for reader in list(readers):
                 reader.close()
             for slot in self._pending.values():
                 slot['reply'] = Error(id=0, cmd=None, error='the feed stream ended')
                 slot['done'].set()
+
+
+_data_decoder = decoder(Union[Quote, Frame])
 
 
 @acm
@@ -200,7 +210,7 @@ async def open_feed(
         batch=batch,
         **endpoint_kwargs,
     ) as (ctx, first):
-        async with compat.open_stream(ctx, maxlen=buffer) as stream:
+        async with compat.open_drained_stream(ctx) as stream:
             feed = Feed(
                 stream=stream,
                 topics=set(topics),

@@ -3,8 +3,8 @@ The control protocol a subscriber speaks on its feed stream, and the
 producer's replies.
 
 Requests (subscriber -> producer) are one tagged union, ``CtlMsg``;
-replies and batched deliveries (producer -> subscriber) another,
-``ReplyMsg``.  Both are validated on receipt; a malformed or unknown
+replies (producer -> subscriber) another, ``ReplyMsg``.  Data travels as
+msgpack bytes (:mod:`feedbus._wire`).  Both are validated on receipt; a malformed or unknown
 request gets an :class:`Error` reply and the producer keeps serving.
 
 '''
@@ -13,8 +13,6 @@ from __future__ import annotations
 from typing import Any, Union
 
 import msgspec
-
-from ._msgs import Frame, Quote
 
 
 class _Ctl(msgspec.Struct, frozen=True, kw_only=True, tag_field='type'):
@@ -69,13 +67,7 @@ class Error(_Reply, frozen=True, kw_only=True, tag='error'):
     error: str
 
 
-class Batch(_Reply, frozen=True, kw_only=True, tag='batch'):
-    '''Quotes a lagging subscriber had queued, delivered in one message.'''
-    quotes: list[Quote]
-
-
-ReplyMsg = Union[Ack, Error, Batch]
-Incoming = Union[Quote, Frame, Ack, Error, Batch]
+ReplyMsg = Union[Ack, Error]
 
 
 def decode_ctl(obj: Any) -> CtlMsg:
@@ -86,9 +78,9 @@ def decode_ctl(obj: Any) -> CtlMsg:
         raise ValueError(f'malformed control message {obj!r}: {err}') from None
 
 
-def decode_incoming(obj: Any) -> Quote | Frame | Ack | Error | Batch:
-    '''Anything a producer sends, validated.'''
+def decode_reply(obj: Any) -> Ack | Error:
+    '''A producer's reply to a request, validated.'''
     try:
-        return msgspec.convert(obj, Incoming)  # type: ignore[arg-type]
+        return msgspec.convert(obj, ReplyMsg)  # type: ignore[arg-type]
     except msgspec.ValidationError as err:
-        raise ValueError(f'malformed feed message: {err}') from None
+        raise ValueError(f'malformed feed reply: {err}') from None

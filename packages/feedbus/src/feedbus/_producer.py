@@ -5,6 +5,7 @@ and a helper that feeds the bus from any async source.
 '''
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager as acm
 from typing import Any
@@ -27,7 +28,6 @@ from ._bus import (
 )
 from ._ctl import (
     Ack,
-    Batch,
     Error,
     GetStats,
     Pause,
@@ -40,6 +40,7 @@ from ._ctl import (
 )
 from ._msgs import CLEARING_TICK_TYPES, Frame
 from ._throttle import Throttler
+from ._wire import pack, pack_many
 
 log = compat.get_logger('producer', 'feedbus')
 
@@ -51,7 +52,7 @@ class _Stalled(Exception):
 
 
 async def _send(stream: Any, msg: Any, timeout: float) -> None:
-    '''One bounded send: a subscriber that cannot take it in time stalls.'''
+    '''One bounded send of a control reply.'''
     with trio.move_on_after(timeout) as cs:
         await stream.send(_encode(msg))
     if cs.cancelled_caught:
@@ -66,29 +67,42 @@ async def _deliver(
     stall_timeout: float,
     done: trio.CancelScope,
 ) -> None:
-    '''The subscriber's own sender task: outbox -> its stream.'''
+    '''The subscriber's own sender task: outbox -> its stream, as msgpack
+    bytes (see :mod:`feedbus._wire`).  One cancel scope watches every send:
+    its deadline is armed for the length of a send only.'''
     stats = sub.stats
     stream = sub.ipc
+    watch = trio.CancelScope()
+    inf = math.inf
     try:
-        await ready.wait()
-        if sub.throttler is not None:
-            async def send_frame(frame: Frame) -> None:
-                await _send(stream, frame, stall_timeout)
-                stats.messages += 1
-                n = sum(tf.n_quotes for tf in frame.topics.values())
-                stats.delivered += n
-                stats.conflated += n - len(frame.topics)
+        with watch:
+            await ready.wait()
+            if sub.throttler is not None:
+                async def send_frame(frame: Frame) -> None:
+                    watch.deadline = trio.current_time() + stall_timeout
+                    await stream.send(pack(frame))
+                    watch.deadline = inf
+                    stats.messages += 1
+                    n = 0
+                    for tf in frame.topics.values():
+                        n += tf.n_quotes
+                    stats.delivered += n
+                    stats.conflated += n - len(frame.topics)
 
-            await sub.throttler.run(sub.send_chan, send_frame)
-            return
-        outbox = sub.send_chan
-        while True:
-            await outbox.wait_nonempty()
-            quotes = outbox.take_all() if batch else [outbox._q.popleft()]
-            msg = quotes[0] if len(quotes) == 1 else Batch(quotes=quotes)
-            await _send(stream, msg, stall_timeout)
-            stats.messages += 1
-            stats.delivered += len(quotes)
+                await sub.throttler.run(sub.send_chan, send_frame)
+                return
+            outbox = sub.send_chan
+            while True:
+                await outbox.wait_nonempty()
+                items = outbox.take_all() if batch else [outbox.take_one()]
+                data = pack(items[0]) if len(items) == 1 else pack_many(items)
+                watch.deadline = trio.current_time() + stall_timeout
+                await stream.send(data)
+                watch.deadline = inf
+                stats.messages += 1
+                stats.delivered += len(items)
+        if watch.cancelled_caught:
+            raise _Stalled(f'a send took longer than {stall_timeout} s')
     except trio.EndOfChannel:
         return
     except _Stalled as err:
@@ -154,8 +168,8 @@ async def open_feed_stream(
     '''Subscribe the calling actor to ``topics`` on this actor's bus.
 
     ``started()`` carries the latest quote per topic (``None`` if none yet).
-    Then the stream delivers :class:`Quote` s (or :class:`Batch` es of them
-    when the subscriber lags and ``batch`` is on), or throttled
+    Then the stream delivers :class:`Quote` s (several in one message when
+    the subscriber lags and ``batch`` is on), or throttled
     :class:`Frame` s at most ``tick_throttle`` per second, and serves the
     control protocol (``feedbus._ctl``) on the same stream.
 

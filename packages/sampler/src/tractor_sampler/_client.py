@@ -9,12 +9,13 @@ import itertools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 import trio
 
 from feedbus import Outbox, SubStats
+from feedbus._wire import decoder as wire_decoder
 from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
 
 from ._msgs import Ack, Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
@@ -123,21 +124,27 @@ class SampleStream:
     async def _pump(self) -> None:
         try:
             async for raw in self.stream:
-                msg = decode_sample_msg(raw)
-                if isinstance(msg, (Ack, Error)):
-                    slot = self._pending.get(msg.id)
-                    if slot is not None:
-                        slot['reply'] = msg
-                        slot['done'].set()
+                if isinstance(raw, bytes):  # a broadcast (feedbus' wire format)
+                    msg = _decode(raw)
+                    for m in msg if type(msg) is list else (msg,):
+                        for reader in list(self._readers):
+                            reader.put(m)
                     continue
-                for reader in list(self._readers):
-                    reader.put(msg)
+                reply = decode_sample_msg(raw)
+                if isinstance(reply, (Ack, Error)):
+                    slot = self._pending.get(reply.id)
+                    if slot is not None:
+                        slot['reply'] = reply
+                        slot['done'].set()
         finally:
             for reader in list(self._readers):
                 reader.close()
             for slot in self._pending.values():
                 slot['reply'] = Error(id=0, error='the sample stream ended')
                 slot['done'].set()
+
+
+_decode = wire_decoder(Union[Step, Backfill, Info]).decode
 
 
 def _tokens(shms_by_period: dict[float, Any] | None) -> dict[str, list[dict]]:
@@ -181,7 +188,7 @@ async def open_sample_stream(
                 yield SampleStream(stream=None, periods=periods, buffer=buffer)
                 await ctx.cancel()
                 return
-            async with compat.open_stream(ctx) as stream:
+            async with compat.open_drained_stream(ctx) as stream:
                 ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
                 async with trio.open_nursery() as tn, ss.open_reader() as default:
                     ss._default = default

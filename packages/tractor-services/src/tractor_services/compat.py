@@ -617,6 +617,16 @@ async def open_stream(
                 tn.cancel_scope.cancel()
 
 
+@acm
+async def open_drained_stream(ctx: Any) -> AsyncIterator[Any]:
+    '''The context's raw stream, for a caller whose receive loop never
+    blocks between receives (it hands messages to bounded queues of its
+    own): no connection backpressure, a large context queue, and no extra
+    pump task.  Anyone else should use :func:`open_stream`.'''
+    async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
+        yield stream
+
+
 # --- logging ----------------------------------------------------------------
 
 class _QuietCancels(logging.Filter):

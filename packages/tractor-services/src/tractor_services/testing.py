@@ -13,6 +13,7 @@ Use in a ``conftest.py``::
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import psutil
 import pytest
@@ -37,8 +38,17 @@ def other_addr() -> tuple[str, int]:
     return ('127.0.0.1', free_port())
 
 
+def _ours(p: psutil.Process) -> bool:
+    '''Not the stdlib's resource tracker (it lives until the interpreter
+    exits, by design).'''
+    try:
+        return not any('resource_tracker' in a for a in p.cmdline())
+    except psutil.Error:
+        return False
+
+
 def children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    return {p.pid for p in psutil.Process().children(recursive=True) if _ours(p)}
 
 
 def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
@@ -57,6 +67,15 @@ def no_leaked_children():
     for pid in leaked:
         psutil.Process(pid).kill()
     assert not leaked, f'test left child processes behind: {sorted(leaked)}'
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    '''(re-export from a conftest) Fail the session if anything it spawned
+    is still alive at its end.'''
+    leaked = wait_gone(children())
+    if leaked:
+        session.exitstatus = 1
+        print(f'\nthe test session left child processes behind: {sorted(leaked)}')
 
 
 def actor_pids(name: str) -> list[int]:
