@@ -5,6 +5,7 @@ plus the behaviours the spec names (rate, quiet sources, trades, close).
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 
+from feedbus._bus import Outbox, SubStats
 from feedbus._msgs import (
     CLEARING_TICK_TYPES,
     Frame,
@@ -50,18 +52,28 @@ async def feed_and_throttle(
     schedule: Sequence[tuple[float, Quote]],
     *,
     close_at: float | None = None,
+    send_takes: float = 0.0,
+    outbox: bool = False,
 ) -> Run:
     '''
     Feed each quote at its (absolute, relative to start) mock time, close
     the channel (after the last quote, or at ``close_at``), and record every
-    frame with the time ``send`` was called. Returns once the throttler has.
+    frame with the time ``send`` was called (each ``send`` then takes
+    ``send_takes`` seconds). Returns once the throttler has.
+
+    The channel is a trio memory channel, or with ``outbox`` the bus's
+    :class:`Outbox` (which the throttler drains in bulk).
     '''
     run = Run(rate)
     thr = run.throttler = Throttler(rate)
     send_ch, recv_ch = trio.open_memory_channel[Quote](math.inf)
+    if outbox:
+        return await _feed_outbox(run, schedule, close_at, send_takes)
 
     async def send(frame: Frame) -> None:
         run.frames.append((trio.current_time(), frame))
+        if send_takes:
+            await trio.sleep(send_takes)
 
     start = trio.current_time()
     async with trio.open_nursery() as tn:
@@ -73,6 +85,36 @@ async def feed_and_throttle(
                 await send_ch.send(quote)
             if close_at is not None:
                 await trio.sleep_until(start + close_at)
+    return run
+
+
+async def _feed_outbox(
+    run: Run,
+    schedule: Sequence[tuple[float, Quote]],
+    close_at: float | None,
+    send_takes: float,
+) -> Run:
+    assert run.throttler is not None
+    box = Outbox(len(schedule) + 1, SubStats())
+
+    async def send(frame: Frame) -> None:
+        run.frames.append((trio.current_time(), frame))
+        if send_takes:
+            await trio.sleep(send_takes)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as tn:
+        await tn.start(run.throttler.run, box, send)
+        try:
+            for at, quote in schedule:
+                await trio.sleep_until(start + at)
+                run.arrivals.append((trio.current_time(), quote))
+                box.put(quote)
+            if close_at is not None:
+                await trio.sleep_until(start + close_at)
+        finally:
+            box.close()
+    assert box._stats.dropped == 0
     return run
 
 
@@ -121,10 +163,12 @@ quote_spec = st.tuples(
 @given(
     rate=st.one_of(st.floats(1.0, 120.0), st.sampled_from([1.0, 7.0, 60.0, 120.0])),
     specs=st.lists(quote_spec, min_size=1, max_size=60),
+    outbox=st.booleans(),
 )
 def test_throttle_properties(
     rate: float,
     specs: list[tuple[float, int, list[str], dict[str, int]]],
+    outbox: bool,
 ) -> None:
     period = 1.0 / rate
     topics = ('AAA', 'BBB')
@@ -141,9 +185,7 @@ def test_throttle_properties(
     )
 
     run = trio.run(
-        feed_and_throttle,
-        rate,
-        schedule,
+        functools.partial(feed_and_throttle, rate, schedule, outbox=outbox),
         clock=trio.testing.MockClock(autojump_threshold=0),
     )
     frames = run.frames
@@ -232,18 +274,79 @@ def test_throttle_properties(
 # -- plain behaviours -----------------------------------------------------------
 
 
-async def test_dense_churn_delivers_the_full_rate(autojump_clock: Any) -> None:
+@pytest.mark.parametrize('outbox', [False, True])
+async def test_dense_churn_delivers_the_full_rate(
+    autojump_clock: Any, outbox: bool,
+) -> None:
     rate, secs = 60.0, 10.0
     schedule = [
         (i * 0.001, make_quote('AAA', i + 1, ['bid', 'ask']))
         for i in range(int(secs / 0.001))
     ]
-    run = await feed_and_throttle(rate, schedule)
+    run = await feed_and_throttle(rate, schedule, outbox=outbox)
     in_window = [t for t, _ in run.frames if t - run.frames[0][0] < secs]
     assert 0.99 * rate * secs <= len(in_window) <= rate * secs + 1
     # and evenly: one period apart
     gaps = {round(b - a, 9) for (a, _), (b, _) in zip(run.frames, run.frames[1:], strict=False)}
     assert gaps == {round(1 / rate, 9)}
+    assert sum(f.topics['AAA'].n_quotes for _, f in run.frames) == len(schedule)
+
+
+class LateWakeupClock(trio.abc.Clock):
+    '''
+    Virtual time that, once every task is blocked, jumps to the next
+    deadline plus ``lateness``: every timer fires that late, as an epoll
+    timer does (up to a millisecond).
+    '''
+
+    def __init__(self, lateness: float) -> None:
+        self.lateness = lateness
+        self._now = 0.0
+
+    def start_clock(self) -> None:
+        pass
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        if deadline == math.inf:
+            return math.inf
+        self._now = max(self._now, deadline + self.lateness)
+        return 0.0
+
+
+@pytest.mark.parametrize('outbox', [False, True])
+@pytest.mark.parametrize(
+    ('lateness', 'send_takes'),
+    [(0.001, 0.0), (0.0, 0.001), (0.001, 0.001), (0.004, 0.003)],
+)
+def test_late_wakeups_do_not_lower_the_rate(
+    lateness: float, send_takes: float, outbox: bool,
+) -> None:
+    # timers firing late and sends taking time must not add up: dense churn
+    # still gets `rate` frames/s (frames are timed from their due times)
+    rate, secs = 60.0, 10.0
+    schedule = [
+        (i * 0.001, make_quote('AAA', i + 1, ['bid']))
+        for i in range(int(secs / 0.001))
+    ]
+    run = trio.run(
+        functools.partial(
+            feed_and_throttle, rate, schedule, send_takes=send_takes, outbox=outbox,
+        ),
+        clock=LateWakeupClock(lateness),
+    )
+    times = [t for t, _ in run.frames]
+    in_window = [t for t in times if t - times[0] < secs]
+    assert 0.99 * rate * secs <= len(in_window) <= rate * secs + 1
+    # no drift: the k-th frame leaves k periods after the first, give or
+    # take one wake-up's lateness (which varies: 0 to `lateness`)
+    period = 1 / rate
+    drift = [t - times[0] - k * period for k, t in enumerate(times)]
+    assert max(abs(d) for d in drift) <= lateness + EPS
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= period - lateness - EPS
     assert sum(f.topics['AAA'].n_quotes for _, f in run.frames) == len(schedule)
 
 
@@ -333,6 +436,32 @@ async def test_channel_close_flushes_pending_and_returns(
     assert sent - start == pytest.approx(0.5)
     assert set(frame.topics) == {'AAA', 'BBB'}
     assert thr.stats.frames_sent == 1
+
+
+async def test_outbox_close_flushes_pending_and_returns(autojump_clock: Any) -> None:
+    thr = Throttler(2.0)
+    frames: list[tuple[float, Frame]] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append((trio.current_time(), frame))
+
+    box = Outbox(16, SubStats())
+    start = trio.current_time()
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box, send)
+        box.put(make_quote('AAA', 1, ['bid']))
+        box.put(make_quote('BBB', 1, ['ask']))
+        await trio.sleep(0.1)
+        box.put(make_quote('AAA', 2, ['trade']))  # due at once
+        await trio.sleep(0.1)
+        box.put(make_quote('AAA', 3, ['bid']))
+        box.close()
+    assert [t - start for t, _ in frames] == pytest.approx([0.1, 0.6])
+    assert [sorted(f.topics) for _, f in frames] == [['AAA', 'BBB'], ['AAA']]
+    assert frames[0][1].topics['AAA'].n_quotes == 2
+    assert frames[0][1].has_clearing
+    assert thr.stats.frames_sent == 2
+    assert thr.stats.quotes_in == 4
 
 
 async def test_close_with_nothing_pending_returns_at_once(

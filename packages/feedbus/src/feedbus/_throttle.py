@@ -8,8 +8,9 @@ received since the previous one, keeping every tick in arrival order (plus a
 FIFO list per tick type) and merging the quote fields.
 
 Timing, with ``P = 1 / rate``, ``L`` the time the last frame was sent
-(``-inf`` before the first), ``F`` the arrival time of the pending frame's
-first quote and ``T`` that of its first quote holding a clearing tick:
+(``-inf`` before the first; see below), ``F`` the arrival time of the
+pending frame's first quote and ``T`` that of its first quote holding a
+clearing tick:
 
 - a frame holding a clearing tick (a trade) is due at ``max(T, L + P)``: it
   goes out as soon as the rate allows;
@@ -18,6 +19,26 @@ first quote and ``T`` that of its first quote holding a clearing tick:
   and a quiet source's pending frame still leaves within one period of its
   first quote.
 
+``L`` is the last frame's *due* time when that frame went out less than one
+period late, and the time it actually went out otherwise. A timer wakes the
+throttler a little late (up to a millisecond with epoll), and that lateness
+must not add up: dense churn keeps a 60 Hz subscriber at 60 frames/s, not
+at 1 / (P + 1 ms). The rate bound therefore holds between *due* times: a
+frame sent late may be followed by the next one less than ``P`` later, but
+(at a constant rate) due times stay ``P`` or more apart, so no more than
+``rate`` frames leave per second on average, nor more than two within any
+one period. A frame that went out a period or more late
+(the previous ``send`` blocked that long, or a rate change made it overdue)
+restarts the schedule from the time it went out.
+
+Input: any ``trio.abc.ReceiveChannel``. One that also has ``take_all()``
+(everything queued, at once, without blocking) and ``wait_nonempty()``
+(block until something is queued; ``trio.EndOfChannel`` once closed and
+empty), as :class:`feedbus._bus.Outbox` does, is drained in bulk: one
+wake-up takes in everything queued. Either way, one cancel scope covers all
+the waiting for one pending frame; it is moved, not replaced, when a
+clearing tick or a rate change makes the frame due sooner (or later).
+
 Pure trio: all time comes from ``trio.current_time()`` and cancel-scope
 deadlines, so ``trio.testing.MockClock`` drives it.
 
@@ -25,7 +46,7 @@ deadlines, so ``trio.testing.MockClock`` drives it.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,29 +160,52 @@ class Throttler:
             return next_allowed
         return self._first_at + self.period
 
-    def _add(self, quote: Quote, now: float) -> None:
+    def _add(self, batch: Sequence[Quote], now: float) -> None:
+        '''Conflate ``batch`` (quotes that arrived by ``now``, in order)
+        into the pending frame.'''
+        if not batch:
+            return
         if self._first_at is None:
             self._first_at = now
-        acc = self._pending.get(quote.topic)
-        if acc is None:
-            acc = self._pending[quote.topic] = _TopicAcc(quote.seq)
-        acc.n_quotes += 1
-        acc.last_seq = quote.seq
-        acc.fields.update(quote.fields)
-
-        self.stats.quotes_in += 1
-        self.stats.ticks_in += len(quote.ticks)
+        pending = self._pending
+        get_acc = pending.get
         clearing = self.clearing
-        for tick in quote.ticks:
-            # copy: the frame never aliases (or lets anyone mutate) the
-            # caller's dicts; the same copy is filed in both views
-            tick = dict(tick)
-            acc.ticks.append(tick)
-            ttype = tick.get('type')
-            if isinstance(ttype, str):
-                acc.ticks_by_type.setdefault(ttype, []).append(tick)
-                if self._clearing_at is None and ttype in clearing:
-                    self._clearing_at = now
+        seen_clearing = self._clearing_at is not None
+        n_ticks = 0
+        for quote in batch:
+            topic = quote.topic
+            acc = get_acc(topic)
+            if acc is None:
+                acc = pending[topic] = _TopicAcc(quote.seq)
+            acc.n_quotes += 1
+            acc.last_seq = quote.seq
+            fields = quote.fields
+            if fields:
+                acc.fields.update(fields)
+            ticks = quote.ticks
+            if not ticks:
+                continue
+            n_ticks += len(ticks)
+            acc_ticks = acc.ticks
+            by_type = acc.ticks_by_type
+            for tick in ticks:
+                # copy: the frame never aliases (or lets anyone mutate) the
+                # caller's dicts; the same copy is filed in both views
+                tick = dict(tick)
+                acc_ticks.append(tick)
+                ttype = tick.get('type')
+                if isinstance(ttype, str):
+                    same = by_type.get(ttype)
+                    if same is None:
+                        by_type[ttype] = [tick]
+                    else:
+                        same.append(tick)
+                    if not seen_clearing and ttype in clearing:
+                        seen_clearing = True
+                        self._clearing_at = now
+        stats = self.stats
+        stats.quotes_in += len(batch)
+        stats.ticks_in += n_ticks
 
     def _take_frame(self) -> Frame:
         self._frame_seq += 1
@@ -208,6 +252,26 @@ class Throttler:
         quotes: trio.abc.ReceiveChannel[Quote],
         send: Callable[[Frame], Awaitable[None]],
     ) -> None:
+        current_time = trio.current_time
+        add = self._add
+        take_all = getattr(quotes, 'take_all', None)
+        wait_nonempty = getattr(quotes, 'wait_nonempty', None)
+        drain: Callable[[], list[Quote]] | None = None
+
+        if callable(take_all) and callable(wait_nonempty):
+            # an Outbox: one wake-up takes in everything queued
+            drain = take_all
+            wait = wait_nonempty
+
+            async def take_in() -> None:
+                await wait()
+                add(take_all(), current_time())
+        else:
+            receive = quotes.receive
+
+            async def take_in() -> None:
+                add((await receive(),), current_time())
+
         source_open = True
         while True:
             if not self._pending:
@@ -215,38 +279,45 @@ class Throttler:
                     return
                 # nothing pending: block on the source, no timer
                 try:
-                    quote = await quotes.receive()
+                    await take_in()
                 except (trio.EndOfChannel, trio.ClosedResourceError):
                     return
-                self._add(quote, trio.current_time())
                 continue
 
-            if self._deadline() > trio.current_time():
-                # wait for the deadline (which the rate setter may move),
-                # taking in more quotes meanwhile
-                with trio.CancelScope(deadline=self._deadline()) as scope:
+            due = self._deadline()
+            if due > current_time():
+                # one scope for all the waiting on this frame: take in more
+                # quotes until its deadline, which a clearing tick (here) or
+                # a rate change (the setter) moves
+                with trio.CancelScope(deadline=due) as scope:
                     self._wait_scope = scope
                     try:
                         if source_open:
                             try:
-                                quote = await quotes.receive()
+                                while True:
+                                    urgent = self._clearing_at is not None
+                                    await take_in()
+                                    if not urgent and self._clearing_at is not None:
+                                        scope.deadline = self._deadline()
                             except (trio.EndOfChannel, trio.ClosedResourceError):
                                 source_open = False
-                            else:
-                                self._add(quote, trio.current_time())
-                        else:
-                            await trio.sleep_forever()
+                        await trio.sleep_forever()
                     finally:
                         self._wait_scope = None
-                if not scope.cancelled_caught:
-                    # got a quote (or the source ended): re-time and go on
-                    continue
-                if self._deadline() > trio.current_time():
+                due = self._deadline()
+                if due > current_time():
                     # a rate change moved the deadline back out (the scope
                     # had already fired): keep waiting
                     continue
 
+            now = current_time()
+            if drain is not None and source_open:
+                # what arrived by now belongs in this frame (it cannot
+                # change when the frame was due)
+                add(drain(), now)
             frame = self._take_frame()
-            self._last_sent = trio.current_time()
+            # L: the due time, so that timer lateness does not accumulate;
+            # the actual time if the frame is a period or more late
+            self._last_sent = due if now - due < 1.0 / self._rate else now
             await send(frame)
             self.stats.frames_sent += 1
