@@ -14,7 +14,9 @@ from ._client import (
     open_sample_stream,
     spawn_samplerd,
 )
+from ._history import backfill, prepend_history
 from ._msgs import NO_INDEX, Backfill, Info, Step
+from ._ohlc import OHLCWriter, sample_and_broadcast
 from ._sampler import (
     Sampler,
     get_sampler,
@@ -46,6 +48,7 @@ __all__ = [
     'SAMPLERD',
     'Backfill',
     'Info',
+    'OHLCWriter',
     'SampleStream',
     'Sampler',
     'SamplerError',
@@ -56,6 +59,7 @@ __all__ = [
     'Step',
     '_default_delay_s',
     'attach_shm_array',
+    'backfill',
     'attach_shm_group',
     'check_period',
     'get_sampler',
@@ -64,7 +68,9 @@ __all__ = [
     'open_sampler',
     'open_shm_array',
     'open_shm_group',
+    'prepend_history',
     'register_with_sampler',
+    'sample_and_broadcast',
     'sampler_info',
     'samplerd',
     'spawn_samplerd',

@@ -744,7 +744,8 @@ class StepPlan:
                 new['volume'] = 0
             if 'index' in names:
                 new['index'] += 1
-            new['time'] += period_s
+            # to the µs, so repeated steps of e.g. 0.1 s do not drift off boundaries
+            new['time'] = np.round((new['time'] + period_s) * 1e6) / 1e6
             block[idx, last] = new
             segs.windows[idx, 1] = last + 1  # after the rows: readers see whole rows
             stepped += len(idx)
