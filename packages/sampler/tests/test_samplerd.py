@@ -145,6 +145,27 @@ async def test_bad_periods_are_refused(other_addr, period, match):
             await ss.receive()
 
 
+async def test_another_program_reads_steps_from_the_trees_samplerd(other_addr):
+    import json
+    import sys
+    from pathlib import Path
+
+    host, port = other_addr
+    async with open_service_root(other_addr) as mngr:
+        async with open_sample_stream(P):  # samplerd runs in this tree now
+            pid = mngr.info('samplerd').pid
+            with trio.fail_after(60):
+                proc = await trio.run_process(
+                    [sys.executable, str(Path(__file__).parent / 'programs' / 'sample_client.py'), host, str(port), '5'],
+                    capture_stdout=True, capture_stderr=True, check=False,
+                )
+            assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+            steps = json.loads(proc.stdout.decode().splitlines()[-1])['steps']
+            assert len(steps) == 5 and steps == sorted(set(steps))
+            # it used the running samplerd: still one, the same process
+            assert actor_pids('samplerd') == [pid]
+
+
 async def test_bad_tokens_and_requests_get_clear_errors(other_addr):
     async with open_service_root(other_addr):
         async with maybe_open_samplerd() as portal:
@@ -154,6 +175,12 @@ async def test_bad_tokens_and_requests_get_clear_errors(other_addr):
             with pytest.raises(compat.RemoteActorError, match='no shm segment'):
                 async with compat.open_context(portal, register_with_sampler, shms_by_period={'0.1': token}):
                     pass
+            with open_shm_array(8) as shm:
+                wrong = shm.token.to_msg()
+                wrong['dtype_descr'] = [['index', '<i8'], ['time', '<f8']]
+                with pytest.raises(compat.RemoteActorError, match='dtype|match'):
+                    async with compat.open_context(portal, register_with_sampler, shms_by_period={'0.1': wrong}):
+                        pass
             with pytest.raises(compat.RemoteActorError, match='shms_by_period must map'):
                 async with compat.open_context(portal, register_with_sampler, shms_by_period=[1, 2]):
                     pass
