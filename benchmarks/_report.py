@@ -49,8 +49,13 @@ def median(samples: Sequence[float]) -> float:
 
 def p90(samples: Sequence[float]) -> float:
     """90th percentile, nearest-rank (an observed sample, never interpolated)."""
+    return percentile(samples, 90)
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), nearest-rank (an observed sample)."""
     ordered = sorted(samples)
-    return ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]
+    return ordered[min(max(math.ceil(q / 100 * len(ordered)) - 1, 0), len(ordered) - 1)]
 
 
 def ms(seconds: float) -> str:
