@@ -25,6 +25,7 @@ from ._client import Feed, FeedError, maybe_open_feed, open_feed
 from ._ctl import CtlMsg, decode_ctl
 from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame, decode_feed_msg
 from ._producer import open_feed_stream, open_sub, publish_from
+from ._readers import StreamReaders
 from ._throttle import Throttler
 
 __version__ = '0.1.0'
@@ -40,6 +41,7 @@ __all__ = [
     'Frame',
     'Outbox',
     'Quote',
+    'StreamReaders',
     'Sub',
     'SubStats',
     'Throttler',

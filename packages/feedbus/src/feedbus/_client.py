@@ -6,7 +6,6 @@ topics with per-key reference counts.
 '''
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
@@ -17,8 +16,9 @@ import trio
 
 from tractor_services import compat
 
-from ._bus import OUTBOX_SIZE, Outbox, SubStats, check_rate
+from ._bus import OUTBOX_SIZE, SubStats, check_rate
 from ._ctl import (
+    Ack,
     Error,
     GetStats,
     Pause,
@@ -31,6 +31,7 @@ from ._ctl import (
 )
 from ._msgs import Frame, Quote
 from ._producer import open_feed_stream
+from ._readers import StreamReaders
 from ._wire import decoder
 
 log = compat.get_logger('client', 'feedbus')
@@ -40,55 +41,26 @@ class FeedError(RuntimeError):
     '''The producer refused a control request.'''
 
 
-@dataclass
-class Feed:
+@dataclass(kw_only=True, eq=False)
+class Feed(StreamReaders):
     '''A subscription to one producer's topics over one IPC stream.
 
     Read it with ``async for msg in feed`` (each ``msg`` a :class:`Quote`
     or, when throttled, a :class:`Frame`; batches are unpacked), or give
     each local task its own reader with ``feed.open_reader()``.
     '''
-    stream: Any
+    data_decoder = decoder(Union[Quote, Frame])
+
+    @staticmethod
+    def decode_reply(raw: Any) -> Ack | Error:
+        return decode_reply(raw)
+
     topics: set[str]
     first_quotes: dict[str, Quote | None]
     rate: float | None
-    buffer: int = OUTBOX_SIZE
-    _readers: set[Outbox] = field(default_factory=set)
-    _default: Outbox | None = None
-    _ids: Iterable[int] = field(default_factory=lambda: itertools.count(1))
-    _pending: dict[int, Any] = field(default_factory=dict)
-    local_stats: SubStats = field(default_factory=SubStats)
     #: error replies to requests nobody waits for (e.g. malformed ones)
     errors: list[Error] = field(default_factory=list)
     _error_seen: trio.Event = field(default_factory=trio.Event)
-
-    # --- reading -----------------------------------------------------------
-
-    def __aiter__(self) -> Feed:
-        return self
-
-    async def __anext__(self) -> Quote | Frame:
-        assert self._default is not None
-        try:
-            return await self._default.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
-    async def receive(self) -> Quote | Frame:
-        assert self._default is not None
-        return await self._default.receive()
-
-    @acm
-    async def open_reader(self) -> AsyncIterator[Outbox]:
-        '''A reader of its own for one local task: every message from now
-        on, in a bounded buffer that drops (and counts) the oldest.'''
-        reader = Outbox(self.buffer, self.local_stats)
-        self._readers.add(reader)
-        try:
-            yield reader
-        finally:
-            self._readers.discard(reader)
-            reader.close()
 
     # --- control -----------------------------------------------------------
 
@@ -123,68 +95,26 @@ class Feed:
         return msgspec.convert(await self._request(GetStats), SubStats)
 
     async def _request(self, kind: type, **kw: Any) -> Any:
-        rid = next(self._ids)  # type: ignore[call-overload]
-        slot: dict[str, Any] = {'done': trio.Event()}
-        self._pending[rid] = slot
-        try:
-            await self.stream.send(msgspec.to_builtins(kind(id=rid, **kw)))
-            await slot['done'].wait()
-        finally:
-            self._pending.pop(rid, None)
-        reply = slot['reply']
+        reply = await self._ask(lambda rid: kind(id=rid, **kw))
         if isinstance(reply, Error):
             raise FeedError(reply.error)
         return reply.result
+
+    def _unsolicited(self, reply: Any) -> None:
+        if isinstance(reply, Error):
+            log.error(f'producer error: {reply.error}')
+            self.errors.append(reply)
+            self._error_seen.set()
+            self._error_seen = trio.Event()
+
+    def _ended_reply(self) -> Error:
+        return Error(id=0, cmd=None, error='the feed stream ended')
 
     async def wait_errors(self, n: int) -> list[Error]:
         '''Wait until ``n`` unsolicited error replies have arrived.'''
         while len(self.errors) < n:
             await self._error_seen.wait()
         return self.errors
-
-    # --- the pump ------------------------------------------------------------
-
-    def _fan_out(self, msg: Any) -> None:
-        for reader in list(self._readers):
-            reader.put(msg)
-
-    async def _pump(self) -> None:
-        '''Drain the stream (never blocking between receives, so the a5
-        context cannot overrun): data to every reader, replies to their
-        requests.'''
-        decode = _data_decoder.decode
-        readers = self._readers
-        try:
-            async for raw in self.stream:
-                if isinstance(raw, bytes):
-                    msg = decode(raw)
-                    if type(msg) is list:
-                        for reader in list(readers):
-                            for m in msg:
-                                reader.put(m)
-                    else:
-                        for reader in list(readers):
-                            reader.put(msg)
-                    continue
-                reply = decode_reply(raw)
-                slot = self._pending.get(reply.id)
-                if slot is not None:
-                    slot['reply'] = reply
-                    slot['done'].set()
-                elif isinstance(reply, Error):
-                    log.error(f'producer error: {reply.error}')
-                    self.errors.append(reply)
-                    self._error_seen.set()
-                    self._error_seen = trio.Event()
-        finally:
-            for reader in list(readers):
-                reader.close()
-            for slot in self._pending.values():
-                slot['reply'] = Error(id=0, cmd=None, error='the feed stream ended')
-                slot['done'].set()
-
-
-_data_decoder = decoder(Union[Quote, Frame])
 
 
 @acm
@@ -218,14 +148,9 @@ async def open_feed(
                 rate=tick_throttle,
                 buffer=buffer,
             )
-            async with trio.open_nursery() as tn, feed.open_reader() as default:
-                feed._default = default
-                tn.start_soon(feed._pump)
+            async with feed._running():
                 await stream.send(msgspec.to_builtins(Ready()))
-                try:
-                    yield feed
-                finally:
-                    tn.cancel_scope.cancel()
+                yield feed
         await ctx.cancel()
 
 

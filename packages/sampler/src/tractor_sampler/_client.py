@@ -5,20 +5,16 @@ and read its step stream from several local tasks.
 '''
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Union
 
-import msgspec
-import trio
-
-from feedbus import Outbox, SubStats
+from feedbus import StreamReaders
 from feedbus._wire import decoder as wire_decoder
 from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
 
-from ._msgs import Ack, Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
+from ._msgs import Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
 from ._sampler import register_with_sampler, samplerd
 from ._schedule import check_period
 from .shm import ShmArray, ShmToken
@@ -57,58 +53,25 @@ class SamplerError(RuntimeError):
     '''samplerd refused a request.'''
 
 
-@dataclass
-class SampleStream:
+@dataclass(kw_only=True, eq=False)
+class SampleStream(StreamReaders):
     '''samplerd's step stream: :class:`Step` s of the subscribed periods,
     and :class:`Backfill` / :class:`Info` broadcasts.  Iterate it, or give
     each local task its own reader with :meth:`open_reader`.'''
-    stream: Any
+    data_decoder = wire_decoder(Union[Step, Backfill, Info])
+
+    @staticmethod
+    def decode_reply(raw: Any) -> Any:
+        return decode_sample_msg(raw)
+
     periods: list[float]
-    buffer: int = 256
-    _readers: set[Outbox] = field(default_factory=set)
-    _default: Outbox | None = None
-    _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
-    local_stats: SubStats = field(default_factory=SubStats)
-
-    def __aiter__(self) -> SampleStream:
-        return self
-
-    async def __anext__(self) -> Step | Backfill | Info:
-        assert self._default is not None, 'opened without an index stream'
-        try:
-            return await self._default.receive()
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
-
-    async def receive(self) -> Step | Backfill | Info:
-        assert self._default is not None, 'opened without an index stream'
-        return await self._default.receive()
-
-    @acm
-    async def open_reader(self) -> AsyncIterator[Outbox]:
-        reader = Outbox(self.buffer, self.local_stats)
-        self._readers.add(reader)
-        try:
-            yield reader
-        finally:
-            self._readers.discard(reader)
-            reader.close()
 
     async def broadcast(self, msg: Backfill | Info | dict, period_s: float | None = None) -> int:
         '''Have samplerd send ``msg`` to every subscriber of ``period_s``
         (of every period when ``None``); returns how many it reached.'''
         if isinstance(msg, dict):
             msg = Info(info=msg)
-        rid = next(self._ids)
-        slot: dict[str, Any] = {'done': trio.Event()}
-        self._pending[rid] = slot
-        try:
-            await self.stream.send(msgspec.to_builtins(BroadcastReq(id=rid, msg=msg, period_s=period_s)))
-            await slot['done'].wait()
-        finally:
-            self._pending.pop(rid, None)
-        reply = slot['reply']
+        reply = await self._ask(lambda rid: BroadcastReq(id=rid, msg=msg, period_s=period_s))
         if isinstance(reply, Error):
             raise SamplerError(reply.error)
         return reply.reached
@@ -121,30 +84,8 @@ class SampleStream:
             start_index=start_index, end_index=end_index,
         ))
 
-    async def _pump(self) -> None:
-        try:
-            async for raw in self.stream:
-                if isinstance(raw, bytes):  # a broadcast (feedbus' wire format)
-                    msg = _decode(raw)
-                    for m in msg if type(msg) is list else (msg,):
-                        for reader in list(self._readers):
-                            reader.put(m)
-                    continue
-                reply = decode_sample_msg(raw)
-                if isinstance(reply, (Ack, Error)):
-                    slot = self._pending.get(reply.id)
-                    if slot is not None:
-                        slot['reply'] = reply
-                        slot['done'].set()
-        finally:
-            for reader in list(self._readers):
-                reader.close()
-            for slot in self._pending.values():
-                slot['reply'] = Error(id=0, error='the sample stream ended')
-                slot['done'].set()
-
-
-_decode = wire_decoder(Union[Step, Backfill, Info]).decode
+    def _ended_reply(self) -> Error:
+        return Error(id=0, error='the sample stream ended')
 
 
 def _tokens(shms_by_period: dict[float, Any] | None) -> dict[str, list[dict]]:
@@ -190,11 +131,6 @@ async def open_sample_stream(
                 return
             async with compat.open_drained_stream(ctx) as stream:
                 ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
-                async with trio.open_nursery() as tn, ss.open_reader() as default:
-                    ss._default = default
-                    tn.start_soon(ss._pump)
-                    try:
-                        yield ss
-                    finally:
-                        tn.cancel_scope.cancel()
+                async with ss._running():
+                    yield ss
             await ctx.cancel()
