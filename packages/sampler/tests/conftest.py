@@ -4,7 +4,6 @@ shared-memory segment behind.'''
 from __future__ import annotations
 
 import os
-import sys
 from multiprocessing import resource_tracker
 from pathlib import Path
 
@@ -12,19 +11,15 @@ import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
 from tractor_services.testing import (  # noqa: F401
+    importable_by_subactors,
     no_leaked_children,
     other_addr,
     pytest_sessionfinish,
     reg_addr,
 )
 
-HERE = Path(__file__).parent
-# subactors and child scripts import test helpers by name: let them find them
-os.environ['PYTHONPATH'] = os.pathsep.join(
-    p for p in (str(HERE), os.environ.get('PYTHONPATH', '')) if p
-)
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+# subactors import this folder's endpoint modules by name
+importable_by_subactors(Path(__file__).parent)
 
 # The stdlib resource tracker is a child process started on first use of
 # shared memory and alive until we exit: start it now, so the per-test

@@ -12,12 +12,26 @@ Use in a ``conftest.py``::
 '''
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from typing import Any
 
 import psutil
 import pytest
 import trio
+
+
+def importable_by_subactors(path: str | os.PathLike) -> None:
+    '''Let this process and the actors it spawns import modules from
+    ``path`` (subactors import endpoints by module name, and inherit the
+    environment).'''
+    path = str(path)
+    os.environ['PYTHONPATH'] = os.pathsep.join(
+        p for p in (path, os.environ.get('PYTHONPATH', '')) if p
+    )
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 def free_port(host: str = '127.0.0.1') -> int:
