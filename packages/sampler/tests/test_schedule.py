@@ -133,3 +133,28 @@ def test_good_periods():
     assert check_period(0.1) == 0.1
     assert check_period(0.30000000000000004) == 0.3
     assert check_period(3600) == 3600.0
+
+
+def test_spin_wakes_early_and_never_steps_before_the_boundary():
+    '''With spin_s the loop wakes before the deadline and yields until it
+    has passed.  (A spinning task is never idle, so this runs on a mock
+    clock that also advances with real time, 1000x.)'''
+    got = []
+
+    async def main():
+        sched = Schedule(wall=mock_wall(), spin_s=0.002)
+        sched.add(1.0)
+
+        async def on_step(period, t):
+            got.append((t, trio.current_time() + W0))
+
+        await run_for(sched, 3.5, on_step)
+
+    trio.run(main, clock=trio.testing.MockClock(rate=1000, autojump_threshold=0))
+    assert len(got) >= 3  # real time also runs, so the window may hold one more
+    assert all(0 <= at - t < 0.1 for t, at in got)
+
+
+def test_spin_must_be_small():
+    with pytest.raises(ValueError, match='spin_s'):
+        Schedule(spin_s=0.5)

@@ -73,7 +73,13 @@ class OHLCWriter:
                 raise ValueError(f'shm buffer {shm.name!r} lacks fields {missing}')
             self._bufs.append((p, round(p * 1e6), shm))
         names = list(self._bufs[0][2].dtype.names or ()) if self._bufs else []
+        for _, _, shm in self._bufs:
+            if list(shm.dtype.names or ()) != names:
+                raise ValueError('all buffers of one writer must share a dtype')
         self._pos = {f: names.index(f) for f in _FIELDS if f in names}
+        self._idx = tuple(self._pos.get(f, 0) for f in _FIELDS)
+        # per period: (window end, the last row as a list, its time, its bar number in µs units)
+        self._cur: dict[float, tuple[Any, list, float, int]] = {}
         self._pending: dict[float, list[tuple[float, float, float, float | None]]] = {}
         self._traded: dict[float, float] = {}  # period -> time of the bar a trade reached
         self.trades = 0
@@ -93,16 +99,14 @@ class OHLCWriter:
                 t = tick.get('time')
                 if t is None:
                     t = now if now is not None else self._wall()
-                trades.append((float(t), float(tick['price']), float(tick.get('size', 0.0)), tick.get('volume')))
+                trades.append((t, tick['price'], tick.get('size', 0.0), tick.get('volume')))
         if not trades:
             return 0
         self.trades += len(trades)
+        pending = self._pending
         for p, p_us, shm in self._bufs:
-            pending = self._pending.get(p)
-            if pending:
-                self._apply(p, p_us, shm, pending + trades)
-            else:
-                self._apply(p, p_us, shm, trades)
+            held = pending.get(p) if pending else None
+            self._apply(p, p_us, shm, held + trades if held else trades)
         return len(trades)
 
     def _apply(
@@ -112,42 +116,55 @@ class OHLCWriter:
         shm: ShmArray,
         trades: list[tuple[float, float, float, float | None]],
     ) -> None:
-        rows = shm._rows
-        first, last = shm._window.tolist()
-        if last <= first:  # no bar yet: wait for one
-            self._pending[p] = trades
-            return
-        row = list(rows[last - 1].item())
-        pos = self._pos
-        bar_t = row[pos['time']]
-        bar_k = round(bar_t * 1e6) // p_us
-        later = []
-        fresh = self._traded.get(p) != bar_t and row[pos['volume']] == 0
-        high, low, close = row[pos['high']], row[pos['low']], row[pos['close']]
-        vol = row[pos['volume']]
+        # the writer is the only writer of the last row's OHLCV (samplerd
+        # only appends), so it keeps that row here and reads shared memory
+        # again only when samplerd appended a new one
+        window = shm._window
+        last = window[1]
+        cur = self._cur.get(p)
+        if cur is not None and cur[0] == last:
+            _, row, bar_t, bar_k = cur
+        else:
+            if last <= window[0]:  # no bar yet: wait for one
+                self._pending[p] = trades
+                return
+            row = list(shm._rows[last - 1].item())
+            bar_t = row[self._idx[0]]
+            bar_k = round(bar_t * 1e6) // p_us
+            self._cur[p] = (last, row, bar_t, bar_k)
+        i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
+        high, low, close, vol = row[i_high], row[i_low], row[i_close], row[i_vol]
+        open_ = row[i_open]
+        fresh = vol == 0 and self._traded.get(p) != bar_t
+        sum_volume = self.volume == 'sum'
+        later = None
         n = 0
         for t, price, size, bar_vol in trades:
             k = round(t * 1e6) // p_us
-            if k > bar_k:
-                later.append((t, price, size, bar_vol))
-                continue
-            if k < bar_k:
+            if k != bar_k:
+                if k > bar_k:
+                    if later is None:
+                        later = []
+                    later.append((t, price, size, bar_vol))
+                    continue
                 self.late_trades += 1
             if fresh and n == 0:
-                row[pos['open']] = high = low = price
+                open_ = high = low = price
             else:
-                high = price if price > high else high
-                low = price if price < low else low
+                if price > high:
+                    high = price
+                if price < low:
+                    low = price
             close = price
-            vol = bar_vol if self.volume == 'quote' and bar_vol is not None else vol + size
+            vol = vol + size if sum_volume or bar_vol is None else bar_vol
             n += 1
         if later:
             self._pending[p] = later
-        else:
+        elif self._pending:
             self._pending.pop(p, None)
         if n:
-            row[pos['high']], row[pos['low']], row[pos['close']], row[pos['volume']] = high, low, close, vol
-            rows[last - 1] = tuple(row)
+            row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol] = open_, high, low, close, vol
+            shm._rows[last - 1] = tuple(row)
             self._traded[p] = bar_t
 
     # --- steps ---------------------------------------------------------------
@@ -170,6 +187,7 @@ class OHLCWriter:
                     for f in ('open', 'high', 'low', 'close'):
                         row[pos[f]] = prev_close
                     rows[last - 1] = tuple(row)
+                    self._cur.pop(p, None)
             pending = self._pending.pop(p, None)
             if pending:
                 self._apply(p, p_us, shm, pending)

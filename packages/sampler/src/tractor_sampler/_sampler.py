@@ -35,6 +35,10 @@ from .shm import (
 log = compat.get_logger('sampler', 'tractor_sampler')
 
 
+#: samplerd wakes this much before each step and yields until it is due
+SPIN_S: float = 0.002
+
+
 def period_topic(period_s: float) -> str:
     return f'period:{check_period(period_s):g}'
 
@@ -44,8 +48,13 @@ class Sampler:
 
     Get the running one with :func:`get_sampler` (inside samplerd).'''
 
-    def __init__(self, wall: Callable[[], float] = time.time, keep_lateness: int = 0):
-        self.schedule = Schedule(wall=wall, keep_lateness=keep_lateness)
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.time,
+        keep_lateness: int = 0,
+        spin_s: float = SPIN_S,
+    ):
+        self.schedule = Schedule(wall=wall, keep_lateness=keep_lateness, spin_s=spin_s)
         self.bus = FeedsBus()
         # period -> {shm name + member -> buffer}, with a count of registrations
         self._bufs: dict[float, dict[tuple[str, int], ShmArray]] = {}
@@ -232,11 +241,11 @@ async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
 
 
 @tractor.context
-async def samplerd(ctx: tractor.Context, keep_lateness: int = 0) -> None:
+async def samplerd(ctx: tractor.Context, keep_lateness: int = 0, spin_s: float = SPIN_S) -> None:
     '''samplerd's root endpoint (supervised by the root's service
     manager): hosts the Sampler and its incrementer.'''
     compat.expose_module(__name__)
-    async with open_sampler(keep_lateness=keep_lateness) as sampler:
+    async with open_sampler(keep_lateness=keep_lateness, spin_s=spin_s) as sampler:
         await ctx.started(os.getpid())
         del sampler
         await trio.sleep_forever()

@@ -16,6 +16,12 @@ its own step time, so bars stay contiguous; when more than
 skipped (counted in ``stats.skipped``) and stepping resumes from the
 newest missed boundary.
 
+Timer wake-ups: an event loop's timer fires up to a millisecond or two
+late when the process was idle.  With ``spin_s`` (samplerd uses 2 ms) the
+loop wakes that much before each deadline and yields to other tasks
+until it has passed, which keeps steps within microseconds of their
+boundaries for at most ``spin_s`` of CPU per step.
+
 Periods: any multiple of 0.1 s from ``MIN_PERIOD_S`` (0.1 s) to
 ``MAX_PERIOD_S`` (one day).
 
@@ -78,6 +84,7 @@ class Schedule:
         *,
         max_catchup: int = MAX_CATCHUP,
         keep_lateness: int = 0,
+        spin_s: float = 0.0,
     ) -> None:
         self._wall = wall
         self._offset: float | None = None  # wall - trio
@@ -85,6 +92,9 @@ class Schedule:
         self._changed = trio.Event()
         self.max_catchup = max_catchup
         self.keep_lateness = keep_lateness
+        if not 0 <= spin_s < 0.1:
+            raise ValueError(f'spin_s={spin_s!r} must be from 0 to 0.1 s')
+        self.spin_s = spin_s
         self.stats = StepStats()
 
     @property
@@ -143,9 +153,13 @@ class Schedule:
                 await self._changed.wait()
                 continue
             due_at = min(self.deadline(p, k) for p, k in self._next.items())
-            with trio.move_on_at(due_at):
+            with trio.move_on_at(due_at - self.spin_s):
                 await self._changed.wait()
                 continue  # the set of periods changed: recompute
+            # timers wake ~1 ms late on an idle machine: with spin_s, wake
+            # that much early and yield to other tasks until the deadline
+            while trio.current_time() < due_at:
+                await trio.lowlevel.checkpoint()
             await self._step_due(on_step)
 
     async def _step_due(self, on_step: OnStep) -> None:
