@@ -348,7 +348,10 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
         lost = sum(g["trades_lost"] for g in t)
         size_lost = sum(g["size_lost"] for g in t)
         sent = sum(g["trades_sent"] for g in t)
-        fps_ok = lo_fps <= fps <= THROTTLE_HZ * 1.0 + 1e-9
+        # frames leave exactly one period apart; the rate is measured from
+        # the first and last frame's *arrival*, whose jitter (a few ms over
+        # ~5 s) reads as up to ~0.1%: allow 0.2% above 60
+        fps_ok = lo_fps <= fps <= THROTTLE_HZ * 1.002
         cpu_ok = net <= CPU_GOAL_US
         all_met &= fps_ok and cpu_ok and lost == 0 and size_lost == 0
         rows.append([

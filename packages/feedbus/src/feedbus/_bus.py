@@ -65,20 +65,44 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
         self._stats = stats
         self._ready = trio.Event()
         self._closed = False
+        self._high_water: int | None = None
+        self._filled = trio.Event()
+
+    @property
+    def maxlen(self) -> int:
+        return self._maxlen
 
     def put(self, msg: Any) -> None:
         if self._closed:
             raise trio.ClosedResourceError('outbox closed')
-        if len(self._q) >= self._maxlen:
-            self._q.popleft()
+        q = self._q
+        if len(q) >= self._maxlen:
+            q.popleft()
             self._stats.dropped += 1
             self._stats.overruns += 1
-        self._q.append(msg)
+        q.append(msg)
         self._ready.set()
+        if self._high_water is not None and len(q) >= self._high_water:
+            self._filled.set()
+
+    async def wait_filled(self, n: int) -> None:
+        '''Wait until ``n`` messages are queued (or the outbox closes),
+        without waking on every put; ``trio.EndOfChannel`` once it is
+        closed and empty.'''
+        if self._closed and not self._q:
+            raise trio.EndOfChannel
+        await trio.lowlevel.checkpoint()
+        while len(self._q) < n and not self._closed:
+            self._high_water, self._filled = n, trio.Event()
+            try:
+                await self._filled.wait()
+            finally:
+                self._high_water = None
 
     def close(self) -> None:
         self._closed = True
         self._ready.set()
+        self._filled.set()
 
     def __len__(self) -> int:
         return len(self._q)

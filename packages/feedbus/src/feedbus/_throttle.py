@@ -258,6 +258,12 @@ class Throttler:
         wait_nonempty = getattr(quotes, 'wait_nonempty', None)
         drain: Callable[[], list[Quote]] | None = None
 
+        wait_filled = getattr(quotes, 'wait_filled', None)
+        lazy: Callable[[int], Awaitable[None]] | None = (
+            wait_filled if callable(wait_filled) and callable(take_all) else None
+        )
+        high_water = max(1, getattr(quotes, 'maxlen', 2) // 2)
+
         if callable(take_all) and callable(wait_nonempty):
             # an Outbox: one wake-up takes in everything queued
             drain = take_all
@@ -296,6 +302,17 @@ class Throttler:
                             try:
                                 while True:
                                     urgent = self._clearing_at is not None
+                                    if lazy is not None and (
+                                        urgent or scope.deadline <= self._last_sent + self.period
+                                    ):
+                                        # nothing can make this frame due sooner
+                                        # (a trade's deadline is max(T, L + P)):
+                                        # sleep to the deadline and drain once,
+                                        # waking early only if the outbox fills
+                                        # halfway, so nothing is dropped
+                                        await lazy(high_water)
+                                        add(take_all(), current_time())
+                                        continue
                                     await take_in()
                                     if not urgent and self._clearing_at is not None:
                                         scope.deadline = self._deadline()
