@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import time
 import warnings
@@ -43,6 +42,7 @@ import trio
 warnings.filterwarnings("ignore", category=trio.TrioDeprecationWarning)
 
 from tractor_services import compat  # noqa: E402
+from tractor_services.testing import free_port, importable_by_subactors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("raw", "fb", "fb_batch")
@@ -57,12 +57,6 @@ GOALS_2 = {"fb": 0.7, "fb_batch": 2.0}
 THROTTLE_HZ = 60.0
 CPU_GOAL_US = 5.0
 STEP_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -444,9 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = "ignore:trio.MultiError is deprecated"
     if quiet not in env.get("PYTHONWARNINGS", ""):
         env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
+    importable_by_subactors(HERE)
 
     print(
         f"bench_feedbus: N={cfg.n1:,} (1 sub), N={cfg.n2:,} x {cfg.fanout} subs, "

@@ -41,7 +41,6 @@ import gc
 import math
 import os
 import random
-import socket
 import sys
 import time
 import warnings
@@ -59,6 +58,7 @@ warnings.filterwarnings("ignore", category=trio.TrioDeprecationWarning)
 import numpy as np  # noqa: E402
 
 from tractor_services import compat  # noqa: E402
+from tractor_services.testing import free_port, importable_by_subactors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PERIOD = 1.0
@@ -71,12 +71,6 @@ GOAL_DELIVERY_P99 = 10e-3
 GOAL_STEP_RATIO = 10.0
 GOAL_WRITE_RATIO = 2.0
 STEP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- 2. stepping 1000 buffers -------------------------------------------------
@@ -633,9 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = "ignore:trio.MultiError is deprecated"
     if quiet not in env.get("PYTHONWARNINGS", ""):
         env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
+    importable_by_subactors(HERE)
     # this run's segments get a prefix of their own (children inherit it),
     # so the leftover check below only looks at ours
     from tractor_sampler.shm import KEY_PREFIX_ENV
