@@ -259,9 +259,10 @@ class Throttler:
         drain: Callable[[], list[Quote]] | None = None
 
         wait_filled = getattr(quotes, 'wait_filled', None)
-        lazy: Callable[[int], Awaitable[None]] | None = (
-            wait_filled if callable(wait_filled) and callable(take_all) else None
-        )
+        lazy: Callable[[int], Awaitable[None]] | None = None
+        take_queued: Callable[[], list[Quote]] = list
+        if callable(wait_filled) and callable(take_all):
+            lazy, take_queued = wait_filled, take_all
         high_water = max(1, getattr(quotes, 'maxlen', 2) // 2)
 
         if callable(take_all) and callable(wait_nonempty):
@@ -311,7 +312,7 @@ class Throttler:
                                         # waking early only if the outbox fills
                                         # halfway, so nothing is dropped
                                         await lazy(high_water)
-                                        add(take_all(), current_time())
+                                        add(take_queued(), current_time())
                                         continue
                                     await take_in()
                                     if not urgent and self._clearing_at is not None:
