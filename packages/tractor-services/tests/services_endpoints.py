@@ -96,3 +96,12 @@ async def ask_root_for_services() -> str:
         except ServiceError as err:
             return str(err)
     return 'no error'
+
+
+@tractor.context
+async def blocks_its_loop(ctx):
+    '''Start, then block the event loop (as a buggy endpoint would).'''
+    import time
+
+    await ctx.started((os.getpid(), None))
+    time.sleep(3600)  # noqa: ASYNC251  (blocking on purpose)

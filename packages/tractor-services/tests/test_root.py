@@ -119,7 +119,7 @@ async def test_maybe_open_service_root_attaches_to_running_root(other_addr):
         async with maybe_open_service_root(other_addr) as mngr:
             assert isinstance(mngr, RemoteServiceMngr)
             names = [i.name for i in await mngr.list_services()]
-            assert names == ['alpha', 'beta']
+            assert names == ['alpha', 'beta', 'stuck']
             pid, value = await mngr.start_service('remote_started', eps.sleeper)
             assert psutil.pid_exists(pid)
             with pytest.raises(ServiceNotFound, match="'nope'"):

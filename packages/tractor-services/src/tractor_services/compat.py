@@ -24,18 +24,22 @@ Work-arounds, each named after the a5 behaviour it covers:
   drains the context into a bounded local buffer that drops the oldest
   message (counted) instead of overrunning.
 - *A killed root orphans its children*: every actor we spawn installs
-  :func:`_install_child_guard` (it watches its parent process through a
-  pidfd; when the parent dies, or SIGTERM arrives, it tears its own tree
-  down and is killed outright after a grace period); daemon roots cancel
-  their tree on SIGTERM (:func:`cancel_on_signals`).
+  :func:`_install_child_guard` (a thread watches its parent process
+  through a pidfd; when the parent dies, or SIGTERM arrives, the actor
+  tears its own tree down and the process ends outright after a grace
+  period, even if its event loop is stuck); daemon roots cancel their
+  tree on SIGTERM (:func:`cancel_on_signals`).
 
 '''
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import sys
+import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -273,23 +277,26 @@ def _quiet_child_warnings() -> None:
 
 async def _install_child_guard(parent_pid: int) -> None:
     '''(Runs in the child.)  Die with the parent: when the parent process
-    exits, or SIGTERM arrives, cancel this actor's tree and arm a hard
-    deadline (SIGALRM's default action ends the process).
+    exits, or SIGTERM arrives, cancel this actor's tree, and end the process
+    outright if that has not finished within ``CHILD_GRACE_S``.
 
-    The parent is watched through a pidfd (Linux >= 5.3), else by polling
-    ``getppid()``.  ``PR_SET_PDEATHSIG`` would be simpler but fires when
-    the *thread* that spawned us exits, and trio spawns from worker
-    threads that retire after 10 s idle.'''
+    The parent is watched by a thread blocked on its pidfd (Linux >= 5.3;
+    elsewhere it polls ``getppid()``), so even an actor whose event loop is
+    stuck dies with its parent.  ``PR_SET_PDEATHSIG`` would be simpler but
+    fires when the *thread* that spawned us exits, and trio spawns from
+    worker threads that retire after 10 s idle.'''
     token = trio.lowlevel.current_trio_token()
     actor = tractor.current_actor()
 
-    def _die_soon() -> None:
-        signal.alarm(CHILD_GRACE_S)
+    def _cancel() -> None:
         actor._service_n.start_soon(actor.cancel)
 
     def _on_sigterm(signum: int, frame: Any) -> None:
+        # a hard deadline first (SIGALRM's default action ends the process),
+        # then the graceful path, which needs the event loop
+        signal.alarm(CHILD_GRACE_S)
         try:
-            token.run_sync_soon(_die_soon)
+            token.run_sync_soon(_cancel)
         except trio.RunFinishedError:
             os._exit(128 + signum)
 
@@ -301,24 +308,21 @@ async def _install_child_guard(parent_pid: int) -> None:
             pidfd = os.pidfd_open(parent_pid)
         except OSError:  # too old a kernel, or the parent is already gone
             pidfd = None
+
+    def _watch_parent() -> None:
+        if pidfd is not None:
+            select.select([pidfd], [], [])
+            os.close(pidfd)
+        else:
+            while os.getppid() == parent_pid:
+                time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(CHILD_GRACE_S + 1)
+        os._exit(70)  # neither the graceful path nor SIGALRM ended us
+
+    threading.Thread(target=_watch_parent, name='parent-watch', daemon=True).start()
     if os.getppid() != parent_pid:  # the parent died before we watched it
-        _die_soon()
-        return
-
-    async def _watch_parent() -> None:
-        try:
-            if pidfd is not None:
-                await trio.lowlevel.wait_readable(pidfd)
-            else:
-                while os.getppid() == parent_pid:
-                    await trio.sleep(0.2)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-        log.warning(f'parent {parent_pid} died: cancelling {actor.uid}')
-        _die_soon()
-
-    actor._service_n.start_soon(_watch_parent)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def cancel_on_signals(

@@ -17,6 +17,8 @@ async def main(host: str, port: int) -> None:
         for name in ('alpha', 'beta'):
             pid, _ = await mngr.start_service(name, eps.sleeper)
             pids[name] = pid
+        # one whose event loop is stuck: it must die with the root all the same
+        pids['stuck'], _ = await mngr.start_service('stuck', eps.blocks_its_loop, shutdown_timeout=1)
         print(json.dumps({'ready': True, 'root': os.getpid(), 'services': pids}), flush=True)
         await trio.sleep_forever()
     print(json.dumps({'stopped': True}), flush=True)
