@@ -17,6 +17,17 @@ from ._client import (
 from ._history import backfill, prepend_history
 from ._msgs import NO_INDEX, Backfill, Info, Step
 from ._ohlc import OHLCWriter, sample_and_broadcast
+from ._plugins import (
+    DEFAULT_BACKEND,
+    Backend,
+    BackendRegistry,
+    PluginError,
+    UnknownBackend,
+    get_backend,
+    get_backends,
+    load_backends,
+    registered_plugin,
+)
 from ._sampler import (
     Sampler,
     get_sampler,
@@ -26,6 +37,7 @@ from ._sampler import (
     samplerd,
 )
 from ._schedule import MAX_PERIOD_S, MIN_PERIOD_S, _default_delay_s, check_period
+from .hookspecs import PROJECT, hookimpl
 from .shm import (
     DEFAULT_DTYPE,
     ShmArray,
@@ -41,6 +53,17 @@ from .shm import (
 __version__ = '0.1.0'
 
 __all__ = [
+    'DEFAULT_BACKEND',
+    'PROJECT',
+    'Backend',
+    'BackendRegistry',
+    'PluginError',
+    'UnknownBackend',
+    'get_backend',
+    'get_backends',
+    'hookimpl',
+    'load_backends',
+    'registered_plugin',
     'DEFAULT_DTYPE',
     'MAX_PERIOD_S',
     'MIN_PERIOD_S',

@@ -1,0 +1,333 @@
+'''
+Loading backend plugins.
+
+:func:`load_backends` makes a pluggy ``PluginManager`` for
+:data:`~tractor_sampler.hookspecs.PROJECT`, registers the built-in
+backends (``sim``), then the ``tractor_sampler`` entry points *one by one*,
+runs ``check_pending()``, and calls every plugin's
+``tractor_sampler_register_backends`` with a ``register`` callback of its
+own, so every failure names the distribution at fault:
+
+- the entry point fails to import (or load);
+- a hook implementation takes an argument the spec does not have;
+- a hook is misspelled (a ``tractor_sampler_*`` function, marked or not,
+  that no spec declares);
+- two plugins register the same backend name (both are named);
+- ``register()`` is called with bad arguments, or the hook raises.
+
+``TRACTOR_SAMPLER_PLUGINS`` (comma-separated entry-point names) restricts
+which third-party plugins load; set and empty, none do.  The built-in
+backends always load.  Naming a plugin that is not installed is an error.
+
+'''
+from __future__ import annotations
+
+import builtins
+import contextlib
+import importlib.metadata
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar, overload
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import HOOK_PREFIX, PROJECT, History, StreamQuotes, SymbolInfo
+
+ENV_VAR = 'TRACTOR_SAMPLER_PLUGINS'
+#: the backend everything uses unless told otherwise
+DEFAULT_BACKEND = 'sim'
+#: what :attr:`Backend.dist` says for backends shipped in this package
+BUILTIN = 'builtin'
+
+_T = TypeVar('_T')
+_MISSING: Any = object()
+
+
+class PluginError(Exception):
+    '''A plugin failed to load or registered wrongly; the message names the
+    distribution.'''
+
+
+class UnknownBackend(KeyError):
+    '''No backend of that name is installed.'''
+
+    def __init__(self, name: str, installed: Iterable[str]) -> None:
+        self.name = name
+        self.installed = sorted(installed)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        names = ', '.join(self.installed) or 'none'
+        return f'no backend named {self.name!r} (installed: {names})'
+
+
+@dataclass(frozen=True)
+class Backend:
+    '''One registered backend.'''
+
+    name: str
+    stream_quotes: StreamQuotes
+    history: History | None = None
+    symbol_info: SymbolInfo | None = None
+    #: the version given to ``register()``, else the distribution's
+    version: str | None = None
+    #: ``'<distribution> <version>'`` that registered it, or ``'builtin'``
+    dist: str = BUILTIN
+
+
+class BackendRegistry(Mapping[str, Backend]):
+    '''The loaded backends by name.  ``registry[name]`` and
+    ``registry.get(name)`` raise :class:`UnknownBackend` (a ``KeyError``)
+    listing the installed names; ``get(name, default)`` returns the
+    default instead.'''
+
+    def __init__(self, backends: Mapping[str, Backend], plugins: Mapping[str, str]) -> None:
+        self._backends = dict(backends)
+        #: plugin name -> distribution label, for every plugin loaded
+        self.plugins: dict[str, str] = dict(plugins)
+
+    def __getitem__(self, name: str) -> Backend:
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise UnknownBackend(name, self._backends) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._backends)
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    @overload
+    def get(self, name: str) -> Backend: ...
+
+    @overload
+    def get(self, name: str, default: Backend | _T) -> Backend | _T: ...
+
+    def get(self, name: str, default: Any = _MISSING) -> Any:
+        if default is _MISSING:
+            return self[name]
+        return self._backends.get(name, default)
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        '''One dict per backend, sorted by name: ``name``, ``version``,
+        ``dist`` and which optional parts it has.'''
+        return [
+            {
+                'name': b.name,
+                'version': b.version,
+                'dist': b.dist,
+                'history': b.history is not None,
+                'symbol_info': b.symbol_info is not None,
+            }
+            for _, b in sorted(self._backends.items())
+        ]
+
+    def __repr__(self) -> str:
+        return f'BackendRegistry({sorted(self._backends)})'
+
+
+class _PluginManager(pluggy.PluginManager):
+    '''Also treats unmarked ``tractor_sampler_*`` functions as hook
+    implementations (as pytest does for ``pytest_*``), so a misspelled,
+    unmarked hook is reported by ``check_pending()`` instead of being
+    silently ignored.'''
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(HOOK_PREFIX):
+            method = getattr(plugin, name, None)
+            if callable(method) and not isinstance(method, type):
+                return {}
+        return opts
+
+
+def _builtin_plugins() -> list[tuple[str, Any]]:
+    from .backends import sim
+
+    return [('sim', sim)]
+
+
+def _dist_label(ep: Any) -> str:
+    dist = getattr(ep, 'dist', None)
+    if dist is None:
+        return f'unknown distribution (entry point {ep.name!r})'
+    version = getattr(dist, 'version', None)
+    return f'{dist.name} {version}' if version else str(dist.name)
+
+
+def _dist_version(ep: Any) -> str | None:
+    dist = getattr(ep, 'dist', None)
+    return getattr(dist, 'version', None) if dist is not None else None
+
+
+def _selected(env: str) -> set[str] | None:
+    raw = os.environ.get(env)
+    if raw is None:
+        return None
+    return {n.strip() for n in raw.split(',') if n.strip()}
+
+
+def load_backends(
+    *,
+    env: str = ENV_VAR,
+    entry_points: Iterable[Any] | None = None,
+    extra: Iterable[Any] = (),
+) -> BackendRegistry:
+    '''Load every backend plugin and return the registry.
+
+    ``entry_points`` replaces the installed ``tractor_sampler`` entry points
+    (objects with ``.name``, ``.load()`` and ``.dist`` with ``.name`` and
+    ``.version``); ``extra`` adds plugin objects (modules), each labelled
+    ``'extra'``, never filtered by the environment variable (tests use it to
+    register a plugin for one test).'''
+    pm = _PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    #: plugin name -> (distribution label, distribution version)
+    dists: dict[str, tuple[str, str | None]] = {}
+
+    def add(plugin: Any, name: str, label: str, version: str | None) -> None:
+        if name in dists:
+            raise PluginError(
+                f'{label}: plugin name {name!r} is already taken by {dists[name][0]}'
+            )
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as err:
+            raise PluginError(f'{label}: plugin {name!r} implements a hook wrongly: {err}') from err
+        except Exception as err:
+            raise PluginError(f'{label}: plugin {name!r} failed to register: {err}') from err
+        dists[name] = (label, version)
+
+    for name, plugin in _builtin_plugins():
+        add(plugin, name, BUILTIN, None)
+
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=PROJECT)
+    selected = _selected(env)
+    eps = list(entry_points)
+    if selected is not None:
+        missing = selected - {ep.name for ep in eps}
+        if missing:
+            installed = ', '.join(sorted(ep.name for ep in eps)) or 'none'
+            raise PluginError(
+                f'{env} names plugins that are not installed: '
+                f'{", ".join(sorted(missing))} (installed: {installed})'
+            )
+    for ep in eps:
+        if selected is not None and ep.name not in selected:
+            continue
+        label = _dist_label(ep)
+        try:
+            plugin = ep.load()
+        except Exception as err:
+            raise PluginError(
+                f'{label}: entry point {ep.name!r} failed to import: '
+                f'{type(err).__name__}: {err}'
+            ) from err
+        add(plugin, ep.name, label, _dist_version(ep))
+
+    for i, plugin in enumerate(extra):
+        name = getattr(plugin, '__name__', None) or f'extra-{i}'
+        add(plugin, name, 'extra', None)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as err:
+        pname = pm.get_name(err.plugin)
+        label = dists.get(pname, ('unknown distribution', None))[0] if pname else 'unknown distribution'
+        raise PluginError(f'{label}: plugin {pname!r} has an unknown hook (misspelled?): {err}') from err
+
+    backends: dict[str, Backend] = {}
+    for impl in pm.hook.tractor_sampler_register_backends.get_hookimpls():
+        label, dist_version = dists[impl.plugin_name]
+        register = _make_register(backends, impl.plugin_name, label, dist_version)
+        args = {'register': register}
+        try:
+            impl.function(**{a: args[a] for a in impl.argnames})
+        except PluginError:
+            raise
+        except Exception as err:
+            raise PluginError(
+                f'{label}: plugin {impl.plugin_name!r}: '
+                f'tractor_sampler_register_backends raised {type(err).__name__}: {err}'
+            ) from err
+
+    return BackendRegistry(backends, {n: d[0] for n, d in dists.items()})
+
+
+def _make_register(
+    backends: dict[str, Backend],
+    plugin_name: str,
+    label: str,
+    dist_version: str | None,
+) -> Callable[..., None]:
+    def register(
+        name: str,
+        *,
+        stream_quotes: StreamQuotes,
+        history: History | None = None,
+        symbol_info: SymbolInfo | None = None,
+        version: str | None = None,
+    ) -> None:
+        where = f'{label}: plugin {plugin_name!r}'
+        if not isinstance(name, str) or not name:
+            raise PluginError(f'{where} registered a backend with a bad name {name!r}')
+        if not callable(stream_quotes):
+            raise PluginError(f'{where}: backend {name!r}: stream_quotes is not callable')
+        for what, fn in (('history', history), ('symbol_info', symbol_info)):
+            if fn is not None and not callable(fn):
+                raise PluginError(f'{where}: backend {name!r}: {what} is not callable')
+        if name in backends:
+            raise PluginError(
+                f'backend {name!r} is registered twice: by {backends[name].dist} '
+                f'and by {label} (plugin {plugin_name!r})'
+            )
+        backends[name] = Backend(
+            name=name,
+            stream_quotes=stream_quotes,
+            history=history,
+            symbol_info=symbol_info,
+            version=version if version is not None else dist_version,
+            dist=label,
+        )
+
+    return register
+
+
+# -- the process-wide registry ----------------------------------------------
+
+_cached: BackendRegistry | None = None
+_extra: list[Any] = []
+
+
+def get_backends(*, refresh: bool = False) -> BackendRegistry:
+    '''The registry of this process, loaded on first use (plus any plugin
+    :func:`registered_plugin` adds).'''
+    global _cached
+    if _cached is None or refresh:
+        _cached = load_backends(extra=list(_extra))
+    return _cached
+
+
+def get_backend(name: str = DEFAULT_BACKEND) -> Backend:
+    '''One backend of the process registry, by name (default ``'sim'``).'''
+    return get_backends()[name]
+
+
+@contextlib.contextmanager
+def registered_plugin(*plugins: ModuleType | Any) -> Iterator[BackendRegistry]:
+    '''Register plugin objects (modules) in the process registry for the
+    duration of the block (a test fixture's body), yielding the registry.'''
+    global _cached
+    _extra.extend(plugins)
+    _cached = None
+    try:
+        yield get_backends()
+    finally:
+        for p in plugins:
+            _extra.remove(p)
+        _cached = None

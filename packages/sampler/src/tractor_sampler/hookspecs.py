@@ -1,0 +1,74 @@
+'''
+The backend hook specification.
+
+One string, :data:`PROJECT`, names the pluggy project, the markers, the
+entry-point group and the hook prefix (``tractor_sampler_``).  Hooks are
+synchronous and declarative: a plugin *registers* named backends (plain
+callables); the feed daemon runs the async work in actors it owns.
+
+A plugin is a module (or any object) with :data:`hookimpl`-marked
+functions, published under the ``tractor_sampler`` entry-point group::
+
+    [project.entry-points.tractor_sampler]
+    mybackend = "mypkg.backend"
+
+See ``docs/hooks.md`` for the reference and the call contracts.
+
+'''
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import numpy as np
+import pluggy
+
+#: names the pluggy project, the markers, the entry-point group and (with a
+#: trailing ``_``) the hook prefix
+PROJECT = 'tractor_sampler'
+HOOK_PREFIX = f'{PROJECT}_'
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+StreamQuotes = Callable[..., AsyncIterator[dict[str, dict[str, Any]]]]
+History = Callable[..., Awaitable[np.ndarray]]
+SymbolInfo = Callable[..., Awaitable[dict[str, Any]]]
+
+
+class Register(Protocol):
+    '''The callback a plugin's :func:`tractor_sampler_register_backends`
+    receives.'''
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        stream_quotes: StreamQuotes,
+        history: History | None = None,
+        symbol_info: SymbolInfo | None = None,
+        version: str | None = None,
+    ) -> None: ...
+
+
+@hookspec
+def tractor_sampler_register_backends(register: Register) -> None:
+    '''Register this plugin's backends: call ``register(name, *,
+    stream_quotes, history=None, symbol_info=None, version=None)`` once per
+    backend.  Names are unique across all installed plugins.
+
+    Call contracts (all called by the feed daemon, inside its actor):
+
+    - ``stream_quotes(symbols: list[str], **config)`` returns an async
+      iterator of ``{topic: quote}`` batches; a quote is a dict of fields
+      with an optional ``'ticks'`` list of ``{'type', 'price', 'size',
+      'time'?}`` dicts (``'trade'`` ticks are folded into bars).  Invalid
+      config raises on the call, not on the first iteration.
+    - ``await history(symbol, period_s, end_time, count, **config)``
+      returns a numpy structured array in
+      :data:`tractor_sampler.shm.DEFAULT_DTYPE` (or a superset), oldest
+      first, one bar per period, the last bar ending at or before
+      ``end_time``.
+    - ``await symbol_info(symbol, **config)`` returns a dict with at least
+      ``'symbol'``, ``'tick_size'`` and ``'lot_size'``.
+    '''
