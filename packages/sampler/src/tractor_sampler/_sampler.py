@@ -186,8 +186,11 @@ class Sampler:
         n = 0
         for _topic, subs in self.bus.subs_items():
             for sub in subs - seen:
-                sub.send_chan.put(msg)
-                n += 1
+                try:
+                    sub.send_chan.put(msg)
+                    n += 1
+                except trio.ClosedResourceError:  # dropped meanwhile
+                    self.bus.forget_sub(sub)
             seen |= subs
         return n
 
