@@ -28,7 +28,6 @@ re-run this file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -432,12 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.quick:
         cfg.n1, cfg.n2, cfg.reps, cfg.secs, cfg.thr_reps = 2_000, 200, 1, 1.5, 1
     write = (not cfg.quick) if cfg.write is None else cfg.write
-    # subactors import tractor, which touches trio.MultiError, before this file;
-    # and they import the endpoints module from this folder
-    env = os.environ
-    quiet = "ignore:trio.MultiError is deprecated"
-    if quiet not in env.get("PYTHONWARNINGS", ""):
-        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
+    # subactors import the endpoints module from this folder
     importable_by_subactors(HERE)
 
     print(

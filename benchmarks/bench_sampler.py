@@ -624,9 +624,6 @@ def main(argv: list[str] | None = None) -> int:
     if write and cfg.no_steps:
         p.error("--no-steps leaves test 1 out: use it with --no-write")
     env = os.environ
-    quiet = "ignore:trio.MultiError is deprecated"
-    if quiet not in env.get("PYTHONWARNINGS", ""):
-        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     importable_by_subactors(HERE)
     # this run's segments get a prefix of their own (children inherit it),
     # so the leftover check below only looks at ours
