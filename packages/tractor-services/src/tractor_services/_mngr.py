@@ -647,7 +647,6 @@ async def open_service_mngr(
                         await mngr._shutdown()
                     finally:
                         tn.cancel_scope.cancel()
-                        _holder.mngr = None
     finally:
         _holder.mngr = None
         _holder.opening = None

@@ -170,10 +170,6 @@ def is_registry() -> bool:
     return bool(actor is not None and actor.is_arbiter)
 
 
-def actor_uid() -> tuple[str, str]:
-    return tuple(tractor.current_actor().uid)  # type: ignore[return-value]
-
-
 async def registry_reachable(addr: tuple[str, int], timeout: float = 1.0) -> bool:
     '''Is something listening at ``addr``?  (a5 probes the same way)'''
     with trio.move_on_after(timeout):
@@ -473,13 +469,6 @@ def is_cancellation(err: BaseException) -> bool:
 async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Any]:
     async with tractor.get_arbiter(*addr) as portal:
         yield portal
-
-
-async def registry_snapshot(addr: tuple[str, int]) -> dict[str, tuple[str, int]]:
-    '''``{'name.uuid': (host, port)}`` of every registered actor.'''
-    async with _open_registry(addr) as reg:
-        snapshot = await reg.run_from_ns('self', 'get_registry')
-    return {k: tuple(v) for k, v in snapshot.items()}  # type: ignore[misc]
 
 
 async def find_actor_addr(name: str, addr: tuple[str, int]) -> tuple[str, int] | None:
