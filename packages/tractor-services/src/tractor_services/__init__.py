@@ -26,7 +26,7 @@ from ._mngr import (
     get_service_mngr,
     open_service_mngr,
 )
-from ._policy import RestartPolicy
+from ._policy import RestartIntensity, RestartPolicy
 from ._remote import RemoteServiceMngr
 from ._root import (
     maybe_open_service_root,
@@ -45,6 +45,7 @@ __all__ = [
     'PeerDisconnected',
     'RegistryInUse',
     'RemoteServiceMngr',
+    'RestartIntensity',
     'RestartPolicy',
     'ServiceConflict',
     'ServiceError',

@@ -403,7 +403,7 @@ class ServiceMngr:
                             ) from err
                         failed = True
                         self._record_error(svc, err)
-                    if svc.stopping:
+                    if svc.stopping or self._closing:
                         break
                     if not svc.policy.should_restart(failed):
                         final = 'failed' if failed else 'stopped'
@@ -541,6 +541,11 @@ class ServiceMngr:
         return await fn(**svc.kwargs)
 
     def _started(self, svc: _Service, first: Any, status: trio.TaskStatus | None) -> None:
+        if svc.started_at is None and svc.name in self._order:
+            # order by when starting *finished*: a service that another one
+            # started while starting up stops after it
+            self._order.remove(svc.name)
+            self._order.append(svc.name)
         svc.first = first
         svc.started_at = time.time()
         self._set_state(svc, 'running')

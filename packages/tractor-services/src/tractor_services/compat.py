@@ -281,6 +281,7 @@ async def _install_child_guard(parent_pid: int) -> None:
     stuck dies with its parent.  ``PR_SET_PDEATHSIG`` would be simpler but
     fires when the *thread* that spawned us exits, and trio spawns from
     worker threads that retire after 10 s idle.'''
+    quiet_runtime_logs()
     token = trio.lowlevel.current_trio_token()
     actor = tractor.current_actor()
 
@@ -401,21 +402,35 @@ async def open_context(
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Any, Any]]:
     '''``Portal.open_context`` that reports a dead peer as
-    :class:`PeerDisconnected` instead of a5's ``UnboundLocalError``.'''
+    :class:`PeerDisconnected` instead of a5's ``UnboundLocalError``, and
+    lets a cancellation of the caller propagate as itself (a5 replaces it
+    with the ``ContextCancelled`` its own cancel request provoked).'''
     body_raised = False
+    body_exc: BaseException | None = None
     try:
         async with portal.open_context(fn, **kwargs) as (ctx, first):
             try:
                 yield ctx, first
-            except BaseException:
+            except BaseException as exc:
                 body_raised = True
+                body_exc = exc
                 raise
+    except tractor.ContextCancelled:
+        if body_exc is not None and _only_cancelled(body_exc):
+            raise body_exc from None
+        raise
     except UnboundLocalError as err:
         if body_raised:  # the caller's own error, not a5's exit path
             raise
         raise PeerDisconnected(
             f'peer {portal.channel.uid} disconnected inside context {fn.__name__}'
         ) from err
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled)
 
 
 async def context_result(ctx: Any) -> Any:
