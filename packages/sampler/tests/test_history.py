@@ -33,6 +33,27 @@ def test_prepend_numbers_rows_backwards_and_keeps_order():
         assert np.allclose(np.diff(shm.array['time']), 60.0)
 
 
+
+def test_history_in_another_dtype_is_copied_by_field_name():
+    # reordered fields plus one the buffer lacks: matched by name, not position
+    other = np.dtype([
+        ('close', 'f8'), ('time', 'f8'), ('vwap', 'f8'), ('open', 'f8'),
+        ('high', 'f8'), ('low', 'f8'), ('volume', 'f8'), ('index', 'i8'),
+    ])
+    with open_shm_array(32) as shm:
+        live = np.zeros(1, dtype=shm.dtype)
+        live['index'], live['time'] = 10, T0
+        shm.push(live)
+        src = np.zeros(3, dtype=other)
+        src['time'] = T0 - 60.0 * np.arange(3, 0, -1)
+        src['close'], src['open'], src['vwap'], src['volume'] = [1, 2, 3], [4, 5, 6], 99, 7
+        prepend_history(shm, src, 60.0)
+        got = shm.array[:3]
+        assert list(got['close']) == [1, 2, 3] and list(got['open']) == [4, 5, 6]
+        assert list(got['time']) == list(src['time']) and set(got['volume']) == {7}
+        with pytest.raises(ValueError, match='no time field'):
+            prepend_history(shm, np.zeros(2, dtype=[('close', 'f8')]), 60.0)
+
 def test_history_must_meet_the_buffer():
     with open_shm_array(32) as shm:
         live = np.zeros(1, dtype=shm.dtype)

@@ -160,3 +160,39 @@ def test_spin_wakes_early_and_never_steps_before_the_boundary():
 def test_spin_must_be_small():
     with pytest.raises(ValueError, match='spin_s'):
         Schedule(spin_s=0.5)
+
+
+async def test_a_buffer_registered_after_a_boundary_is_aligned_to_the_open_bar(autojump_clock):
+    import numpy as np
+
+    from tractor_sampler import open_shm_array
+    from tractor_sampler._sampler import Sampler
+
+    sampler = Sampler(wall=mock_wall(), spin_s=0)  # no spinning under autojump
+    wall = mock_wall()
+    with open_shm_array(64) as shm, open_shm_array(64) as fresh:
+        # a buffer filled two periods ago: its open bar has closed twice since
+        open_bar = math.floor(wall())
+        row = np.zeros(1, dtype=shm.dtype)
+        row['index'], row['close'], row['volume'] = 7, 10.5, 3.0
+        row['time'] = open_bar - 2
+        shm.push(row)
+        sampler.add_buffer(1.0, shm.token)
+        rows = shm.array
+        assert list(rows['time']) == [open_bar - 2, open_bar - 1, open_bar]
+        assert list(rows['index']) == [7, 8, 9]
+        assert set(rows['close']) == {10.5} and list(rows['volume']) == [3.0, 0.0, 0.0]
+        assert sampler.aligned == 2
+        # one filled on the open bar is left as it is
+        row['time'] = open_bar
+        fresh.push(row)
+        sampler.add_buffer(1.0, fresh.token)
+        assert len(fresh) == 1 and sampler.aligned == 2
+        # and the next step lands both on the next boundary
+        async with trio.open_nursery() as tn:
+            await tn.start(sampler.increment_ohlc_buffer)
+            await trio.sleep_until(trio.current_time() + 1.0)
+            tn.cancel_scope.cancel()
+        assert shm.array['time'][-1] == fresh.array['time'][-1] == open_bar + 1
+        sampler.remove_buffer((1.0, shm.token.shm_name, 0))
+        sampler.remove_buffer((1.0, fresh.token.shm_name, 0))

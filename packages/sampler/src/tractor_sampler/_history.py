@@ -21,10 +21,19 @@ def prepend_history(shm: ShmArray, bars: np.ndarray, period_s: float) -> tuple[i
     p = check_period(period_s)
     bars = np.asarray(bars)
     if bars.dtype != shm.dtype:
+        # by field name (``astype`` would match fields by position): extra
+        # fields are dropped, missing ones stay zero
+        names = bars.dtype.names or ()
+        if 'time' not in names:
+            raise ValueError(f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: no time field')
+        conv = np.zeros(len(bars), dtype=shm.dtype)
         try:
-            bars = bars.astype(shm.dtype)
+            for f in shm.dtype.names or ():
+                if f in names:
+                    conv[f] = bars[f]
         except (TypeError, ValueError) as err:
             raise ValueError(f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: {err}') from None
+        bars = conv
     if not len(bars):
         raise ValueError('no history bars given')
     times = bars['time']

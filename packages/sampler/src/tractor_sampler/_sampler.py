@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 import tractor
 import trio
 
@@ -37,6 +38,9 @@ log = compat.get_logger('sampler', 'tractor_sampler')
 
 #: samplerd wakes this much before each step and yields until it is due
 SPIN_S: float = 0.002
+#: a newly registered buffer at most this many bars behind the open bar is
+#: brought up to it (see Sampler._align); further behind is left alone
+MAX_ALIGN_ROWS: int = 3
 
 
 def period_topic(period_s: float) -> str:
@@ -64,6 +68,8 @@ class Sampler:
         self._listeners: Counter[float] = Counter()
         self.incrementers = 0  # how many incrementer tasks ever ran (one)
         self.steps: Counter[float] = Counter()
+        #: rows appended to align newly registered buffers (see add_buffer)
+        self.aligned = 0
 
     # --- registration -------------------------------------------------------
 
@@ -89,12 +95,54 @@ class Sampler:
         token = ShmToken.from_msg(token)
         key = (p, token.shm_name, token.member)
         bufs = self._bufs.setdefault(p, {})
-        if (token.shm_name, token.member) not in bufs:
-            bufs[(token.shm_name, token.member)] = self._attach(token)
-            self._plans.pop(p, None)
-        self._refs[key] += 1
         self.schedule.add(p)
+        if (token.shm_name, token.member) not in bufs:
+            shm = bufs[(token.shm_name, token.member)] = self._attach(token)
+            self._plans.pop(p, None)
+            self._align(shm, p)
+        self._refs[key] += 1
         return key
+
+    def _align(self, shm: ShmArray, p: float) -> int:
+        '''Bring a newly registered buffer up to the open bar: a buffer
+        whose last row is up to :data:`MAX_ALIGN_ROWS` periods older than
+        the bar the next step closes (its owner filled it just before a
+        boundary passed) gets the missing rows now, as steps would have made
+        them, so every later step lands on the right boundary.  Returns how
+        many rows it appended.'''
+        if not len(shm) or 'time' not in (shm.dtype.names or ()):
+            return 0
+        _, next_t = self.schedule.next_step(p)
+        last_t = float(shm.last_row['time'])
+        missing = round((next_t - p - last_t) / p)
+        if missing <= 0:
+            return 0
+        if missing > MAX_ALIGN_ROWS:
+            log.warning(
+                f'{shm.name}: its last bar is {missing} periods of {p} s behind the '
+                'open bar: not aligned (steps continue from it)'
+            )
+            return 0
+        free = shm.size - shm.last
+        n = min(missing, free)
+        if n <= 0:
+            return 0
+        last = shm.last_row
+        rows = np.repeat(np.asarray(last).reshape(1), n)
+        k = np.arange(1, n + 1)
+        names = rows.dtype.names or ()
+        for f in ('open', 'high', 'low'):
+            if f in names:
+                rows[f] = last['close']
+        if 'volume' in names:
+            rows['volume'] = 0
+        if 'index' in names:
+            rows['index'] = last['index'] + k
+        rows['time'] = np.round((last_t + k * p) * 1e6) / 1e6
+        shm.push(rows)
+        self.aligned += n
+        log.info(f'{shm.name}: appended {n} row(s) to reach the open {p} s bar')
+        return n
 
     def remove_buffer(self, key: tuple[float, str, int]) -> None:
         self._refs[key] -= 1
@@ -205,6 +253,7 @@ class Sampler:
             'late_steps': self.schedule.stats.late,
             'caught_up': self.schedule.stats.caught_up,
             'skipped': self.schedule.stats.skipped,
+            'aligned': self.aligned,
         }
 
 
