@@ -14,8 +14,19 @@ from ._client import (
     open_sample_stream,
     spawn_samplerd,
 )
+from ._feed import Feed, StatusStream, maybe_open_feedd, open_feed
+from ._feedd import (
+    DEFAULT_BUFFERS,
+    FEEDD_PREFIX,
+    FeedDaemon,
+    attach_feed,
+    feed_info,
+    feedd,
+    feedd_name,
+    get_feed_daemon,
+)
 from ._history import backfill, prepend_history
-from ._msgs import NO_INDEX, Backfill, Info, Step
+from ._msgs import NO_INDEX, Backfill, FeedStatus, Info, Step
 from ._ohlc import OHLCWriter, sample_and_broadcast
 from ._plugins import (
     DEFAULT_BACKEND,
@@ -53,6 +64,19 @@ from .shm import (
 __version__ = '0.1.0'
 
 __all__ = [
+    'DEFAULT_BUFFERS',
+    'FEEDD_PREFIX',
+    'Feed',
+    'FeedDaemon',
+    'FeedStatus',
+    'StatusStream',
+    'attach_feed',
+    'feed_info',
+    'feedd',
+    'feedd_name',
+    'get_feed_daemon',
+    'maybe_open_feedd',
+    'open_feed',
     'DEFAULT_BACKEND',
     'PROJECT',
     'Backend',

@@ -49,6 +49,24 @@ class Info(_Msg, frozen=True, kw_only=True, tag='info'):
 SampleMsg = Union[Step, Backfill, Info]
 
 
+#: the states of one topic in a feed daemon
+FEED_STATES = ('starting', 'up', 'restarting', 'failed', 'ended')
+
+
+class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
+    '''A feed daemon's report on one topic, sent to the topic's
+    subscribers whenever it changes: ``'up'`` (the backend's quote stream
+    runs), ``'restarting'`` (it raised or ended, ``error`` says how, and the
+    daemon's restart policy restarts it), ``'failed'`` (it raised and the
+    policy gave up: no more quotes) or ``'ended'`` (it ended normally and
+    is not restarted).  ``restarts`` counts the restarts so far.'''
+    topic: str
+    state: str
+    restarts: int = 0
+    error: str | None = None
+    time: float = 0.0
+
+
 class BroadcastReq(_Msg, frozen=True, kw_only=True, tag='broadcast'):
     '''Ask samplerd to send ``msg`` to every subscriber of ``period_s``
     (every period when ``None``).'''

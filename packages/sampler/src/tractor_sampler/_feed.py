@@ -1,0 +1,214 @@
+'''
+The client side of the feed daemons: :func:`open_feed` finds (or has the
+root spawn) ``feedd.<backend>``, attaches each topic's buffers read-only
+and subscribes to its quotes and status reports, from any actor or
+another program.
+
+'''
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager as acm
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+import feedbus
+from feedbus import StreamReaders
+from feedbus._wire import decoder as wire_decoder
+from tractor_services import RestartPolicy, ServiceError, compat, maybe_spawn_daemon
+
+from ._feedd import attach_feed, check_topics, feed_info, feedd, feedd_name
+from ._msgs import FeedStatus
+from ._plugins import DEFAULT_BACKEND
+from ._schedule import check_period
+from .shm import ShmArray, attach_shm_array
+
+log = compat.get_logger('feed', 'tractor_sampler')
+
+#: how the root's manager restarts a feed daemon whose process dies
+FEEDD_POLICY = RestartPolicy(restart='transient', max_restarts=3, within_s=60.0, backoff_s=0.5)
+
+
+@acm
+async def maybe_open_feedd(
+    backend: str = DEFAULT_BACKEND,
+    *,
+    registry_addr: str | tuple[str, int] | None = None,
+    config: dict[str, Any] | None = None,
+    buffers: dict[float, Any] | None = None,
+    restart: RestartPolicy | dict | None = None,
+    plugins: Sequence[str] = (),
+    loglevel: str | None = None,
+) -> AsyncIterator[Any]:
+    '''A portal to ``backend``'s feed daemon, spawned through the root's
+    service manager if it is not running (then with ``config``, ``buffers``,
+    the quote streams' ``restart`` policy and extra ``plugins`` modules;
+    a running daemon keeps the settings it started with).  Leaving does not
+    stop it.'''
+    kwargs: dict[str, Any] = {'backend': backend}
+    if config:
+        kwargs['config'] = dict(config)
+    if buffers:
+        kwargs['buffers'] = {repr(check_period(p)): v for p, v in buffers.items()}
+    if restart is not None:
+        kwargs['restart'] = msgspec.to_builtins(
+            restart if isinstance(restart, RestartPolicy) else msgspec.convert(restart, RestartPolicy)
+        )
+    if plugins:
+        kwargs['plugins'] = list(plugins)
+    start: dict[str, Any] = {'restart': FEEDD_POLICY}
+    if loglevel:
+        start['loglevel'] = loglevel
+    async with maybe_spawn_daemon(
+        feedd_name(backend),
+        functools.partial(feedd, **kwargs),
+        registry_addr=registry_addr,
+        **start,
+    ) as portal:
+        yield portal
+
+
+@dataclass(kw_only=True, eq=False)
+class StatusStream(StreamReaders):
+    '''The :class:`FeedStatus` reports of a feed's topics.'''
+    data_decoder = wire_decoder(FeedStatus)
+
+    @staticmethod
+    def decode_reply(raw: Any) -> Any:
+        raise ValueError(f'unexpected message on a status stream: {raw!r}')
+
+    def _ended_reply(self) -> Any:
+        return None
+
+
+@dataclass(kw_only=True, eq=False)
+class Feed:
+    '''Live topics of one backend: per topic its buffers (read-only, by
+    period), its quote stream and its status.
+
+    ``async for msg in feed`` reads the quotes (:class:`feedbus.Quote`, or
+    :class:`feedbus.Frame` when throttled); ``feed.quotes`` is the
+    underlying :class:`feedbus.Feed` (``pause()``, ``resume()``,
+    ``set_rate()``, ``stats()``, ``open_reader()``).'''
+    backend: str
+    topics: list[str]
+    #: topic -> period -> buffer, attached read-only
+    buffers: dict[str, dict[float, ShmArray]]
+    quotes: feedbus.Feed
+    #: the status reports of these topics, as they change
+    status: StatusStream
+    #: topic -> its status when this feed opened
+    first_status: dict[str, FeedStatus]
+    #: topic -> what the backend's symbol_info said (None without one)
+    symbol_info: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    portal: Any = None
+
+    def buffer(self, topic: str, period_s: float = 1.0) -> ShmArray:
+        '''``topic``'s buffer of ``period_s`` bars.'''
+        try:
+            by_period = self.buffers[topic]
+        except KeyError:
+            raise KeyError(f'this feed has no topic {topic!r} (it has {self.topics})') from None
+        p = check_period(period_s)
+        try:
+            return by_period[p]
+        except KeyError:
+            raise KeyError(f'{topic!r} has no {p:g} s buffer (periods: {sorted(by_period)})') from None
+
+    def __aiter__(self) -> Any:
+        return self.quotes.__aiter__()
+
+    async def pause(self) -> None:
+        await self.quotes.pause()
+
+    async def resume(self) -> None:
+        await self.quotes.resume()
+
+    async def info(self) -> dict[str, Any]:
+        '''The feed daemon's introspection (:func:`feed_info`).'''
+        return await self.portal.run(feed_info)
+
+
+@acm
+async def open_feed(
+    topics: Iterable[str],
+    backend: str = DEFAULT_BACKEND,
+    *,
+    tick_throttle: float | None = None,
+    registry_addr: str | tuple[str, int] | None = None,
+    config: dict[str, Any] | None = None,
+    buffers: dict[float, Any] | None = None,
+    restart: RestartPolicy | dict | None = None,
+    plugins: Sequence[str] = (),
+    loglevel: str | None = None,
+    allow_remote_ctl_ui: bool = False,
+    buffer: int = feedbus.OUTBOX_SIZE,
+) -> AsyncIterator[Feed]:
+    '''Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
+    or spawn its feed daemon (see :func:`maybe_open_feedd` for ``config``,
+    ``buffers``, ``restart``, ``plugins``), start the topics there if they
+    are not running, attach their buffers read-only and subscribe to their
+    quotes (``tick_throttle`` Hz frames, or every quote) and status.
+
+    Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
+    :func:`tractor_services.open_service_root`); in a program without a
+    tractor runtime it boots a client root actor.  Leaving detaches and
+    unsubscribes; the daemon keeps running.'''
+    names = check_topics(topics)
+    async with _maybe_client_root(registry_addr, loglevel) as registry_addr, maybe_open_feedd(
+        backend, registry_addr=registry_addr, config=config, buffers=buffers,
+        restart=restart, plugins=plugins, loglevel=loglevel,
+    ) as portal:
+        async with compat.open_context(portal, attach_feed, topics=names) as (ctx, first):
+            bufs: dict[str, dict[float, ShmArray]] = {}
+            try:
+                for name in names:
+                    bufs[name] = {
+                        float(p): attach_shm_array(tok, readonly=True)
+                        for p, tok in first[name]['buffers'].items()
+                    }
+                async with compat.open_drained_stream(ctx) as sstream:
+                    status = StatusStream(stream=sstream, buffer=256)
+                    async with status._running(), feedbus.open_feed(
+                        portal, names, tick_throttle=tick_throttle,
+                        allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
+                    ) as quotes:
+                        yield Feed(
+                            backend=backend,
+                            topics=names,
+                            buffers=bufs,
+                            quotes=quotes,
+                            status=status,
+                            first_status={
+                                n: msgspec.convert(first[n]['status'], FeedStatus) for n in names
+                            },
+                            symbol_info={n: first[n].get('info') for n in names},
+                            portal=portal,
+                        )
+            finally:
+                for by_period in bufs.values():
+                    for shm in by_period.values():
+                        shm.close()
+            await ctx.cancel()
+
+
+@acm
+async def _maybe_client_root(
+    registry_addr: str | tuple[str, int] | None,
+    loglevel: str | None,
+) -> AsyncIterator[tuple[str, int] | None]:
+    '''Boot a client root actor in a program that runs none.'''
+    if compat.current_actor() is not None:
+        yield compat.resolve_registry_addr(registry_addr)
+        return
+    addr = compat.resolve_registry_addr(registry_addr)
+    if not await compat.registry_reachable(addr):
+        raise ServiceError(
+            f'no service root answers at {addr[0]}:{addr[1]}: start one with '
+            '`samplerd` (or tractor_services.open_service_root())'
+        )
+    async with compat.open_root_actor(addr, 'feed_client', loglevel=loglevel):
+        yield addr

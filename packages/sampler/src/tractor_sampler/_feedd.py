@@ -1,0 +1,476 @@
+'''
+The feed daemon: one per backend, registered as ``feedd.<backend>``,
+spawned and supervised by the root's service manager and found through
+the registry.
+
+For every topic (a symbol of the backend) a client asks for, it:
+
+1. checks the symbol with the backend's ``symbol_info`` (when it has one),
+   so an unknown symbol is a clear error for that client only;
+2. creates one shared-memory buffer per period (1 s and 60 s by default),
+   fetches history for each (when the backend has it) and seeds the open
+   bar with the last close;
+3. registers the buffers with samplerd (which steps them from then on),
+   prepends the history and broadcasts a :class:`~tractor_sampler.Backfill`
+   event per buffer;
+4. runs the backend's quote stream through
+   :func:`~tractor_sampler.sample_and_broadcast`: trades into the open bars,
+   every quote onto this actor's feed bus, where subscribers read it with
+   ``feedbus.open_feed`` (throttled ones through their throttler);
+5. folds samplerd's steps into its bar writer.
+
+A quote stream that raises (or ends) is reported to the topic's
+subscribers as a :class:`~tractor_sampler.FeedStatus` and restarted by the
+daemon's :class:`~tractor_services.RestartPolicy` (``transient``, at most
+5 restarts in 60 s, backing off from 0.5 s by default); when the policy
+gives up the topic is reported ``failed`` and torn down (the next client
+that asks for it starts it afresh).  Topics are independent: one topic's
+failure, or another backend's, touches nothing else.
+
+'''
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import tractor
+import trio
+
+from feedbus import FeedsBus, get_feed_bus, open_sub
+from tractor_services import RestartIntensity, RestartPolicy, compat
+
+from ._client import SampleStream, open_sample_stream, spawn_samplerd
+from ._history import backfill
+from ._msgs import FeedStatus, Step
+from ._ohlc import OHLCWriter, sample_and_broadcast
+from ._plugins import DEFAULT_BACKEND, Backend, load_backends
+from ._schedule import check_period
+from .shm import ShmArray, open_shm_array
+
+log = compat.get_logger('feedd', 'tractor_sampler')
+
+#: the service name prefix: the daemon of backend ``b`` is ``feedd.b``
+FEEDD_PREFIX = 'feedd.'
+
+#: per period: (buffer rows, history bars fetched); the window starts in
+#: the middle, so half the rows are room for history and half for live bars
+DEFAULT_BUFFERS: dict[float, tuple[int, int]] = {
+    1.0: (2 * 12 * 3600, 3600),  # 12 h of live 1 s bars; an hour of history
+    60.0: (2 * 7 * 1440, 1440),  # a week of live 1 min bars; a day of history
+}
+
+#: how a topic's quote stream is restarted when it raises
+DEFAULT_STREAM_POLICY = RestartPolicy(
+    restart='transient', max_restarts=5, within_s=60.0, backoff_s=0.5, max_backoff_s=10.0,
+)
+
+
+def feedd_name(backend: str) -> str:
+    '''The service name of ``backend``'s feed daemon.'''
+    return f'{FEEDD_PREFIX}{backend}'
+
+
+def check_topics(topics: Any) -> list[str]:
+    '''A non-empty list of distinct, non-empty topic names.'''
+    if isinstance(topics, str) or not isinstance(topics, Iterable):
+        raise TypeError(f'topics must be a list of symbol names, not {topics!r}')
+    out = list(topics)
+    if not out:
+        raise ValueError('no topics given')
+    for t in out:
+        if not isinstance(t, str) or not t:
+            raise ValueError(f'bad topic {t!r}: topics are non-empty strings')
+    if len(set(out)) != len(out):
+        raise ValueError(f'duplicate topics in {out!r}')
+    return out
+
+
+def check_buffers(buffers: Any) -> dict[float, tuple[int, int]]:
+    '''``{period: (rows, history)}``, or ``{period: rows}`` (no history).'''
+    if buffers is None:
+        return dict(DEFAULT_BUFFERS)
+    if not isinstance(buffers, dict) or not buffers:
+        raise ValueError(f'buffers must map periods to (rows, history bars), not {buffers!r}')
+    out = {}
+    for raw_p, spec in buffers.items():
+        p = check_period(float(raw_p))
+        rows, hist = (spec, 0) if isinstance(spec, int) else tuple(spec)
+        if not (isinstance(rows, int) and rows >= 4):
+            raise ValueError(f'buffers[{p}]: rows={rows!r} must be an int >= 4')
+        if not (isinstance(hist, int) and 0 <= hist <= rows // 2):
+            raise ValueError(f'buffers[{p}]: history={hist!r} must be an int in [0, rows // 2]')
+        out[p] = (rows, hist)
+    return out
+
+
+class SamplerGone(RuntimeError):
+    '''samplerd's step stream ended under a running topic.'''
+
+
+def _describe(err: BaseException) -> str:
+    return f'{type(err).__name__}: {err}'
+
+
+@dataclass(eq=False)
+class Topic:
+    '''One topic of a feed daemon.'''
+    name: str
+    shms: dict[float, ShmArray]
+    writer: OHLCWriter
+    info: dict[str, Any] | None = None
+    state: str = 'starting'
+    restarts: int = 0
+    last_error: str | None = None
+    started_at: float = field(default_factory=time.time)
+    #: history bars prepended per period
+    history: dict[float, int] = field(default_factory=dict)
+    steps: int = 0
+
+    def status(self) -> FeedStatus:
+        return FeedStatus(
+            topic=self.name, state=self.state, restarts=self.restarts,
+            error=self.last_error, time=time.time(),
+        )
+
+
+class FeedDaemon:
+    '''The feed daemon's state: its backend, topics, feed bus and the bus
+    its status reports go out on.  Get it with :func:`get_feed_daemon`
+    inside ``feedd.<backend>``.'''
+
+    def __init__(
+        self,
+        backend: Backend,
+        tn: trio.Nursery,
+        *,
+        config: dict[str, Any] | None = None,
+        buffers: dict[float, tuple[int, int]] | None = None,
+        policy: RestartPolicy = DEFAULT_STREAM_POLICY,
+        bus: FeedsBus | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = dict(config or {})
+        self.buffers = check_buffers(buffers)
+        self.policy = policy
+        self.bus = bus or get_feed_bus()
+        self.status_bus = FeedsBus()
+        self.topics: dict[str, Topic] = {}
+        self._tn = tn
+        self._locks: dict[str, trio.Lock] = {}
+
+    # --- topics -----------------------------------------------------------
+
+    async def ensure_topic(self, name: str) -> Topic:
+        '''The running topic ``name``, started first if needed (concurrent
+        calls start it once).  Raises ``ValueError`` naming the problem
+        when the backend does not know the symbol.'''
+        lock = self._locks.setdefault(name, trio.Lock())
+        async with lock:
+            topic = self.topics.get(name)
+            if topic is None:
+                topic = await self._tn.start(self._serve_topic, name)
+            return topic
+
+    async def _symbol_info(self, name: str) -> dict[str, Any] | None:
+        fn = self.backend.symbol_info
+        if fn is None:
+            return None
+        try:
+            info = await fn(name, **self._config_for(fn))
+        except Exception as err:
+            raise ValueError(
+                f'backend {self.backend.name!r} does not know symbol {name!r}: {_describe(err)}'
+            ) from err
+        return dict(info) if info is not None else None
+
+    def _config_for(self, fn: Any) -> dict[str, Any]:
+        '''The daemon's config, limited to the keywords ``fn`` takes (the
+        config is shared by stream_quotes, history and symbol_info).'''
+        import inspect
+
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return self.config
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return self.config
+        names = {p.name for p in params}
+        return {k: v for k, v in self.config.items() if k in names}
+
+    async def _history(self, name: str, now: float) -> dict[float, np.ndarray]:
+        fn = self.backend.history
+        out: dict[float, np.ndarray] = {}
+        if fn is None:
+            return out
+        for p, (_, count) in self.buffers.items():
+            if not count:
+                continue
+            try:
+                bars = np.asarray(await fn(name, p, now, count, **self._config_for(fn)))
+            except Exception as err:
+                log.error(f'{name}: history for {p} s bars failed, no backfill: {_describe(err)}')
+                continue
+            if len(bars):
+                out[p] = bars
+        return out
+
+    async def _serve_topic(
+        self,
+        name: str,
+        *,
+        task_status: trio.TaskStatus[Topic] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        info = await self._symbol_info(name)
+        try:
+            # config errors surface on the call (the hook's contract): the
+            # client that asked for the topic gets them, nothing is started
+            source = self.backend.stream_quotes([name], **self.config)
+        except Exception as err:
+            raise ValueError(
+                f'backend {self.backend.name!r} refused to stream {name!r} with '
+                f'config {self.config!r}: {_describe(err)}'
+            ) from err
+        shms: dict[float, ShmArray] = {}
+        try:
+            for p, (rows, _) in self.buffers.items():
+                shms[p] = open_shm_array(rows)
+            now = time.time()
+            history = await self._history(name, now)
+            for p, shm in shms.items():
+                # the open bar, seeded from the last close (NaN without
+                # history: the first trade opens it)
+                bars = history.get(p)
+                row = np.zeros(1, dtype=shm.dtype)
+                row['index'] = len(bars) if bars is not None else 0
+                row['time'] = math.floor(now / p + 1e-9) * p
+                seed = float(bars['close'][-1]) if bars is not None else math.nan
+                for f in ('open', 'high', 'low', 'close'):
+                    row[f] = seed
+                shm.push(row)
+            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms), info=info)
+            self.bus.add_topic(name)
+            async with open_sample_stream(shms_by_period=shms) as steps:
+                for p, bars in history.items():
+                    try:
+                        await backfill(steps, shms[p], bars, topic=name, period_s=p)
+                        topic.history[p] = len(bars)
+                    except (ValueError, TypeError) as err:
+                        log.error(f'{name}: history for {p} s bars does not fit, no backfill: {err}')
+                self.topics[name] = topic
+                try:
+                    async with trio.open_nursery() as tn:
+                        tn.start_soon(self._fold_steps, topic, steps)
+                        task_status.started(topic)
+                        await self._run_stream(topic, source)
+                        tn.cancel_scope.cancel()
+                except SamplerGone as err:
+                    log.error(f'{name}: {err}')
+                    self._report(topic, 'failed', str(err))
+                finally:
+                    if self.topics.get(name) is topic:
+                        del self.topics[name]
+        finally:
+            for shm in shms.values():
+                shm.destroy()
+
+    async def _fold_steps(self, topic: Topic, steps: SampleStream) -> None:
+        async for msg in steps:
+            if isinstance(msg, Step):
+                topic.writer.on_step(msg.period_s)
+                topic.steps += 1
+        raise SamplerGone('the step stream from samplerd ended: nothing steps the buffers any more')
+
+    def _report(self, topic: Topic, state: str, error: str | None = None) -> None:
+        topic.state = state
+        if error is not None:
+            topic.last_error = error
+        self.status_bus.broadcast(topic.name, topic.status())
+
+    async def _run_stream(self, topic: Topic, source: Any) -> None:
+        '''Run the backend's quote stream for ``topic`` (``source`` is the
+        first one), restarting it by the daemon's policy; returns when the
+        policy says stop.'''
+        policy = self.policy
+        intensity = RestartIntensity(policy)
+        fn = self.backend.stream_quotes
+        while True:
+            error: str | None = None
+            try:
+                if source is None:
+                    source = fn([topic.name], **self.config)
+                self._report(topic, 'up')
+                await sample_and_broadcast(source, {topic.name: topic.writer}, self.bus)
+            except Exception as err:
+                error = _describe(err)
+                log.error(f'{topic.name}: the {self.backend.name!r} quote stream failed: {error}')
+            finally:
+                aclose = getattr(source, 'aclose', None)
+                source = None
+                if aclose is not None:
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        try:
+                            await aclose()
+                        except Exception as err:
+                            log.error(f'{topic.name}: closing the quote stream failed: {_describe(err)}')
+            failed = error is not None
+            if not policy.should_restart(failed):
+                self._report(topic, 'failed' if failed else 'ended', error)
+                return
+            if not intensity.allow(trio.current_time()):
+                self._report(
+                    topic, 'failed',
+                    f'gave up after {topic.restarts} restarts (at most '
+                    f'{policy.max_restarts} in {policy.within_s:g} s); last error: '
+                    f'{error or "the quote stream ended"}',
+                )
+                return
+            topic.restarts += 1
+            self._report(topic, 'restarting', error or 'the quote stream ended')
+            await trio.sleep(policy.backoff(intensity.consecutive))
+
+    # --- introspection ------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        b = self.backend
+        topics = {}
+        for name, t in sorted(self.topics.items()):
+            latest = self.bus.latest(name)
+            subs = []
+            for sub in self.bus.get_subs(name):
+                subs.append({
+                    'rate': sub.rate, 'rc_ui': sub.rc_ui,
+                    **msgspec.to_builtins(sub.stats),
+                })
+            bufs = {}
+            for p, shm in t.shms.items():
+                last = shm.last_row
+                bufs[repr(p)] = {
+                    'rows': len(shm),
+                    'history': t.history.get(p, 0),
+                    'last_time': float(last['time']),
+                    'token': shm.token.to_msg(),
+                }
+            topics[name] = {
+                'state': t.state,
+                'restarts': t.restarts,
+                'last_error': t.last_error,
+                'started_at': t.started_at,
+                'quotes': latest.seq if latest is not None else 0,
+                'last': latest.fields.get('last') if latest is not None else None,
+                'trades': t.writer.trades,
+                'late_trades': t.writer.late_trades,
+                'steps': t.steps,
+                'buffers': bufs,
+                'subscribers': sorted(subs, key=lambda s: -s['delivered']),
+            }
+        return {
+            'backend': b.name,
+            'version': b.version,
+            'dist': b.dist,
+            'pid': os.getpid(),
+            'config': self.config,
+            'time': time.time(),
+            'topics': topics,
+        }
+
+
+@dataclass
+class _Holder:
+    daemon: FeedDaemon | None = None
+
+
+_holder = _Holder()
+
+
+def get_feed_daemon() -> FeedDaemon:
+    '''This actor's :class:`FeedDaemon`; a clear error anywhere else.'''
+    if _holder.daemon is None:
+        raise RuntimeError(
+            'no feed daemon runs in this actor: the feedd.<backend> service '
+            'hosts one (tractor_sampler.open_feed() starts it)'
+        )
+    return _holder.daemon
+
+
+def _load(backend: str, plugins: Iterable[str]) -> Backend:
+    extra = []
+    for path in plugins:
+        try:
+            extra.append(importlib.import_module(path))
+        except ImportError as err:
+            raise ValueError(f'plugin module {path!r} failed to import: {_describe(err)}') from err
+    return load_backends(extra=extra)[backend]
+
+
+@tractor.context
+async def feedd(
+    ctx: tractor.Context,
+    backend: str = DEFAULT_BACKEND,
+    config: dict[str, Any] | None = None,
+    buffers: dict[Any, Any] | None = None,
+    restart: dict[str, Any] | None = None,
+    plugins: list[str] | None = None,
+) -> None:
+    '''The feed daemon's root endpoint (supervised by the root's service
+    manager as ``feedd.<backend>``): loads the backend (plus the plugin
+    modules named in ``plugins``, for backends not installed as entry
+    points), then serves topics until cancelled.
+
+    ``config`` goes to the backend's callables (each gets the keywords it
+    takes); ``buffers`` maps periods to ``(rows, history bars)``;
+    ``restart`` is the quote streams' :class:`RestartPolicy` as a dict.'''
+    be = _load(backend, plugins or ())
+    policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
+    compat.expose_module(__name__)
+    # samplerd first: it then counts as started before this daemon, so the
+    # root's manager stops it after us (services stop in reverse order)
+    await spawn_samplerd()
+    async with trio.open_nursery() as tn:
+        _holder.daemon = FeedDaemon(be, tn, config=config, buffers=check_buffers(buffers), policy=policy)
+        try:
+            await ctx.started({'pid': os.getpid(), 'backend': be.name, 'version': be.version})
+            await trio.sleep_forever()
+        finally:
+            _holder.daemon = None
+            tn.cancel_scope.cancel()
+
+
+@tractor.context
+async def attach_feed(ctx: tractor.Context, topics: list[str]) -> None:
+    '''(feedd) Start ``topics`` if needed; ``started()`` carries, per topic,
+    its buffer tokens by period and its latest status; then the stream
+    carries every :class:`FeedStatus` change of those topics until the
+    client leaves.'''
+    daemon = get_feed_daemon()
+    names = check_topics(topics)
+    started = {}
+    for name in names:
+        t = await daemon.ensure_topic(name)
+        started[name] = {
+            'buffers': {repr(p): shm.token.to_msg() for p, shm in t.shms.items()},
+            'status': msgspec.to_builtins(t.status()),
+            'info': t.info,
+        }
+    await ctx.started(started)
+    async with compat.open_stream(ctx) as stream, open_sub(daemon.status_bus, stream, batch=False) as (sub, ready):
+        for name in names:
+            daemon.status_bus.add_subs(name, {sub})
+        ready.set()
+        try:
+            async for _ in stream:
+                pass  # no requests: held open until the client leaves
+        except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+async def feed_info() -> dict[str, Any]:
+    '''(feedd) The daemon's backend, topics, their buffers, states,
+    counters and subscribers.'''
+    return get_feed_daemon().info()

@@ -1,0 +1,193 @@
+'''The feed daemon and open_feed(), across real actors.'''
+import numpy as np
+import pytest
+import trio
+
+from feedbus import Quote
+from tractor_sampler import (
+    Backfill,
+    FeedStatus,
+    feedd_name,
+    maybe_open_samplerd,
+    open_feed,
+    open_sample_stream,
+    sampler_info,
+)
+from tractor_services import ServiceError, ServiceFailed, open_service_root
+from tractor_services.testing import actor_pids
+
+# small buffers and history keep the tests quick
+BUFS = {1.0: (256, 30), 60.0: (64, 10)}
+FAST = {'tick_rate': 100, 'trade_prob': 0.5}
+
+
+async def wait_until(pred, timeout=20, poll=0.02):
+    with trio.fail_after(timeout):
+        while not pred():
+            await trio.sleep(poll)
+
+
+async def next_status(reader, timeout=20):
+    with trio.fail_after(timeout):
+        return await reader.receive()
+
+
+async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other_addr):
+    async with open_service_root(other_addr) as mngr:
+        async with open_feed(['AAA', 'BBB'], config=FAST, buffers=BUFS) as feed:
+            assert {n: s.state for n, s in feed.first_status.items()} == {'AAA': 'up', 'BBB': 'up'}
+            for topic in ('AAA', 'BBB'):
+                for p, (_, hist) in BUFS.items():
+                    shm = feed.buffer(topic, p)
+                    assert shm.readonly
+                    rows = shm.array
+                    # the history, then the open bar on the period's boundary
+                    assert len(rows) >= hist + 1
+                    assert np.allclose(np.diff(rows['time']), p)
+                    assert list(rows['index']) == list(range(len(rows)))
+                    assert rows['time'][-1] % p == 0
+                    with pytest.raises(PermissionError):
+                        shm.push(rows[-1:])
+            with pytest.raises(KeyError, match='no topic'):
+                feed.buffer('CCC')
+            with pytest.raises(KeyError, match='no 5 s buffer'):
+                feed.buffer('AAA', 5)
+
+            # quotes of both topics, numbered per topic
+            seqs: dict[str, list[int]] = {'AAA': [], 'BBB': []}
+            with trio.fail_after(20):
+                async for q in feed:
+                    assert isinstance(q, Quote)
+                    seqs[q.topic].append(q.seq)
+                    if min(len(s) for s in seqs.values()) >= 20:
+                        break
+            for s in seqs.values():
+                assert s == list(range(s[0], s[0] + len(s)))
+
+            # samplerd steps the 1 s buffer, the daemon folds trades into it
+            shm = feed.buffer('AAA', 1.0)
+            n0 = len(shm)
+            await wait_until(lambda: len(shm) >= n0 + 2)
+            await wait_until(lambda: shm.array['volume'][-1] > 0)
+            last = shm.array[-1]
+            assert last['low'] <= min(last['open'], last['close'])
+            assert last['high'] >= max(last['open'], last['close'])
+
+            info = await feed.info()
+            t = info['topics']['AAA']
+            assert info['backend'] == 'sim' and t['state'] == 'up'
+            assert t['quotes'] >= 20 and t['trades'] > 0
+            assert t['buffers']['1.0']['history'] == 30
+            [sub] = t['subscribers']
+            assert sub['rate'] is None and sub['delivered'] >= 20 and sub['dropped'] == 0
+
+        names = [s.name for s in mngr.list_services()]
+        assert names == ['samplerd', feedd_name('sim')]
+        assert len(actor_pids(feedd_name('sim'))) == 1
+
+
+async def test_backfill_events_reach_step_subscribers(other_addr):
+    async with open_service_root(other_addr):
+        async with open_sample_stream(1.0) as steps, open_feed(['AAA'], buffers=BUFS) as feed:
+            seen = set()
+            with trio.fail_after(20):
+                async for msg in steps:
+                    if isinstance(msg, Backfill) and msg.topic == 'AAA':
+                        seen.add(msg.timeframe)
+                        if seen == set(BUFS):
+                            break
+            rows = feed.buffer('AAA', 60.0).array
+            assert rows['index'][0] == 0 and len(rows) >= 11
+
+
+async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
+    async with open_service_root(other_addr):
+        async with open_feed(['AAA'], buffers=BUFS) as a, open_feed(['AAA'], tick_throttle=10) as b:
+            assert a.buffer('AAA').token == b.buffer('AAA').token
+            # the second client's settings do not restart the daemon
+            assert len(actor_pids(feedd_name('sim'))) == 1
+            with trio.fail_after(20):
+                frame = await b.quotes.receive()
+            assert 'AAA' in frame.topics
+            info = await a.info()
+            assert sorted(s['rate'] or 0 for s in info['topics']['AAA']['subscribers']) == [0, 10.0]
+        async with maybe_open_samplerd() as portal:
+            i = await portal.run(sampler_info)
+        # the daemon keeps its topics (and their registrations) after clients leave
+        assert i['buffers'] == {1.0: 1, 60.0: 1}
+
+
+async def test_unknown_backend_is_a_clear_error(other_addr):
+    async with open_service_root(other_addr) as mngr:
+        with pytest.raises(ServiceFailed, match="no backend named 'nope'"):
+            async with open_feed(['AAA'], backend='nope'):
+                pass
+        assert feedd_name('nope') not in mngr
+
+
+async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
+    async with open_service_root(other_addr):
+        kw = {'backend': 'picky', 'plugins': ['flaky_backends'], 'buffers': BUFS}
+        with pytest.raises(Exception, match="does not know symbol 'Z'.*try A or B"):
+            async with open_feed(['Z'], **kw):
+                pass
+        async with open_feed(['A'], **kw) as feed:
+            assert feed.first_status['A'].state == 'up'
+            with trio.fail_after(20):
+                await feed.quotes.receive()
+
+
+async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other_addr):
+    policy = {'restart': 'transient', 'max_restarts': 2, 'within_s': 60.0}
+    async with open_service_root(other_addr):
+        async with (
+            open_feed(['ok'], buffers=BUFS, config=FAST) as healthy,
+            open_feed(
+                ['fail1', 'fine'], backend='flaky', plugins=['flaky_backends'], buffers=BUFS,
+                config={'tick_rate': 50, 'fail_after': 10}, restart=policy,
+            ) as flaky,
+            flaky.status.open_reader() as reports,
+        ):
+            got = []
+            while not (got and got[-1].state == 'failed'):
+                st = await next_status(reports)
+                assert isinstance(st, FeedStatus)
+                if st.topic == 'fail1':
+                    got.append(st)
+            assert [s.state for s in got] == ['restarting', 'up', 'restarting', 'up', 'failed']
+            assert 'BackendBroke: the venue hung up after 10 quotes' in got[0].error
+            assert 'gave up after 2 restarts' in got[-1].error
+            assert [s.restarts for s in got] == [1, 1, 2, 2, 2]
+
+            # the other topic of the same backend, and the other backend, stream on
+            info = await flaky.info()
+            assert info['topics']['fine']['state'] == 'up'
+            assert 'fail1' not in info['topics']  # torn down; a new client restarts it
+            for feed, topic in ((flaky, 'fine'), (healthy, 'ok')):
+                with trio.fail_after(20):
+                    async with feed.quotes.open_reader() as r:
+                        q = await r.receive()
+                        while q.topic != topic:
+                            q = await r.receive()
+            assert (await healthy.info())['topics']['ok']['restarts'] == 0
+
+
+async def test_open_feed_without_a_service_root_says_how_to_start_one(reg_addr):
+    with pytest.raises(ServiceError, match='samplerd'):
+        async with open_feed(['AAA'], registry_addr=reg_addr):
+            pass
+
+
+def test_topics_are_checked():
+    from tractor_sampler._feedd import check_buffers, check_topics
+
+    with pytest.raises(TypeError, match='list of symbol names'):
+        check_topics('AAA')
+    with pytest.raises(ValueError, match='duplicate'):
+        check_topics(['A', 'A'])
+    with pytest.raises(ValueError, match='no topics'):
+        check_topics([])
+    with pytest.raises(ValueError, match=r'history=99 must be'):
+        check_buffers({1: (100, 99)})
+    assert check_buffers({1: 100}) == {1.0: (100, 0)}
+
