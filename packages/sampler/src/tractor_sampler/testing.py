@@ -1,0 +1,906 @@
+'''
+The backend conformance kit: checks a backend plugin against the contracts
+of ``docs/hooks.md`` the way the feed daemon relies on them.
+
+Backend authors subclass :class:`BackendConformance` in their own test
+suite (like langchain's standard tests)::
+
+    from tractor_sampler.testing import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        backend = 'mybackend'
+        symbols = ['AAA', 'BBB']
+        config = {'api_key': 'test'}
+
+Every check is a plain synchronous test method that runs its async body
+with ``trio.run`` itself, so the kit works in any pytest setup, with or
+without pytest-trio (``trio_mode`` included).  Every failure says what is
+wrong and how to fix the backend.
+
+'''
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, NoReturn, TypeGuard
+
+import msgspec
+import numpy as np
+import pytest
+import trio
+
+from feedbus import CLEARING_TICK_TYPES
+
+from ._history import prepend_history
+from ._plugins import ENV_VAR, Backend, BackendRegistry, PluginError, load_backends
+from .hookspecs import PROJECT, History, SymbolInfo
+from .shm import DEFAULT_DTYPE, open_shm_array
+
+__all__ = ['BackendConformance', 'ConformanceError']
+
+#: the unknown config keyword the config check passes
+BOGUS_OPTION = 'conformance_bogus_option'
+#: at most this many problems are listed per failure
+MAX_PROBLEMS = 10
+_BARS_EXAMPLE = 'np.zeros(count, dtype=tractor_sampler.shm.DEFAULT_DTYPE), filled in'
+
+
+class ConformanceError(AssertionError):
+    '''The backend raised where the contract says it must not; the message
+    says how to fix it, the chained exception is the backend's own.'''
+
+
+def _fail(msg: str) -> NoReturn:
+    '''Fail the check with ``msg`` alone: no traceback, and no exception
+    it was raised while handling (the message says it all).'''
+    try:
+        pytest.fail(msg, pytrace=False)
+    except pytest.fail.Exception as exc:
+        raise exc from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_finite(x: Any) -> TypeGuard[float]:
+    return _is_number(x) and math.isfinite(x)
+
+
+def _describe(err: BaseException) -> str:
+    return f'{type(err).__name__}: {err}' if str(err) else type(err).__name__
+
+
+def _accepted(fn: Callable[..., Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    '''``config`` limited to the keywords ``fn`` takes, as the feed daemon
+    passes it to ``history`` and ``symbol_info`` (``stream_quotes`` gets it
+    all).'''
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return dict(config)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(config)
+    names = {p.name for p in params}
+    return {k: v for k, v in config.items() if k in names}
+
+
+class _Watchdog:
+    '''Bounds each step of a check from outside its event loop (which runs
+    in a thread), so a backend that ignores trio's cancellation or blocks
+    the loop fails the check instead of hanging the test run.'''
+
+    def __init__(self, timeout: float) -> None:
+        self._cond = threading.Condition()
+        self._grace = timeout
+        self._done = False
+        self.step = 'starting the event loop'
+        self.limit = 2 * timeout
+        self._deadline = time.monotonic() + self.limit
+
+    def enter(self, step: str, seconds: float) -> None:
+        '''The loop starts ``step``, which it bounds by ``seconds`` itself.'''
+        with self._cond:
+            self.step = step
+            self.limit = seconds + self._grace
+            self._deadline = time.monotonic() + self.limit
+
+    def finish(self) -> None:
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def wait(self) -> str | None:
+        '''Wait for the loop to finish; the step it is stuck in if it
+        overruns that step's deadline, else ``None``.'''
+        with self._cond:
+            while not self._done:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return self.step
+                self._cond.wait(left)
+            return None
+
+
+class BackendConformance:
+    '''Conformance checks for one registered backend.
+
+    Subclass it in a test module (the class name must start with ``Test``
+    for pytest to collect it) and set :attr:`backend`::
+
+        from tractor_sampler.testing import BackendConformance
+
+        class TestMyBackend(BackendConformance):
+            backend = 'mybackend'          # the name your plugin registers
+            symbols = ['AAA', 'BBB']       # symbols your backend can stream
+            config = {'api_key': 'test'}   # the feed daemon's **config
+
+    The backend is looked up with :func:`~tractor_sampler.load_backends`:
+    install your distribution (``pip install -e .``) so its
+    ``tractor_sampler`` entry point is found, or set :attr:`plugin` to the
+    plugin module to register it for these tests only.
+
+    ``config`` is passed as the feed daemon passes it: all of it to
+    ``stream_quotes``; to ``history`` and ``symbol_info`` only the keywords
+    each takes (all of it if it takes ``**config``).
+
+    The checks (one test method each):
+
+    - ``test_backend_registered``: found by name, with its distribution;
+    - ``test_stream_quotes_returns_async_iterator``: the call returns an
+      async iterator at once;
+    - ``test_stream_quotes_rejects_unknown_config``: an unknown config
+      keyword raises ``TypeError``/``ValueError`` (on the call; on the first
+      iteration is tolerated with a warning);
+    - ``test_first_batch_has_every_symbol``: the first batch holds a quote
+      per requested symbol (the subscribers' initial quotes);
+    - ``test_quote_messages``: :attr:`batches` batches of well-formed,
+      msgpack-encodable quotes and ticks;
+    - ``test_cancellation``: a consumer cancelled while waiting returns
+      promptly, the stream closes cleanly and can be opened again;
+    - ``test_history``: for each of :attr:`periods`, bars the feed daemon
+      can backfill: ``DEFAULT_DTYPE``, one per period on period boundaries,
+      ending with the last complete bar before ``end_time``, sane OHLCV
+      (skipped if the backend registers no ``history``);
+    - ``test_symbol_info``: ``symbol``, ``tick_size``, ``lot_size``
+      (skipped if the backend registers no ``symbol_info``).
+
+    Every wait is bounded by :attr:`timeout`; a backend that ignores
+    cancellation or blocks the event loop fails after twice that (the event
+    loop runs in a daemon thread, left behind if it is stuck).
+    '''
+
+    #: the registered backend name (required)
+    backend: str = ''
+    #: a plugin module (or object) to register for these tests, when it is
+    #: not installed through its entry point
+    plugin: Any = None
+    #: symbols to stream, ask history and symbol info for
+    symbols: Sequence[str] = ('AAA',)
+    #: the feed daemon's config (see the class docstring)
+    config: Mapping[str, Any] = {}
+    #: bar periods (seconds) whose history is checked
+    periods: Sequence[float] = (1.0, 60.0)
+    #: bars asked of ``history`` per period
+    history_count: int = 50
+    #: batches read from the stream by ``test_quote_messages``
+    batches: int = 20
+    #: the bound on every wait, in seconds
+    timeout: float = 10.0
+
+    # -- the registry ---------------------------------------------------------
+
+    def load_registry(self) -> BackendRegistry:
+        '''The backends, as the feed daemon loads them (plus :attr:`plugin`).'''
+        try:
+            return load_backends(extra=[self.plugin] if self.plugin is not None else ())
+        except PluginError as err:
+            hint = ''
+            if self.plugin is not None and 'already' in str(err):
+                hint = (
+                    ' The plugin seems installed through its entry point already: '
+                    f'remove `plugin = ...` from {type(self).__name__}.'
+                )
+            raise ConformanceError(
+                f'loading the {PROJECT} backends failed: {err}.{hint} Fix the plugin '
+                f'so it loads (see the Errors section of the backend hooks reference).'
+            ) from err
+
+    def get_backend(self) -> Backend:
+        '''The backend under test, or a failure saying how to register it.'''
+        name = self.backend
+        if not name or not isinstance(name, str):
+            _fail(
+                f'{type(self).__name__} names no backend: set the class attribute '
+                f"`backend = '<name>'` to the name your plugin passes to register()."
+            )
+        registry = self.load_registry()
+        if name in registry:
+            return registry[name]
+        installed = ', '.join(sorted(registry)) or 'none'
+        plugins = ', '.join(f'{p} ({d})' for p, d in sorted(registry.plugins.items()))
+        env = os.environ.get(ENV_VAR)
+        env_note = (
+            f' ${ENV_VAR} is set to {env!r}: only the plugins it names load.'
+            if env is not None else ''
+        )
+        if self.plugin is not None:
+            how = (
+                f'The plugin {self.plugin!r} loaded but did not register it: its '
+                f'`{PROJECT}_register_backends(register)` hook (marked with '
+                f"`tractor_sampler.hookimpl`) must call `register({name!r}, "
+                f'stream_quotes=...)`.'
+            )
+        else:
+            how = (
+                f'Publish your plugin module under the entry-point group in your '
+                f"distribution's pyproject.toml and install it (pip install -e .):\n\n"
+                f'    [project.entry-points.{PROJECT}]\n'
+                f'    {name} = "yourpkg.backend"\n\n'
+                f'where yourpkg.backend has a `{PROJECT}_register_backends(register)` '
+                f'hook calling `register({name!r}, stream_quotes=...)`; or set '
+                f'`plugin = yourpkg.backend` on {type(self).__name__} to register '
+                f'it for these tests only.'
+            )
+        _fail(
+            f'no backend named {name!r} is registered (installed backends: '
+            f'{installed}; plugins: {plugins}).{env_note} {how}'
+        )
+
+    # -- running ----------------------------------------------------------------
+
+    def run_checks(self, fn: Callable[[], Awaitable[None]]) -> None:
+        '''Run ``fn`` with ``trio.run`` in a thread, bounding every step
+        :meth:`_step` announces from outside the loop.'''
+        watch = self._watch = _Watchdog(self.timeout)
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                trio.run(fn)
+            except BaseException as err:  # re-raised in the test's thread
+                errors.append(err)
+            finally:
+                watch.finish()
+
+        thread = threading.Thread(
+            target=target, name=f'conformance-{self.backend}', daemon=True
+        )
+        thread.start()
+        stuck = watch.wait()
+        if stuck is not None:
+            _fail(
+                f'backend {self.backend!r}: {stuck} was still running after '
+                f'{watch.limit:g} s (the kit cancels every wait after '
+                f'{self.timeout:g} s): the backend ignores trio cancellation or '
+                f'blocks the event loop. Wait only at trio checkpoints that can be '
+                f'cancelled: no `trio.CancelScope(shield=True)` around a wait that '
+                f'may not end, no endless await in `finally:` or `except '
+                f'trio.Cancelled:`, no blocking calls (time.sleep, synchronous '
+                f'socket reads) in async code; and let trio.Cancelled propagate. '
+                f'(The stuck event loop is left in a daemon thread.)'
+            )
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    def _step(self, step: str) -> None:
+        self._watch.enter(step, self.timeout)
+
+    # -- calls ----------------------------------------------------------------
+
+    def _call_repr(self, fn: str, *args: Any, config: Mapping[str, Any] | None = None) -> str:
+        parts = [repr(a) for a in args]
+        parts += [f'{k}={v!r}' for k, v in (self.config if config is None else config).items()]
+        return f'{fn}({", ".join(parts)})'
+
+    def _example_batch(self) -> str:
+        sym = list(self.symbols)[0] if self.symbols else 'AAA'
+        return (
+            f"{{{sym!r}: {{'last': 1.0, 'ticks': [{{'type': 'trade', 'price': 1.0, "
+            f"'size': 2.0}}]}}}}"
+        )
+
+    def _start_stream(self, be: Backend, config: Mapping[str, Any]) -> tuple[Any, str]:
+        '''Call ``stream_quotes``; the iterator (checked to be one) and how
+        the call reads in messages.'''
+        syms = list(self.symbols)
+        call = self._call_repr('stream_quotes', syms, config=config)
+        self._step(f'the call {call}')
+        start = time.monotonic()
+        try:
+            it = be.stream_quotes(syms, **config)
+        except Exception as err:
+            raise ConformanceError(
+                f'{call} raised {_describe(err)}; with valid symbols and config it '
+                f'must return an async iterator of quote batches (set `symbols` and '
+                f'`config` on {type(self).__name__} to ones your backend accepts).'
+            ) from err
+        took = time.monotonic() - start
+        if inspect.iscoroutine(it):
+            it.close()
+            _fail(
+                f'{call} returned a coroutine, not an async iterator: it is an '
+                f'`async def` without `yield`. Make it an async generator '
+                f'(`yield` each batch) or a plain `def` that checks the config and '
+                f'returns one.'
+            )
+        if not hasattr(it, '__anext__'):
+            also = (
+                ' It is async iterable but not an iterator: return '
+                '`obj.__aiter__()`.' if hasattr(it, '__aiter__') else ''
+            )
+            _fail(
+                f'{call} returned {type(it).__name__}, which has no __anext__: '
+                f'return an async iterator (an async generator, or an object with '
+                f'__aiter__/__anext__) of {{symbol: quote}} batches.{also}'
+            )
+        if took > self.timeout:
+            _fail(
+                f'{call} took {took:.1f} s to return (the bound is {self.timeout:g} '
+                f's): return the iterator at once, after checking the config, and '
+                f'do slow work (connecting, subscribing) inside the iteration.'
+            )
+        return it, call
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(self, be: Backend) -> AsyncIterator[tuple[Any, str]]:
+        '''A checked stream, closed (and the close checked) on exit.'''
+        it, call = self._start_stream(be, self.config)
+        try:
+            yield it, call
+        except BaseException:
+            await self._close(it, call, strict=False)
+            raise
+        await self._close(it, call, strict=True)
+
+    async def _close(self, it: Any, call: str, *, strict: bool) -> None:
+        aclose = getattr(it, 'aclose', None)
+        if aclose is None:
+            return
+        self._step(f'closing the stream of {call} with aclose()')
+        with trio.move_on_after(self.timeout) as cs:
+            try:
+                await aclose()
+            except Exception as err:
+                if strict:
+                    raise ConformanceError(
+                        f'{call}: aclose() raised {_describe(err)}; closing a stream '
+                        f'must not raise: let GeneratorExit and trio.Cancelled '
+                        f'propagate and handle cleanup errors in your `finally:`.'
+                    ) from err
+        if cs.cancelled_caught and strict:
+            _fail(
+                f'{call}: aclose() did not complete within {self.timeout:g} s: the '
+                f'cleanup in your `finally:` (or `except GeneratorExit:`) waits too '
+                f'long; bound it (trio.move_on_after) or drop the wait.'
+            )
+
+    async def _next_batch(self, it: Any, call: str, what: str, n: int = 0) -> Any:
+        self._step(f'{what} of {call}')
+        with trio.move_on_after(self.timeout):
+            try:
+                return await it.__anext__()
+            except StopAsyncIteration:
+                _fail(
+                    f'{call} ended after {n} batches; a quote stream must keep '
+                    f'yielding until the feed daemon closes it (loop forever, '
+                    f'waiting for new data).'
+                )
+            except Exception as err:
+                raise ConformanceError(
+                    f'{call} raised {_describe(err)} while the kit waited for '
+                    f'{what}; with valid symbols and config the stream must yield '
+                    f'batches.'
+                ) from err
+        _fail(
+            f'{call} yielded no batch within {self.timeout:g} s (waiting for '
+            f'{what}); yield the first batch promptly (the feed daemon waits for '
+            f'it) and then at least once per `timeout` ({self.timeout:g} s, set on '
+            f'{type(self).__name__} if your feed is slower).'
+        )
+
+    def _check_batch_type(self, batch: Any, call: str, n: int) -> dict[str, Any]:
+        if not isinstance(batch, dict):
+            _fail(
+                f'{call} yielded a {type(batch).__name__} (batch #{n}); yield dicts '
+                f'mapping each symbol to a quote dict, e.g. {self._example_batch()}.'
+            )
+        return batch
+
+    # -- the checks -----------------------------------------------------------
+
+    def test_backend_registered(self) -> None:
+        '''The backend is found by name, and names its distribution.'''
+        be = self.get_backend()
+        assert be.name == self.backend
+        if not isinstance(be.dist, str) or not be.dist:
+            _fail(
+                f'backend {self.backend!r} names no distribution (dist={be.dist!r}); '
+                f'register it through `{PROJECT}_register_backends(register)` from a '
+                f'module published under the `{PROJECT}` entry-point group.'
+            )
+
+    def test_stream_quotes_returns_async_iterator(self) -> None:
+        '''``stream_quotes(symbols, **config)`` returns an async iterator at
+        once, without being awaited.'''
+        be = self.get_backend()
+
+        async def check() -> None:
+            it, call = self._start_stream(be, self.config)
+            await self._close(it, call, strict=True)
+
+        self.run_checks(check)
+
+    def test_stream_quotes_rejects_unknown_config(self) -> None:
+        '''An unknown config keyword raises ``TypeError`` or ``ValueError``:
+        on the call, as the contract says, or (tolerated, with a warning) on
+        the first iteration.'''
+        be = self.get_backend()
+        config = {**self.config, BOGUS_OPTION: 1}
+        syms = list(self.symbols)
+        call = self._call_repr('stream_quotes', syms, config=config)
+        fix = (
+            'take your options as keyword-only parameters with no catch-all '
+            '**kwargs (def stream_quotes(symbols, *, my_option=...)), or raise '
+            'TypeError for unknown keys, when called'
+        )
+
+        async def check() -> None:
+            self._step(f'the call {call}')
+            try:
+                it = be.stream_quotes(syms, **config)
+            except (TypeError, ValueError):
+                return
+            except Exception as err:
+                raise ConformanceError(
+                    f'{call} raised {_describe(err)} for an unknown config keyword; '
+                    f'raise TypeError (unknown keyword) or ValueError (bad value).'
+                ) from err
+            if not hasattr(it, '__anext__'):
+                if inspect.iscoroutine(it):
+                    it.close()
+                _fail(f'{call} returned {type(it).__name__}, not an async iterator.')
+            try:
+                self._step(f'the first batch of {call}')
+                with trio.move_on_after(self.timeout):
+                    try:
+                        await it.__anext__()
+                    except (TypeError, ValueError):
+                        warnings.warn(
+                            f'backend {self.backend!r}: {call} raised on the first '
+                            f'iteration, not on the call: the feed daemon reports '
+                            f'config errors best when they raise on the call; '
+                            f'{fix} (an async generator function cannot: make '
+                            f'stream_quotes a plain function returning one).',
+                            stacklevel=1,
+                        )
+                        return
+                    except StopAsyncIteration:
+                        _fail(f'{call} ended without raising; {fix}.')
+                    except Exception as err:
+                        raise ConformanceError(
+                            f'{call} raised {_describe(err)} for an unknown config '
+                            f'keyword; raise TypeError or ValueError instead.'
+                        ) from err
+                    _fail(
+                        f'{call} silently accepted the unknown config keyword '
+                        f'{BOGUS_OPTION!r} and streamed; {fix}, so a misspelt option '
+                        f'is an error rather than ignored.'
+                    )
+                _fail(
+                    f'{call} neither raised for the unknown config keyword '
+                    f'{BOGUS_OPTION!r} nor yielded within {self.timeout:g} s; {fix}.'
+                )
+            finally:
+                await self._close(it, call, strict=False)
+
+        self.run_checks(check)
+
+    def test_first_batch_has_every_symbol(self) -> None:
+        '''The first batch holds a quote for every requested symbol: the feed
+        daemon takes each subscriber's initial quote from it.'''
+        be = self.get_backend()
+
+        async def check() -> None:
+            async with self._open_stream(be) as (it, call):
+                batch = self._check_batch_type(
+                    await self._next_batch(it, call, 'the first batch'), call, 0
+                )
+                missing = [s for s in self.symbols if s not in batch]
+                if missing:
+                    _fail(
+                        f'{call}: the first batch has no quote for {missing} (it has '
+                        f'{sorted(map(str, batch))}); the feed daemon uses the first '
+                        f"quote of each symbol as every subscriber's initial quote, so "
+                        f'yield a first batch with a quote for every requested symbol '
+                        f'(a snapshot of each), before any partial batches.'
+                    )
+
+        self.run_checks(check)
+
+    def test_quote_messages(self) -> None:
+        ''':attr:`batches` batches are ``{symbol: quote}`` dicts of requested
+        symbols; quotes are msgpack-encodable dicts with str keys, well-formed
+        ``ticks`` and ``time``.'''
+        be = self.get_backend()
+
+        async def check() -> None:
+            async with self._open_stream(be) as (it, call):
+                for n in range(self.batches):
+                    batch = await self._next_batch(it, call, f'batch #{n}', n)
+                    problems = self.quote_problems(batch)
+                    if problems:
+                        listed = '\n'.join(f'  - {p}' for p in problems[:MAX_PROBLEMS])
+                        more = len(problems) - MAX_PROBLEMS
+                        _fail(
+                            f'{call}: batch #{n} breaks the quote contract:\n{listed}'
+                            + (f'\n  ... and {more} more' if more > 0 else '')
+                        )
+
+        self.run_checks(check)
+
+    def quote_problems(self, batch: Any) -> list[str]:
+        '''What is wrong with one batch, each with its fix.'''
+        if not isinstance(batch, dict):
+            return [
+                f'the batch is a {type(batch).__name__}; yield dicts mapping each '
+                f'symbol to a quote dict, e.g. {self._example_batch()}'
+            ]
+        problems: list[str] = []
+        wanted = set(self.symbols)
+        for sym, quote in batch.items():
+            if sym not in wanted:
+                problems.append(
+                    f'key {sym!r} is not a requested symbol ({list(self.symbols)}); '
+                    f'key batches by the symbols stream_quotes was called with'
+                )
+                continue
+            if not isinstance(quote, dict):
+                problems.append(
+                    f'the quote for {sym!r} is a {type(quote).__name__}; make each '
+                    f"quote a dict of fields, e.g. {{'last': 1.0, 'bid': 0.99, 'ask': "
+                    f'1.01}}'
+                )
+                continue
+            problems += [f'{sym!r}: {p}' for p in self._field_problems(quote)]
+        return problems
+
+    def _field_problems(self, quote: dict[Any, Any]) -> list[str]:
+        problems: list[str] = []
+        bad_keys = [k for k in quote if not isinstance(k, str)]
+        if bad_keys:
+            problems.append(f'field names {bad_keys!r} are not str; name fields with str keys')
+        for key, value in quote.items():
+            try:
+                msgspec.msgpack.encode(value)
+            except (TypeError, ValueError, OverflowError) as err:
+                problems.append(
+                    f'field {key!r} = {value!r} is not msgpack-encodable ({err}); '
+                    f'quotes travel between actors as msgpack: use plain str, int, '
+                    f'float, bool, None, list and dict values (float() numpy scalars, '
+                    f'.tolist() arrays)'
+                )
+        if 'time' in quote and not (_is_finite(quote['time']) and quote['time'] > 0):
+            problems.append(
+                f"'time' = {quote['time']!r}; make it a finite float > 0: epoch "
+                f'seconds (time.time())'
+            )
+        if 'ticks' in quote:
+            ticks = quote['ticks']
+            if not isinstance(ticks, (list, tuple)):
+                problems.append(
+                    f"'ticks' is a {type(ticks).__name__}; make it a list of tick "
+                    f"dicts, e.g. [{{'type': 'trade', 'price': 1.0, 'size': 2.0}}]"
+                )
+            else:
+                for i, tick in enumerate(ticks):
+                    problems += [f'tick #{i}: {p}' for p in _tick_problems(tick)]
+        return problems
+
+    def test_cancellation(self) -> None:
+        '''A consumer cancelled while it waits for the next batch gets control
+        back promptly; closing the stream then completes without raising; a
+        fresh stream opens and yields afterwards.'''
+        be = self.get_backend()
+
+        async def check() -> None:
+            async with self._open_stream(be) as (it, call):
+                await self._next_batch(it, call, 'the first batch')
+                await self._cancel_waiting(it, call)
+            async with self._open_stream(be) as (it, call):
+                await self._next_batch(
+                    it, call, 'the first batch of a stream opened after cancelling one'
+                )
+
+        self.run_checks(check)
+
+    async def _cancel_waiting(self, it: Any, call: str) -> None:
+        '''Cancel the consumer (its cancel scope is cancelled before it calls
+        ``__anext__``, so the cancel lands at the backend's first checkpoint,
+        where it waits) and time how long ``__anext__`` takes to give up.'''
+        for _ in range(self.batches):
+            self._step(f"{call}'s __anext__() after the consumer was cancelled")
+            start = trio.current_time()
+            with trio.CancelScope() as cs:
+                cs.cancel()
+                try:
+                    await it.__anext__()
+                except StopAsyncIteration:
+                    _fail(
+                        f'{call} ended when the consumer was cancelled; let '
+                        f'trio.Cancelled propagate instead of returning.'
+                    )
+                except Exception as err:
+                    raise ConformanceError(
+                        f'{call}: __anext__() raised {_describe(err)} when the '
+                        f'consumer was cancelled; let trio.Cancelled propagate (do '
+                        f'not catch it, or re-raise it unchanged).'
+                    ) from err
+            took = trio.current_time() - start
+            if took > self.timeout:
+                _fail(
+                    f'{call}: __anext__() took {took:.1f} s to return after the '
+                    f'consumer was cancelled (the bound is {self.timeout:g} s); '
+                    f'wait only at trio checkpoints that can be cancelled.'
+                )
+            if cs.cancelled_caught:
+                return
+        _fail(
+            f'{call}: __anext__() returned a batch {self.batches} times in a row '
+            f"although the consumer's cancel scope was cancelled before each call: "
+            f'it swallows trio.Cancelled (an `except trio.Cancelled` or `except '
+            f'BaseException` that does not re-raise) or never awaits a trio '
+            f'checkpoint; await a checkpoint when waiting for data and let '
+            f'trio.Cancelled propagate.'
+        )
+
+    def test_history(self) -> None:
+        '''For every period of :attr:`periods`, ``history`` returns
+        :attr:`history_count` bars the feed daemon can backfill: a structured
+        array with every field of ``DEFAULT_DTYPE``, one bar per period on
+        period boundaries, oldest first, the last one ending at the last
+        period boundary at or before ``end_time`` (where the daemon's open
+        bar starts), finite OHLC with low <= open, close <= high, volume >= 0;
+        and ``prepend_history`` puts every field into a ``DEFAULT_DTYPE``
+        buffer under its own name.'''
+        be = self.get_backend()
+        if be.history is None:
+            pytest.skip(f'backend {self.backend!r} registers no history')
+        history: History = be.history
+        config = _accepted(history, self.config)
+        symbol = list(self.symbols)[0]
+        end_time = time.time()
+
+        async def check() -> None:
+            for period in self.periods:
+                call = self._call_repr(
+                    'history', symbol, float(period), end_time, self.history_count,
+                    config=config,
+                )
+                self._step(f'awaiting {call}')
+                with trio.move_on_after(self.timeout):
+                    try:
+                        bars = await history(
+                            symbol, float(period), end_time, self.history_count, **config
+                        )
+                    except Exception as err:
+                        raise ConformanceError(
+                            f'{call} raised {_describe(err)}; with a valid symbol, '
+                            f'period and config it must return the bars.'
+                        ) from err
+                    self._check_bars(bars, call, float(period), end_time)
+                    continue
+                _fail(
+                    f'{call} did not return within {self.timeout:g} s; return the '
+                    f'bars faster (fetch fewer per request) or raise `timeout` on '
+                    f'{type(self).__name__}.'
+                )
+
+        self.run_checks(check)
+
+    def _check_bars(self, bars: Any, call: str, period: float, end_time: float) -> None:
+        example = _BARS_EXAMPLE
+        if not isinstance(bars, np.ndarray) or bars.dtype.names is None:
+            _fail(
+                f'{call} returned {type(bars).__name__}'
+                + (f' of dtype {bars.dtype}' if isinstance(bars, np.ndarray) else '')
+                + f'; return a numpy structured array: {example}.'
+            )
+        names = bars.dtype.names
+        assert DEFAULT_DTYPE.names is not None
+        missing = [f for f in DEFAULT_DTYPE.names if f not in names]
+        if missing:
+            _fail(
+                f'{call} returned bars without the fields {missing} (it has '
+                f'{list(names)}); return the fields of DEFAULT_DTYPE: {example}.'
+            )
+        not_numeric = [f for f in DEFAULT_DTYPE.names if bars.dtype[f].kind not in 'iuf']
+        if not_numeric:
+            _fail(
+                f'{call}: fields {not_numeric} are not numeric '
+                f'({[str(bars.dtype[f]) for f in not_numeric]}); use the dtypes of '
+                f'DEFAULT_DTYPE: {example}.'
+            )
+        if bars.ndim != 1 or len(bars) != self.history_count:
+            _fail(
+                f'{call} returned {bars.shape} bars; return a 1-d array of exactly '
+                f'count={self.history_count} bars: the latest complete ones ending '
+                f'at or before end_time, oldest first (fill gaps with flat bars).'
+            )
+        times = bars['time'].astype(float)
+        if not np.isfinite(times).all():
+            _fail(f"{call}: 'time' holds non-finite values; give each bar its start in epoch seconds.")
+        if len(times) > 1:
+            steps = np.diff(times)
+            bad = np.flatnonzero(np.abs(steps - period) > 1e-6)
+            if len(bad):
+                i = int(bad[0])
+                order = 'oldest first, ' if steps[i] <= 0 else ''
+                _fail(
+                    f'{call}: bar #{i + 1} starts {steps[i]:g} s after bar #{i} '
+                    f'({float(times[i])!r} -> {float(times[i + 1])!r}); bars must be {order}one per '
+                    f'period, each starting exactly {period:g} s after the previous '
+                    f'(fill gaps with flat bars: O=H=L=C=previous close, volume 0).'
+                )
+        off = np.abs(times / period - np.round(times / period))
+        bad = np.flatnonzero(off > 1e-6)
+        if len(bad):
+            i = int(bad[0])
+            _fail(
+                f'{call}: bar #{i} starts at {float(times[i])!r}, not on a {period:g} s '
+                f'period boundary; bar times must be multiples of the period '
+                f'(e.g. math.floor(t / period_s) * period_s), as samplerd steps '
+                f'the buffers on wall-clock boundaries.'
+            )
+        open_bar = math.floor(end_time / period + 1e-9) * period
+        if len(times):
+            last_end = float(times[-1]) + period
+            if last_end > end_time + 1e-6:
+                _fail(
+                    f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
+                    f'after end_time; return only bars that end at or before end_time '
+                    f'(the bar in progress is the feed daemon\'s).'
+                )
+            if abs(last_end - open_bar) > 1e-6:
+                _fail(
+                    f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
+                    f'not at the last period boundary before end_time ({open_bar!r}), '
+                    f'where the feed daemon\'s open bar starts: it prepends history '
+                    f'right before that bar, so end with the last complete bar '
+                    f'(starting at {open_bar - period!r}; fill quiet periods with flat '
+                    f'bars: O=H=L=C=previous close, volume 0).'
+                )
+        for f in ('open', 'high', 'low', 'close', 'volume'):
+            col = bars[f].astype(float)
+            if not np.isfinite(col).all():
+                i = int(np.flatnonzero(~np.isfinite(col))[0])
+                _fail(f'{call}: bar #{i} has {f} = {float(col[i])!r}; give every bar finite prices and volume.')
+        o, h, lo, c, v = (bars[f].astype(float) for f in ('open', 'high', 'low', 'close', 'volume'))
+        for what, bad_rows in (
+            ('low > min(open, close)', lo > np.minimum(o, c)),
+            ('high < max(open, close)', h < np.maximum(o, c)),
+            ('volume < 0', v < 0),
+        ):
+            if bad_rows.any():
+                i = int(np.flatnonzero(bad_rows)[0])
+                _fail(
+                    f'{call}: bar #{i} has {what} (open={float(o[i])!r}, high={float(h[i])!r}, '
+                    f'low={float(lo[i])!r}, close={float(c[i])!r}, volume={float(v[i])!r}); the low must be '
+                    f'the lowest price of the bar, the high the highest, the volume '
+                    f'the size traded (>= 0).'
+                )
+        self._check_backfill(bars, call, period, open_bar)
+
+    def _check_backfill(self, bars: np.ndarray, call: str, period: float, open_bar: float) -> None:
+        '''Backfill the bars as the feed daemon does: prepend them (with
+        ``prepend_history``) into a ``DEFAULT_DTYPE`` buffer holding the open
+        bar; every field must arrive under its own name.'''
+        if not len(bars):
+            return
+        fix = f'return exactly DEFAULT_DTYPE: {_BARS_EXAMPLE}'
+        with open_shm_array(len(bars) + 2, start=len(bars) + 1) as shm:
+            row = np.zeros(1, dtype=shm.dtype)
+            row['time'] = open_bar
+            shm.push(row)
+            try:
+                prepend_history(shm, bars, period)
+            except (TypeError, ValueError) as err:
+                _fail(
+                    f'{call}: the feed daemon cannot backfill bars of dtype '
+                    f'{bars.dtype} into its DEFAULT_DTYPE buffers ({err}); {fix}.'
+                )
+            got = shm.array[:-1]
+            assert DEFAULT_DTYPE.names is not None
+            for f in DEFAULT_DTYPE.names[1:]:  # prepend_history renumbers 'index'
+                if not np.array_equal(got[f], bars[f].astype(got.dtype[f])):
+                    _fail(
+                        f'{call}: backfilled into a DEFAULT_DTYPE buffer, the bars\' '
+                        f'{f!r} values do not arrive intact (dtype {bars.dtype}); {fix}.'
+                    )
+
+    def test_symbol_info(self) -> None:
+        '''For every symbol, ``symbol_info`` returns a msgpack-encodable dict
+        with ``symbol`` and positive ``tick_size`` and ``lot_size``.'''
+        be = self.get_backend()
+        if be.symbol_info is None:
+            pytest.skip(f'backend {self.backend!r} registers no symbol_info')
+        symbol_info: SymbolInfo = be.symbol_info
+        config = _accepted(symbol_info, self.config)
+
+        async def check() -> None:
+            for symbol in self.symbols:
+                call = self._call_repr('symbol_info', symbol, config=config)
+                self._step(f'awaiting {call}')
+                with trio.move_on_after(self.timeout):
+                    try:
+                        info = await symbol_info(symbol, **config)
+                    except Exception as err:
+                        raise ConformanceError(
+                            f'{call} raised {_describe(err)}; it must describe every '
+                            f'symbol the backend streams.'
+                        ) from err
+                    self._check_info(info, call)
+                    continue
+                _fail(f'{call} did not return within {self.timeout:g} s.')
+
+        self.run_checks(check)
+
+    def _check_info(self, info: Any, call: str) -> None:
+        example = "{'symbol': 'AAA', 'tick_size': 0.01, 'lot_size': 1.0}"
+        if not isinstance(info, dict):
+            _fail(f'{call} returned a {type(info).__name__}; return a dict, e.g. {example}.')
+        problems: list[str] = []
+        sym = info.get('symbol')
+        if not isinstance(sym, str) or not sym:
+            problems.append(f"'symbol' is {sym!r}; give the symbol's name as a non-empty str")
+        for key in ('tick_size', 'lot_size'):
+            value = info.get(key)
+            if not (_is_finite(value) and value > 0):
+                problems.append(
+                    f'{key!r} is {value!r}; give the smallest price (tick_size) or '
+                    f'size (lot_size) increment as a finite number > 0'
+                )
+        try:
+            msgspec.msgpack.encode(info)
+        except (TypeError, ValueError, OverflowError) as err:
+            problems.append(
+                f'it is not msgpack-encodable ({err}); it travels between actors: use '
+                f'plain str, int, float, bool, None, list and dict values'
+            )
+        if problems:
+            listed = '\n'.join(f'  - {p}' for p in problems)
+            _fail(f'{call} returned {info!r}:\n{listed}\n(e.g. {example})')
+
+
+def _tick_problems(tick: Any) -> list[str]:
+    if not isinstance(tick, dict):
+        return [
+            f"is a {type(tick).__name__}; make each tick a dict, e.g. {{'type': "
+            f"'trade', 'price': 1.0, 'size': 2.0}}"
+        ]
+    problems: list[str] = []
+    kind = tick.get('type')
+    if not isinstance(kind, str):
+        problems.append(
+            f"{'has no' if 'type' not in tick else 'has a non-str'} 'type' ({tick!r}); "
+            f"give every tick a str 'type' (e.g. 'bid', 'ask', or one of "
+            f'{sorted(CLEARING_TICK_TYPES)} for trades, which are folded into bars)'
+        )
+    price = tick.get('price')
+    if not _is_finite(price):
+        problems.append(f"'price' is {price!r} ({tick!r}); give every tick a finite int or float 'price'")
+    elif kind in CLEARING_TICK_TYPES and price <= 0:
+        problems.append(f"a {kind!r} tick has price {price!r}; trades must have a price > 0")
+    size = tick.get('size')
+    if not (_is_finite(size) and size >= 0):
+        problems.append(f"'size' is {size!r} ({tick!r}); give every tick a finite 'size' >= 0")
+    if 'time' in tick and not (_is_finite(tick['time']) and tick['time'] > 0):
+        problems.append(f"'time' is {tick['time']!r}; make it a finite float > 0: epoch seconds")
+    return problems
