@@ -22,9 +22,10 @@ async def take(n: int, symbols: list[str], **config) -> list[dict]:
 
 
 async def test_same_seed_same_quotes(autojump_clock):
-    a = await take(200, ['A', 'B'], seed=7, clock=trio.current_time)
-    b = await take(200, ['A', 'B'], seed=7, clock=trio.current_time)
-    c = await take(200, ['A', 'B'], seed=8, clock=trio.current_time)
+    kw = {'anchored': False, 'clock': trio.current_time}
+    a = await take(200, ['A', 'B'], seed=7, **kw)
+    b = await take(200, ['A', 'B'], seed=7, **kw)
+    c = await take(200, ['A', 'B'], seed=8, **kw)
     assert untimed(a) == untimed(b)
     assert untimed(a) != untimed(c)
     # the times are the clock's, the same offsets from each run's start
@@ -47,8 +48,8 @@ def untimed(batches: list[dict]) -> list[dict]:
 
 
 async def test_symbol_stream_does_not_depend_on_other_symbols(autojump_clock):
-    a = await take(50, ['A'], seed=1, clock=trio.current_time)
-    ab = await take(50, ['B', 'A'], seed=1, clock=trio.current_time)
+    a = await take(50, ['A'], seed=1, anchored=False, clock=trio.current_time)
+    ab = await take(50, ['B', 'A'], seed=1, anchored=False, clock=trio.current_time)
     assert [x['A']['bid'] for x in a] == [x['A']['bid'] for x in ab]
 
 
@@ -205,6 +206,23 @@ async def test_history_fits_prepend_history():
         start, end = prepend_history(shm, bars, 1.0)
         assert end - start == 10
         assert np.array_equal(shm.array['close'], bars['close'])
+
+
+async def test_the_stream_starts_where_history_ends_and_periods_agree():
+    t0 = 1_700_000_040.0  # on a minute boundary
+    [first] = await take(1, ['A', 'B'], seed=3, clock=lambda: t0)
+    for sym in ('A', 'B'):
+        [bar] = await sim.history(sym, 1.0, t0, 1, seed=3)
+        mid = (first[sym]['bid'] + first[sym]['ask']) / 2
+        assert abs(mid - bar['close']) <= 0.03  # within the spread of the last close
+    # 1 s and 1 min bars open and close on one path
+    minute = await sim.history('A', 60.0, t0, 3)
+    seconds = await sim.history('A', 1.0, t0, 180)
+    assert np.array_equal(minute['open'], seconds['open'][::60])
+    assert minute['close'][-1] == seconds['close'][-1]
+    # anchored=False starts at start_price exactly
+    [plain] = await take(1, ['A'], anchored=False, start_price=50.0, clock=lambda: t0)
+    assert abs((plain['A']['bid'] + plain['A']['ask']) / 2 - 50.0) <= 0.03
 
 
 async def test_symbol_info():

@@ -3,7 +3,8 @@ The simulated backend, ``sim``: seeded, deterministic, no network.  The
 default backend everywhere.
 
 ``stream_quotes(symbols, *, seed=0, tick_rate=100.0, trade_prob=0.1,
-start_price=100.0, tick_size=0.01, lot_size=1.0, clock=None)``
+start_price=100.0, tick_size=0.01, lot_size=1.0, anchored=True,
+clock=None)``
 
 - yields one ``{symbol: quote}`` batch holding *every* symbol,
   ``tick_rate`` batches per second (so each symbol gets ``tick_rate``
@@ -17,19 +18,23 @@ start_price=100.0, tick_size=0.01, lot_size=1.0, clock=None)``
   ``ask``, ``asize`` ticks (``price``, ``size``) and, with probability
   ``trade_prob``, a ``trade`` tick (``price``, ``size``, ``time``) at the
   bid or the ask;
-- the values depend only on ``seed`` and the symbol (one
-  ``random.Random`` per symbol, seeded from ``f'{seed}:{symbol}'``); the
-  times come from ``clock()`` if given, else trio's clock shifted to the
-  wall clock once at the start (so it runs under trio's ``MockClock``).
+- each symbol starts where its history ends (:func:`path_price` at the
+  start time; with ``anchored=False``, at ``start_price`` itself) and
+  walks from there as volatile per second as its history;
+- the values depend only on ``seed``, the symbol and, when anchored, the
+  start time (one ``random.Random`` per symbol, seeded from
+  ``f'{seed}:{symbol}'``); the times come from ``clock()`` if given, else
+  trio's clock shifted to the wall clock once at the start (so it runs
+  under trio's ``MockClock``).
 
 ``await history(symbol, period_s, end_time, count, *, seed=0,
 start_price=100.0, tick_size=0.01)`` returns ``count`` bars in
 ``DEFAULT_DTYPE``, oldest first, aligned to the period, the last one ending
-at the period boundary at or before ``end_time``.  Every bar is a pure
-function of ``(seed, symbol, period_s, bar time)`` (a multi-scale value
-noise that moves like a random walk), so pages fetched with different
-``end_time`` agree where they overlap, and each bar opens at the previous
-bar's close.
+at the period boundary at or before ``end_time``.  Bars open and close on
+one price path per ``(seed, symbol)``, a function of time (a multi-scale
+value noise that moves like a random walk): pages fetched with different
+``end_time`` agree where they overlap, each bar opens at the previous
+bar's close, and 1 s and 1 min bars agree at their common boundaries.
 
 ``await symbol_info(symbol, *, tick_size=0.01, lot_size=1.0)`` returns
 ``{'symbol', 'tick_size', 'lot_size', 'asset_type': 'sim'}``.
@@ -106,6 +111,7 @@ def stream_quotes(
     start_price: float = 100.0,
     tick_size: float = 0.01,
     lot_size: float = 1.0,
+    anchored: bool = True,
     clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
     '''Validate the config (raising here, not on the first iteration) and
@@ -119,19 +125,21 @@ def stream_quotes(
     lot = _check_positive('lot_size', lot_size)
     if price < tick:
         raise ValueError(f'start_price {price} is below one tick ({tick})')
-    return _stream(syms, int(seed), rate, float(trade_prob), price, tick, lot, clock)
+    return _stream(syms, int(seed), rate, float(trade_prob), price, tick, lot, bool(anchored), clock)
 
 
 class _Book:
-    '''One symbol's simulated book, in integer ticks.'''
+    '''One symbol's simulated book; prices in ticks.'''
 
-    def __init__(self, seed: int, symbol: str, price: float, tick: float, lot: float) -> None:
+    def __init__(self, seed: int, symbol: str, price: float, tick: float, lot: float, rate: float) -> None:
         self.rng = random.Random(f'{seed}:{symbol}')
         self.tick = tick
         self.lot = lot
         self.dec = _decimals(tick)
-        self.mid = max(2, round(price / tick))  # in ticks
-        self.last = round(self.mid * tick, self.dec)
+        self.mid = max(2.0, price / tick)  # in ticks, a float: it walks in small steps
+        # the log-price move per quote: as volatile per second as history
+        self.step = _SIGMA / math.sqrt(rate)
+        self.last = round(round(self.mid) * tick, self.dec)
         self.volume = 0.0
 
     def px(self, ticks: int) -> float:
@@ -139,9 +147,10 @@ class _Book:
 
     def quote(self, now: float, trade_prob: float) -> dict[str, Any]:
         rng = self.rng
-        self.mid = max(2, self.mid + round(rng.gauss(0.0, 1.5)))
+        self.mid = max(2.0, self.mid * math.exp(rng.gauss(0.0, self.step)))
+        mid = round(self.mid)
         half = rng.randint(1, 2)
-        bid_t, ask_t = max(1, self.mid - half), self.mid + half
+        bid_t, ask_t = max(1, mid - half), mid + half
         bid, ask = self.px(bid_t), self.px(ask_t)
         bsize = rng.randint(1, 100) * self.lot
         asize = rng.randint(1, 100) * self.lot
@@ -177,14 +186,24 @@ async def _stream(
     price: float,
     tick: float,
     lot: float,
+    anchored: bool,
     clock: Callable[[], float] | None,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
-    books = {s: _Book(seed, s, price, tick, lot) for s in symbols}
     if clock is None:
         offset = time.time() - trio.current_time()
 
         def clock() -> float:
             return trio.current_time() + offset
+
+    t0 = clock()
+    books = {
+        s: _Book(
+            seed, s,
+            path_price(s, t0, seed=seed, start_price=price) if anchored else price,
+            tick, lot, rate,
+        )
+        for s in symbols
+    }
 
     interval = 1.0 / rate
     start = trio.current_time()
@@ -202,9 +221,10 @@ async def _stream(
 
 # -- history ---------------------------------------------------------------
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_OCTAVES = 16  # wavelengths of 1 .. 2**15 bars
-_SIGMA = 0.002  # log-price move per bar (roughly)
+_OCTAVES = 23  # wavelengths of 1 s .. 2**22 s (about 48 days)
+#: log-price move per sqrt-second (roughly): 1 s bars move ~0.03 %, 1 min
+#: bars ~0.25 %, a day ~9 %
+_SIGMA = 0.0003
 
 
 def _key(*parts: object) -> np.uint64:
@@ -215,25 +235,37 @@ def _key(*parts: object) -> np.uint64:
 def _uniform(key: np.uint64, n: np.ndarray) -> np.ndarray:
     '''splitmix64 of ``key + n`` mapped to [-1, 1); vectorised, pure.'''
     with np.errstate(over='ignore'):
-        z = n.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key
+        z = n.astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) * 2.0 - 1.0
 
 
-def _log_price(key: np.uint64, k: np.ndarray) -> np.ndarray:
-    '''Log-price offset at bar boundaries ``k`` (int64): value noise summed
-    over octaves with amplitude ~ sqrt(wavelength), like a random walk.'''
-    out = np.zeros(len(k))
+def _log_price(key: np.uint64, t: np.ndarray) -> np.ndarray:
+    '''Log-price offset at times ``t`` (seconds): value noise summed over
+    octaves with amplitude ~ sqrt(wavelength), like a random walk.  One
+    path per (seed, symbol), whatever the bar period, so 1 s and 1 min
+    history agree at their common boundaries, and the live stream starts
+    where they end.'''
+    t = np.asarray(t, dtype=np.float64)
+    out = np.zeros(t.shape)
     for o in range(_OCTAVES):
-        wl = 1 << o
-        lo = np.floor_divide(k, wl)
-        frac = (k - lo * wl) / wl
-        a = _uniform(key + np.uint64(o * 7919), lo)
-        b = _uniform(key + np.uint64(o * 7919), lo + 1)
+        wl = float(1 << o)
+        x = t / wl
+        lo = np.floor(x)
+        frac = x - lo
+        lo_i = lo.astype(np.int64)
+        a = _uniform(key + np.uint64(o * 7919), lo_i)
+        b = _uniform(key + np.uint64(o * 7919), lo_i + 1)
         out += (a + (b - a) * frac) * (_SIGMA * math.sqrt(wl))
     return out
+
+
+def path_price(symbol: str, t: float, *, seed: int = 0, start_price: float = 100.0) -> float:
+    '''The simulated price of ``symbol`` at wall time ``t``: what history
+    bars open and close on, and where a live stream starts.'''
+    return float(start_price * math.exp(_log_price(_key(seed, symbol), np.array([t]))[0]))
 
 
 async def history(
@@ -262,16 +294,17 @@ async def history(
     count = int(count)
     k_end = math.floor(end_time / p + 1e-9)  # the boundary the last bar ends at
     k = np.arange(k_end - count, k_end + 1, dtype=np.int64)  # count + 1 boundaries
-    key = _key(seed, symbol, repr(p))
+    key = _key(seed, symbol)
     dec = _decimals(tick)
-    edges = np.round(np.maximum(price * np.exp(_log_price(key, k)), tick) / tick) * tick
+    edges = np.round(np.maximum(price * np.exp(_log_price(key, k * p)), tick) / tick) * tick
     opens, closes = edges[:-1], edges[1:]
     body_hi = np.maximum(opens, closes)
     body_lo = np.minimum(opens, closes)
     ks = k[:-1]
-    wick = price * _SIGMA * 0.5
-    up = np.abs(_uniform(key + np.uint64(1), ks)) * wick
-    down = np.abs(_uniform(key + np.uint64(2), ks)) * wick
+    pk = _key(seed, symbol, repr(p))  # wicks and volumes: per period
+    wick = opens * _SIGMA * math.sqrt(p) * 0.5
+    up = np.abs(_uniform(pk + np.uint64(1), ks)) * wick
+    down = np.abs(_uniform(pk + np.uint64(2), ks)) * wick
     highs = np.round((body_hi + up) / tick) * tick
     lows = np.maximum(np.round((body_lo - down) / tick) * tick, tick)
 
@@ -282,7 +315,7 @@ async def history(
     bars['close'] = np.round(closes, dec)
     bars['high'] = np.round(np.maximum(highs, body_hi), dec)
     bars['low'] = np.round(np.minimum(lows, body_lo), dec)
-    bars['volume'] = np.floor((_uniform(key + np.uint64(3), ks) + 1.0) * 500.0)
+    bars['volume'] = np.floor((_uniform(pk + np.uint64(3), ks) + 1.0) * 25.0 * p)
     return bars
 
 
