@@ -276,6 +276,9 @@ async def _install_child_guard(parent_pid: int) -> None:
     exits, or SIGTERM arrives, cancel this actor's tree, and end the process
     outright if that has not finished within ``CHILD_GRACE_S``.
 
+    SIGINT is ignored (outside debug mode): a terminal's Ctrl-C reaches
+    every process of the group, and the root stops its tree in order.
+
     The parent is watched by a thread blocked on its pidfd (Linux >= 5.3;
     elsewhere it polls ``getppid()``), so even an actor whose event loop is
     stuck dies with its parent.  ``PR_SET_PDEATHSIG`` would be simpler but
@@ -298,6 +301,11 @@ async def _install_child_guard(parent_pid: int) -> None:
             os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if not _tractor_state.debug_mode():
+        # Ctrl-C in a terminal reaches the whole process group: the root
+        # tears its tree down in order, so a daemon child leaves that to it
+        # (in debug mode tractor's debugger needs SIGINT in children)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     pidfd: int | None = None
     if hasattr(os, 'pidfd_open'):

@@ -1,0 +1,489 @@
+'''
+The ``samplerd`` command (also ``python -m tractor_sampler``).
+
+::
+
+    samplerd [run]                 start the root daemon and samplerd; print a ready line
+    samplerd ls [what] [--json]    services, feeds (topics, subscribers), samplerd, backends
+    samplerd watch TOPIC           a topic's bars, live, in the terminal
+    samplerd demo                  everything on the simulated backend, and the live view
+
+Common flags, as ``pikerd`` has them: ``-l/--loglevel``, ``--pdb``,
+``--host`` and ``--port`` (the registry; default ``$TRACTOR_REGISTRY_ADDR``
+or tractor's ``127.0.0.1:1616``).  Ctrl-C and SIGTERM stop everything
+cleanly with exit status 0; errors print one line and exit with 1.
+
+'''
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager as acm
+from typing import Any, TextIO
+
+import trio
+
+from tractor_services import (
+    RegistryInUse,
+    ServiceError,
+    compat,
+    open_root_mngr,
+    open_service_root,
+)
+
+from . import __version__
+from ._client import SAMPLERD, spawn_samplerd
+from ._feed import Feed, open_feed
+from ._feedd import FEEDD_PREFIX, feed_info
+from ._plugins import DEFAULT_BACKEND, PluginError, get_backends
+from ._sampler import sampler_info
+
+PROG = 'samplerd'
+LS_WHAT = ('all', 'services', 'feeds', 'samplerd', 'backends')
+
+
+class CliError(Exception):
+    '''An error the command reports in one line (exit status 1).'''
+
+
+# --- arguments ----------------------------------------------------------------
+
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    '''The flags every subcommand takes (also before the subcommand).'''
+    d: Callable[[Any], Any] = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group('common options')
+    g.add_argument('-l', '--loglevel', default=d(None), metavar='LEVEL',
+                   help="tractor's log level for every actor (e.g. info, runtime, cancel)")
+    g.add_argument('--pdb', action='store_true', default=d(False),
+                   help="tractor's debug mode: crashed actors drop into pdb")
+    g.add_argument('--host', default=d(None),
+                   help='registry host (default: $TRACTOR_REGISTRY_ADDR, else 127.0.0.1)')
+    g.add_argument('--port', type=int, default=d(None),
+                   help='registry port (default: $TRACTOR_REGISTRY_ADDR, else 1616)')
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common(defaults=False)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        parents=[_common(defaults=True)],
+        description='samplerd: shared-memory OHLCV bars stepped and broadcast across tractor actors.',
+        epilog='Without a command, `run`. Ctrl-C or SIGTERM stops cleanly (exit status 0).',
+    )
+    parser.add_argument('-V', '--version', action='version', version=f'%(prog)s {__version__}')
+    sub = parser.add_subparsers(dest='cmd', metavar='COMMAND')
+
+    sub.add_parser(
+        'run', parents=[common],
+        help='start the root daemon (registry + service manager) and samplerd',
+        description='Start the root daemon at the registry address, with samplerd, and '
+                    'print one ready line. Feed daemons start when clients ask for them.',
+    )
+
+    ls = sub.add_parser(
+        'ls', parents=[common],
+        help='list services, feeds and their subscribers, samplerd, backends',
+        description='List what runs under the root daemon (services, feeds with their '
+                    'topics and subscribers, samplerd) and the installed backends.',
+    )
+    ls.add_argument('what', nargs='?', default='all', choices=LS_WHAT)
+    ls.add_argument('--json', action='store_true', help='print JSON instead of tables')
+
+    for name, help_ in (
+        ('watch', "watch a topic's bars, last price, ticks/s and subscribers live"),
+        ('demo', 'start everything on the simulated backend and watch it live'),
+    ):
+        w = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        if name == 'watch':
+            w.add_argument('topic', help='the symbol to watch')
+            w.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+        else:
+            w.add_argument('--topics', default='AAA,BBB',
+                           help='comma-separated symbols (default: %(default)s)')
+            w.add_argument('--tick-rate', type=float, default=50.0,
+                           help='simulated quotes per second per symbol (default: %(default)s)')
+            w.add_argument('--seed', type=int, default=0, help='the simulation seed')
+        w.add_argument('--period', type=float, default=1.0,
+                       help='bar period to show, 1 or 60 (default: %(default)s)')
+        w.add_argument('--rows', type=int, default=10, help='bars shown (default: %(default)s)')
+        w.add_argument('--fps', type=float, default=None,
+                       help='redraws per second (default: 4 on a terminal, 1 otherwise)')
+        w.add_argument('--duration', type=float, default=None,
+                       help='stop after this many seconds (default: run until Ctrl-C)')
+        w.add_argument('--plugin', action='append', default=[], metavar='MODULE',
+                       help='also load this plugin module in the feed daemon (repeatable)')
+    return parser
+
+
+def registry_addr(args: argparse.Namespace) -> tuple[str, int]:
+    host, port = compat.default_registry_addr()
+    return (args.host or host, args.port if args.port is not None else port)
+
+
+# --- signals -------------------------------------------------------------------
+
+@acm
+async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
+    '''A scope that SIGINT (Ctrl-C) or SIGTERM cancels: the block ends and
+    everything under it is torn down in order.'''
+    with trio.CancelScope() as cs:
+        async with trio.open_nursery() as tn:
+            await tn.start(
+                compat.cancel_on_signals, cs, (signal.SIGINT, signal.SIGTERM),
+            )
+            try:
+                yield cs
+            finally:
+                tn.cancel_scope.cancel()
+
+
+# --- run ----------------------------------------------------------------------
+
+async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
+    addr = registry_addr(args)
+    async with _stop_on_signals(), _root(args, addr):
+        pid = await spawn_samplerd(addr)
+        _ready(out, addr, f'samplerd pid {pid}')
+        await trio.sleep_forever()
+
+
+@acm
+async def _root(args: argparse.Namespace, addr: tuple[str, int]) -> AsyncIterator[Any]:
+    try:
+        async with open_service_root(
+            addr, name='samplerd_root', loglevel=args.loglevel,
+            debug_mode=args.pdb, handle_signals=False,
+        ) as mngr:
+            yield mngr
+    except RegistryInUse as err:
+        raise CliError(f'{err} (is a samplerd already running there? `samplerd ls` shows it)') from None
+
+
+def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> None:
+    print(
+        f'{PROG} ready: registry {addr[0]}:{addr[1]}, root pid {os.getpid()}'
+        + (f', {extra}' if extra else ''),
+        file=out, flush=True,
+    )
+
+
+# --- ls -----------------------------------------------------------------------
+
+@acm
+async def _client(args: argparse.Namespace, addr: tuple[str, int], name: str) -> AsyncIterator[None]:
+    if not await compat.registry_reachable(addr):
+        raise CliError(f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`')
+    async with compat.open_root_actor(addr, name, loglevel=args.loglevel, debug_mode=args.pdb):
+        yield
+
+
+async def gather(addr: tuple[str, int], what: str) -> dict[str, Any]:
+    '''What ``ls`` shows, as plain data (inside a running runtime).'''
+    report: dict[str, Any] = {'registry': f'{addr[0]}:{addr[1]}'}
+    services = []
+    if what in ('all', 'services', 'feeds', 'samplerd'):
+        async with open_root_mngr(addr) as mngr:
+            services = [
+                {k: v for k, v in _to_builtins(s).items() if k != 'last_traceback'}
+                for s in await mngr.list_services()
+            ]
+    if what in ('all', 'services'):
+        report['services'] = services
+    names = {s['name'] for s in services if s['state'] == 'running'}
+    if what in ('all', 'feeds'):
+        feeds = []
+        for name in sorted(n for n in names if n.startswith(FEEDD_PREFIX)):
+            async with compat.find_actor(name, addr) as portal:
+                if portal is not None:
+                    feeds.append(await portal.run(feed_info))
+        report['feeds'] = feeds
+    if what in ('all', 'samplerd') and SAMPLERD in names:
+        async with compat.find_actor(SAMPLERD, addr) as portal:
+            if portal is not None:
+                info = await portal.run(sampler_info)
+                report['samplerd'] = {k: _keys_to_str(v) for k, v in info.items()}
+    if what in ('all', 'backends'):
+        report['backends'] = list_backends()
+    return report
+
+
+def list_backends() -> list[dict[str, Any]]:
+    try:
+        return get_backends().list()
+    except PluginError as err:
+        raise CliError(str(err)) from None
+
+
+def _to_builtins(obj: Any) -> dict[str, Any]:
+    import msgspec
+
+    return msgspec.to_builtins(obj)
+
+
+def _keys_to_str(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {(f'{k:g}' if isinstance(k, float) else str(k)): _keys_to_str(x) for k, x in v.items()}
+    return v
+
+
+def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> list[str]:
+    cells = [[str(c) for c in head]] + [[('' if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    return ['  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+
+
+def _ago(t: float | None, now: float) -> str:
+    if not t:
+        return ''
+    s = max(0.0, now - t)
+    return f'{s:.0f}s' if s < 120 else f'{s / 60:.0f}m' if s < 7200 else f'{s / 3600:.1f}h'
+
+
+def render_ls(report: dict[str, Any]) -> str:
+    now = time.time()
+    lines: list[str] = [f"registry {report['registry']}"]
+    if 'services' in report:
+        lines += ['', 'services']
+        lines += ['  ' + r for r in _table(
+            [(s['name'], s['state'], s['pid'], _ago(s['started_at'], now), s['restarts'],
+              (s['last_error'] or '')[:60]) for s in report['services']],
+            ('name', 'state', 'pid', 'up', 'restarts', 'last error'),
+        )]
+    if 'feeds' in report:
+        lines += ['', 'feeds']
+        if not report['feeds']:
+            lines.append('  (none: a feed daemon starts when a client opens a feed)')
+        for f in report['feeds']:
+            lines.append(f"  {FEEDD_PREFIX}{f['backend']}  ({f['dist']} {f['version'] or ''}".rstrip() + ')')
+            rows = []
+            for name, t in f['topics'].items():
+                up = max(1e-9, f['time'] - t['started_at'])
+                rows.append((name, t['state'], t['last'], t['quotes'], f"{t['quotes'] / up:.0f}",
+                             t['trades'], t['restarts'], len(t['subscribers'])))
+            lines += ['    ' + r for r in _table(
+                rows, ('topic', 'state', 'last', 'quotes', 'avg q/s', 'trades', 'restarts', 'subs'))]
+            for name, t in f['topics'].items():
+                if t['subscribers']:
+                    lines.append(f'    subscribers of {name}')
+                    lines += ['      ' + r for r in _table(
+                        [(s['rate'] or 'all', s['delivered'], s['messages'], s['conflated'],
+                          s['dropped'], s['overruns']) for s in t['subscribers']],
+                        ('rate Hz', 'delivered', 'messages', 'conflated', 'dropped', 'overruns'),
+                    )]
+    if 'samplerd' in report:
+        s = report['samplerd']
+        lines += ['', f"samplerd  pid {s['pid']}  late steps {s['late_steps']}"]
+        lines += ['  ' + r for r in _table(
+            [(p, s['buffers'].get(p, 0), s['steps'].get(p, 0),
+              s['subscribers'].get(f'period:{p}', 0)) for p in s['periods']],
+            ('period s', 'buffers', 'steps', 'subscribers'),
+        )]
+    if 'backends' in report:
+        lines += ['', 'backends']
+        lines += ['  ' + r for r in _table(
+            [(b['name'], b['version'] or '', b['dist'],
+              ', '.join(k for k in ('history', 'symbol_info') if b[k]) or '-')
+             for b in report['backends']],
+            ('name', 'version', 'from', 'also provides'),
+        )]
+    return '\n'.join(lines)
+
+
+async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
+    if args.what == 'backends':
+        report: dict[str, Any] = {'registry': '-', 'backends': list_backends()}
+    else:
+        addr = registry_addr(args)
+        async with _client(args, addr, 'samplerd_ls'):
+            report = await gather(addr, args.what)
+    print(json.dumps(report, indent=2, default=str) if args.json else render_ls(report), file=out, flush=True)
+
+
+# --- the live view ---------------------------------------------------------------
+
+class LiveView:
+    '''Renders a feed's topics: the last bars of one period, last price,
+    ticks/s (over the last few seconds), subscribers and state.'''
+
+    def __init__(self, feed: Feed, period: float, rows: int, tty: bool) -> None:
+        self.feed = feed
+        self.period = period
+        self.rows = rows
+        self.tty = tty
+        self.last: dict[str, Any] = {}
+        self.arrivals: dict[str, deque[tuple[float, int]]] = {t: deque() for t in feed.topics}
+        self.subs: dict[str, int] = {}
+        self.state = {t: s.state for t, s in feed.first_status.items()}
+        self.frames = 0
+
+    def on_quote(self, msg: Any) -> None:
+        now = time.monotonic()
+        topics = msg.topics if hasattr(msg, 'topics') else {msg.topic: msg}
+        for topic, q in topics.items():
+            n = getattr(q, 'n_quotes', 1)
+            last = q.fields.get('last')
+            if last is not None:
+                self.last[topic] = last
+            self.arrivals[topic].append((now, n))
+
+    def rate(self, topic: str, window: float = 3.0) -> float:
+        now = time.monotonic()
+        arr = self.arrivals[topic]
+        while arr and now - arr[0][0] > window:
+            arr.popleft()
+        if not arr:
+            return 0.0
+        span = max(now - arr[0][0], 1e-3)
+        return sum(n for _, n in arr) / max(span, min(window, 1.0))
+
+    def render(self) -> str:
+        self.frames += 1
+        lines = []
+        for topic in self.feed.topics:
+            shm = self.feed.buffer(topic, self.period)
+            bars = shm.array[-self.rows:]
+            last = self.last.get(topic)
+            lines.append(
+                f'{topic}@{self.feed.backend}  last {last if last is not None else "-"}  '
+                f'ticks/s {self.rate(topic):.0f}  subscribers {self.subs.get(topic, "?")}  '
+                f'state {self.state.get(topic, "?")}  [{self.period:g} s bars, {len(shm)} in buffer]'
+            )
+            rows = []
+            for b in bars:
+                rows.append((
+                    time.strftime('%H:%M:%S', time.localtime(float(b['time']))),
+                    *(_px(b[f]) for f in ('open', 'high', 'low', 'close')),
+                    f"{float(b['volume']):g}",
+                ))
+            lines += ['  ' + r for r in _table(rows, ('time', 'open', 'high', 'low', 'close', 'volume'))]
+            lines.append('')
+        return '\n'.join(lines)
+
+
+def _px(v: Any) -> str:
+    v = float(v)
+    return '-' if math.isnan(v) else f'{v:.2f}'
+
+
+async def live_view(
+    feed: Feed,
+    args: argparse.Namespace,
+    out: TextIO,
+) -> None:
+    tty = out.isatty()
+    fps = args.fps or (4.0 if tty else 1.0)
+    if not (0 < fps <= 60):
+        raise CliError(f'--fps {fps} must be in (0, 60]')
+    view = LiveView(feed, args.period, max(1, args.rows), tty)
+    async with trio.open_nursery() as tn:
+        async def read_quotes() -> None:
+            async for msg in feed:
+                view.on_quote(msg)
+
+        async def read_status() -> None:
+            async for st in feed.status:
+                view.state[st.topic] = st.state
+
+        async def poll_info() -> None:
+            while True:
+                info = await feed.info()
+                for t in feed.topics:
+                    ti = info['topics'].get(t)
+                    view.subs[t] = len(ti['subscribers']) if ti else 0
+                await trio.sleep(1.0)
+
+        tn.start_soon(read_quotes)
+        tn.start_soon(read_status)
+        tn.start_soon(poll_info)
+        interval = 1.0 / fps
+        next_t = trio.current_time()
+        while True:
+            text = view.render()
+            if tty:
+                out.write('\x1b[H\x1b[2J' + text + '\n')
+            else:
+                out.write(text + '\n')
+            out.flush()
+            next_t += interval
+            await trio.sleep_until(next_t)
+
+
+def _check_view_args(args: argparse.Namespace) -> None:
+    if args.period not in (1.0, 60.0):
+        raise CliError(f'--period {args.period:g}: the feed daemons keep 1 s and 60 s bars')
+    if args.duration is not None and not args.duration > 0:
+        raise CliError(f'--duration {args.duration} must be > 0')
+
+
+async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
+    _check_view_args(args)
+    addr = registry_addr(args)
+    async with _stop_on_signals(), _client(args, addr, 'samplerd_watch'):
+        with trio.move_on_after(args.duration if args.duration else math.inf):
+            async with open_feed(
+                [args.topic], args.backend, tick_throttle=args.fps or 4.0,
+                registry_addr=addr, plugins=args.plugin, loglevel=args.loglevel,
+            ) as feed:
+                await live_view(feed, args, out)
+
+
+async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
+    _check_view_args(args)
+    if args.host is None and args.port is None:
+        addr = ('127.0.0.1', _free_port())  # a demo of its own, beside any running samplerd
+    else:
+        addr = registry_addr(args)
+    topics = [t.strip() for t in args.topics.split(',') if t.strip()]
+    async with _stop_on_signals(), _root(args, addr):
+        pid = await spawn_samplerd(addr)
+        with trio.move_on_after(args.duration if args.duration else math.inf):
+            async with open_feed(
+                topics, DEFAULT_BACKEND, tick_throttle=args.fps or 4.0, registry_addr=addr,
+                config={'tick_rate': args.tick_rate, 'seed': args.seed}, plugins=args.plugin,
+                loglevel=args.loglevel,
+            ) as feed:
+                _ready(out, addr, f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}')
+                await live_view(feed, args, out)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+COMMANDS = {'run': cmd_run, 'ls': cmd_ls, 'watch': cmd_watch, 'demo': cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    '''The ``samplerd`` console script; returns the exit status.'''
+    out = out or sys.stdout
+    args = build_parser().parse_args(argv)
+    cmd = COMMANDS[args.cmd or 'run']
+    try:
+        trio.run(cmd, args, out)
+    except KeyboardInterrupt:
+        return 0
+    except BaseException as exc:
+        err = compat.unwrap_error(exc)
+        if isinstance(err, KeyboardInterrupt):
+            return 0
+        if isinstance(err, CliError):
+            print(f'{PROG}: error: {err}', file=sys.stderr)
+            return 1
+        if isinstance(err, (ServiceError, OSError, ValueError, KeyError)):
+            print(f'{PROG}: error: {type(err).__name__}: {err}', file=sys.stderr)
+            return 1
+        raise
+    return 0

@@ -1,0 +1,198 @@
+'''The samplerd command, run as a user runs it: in subprocesses.'''
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import trio
+
+from tractor_services.testing import free_port, wait_gone
+
+PROGRAMS = Path(__file__).parent / 'programs'
+SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
+
+
+class Proc:
+    '''A samplerd process whose stdout is read line by line.'''
+
+    def __init__(self, *args: str) -> None:
+        self.p = subprocess.Popen(
+            [*SAMPLERD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self.family: set[int] = set()
+
+    async def read_until(self, pred, timeout: float = 60) -> str:
+        '''Lines until one satisfies ``pred`` (read in a thread: Popen's
+        pipe is a blocking file).'''
+        with trio.fail_after(timeout):
+            while True:
+                line = await trio.to_thread.run_sync(self.p.stdout.readline, abandon_on_cancel=True)
+                if not line:
+                    raise AssertionError(
+                        f'samplerd ended (status {self.p.wait()}) before the expected '
+                        f'output; stderr:\n{self.p.stderr.read()}'
+                    )
+                self.lines.append(line)
+                self.remember_family()
+                if pred(line):
+                    return line
+
+    def remember_family(self) -> None:
+        try:
+            self.family |= {c.pid for c in psutil.Process(self.p.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+
+    async def stop(self, sig: int, timeout: float = 30) -> int:
+        self.remember_family()
+        self.p.send_signal(sig)
+        with trio.fail_after(timeout):
+            status = await trio.to_thread.run_sync(self.p.wait)
+        rest = self.p.stdout.read()
+        self.lines += rest.splitlines(keepends=True)
+        self.err = self.p.stderr.read()
+        return status
+
+
+async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    with trio.fail_after(timeout):
+        return await trio.run_process([*SAMPLERD, *args], capture_stdout=True, capture_stderr=True, check=False)
+
+
+def bar_rows(frame_lines: list[str]) -> list[list[str]]:
+    '''The bar rows of a rendered view: time, then five numbers.'''
+    rows = []
+    for line in frame_lines:
+        parts = line.split()
+        if len(parts) == 6 and parts[0].count(':') == 2:
+            try:
+                [float(x) for x in parts[1:]]
+            except ValueError:
+                continue
+            rows.append(parts)
+    return rows
+
+
+async def test_demo_shows_bars_and_exits_0_on_sigint_leaving_nothing():
+    demo = Proc('demo', '--topics', 'AAA', '--tick-rate', '50', '--rows', '5', '--fps', '4')
+    try:
+        ready = await demo.read_until(lambda line: line.startswith('samplerd ready:'))
+        assert 'feed AAA on sim' in ready
+        # frames keep coming, each with the topic's header and its bars
+        await demo.read_until(lambda line: line.startswith('AAA@sim  last 1'))
+        frame = []
+        while len(bar_rows(frame)) < 5:
+            frame.append(await demo.read_until(lambda line: True))
+        rows = bar_rows(frame)
+        times = [r[0] for r in rows]
+        assert times == sorted(times) and len(set(times)) == len(times)
+        for _, o, h, lo, c, _v in rows:
+            assert float(lo) <= min(float(o), float(c)) <= max(float(o), float(c)) <= float(h)
+        assert any(float(r[5]) > 0 for r in rows)  # trades reached the bars
+        assert len(demo.family) >= 2  # samplerd and the feed daemon
+        status = await demo.stop(signal.SIGINT)
+    finally:
+        if demo.p.poll() is None:
+            demo.p.kill()
+    assert status == 0, demo.err
+    assert 'Traceback' not in demo.err, demo.err
+    assert not wait_gone(demo.family), 'samplerd left processes behind'
+
+
+async def test_two_programs_read_one_topic_of_one_running_samplerd():
+    port = free_port()
+    daemon = Proc('--port', str(port), '-l', 'warning')
+    try:
+        ready = await daemon.read_until(lambda line: 'ready' in line)
+        assert f'registry 127.0.0.1:{port}' in ready
+        clients = [
+            [sys.executable, str(PROGRAMS / 'feed_client.py'), '127.0.0.1', str(port), 'AAA', '30']
+            for _ in range(2)
+        ]
+        results = []
+        async with trio.open_nursery() as tn:
+            async def run(cmd):
+                with trio.fail_after(90):
+                    res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+                assert res.returncode == 0, res.stderr.decode()
+                results.append(json.loads(res.stdout.decode().strip().splitlines()[-1]))
+
+            for cmd in clients:
+                tn.start_soon(run, cmd)
+        a, b = results
+        # one feed daemon, one set of buffers, one numbering of the quotes
+        assert a['daemon_pid'] == b['daemon_pid']
+        assert a['buffers'] == b['buffers'] and set(a['buffers']) == {'1.0', '60.0'}
+        for r in (a, b):
+            assert r['seqs'] == list(range(r['seqs'][0], r['seqs'][0] + 30))
+        assert abs(a['last_bar_time'] - b['last_bar_time']) <= 5
+
+        # ls sees the services, the feed and its topic; the clients have left
+        res = await run_cli('--port', str(port), 'ls', '--json')
+        assert res.returncode == 0, res.stderr.decode()
+        report = json.loads(res.stdout)
+        assert {s['name']: s['state'] for s in report['services']} == {
+            'samplerd': 'running', 'feedd.sim': 'running',
+        }
+        [feed] = report['feeds']
+        assert feed['backend'] == 'sim' and feed['topics']['AAA']['state'] == 'up'
+        assert feed['topics']['AAA']['subscribers'] == []
+        assert report['samplerd']['buffers'] == {'1': 1, '60': 1}
+        assert [b['name'] for b in report['backends']] == ['sim']
+        text = await run_cli('--port', str(port), 'ls')
+        assert 'feedd.sim' in text.stdout.decode() and 'AAA' in text.stdout.decode()
+        status = await daemon.stop(signal.SIGTERM)
+    finally:
+        if daemon.p.poll() is None:
+            daemon.p.kill()
+    assert status == 0, daemon.err
+    assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
+async def test_ls_backends_needs_no_daemon_and_lists_versions():
+    from tractor_sampler import __version__
+
+    res = await run_cli('ls', 'backends', '--json')
+    assert res.returncode == 0, res.stderr.decode()
+    [sim] = json.loads(res.stdout)['backends']
+    assert (sim['name'], sim['version'], sim['dist']) == ('sim', __version__, 'builtin')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['ls'], 'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`'),
+    (['watch', 'AAA', '--period', '5'], '--period 5: the feed daemons keep 1 s and 60 s bars'),
+    (['watch', 'AAA', '--duration', '0'], '--duration 0.0 must be > 0'),
+])
+async def test_errors_are_one_line_and_exit_1(args, message):
+    port = free_port()
+    res = await run_cli('--port', str(port), *args)
+    err = res.stderr.decode()
+    assert res.returncode == 1
+    assert err.strip() == f'samplerd: error: {message.format(port=port)}'
+
+
+async def test_flags_follow_pikerd_and_work_after_the_command():
+    res = await run_cli('--help')
+    out = res.stdout.decode()
+    for flag in ('-l LEVEL, --loglevel LEVEL', '--pdb', '--host HOST', '--port PORT'):
+        assert flag in out
+    for cmd in ('run', 'ls', 'watch', 'demo'):
+        assert cmd in out
+    port = free_port()
+    res = await run_cli('ls', '--port', str(port), '-l', 'error')
+    assert f'127.0.0.1:{port}' in res.stderr.decode()
+
+
+def test_console_script_is_declared():
+    from importlib.metadata import entry_points
+
+    [ep] = [e for e in entry_points(group='console_scripts') if e.name == 'samplerd']
+    assert ep.value == 'tractor_sampler._cli:main'
+    assert os.path.exists(Path(sys.executable).parent / 'samplerd')
