@@ -120,6 +120,7 @@ async def test_maybe_open_service_root_attaches_to_running_root(other_addr):
             assert isinstance(mngr, RemoteServiceMngr)
             names = [i.name for i in await mngr.list_services()]
             assert names == ['alpha', 'beta', 'stuck']
+            assert await mngr.query_services() == await mngr.list_services()
             pid, value = await mngr.start_service('remote_started', eps.sleeper)
             assert psutil.pid_exists(pid)
             with pytest.raises(ServiceNotFound, match="'nope'"):
@@ -181,3 +182,12 @@ async def test_registry_without_service_manager_is_clear(other_addr):
             finally:
                 await portal.cancel_actor()
     assert 'runs no service manager' in reply
+
+
+async def test_query_services_is_a_coroutine_on_the_local_manager_too(other_addr):
+    async with maybe_open_service_root(other_addr) as mngr:
+        assert not isinstance(mngr, RemoteServiceMngr)
+        await mngr.start_service('one', eps.sleeper)
+        assert [i.name for i in await mngr.query_services()] == ['one']
+        assert await mngr.query_services() == mngr.list_services()
+

@@ -194,7 +194,7 @@ async def gather(addr: tuple[str, int], what: str) -> dict[str, Any]:
         async with open_root_mngr(addr) as mngr:
             services = [
                 {k: v for k, v in _to_builtins(s).items() if k != 'last_traceback'}
-                for s in await mngr.list_services()
+                for s in await mngr.query_services()
             ]
     if what in ('all', 'services'):
         report['services'] = services
@@ -283,8 +283,8 @@ def render_ls(report: dict[str, Any]) -> str:
         s = report['samplerd']
         lines += ['', f"samplerd  pid {s['pid']}  late steps {s['late_steps']}"]
         lines += ['  ' + r for r in _table(
-            [(p, s['buffers'].get(p, 0), s['steps'].get(p, 0),
-              s['subscribers'].get(f'period:{p}', 0)) for p in s['periods']],
+            [(f'{p:g}', s['buffers'].get(f'{p:g}', 0), s['steps'].get(f'{p:g}', 0),
+              s['subscribers'].get(f'period:{p:g}', 0)) for p in s['periods']],
             ('period s', 'buffers', 'steps', 'subscribers'),
         )]
     if 'backends' in report:

@@ -171,6 +171,14 @@ class ServiceMngr:
         live = [self._services[n].info() for n in self._order if n in self._services]
         return [*self._history, *live] if include_ended else live
 
+    async def query_services(self, include_ended: bool = False) -> list[ServiceInfo]:
+        ''':meth:`list_services` as a coroutine, as
+        :meth:`RemoteServiceMngr.query_services` is: code given either
+        manager (``maybe_open_service_root()`` yields one or the other)
+        awaits this.'''
+        await trio.lowlevel.checkpoint()
+        return self.list_services(include_ended)
+
     def info(self, name: str, include_ended: bool = True) -> ServiceInfo:
         '''A running service's record, else (``include_ended``) its latest
         ended one.'''

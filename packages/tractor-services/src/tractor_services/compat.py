@@ -200,6 +200,7 @@ async def open_root_actor(
         debug_mode=debug_mode,
         enable_modules=list(enable_modules),
     ) as actor:
+        quiet_runtime_logs()
         yield actor
 
 
