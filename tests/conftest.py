@@ -8,6 +8,14 @@ import socket
 import psutil
 import pytest
 
+from tractor_sampler.shm import KEY_PREFIX_ENV
+
+# Segments this session creates (in the programs it runs, and their actors)
+# carry a prefix of its own, so the check below never counts another
+# process's segments on this machine as ours.
+SHM_PREFIX = f'tsamp_i{os.getpid()}_'
+os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -22,7 +30,7 @@ def free_addr() -> tuple[str, int]:
 
 def _shm() -> set[str]:
     try:
-        return set(os.listdir('/dev/shm'))
+        return {n for n in os.listdir('/dev/shm') if n.startswith(SHM_PREFIX)}
     except FileNotFoundError:  # not Linux
         return set()
 

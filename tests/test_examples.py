@@ -51,3 +51,34 @@ def test_feedbus_demo(free_addr):
     assert stats['all']['delivered'] == '300' and stats['all']['dropped'] == '0'
     assert int(stats['frames']['conflated']) > 0
     assert out.rstrip().endswith('done')
+
+
+def test_sampler_feed(free_addr):
+    host, port = free_addr
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'examples' / 'sampler_feed.py'), '--registry', f'{host}:{port}'],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    assert out[0].startswith('AAA: up, 1441 one-minute bars (backfilled), read-only=True')
+    assert out[2].startswith("quotes: {'AAA': ") and 'last AAA bid/ask' in out[2]
+    bars = [line for line in out if line.startswith('  ') and ' o=' in line]
+    assert len(bars) == 3
+    assert 'services: feedd.sim, samplerd' in out and out[-1] == 'done'
+
+
+def test_readme_main_job_is_the_samplerd_demo():
+    '''The README's first command after installing runs the demo, which the
+    console script serves (the demo itself is tested in tractor-sampler's
+    tests/test_cli.py).'''
+    readme = (ROOT / 'README.md').read_text()
+    assert '$ uv run samplerd demo' in readme
+    script = Path(sys.executable).parent / 'samplerd'
+    proc = subprocess.run(
+        [str(script), 'demo', '--duration', '3', '--rows', '3', '--topics', 'AAA'],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith('samplerd ready: registry 127.0.0.1:')
+    assert 'AAA@sim  last ' in proc.stdout

@@ -1,0 +1,66 @@
+'''
+tractor-sampler from code: attach to the service root at --registry (or
+become it), open two topics of the simulated backend, read quotes and
+throttled frames, watch samplerd step the 1 s bars, and print them.
+
+    uv run python examples/sampler_feed.py [--registry HOST:PORT]
+
+With a `samplerd run` already serving there, this program attaches to it and
+its feed daemon (or has the root spawn one); otherwise it starts its own root
+and stops everything on exit.
+'''
+from __future__ import annotations
+
+import argparse
+import time
+
+import trio
+
+from tractor_sampler import Step, open_feed, open_sample_stream
+from tractor_services import maybe_open_service_root
+
+
+def bar_line(row) -> str:
+    t = time.strftime('%H:%M:%S', time.localtime(float(row['time'])))
+    o, h, lo, c, v = (float(row[f]) for f in ('open', 'high', 'low', 'close', 'volume'))
+    return f'{t}  o={o:.2f} h={h:.2f} l={lo:.2f} c={c:.2f} v={v:g}'
+
+
+async def main(registry: str | None) -> None:
+    async with maybe_open_service_root(registry) as mngr:
+        async with open_feed(['AAA', 'BBB'], config={'tick_rate': 50}) as feed:
+            for topic in feed.topics:
+                shm = feed.buffer(topic, 60.0)
+                print(f'{topic}: {feed.first_status[topic].state}, {len(shm)} one-minute bars '
+                      f'(backfilled), read-only={shm.readonly}')
+
+            # every quote, numbered per topic
+            seen = {t: 0 for t in feed.topics}
+            async for quote in feed:
+                seen[quote.topic] += 1
+                if min(seen.values()) >= 25:
+                    break
+            print(f'quotes: {seen}, last AAA bid/ask {quote.fields["bid"]}/{quote.fields["ask"]}')
+
+            # samplerd's steps: each opens a new 1 s bar in every buffer
+            async with open_sample_stream(1.0) as steps:
+                n = 0
+                async for msg in steps:
+                    if isinstance(msg, Step) and msg.period_s == 1.0:
+                        n += 1
+                        if n == 2:
+                            break
+            print('last 1 s bars of AAA:')
+            for row in feed.buffer('AAA', 1.0).array[-3:]:
+                print('  ' + bar_line(row))
+
+        services = [s.name for s in await mngr.query_services()]
+        print(f'services: {", ".join(sorted(services))}')
+    print('done')
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[1])
+    parser.add_argument('--registry', default=None, help='HOST:PORT of the registry')
+    args = parser.parse_args()
+    trio.run(main, args.registry)
