@@ -149,6 +149,10 @@ def pip_recipe(session: nox.Session, package: str) -> None:
         python, "-m", "pip", "install", "--no-deps", TRACTOR, external=True, env=env
     )
     session.run(python, "-c", f"import {import_name}", external=True, env=env)
+    if package == "sampler":
+        # the console script works from a plain-pip install
+        samplerd = str(bindir / "samplerd")
+        session.run(samplerd, "ls", "backends", external=True, env=env)
 
 
 @nox.session(python="3.11")
