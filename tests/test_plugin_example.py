@@ -1,8 +1,9 @@
 '''The example backend plugin (examples/sampler-backend-example) works as a
 third-party distribution: installed (not editable) into a fresh virtual
 environment next to the three packages, it is found through its entry
-point, streams, passes its own tests there, and ``TRACTOR_SAMPLER_PLUGINS``
-can leave it out.'''
+point, streams (directly, and through a feed daemon that `samplerd` spawns
+for it), passes its own tests there, and ``TRACTOR_SAMPLER_PLUGINS`` can
+leave it out.'''
 from __future__ import annotations
 
 import json
@@ -196,3 +197,41 @@ def test_example_tests_pass_there(venv_python):
     assert proc.returncode == 0, (proc.stdout[-5000:], proc.stderr[-3000:])
     summary = proc.stdout.strip().splitlines()[-1]
     assert ' passed' in summary and 'failed' not in summary and 'skipped' not in summary, summary
+
+
+def test_samplerd_streams_it_through_its_feed_daemon(venv_python):
+    '''In the clean environment: the root daemon (`samplerd run`), then
+    `samplerd watch sin.a --backend sine`, which has the root spawn the
+    sine feed daemon from the installed plugin and shows its bars.'''
+    import socket
+
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = str(s.getsockname()[1])
+    bindir = Path(venv_python).parent
+    env = _clean_env()
+    daemon = subprocess.Popen(
+        [str(bindir / 'samplerd'), 'run', '--port', port], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        ready = daemon.stdout.readline()
+        assert ready.startswith(f'samplerd ready: registry 127.0.0.1:{port}'), daemon.stderr.read()
+        watch = _run(
+            [str(bindir / 'samplerd'), 'watch', 'sin.a', '--backend', 'sine', '--port', port,
+             '--duration', '4', '--rows', '3', '--fps', '2'],
+            env=env, timeout=120,
+        )
+        assert watch.returncode == 0, watch.stderr[-3000:]
+        frames = [line for line in watch.stdout.splitlines() if line.startswith('sin.a@sine  last ')]
+        assert frames and any(' state up ' in f for f in frames)
+        ls = _run([str(bindir / 'samplerd'), 'ls', 'feeds', '--json', '--port', port], env=env, timeout=120)
+        [feed] = json.loads(ls.stdout)['feeds']
+        assert (feed['backend'], feed['dist']) == ('sine', DIST)
+        assert feed['topics']['sin.a']['quotes'] > 0
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    finally:
+        if daemon.poll() is None:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
