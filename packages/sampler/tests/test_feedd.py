@@ -119,7 +119,7 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
 
 async def test_unknown_backend_is_a_clear_error(other_addr):
     async with open_service_root(other_addr) as mngr:
-        with pytest.raises(ServiceFailed, match="no backend named 'nope'"):
+        with pytest.raises(ServiceFailed, match=r"no backend named 'nope' \(installed: sim\)"):
             async with open_feed(['AAA'], backend='nope'):
                 pass
         assert feedd_name('nope') not in mngr
@@ -128,13 +128,30 @@ async def test_unknown_backend_is_a_clear_error(other_addr):
 async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
     async with open_service_root(other_addr):
         kw = {'backend': 'picky', 'plugins': ['flaky_backends'], 'buffers': BUFS}
-        with pytest.raises(Exception, match="does not know symbol 'Z'.*try A or B"):
+        with pytest.raises(ValueError, match="does not know symbol 'Z'.*try A or B"):
             async with open_feed(['Z'], **kw):
                 pass
         async with open_feed(['A'], **kw) as feed:
             assert feed.first_status['A'].state == 'up'
             with trio.fail_after(20):
                 await feed.quotes.receive()
+
+
+async def test_a_refused_config_starts_nothing_and_does_not_stick(other_addr):
+    async with open_service_root(other_addr):
+        with pytest.raises(ValueError, match="refused to stream 'AAA' with config {'tick_rate': 0}.*tick_rate must be"):
+            async with open_feed(['AAA'], config={'tick_rate': 0}, buffers=BUFS):
+                pass
+        # the daemon serves on, and the next client's (default) config is used
+        async with open_feed(['AAA']) as feed:
+            info = await feed.info()
+            assert info['topics']['AAA']['config'] == {}
+            # a different config for a running topic is refused; none shares it
+            with pytest.raises(ValueError, match="already runs with config {}, not {'seed': 3}"):
+                async with open_feed(['AAA'], config={'seed': 3}):
+                    pass
+            async with open_feed(['AAA'], config={}) as again:
+                assert again.buffer('AAA').token == feed.buffer('AAA').token
 
 
 async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other_addr):

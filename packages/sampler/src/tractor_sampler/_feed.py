@@ -37,20 +37,17 @@ async def maybe_open_feedd(
     backend: str = DEFAULT_BACKEND,
     *,
     registry_addr: str | tuple[str, int] | None = None,
-    config: dict[str, Any] | None = None,
     buffers: dict[float, Any] | None = None,
     restart: RestartPolicy | dict | None = None,
     plugins: Sequence[str] = (),
     loglevel: str | None = None,
 ) -> AsyncIterator[Any]:
     '''A portal to ``backend``'s feed daemon, spawned through the root's
-    service manager if it is not running (then with ``config``, ``buffers``,
-    the quote streams' ``restart`` policy and extra ``plugins`` modules;
-    a running daemon keeps the settings it started with).  Leaving does not
-    stop it.'''
+    service manager if it is not running (then with ``buffers``, the quote
+    streams' ``restart`` policy and extra ``plugins`` modules; a running
+    daemon keeps the settings it started with).  Leaving does not stop
+    it.'''
     kwargs: dict[str, Any] = {'backend': backend}
-    if config:
-        kwargs['config'] = dict(config)
     if buffers:
         kwargs['buffers'] = {repr(check_period(p)): v for p, v in buffers.items()}
     if restart is not None:
@@ -148,10 +145,15 @@ async def open_feed(
     buffer: int = feedbus.OUTBOX_SIZE,
 ) -> AsyncIterator[Feed]:
     '''Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
-    or spawn its feed daemon (see :func:`maybe_open_feedd` for ``config``,
-    ``buffers``, ``restart``, ``plugins``), start the topics there if they
-    are not running, attach their buffers read-only and subscribe to their
-    quotes (``tick_throttle`` Hz frames, or every quote) and status.
+    or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
+    ``restart``, ``plugins``), start the topics there if they are not
+    running (with the backend ``config``: a topic already running with
+    another config is an error; leave ``config`` out to share it), attach
+    their buffers read-only and subscribe to their quotes (``tick_throttle``
+    Hz frames, or every quote) and status.
+
+    Refusals (an unknown backend or symbol, a config the backend rejects)
+    raise ``ValueError`` naming the problem; nothing is started for them.
 
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
@@ -159,10 +161,12 @@ async def open_feed(
     unsubscribes; the daemon keeps running.'''
     names = check_topics(topics)
     async with _maybe_client_root(registry_addr, loglevel) as registry_addr, maybe_open_feedd(
-        backend, registry_addr=registry_addr, config=config, buffers=buffers,
+        backend, registry_addr=registry_addr, buffers=buffers,
         restart=restart, plugins=plugins, loglevel=loglevel,
     ) as portal:
-        async with compat.open_context(portal, attach_feed, topics=names) as (ctx, first):
+        async with _refusals_as_value_errors(), compat.open_context(
+            portal, attach_feed, topics=names, config=dict(config) if config else None,
+        ) as (ctx, first):
             bufs: dict[str, dict[float, ShmArray]] = {}
             try:
                 for name in names:
@@ -193,6 +197,20 @@ async def open_feed(
                     for shm in by_period.values():
                         shm.close()
             await ctx.cancel()
+
+
+@acm
+async def _refusals_as_value_errors() -> AsyncIterator[None]:
+    '''The feed daemon's refusal of a request (a ``ValueError``,
+    ``TypeError`` or ``KeyError`` raised there) as a local ``ValueError``
+    with its message, instead of the runtime's remote-error wrapper.'''
+    try:
+        yield
+    except Exception as exc:
+        err = compat.unwrap_error(exc)
+        if compat.remote_error_type(err) in ('ValueError', 'TypeError', 'KeyError', 'UnknownBackend'):
+            raise ValueError(compat.remote_error_message(err)) from err
+        raise
 
 
 @acm

@@ -31,6 +31,7 @@ failure, or another backend's, touches nothing else.
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import time
@@ -110,6 +111,19 @@ def check_buffers(buffers: Any) -> dict[float, tuple[int, int]]:
     return out
 
 
+def _config_for(fn: Any, config: dict[str, Any]) -> dict[str, Any]:
+    '''``config`` limited to the keywords ``fn`` takes (one config is
+    shared by stream_quotes, history and symbol_info).'''
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return config
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return config
+    names = {p.name for p in params}
+    return {k: v for k, v in config.items() if k in names}
+
+
 class SamplerGone(RuntimeError):
     '''samplerd's step stream ended under a running topic.'''
 
@@ -125,6 +139,8 @@ class Topic:
     shms: dict[float, ShmArray]
     writer: OHLCWriter
     info: dict[str, Any] | None = None
+    #: the backend config it streams with
+    config: dict[str, Any] = field(default_factory=dict)
     state: str = 'starting'
     restarts: int = 0
     last_error: str | None = None
@@ -136,7 +152,7 @@ class Topic:
     def status(self) -> FeedStatus:
         return FeedStatus(
             topic=self.name, state=self.state, restarts=self.restarts,
-            error=self.last_error, time=time.time(),
+            error=None if self.state == 'up' else self.last_error, time=time.time(),
         )
 
 
@@ -150,13 +166,11 @@ class FeedDaemon:
         backend: Backend,
         tn: trio.Nursery,
         *,
-        config: dict[str, Any] | None = None,
         buffers: dict[float, tuple[int, int]] | None = None,
         policy: RestartPolicy = DEFAULT_STREAM_POLICY,
         bus: FeedsBus | None = None,
     ) -> None:
         self.backend = backend
-        self.config = dict(config or {})
         self.buffers = check_buffers(buffers)
         self.policy = policy
         self.bus = bus or get_feed_bus()
@@ -167,44 +181,38 @@ class FeedDaemon:
 
     # --- topics -----------------------------------------------------------
 
-    async def ensure_topic(self, name: str) -> Topic:
-        '''The running topic ``name``, started first if needed (concurrent
-        calls start it once).  Raises ``ValueError`` naming the problem
-        when the backend does not know the symbol.'''
+    async def ensure_topic(self, name: str, config: dict[str, Any] | None = None) -> Topic:
+        '''The running topic ``name``, started first (with ``config``) if
+        needed; concurrent calls start it once.  Raises ``ValueError``
+        naming the problem when the backend does not know the symbol or
+        refuses the config (nothing is started then), or when the topic
+        already runs with another config.'''
+        config = dict(config or {})
         lock = self._locks.setdefault(name, trio.Lock())
         async with lock:
             topic = self.topics.get(name)
             if topic is None:
-                topic = await self._tn.start(self._serve_topic, name)
+                topic = await self._tn.start(self._serve_topic, name, config)
+            elif config and config != topic.config:
+                raise ValueError(
+                    f'topic {name!r} of backend {self.backend.name!r} already runs with '
+                    f'config {topic.config!r}, not {config!r}: leave config out to share it'
+                )
             return topic
 
-    async def _symbol_info(self, name: str) -> dict[str, Any] | None:
+    async def _symbol_info(self, name: str, config: dict[str, Any]) -> dict[str, Any] | None:
         fn = self.backend.symbol_info
         if fn is None:
             return None
         try:
-            info = await fn(name, **self._config_for(fn))
+            info = await fn(name, **_config_for(fn, config))
         except Exception as err:
             raise ValueError(
                 f'backend {self.backend.name!r} does not know symbol {name!r}: {_describe(err)}'
             ) from err
         return dict(info) if info is not None else None
 
-    def _config_for(self, fn: Any) -> dict[str, Any]:
-        '''The daemon's config, limited to the keywords ``fn`` takes (the
-        config is shared by stream_quotes, history and symbol_info).'''
-        import inspect
-
-        try:
-            params = inspect.signature(fn).parameters.values()
-        except (TypeError, ValueError):
-            return self.config
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return self.config
-        names = {p.name for p in params}
-        return {k: v for k, v in self.config.items() if k in names}
-
-    async def _history(self, name: str, now: float) -> dict[float, np.ndarray]:
+    async def _history(self, name: str, now: float, config: dict[str, Any]) -> dict[float, np.ndarray]:
         fn = self.backend.history
         out: dict[float, np.ndarray] = {}
         if fn is None:
@@ -213,7 +221,7 @@ class FeedDaemon:
             if not count:
                 continue
             try:
-                bars = np.asarray(await fn(name, p, now, count, **self._config_for(fn)))
+                bars = np.asarray(await fn(name, p, now, count, **_config_for(fn, config)))
             except Exception as err:
                 log.error(f'{name}: history for {p} s bars failed, no backfill: {_describe(err)}')
                 continue
@@ -224,25 +232,26 @@ class FeedDaemon:
     async def _serve_topic(
         self,
         name: str,
+        config: dict[str, Any],
         *,
         task_status: trio.TaskStatus[Topic] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        info = await self._symbol_info(name)
+        info = await self._symbol_info(name, config)
         try:
             # config errors surface on the call (the hook's contract): the
             # client that asked for the topic gets them, nothing is started
-            source = self.backend.stream_quotes([name], **self.config)
+            source = self.backend.stream_quotes([name], **config)
         except Exception as err:
             raise ValueError(
                 f'backend {self.backend.name!r} refused to stream {name!r} with '
-                f'config {self.config!r}: {_describe(err)}'
+                f'config {config!r}: {_describe(err)}'
             ) from err
         shms: dict[float, ShmArray] = {}
         try:
             for p, (rows, _) in self.buffers.items():
                 shms[p] = open_shm_array(rows)
             now = time.time()
-            history = await self._history(name, now)
+            history = await self._history(name, now, config)
             for p, shm in shms.items():
                 # the open bar, seeded from the last close (NaN without
                 # history: the first trade opens it)
@@ -254,7 +263,7 @@ class FeedDaemon:
                 for f in ('open', 'high', 'low', 'close'):
                     row[f] = seed
                 shm.push(row)
-            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms), info=info)
+            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms), info=info, config=config)
             self.bus.add_topic(name)
             async with open_sample_stream(shms_by_period=shms) as steps:
                 for p, bars in history.items():
@@ -304,7 +313,7 @@ class FeedDaemon:
             error: str | None = None
             try:
                 if source is None:
-                    source = fn([topic.name], **self.config)
+                    source = fn([topic.name], **topic.config)
                 self._report(topic, 'up')
                 await sample_and_broadcast(source, {topic.name: topic.writer}, self.bus)
             except Exception as err:
@@ -359,6 +368,7 @@ class FeedDaemon:
                 }
             topics[name] = {
                 'state': t.state,
+                'config': t.config,
                 'restarts': t.restarts,
                 'last_error': t.last_error,
                 'started_at': t.started_at,
@@ -375,7 +385,6 @@ class FeedDaemon:
             'version': b.version,
             'dist': b.dist,
             'pid': os.getpid(),
-            'config': self.config,
             'time': time.time(),
             'topics': topics,
         }
@@ -405,7 +414,12 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
         try:
             extra.append(importlib.import_module(path))
         except ImportError as err:
-            raise ValueError(f'plugin module {path!r} failed to import: {_describe(err)}') from err
+            raise ValueError(
+                f'plugin module {path!r} failed to import in the feed daemon (pid '
+                f'{os.getpid()}, a child of the root daemon, working directory '
+                f'{os.getcwd()}): {_describe(err)}; it must be importable where the '
+                'root daemon runs (install it, or start the root with it on PYTHONPATH)'
+            ) from err
     return load_backends(extra=extra)[backend]
 
 
@@ -413,7 +427,6 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
 async def feedd(
     ctx: tractor.Context,
     backend: str = DEFAULT_BACKEND,
-    config: dict[str, Any] | None = None,
     buffers: dict[Any, Any] | None = None,
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
@@ -423,9 +436,9 @@ async def feedd(
     modules named in ``plugins``, for backends not installed as entry
     points), then serves topics until cancelled.
 
-    ``config`` goes to the backend's callables (each gets the keywords it
-    takes); ``buffers`` maps periods to ``(rows, history bars)``;
-    ``restart`` is the quote streams' :class:`RestartPolicy` as a dict.'''
+    ``buffers`` maps periods to ``(rows, history bars)``; ``restart`` is
+    the quote streams' :class:`RestartPolicy` as a dict.  (The backend's
+    config comes per topic, from the client that starts it.)'''
     be = _load(backend, plugins or ())
     policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
     compat.expose_module(__name__)
@@ -433,7 +446,7 @@ async def feedd(
     # root's manager stops it after us (services stop in reverse order)
     await spawn_samplerd()
     async with trio.open_nursery() as tn:
-        _holder.daemon = FeedDaemon(be, tn, config=config, buffers=check_buffers(buffers), policy=policy)
+        _holder.daemon = FeedDaemon(be, tn, buffers=check_buffers(buffers), policy=policy)
         try:
             await ctx.started({'pid': os.getpid(), 'backend': be.name, 'version': be.version})
             await trio.sleep_forever()
@@ -443,16 +456,22 @@ async def feedd(
 
 
 @tractor.context
-async def attach_feed(ctx: tractor.Context, topics: list[str]) -> None:
-    '''(feedd) Start ``topics`` if needed; ``started()`` carries, per topic,
-    its buffer tokens by period and its latest status; then the stream
-    carries every :class:`FeedStatus` change of those topics until the
-    client leaves.'''
+async def attach_feed(
+    ctx: tractor.Context,
+    topics: list[str],
+    config: dict[str, Any] | None = None,
+) -> None:
+    '''(feedd) Start ``topics`` if needed (with the backend ``config``);
+    ``started()`` carries, per topic, its buffer tokens by period and its
+    latest status; then the stream carries every :class:`FeedStatus`
+    change of those topics until the client leaves.'''
     daemon = get_feed_daemon()
     names = check_topics(topics)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f'config must be a dict of backend options, not {config!r}')
     started = {}
     for name in names:
-        t = await daemon.ensure_topic(name)
+        t = await daemon.ensure_topic(name, config)
         started[name] = {
             'buffers': {repr(p): shm.token.to_msg() for p, shm in t.shms.items()},
             'status': msgspec.to_builtins(t.status()),
