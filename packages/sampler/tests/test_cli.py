@@ -148,6 +148,15 @@ async def test_two_programs_read_one_topic_of_one_running_samplerd():
         assert [b['name'] for b in report['backends']] == ['sim']
         text = await run_cli('--port', str(port), 'ls')
         assert 'feedd.sim' in text.stdout.decode() and 'AAA' in text.stdout.decode()
+        # refusals are one line, with exit status 1, and the daemon serves on
+        for args, expected in (
+            (['--backend', 'nope'], "no backend named 'nope' (installed: sim)"),
+            (['--backend', 'x', '--plugin', 'no_such_module'], "plugin module 'no_such_module' failed to import"),
+        ):
+            bad = await run_cli('--port', str(port), 'watch', 'AAA', *args, '--duration', '3')
+            err = bad.stderr.decode().strip()
+            assert bad.returncode == 1 and len(err.splitlines()) == 1, err
+            assert err.startswith('samplerd: error: ') and expected in err, err
         status = await daemon.stop(signal.SIGTERM)
     finally:
         if daemon.p.poll() is None:

@@ -134,7 +134,9 @@ def registry_addr(args: argparse.Namespace) -> tuple[str, int]:
 @acm
 async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
     '''A scope that SIGINT (Ctrl-C) or SIGTERM cancels: the block ends and
-    everything under it is torn down in order.'''
+    everything under it is torn down in order.  Enter it *inside* the root
+    actor: the runtime's own teardown must not run in a cancelled scope
+    (it would time out talking to its children, then kill them).'''
     with trio.CancelScope() as cs:
         async with trio.open_nursery() as tn:
             await tn.start(
@@ -150,7 +152,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
-    async with _stop_on_signals(), _root(args, addr):
+    async with _root(args, addr), _stop_on_signals():
         pid = await spawn_samplerd(addr)
         _ready(out, addr, f'samplerd pid {pid}')
         await trio.sleep_forever()
@@ -182,7 +184,11 @@ def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> None:
 async def _client(args: argparse.Namespace, addr: tuple[str, int], name: str) -> AsyncIterator[None]:
     if not await compat.registry_reachable(addr):
         raise CliError(f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`')
-    async with compat.open_root_actor(addr, name, loglevel=args.loglevel, debug_mode=args.pdb):
+    # a client reports its errors in one line: the runtime's own error logs
+    # (tracebacks of what it passes on to us) only with an explicit -l
+    async with compat.open_root_actor(
+        addr, name, loglevel=args.loglevel or 'critical', debug_mode=args.pdb,
+    ):
         yield
 
 
@@ -263,14 +269,17 @@ def render_ls(report: dict[str, Any]) -> str:
         if not report['feeds']:
             lines.append('  (none: a feed daemon starts when a client opens a feed)')
         for f in report['feeds']:
-            lines.append(f"  {FEEDD_PREFIX}{f['backend']}  ({f['dist']} {f['version'] or ''}".rstrip() + ')')
+            src = f"{f['dist']} {f['version']}" if f['dist'] == 'builtin' and f['version'] else f['dist']
+            lines.append(f"  {FEEDD_PREFIX}{f['backend']}  ({src})")
             rows = []
             for name, t in f['topics'].items():
                 up = max(1e-9, f['time'] - t['started_at'])
                 rows.append((name, t['state'], t['last'], t['quotes'], f"{t['quotes'] / up:.0f}",
-                             t['trades'], t['restarts'], len(t['subscribers'])))
+                             t['trades'], t['restarts'], len(t['subscribers']),
+                             (t['last_error'] or '')[:60]))
             lines += ['    ' + r for r in _table(
-                rows, ('topic', 'state', 'last', 'quotes', 'avg q/s', 'trades', 'restarts', 'subs'))]
+                rows, ('topic', 'state', 'last', 'quotes', 'avg q/s', 'trades', 'restarts', 'subs',
+                       'last error'))]
             for name, t in f['topics'].items():
                 if t['subscribers']:
                     lines.append(f'    subscribers of {name}')
@@ -427,7 +436,7 @@ def _check_view_args(args: argparse.Namespace) -> None:
 async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
     _check_view_args(args)
     addr = registry_addr(args)
-    async with _stop_on_signals(), _client(args, addr, 'samplerd_watch'):
+    async with _client(args, addr, 'samplerd_watch'), _stop_on_signals():
         with trio.move_on_after(args.duration if args.duration else math.inf):
             async with open_feed(
                 [args.topic], args.backend, tick_throttle=args.fps or 4.0,
@@ -443,7 +452,7 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     else:
         addr = registry_addr(args)
     topics = [t.strip() for t in args.topics.split(',') if t.strip()]
-    async with _stop_on_signals(), _root(args, addr):
+    async with _root(args, addr), _stop_on_signals():
         pid = await spawn_samplerd(addr)
         with trio.move_on_after(args.duration if args.duration else math.inf):
             async with open_feed(
@@ -484,6 +493,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return 1
         if isinstance(err, (ServiceError, OSError, ValueError, KeyError)):
             print(f'{PROG}: error: {type(err).__name__}: {err}', file=sys.stderr)
+            return 1
+        remote = compat.remote_error_type(err)
+        if remote is not None:  # raised in another actor: its type and message
+            print(f'{PROG}: error: {remote}: {compat.remote_error_message(err)}', file=sys.stderr)
             return 1
         raise
     return 0
