@@ -660,10 +660,12 @@ class _QuietCancels(logging.Filter):
 def quiet_runtime_logs() -> None:
     '''Keep a5's cancellation noise out of the default log level.'''
     logger = logging.getLogger('tractor')
-    if not any(isinstance(f, _QuietCancels) for f in logger.filters):
-        logger.addFilter(_QuietCancels())
-        for h in logger.handlers:
-            h.addFilter(_QuietCancels())
+    # the logger's own filter sees records logged on 'tractor' itself; the
+    # handlers' see those of its children ('tractor._portal', ...), and a5
+    # may add its console handler after a first call: check every one
+    for f_owner in (logger, *logger.handlers):
+        if not any(isinstance(f, _QuietCancels) for f in f_owner.filters):
+            f_owner.addFilter(_QuietCancels())
 
 
 def ignore_runtime_warnings() -> None:

@@ -9,10 +9,11 @@ clock=None)``
 - yields one ``{symbol: quote}`` batch holding *every* symbol,
   ``tick_rate`` batches per second (so each symbol gets ``tick_rate``
   quotes per second), paced on absolute trio deadlines
-  (``trio.sleep_until``), so it never drifts; a consumer that falls behind
-  gets the missed quotes back to back, unless it is more than a second
-  behind: then the schedule restarts from now (the missed quotes are
-  skipped, not replayed);
+  (``trio.sleep_until``), so it never drifts; quotes already due (the
+  timer woke late, or the consumer fell behind) go out back to back, a
+  checkpoint every :data:`MAX_BURST` of them, unless the consumer is more
+  than a second behind: then the schedule restarts from now (the missed
+  quotes are skipped, not replayed);
 - a quote: ``last``, ``bid``, ``ask``, ``bsize``, ``asize``, ``volume``
   (cumulative traded size), ``time`` and ``ticks``: ``bid``, ``bsize``,
   ``ask``, ``asize`` ticks (``price``, ``size``) and, with probability
@@ -59,6 +60,10 @@ from ..shm import DEFAULT_DTYPE
 NAME = 'sim'
 #: a consumer further behind than this restarts the schedule from now
 MAX_LAG_S = 1.0
+#: quotes that are already due go out back to back, without a checkpoint,
+#: up to this many (as a socket read hands a real backend several messages
+#: per wake-up); then one checkpoint lets other tasks run
+MAX_BURST = 64
 
 
 @hookimpl
@@ -208,12 +213,19 @@ async def _stream(
     interval = 1.0 / rate
     start = trio.current_time()
     k = 0
+    burst = 0
     while True:
         deadline = start + k * interval
         now = trio.current_time()
         if now - deadline > MAX_LAG_S:  # far behind: restart the schedule
             start, k, deadline = now, 0, now
-        await trio.sleep_until(deadline)
+        if deadline > now:
+            await trio.sleep_until(deadline)
+            burst = 0
+        elif burst >= MAX_BURST:
+            await trio.lowlevel.checkpoint()
+            burst = 0
+        burst += 1
         t = clock()
         yield {s: b.quote(t, trade_prob) for s, b in books.items()}
         k += 1
