@@ -196,3 +196,31 @@ async def test_a_buffer_registered_after_a_boundary_is_aligned_to_the_open_bar(a
         assert shm.array['time'][-1] == fresh.array['time'][-1] == open_bar + 1
         sampler.remove_buffer((1.0, shm.token.shm_name, 0))
         sampler.remove_buffer((1.0, fresh.token.shm_name, 0))
+
+
+async def test_a_full_buffer_is_set_aside_and_the_others_keep_stepping(autojump_clock):
+    import numpy as np
+
+    from tractor_sampler import open_shm_array
+    from tractor_sampler._sampler import Sampler
+
+    sampler = Sampler(wall=mock_wall(), spin_s=0)
+    open_bar = math.floor(mock_wall()())
+    with open_shm_array(8, start=6) as small, open_shm_array(64) as big:
+        for shm in (small, big):
+            row = np.zeros(1, dtype=shm.dtype)
+            row['time'], row['close'] = open_bar, 1.0
+            shm.push(row)
+            sampler.add_buffer(1.0, shm.token)
+        async with trio.open_nursery() as tn:
+            await tn.start(sampler.increment_ohlc_buffer)
+            await trio.sleep_until(trio.current_time() + 5.0)
+            tn.cancel_scope.cancel()
+        # the small one filled after one step (rows 6 and 7) and was set aside;
+        # the big one got every step
+        assert len(small) == 2 and small.last == small.size
+        assert len(big) == 6 and big.array['time'][-1] == open_bar + 5
+        assert sampler.info()['set_aside'] == 1
+        sampler.remove_buffer((1.0, small.token.shm_name, 0))
+        sampler.remove_buffer((1.0, big.token.shm_name, 0))
+        assert sampler.periods == []

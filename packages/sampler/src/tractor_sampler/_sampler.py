@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass
@@ -70,6 +70,10 @@ class Sampler:
         self.steps: Counter[float] = Counter()
         #: rows appended to align newly registered buffers (see add_buffer)
         self.aligned = 0
+        #: buffers no longer stepped because they filled up (or were closed),
+        #: per period; they leave with their registration
+        self._set_aside: defaultdict[float, dict[tuple[str, int], ShmArray]] = defaultdict(dict)
+        self.set_aside = 0
 
     # --- registration -------------------------------------------------------
 
@@ -151,6 +155,8 @@ class Sampler:
         del self._refs[key]
         p, name, member = key
         shm = self._bufs.get(p, {}).pop((name, member), None)
+        if shm is None:
+            shm = self._set_aside.get(p, {}).pop((name, member), None)
         self._plans.pop(p, None)
         if shm is not None and name not in self._groups:
             shm.close()
@@ -196,7 +202,28 @@ class Sampler:
             try:
                 plan.step(period_s)
             except ValueError as err:  # an overrun or a closed buffer
-                log.error(f'stepping period {period_s} s failed: {err}')
+                # step the others: set the culprits aside (they are not
+                # stepped again until re-registered) and step once more
+                bad = [
+                    key for key, shm in bufs.items()
+                    if shm.closed or (len(shm) and shm.last >= shm.size)
+                ]
+                for key in bad:
+                    log.error(
+                        f'shm buffer {key[0]!r} (period {period_s:g} s) is '
+                        f'{"closed" if bufs[key].closed else "full"}: no longer stepped ({err})'
+                    )
+                    self._set_aside[period_s][key] = bufs.pop(key)
+                    self.set_aside += 1
+                self._plans.pop(period_s, None)
+                if bad and bufs:
+                    plan = self._plans[period_s] = StepPlan(list(bufs.values()))
+                    try:
+                        plan.step(period_s)
+                    except ValueError as err2:
+                        log.error(f'stepping period {period_s} s failed: {err2}')
+                elif not bad:
+                    log.error(f'stepping period {period_s} s failed: {err}')
         self.steps[period_s] += 1
         self.broadcast(period_s, time_stamp=step_time)
 
@@ -254,6 +281,7 @@ class Sampler:
             'caught_up': self.schedule.stats.caught_up,
             'skipped': self.schedule.stats.skipped,
             'aligned': self.aligned,
+            'set_aside': self.set_aside,
         }
 
 
