@@ -208,3 +208,43 @@ def test_topics_are_checked():
         check_buffers({1: (100, 99)})
     assert check_buffers({1: 100}) == {1.0: (100, 0)}
 
+
+
+async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
+    import os
+    import signal
+
+    from tractor_services import PeerGone
+
+    async with open_service_root(other_addr) as mngr:
+        with pytest.raises(PeerGone, match='the feed daemon feedd.sim'):
+            async with open_feed(['AAA'], buffers=BUFS) as feed:
+                await feed.quotes.receive()
+                os.kill((await feed.info())['pid'], signal.SIGKILL)
+                with trio.fail_after(10):
+                    async for _ in feed:
+                        pass
+        # the root's manager restarts it (transient); a new feed works
+        with trio.fail_after(20):
+            info = await mngr.wait_for(
+                feedd_name('sim'), lambda i: i.state == 'running' and i.restarts == 1,
+            )
+        assert 'killed by signal 9' in info.last_error
+        async with open_feed(['AAA']) as feed:
+            with trio.fail_after(20):
+                await feed.quotes.receive()
+
+
+async def test_topics_report_failed_when_samplerd_dies(other_addr):
+    import os
+    import signal
+
+    async with open_service_root(other_addr) as mngr:
+        async with open_feed(['AAA'], buffers=BUFS) as feed, feed.status.open_reader() as reports:
+            os.kill(actor_pids('samplerd')[0], signal.SIGKILL)
+            st = await next_status(reports)
+            while st.state != 'failed':
+                st = await next_status(reports)
+            assert 'samplerd (pid' in st.error and 'nothing steps the buffers' in st.error
+            # the feed daemon itself lives on
+            assert mngr.info(feedd_name('sim')).state == 'running'

@@ -206,3 +206,16 @@ async def test_bad_tokens_and_requests_get_clear_errors(other_addr):
                 await ss.broadcast({'x': 1}, period_s='fast')
             with pytest.raises(SamplerError, match='multiple of 0.1'):
                 await ss.broadcast({'x': 1}, period_s=0.25)
+
+
+async def test_a_dead_samplerd_ends_its_clients_streams_not_hangs_them(other_addr):
+    from tractor_services import PeerGone
+
+    async with open_service_root(other_addr):
+        with pytest.raises(PeerGone, match='samplerd'):
+            async with open_sample_stream(P) as ss:
+                await ss.receive()
+                os.kill(actor_pids('samplerd')[0], signal.SIGKILL)
+                with trio.fail_after(10):
+                    async for _ in ss:
+                        pass

@@ -112,7 +112,8 @@ async def open_sample_stream(
     '''Start samplerd if needed, register ``shms_by_period`` (``{period:
     buffer or token or a list of them}``) for stepping, and yield its step
     stream for ``period_s`` (plus the registered periods).  Leaving
-    unregisters the buffers.'''
+    unregisters the buffers.  If samplerd's process dies, the block is
+    cancelled and :class:`~tractor_services.PeerGone` raised.'''
     if period_s is not None:
         period_s = check_period(period_s)
     async with maybe_open_samplerd(registry_addr) as portal:
@@ -125,12 +126,12 @@ async def open_sample_stream(
             sub_for_broadcasts=sub_for_broadcasts,
         ) as (ctx, first):
             periods = list(first['periods'])
-            if not open_index_stream:
-                yield SampleStream(stream=None, periods=periods, buffer=buffer)
-                await ctx.cancel()
-                return
-            async with compat.open_drained_stream(ctx) as stream:
-                ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
-                async with ss._running():
-                    yield ss
+            async with compat.raise_on_peer_exit(first['pid'], SAMPLERD, portal):
+                if not open_index_stream:
+                    yield SampleStream(stream=None, periods=periods, buffer=buffer)
+                else:
+                    async with compat.open_drained_stream(ctx) as stream:
+                        ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
+                        async with ss._running():
+                            yield ss
             await ctx.cancel()

@@ -154,6 +154,9 @@ async def open_feed(
 
     Refusals (an unknown backend or symbol, a config the backend rejects)
     raise ``ValueError`` naming the problem; nothing is started for them.
+    If the daemon's process dies, the block is cancelled and
+    :class:`~tractor_services.PeerGone` raised (the root's manager restarts
+    the daemon; open the feed again).
 
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
@@ -166,7 +169,8 @@ async def open_feed(
     ) as portal:
         async with _refusals_as_value_errors(), compat.open_context(
             portal, attach_feed, topics=names, config=dict(config) if config else None,
-        ) as (ctx, first):
+        ) as (ctx, started):
+            first = started['topics']
             bufs: dict[str, dict[float, ShmArray]] = {}
             try:
                 for name in names:
@@ -174,7 +178,9 @@ async def open_feed(
                         float(p): attach_shm_array(tok, readonly=True)
                         for p, tok in first[name]['buffers'].items()
                     }
-                async with compat.open_drained_stream(ctx) as sstream:
+                async with compat.raise_on_peer_exit(
+                    started['pid'], f'the feed daemon {feedd_name(backend)}', portal,
+                ), compat.open_drained_stream(ctx) as sstream:
                     status = StatusStream(stream=sstream, buffer=256)
                     async with status._running(), feedbus.open_feed(
                         portal, names, tick_throttle=tick_throttle,

@@ -265,26 +265,32 @@ class FeedDaemon:
                 shm.push(row)
             topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms), info=info, config=config)
             self.bus.add_topic(name)
-            async with open_sample_stream(shms_by_period=shms) as steps:
-                for p, bars in history.items():
-                    try:
-                        await backfill(steps, shms[p], bars, topic=name, period_s=p)
-                        topic.history[p] = len(bars)
-                    except (ValueError, TypeError) as err:
-                        log.error(f'{name}: history for {p} s bars does not fit, no backfill: {err}')
-                self.topics[name] = topic
-                try:
+            started = False
+            try:
+                async with open_sample_stream(shms_by_period=shms) as steps:
+                    for p, bars in history.items():
+                        try:
+                            await backfill(steps, shms[p], bars, topic=name, period_s=p)
+                            topic.history[p] = len(bars)
+                        except (ValueError, TypeError) as err:
+                            log.error(f'{name}: history for {p} s bars does not fit, no backfill: {err}')
+                    self.topics[name] = topic
                     async with trio.open_nursery() as tn:
                         tn.start_soon(self._fold_steps, topic, steps)
                         task_status.started(topic)
+                        started = True
                         await self._run_stream(topic, source)
                         tn.cancel_scope.cancel()
-                except SamplerGone as err:
-                    log.error(f'{name}: {err}')
-                    self._report(topic, 'failed', str(err))
-                finally:
-                    if self.topics.get(name) is topic:
-                        del self.topics[name]
+            except (SamplerGone, compat.PeerDisconnected) as err:
+                if not started:
+                    raise
+                # samplerd went away: report it; the topic is torn down and
+                # the next client that asks starts it afresh
+                log.error(f'{name}: {err}')
+                self._report(topic, 'failed', f'{err}: nothing steps the buffers any more')
+            finally:
+                if self.topics.get(name) is topic:
+                    del self.topics[name]
         finally:
             for shm in shms.values():
                 shm.destroy()
@@ -300,6 +306,9 @@ class FeedDaemon:
         topic.state = state
         if error is not None:
             topic.last_error = error
+        if state in ('failed', 'ended') and self.topics.get(topic.name) is topic:
+            # gone for whoever asks from now on (its teardown follows)
+            del self.topics[topic.name]
         self.status_bus.broadcast(topic.name, topic.status())
 
     async def _run_stream(self, topic: Topic, source: Any) -> None:
@@ -462,14 +471,14 @@ async def attach_feed(
     config: dict[str, Any] | None = None,
 ) -> None:
     '''(feedd) Start ``topics`` if needed (with the backend ``config``);
-    ``started()`` carries, per topic, its buffer tokens by period and its
-    latest status; then the stream carries every :class:`FeedStatus`
+    ``started()`` carries this daemon's pid and, per topic, its buffer
+    tokens by period and its latest status; then the stream carries every :class:`FeedStatus`
     change of those topics until the client leaves.'''
     daemon = get_feed_daemon()
     names = check_topics(topics)
     if config is not None and not isinstance(config, dict):
         raise TypeError(f'config must be a dict of backend options, not {config!r}')
-    started = {}
+    started: dict[str, Any] = {}
     for name in names:
         t = await daemon.ensure_topic(name, config)
         started[name] = {
@@ -477,7 +486,7 @@ async def attach_feed(
             'status': msgspec.to_builtins(t.status()),
             'info': t.info,
         }
-    await ctx.started(started)
+    await ctx.started({'pid': os.getpid(), 'topics': started})
     async with compat.open_stream(ctx) as stream, open_sub(daemon.status_bus, stream, batch=False) as (sub, ready):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})

@@ -375,7 +375,11 @@ async def register_with_sampler(
         for p in listen:
             listening.append(sampler.listen(p))
         periods = sorted({p for p, _ in regs} | set(listen))
-        await ctx.started({'periods': periods, 'steps': {p: sampler.schedule.next_step(p)[1] for p in periods}})
+        await ctx.started({
+            'periods': periods,
+            'steps': {p: sampler.schedule.next_step(p)[1] for p in periods},
+            'pid': os.getpid(),
+        })
         if not open_index_stream:
             await trio.sleep_forever()
         async with compat.open_stream(ctx) as stream, open_sub(sampler.bus, stream, batch=False) as (sub, ready):
@@ -383,15 +387,18 @@ async def register_with_sampler(
                 for p in periods:
                     sampler.bus.add_subs(period_topic(p), {sub})
             ready.set()
-            async for raw in stream:
-                try:
-                    req = decode_request(raw)
-                    reached = sampler.broadcast_all(req.msg, req.period_s)
-                except ValueError as err:
-                    rid = raw.get('id', 0) if isinstance(raw, dict) else 0
-                    await stream.send(msgspec.to_builtins(Error(id=rid if isinstance(rid, int) else 0, error=str(err))))
-                    continue
-                await stream.send(msgspec.to_builtins(Ack(id=req.id, reached=reached)))
+            try:
+                async for raw in stream:
+                    try:
+                        req = decode_request(raw)
+                        reached = sampler.broadcast_all(req.msg, req.period_s)
+                    except ValueError as err:
+                        rid = raw.get('id', 0) if isinstance(raw, dict) else 0
+                        await stream.send(msgspec.to_builtins(Error(id=rid if isinstance(rid, int) else 0, error=str(err))))
+                        continue
+                    await stream.send(msgspec.to_builtins(Ack(id=req.id, reached=reached)))
+            except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the registrant went away: unregister below
     finally:
         for key in keys:
             sampler.remove_buffer(key)

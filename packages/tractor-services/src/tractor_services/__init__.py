@@ -34,7 +34,7 @@ from ._root import (
     open_root_mngr,
     open_service_root,
 )
-from .compat import ActorDied, PeerDisconnected, default_registry_addr
+from .compat import ActorDied, PeerDisconnected, PeerGone, default_registry_addr
 
 __version__ = '0.1.0'
 
@@ -43,6 +43,7 @@ __all__ = [
     'GaveUp',
     'NoServiceMngr',
     'PeerDisconnected',
+    'PeerGone',
     'RegistryInUse',
     'RemoteServiceMngr',
     'RestartIntensity',

@@ -371,6 +371,64 @@ async def wait_disconnected(portal: Any, poll_s: float = 0.05) -> None:
         await trio.sleep(poll_s)
 
 
+async def wait_pid_exit(pid: int, poll_s: float = 0.1) -> None:
+    '''Return once process ``pid`` of this host has exited (a zombie
+    counts as exited): on a pidfd where there is one, else by polling.'''
+    fd: int | None = None
+    if hasattr(os, 'pidfd_open'):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        except OSError:
+            fd = None
+    if fd is not None:
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+        return
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        await trio.sleep(poll_s)
+
+
+class PeerGone(PeerDisconnected):
+    '''A peer actor on this host (one we did not spawn) exited while we
+    were talking to it.'''
+
+
+@acm
+async def raise_on_peer_exit(pid: int, what: str, portal: Any = None) -> AsyncIterator[None]:
+    '''Run the block; if process ``pid`` (a peer on this host, reached
+    through ``portal``) exits meanwhile, cancel the block and raise
+    :class:`PeerGone`.
+
+    a5 leaves a receiver waiting forever on a dead peer's stream, and a
+    channel we connected ourselves still looks connected, so leaving a
+    context on it waits forever for the peer's final result: the peer's pid
+    is the dependable signal (peers that share memory with us are on this
+    host anyway), and the portal's channel is then marked disconnected so
+    that every context on it exits at once.'''
+    async with trio.open_nursery() as tn:
+        async def watch() -> None:
+            await wait_pid_exit(pid)
+            if portal is not None:
+                mark_disconnected(portal.channel)
+            raise PeerGone(f'{what} (pid {pid}) exited')
+
+        tn.start_soon(watch)
+        try:
+            yield
+        finally:
+            tn.cancel_scope.cancel()
+
+
 async def hard_kill(proc: trio.Process) -> None:
     with trio.CancelScope(shield=True):
         if proc.returncode is None:
