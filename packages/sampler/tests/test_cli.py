@@ -178,6 +178,8 @@ async def test_ls_backends_needs_no_daemon_and_lists_versions():
     (['ls'], 'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`'),
     (['watch', 'AAA', '--period', '5'], '--period 5: the feed daemons keep 1 s and 60 s bars'),
     (['watch', 'AAA', '--duration', '0'], '--duration 0.0 must be > 0'),
+    (['demo', '--fps', '0'], '--fps 0 must be in (0, 60]'),
+    (['watch', 'AAA', '--rows', '0'], '--rows 0 must be >= 1'),
 ])
 async def test_errors_are_one_line_and_exit_1(args, message):
     port = free_port()

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from feedbus import Quote
 from tractor_sampler import (
@@ -248,3 +249,42 @@ async def test_topics_report_failed_when_samplerd_dies(other_addr):
             assert 'samplerd (pid' in st.error and 'nothing steps the buffers' in st.error
             # the feed daemon itself lives on
             assert mngr.info(feedd_name('sim')).state == 'running'
+
+
+async def test_a_request_during_the_daemons_startup_waits_for_it():
+    from tractor_sampler import _feedd
+
+    got = []
+
+    async def client():
+        got.append(await _feedd.wait_feed_daemon(timeout=5))
+
+    daemon = object()
+    async with trio.open_nursery() as tn:
+        tn.start_soon(client)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []  # registered by name, not serving yet: it waits
+        _feedd._holder.daemon = daemon  # type: ignore[assignment]
+        _feedd._holder.ready.set()
+    try:
+        assert got == [daemon]
+    finally:
+        _feedd._holder.daemon = None
+        _feedd._holder.ready = trio.Event()
+
+
+def test_history_that_ends_early_is_continued_flat_to_the_open_bar():
+    import numpy as np
+
+    from tractor_sampler import DEFAULT_DTYPE
+    from tractor_sampler._feedd import _fill_to
+
+    bars = np.zeros(3, dtype=DEFAULT_DTYPE)
+    bars['time'] = [100.0, 101.0, 102.0]
+    bars['close'] = [1.0, 2.0, 3.0]
+    # fetching took a while: the open bar is now at 106, history ended at 102
+    out = _fill_to(bars, 106.0, 1.0, DEFAULT_DTYPE)
+    assert list(out['time']) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
+    assert list(out['close'][3:]) == [3.0] * 3 and list(out['open'][3:]) == [3.0] * 3
+    assert list(out['volume'][3:]) == [0.0] * 3
+    assert _fill_to(bars, 103.0, 1.0, DEFAULT_DTYPE) is bars  # meets it already

@@ -125,3 +125,20 @@ def test_writer_refuses_bad_buffers():
     with open_shm_array(8, dtype=[('index', 'i8'), ('time', 'f8'), ('close', 'f8')]) as shm:
         with pytest.raises(ValueError, match='lacks fields'):
             OHLCWriter({1.0: shm})
+
+
+def test_trades_far_past_the_last_bar_are_counted_not_hoarded():
+    with open_shm_array(16) as shm:
+        seed(shm)
+        w = OHLCWriter({1.0: shm})
+        tick = {'type': 'trade', 'price': 101.0, 'size': 1.0}
+        # one bar ahead: held until samplerd opens it
+        w.write([{**tick, 'time': T0 + 1.2}])
+        assert w.pending == 1 and w.unplaced_trades == 0
+        # ten bars ahead (nobody steps this buffer): counted and dropped, every time
+        for _ in range(100):
+            w.write([{**tick, 'time': T0 + 10.5}])
+        assert w.pending == 1 and w.unplaced_trades == 100
+        step_many([shm], 1.0)
+        w.on_step(1.0)
+        assert w.pending == 0 and shm.array['volume'][-1] == 1.0

@@ -390,9 +390,7 @@ async def live_view(
 ) -> None:
     tty = out.isatty()
     fps = args.fps or (4.0 if tty else 1.0)
-    if not (0 < fps <= 60):
-        raise CliError(f'--fps {fps} must be in (0, 60]')
-    view = LiveView(feed, args.period, max(1, args.rows), tty)
+    view = LiveView(feed, args.period, args.rows, tty)
     async with trio.open_nursery() as tn:
         async def read_quotes() -> None:
             async for msg in feed:
@@ -431,6 +429,10 @@ def _check_view_args(args: argparse.Namespace) -> None:
         raise CliError(f'--period {args.period:g}: the feed daemons keep 1 s and 60 s bars')
     if args.duration is not None and not args.duration > 0:
         raise CliError(f'--duration {args.duration} must be > 0')
+    if args.fps is not None and not (0 < args.fps <= 60):
+        raise CliError(f'--fps {args.fps:g} must be in (0, 60]')
+    if args.rows < 1:
+        raise CliError(f'--rows {args.rows} must be >= 1')
 
 
 async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:

@@ -152,8 +152,10 @@ async def open_feed(
     their buffers read-only and subscribe to their quotes (``tick_throttle``
     Hz frames, or every quote) and status.
 
-    Refusals (an unknown backend or symbol, a config the backend rejects)
-    raise ``ValueError`` naming the problem; nothing is started for them.
+    Refusals (an unknown symbol, a config the backend rejects) raise
+    ``ValueError`` naming the problem; nothing is started for them.  A
+    daemon that cannot start (an unknown backend, a plugin module that does
+    not import) raises :class:`~tractor_services.ServiceFailed` naming it.
     If the daemon's process dies, the block is cancelled and
     :class:`~tractor_services.PeerGone` raised (the root's manager restarts
     the daemon; open the feed again).
@@ -167,9 +169,10 @@ async def open_feed(
         backend, registry_addr=registry_addr, buffers=buffers,
         restart=restart, plugins=plugins, loglevel=loglevel,
     ) as portal:
-        async with _refusals_as_value_errors(), compat.open_context(
+        async with _refusals_as_value_errors() as entering, compat.open_context(
             portal, attach_feed, topics=names, config=dict(config) if config else None,
         ) as (ctx, started):
+            entering.done = True  # from here on, errors are the caller's own
             first = started['topics']
             bufs: dict[str, dict[float, ShmArray]] = {}
             try:
@@ -205,16 +208,23 @@ async def open_feed(
             await ctx.cancel()
 
 
+@dataclass
+class _Entering:
+    done: bool = False
+
+
 @acm
-async def _refusals_as_value_errors() -> AsyncIterator[None]:
-    '''The feed daemon's refusal of a request (a ``ValueError``,
-    ``TypeError`` or ``KeyError`` raised there) as a local ``ValueError``
-    with its message, instead of the runtime's remote-error wrapper.'''
+async def _refusals_as_value_errors() -> AsyncIterator[_Entering]:
+    '''The feed daemon's refusal of an attach request (a ``ValueError``,
+    ``TypeError`` or ``KeyError`` raised there before ``started()``) as a
+    local ``ValueError`` with its message, instead of the runtime's
+    remote-error wrapper; errors after entering pass through untouched.'''
+    entering = _Entering()
     try:
-        yield
+        yield entering
     except Exception as exc:
         err = compat.unwrap_error(exc)
-        if compat.remote_error_type(err) in ('ValueError', 'TypeError', 'KeyError', 'UnknownBackend'):
+        if not entering.done and compat.remote_error_type(err) in ('ValueError', 'TypeError', 'KeyError'):
             raise ValueError(compat.remote_error_message(err)) from err
         raise
 

@@ -67,6 +67,9 @@ DEFAULT_BUFFERS: dict[float, tuple[int, int]] = {
     60.0: (2 * 7 * 1440, 1440),  # a week of live 1 min bars; a day of history
 }
 
+#: how long a client's request waits for a just-spawned daemon to serve
+READY_TIMEOUT_S = 30.0
+
 #: how a topic's quote stream is restarted when it raises
 DEFAULT_STREAM_POLICY = RestartPolicy(
     restart='transient', max_restarts=5, within_s=60.0, backoff_s=0.5, max_backoff_s=10.0,
@@ -122,6 +125,36 @@ def _config_for(fn: Any, config: dict[str, Any]) -> dict[str, Any]:
         return config
     names = {p.name for p in params}
     return {k: v for k, v in config.items() if k in names}
+
+
+async def _aclose(source: Any, name: str) -> None:
+    '''Close a backend's quote stream (shielded, bounded).'''
+    aclose = getattr(source, 'aclose', None)
+    if aclose is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        try:
+            await aclose()
+        except Exception as err:
+            log.error(f'{name}: closing the quote stream failed: {_describe(err)}')
+
+
+def _fill_to(bars: np.ndarray, open_t: float, p: float, dtype: np.dtype) -> np.ndarray:
+    '''History ending before the bar preceding ``open_t`` (fetching it
+    took a while), continued with flat bars at the last close, so it meets
+    the open bar.'''
+    if not len(bars) or 'time' not in (bars.dtype.names or ()):
+        return bars
+    missing = round((open_t - p - float(bars['time'][-1])) / p)
+    if missing <= 0:
+        return bars
+    fill = np.zeros(missing, dtype=bars.dtype)
+    close = bars['close'][-1]
+    for f in ('open', 'high', 'low', 'close'):
+        if f in (bars.dtype.names or ()):
+            fill[f] = close
+    fill['time'] = float(bars['time'][-1]) + p * np.arange(1, missing + 1)
+    return np.concatenate([bars, fill])
 
 
 class SamplerGone(RuntimeError):
@@ -247,18 +280,23 @@ class FeedDaemon:
                 f'config {config!r}: {_describe(err)}'
             ) from err
         shms: dict[float, ShmArray] = {}
+        handed_over = False  # the source belongs to _run_stream from then on
         try:
             for p, (rows, _) in self.buffers.items():
                 shms[p] = open_shm_array(rows)
-            now = time.time()
-            history = await self._history(name, now, config)
+            asked = time.time()
+            history = await self._history(name, asked, config)
+            now = time.time()  # fetching history may have taken a while
             for p, shm in shms.items():
                 # the open bar, seeded from the last close (NaN without
                 # history: the first trade opens it)
+                open_t = math.floor(now / p + 1e-9) * p
                 bars = history.get(p)
+                if bars is not None:
+                    history[p] = bars = _fill_to(bars, open_t, p, shm.dtype)
                 row = np.zeros(1, dtype=shm.dtype)
                 row['index'] = len(bars) if bars is not None else 0
-                row['time'] = math.floor(now / p + 1e-9) * p
+                row['time'] = open_t
                 seed = float(bars['close'][-1]) if bars is not None else math.nan
                 for f in ('open', 'high', 'low', 'close'):
                     row[f] = seed
@@ -279,6 +317,7 @@ class FeedDaemon:
                         tn.start_soon(self._fold_steps, topic, steps)
                         task_status.started(topic)
                         started = True
+                        handed_over = True
                         await self._run_stream(topic, source)
                         tn.cancel_scope.cancel()
             except (SamplerGone, compat.PeerDisconnected) as err:
@@ -292,6 +331,8 @@ class FeedDaemon:
                 if self.topics.get(name) is topic:
                     del self.topics[name]
         finally:
+            if not handed_over:
+                await _aclose(source, name)
             for shm in shms.values():
                 shm.destroy()
 
@@ -300,16 +341,20 @@ class FeedDaemon:
             if isinstance(msg, Step):
                 topic.writer.on_step(msg.period_s)
                 topic.steps += 1
-        raise SamplerGone('the step stream from samplerd ended: nothing steps the buffers any more')
+        raise SamplerGone('the step stream from samplerd ended')
 
     def _report(self, topic: Topic, state: str, error: str | None = None) -> None:
         topic.state = state
         if error is not None:
             topic.last_error = error
-        if state in ('failed', 'ended') and self.topics.get(topic.name) is topic:
-            # gone for whoever asks from now on (its teardown follows)
-            del self.topics[topic.name]
         self.status_bus.broadcast(topic.name, topic.status())
+        if state in ('failed', 'ended') and self.topics.get(topic.name) is topic:
+            # gone for whoever asks from now on (its teardown follows), and
+            # its subscribers are done with it: a later instance of the topic
+            # (new buffers) is for the clients that open it then
+            del self.topics[topic.name]
+            self.status_bus.remove_subs(topic.name, self.status_bus.get_subs(topic.name))
+            self.bus.remove_subs(topic.name, self.bus.get_subs(topic.name))
 
     async def _run_stream(self, topic: Topic, source: Any) -> None:
         '''Run the backend's quote stream for ``topic`` (``source`` is the
@@ -329,14 +374,8 @@ class FeedDaemon:
                 error = _describe(err)
                 log.error(f'{topic.name}: the {self.backend.name!r} quote stream failed: {error}')
             finally:
-                aclose = getattr(source, 'aclose', None)
+                await _aclose(source, topic.name)
                 source = None
-                if aclose is not None:
-                    with trio.CancelScope(shield=True), trio.move_on_after(5):
-                        try:
-                            await aclose()
-                        except Exception as err:
-                            log.error(f'{topic.name}: closing the quote stream failed: {_describe(err)}')
             failed = error is not None
             if not policy.should_restart(failed):
                 self._report(topic, 'failed' if failed else 'ended', error)
@@ -385,6 +424,7 @@ class FeedDaemon:
                 'last': latest.fields.get('last') if latest is not None else None,
                 'trades': t.writer.trades,
                 'late_trades': t.writer.late_trades,
+                'unplaced_trades': t.writer.unplaced_trades,
                 'steps': t.steps,
                 'buffers': bufs,
                 'subscribers': sorted(subs, key=lambda s: -s['delivered']),
@@ -402,6 +442,8 @@ class FeedDaemon:
 @dataclass
 class _Holder:
     daemon: FeedDaemon | None = None
+    #: set once the daemon serves (the actor registers by name before that)
+    ready: trio.Event = field(default_factory=trio.Event)
 
 
 _holder = _Holder()
@@ -415,6 +457,15 @@ def get_feed_daemon() -> FeedDaemon:
             'hosts one (tractor_sampler.open_feed() starts it)'
         )
     return _holder.daemon
+
+
+async def wait_feed_daemon(timeout: float = READY_TIMEOUT_S) -> FeedDaemon:
+    '''This actor's :class:`FeedDaemon`, once it serves: the actor is
+    registered (so clients find it) before the daemon has loaded its
+    plugins and made sure samplerd runs.'''
+    with trio.move_on_after(timeout):
+        await _holder.ready.wait()
+    return get_feed_daemon()
 
 
 def _load(backend: str, plugins: Iterable[str]) -> Backend:
@@ -456,11 +507,13 @@ async def feedd(
     await spawn_samplerd()
     async with trio.open_nursery() as tn:
         _holder.daemon = FeedDaemon(be, tn, buffers=check_buffers(buffers), policy=policy)
+        _holder.ready.set()
         try:
             await ctx.started({'pid': os.getpid(), 'backend': be.name, 'version': be.version})
             await trio.sleep_forever()
         finally:
             _holder.daemon = None
+            _holder.ready = trio.Event()
             tn.cancel_scope.cancel()
 
 
@@ -474,7 +527,7 @@ async def attach_feed(
     ``started()`` carries this daemon's pid and, per topic, its buffer
     tokens by period and its latest status; then the stream carries every :class:`FeedStatus`
     change of those topics until the client leaves.'''
-    daemon = get_feed_daemon()
+    daemon = await wait_feed_daemon()
     names = check_topics(topics)
     if config is not None and not isinstance(config, dict):
         raise TypeError(f'config must be a dict of backend options, not {config!r}')
@@ -490,6 +543,13 @@ async def attach_feed(
     async with compat.open_stream(ctx) as stream, open_sub(daemon.status_bus, stream, batch=False) as (sub, ready):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})
+            t = daemon.topics.get(name)
+            # what changed between started() and now (a report sent before
+            # we subscribed would be lost): the current status, once more
+            sub.send_chan.put(t.status() if t is not None else FeedStatus(
+                topic=name, state='failed', error='the topic ended while this client attached',
+                time=time.time(),
+            ))
         ready.set()
         try:
             async for _ in stream:

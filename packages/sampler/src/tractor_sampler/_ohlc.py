@@ -17,7 +17,10 @@ The consistency rule (a trade never lands in a bar that has closed):
   that finds the bar open;
 - if the bar has already closed (the trade is older than the last row),
   it goes into the open bar and is counted in ``late_trades``: closed bars
-  are never changed.
+  are never changed;
+- a trade for a bar more than :data:`MAX_AHEAD_BARS` past the last row
+  (samplerd no longer steps the buffer, or is far behind) is dropped and
+  counted in ``unplaced_trades``.
 
 When the writer sees a step and no trade has reached the new bar yet, it
 re-seeds that bar from the closed bar's final close (samplerd may have
@@ -42,6 +45,11 @@ from ._schedule import check_period
 from .shm import ShmArray
 
 _FIELDS = ('time', 'open', 'high', 'low', 'close', 'volume')
+#: trades for a bar up to this many bars past the last row are held until
+#: samplerd opens it (a step late by up to that much); later ones are counted
+#: in ``unplaced_trades`` and dropped, so a buffer nobody steps any more
+#: cannot make the writer hoard trades
+MAX_AHEAD_BARS = 2
 
 
 class OHLCWriter:
@@ -84,6 +92,9 @@ class OHLCWriter:
         self._traded: dict[float, float] = {}  # period -> time of the bar a trade reached
         self.trades = 0
         self.late_trades = 0
+        #: trades for a bar more than MAX_AHEAD_BARS past the last row (none
+        #: while samplerd steps the buffer): dropped and counted
+        self.unplaced_trades = 0
 
     # --- the hot path ------------------------------------------------------
 
@@ -143,6 +154,11 @@ class OHLCWriter:
             k = round(t * 1e6) // p_us
             if k != bar_k:
                 if k > bar_k:
+                    if k - bar_k > MAX_AHEAD_BARS:
+                        # no step will open that bar soon (the buffer is set
+                        # aside, or far behind): count it, do not hoard it
+                        self.unplaced_trades += 1
+                        continue
                     if later is None:
                         later = []
                     later.append((t, price, size, bar_vol))

@@ -101,6 +101,9 @@ class Sampler:
         bufs = self._bufs.setdefault(p, {})
         self.schedule.add(p)
         if (token.shm_name, token.member) not in bufs:
+            old = self._set_aside.get(p, {}).pop((token.shm_name, token.member), None)
+            if old is not None and token.shm_name not in self._groups:
+                old.close()  # set aside earlier: a fresh attachment replaces it
             shm = bufs[(token.shm_name, token.member)] = self._attach(token)
             self._plans.pop(p, None)
             self._align(shm, p)

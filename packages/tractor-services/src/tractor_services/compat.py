@@ -398,6 +398,16 @@ async def wait_pid_exit(pid: int, poll_s: float = 0.1) -> None:
         await trio.sleep(poll_s)
 
 
+def _same_host(chan: Any) -> bool:
+    '''Is the peer behind ``chan`` on this host (a loopback address, or
+    the one our end of the connection has)?'''
+    try:
+        raddr, laddr = chan.raddr[0], chan.laddr[0]
+    except (AttributeError, TypeError, IndexError):
+        return True  # no addresses to tell by: assume the usual, one host
+    return raddr == laddr or raddr in ('127.0.0.1', '::1', 'localhost') or raddr.startswith('127.')
+
+
 class PeerGone(PeerDisconnected):
     '''A peer actor on this host (one we did not spawn) exited while we
     were talking to it.'''
@@ -414,7 +424,11 @@ async def raise_on_peer_exit(pid: int, what: str, portal: Any = None) -> AsyncIt
     context on it waits forever for the peer's final result: the peer's pid
     is the dependable signal (peers that share memory with us are on this
     host anyway), and the portal's channel is then marked disconnected so
-    that every context on it exits at once.'''
+    that every context on it exits at once.  A peer on another host (by
+    the portal's addresses) is not watched: the block runs as it is.'''
+    if portal is not None and not _same_host(portal.channel):
+        yield
+        return
     async with trio.open_nursery() as tn:
         async def watch() -> None:
             await wait_pid_exit(pid)
