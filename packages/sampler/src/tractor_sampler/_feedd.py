@@ -543,10 +543,10 @@ async def attach_feed(
     async with compat.open_stream(ctx) as stream, open_sub(daemon.status_bus, stream, batch=False) as (sub, ready):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})
-            t = daemon.topics.get(name)
+            now_t = daemon.topics.get(name)
             # what changed between started() and now (a report sent before
             # we subscribed would be lost): the current status, once more
-            sub.send_chan.put(t.status() if t is not None else FeedStatus(
+            sub.send_chan.put(now_t.status() if now_t is not None else FeedStatus(
                 topic=name, state='failed', error='the topic ended while this client attached',
                 time=time.time(),
             ))
