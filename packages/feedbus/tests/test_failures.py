@@ -114,3 +114,24 @@ async def test_subscribe_unsubscribe_cycles_during_broadcasts(reg_addr):
         async def empty():
             return (await prod.run(fe.bus_report)) == {}
         await wait_until(empty)
+
+
+async def test_a_sigkilled_producer_ends_its_feeds_at_once(reg_addr):
+    from tractor_services import PeerGone, compat
+
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        pid = await mngr.start_service('prod', partial(fe.producer, topics=['a'], hz=200))
+        # a connection of our own (as another program has): a5 would leave
+        # it looking connected, and its receivers waiting, for ever
+        async with compat.find_actor('prod', mngr.registry_addr) as portal:
+            with trio.fail_after(20):
+                try:
+                    async with open_feed(portal, ['a']) as feed:
+                        await feed.receive()
+                        os.kill(pid, signal.SIGKILL)
+                        async for _ in feed:
+                            pass
+                except PeerGone as err:
+                    assert f'the feed producer (pid {pid}) exited' in str(err)
+                else:
+                    raise AssertionError('the feed ended without an error')

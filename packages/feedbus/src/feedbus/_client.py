@@ -30,7 +30,7 @@ from ._ctl import (
     decode_reply,
 )
 from ._msgs import Frame, Quote
-from ._producer import open_feed_stream
+from ._producer import open_feed_stream, producer_pid
 from ._readers import StreamReaders
 from ._wire import decoder
 
@@ -126,11 +126,26 @@ async def open_feed(
     allow_remote_ctl_ui: bool = False,
     batch: bool = True,
     buffer: int = OUTBOX_SIZE,
+    watch_producer: bool = True,
     **endpoint_kwargs: Any,
 ) -> AsyncIterator[Feed]:
-    '''Subscribe to ``topics`` on the producer behind ``portal``.'''
+    '''Subscribe to ``topics`` on the producer behind ``portal``.
+
+    With ``watch_producer`` (and a producer on this host), a producer
+    process that dies cancels the block and raises
+    :class:`tractor_services.PeerGone` at once.'''
     topics = list(topics)
     check_rate(tick_throttle)
+    if watch_producer:
+        pid = await portal.run(producer_pid)
+        async with compat.raise_on_peer_exit(pid, 'the feed producer', portal):
+            async with open_feed(
+                portal, topics, tick_throttle=tick_throttle,
+                allow_remote_ctl_ui=allow_remote_ctl_ui, batch=batch, buffer=buffer,
+                watch_producer=False, **endpoint_kwargs,
+            ) as feed:
+                yield feed
+        return
     async with compat.open_context(
         portal,
         open_feed_stream,

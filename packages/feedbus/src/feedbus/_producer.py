@@ -6,6 +6,7 @@ and a helper that feeds the bus from any async source.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager as acm
 from typing import Any
@@ -253,6 +254,14 @@ async def open_feed_stream(
                 await _reply(stream, Ack(id=msg.id, cmd=cmd, result=result), stall_timeout)
         except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the subscriber went away: open_sub() forgets it
+
+
+async def producer_pid() -> int:
+    '''(producer) This producer's process id: a subscriber on the same host
+    watches it, so a producer that dies ends its feeds instead of leaving
+    them waiting.'''
+    await trio.lowlevel.checkpoint()
+    return os.getpid()
 
 
 def _id_of(raw: Any) -> int:

@@ -188,6 +188,7 @@ async def open_feed(
                     async with status._running(), feedbus.open_feed(
                         portal, names, tick_throttle=tick_throttle,
                         allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
+                        watch_producer=False,  # watched above already
                     ) as quotes:
                         yield Feed(
                             backend=backend,
