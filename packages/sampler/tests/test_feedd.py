@@ -283,8 +283,8 @@ def test_history_that_ends_early_is_continued_flat_to_the_open_bar():
     bars['time'] = [100.0, 101.0, 102.0]
     bars['close'] = [1.0, 2.0, 3.0]
     # fetching took a while: the open bar is now at 106, history ended at 102
-    out = _fill_to(bars, 106.0, 1.0, DEFAULT_DTYPE)
+    out = _fill_to(bars, 106.0, 1.0)
     assert list(out['time']) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
     assert list(out['close'][3:]) == [3.0] * 3 and list(out['open'][3:]) == [3.0] * 3
     assert list(out['volume'][3:]) == [0.0] * 3
-    assert _fill_to(bars, 103.0, 1.0, DEFAULT_DTYPE) is bars  # meets it already
+    assert _fill_to(bars, 103.0, 1.0) is bars  # meets it already

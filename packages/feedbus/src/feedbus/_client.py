@@ -6,6 +6,7 @@ topics with per-key reference counts.
 '''
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
@@ -136,17 +137,11 @@ async def open_feed(
     :class:`tractor_services.PeerGone` at once.'''
     topics = list(topics)
     check_rate(tick_throttle)
+    watching: Any = contextlib.nullcontext()
     if watch_producer:
         pid = await portal.run(producer_pid)
-        async with compat.raise_on_peer_exit(pid, 'the feed producer', portal):
-            async with open_feed(
-                portal, topics, tick_throttle=tick_throttle,
-                allow_remote_ctl_ui=allow_remote_ctl_ui, batch=batch, buffer=buffer,
-                watch_producer=False, **endpoint_kwargs,
-            ) as feed:
-                yield feed
-        return
-    async with compat.open_context(
+        watching = compat.raise_on_peer_exit(pid, 'the feed producer', portal)
+    async with watching, compat.open_context(
         portal,
         open_feed_stream,
         topics=topics,

@@ -323,16 +323,14 @@ class LiveView:
     '''Renders a feed's topics: the last bars of one period, last price,
     ticks/s (over the last few seconds), subscribers and state.'''
 
-    def __init__(self, feed: Feed, period: float, rows: int, tty: bool) -> None:
+    def __init__(self, feed: Feed, period: float, rows: int) -> None:
         self.feed = feed
         self.period = period
         self.rows = rows
-        self.tty = tty
         self.last: dict[str, Any] = {}
         self.arrivals: dict[str, deque[tuple[float, int]]] = {t: deque() for t in feed.topics}
         self.subs: dict[str, int] = {}
         self.state = {t: s.state for t, s in feed.first_status.items()}
-        self.frames = 0
 
     def on_quote(self, msg: Any) -> None:
         now = time.monotonic()
@@ -355,7 +353,6 @@ class LiveView:
         return sum(n for _, n in arr) / max(span, min(window, 1.0))
 
     def render(self) -> str:
-        self.frames += 1
         lines = []
         for topic in self.feed.topics:
             shm = self.feed.buffer(topic, self.period)
@@ -390,7 +387,7 @@ async def live_view(
 ) -> None:
     tty = out.isatty()
     fps = args.fps or (4.0 if tty else 1.0)
-    view = LiveView(feed, args.period, args.rows, tty)
+    view = LiveView(feed, args.period, args.rows)
     async with trio.open_nursery() as tn:
         async def read_quotes() -> None:
             async for msg in feed:

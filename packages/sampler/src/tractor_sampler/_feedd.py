@@ -139,7 +139,7 @@ async def _aclose(source: Any, name: str) -> None:
             log.error(f'{name}: closing the quote stream failed: {_describe(err)}')
 
 
-def _fill_to(bars: np.ndarray, open_t: float, p: float, dtype: np.dtype) -> np.ndarray:
+def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
     '''History ending before the bar preceding ``open_t`` (fetching it
     took a while), continued with flat bars at the last close, so it meets
     the open bar.'''
@@ -293,7 +293,7 @@ class FeedDaemon:
                 open_t = math.floor(now / p + 1e-9) * p
                 bars = history.get(p)
                 if bars is not None:
-                    history[p] = bars = _fill_to(bars, open_t, p, shm.dtype)
+                    history[p] = bars = _fill_to(bars, open_t, p)
                 row = np.zeros(1, dtype=shm.dtype)
                 row['index'] = len(bars) if bars is not None else 0
                 row['time'] = open_t

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import numpy as np
 import tractor
 import trio
 
@@ -134,19 +133,9 @@ class Sampler:
         n = min(missing, free)
         if n <= 0:
             return 0
-        last = shm.last_row
-        rows = np.repeat(np.asarray(last).reshape(1), n)
-        k = np.arange(1, n + 1)
-        names = rows.dtype.names or ()
-        for f in ('open', 'high', 'low'):
-            if f in names:
-                rows[f] = last['close']
-        if 'volume' in names:
-            rows['volume'] = 0
-        if 'index' in names:
-            rows['index'] = last['index'] + k
-        rows['time'] = np.round((last_t + k * p) * 1e6) / 1e6
-        shm.push(rows)
+        plan = StepPlan([shm])  # the rows steps would have made
+        for _ in range(n):  # n <= MAX_ALIGN_ROWS
+            plan.step(p)
         self.aligned += n
         log.info(f'{shm.name}: appended {n} row(s) to reach the open {p} s bar')
         return n
