@@ -11,12 +11,19 @@ comes in through the ``[tractor]`` extra of tractor-services.
 - ``integration``: all packages, the top-level ``tests/``.
 - ``lint``: ruff and mypy.  ``docs``: sphinx with ``-W``.
 - ``bench``: every ``benchmarks/bench_*.py`` (not run by default).
+
+Interpreters: the per-package sessions run on every Python of the matrix
+(3.11, 3.12) that is installed here; a missing one is skipped and named
+(nox never downloads one).  ``REQUIRE_PYTHONS=3.11,3.12`` (set by
+``.ci/run``) turns a missing interpreter into a failure instead.  The
+single-interpreter sessions use the first of 3.11, 3.12, 3.10 present.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +31,8 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
+# a missing interpreter is skipped (or refused, below): never downloaded
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 nox.options.sessions = [
     "tests-services",
     "tests-feedbus",
@@ -36,7 +45,47 @@ nox.options.sessions = [
 
 ROOT = Path(__file__).parent
 OVERRIDES = "overrides.txt"
-PYTHONS = ["3.11", "3.12"]
+MATRIX = ["3.11", "3.12"]
+SUPPORTED = ["3.11", "3.12", "3.10"]  # in order of preference
+
+
+def _runs(version: str) -> bool:
+    """Is ``python<version>`` installed here (and not just a pyenv shim)?"""
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        return False
+    try:
+        res = subprocess.run(
+            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0 and res.stdout.strip() == version
+
+
+PRESENT = [v for v in SUPPORTED if _runs(v)]
+_required = [v for v in os.environ.get("REQUIRE_PYTHONS", "").split(",") if v]
+_missing_required = [v for v in _required if v not in PRESENT]
+if _missing_required:
+    sys.exit(
+        f"nox: REQUIRE_PYTHONS asks for Python {', '.join(_missing_required)},"
+        " which is not installed here"
+    )
+if not PRESENT:
+    sys.exit(f"nox: none of Python {', '.join(SUPPORTED)} is installed here")
+PYTHONS = [v for v in MATRIX if v in PRESENT] or PRESENT[:1]
+#: the interpreter of the single-version sessions
+PY = PRESENT[0]
+_skipped = [v for v in MATRIX if v not in PRESENT]
+if _skipped:
+    print(
+        f"nox: Python {', '.join(_skipped)} not installed here: the per-package"
+        f" sessions run on {', '.join(PYTHONS)} only",
+        file=sys.stderr,
+    )
 TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis", "psutil"]
 TRACTOR = "tractor==0.1.0a5"
 
@@ -104,7 +153,7 @@ def tests_sampler(session: nox.Session) -> None:
     _tests(session, "sampler")
 
 
-@nox.session(name="pip-recipe", python="3.11")
+@nox.session(name="pip-recipe", python=PY)
 @nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
 def pip_recipe(session: nox.Session, package: str) -> None:
     """The README's plain-pip install, in a venv made by ``python -m venv``.
@@ -155,7 +204,7 @@ def pip_recipe(session: nox.Session, package: str) -> None:
         session.run(samplerd, "ls", "backends", external=True, env=env)
 
 
-@nox.session(python="3.11")
+@nox.session(python=PY)
 def integration(session: nox.Session) -> None:
     """All packages together: the top-level ``tests/``."""
     _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
@@ -166,7 +215,7 @@ def _existing(*paths: str) -> list[str]:
     return [p for p in paths if (ROOT / p).exists()]
 
 
-@nox.session(python="3.11")
+@nox.session(python=PY)
 def lint(session: nox.Session) -> None:
     """ruff over the code, mypy over ``packages/*/src`` (config: pyproject)."""
     _install(session, *_editable(ALL_PACKAGES), "ruff", "mypy", *TEST_DEPS)
@@ -188,7 +237,7 @@ def lint(session: nox.Session) -> None:
         session.error(f"{' and '.join(failed)} reported errors")
 
 
-@nox.session(python="3.11")
+@nox.session(python=PY)
 def docs(session: nox.Session) -> None:
     """Build the docs with warnings as errors."""
     _install(
@@ -205,7 +254,7 @@ def docs(session: nox.Session) -> None:
     )
 
 
-@nox.session(python="3.11")
+@nox.session(python=PY)
 def bench(session: nox.Session) -> None:
     """Run every ``benchmarks/bench_*.py``; each writes its own figures."""
     benches = sorted(ROOT.glob("benchmarks/bench_*.py"))
