@@ -620,6 +620,44 @@ async def unregister_actor(uid: tuple[str, str], addr: tuple[str, int]) -> None:
             pass
 
 
+# --- sending ------------------------------------------------------------------
+
+async def send_whole(stream: Any, msg: Any) -> None:
+    '''Send ``msg`` on ``stream`` (a stream of a connection that other
+    streams and RPCs share) and never cut it part-way.
+
+    *a5 frames each message with a 4-byte length and writes it with one
+    ``send_all``*: a send cancelled after part of the message was written
+    leaves the peer's connection reader waiting for the rest for ever, and
+    every stream and RPC on that connection dies with it.  So the send is
+    shielded from cancellation.  Bound it another way: judge the peer by
+    its progress (feedbus's stall rule) and, for a send still stuck when
+    its owner must go, :func:`abort_connection`.'''
+    with trio.CancelScope(shield=True):
+        await stream.send(msg)
+
+
+def _transport_socket(stream: Any) -> Any:
+    chan = getattr(getattr(stream, '_ctx', None), 'chan', None)
+    if chan is None:
+        chan = getattr(stream, 'channel', stream)
+    msgstream = getattr(chan, 'msgstream', None)
+    return chan, getattr(getattr(msgstream, 'stream', None), 'socket', None)
+
+
+def abort_connection(stream: Any) -> None:
+    '''Close the whole connection under ``stream`` (a ``MsgStream``, a
+    ``Portal`` or a channel) at once: a send blocked on it raises
+    ``trio.ClosedResourceError`` and the peer sees the connection end, never
+    half a message followed by silence.  For a send stuck on a peer that
+    stopped reading when its owner must go (see :func:`send_whole`).'''
+    chan, sock = _transport_socket(stream)
+    if sock is not None:
+        sock.close()  # trio wakes every task blocked on the socket
+    if chan is not None and hasattr(chan, 'connected'):
+        mark_disconnected(chan)
+
+
 # --- streams ----------------------------------------------------------------
 
 @dataclass
@@ -647,7 +685,7 @@ class SafeStream:
         self._buf = deque(maxlen=self.maxlen)
 
     async def send(self, msg: Any) -> None:
-        await self.stream.send(msg)
+        await send_whole(self.stream, msg)
 
     async def receive(self) -> Any:
         while not self._buf:
@@ -754,6 +792,7 @@ __all__ = [
     'SafeStream',
     'SpawnedActor',
     'TRACTOR_VERSION',
+    'abort_connection',
     'cancel_actor',
     'cancel_on_signals',
     'default_registry_addr',
@@ -761,6 +800,7 @@ __all__ = [
     'open_context',
     'open_stream',
     'resolve_registry_addr',
+    'send_whole',
     'start_actor',
     'wait_for_actor',
 ]
