@@ -95,50 +95,141 @@ def test_quotes_and_non_clearing_ticks_do_not_touch_bars():
         assert tuple(shm.array[-1])[2:] == (100.0, 100.0, 100.0, 100.0, 0.0)
 
 
-def test_late_trade_goes_into_the_open_bar_and_is_counted():
+def trade(t, price=101.0, size=1.0, **kw):
+    return {'type': 'trade', 'price': price, 'size': size, 'time': t, **kw}
+
+
+def ohlcv(row):
+    return tuple(float(x) for x in tuple(row)[2:])
+
+
+def test_late_trade_corrects_its_closed_bar_and_is_counted():
     with open_shm_array(8, start=0) as shm:
         seed(shm)
         w = OHLCWriter({1.0: shm})
-        step_many([shm], 1.0)
+        w.write([trade(T0 + 0.2, 100.0, 1)])
+        step_many([shm], 1.0, T0 + 1)
+        step_many([shm], 1.0, T0 + 2)
         w.on_step(1.0)
-        w.write([{'type': 'trade', 'price': 90.0, 'size': 2, 'time': T0 + 0.5}])  # bar 0 has closed
-        assert w.late_trades == 1
-        assert tuple(shm.array[0])[2:] == (100.0, 100.0, 100.0, 100.0, 0.0)  # untouched
-        assert tuple(shm.array[1])[2:] == (90.0, 90.0, 90.0, 90.0, 2.0)
+        w.write([trade(T0 + 0.5, 90.0, 2)])  # bar 0 has closed
+        assert w.late_trades == 1 and w.stats()['corrected'] >= 1
+        assert ohlcv(shm.array[0]) == (100.0, 100.0, 90.0, 90.0, 3.0)
+        # the empty bars after it carry its new close
+        assert ohlcv(shm.array[1]) == ohlcv(shm.array[2]) == (90.0, 90.0, 90.0, 90.0, 0.0)
+        # and the rows that changed are reported, once, by their index
+        assert w.take_corrections() == [(1.0, 0, 2)]
+        assert w.take_corrections() == []
 
 
-def test_volume_from_the_backend():
+def test_held_trades_land_in_their_own_bars_after_a_catch_up():
+    """Issue #10.1: trades at T0+1.2 and T0+2.05, then two steps delivered
+    at once: each bar holds its own trade."""
     with open_shm_array(8, start=0) as shm:
         seed(shm)
-        w = OHLCWriter({1.0: shm}, volume='quote')
-        w.write([{'type': 'trade', 'price': 101.0, 'size': 2, 'volume': 500.0, 'time': T0 + 0.1}])
-        w.write([{'type': 'trade', 'price': 102.0, 'size': 2, 'volume': 510.0, 'time': T0 + 0.2}])
-        assert shm.array[-1]['volume'] == 510.0
+        w = OHLCWriter({1.0: shm})
+        w.write([trade(T0 + 1.2, 101.0, 1.0)])
+        w.write([trade(T0 + 2.05, 102.0, 2.0)])
+        assert w.pending == 2 and w.stats()['held'] == 2
+        step_many([shm], 1.0, T0 + 1)
+        step_many([shm], 1.0, T0 + 2)
+        w.on_step(1.0)
+        w.on_step(1.0)
+        assert w.pending == 0 and w.unplaced_trades == 0
+        assert ohlcv(shm.array[1]) == (101.0, 101.0, 101.0, 101.0, 1.0)
+        assert ohlcv(shm.array[2]) == (102.0, 102.0, 102.0, 102.0, 2.0)
+
+
+def test_a_trade_just_before_a_boundary_is_in_the_bar_before_it():
+    """Issue #10.5: floored, not rounded to the microsecond."""
+    with open_shm_array(8, start=0) as shm:
+        seed(shm)
+        w = OHLCWriter({1.0: shm})
+        before = float(np.nextafter(T0 + 1, -np.inf))
+        w.write([trade(before, 99.0, 1.0)])
+        step_many([shm], 1.0, T0 + 1)
+        w.on_step(1.0)
+        w.write([trade(T0 + 1, 98.0, 1.0)])
+        assert ohlcv(shm.array[0])[3:] == (99.0, 1.0)
+        assert ohlcv(shm.array[1]) == (98.0, 98.0, 98.0, 98.0, 1.0)
+        assert w.late_trades == 0 and w.pending == 0
+
+
+def test_a_clock_ahead_loses_no_trade_every_buffer_alike():
+    """Issue #10.3: trades several bars ahead of the last row are held in
+    every buffer and placed when their bars open, not dropped."""
+    with open_shm_array(64, start=0) as s1, open_shm_array(8, start=0) as s60:
+        seed(s1)
+        seed(s60)
+        w = OHLCWriter({1.0: s1, 60.0: s60})
+        for i in range(10):  # stamped 2.5 s ahead of the bar that is open
+            w.write([trade(T0 + 2.5 + i * 0.1, 100.0 + i, 1.0)])
+        assert w.unplaced_trades == 0
+        for k in range(1, 4):
+            step_many([s1], 1.0, T0 + k)
+            w.on_step(1.0)
+        assert w.pending == 0 and w.unplaced_trades == 0
+        assert s1.array['volume'].tolist() == [0.0, 0.0, 5.0, 5.0]
+        assert s60.array['volume'].tolist() == [10.0]
+
+
+def test_cumulative_volume_is_right_in_every_buffer():
+    """Issue #10.4: a backend's running total, trades of 5, 3 then 2."""
+    with open_shm_array(8, start=0) as s1, open_shm_array(8, start=0) as s60:
+        seed(s1)
+        seed(s60)
+        w = OHLCWriter({1.0: s1, 60.0: s60}, volume='cumulative')
+        w.write([trade(T0 + 0.1, 101.0, 5.0, volume=1005.0)])
+        step_many([s1], 1.0, T0 + 1)
+        w.write([trade(T0 + 1.1, 102.0, 3.0, volume=1008.0)])
+        step_many([s1], 1.0, T0 + 2)
+        w.write([trade(T0 + 2.1, 103.0, 2.0, volume=1010.0)])
+        assert s1.array['volume'].tolist() == [5.0, 3.0, 2.0]
+        assert s60.array['volume'].tolist() == [10.0]
+        # a late trade adds to its own bar, it overwrites nothing
+        w.write([trade(T0 + 0.5, 100.0, 1.0, volume=1011.0)])
+        assert s1.array['volume'].tolist() == [6.0, 3.0, 2.0]
+        assert s60.array['volume'].tolist() == [11.0]
+        # a lower total is a new session: that trade counts its own size
+        w.write([trade(T0 + 2.2, 103.0, 4.0, volume=4.0)])
+        assert s1.array['volume'].tolist() == [6.0, 3.0, 6.0]
+
+
+def test_volume_mode_comes_from_the_backends_symbol_info():
+    from tractor_sampler._ohlc import volume_mode
+    assert volume_mode(None) == 'sum' and volume_mode({}) == 'sum'
+    assert volume_mode({'volume': 'cumulative'}) == 'cumulative'
+    with pytest.raises(ValueError, match='volume'):
+        volume_mode({'volume': 'quote'})
+
+
+def test_unplaceable_trades_are_counted():
+    with open_shm_array(16, start=0) as shm:
+        seed(shm)
+        w = OHLCWriter({1.0: shm}, max_ahead_s=60.0, max_held=5)
+        w.write([trade(T0 - 5)])  # before the first live bar (history is the backend's)
+        w.write([trade(float('nan'))])
+        w.write([trade(T0 + 3600)])  # far beyond the hold horizon
+        assert w.unplaced_trades == 3 and w.pending == 0
+        for i in range(8):  # more than max_held held: the rest counted
+            w.write([trade(T0 + 5 + i * 0.01)])
+        assert w.pending == 5 and w.unplaced_trades == 6
+        # a bar skipped by a jump has no row
+        w2 = OHLCWriter({1.0: shm})
+        st = w2.stats()
+        step_many([shm], 1.0, T0 + 10)  # rows for bars 1..9 were never made
+        w2.on_step(1.0)
+        w2.write([trade(T0 + 4.5)])
+        assert w2.stats()['unplaced'] == st['unplaced'] + 1
 
 
 def test_writer_refuses_bad_buffers():
     with open_shm_array(8) as shm:
-        with pytest.raises(ValueError, match="'sum' or 'quote'"):
+        with pytest.raises(ValueError, match="must be one of"):
             OHLCWriter({1.0: shm}, volume='max')
+        with pytest.raises(ValueError, match="'quote' was removed"):
+            OHLCWriter({1.0: shm}, volume='quote')
         with pytest.raises(ValueError, match='multiple of 0.1'):
             OHLCWriter({0.25: shm})
     with open_shm_array(8, dtype=[('index', 'i8'), ('time', 'f8'), ('close', 'f8')]) as shm:
         with pytest.raises(ValueError, match='lacks fields'):
             OHLCWriter({1.0: shm})
-
-
-def test_trades_far_past_the_last_bar_are_counted_not_hoarded():
-    with open_shm_array(16) as shm:
-        seed(shm)
-        w = OHLCWriter({1.0: shm})
-        tick = {'type': 'trade', 'price': 101.0, 'size': 1.0}
-        # one bar ahead: held until samplerd opens it
-        w.write([{**tick, 'time': T0 + 1.2}])
-        assert w.pending == 1 and w.unplaced_trades == 0
-        # ten bars ahead (nobody steps this buffer): counted and dropped, every time
-        for _ in range(100):
-            w.write([{**tick, 'time': T0 + 10.5}])
-        assert w.pending == 1 and w.unplaced_trades == 100
-        step_many([shm], 1.0)
-        w.on_step(1.0)
-        assert w.pending == 0 and shm.array['volume'][-1] == 1.0

@@ -482,9 +482,9 @@ async def test_step_from_trio_task(shm_key):
             m.push(rows(1))
         reader = attach_shm_array(group[4].token)
         for _ in range(3):
-            group.step(0.01)
+            group.step(0.1)
             await trio.lowlevel.checkpoint()
-        assert reader.array['time'].tolist() == [0.0, 0.01, 0.02, 0.03]
+        assert reader.array['time'].tolist() == [0.0, 0.1, 0.2, 0.3]
         reader.close()
 
 

@@ -23,22 +23,29 @@ class Step(_Msg, frozen=True, kw_only=True, tag='step'):
     '''Every buffer of ``period_s`` got a new row: ``index`` is that row's
     ``index`` field (the same across a period's buffers that were stepped in
     lock-step; ``NO_INDEX`` when none is registered), ``time`` the step's
-    wall-clock time (a multiple of the period).'''
+    wall-clock time (a multiple of the period).  ``gap`` is the number of
+    boundaries with no row before this one: samplerd was stalled (or the
+    wall clock jumped) longer than it catches up (``MAX_CATCHUP`` steps), so
+    the row's time jumps ``gap + 1`` periods past the row before it.'''
     period_s: float
     index: int
     time: float
     info: dict[str, Any] | None = None
+    gap: int = 0
 
 
 class Backfill(_Msg, frozen=True, kw_only=True, tag='backfill'):
     '''History was prepended to ``topic``'s ``timeframe`` buffer: rows
     ``start_index`` up to (excluding) ``end_index`` changed, so views of that
     topic and timeframe over that range should redraw.  The typed form of
-    piker's ``{'backfilling': (topic, timeframe)}``.'''
+    piker's ``{'backfilling': (topic, timeframe)}``.  ``reason`` is
+    ``'history'`` for prepended history and ``'correction'`` when late
+    trades changed closed bars in that range (see docs/reliability.md).'''
     topic: str
     timeframe: float
     start_index: int
     end_index: int
+    reason: str = 'history'
 
 
 class Info(_Msg, frozen=True, kw_only=True, tag='info'):

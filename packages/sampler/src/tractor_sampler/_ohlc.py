@@ -2,76 +2,161 @@
 Writing trades into bars, in the feed daemon, next to samplerd stepping
 the same buffers.
 
-Who writes what: samplerd only ever *appends* a row at each period
-boundary (seeded O=H=L=C=previous close, volume 0); the feed daemon's
-:class:`OHLCWriter` only ever updates the *last* row.
+Who writes what: samplerd only ever *appends* rows, one per period
+boundary, with that boundary's time (seeded O=H=L=C=previous close,
+volume 0); the feed daemon's :class:`OHLCWriter` updates the OHLCV of rows
+already there, the open bar and, for late trades, closed ones.
 
-The consistency rule (a trade never lands in a bar that has closed):
+The rule, for every trade whatever its time (see docs/reliability.md):
 
-- a trade belongs to the bar ``[k*p, (k+1)*p)`` holding its time (the
-  tick's ``'time'`` if it has one, else its arrival time);
-- if that bar is the last row, the trade updates it;
-- if samplerd has not opened that bar yet (the trade came a few
-  milliseconds before the step), the trade is held and written when the
-  writer sees the step (:meth:`OHLCWriter.on_step`), or by the next write
-  that finds the bar open;
-- if the bar has already closed (the trade is older than the last row),
-  it goes into the open bar and is counted in ``late_trades``: closed bars
-  are never changed;
-- a trade for a bar more than :data:`MAX_AHEAD_BARS` past the last row
-  (samplerd no longer steps the buffer, or is far behind) is dropped and
-  counted in ``unplaced_trades``.
+- Bar ``k`` of a period ``p`` is the row whose time is ``B(k)``, the float
+  nearest ``k*p`` (what samplerd writes); a trade at time ``t`` (the tick's
+  ``'time'``, else its arrival time) belongs to bar ``k`` when
+  ``B(k) <= t < B(k+1)``: floored, never rounded.
+- Its bar is the open (last) row: the trade updates it.
+- Its bar has closed but is still in the buffer: the trade updates that
+  bar (a *correction*; counted in ``late``), empty bars after it take its
+  new close, and the changed rows are reported by :meth:`take_corrections`
+  so the feed daemon broadcasts them (views redraw, as after a backfill).
+- Its bar is not open yet (the trade is ahead of the last row: samplerd
+  has not stepped yet, is stalled, or the backend's clock is ahead of
+  ours): the trade is held (counted in ``held``) and placed when a row for
+  its bar appears, in arrival order.
+- It cannot be placed (counted in ``unplaced``): its bar is older than the
+  writer's first live bar (history is the backend's) or has left the
+  buffer, its bar was skipped when samplerd jumped over a long stall,
+  its time is not a finite number, or it is more than ``max_ahead_s``
+  ahead of the last row or beyond ``max_held`` held trades (nobody steps
+  the buffer: the writer does not hoard).
 
-When the writer sees a step and no trade has reached the new bar yet, it
-re-seeds that bar from the closed bar's final close (samplerd may have
-copied the close just before the closed bar's last trade was written).
+Open and close are the first and last trades of a bar in arrival order
+(kdb+'s ``first``/``last`` over a tickerplant table); high and low the
+extremes; volume the sum of the trades' sizes.  With ``volume='cumulative'``
+(a backend whose ticks carry a running total in ``'volume'``, chosen
+through its ``symbol_info``: ``{'volume': 'cumulative'}``) each trade's
+size is the increase of that total since the previous trade, so every
+period's bars sum correctly; a total lower than the previous one is a
+reset (a new session) and that trade counts its own ``'size'``.
 
-The open of a bar is its first trade; high and low the extremes; close
-the last trade; volume the sum of trade sizes (``volume='sum'``) or the
-value the backend sends in the tick's ``'volume'`` (``volume='quote'``).
+Every counter is per buffer (period) and summed per topic in
+:meth:`OHLCWriter.stats`, which the feed daemon's ``info()`` (and
+``samplerd ls``) shows.
 
 '''
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import trio
 
 from feedbus import CLEARING_TICK_TYPES, FeedsBus, get_feed_bus
 
-from ._schedule import check_period
+from ._schedule import bar_of, bar_time, check_period
 from .shm import ShmArray
 
 _FIELDS = ('time', 'open', 'high', 'low', 'close', 'volume')
-#: trades for a bar up to this many bars past the last row are held until
-#: samplerd opens it (a step late by up to that much); later ones are counted
-#: in ``unplaced_trades`` and dropped, so a buffer nobody steps any more
-#: cannot make the writer hoard trades
-MAX_AHEAD_BARS = 2
+#: the volume modes: sizes summed, or increases of the backend's running total
+VOLUME_MODES = ('sum', 'cumulative')
+#: a trade more than this far ahead of a buffer's last row is not held
+MAX_AHEAD_S: float = 3600.0
+#: at most this many trades are held per buffer (nobody steps it?): more
+#: are counted in ``unplaced`` and dropped
+MAX_HELD: int = 20_000
+
+Trade = tuple[float, float, float]  # (time, price, size)
+
+
+def volume_mode(symbol_info: dict[str, Any] | None) -> str:
+    '''The volume mode a backend chose in its ``symbol_info`` (key
+    ``'volume'``), ``'sum'`` when it says nothing; ``ValueError`` naming a
+    bad one.'''
+    mode = (symbol_info or {}).get('volume', 'sum')
+    if mode not in VOLUME_MODES:
+        raise ValueError(
+            f"symbol_info volume={mode!r} must be one of {VOLUME_MODES}: 'sum' adds the "
+            "trades' sizes, 'cumulative' takes the increase of the ticks' running total"
+        )
+    return mode
+
+
+@dataclass
+class BarStats:
+    '''Counters of one buffer's trades (see the module docstring).'''
+    placed: int = 0  # trades written into a bar
+    late: int = 0  # arrived after their bar closed: the closed bar corrected
+    held: int = 0  # arrived before their bar opened: held, then placed
+    corrected: int = 0  # closed rows the writer changed (late trades, held trades after a catch-up, carried closes)
+    unplaced: int = 0  # in no bar: too old, skipped by a jump, bad time, or too far ahead
+
+
+class _Bars:
+    '''The writer's state for one buffer.'''
+
+    def __init__(self, period: float, shm: ShmArray) -> None:
+        self.p = period
+        self.tenths = round(period * 10)
+        self.shm = shm
+        self.rows = shm._rows
+        self.win = shm._window
+        self.times = shm._rows['time']  # a view: no copy
+        self.origin: int | None = None  # bar number of the first live row
+        self.traded: set[int] = set()  # bars that got a trade
+        self.seen = 0  # window end the writer has settled up to
+        self.last_k = 0  # bar number of the last row (when seen > 0)
+        self.held: list[Trade] = []
+        self.held_k = 0  # the earliest bar a held trade is for
+        self.dirty: list[int] | None = None  # [lo, hi) rows changed after they closed
+        self.stats = BarStats()
+
+    def find(self, k: int, first: int, last: int) -> int:
+        '''The row of bar ``k`` (``last_k - k`` rows back when no jump lies
+        between), or -1 when no row has that bar (skipped by a jump).'''
+        times = self.times
+        want = bar_time(self.tenths, k)
+        pos = last - 1 - (self.last_k - k)
+        if pos >= first and times[pos] == want:
+            return pos
+        lo, hi = max(pos, first), last
+        while lo < hi:  # a jump lies between: the row is later than pos
+            mid = (lo + hi) // 2
+            if times[mid] < want:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < last and times[lo] == want else -1
 
 
 class OHLCWriter:
-    '''Writes one topic's clearing ticks into the current row of each of
-    its buffers (one per period).'''
+    '''Writes one topic's clearing ticks into the bars of each of its
+    buffers (one per period), by the rule in the module docstring.'''
 
     def __init__(
         self,
         shms_by_period: dict[float, ShmArray],
         *,
         clearing: Iterable[str] = CLEARING_TICK_TYPES,
-        volume: Literal['sum', 'quote'] = 'sum',
+        volume: Literal['sum', 'cumulative'] = 'sum',
         wall: Callable[[], float] = time.time,
+        max_ahead_s: float = MAX_AHEAD_S,
+        max_held: int = MAX_HELD,
     ) -> None:
-        if volume not in ('sum', 'quote'):
-            raise ValueError(f"volume={volume!r} must be 'sum' or 'quote'")
+        if volume == 'quote':
+            raise ValueError(
+                "volume='quote' was removed (it wrote one value into every period's "
+                "bar): use 'cumulative' for a backend that sends a running total"
+            )
+        if volume not in VOLUME_MODES:
+            raise ValueError(f'volume={volume!r} must be one of {VOLUME_MODES}')
         self.clearing = frozenset(clearing)
         self.volume = volume
+        self.max_ahead_s = float(max_ahead_s)
+        self.max_held = int(max_held)
         self._wall = wall
-        # (period, period in µs, buffer): bars are found in integer µs,
-        # exact at epoch magnitudes (a float's ulp there is ~4e-7 s)
-        self._bufs: list[tuple[float, int, ShmArray]] = []
+        self._bufs: list[_Bars] = []
         for p, shm in shms_by_period.items():
             p = check_period(p)
             if shm.readonly:
@@ -79,22 +164,19 @@ class OHLCWriter:
             missing = [f for f in _FIELDS if f not in (shm.dtype.names or ())]
             if missing:
                 raise ValueError(f'shm buffer {shm.name!r} lacks fields {missing}')
-            self._bufs.append((p, round(p * 1e6), shm))
-        names = list(self._bufs[0][2].dtype.names or ()) if self._bufs else []
-        for _, _, shm in self._bufs:
-            if list(shm.dtype.names or ()) != names:
+            self._bufs.append(_Bars(p, shm))
+        names = list(self._bufs[0].shm.dtype.names or ()) if self._bufs else []
+        for b in self._bufs:
+            if list(b.shm.dtype.names or ()) != names:
                 raise ValueError('all buffers of one writer must share a dtype')
         self._pos = {f: names.index(f) for f in _FIELDS if f in names}
         self._idx = tuple(self._pos.get(f, 0) for f in _FIELDS)
-        # per period: (window end, the last row as a list, its time, its bar number in µs units)
-        self._cur: dict[float, tuple[Any, list, float, int]] = {}
-        self._pending: dict[float, list[tuple[float, float, float, float | None]]] = {}
-        self._traded: dict[float, float] = {}  # period -> time of the bar a trade reached
+        self._cum: float | None = None  # the running total, volume='cumulative'
+        for b in self._bufs:  # the open bar now is the first live one
+            self._settle(b)
         self.trades = 0
-        self.late_trades = 0
-        #: trades for a bar more than MAX_AHEAD_BARS past the last row (none
-        #: while samplerd steps the buffer): dropped and counted
-        self.unplaced_trades = 0
+        #: clearing ticks whose time is not a finite number (in no bar)
+        self.bad_times = 0
 
     # --- the hot path ------------------------------------------------------
 
@@ -104,114 +186,217 @@ class OHLCWriter:
         if not ticks:
             return 0
         clearing = self.clearing
-        trades = []
+        cumulative = self.volume == 'cumulative'
+        trades: list[Trade] = []
         for tick in ticks:
-            if tick.get('type') in clearing:
-                t = tick.get('time')
-                if t is None:
-                    t = now if now is not None else self._wall()
-                trades.append((t, tick['price'], tick.get('size', 0.0), tick.get('volume')))
-        if not trades:
-            return 0
+            if tick.get('type') not in clearing:
+                continue
+            t = tick.get('time')
+            if t is None:
+                t = now if now is not None else self._wall()
+            size = tick.get('size', 0.0) or 0.0
+            if cumulative:
+                total = tick.get('volume')
+                if total is not None:
+                    if self._cum is not None and total >= self._cum:
+                        size = total - self._cum
+                    self._cum = total
+            try:
+                t = float(t)
+            except (TypeError, ValueError):
+                t = math.nan
+            if not math.isfinite(t):
+                self.bad_times += 1
+                for b in self._bufs:
+                    b.stats.unplaced += 1
+                continue
+            trades.append((t, tick['price'], size))
         self.trades += len(trades)
-        pending = self._pending
-        for p, p_us, shm in self._bufs:
-            held = pending.get(p) if pending else None
-            self._apply(p, p_us, shm, held + trades if held else trades)
+        if trades:
+            for b in self._bufs:
+                self._apply(b, trades)
         return len(trades)
 
-    def _apply(
-        self,
-        p: float,
-        p_us: int,
-        shm: ShmArray,
-        trades: list[tuple[float, float, float, float | None]],
-    ) -> None:
-        # the writer is the only writer of the last row's OHLCV (samplerd
-        # only appends), so it keeps that row here and reads shared memory
-        # again only when samplerd appended a new one
-        window = shm._window
-        last = window[1]
-        cur = self._cur.get(p)
-        if cur is not None and cur[0] == last:
-            _, row, bar_t, bar_k = cur
-        else:
-            if last <= window[0]:  # no bar yet: wait for one
-                self._pending[p] = trades
-                return
-            row = list(shm._rows[last - 1].item())
-            bar_t = row[self._idx[0]]
-            bar_k = round(bar_t * 1e6) // p_us
-            self._cur[p] = (last, row, bar_t, bar_k)
+    def _settle(self, b: _Bars) -> tuple[int, int] | None:
+        '''Catch up with rows samplerd appended since the last look: empty
+        ones take the close before them (samplerd may have copied it before
+        the last trade of that bar was written), then held trades whose bar
+        now has a row are placed.  Returns the window, None while empty.'''
+        first, last = b.win.tolist()
+        if last <= first:
+            return None
+        if b.origin is None:
+            b.origin = b.last_k = bar_of(float(b.times[last - 1]), b.tenths)
+            b.seen = last
+        elif last != b.seen:
+            start = max(b.seen, first + 1)
+            b.seen = last
+            b.last_k = bar_of(float(b.times[last - 1]), b.tenths)
+            self._carry(b, start - 1, last)
+        if b.held and b.held_k <= b.last_k:
+            held, b.held = b.held, []
+            self._place(b, held, first, last, arrived=False)
+        return first, last
+
+    def _apply(self, b: _Bars, trades: list[Trade]) -> None:
+        win = self._settle(b)
+        if win is None:  # no bar yet: hold
+            self._hold(b, trades, count=True)
+            return
+        self._place(b, trades, *win, arrived=True)
+
+    def _hold(self, b: _Bars, trades: list[Trade], count: bool) -> None:
+        room = self.max_held - len(b.held)
+        if room < len(trades):
+            b.stats.unplaced += len(trades) - max(room, 0)
+            trades = trades[:max(room, 0)]
+        if not trades:
+            return
+        if count:
+            b.stats.held += len(trades)
+        k = min(bar_of(t, b.tenths) for t, _, _ in trades)
+        b.held_k = k if not b.held else min(b.held_k, k)
+        b.held.extend(trades)
+
+    def _place(self, b: _Bars, trades: list[Trade], first: int, last: int, arrived: bool) -> None:
+        '''Fold ``trades`` (arrival order) into their bars; hold those
+        ahead of the last row.'''
+        tenths, last_k, origin = b.tenths, b.last_k, b.origin
+        assert origin is not None
+        rows = b.rows
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
-        high, low, close, vol = row[i_high], row[i_low], row[i_close], row[i_vol]
-        open_ = row[i_open]
-        fresh = vol == 0 and self._traded.get(p) != bar_t
-        sum_volume = self.volume == 'sum'
-        later = None
-        n = 0
-        for t, price, size, bar_vol in trades:
-            k = round(t * 1e6) // p_us
-            if k != bar_k:
-                if k > bar_k:
-                    if k - bar_k > MAX_AHEAD_BARS:
-                        # no step will open that bar soon (the buffer is set
-                        # aside, or far behind): count it, do not hoard it
-                        self.unplaced_trades += 1
-                        continue
-                    if later is None:
-                        later = []
-                    later.append((t, price, size, bar_vol))
-                    continue
-                self.late_trades += 1
-            if fresh and n == 0:
-                open_ = high = low = price
-            else:
-                if price > high:
-                    high = price
-                if price < low:
-                    low = price
-            close = price
-            vol = vol + size if sum_volume or bar_vol is None else bar_vol
-            n += 1
-        if later:
-            self._pending[p] = later
-        elif self._pending:
-            self._pending.pop(p, None)
-        if n:
-            row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol] = open_, high, low, close, vol
-            shm._rows[last - 1] = tuple(row)
-            self._traded[p] = bar_t
-
-    # --- steps ---------------------------------------------------------------
-
-    def on_step(self, period_s: float) -> None:
-        '''samplerd appended a row to ``period_s``'s buffer: re-seed it from
-        the closed bar's final close if no trade reached it yet, then write
-        the trades that were waiting for it.'''
-        p = check_period(period_s)
-        for bp, p_us, shm in self._bufs:
-            if bp != p:
+        first_k = max(origin, bar_of(float(b.times[first]), tenths))
+        horizon = bar_time(tenths, last_k) + self.max_ahead_s
+        mods: dict[int, list] = {}
+        ahead: list[Trade] = []
+        traded = b.traded
+        st = b.stats
+        open_pos = last - 1
+        for trade in trades:
+            t, price, size = trade
+            k = bar_of(t, tenths)
+            if k > last_k:
+                if t > horizon:
+                    st.unplaced += 1
+                else:
+                    ahead.append(trade)
                 continue
-            rows = shm._rows
-            first, last = shm._window.tolist()
-            if last - first >= 2 and self._traded.get(p) != rows[last - 1]['time']:
-                pos = self._pos
-                prev_close = rows[last - 2]['close']
-                row = list(rows[last - 1].item())
-                if row[pos['volume']] == 0:
-                    for f in ('open', 'high', 'low', 'close'):
-                        row[pos[f]] = prev_close
-                    rows[last - 1] = tuple(row)
-                    self._cur.pop(p, None)
-            pending = self._pending.pop(p, None)
-            if pending:
-                self._apply(p, p_us, shm, pending)
+            if k == last_k:
+                pos = open_pos
+            elif k < first_k:
+                st.unplaced += 1
+                continue
+            else:
+                pos = b.find(k, first, last)
+                if pos < 0:
+                    st.unplaced += 1
+                    continue
+                if arrived:
+                    st.late += 1
+            row = mods.get(pos)
+            if row is None:
+                row = mods[pos] = list(rows[pos].item())
+            if k not in traded:
+                traded.add(k)
+                row[i_open] = row[i_high] = row[i_low] = row[i_close] = price
+                row[i_vol] = size
+            else:
+                if price > row[i_high]:
+                    row[i_high] = price
+                if price < row[i_low]:
+                    row[i_low] = price
+                row[i_close] = price
+                row[i_vol] += size
+            st.placed += 1
+        if ahead:
+            self._hold(b, ahead, count=arrived)
+        if not mods:
+            return
+        closed = []
+        for pos, row in mods.items():
+            rows[pos] = tuple(row)
+            if pos < open_pos:
+                closed.append(pos)
+        if closed:
+            closed.sort()
+            st.corrected += len(closed)
+            self._dirty(b, closed[0], closed[-1] + 1)
+            # empty bars after a corrected one carry its new close
+            for pos in closed:
+                self._carry(b, pos, last)
+
+    def _carry(self, b: _Bars, pos: int, last: int) -> None:
+        '''Rows after ``pos`` up to the next traded one (or the end) that
+        got no trade take the close before them.'''
+        rows, tenths, traded = b.rows, b.tenths, b.traded
+        i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
+        close = rows[pos]['close']
+        open_pos = last - 1
+        for q in range(pos + 1, last):
+            row = list(rows[q].item())
+            if bar_of(row[i_time], tenths) in traded:
+                break
+            if (
+                row[i_open] == row[i_high] == row[i_low] == row[i_close] == close
+                or (close != close and row[i_close] != row[i_close])  # both NaN
+            ) and row[i_vol] == 0:
+                continue
+            row[i_open] = row[i_high] = row[i_low] = row[i_close] = close
+            row[i_vol] = 0.0
+            rows[q] = tuple(row)
+            if q < open_pos:
+                b.stats.corrected += 1
+                self._dirty(b, q, q + 1)
+
+    @staticmethod
+    def _dirty(b: _Bars, lo: int, hi: int) -> None:
+        if b.dirty is None:
+            b.dirty = [lo, hi]
+        else:
+            b.dirty[0] = min(b.dirty[0], lo)
+            b.dirty[1] = max(b.dirty[1], hi)
+
+    # --- steps and corrections ------------------------------------------------
+
+    def on_step(self, period_s: float | None = None) -> None:
+        '''samplerd appended rows to ``period_s``'s buffer (every buffer
+        when ``None``): settle them (see :meth:`_settle`).'''
+        p = None if period_s is None else check_period(period_s)
+        for b in self._bufs:
+            if p is None or b.p == p:
+                self._settle(b)
+
+    def take_corrections(self) -> list[tuple[float, int, int]]:
+        '''``(period, start_index, end_index)`` (end exclusive, the rows'
+        ``index`` field) of the closed rows changed since the last call.'''
+        out = []
+        for b in self._bufs:
+            if b.dirty is None:
+                continue
+            lo, hi = b.dirty
+            b.dirty = None
+            idx = b.rows['index']
+            out.append((b.p, int(idx[lo]), int(idx[hi - 1]) + 1))
+        return out
 
     @property
     def pending(self) -> int:
-        '''Trades held for a bar samplerd has not opened yet.'''
-        return sum(len(v) for v in self._pending.values())
+        '''Trades held for bars samplerd has not opened yet.'''
+        return sum(len(b.held) for b in self._bufs)
+
+    @property
+    def late_trades(self) -> int:
+        return sum(b.stats.late for b in self._bufs)
+
+    @property
+    def unplaced_trades(self) -> int:
+        return sum(b.stats.unplaced for b in self._bufs)
+
+    def stats(self) -> dict[str, Any]:
+        '''The counters: totals over the buffers and ``by_period``.'''
+        by = {repr(b.p): {**asdict(b.stats), 'pending': len(b.held)} for b in self._bufs}
+        tot = {k: sum(v[k] for v in by.values()) for k in ('placed', 'late', 'held', 'corrected', 'unplaced', 'pending')}
+        return {'trades': self.trades, 'volume': self.volume, **tot, 'by_period': by}
 
 
 async def sample_and_broadcast(
@@ -238,3 +423,20 @@ async def sample_and_broadcast(
             if writer is not None:
                 writer.write(ticks, now)
             bus.publish(topic, fields, ticks)
+
+
+async def broadcast_corrections(writer: OHLCWriter, stream: Any, topic: str) -> int:
+    '''Tell every subscriber, through a sample stream (from
+    :func:`open_sample_stream`), which closed rows of ``topic``'s buffers
+    the writer corrected since the last call: a
+    :class:`~tractor_sampler.Backfill` with ``reason='correction'`` per
+    buffer, so views redraw those rows.  Returns how many it sent.'''
+    from ._msgs import Backfill
+
+    sent = 0
+    for p, start, end in writer.take_corrections():
+        await stream.broadcast(Backfill(
+            topic=topic, timeframe=p, start_index=start, end_index=end, reason='correction',
+        ))
+        sent += 1
+    return sent

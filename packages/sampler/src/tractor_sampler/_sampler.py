@@ -73,6 +73,13 @@ class Sampler:
         #: per period; they leave with their registration
         self._set_aside: defaultdict[float, dict[tuple[str, int], ShmArray]] = defaultdict(dict)
         self.set_aside = 0
+        #: per period: steps whose rows jumped over boundaries after a long
+        #: stall or clock jump (the row marks the gap: ``Step.gap``), and the
+        #: boundaries jumped over in all
+        self.gaps: Counter[float] = Counter()
+        self.gap_bars: Counter[float] = Counter()
+        #: rows not appended because a buffer was already at the step's time
+        self.waited = 0
 
     # --- registration -------------------------------------------------------
 
@@ -126,7 +133,7 @@ class Sampler:
         if missing > MAX_ALIGN_ROWS:
             log.warning(
                 f'{shm.name}: its last bar is {missing} periods of {p} s behind the '
-                'open bar: not aligned (steps continue from it)'
+                'open bar: not aligned (its next row jumps to the boundary, a gap)'
             )
             return 0
         free = shm.size - shm.last
@@ -186,13 +193,17 @@ class Sampler:
         await self.schedule.run(self._step, task_status=task_status)
 
     async def _step(self, period_s: float, step_time: float) -> None:
+        '''Append the row of boundary ``step_time`` to every buffer of the
+        period, then broadcast the step (with the gap its rows jumped, if
+        any).'''
         bufs = self._bufs.get(period_s)
+        gap = 0
         if bufs:
             plan = self._plans.get(period_s)
             if plan is None:
                 plan = self._plans[period_s] = StepPlan(list(bufs.values()))
             try:
-                plan.step(period_s)
+                gap = self._step_plan(plan, period_s, step_time)
             except ValueError as err:  # an overrun or a closed buffer
                 # step the others: set the culprits aside (they are not
                 # stepped again until re-registered) and step once more
@@ -211,13 +222,29 @@ class Sampler:
                 if bad and bufs:
                     plan = self._plans[period_s] = StepPlan(list(bufs.values()))
                     try:
-                        plan.step(period_s)
+                        gap = self._step_plan(plan, period_s, step_time)
                     except ValueError as err2:
                         log.error(f'stepping period {period_s} s failed: {err2}')
                 elif not bad:
                     log.error(f'stepping period {period_s} s failed: {err}')
         self.steps[period_s] += 1
-        self.broadcast(period_s, time_stamp=step_time)
+        self.broadcast(period_s, time_stamp=step_time, gap=gap)
+
+    def _step_plan(self, plan: StepPlan, period_s: float, step_time: float) -> int:
+        '''One step of ``plan`` at ``step_time``; counts and returns the gap
+        (boundaries its rows jumped over).'''
+        waited = plan.waited
+        plan.step(period_s, step_time)
+        self.waited += plan.waited - waited
+        gap = plan.last_gap
+        if gap:
+            self.gaps[period_s] += 1
+            self.gap_bars[period_s] += gap
+            log.warning(
+                f'period {period_s:g} s: rows jumped {gap} boundaries to {step_time} '
+                '(a stall or clock jump longer than the catch-up): a gap'
+            )
+        return gap
 
     def _index(self, period_s: float) -> int:
         for shm in self._bufs.get(period_s, {}).values():
@@ -230,6 +257,7 @@ class Sampler:
         period_s: float,
         time_stamp: float | None = None,
         info: dict[str, Any] | None = None,
+        gap: int = 0,
     ) -> int:
         '''Send a :class:`Step` (the period's latest index and time, plus
         ``info``) to every subscriber of ``period_s``.  Never blocks;
@@ -241,6 +269,7 @@ class Sampler:
             index=self._index(p),
             time=self.schedule.wall_now() if time_stamp is None else time_stamp,
             info=info,
+            gap=gap,
         )
         return self.bus.broadcast(period_topic(p), msg)
 
@@ -274,6 +303,19 @@ class Sampler:
             'skipped': self.schedule.stats.skipped,
             'aligned': self.aligned,
             'set_aside': self.set_aside,
+            **self.clock_info(),
+        }
+
+    def clock_info(self) -> dict[str, Any]:
+        '''The stepping counters for stalls and clock jumps (see
+        docs/reliability.md, "Bars and clocks").'''
+        st = self.schedule.stats
+        return {
+            'clock_jumps': st.clock_jumps,
+            'max_clock_jump_s': st.max_clock_jump_s,
+            'gaps': dict(self.gaps),
+            'gap_bars': dict(self.gap_bars),
+            'waited': self.waited,
         }
 
 

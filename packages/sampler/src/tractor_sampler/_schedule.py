@@ -11,10 +11,23 @@ clock drives the whole schedule in tests.
 Late steps: a step taken after its deadline is simply late (its lateness
 is recorded).  When the loop was stalled past one or more later
 deadlines, the missed steps are caught up at once, in order, each with
-its own step time, so bars stay contiguous; when more than
-``max_catchup`` steps of one period were missed, the older ones are
-skipped (counted in ``stats.skipped``) and stepping resumes from the
-newest missed boundary.
+its own step time (its boundary), so there is one row per boundary; when
+more than ``max_catchup`` steps of one period were missed, the older ones
+are skipped (counted in ``stats.skipped``): stepping jumps to the newest
+``max_catchup`` + 1 boundaries, up to the current one, and the first row
+after the jump marks the gap (see ``StepPlan.step`` and ``Step.gap``).
+
+Clock jumps: trio's clock does not count time the machine was suspended,
+and NTP (or a person) can step the wall clock.  So the mapping of trio's
+clock onto the wall clock is not taken once: it is read again whenever the
+loop wakes, which is at least every ``clock_check_s`` (1 s).  A change of
+more than ``CLOCK_JUMP_S`` (10 ms; NTP slews far slower) is a jump,
+counted in ``stats.clock_jumps`` (the largest in ``max_clock_jump_s``).
+It is handled by the same rule as a stall: a forward jump (or a suspend)
+makes the boundaries passed meanwhile due, caught up or skipped as above;
+after a backward jump the next step waits for its boundary on the new
+wall clock (rows never go back in time).  Smaller changes (slewing) are
+absorbed silently.
 
 Timer wake-ups: an event loop's timer fires up to a millisecond or two
 late when the process was idle.  With ``spin_s`` (samplerd uses 2 ms) the
@@ -41,6 +54,10 @@ MIN_PERIOD_S: float = 0.1
 MAX_PERIOD_S: float = 86400.0
 #: missed steps of one period caught up at once before older ones are skipped
 MAX_CATCHUP: int = 1000
+#: a change of the wall clock against trio's clock larger than this is a jump
+CLOCK_JUMP_S: float = 0.010
+#: the loop re-reads the wall clock at least this often
+CLOCK_CHECK_S: float = 1.0
 
 
 def check_period(period_s: object) -> float:
@@ -61,6 +78,23 @@ def check_period(period_s: object) -> float:
     return tenths / 10
 
 
+def bar_time(tenths: int, k: int) -> float:
+    '''Bar ``k``'s time for a period of ``tenths`` tenths of a second: the
+    float nearest ``k * tenths / 10`` (what samplerd writes).'''
+    return k * tenths / 10
+
+
+def bar_of(t: float, tenths: int) -> int:
+    '''The bar number ``k`` with ``bar_time(k) <= t < bar_time(k + 1)``
+    (``t`` finite).'''
+    k = math.floor(t * 10 / tenths)
+    if k * tenths / 10 > t:
+        k -= 1
+    elif (k + 1) * tenths / 10 <= t:
+        k += 1
+    return k
+
+
 @dataclass
 class StepStats:
     steps: int = 0
@@ -69,6 +103,8 @@ class StepStats:
     skipped: int = 0  # missed steps dropped beyond MAX_CATCHUP
     max_lateness_s: float = 0.0
     lateness_s: list[float] = field(default_factory=list)  # recent, for benchmarks
+    clock_jumps: int = 0  # wall-clock jumps against trio's clock (> CLOCK_JUMP_S)
+    max_clock_jump_s: float = 0.0  # the largest, signed
 
 
 OnStep = Callable[[float, float], Awaitable[None]]
@@ -85,8 +121,10 @@ class Schedule:
         max_catchup: int = MAX_CATCHUP,
         keep_lateness: int = 0,
         spin_s: float = 0.0,
+        clock_check_s: float = CLOCK_CHECK_S,
     ) -> None:
         self._wall = wall
+        self.clock_check_s = clock_check_s
         self._offset: float | None = None  # wall - trio
         self._next: dict[float, int] = {}  # period -> index k of its next step
         self._changed = trio.Event()
@@ -106,6 +144,21 @@ class Schedule:
             self._offset = self._wall() - trio.current_time()
         return self._offset
 
+    def reanchor(self) -> float:
+        '''Map trio's clock onto the wall clock afresh; a change larger than
+        :data:`CLOCK_JUMP_S` is counted as a jump.  Returns the change.'''
+        offset = self._wall() - trio.current_time()
+        old = self._offset
+        self._offset = offset
+        if old is None:
+            return 0.0
+        delta = offset - old
+        if abs(delta) > CLOCK_JUMP_S:
+            self.stats.clock_jumps += 1
+            if abs(delta) > abs(self.stats.max_clock_jump_s):
+                self.stats.max_clock_jump_s = delta
+        return delta
+
     def wall_now(self) -> float:
         return trio.current_time() + self._sync()
 
@@ -113,7 +166,7 @@ class Schedule:
     def step_time(period: float, k: int) -> float:
         '''Wall time of step ``k``: computed in tenths of a second, so a
         0.2 s period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001).'''
-        return k * round(period * 10) / 10
+        return bar_time(round(period * 10), k)
 
     def deadline(self, period: float, k: int) -> float:
         '''trio time of step ``k`` of ``period``.'''
@@ -123,7 +176,7 @@ class Schedule:
         '''Start stepping ``period_s`` from its next wall-clock boundary.'''
         p = check_period(period_s)
         if p not in self._next:
-            self._next[p] = math.floor(self.wall_now() / p + 1e-9) + 1
+            self._next[p] = bar_of(self.wall_now(), round(p * 10)) + 1
             self._changed.set()
         return p
 
@@ -152,10 +205,15 @@ class Schedule:
             if not self._next:
                 await self._changed.wait()
                 continue
+            self.reanchor()  # every wake-up: a suspend or a clock step shows here
             due_at = min(self.deadline(p, k) for p, k in self._next.items())
-            with trio.move_on_at(due_at - self.spin_s):
-                await self._changed.wait()
-                continue  # the set of periods changed: recompute
+            now = trio.current_time()
+            if now < due_at - self.spin_s:
+                # sleep until the deadline (or the next clock check), or
+                # until the set of periods changes: then recompute
+                with trio.move_on_at(min(due_at - self.spin_s, now + self.clock_check_s)):
+                    await self._changed.wait()
+                continue
             # timers wake ~1 ms late on an idle machine: with spin_s, wake
             # that much early and yield to other tasks until the deadline
             while trio.current_time() < due_at:
@@ -168,7 +226,7 @@ class Schedule:
             k = self._next.get(p)
             if k is None or self.deadline(p, k) > now:
                 continue
-            last = math.floor((now + self._sync()) / p + 1e-9)
+            last = bar_of(now + self._sync(), round(p * 10))
             missed = last - k  # steps beyond the first that are also due
             if missed > self.max_catchup:
                 self.stats.skipped += missed - self.max_catchup

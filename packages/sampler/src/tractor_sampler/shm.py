@@ -57,8 +57,8 @@ closed handle raises ``ValueError``.
 
 Vectorised stepping
 -------------------
-The sampler appends one row per period to every buffer (time = previous +
-period, open = high = low = close = previous close, volume 0, index + 1).
+The sampler appends one row per period to every buffer (time = the step's
+boundary, open = high = low = close = previous close, volume 0, index + 1).
 Doing that with a few numpy operations per buffer costs a Python loop of
 1000 iterations for 1000 buffers.  Instead, buffers of one dtype and size
 are allocated as members of one :class:`ShmGroup` (:func:`open_shm_group`):
@@ -93,6 +93,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
+
+from ._schedule import check_period
 
 __all__ = [
     'DEFAULT_DTYPE',
@@ -711,11 +713,31 @@ class StepPlan:
                     f'shm buffer {segs.token.shm_name!r} is attached read-only: cannot step'
                 )
             self._parts.append((segs, np.unique(np.asarray(members, dtype=np.intp))))
+        #: rows not appended because the buffer's last row was already at or
+        #: after the step's time
+        self.waited = 0
+        #: rows that jumped over boundaries (one per buffer and jump), the
+        #: boundaries jumped over, and the most jumped over by the last step
+        self.jumps = 0
+        self.gap_bars = 0
+        self.last_gap = 0
 
-    def step(self, period_s: float) -> int:
-        '''Append one row to every non-empty buffer; returns how many.'''
+    def step(self, period_s: float, step_time: float | None = None) -> int:
+        '''Append one row to every non-empty buffer, with time
+        ``step_time`` (a boundary of the period: samplerd passes the step's
+        own time), or, when ``None``, each buffer's next boundary after its
+        last row.  Returns how many buffers got a row.
+
+        A buffer whose last row is already at or after ``step_time`` gets no
+        row (counted in :attr:`waited`: it waits for the schedule to reach
+        it, rows never go back in time).  A buffer whose last row is more
+        than one period before ``step_time`` jumps to it: the row marks the
+        gap (its time is ``gap + 1`` periods after the row before) and
+        :attr:`jumps`, :attr:`gap_bars` and :attr:`last_gap` count it.'''
+        tenths = round(check_period(period_s) * 10)
         # check every part first, so an overrun writes nothing anywhere
         todo = []
+        gap = 0
         for segs, members in self._parts:
             if segs.closed:
                 raise ValueError(f'shm buffer {segs.token.shm_name!r} is closed')
@@ -723,6 +745,19 @@ class StepPlan:
             sel = win[:, 1] > win[:, 0]
             idx = members[sel]
             last = win[sel, 1]
+            new = segs.block[idx, last - 1]  # (k,) copy of the current rows
+            prev = new['time']
+            # bar numbers in float64: exact integers, and k * tenths / 10 is
+            # the float nearest the boundary, as the schedule's step times
+            prev_k = np.rint(prev * 10 / tenths)
+            if step_time is None:
+                times = (prev_k + 1) * tenths / 10
+            else:
+                times = np.full(len(idx), float(step_time))
+            go = times > prev
+            if not go.all():
+                self.waited += int((~go).sum())
+                idx, last, new, prev_k, times = idx[go], last[go], new[go], prev_k[go], times[go]
             full = last >= segs.token.size
             if full.any():
                 raise ShmOverrun(
@@ -730,11 +765,18 @@ class StepPlan:
                     f'{idx[full].tolist()[:10]}: 0 rows free at the end '
                     f'(size {segs.token.size})'
                 )
-            todo.append((segs, idx, last))
+            if step_time is not None and len(idx):
+                skipped = np.rint(times * 10 / tenths) - prev_k - 1
+                jumped = skipped > 0
+                if jumped.any():
+                    self.jumps += int(jumped.sum())
+                    self.gap_bars += int(skipped[jumped].sum())
+                    gap = max(gap, int(skipped.max()))
+            todo.append((segs, idx, last, new, times))
+        self.last_gap = gap
         stepped = 0
-        for segs, idx, last in todo:
+        for segs, idx, last, new, times in todo:
             block = segs.block
-            new = block[idx, last - 1]  # (k,) copy of the current rows
             names = new.dtype.names or ()
             close = new['close']
             for f in ('open', 'high', 'low'):
@@ -744,19 +786,19 @@ class StepPlan:
                 new['volume'] = 0
             if 'index' in names:
                 new['index'] += 1
-            # to the µs, so repeated steps of e.g. 0.1 s do not drift off boundaries
-            new['time'] = np.round((new['time'] + period_s) * 1e6) / 1e6
+            new['time'] = times
             block[idx, last] = new
             segs.windows[idx, 1] = last + 1  # after the rows: readers see whole rows
             stepped += len(idx)
         return stepped
 
 
-def step_many(shms: Sequence[ShmArray], period_s: float) -> int:
+def step_many(shms: Sequence[ShmArray], period_s: float, step_time: float | None = None) -> int:
     '''Step every buffer in ``shms`` once (one vectorised step per data
-    segment); returns how many were stepped.  For a fixed set stepped every
-    period, build a :class:`StepPlan` once instead.'''
-    return StepPlan(shms).step(period_s)
+    segment; see :meth:`StepPlan.step`); returns how many were stepped.
+    For a fixed set stepped every period, build a :class:`StepPlan` once
+    instead.'''
+    return StepPlan(shms).step(period_s, step_time)
 
 
 # -- groups ----------------------------------------------------------------------
@@ -805,11 +847,12 @@ class ShmGroup:
     def __iter__(self) -> Iterator[ShmArray]:
         return iter(self._members)
 
-    def step(self, period_s: float) -> int:
-        '''Append one row to every non-empty member; returns how many.'''
+    def step(self, period_s: float, step_time: float | None = None) -> int:
+        '''Append one row to every non-empty member (see
+        :meth:`StepPlan.step`); returns how many.'''
         if self._plan is None:
             self._plan = StepPlan(self._members)
-        return self._plan.step(period_s)
+        return self._plan.step(period_s, step_time)
 
     def close(self) -> None:
         self._segs.close()
