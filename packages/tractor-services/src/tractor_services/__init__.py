@@ -12,6 +12,7 @@ name from any actor or program, or has the root spawn it.
 from . import compat
 from ._errors import (
     GaveUp,
+    MissingDependency,
     NoServiceMngr,
     RegistryInUse,
     ServiceConflict,
@@ -41,6 +42,7 @@ __version__ = '0.1.0'
 __all__ = [
     'ActorDied',
     'GaveUp',
+    'MissingDependency',
     'NoServiceMngr',
     'PeerDisconnected',
     'PeerGone',

@@ -33,6 +33,12 @@ class ServiceFailed(ServiceError):
     '''A service's endpoint raised, or its process died, before it started.'''
 
 
+class MissingDependency(ServiceError):
+    '''A service was started with ``requires=[...]`` naming a service that
+    is not running (nor starting or restarting), or that stopped while the
+    start waited for it.'''
+
+
 class GaveUp(ServiceError):
     '''A service restarted more often than its policy's intensity allows.'''
 

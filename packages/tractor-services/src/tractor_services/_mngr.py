@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,6 +22,7 @@ import trio
 from . import compat
 from ._errors import (
     GaveUp,
+    MissingDependency,
     NoServiceMngr,
     ServiceConflict,
     ServiceFailed,
@@ -56,6 +57,8 @@ class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None = None
     last_traceback: str | None = None
     policy: RestartPolicy = RestartPolicy()
+    #: the services it requires (stopped after it, see ``start_service``)
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -69,6 +72,7 @@ class _Service:
     startup_timeout: float
     shutdown_timeout: float
     start_kwargs: dict[str, Any] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
     portal: Any = None  # for 'ctx' services: the portal we were given
     state: State = 'starting'
     spawned: compat.SpawnedActor | None = None
@@ -98,6 +102,7 @@ class _Service:
             last_error=self.last_error,
             last_traceback=self.last_traceback,
             policy=self.policy,
+            requires=self.requires,
         )
 
 
@@ -216,6 +221,42 @@ class ServiceMngr:
                 return info
             await changed.wait()
 
+    async def wait_running(
+        self,
+        name: str,
+        *,
+        not_pid: int | None = None,
+        timeout: float | None = None,
+    ) -> ServiceInfo:
+        '''Wait until ``name`` runs (in a process other than ``not_pid``,
+        when given) and return its record.
+
+        This is how a dependent learns that a service it requires is back:
+        it notices the loss itself (its stream ends, the peer's process
+        exits), then waits here with the pid it lost.  Raises
+        :class:`ServiceNotFound` as soon as ``name`` is not going to run
+        again (it is not running, starting or restarting: it was stopped,
+        failed or gave up), and ``TimeoutError`` after ``timeout`` seconds.'''
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while True:
+                changed = self._changed
+                svc = self._services.get(name)
+                if svc is None or svc.state == 'stopping' or svc.stopping:
+                    try:
+                        last = self.info(name)
+                        why = f' (it is {last.state}' + (
+                            f': {last.last_error})' if last.last_error else ')'
+                        )
+                    except ServiceNotFound:
+                        why = ''
+                    raise ServiceNotFound(f'service {name!r} is not running and will not restart{why}')
+                if svc.state == 'running':
+                    info = svc.info()
+                    if not_pid is None or info.pid not in (None, not_pid) or svc.kind != 'actor':
+                        return info
+                await changed.wait()
+        raise TimeoutError(f'service {name!r} did not run again within {timeout} s')
+
     def _not_found(self, name: str) -> ServiceNotFound:
         known = ', '.join(repr(n) for n in self._order) or 'none'
         return ServiceNotFound(f'no service named {name!r} is running (running: {known})')
@@ -258,12 +299,37 @@ class ServiceMngr:
         if self._closing:
             raise NoServiceMngr('the service manager is shutting down')
 
+    async def _await_requires(self, name: str, requires: tuple[str, ...], timeout: float) -> None:
+        '''Return once every service in ``requires`` runs; one that is
+        starting or restarting is waited for (up to ``timeout``), one that is
+        not there at all fails the start at once.'''
+        with trio.move_on_after(timeout) as cs:
+            for dep in requires:
+                while True:
+                    changed = self._changed
+                    svc = self._services.get(dep)
+                    if svc is None or svc.stopping:
+                        known = ', '.join(repr(n) for n in self._order) or 'none'
+                        raise MissingDependency(
+                            f'service {name!r} requires {dep!r}, which is not running '
+                            f'(running: {known}): start {dep!r} first'
+                        )
+                    if svc.state == 'running':
+                        break
+                    await changed.wait()
+        if cs.cancelled_caught:
+            raise MissingDependency(
+                f'service {name!r} requires {list(requires)!r}, which did not run '
+                f'within {timeout} s'
+            )
+
     async def start_service(
         self,
         daemon_name: str,
         ctx_ep: Any,
         *,
         restart: RestartPolicy | str | dict | None = None,
+        requires: Iterable[str] = (),
         startup_timeout: float = STARTUP_TIMEOUT_S,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         **start_actor_kwargs: Any,
@@ -279,9 +345,18 @@ class ServiceMngr:
         (``enable_modules`` defaults to the endpoint's module, ``loglevel``,
         ``bind_addr``, ``debug_mode``).
 
+        ``requires`` names services this one depends on.  They must run
+        already: one that is starting or restarting is waited for (within
+        ``startup_timeout``), one that is not there fails the start with
+        :class:`MissingDependency` before anything is spawned.  Shutdown
+        then stops this service before them, whatever the start order.  A
+        required service's restart does not restart this one: it learns
+        of the loss itself and waits with :meth:`wait_running`.
+
         '''
         fn, kwargs = resolve_endpoint(ctx_ep)
         policy = as_policy(restart)
+        deps = _check_requires(daemon_name, requires)
         _check_timeouts(startup_timeout, shutdown_timeout)
         unknown = set(start_actor_kwargs) - {'enable_modules', 'loglevel', 'bind_addr', 'debug_mode'}
         if unknown:
@@ -296,10 +371,12 @@ class ServiceMngr:
         async with self._lock(daemon_name):
             if (svc := self._reuse(daemon_name, endpoint)) is not None:
                 return svc.first
+            await self._await_requires(daemon_name, deps, startup_timeout)
             svc = _Service(
                 name=daemon_name, kind='actor', endpoint=endpoint, target=fn,
                 kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
                 shutdown_timeout=shutdown_timeout, start_kwargs=start_actor_kwargs,
+                requires=deps,
             )
             return await self._start(svc, self._run_actor)
 
@@ -310,26 +387,30 @@ class ServiceMngr:
         ctx_fn: Any,
         *,
         restart: RestartPolicy | str | dict | None = None,
+        requires: Iterable[str] = (),
         startup_timeout: float = STARTUP_TIMEOUT_S,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         **kwargs: Any,
     ) -> Any:
         '''Supervise a context opened with ``ctx_fn(**kwargs)`` on a portal
         that someone else spawned.  Cancelling it cancels the context, not
-        the actor.  Returns the started value.'''
+        the actor.  Returns the started value.  ``requires`` as for
+        :meth:`start_service`.'''
         fn, pkw = resolve_endpoint(ctx_fn)
         kwargs = {**pkw, **kwargs}
         policy = as_policy(restart)
+        deps = _check_requires(name, requires)
         _check_timeouts(startup_timeout, shutdown_timeout)
         endpoint = compat.fn_path(fn)
         self._check_open()
         async with self._lock(name):
             if (svc := self._reuse(name, endpoint)) is not None:
                 return svc.first
+            await self._await_requires(name, deps, startup_timeout)
             svc = _Service(
                 name=name, kind='ctx', endpoint=endpoint, target=fn,
                 kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
-                shutdown_timeout=shutdown_timeout, portal=portal,
+                shutdown_timeout=shutdown_timeout, portal=portal, requires=deps,
             )
             return await self._start(svc, self._run_ctx)
 
@@ -339,13 +420,15 @@ class ServiceMngr:
         fn: Callable[..., Awaitable[Any]],
         *,
         restart: RestartPolicy | str | dict | None = None,
+        requires: Iterable[str] = (),
         startup_timeout: float = STARTUP_TIMEOUT_S,
         **kwargs: Any,
     ) -> Any:
         '''Run the local async function ``fn(**kwargs)`` as a supervised
         service.  If ``fn`` takes ``task_status``, the value it passes to
         ``task_status.started()`` is returned; otherwise ``None`` once it
-        is scheduled.'''
+        is scheduled.  ``requires`` as for :meth:`start_service`.'''
+        deps = _check_requires(name, requires)
         if isinstance(fn, partial):
             kwargs = {**(fn.keywords or {}), **kwargs}
             if fn.args:
@@ -360,10 +443,11 @@ class ServiceMngr:
         async with self._lock(name):
             if (svc := self._reuse(name, endpoint)) is not None:
                 return svc.first
+            await self._await_requires(name, deps, startup_timeout)
             svc = _Service(
                 name=name, kind='task', endpoint=endpoint, target=fn,
                 kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
-                shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                shutdown_timeout=SHUTDOWN_TIMEOUT_S, requires=deps,
             )
             return await self._start(svc, self._run_task)
 
@@ -575,13 +659,41 @@ class ServiceMngr:
             await svc.done.wait()
         return self.info(name)
 
+    def stop_order(self) -> list[str]:
+        '''The order :meth:`_shutdown` stops the running services in:
+        dependents before the services they require, otherwise reverse
+        start order.'''
+        left = [n for n in self._order if n in self._services]
+        out: list[str] = []
+        while left:
+            needed = {d for n in left for d in self._services[n].requires}
+            free = [n for n in left if n not in needed] or left  # a cycle: start order
+            out.append(free[-1])
+            left.remove(free[-1])
+        return out
+
     async def _shutdown(self) -> None:
-        '''Stop every service in reverse start order.'''
+        '''Stop every service, one at a time: dependents before what they
+        require, otherwise in reverse start order.'''
         self._closing = True
         with trio.CancelScope(shield=True):
-            for name in reversed(list(self._order)):
-                if name in self._services:
-                    await self.cancel_service(name)
+            while order := self.stop_order():
+                await self.cancel_service(order[0])
+
+
+def _check_requires(name: str, requires: Any) -> tuple[str, ...]:
+    '''``requires`` as a tuple of distinct service names, not ``name``.'''
+    if isinstance(requires, str) or not isinstance(requires, Iterable):
+        raise TypeError(f'requires={requires!r} must be a list of service names')
+    out: list[str] = []
+    for dep in requires:
+        if not isinstance(dep, str) or not dep:
+            raise TypeError(f'requires: {dep!r} is not a service name')
+        if dep == name:
+            raise ValueError(f'service {name!r} cannot require itself')
+        if dep not in out:
+            out.append(dep)
+    return tuple(out)
 
 
 def _check_timeouts(startup: float, shutdown: float) -> None:
@@ -628,9 +740,10 @@ async def open_service_mngr(
     '''Open (or re-enter) this actor's one :class:`ServiceMngr`.
 
     Nested entries, in this task or another, get the same instance; the
-    outermost entry owns it and, on exit, stops every service in reverse
-    start order and resets it so it can be opened afresh.  Outside a
-    tractor runtime it boots a root actor first (``registry_addr``,
+    outermost entry owns it and, on exit, stops every service (dependents
+    before what they require, otherwise in reverse start order) and resets
+    it so it can be opened afresh.  Outside a tractor runtime it boots a
+    root actor first (``registry_addr``,
     ``name``, ``loglevel``, ``debug_mode`` configure it; inside a running
     runtime they are ignored).
 

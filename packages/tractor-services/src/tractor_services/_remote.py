@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from . import _errors, compat
-from ._mngr import ServiceInfo, get_service_mngr, resolve_endpoint
+from ._mngr import ServiceInfo, _check_requires, get_service_mngr, resolve_endpoint
 from ._policy import RestartPolicy
 
 
@@ -30,6 +30,7 @@ class StartRequest(msgspec.Struct, frozen=True, kw_only=True):
     kwargs: dict[str, Any] = {}
     start_actor_kwargs: dict[str, Any] = {}
     restart: RestartPolicy | None = None
+    requires: list[str] = []
     startup_timeout: float | None = None
     shutdown_timeout: float | None = None
 
@@ -55,6 +56,7 @@ async def start_service(**request: Any) -> dict[str, Any]:
         req.name,
         partial(fn, **req.kwargs),
         restart=req.restart,
+        requires=req.requires,
         **timeouts,
         **req.start_actor_kwargs,
     )
@@ -67,6 +69,15 @@ async def cancel_service(name: str) -> dict[str, Any]:
 
 async def list_services(include_ended: bool = False) -> list[dict[str, Any]]:
     return msgspec.to_builtins(get_service_mngr().list_services(include_ended))
+
+
+async def wait_running(
+    name: str,
+    not_pid: int | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    info = await get_service_mngr().wait_running(name, not_pid=not_pid, timeout=timeout)
+    return msgspec.to_builtins(info)
 
 
 def _local_error(err: BaseException) -> BaseException:
@@ -91,6 +102,7 @@ class RemoteServiceMngr:
         ctx_ep: Callable | str,
         *,
         restart: RestartPolicy | str | dict | None = None,
+        requires: list[str] | tuple[str, ...] = (),
         startup_timeout: float | None = None,
         shutdown_timeout: float | None = None,
         **start_actor_kwargs: Any,
@@ -111,6 +123,7 @@ class RemoteServiceMngr:
             kwargs=kwargs,
             start_actor_kwargs=start_actor_kwargs,
             restart=None if restart is None else as_policy(restart),
+            requires=list(_check_requires(daemon_name, requires)),
             startup_timeout=startup_timeout,
             shutdown_timeout=shutdown_timeout,
         )
@@ -119,6 +132,18 @@ class RemoteServiceMngr:
 
     async def cancel_service(self, name: str) -> ServiceInfo:
         info = await self._run(cancel_service, name=name)
+        return msgspec.convert(info, ServiceInfo)
+
+    async def wait_running(
+        self,
+        name: str,
+        *,
+        not_pid: int | None = None,
+        timeout: float | None = None,
+    ) -> ServiceInfo:
+        '''As :meth:`ServiceMngr.wait_running` (the wait happens in the
+        manager's actor).'''
+        info = await self._run(wait_running, name=name, not_pid=not_pid, timeout=timeout)
         return msgspec.convert(info, ServiceInfo)
 
     async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
