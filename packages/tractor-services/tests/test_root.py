@@ -191,3 +191,40 @@ async def test_query_services_is_a_coroutine_on_the_local_manager_too(other_addr
         assert [i.name for i in await mngr.query_services()] == ['one']
         assert await mngr.query_services() == mngr.list_services()
 
+
+
+@pytest.mark.parametrize('raised', ['error', 'stray_cancel'])
+async def test_maybe_spawn_daemon_never_spawns_on_the_way_out(other_addr, monkeypatch, raised):
+    '''The caller's block raised and the found portal's exit swallowed it (as
+    a5's open_portal does with a Cancelled its own relay let escape): the
+    cause reaches the caller, and the root is not asked to spawn anything.'''
+    from contextlib import asynccontextmanager
+
+    from tractor_services import PeerDisconnected, _root
+
+    @asynccontextmanager
+    async def swallowing_find_actor(name, addr):
+        try:
+            yield object()  # a portal to a running service
+        except BaseException:
+            pass
+
+    asked = []
+    real_root_mngr = _root.open_root_mngr
+
+    def spy(*args, **kwargs):
+        asked.append(args)
+        return real_root_mngr(*args, **kwargs)
+
+    monkeypatch.setattr(compat, 'find_actor', swallowing_find_actor)
+    monkeypatch.setattr(_root, 'open_root_mngr', spy)
+    async with open_service_root(other_addr) as mngr:
+        if raised == 'error':
+            with pytest.raises(ValueError, match='the real cause'):
+                async with maybe_spawn_daemon('svc', eps.sleeper):
+                    raise ValueError('the real cause')
+        else:
+            with pytest.raises(PeerDisconnected, match="service 'svc' ended the session from its side"):
+                async with maybe_spawn_daemon('svc', eps.sleeper):
+                    raise trio.Cancelled._create()
+        assert asked == [] and 'svc' not in mngr

@@ -152,17 +152,29 @@ async def maybe_spawn_daemon(
                 yield portal
         return
 
+    # The caller's block runs at most once: whatever happens in it, we never
+    # go on to ask the root to spawn the service (a root that is stopping
+    # would answer NoServiceMngr and hide the real cause).  ``body`` keeps
+    # what the block raised, in case a portal's exit swallows it.
+    body = _Body()
+    found = False
     async with compat.find_actor(service_name, addr) as portal:
         if portal is not None:
+            found = True
             log.info(f'found running service {service_name!r}')
-            yield portal
-            return
+            async with body.watch():
+                yield portal
+    if found:
+        body.reraise(service_name)
+        return
 
     async with open_root_mngr(addr) as mngr:
         await mngr.start_service(service_name, service_ep, **start_kwargs)
         try:
             async with compat.wait_for_actor(service_name, addr) as portal:
-                yield portal
+                async with body.watch():
+                    yield portal
+            body.reraise(service_name)
         finally:
             if stop_on_exit:
                 with trio.CancelScope(shield=True):
@@ -170,3 +182,40 @@ async def maybe_spawn_daemon(
                         await mngr.cancel_service(service_name)
                     except ServiceNotFound:
                         pass
+
+
+def _only_cancelled(err: BaseException) -> bool:
+    if isinstance(err, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in err.exceptions)
+    return isinstance(err, trio.Cancelled)
+
+
+class _Body:
+    '''What the caller's block raised, kept so that it reaches the caller
+    even when a portal's exit swallows it (a5's ``open_portal`` cancels its
+    nursery on exit, and that cancelled scope swallows a ``Cancelled`` that
+    a5's own cancel relay let escape from the caller's block).'''
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    @acm
+    async def watch(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except BaseException as err:
+            self.error = err
+            raise
+
+    def reraise(self, name: str) -> None:
+        '''Raise what the block raised if it did not propagate.'''
+        err = self.error
+        if err is None:
+            return
+        if _only_cancelled(err):
+            # no scope of the caller's owned it: the far end ended the session
+            raise compat.PeerDisconnected(
+                f'service {name!r} ended the session from its side while the caller '
+                'was in it (it stopped, or its root is shutting down)'
+            ) from err
+        raise err
