@@ -33,7 +33,9 @@ Work-arounds, each named after the a5 behaviour it covers:
 '''
 from __future__ import annotations
 
+import contextvars
 import logging
+import math
 import os
 import select
 import signal
@@ -476,36 +478,111 @@ def fn_path(fn: Callable) -> str:
     return f'{fn.__module__}:{fn.__qualname__}'
 
 
+class DaemonStopped(PeerGone):
+    '''The far end of a context ended it on its own while we were
+    attached: its actor was cancelled (its daemon stopped by Ctrl-C or
+    SIGTERM, or its root killed and the tree torn down), or another actor
+    cancelled that task there.  ``peer`` names the far end.'''
+
+    def __init__(self, peer: str, what: str) -> None:
+        self.peer = peer
+        super().__init__(
+            f'{peer} ended {what} on its side: the daemon stopped (or another actor cancelled it)'
+        )
+
+
 @acm
 async def open_context(
     portal: Any,
     fn: Callable,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Any, Any]]:
-    '''``Portal.open_context`` that reports a dead peer as
-    :class:`PeerDisconnected` instead of a5's ``UnboundLocalError``, and
-    lets a cancellation of the caller propagate as itself (a5 replaces it
-    with the ``ContextCancelled`` its own cancel request provoked).'''
+    '''``Portal.open_context`` whose endings are all told:
+
+    - a cancellation provoked by the far end (its actor stopped) raises
+      :class:`DaemonStopped`.  *a5 cancels the caller's body with its own
+      relay and raises the far end's ``ContextCancelled``; re-raising the
+      body's ``Cancelled`` instead (which no scope of the caller's owns)
+      let an outer scope swallow it and the block exited silently;*
+    - a cancellation of the caller itself (one of its own scopes, or its
+      own ``ctx.cancel()``) propagates as itself (a5 replaces it with the
+      ``ContextCancelled`` its own cancel request provoked);
+    - an error raised by the body propagates as itself, not hidden behind
+      the ``ContextCancelled`` that a5's cancel-on-exit provokes;
+    - a dead peer raises :class:`PeerDisconnected` instead of a5's
+      ``UnboundLocalError``.'''
     body_raised = False
     body_exc: BaseException | None = None
+    ctx_ref: Any = None
+    _NEW_CTX.set(None)
     try:
         async with portal.open_context(fn, **kwargs) as (ctx, first):
+            ctx_ref = ctx
             try:
                 yield ctx, first
             except BaseException as exc:
                 body_raised = True
                 body_exc = exc
                 raise
-    except tractor.ContextCancelled:
-        if body_exc is not None and _only_cancelled(body_exc):
-            raise body_exc from None
-        raise
     except UnboundLocalError as err:
         if body_raised:  # the caller's own error, not a5's exit path
             raise
         raise PeerDisconnected(
             f'peer {portal.channel.uid} disconnected inside context {fn.__name__}'
         ) from err
+    except BaseException as exc:
+        if ctx_ref is None:  # refused before started(): a5 keeps its entry
+            _forget_ctx(portal.actor, portal.channel, _NEW_CTX.get())
+        if (
+            body_exc is not None and _far_end_cancel(body_exc) is None
+            and not _only_cancelled(body_exc) and _only_cancels_besides(exc, body_exc)
+        ):
+            raise body_exc  # the body's own error, not what leaving provoked
+        cc = _far_end_cancel(exc)
+        if cc is None:
+            raise
+        asked = ctx_ref is not None and ctx_ref._cancel_called
+        if asked or trio.current_effective_deadline() == -math.inf:
+            # our own cancellation (a5 answered it with ContextCancelled)
+            if body_exc is not None and _only_cancelled(body_exc):
+                raise body_exc from None
+            raise
+        uid = getattr(portal.channel, 'uid', None)
+        peer = f'actor {uid[0]!r}' if uid else 'the peer'
+        raise DaemonStopped(peer, f'the context {fn.__name__}') from cc
+
+
+def _far_end_cancel(exc: BaseException) -> BaseException | None:
+    '''The ``ContextCancelled`` in ``exc`` if that (and cancellations) is
+    all there is, else ``None``.'''
+    if isinstance(exc, tractor.ContextCancelled):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = None
+        for e in exc.exceptions:
+            if isinstance(e, trio.Cancelled):
+                continue
+            inner = _far_end_cancel(e)
+            if inner is None:
+                return None
+            found = found or inner
+        return found
+    return None
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _only_cancels_besides(exc: BaseException, own: BaseException) -> bool:
+    '''Is ``exc`` made of ``own``'s errors plus cancellations only?'''
+    mine = {id(e) for e in _leaves(own)}
+    return all(
+        id(e) in mine or isinstance(e, (trio.Cancelled, tractor.ContextCancelled))
+        for e in _leaves(exc)
+    )
 
 
 def _only_cancelled(exc: BaseException) -> bool:
@@ -735,13 +812,16 @@ async def open_stream(
     '''Open the context's stream without connection-wide backpressure and
     without overruns killing the context (see :class:`SafeStream`).'''
     async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
-        safe = SafeStream(stream, maxlen)
-        async with trio.open_nursery() as tn:
-            tn.start_soon(safe._pump)
-            try:
-                yield safe
-            finally:
-                tn.cancel_scope.cancel()
+        try:
+            safe = SafeStream(stream, maxlen)
+            async with trio.open_nursery() as tn:
+                tn.start_soon(safe._pump)
+                try:
+                    yield safe
+                finally:
+                    tn.cancel_scope.cancel()
+        finally:
+            _forget_stream(ctx, stream)
 
 
 @acm
@@ -751,7 +831,119 @@ async def open_drained_stream(ctx: Any) -> AsyncIterator[Any]:
     own): no connection backpressure, a large context queue, and no extra
     pump task.  Anyone else should use :func:`open_stream`.'''
     async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
-        yield stream
+        try:
+            yield stream
+        finally:
+            _forget_stream(ctx, stream)
+
+
+# --- bookkeeping of finished calls --------------------------------------------
+
+#: the context a5 created last in this task (see :func:`_install_forgetful_rpc`)
+_NEW_CTX: contextvars.ContextVar[Any] = contextvars.ContextVar('tractor_services_new_ctx', default=None)
+
+
+def _install_forgetful_rpc() -> None:
+    '''*a5 keeps an entry in ``actor._contexts`` for every ``Portal.run``
+    and every cancel request, on both ends, and removes it only for context
+    endpoints* (~2 KB per call: a watcher polling once a second grew a
+    daemon by ~180 MB a day).  Drop the entry when the call is over:
+
+    - callee side: around a5's ``_invoke`` (the RPC entry, looked up as a
+      module global), once a non-context call returns or fails;
+    - caller side: around ``Portal._return_once`` (the wait for a
+      single-result reply of ``run``, ``run_from_ns`` and cancel
+      requests), and around ``Actor.start_remote_task`` when the call is
+      refused at once (its ``get_context`` is remembered per task, so the
+      entry of a context refused before ``started()`` is dropped by
+      :func:`open_context` too).'''
+    from tractor import _actor as a5_actor
+
+    if getattr(a5_actor._invoke, '_forgets_calls', False):
+        return
+    a5_invoke = a5_actor._invoke
+    a5_get_context = a5_actor.Actor.get_context
+    a5_start_remote_task = a5_actor.Actor.start_remote_task
+    a5_return_once = tractor.Portal._return_once
+
+    async def _invoke(
+        actor: Any, cid: str, chan: Any, func: Callable, kwargs: dict[str, Any],
+        is_rpc: bool = True, task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            await a5_invoke(actor, cid, chan, func, kwargs, is_rpc=is_rpc, task_status=task_status)
+        finally:
+            if not getattr(func, '_tractor_context_function', False):  # a5 pops those itself
+                actor._contexts.pop((chan.uid, cid), None)
+
+    def get_context(self: Any, chan: Any, cid: str, msg_buffer_size: int | None = None) -> Any:
+        ctx = a5_get_context(self, chan, cid, msg_buffer_size=msg_buffer_size)
+        _NEW_CTX.set(ctx)
+        return ctx
+
+    async def start_remote_task(self: Any, chan: Any, *args: Any, **kwargs: Any) -> Any:
+        _NEW_CTX.set(None)
+        try:
+            return await a5_start_remote_task(self, chan, *args, **kwargs)
+        except BaseException:
+            _forget_ctx(self, chan, _NEW_CTX.get())
+            raise
+
+    async def _return_once(self: Any, ctx: Any) -> Any:
+        try:
+            return await a5_return_once(self, ctx)
+        finally:
+            _forget_ctx(self.actor, self.channel, ctx)
+
+    _invoke._forgets_calls = True  # type: ignore[attr-defined]
+    a5_actor._invoke = _invoke
+    a5_actor.Actor.get_context = get_context
+    a5_actor.Actor.start_remote_task = start_remote_task
+    tractor.Portal._return_once = _return_once
+
+
+def _forget_ctx(actor: Any, chan: Any, ctx: Any) -> None:
+    if actor is not None and ctx is not None and chan.uid is not None:
+        actor._contexts.pop((chan.uid, ctx.cid), None)
+
+
+def _forget_stream(ctx: Any, stream: Any) -> None:
+    '''*a5's caller-side ``open_stream`` never removes its stream from
+    ``portal._streams``* (it removes the wrong object, then logs "Stream
+    was already destroyed?"): remove it.'''
+    portal = getattr(ctx, '_portal', None)
+    if portal is not None:
+        portal._streams.discard(stream)
+
+
+_install_forgetful_rpc()
+
+
+async def runtime_counts() -> dict[str, int | None]:
+    '''(Runs in any actor: the adapter is an RPC module of every actor we
+    spawn.)  The sizes of a5's per-call bookkeeping and this process's
+    resident memory, for leak checks.'''
+    return local_runtime_counts()
+
+
+def local_runtime_counts() -> dict[str, int | None]:
+    ''':func:`runtime_counts` of this actor.'''
+    actor = tractor.current_actor()
+    return {
+        'contexts': len(actor._contexts),
+        'rpc_tasks': len(actor._rpc_tasks),
+        'peer_channels': sum(len(chans) for chans in actor._peers.values()),
+        'rss': rss_bytes(),
+    }
+
+
+def rss_bytes() -> int | None:
+    '''This process's resident set size (Linux), else ``None``.'''
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # --- logging ----------------------------------------------------------------
