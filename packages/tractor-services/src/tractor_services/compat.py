@@ -735,6 +735,39 @@ def abort_connection(stream: Any) -> None:
         mark_disconnected(chan)
 
 
+async def send_whole_or_abort(stream: Any, msg: Any, grace: float) -> None:
+    ''':func:`send_whole`, for a caller that may be cancelled meanwhile:
+    the send still finishes whole, but if it is stuck (the peer stopped
+    reading) the caller's cancellation waits at most ``grace`` seconds for
+    it, then :func:`abort_connection` ends it (the peer sees a disconnect)
+    and the caller's ``Cancelled`` goes on.  Costs a task per send: for
+    requests, not for a data path.'''
+    done = trio.Event()
+    aborted = False
+
+    async def send() -> None:
+        try:
+            await send_whole(stream, msg)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if not aborted:
+                raise  # else: our own abort; the caller's Cancelled goes on
+        finally:
+            done.set()
+
+    async with trio.open_nursery() as tn:
+        tn.start_soon(send)
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(grace):
+                    await done.wait()
+                if not done.is_set():
+                    aborted = True
+                    abort_connection(stream)
+            raise
+
+
 # --- streams ----------------------------------------------------------------
 
 @dataclass
