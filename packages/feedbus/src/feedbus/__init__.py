@@ -13,6 +13,7 @@ from tractor_services import compat as _compat  # noqa: F401  (tractor import gu
 from ._bus import (
     OUTBOX_SIZE,
     STALL_TIMEOUT_S,
+    BadQuote,
     FeedsBus,
     Outbox,
     Sub,
@@ -21,10 +22,11 @@ from ._bus import (
     get_feed_bus,
     reset_feed_bus,
 )
-from ._client import Feed, FeedError, maybe_open_feed, open_feed
+from ._client import Feed, maybe_open_feed, open_feed
 from ._ctl import CtlMsg, decode_ctl
+from ._errors import DROP_REASONS, FeedError, SubscriptionDropped
 from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame, decode_feed_msg
-from ._producer import open_feed_stream, open_sub, publish_from
+from ._producer import open_feed_stream, open_sub, pause_sub, publish_from, resume_sub
 from ._readers import StreamReaders
 from ._throttle import Throttler
 
@@ -32,8 +34,10 @@ __version__ = '0.1.0'
 
 __all__ = [
     'CLEARING_TICK_TYPES',
+    'DROP_REASONS',
     'OUTBOX_SIZE',
     'STALL_TIMEOUT_S',
+    'BadQuote',
     'CtlMsg',
     'Feed',
     'FeedError',
@@ -44,6 +48,7 @@ __all__ = [
     'StreamReaders',
     'Sub',
     'SubStats',
+    'SubscriptionDropped',
     'Throttler',
     'TopicFrame',
     '_FeedsBus',
@@ -54,6 +59,8 @@ __all__ = [
     'open_feed',
     'open_feed_stream',
     'open_sub',
+    'pause_sub',
     'publish_from',
     'reset_feed_bus',
+    'resume_sub',
 ]

@@ -14,9 +14,14 @@ Drop rule (documented in docs/feedbus.md):
 - an outbox holds at most ``outbox_size`` messages; when full, the oldest
   is dropped and counted in ``stats.dropped`` (each such event is an
   *overrun*, counted in ``stats.overruns``);
-- a subscriber whose stream does not accept a send within
-  ``stall_timeout`` seconds, or whose stream is broken or closed, is
-  removed from the bus (``stats.removed`` says why).
+- a subscriber whose sends make no progress for ``stall_timeout`` seconds
+  (judged by its progress, see ``feedbus._producer``), or whose stream is
+  broken or closed, is removed from the bus (``stats.removed`` says why);
+  what was still queued for it is counted in ``stats.dropped``.
+
+``publish()`` refuses a malformed quote (``BadQuote``, a ``ValueError``)
+before it takes a sequence number, and counts it per topic
+(``FeedsBus.refused``): no subscriber ever sees it.
 
 '''
 from __future__ import annotations
@@ -33,6 +38,7 @@ import trio
 
 from tractor_services import compat
 
+from ._errors import DROP_REASONS
 from ._msgs import Quote
 from ._wire import pack
 
@@ -49,10 +55,15 @@ class SubStats(msgspec.Struct, kw_only=True):
     delivered: int = 0  # quotes delivered (inside frames or batches too)
     messages: int = 0  # IPC messages sent
     conflated: int = 0  # quotes merged into frames by the throttler
-    dropped: int = 0  # quotes dropped from a full outbox
+    dropped: int = 0  # quotes dropped: from a full outbox, or still queued when it was removed
     overruns: int = 0  # times the outbox was full
     requests: int = 0  # control messages received from it
     removed: str | None = None  # why the bus removed it, if it did
+    reason: str | None = None  # the same in one word: 'stalled', 'overrun', 'broken' or 'ended'
+
+
+class BadQuote(ValueError):
+    '''``publish()`` refused a quote: it names the topic and the problem.'''
 
 
 class Outbox(trio.abc.ReceiveChannel[Any]):
@@ -67,6 +78,7 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
         self._closed = False
         self._high_water: int | None = None
         self._filled = trio.Event()
+        self._error: BaseException | None = None
 
     @property
     def maxlen(self) -> int:
@@ -90,7 +102,7 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
         without waking on every put; ``trio.EndOfChannel`` once it is
         closed and empty.'''
         if self._closed and not self._q:
-            raise trio.EndOfChannel
+            raise self._error or trio.EndOfChannel
         await trio.lowlevel.checkpoint()
         while len(self._q) < n and not self._closed:
             self._high_water, self._filled = n, trio.Event()
@@ -99,7 +111,11 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
             finally:
                 self._high_water = None
 
-    def close(self) -> None:
+    def close(self, error: BaseException | None = None) -> None:
+        '''No more puts; receivers get what is queued, then ``error`` (if
+        given) or ``trio.EndOfChannel``.'''
+        if not self._closed:
+            self._error = error
         self._closed = True
         self._ready.set()
         self._filled.set()
@@ -122,7 +138,7 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
     async def wait_nonempty(self) -> None:
         while not self._q:
             if self._closed:
-                raise trio.EndOfChannel
+                raise self._error or trio.EndOfChannel
             self._ready = trio.Event()
             await self._ready.wait()
 
@@ -135,6 +151,33 @@ class Outbox(trio.abc.ReceiveChannel[Any]):
         await trio.lowlevel.checkpoint()
 
 
+class Progress:
+    '''Sends in flight on one subscriber's stream, and how many finished:
+    what the stall watchdog judges (see ``feedbus._producer``).  Two
+    integer updates per send, nothing more on the hot path.'''
+    __slots__ = ('busy', 'done', '_idle')
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.done = 0
+        self._idle: trio.Event | None = None
+
+    def started(self) -> None:
+        self.busy += 1
+
+    def finished(self) -> None:
+        self.busy -= 1
+        self.done += 1
+        if not self.busy and self._idle is not None:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        '''Return once no send is in flight.'''
+        while self.busy:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+
 @dataclass(frozen=True)
 class Sub:
     '''One subscription: hashable and immutable, so the bus keeps sets.
@@ -142,13 +185,29 @@ class Sub:
     ``ipc`` is the subscriber's stream; ``send_chan`` its bounded outbox,
     drained by the subscriber's own task (its throttler when throttled);
     ``throttle_cs`` cancels exactly that task; ``rc_ui`` says whether the
-    subscriber allows remote control of its UI.'''
+    subscriber allows remote control of its UI.  ``ctl`` queues control
+    replies (:meth:`reply`), sent by a task of their own, so the code
+    serving requests never blocks on a stalled subscriber; ``progress``
+    tracks every send on ``ipc`` for the stall rule.'''
     ipc: Any
     send_chan: Outbox
     throttle_cs: trio.CancelScope
     rc_ui: bool = False
     stats: SubStats = field(default_factory=SubStats, compare=False, hash=False)
     throttler: Any = field(default=None, compare=False, hash=False)
+    ctl: Outbox | None = field(default=None, compare=False, hash=False)
+    progress: Progress = field(default_factory=Progress, compare=False, hash=False)
+
+    def reply(self, msg: Any) -> None:
+        '''Queue a control reply (a struct or a map) to this subscriber;
+        never blocks.  Sent in order, after any data send already in
+        flight.'''
+        if self.ctl is None:
+            raise RuntimeError('this Sub has no reply queue: make it with feedbus.open_sub()')
+        try:
+            self.ctl.put(msgspec.to_builtins(msg))
+        except trio.ClosedResourceError:
+            pass  # it was removed: the last message it gets says why
 
     @property
     def rate(self) -> float | None:
@@ -166,6 +225,8 @@ class FeedsBus:
         self._latest: dict[str, Quote] = {}
         self._seq: dict[str, int] = {}
         self.topics: set[str] = set()
+        #: quotes ``publish()`` refused, per topic
+        self.refused: dict[str, int] = {}
 
     # --- subscriber sets ------------------------------------------------
 
@@ -203,11 +264,26 @@ class FeedsBus:
             self.remove_subs(key, (sub,))
         sub.send_chan.close()
 
-    def drop_sub(self, sub: Sub, why: str) -> None:
-        '''Remove a failing ``sub`` from every topic, recording why.'''
-        if sub.stats.removed is None:
-            sub.stats.removed = why
+    def drop_sub(self, sub: Sub, why: str, *, reason: str = 'ended') -> None:
+        '''End ``sub``'s subscription: remove it from every topic, discard
+        (and count in ``stats.dropped``) what is queued for it, and record
+        why.  Its sender finishes the send in flight (never cut), then
+        sends it one last message with ``reason`` (one of
+        :data:`feedbus.DROP_REASONS`; ``'ended'`` when the producer's own
+        code ends it), ``why`` and its final counters, and the
+        subscription ends.'''
+        if reason not in DROP_REASONS:
+            raise ValueError(f'reason={reason!r} must be one of {sorted(DROP_REASONS)}')
+        stats = sub.stats
+        if stats.removed is None:
+            stats.removed = why
+            stats.reason = reason
             log.warning(f'dropping subscriber: {why}')
+            outbox = sub.send_chan
+            stats.dropped += len(outbox)
+            outbox.clear()
+            if sub.throttler is not None:
+                stats.dropped += sub.throttler.discard()
         self.forget_sub(sub)
 
     # --- topics and publishing --------------------------------------------
@@ -240,21 +316,45 @@ class FeedsBus:
         ticks: list[dict[str, Any]] | None = None,
     ) -> Quote:
         '''Stamp the next sequence number of ``topic`` and fan the quote out
-        to its subscribers.  Never blocks.'''
-        seq = self._seq[topic] = self._seq.get(topic, 0) + 1
+        to its subscribers.  Never blocks.
+
+        A malformed quote (``fields`` not a dict with string keys, a tick
+        that is not a dict with string keys and a string ``'type'``, or a
+        value msgpack cannot encode) raises :class:`BadQuote` and is
+        counted in :attr:`refused`; it takes no sequence number and no
+        subscriber sees it.'''
+        seq = self._seq.get(topic, 0) + 1
         quote = Quote(topic=topic, seq=seq, fields=fields, ticks=ticks or [])
+        try:
+            # the keys, which the subscriber's typed decoder requires to be
+            # strings (values: the encoder checks them, at no extra cost)
+            if fields.__class__ is not dict:
+                raise TypeError(f'fields {fields!r} is not a dict')
+            for k in fields:
+                if k.__class__ is not str:
+                    raise TypeError(f'field name {k!r} is not a string')
+            for tick in quote.ticks:
+                if tick.__class__ is not dict:
+                    raise TypeError(f'tick {tick!r} is not a dict')
+                if tick.get('type').__class__ is not str:
+                    raise TypeError(f"tick {tick!r} has no string 'type'")
+                for k in tick:
+                    if k.__class__ is not str:
+                        raise TypeError(f'tick {tick!r} has a key {k!r} that is not a string')
+            if topic.__class__ is not str:
+                raise TypeError(f'topic {topic!r} is not a string')
+            packed = pack(quote)  # encoded once, shared by every unthrottled subscriber
+        except (TypeError, ValueError, msgspec.EncodeError, OverflowError) as err:
+            key = topic if isinstance(topic, str) else repr(topic)
+            self.refused[key] = self.refused.get(key, 0) + 1
+            raise BadQuote(f'quote for {topic!r} refused: {err}') from None
+        self._seq[topic] = seq
         self.topics.add(topic)
         self._latest[topic] = quote
         subs = self._subs.get(topic)
         if subs:
-            packed = None  # encoded once, shared by every unthrottled subscriber
             for sub in list(subs):
-                if sub.throttler is None:
-                    if packed is None:
-                        packed = pack(quote)
-                    item: Any = packed
-                else:
-                    item = quote
+                item: Any = packed if sub.throttler is None else quote
                 try:
                     sub.send_chan.put(item)
                 except trio.ClosedResourceError:
@@ -293,6 +393,49 @@ def check_rate(rate: float | None) -> float | None:
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
         raise ValueError(f'tick_throttle={rate!r} must be a positive, finite number of Hz (or None)')
     return float(rate)
+
+
+# --- argument checks (one clear ValueError naming the argument) -------------
+
+def check_topics(topics: Any) -> list[str]:
+    '''A non-empty list (or tuple, or set) of topic names.'''
+    if isinstance(topics, (str, bytes)) or not isinstance(topics, (list, tuple, set, frozenset)) or not topics:
+        raise ValueError(f'topics={topics!r} must be a non-empty list of topic names')
+    bad = [t for t in topics if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f'topics={topics!r} must hold topic names (strings), not {bad[0]!r}')
+    return list(topics)
+
+
+def check_stall_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(f'stall_timeout={value!r} must be a positive, finite number of seconds')
+    return float(value)
+
+
+def check_outbox_size(value: Any, name: str = 'outbox_size') -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f'{name}={value!r} must be a positive int')
+    return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f'{name}={value!r} must be True or False')
+    return value
+
+
+def check_clearing(clearing: Any) -> frozenset[str] | None:
+    '''``None`` (the default set, the caller's to choose) or a collection
+    of tick type names; an empty one means *no* clearing tick types.'''
+    if clearing is None:
+        return None
+    if isinstance(clearing, (str, bytes)) or not isinstance(clearing, (list, tuple, set, frozenset)):
+        raise ValueError(f'clearing={clearing!r} must be a list of tick type names (or None)')
+    bad = [c for c in clearing if not isinstance(c, str)]
+    if bad:
+        raise ValueError(f'clearing={clearing!r} must hold tick type names (strings), not {bad[0]!r}')
+    return frozenset(clearing)
 
 
 _FeedsBus = FeedsBus

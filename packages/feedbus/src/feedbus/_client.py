@@ -17,7 +17,16 @@ import trio
 
 from tractor_services import compat
 
-from ._bus import OUTBOX_SIZE, SubStats, check_rate
+from ._bus import (
+    OUTBOX_SIZE,
+    SubStats,
+    check_clearing,
+    check_flag,
+    check_outbox_size,
+    check_rate,
+    check_stall_timeout,
+    check_topics,
+)
 from ._ctl import (
     Ack,
     Error,
@@ -30,16 +39,13 @@ from ._ctl import (
     Unsubscribe,
     decode_reply,
 )
+from ._errors import FeedError, SubscriptionDropped
 from ._msgs import Frame, Quote
 from ._producer import open_feed_stream, producer_pid
-from ._readers import StreamReaders
+from ._readers import SEND_GRACE_S, StreamReaders
 from ._wire import decoder
 
 log = compat.get_logger('client', 'feedbus')
-
-
-class FeedError(RuntimeError):
-    '''The producer refused a control request.'''
 
 
 @dataclass(kw_only=True, eq=False)
@@ -49,8 +55,14 @@ class Feed(StreamReaders):
     Read it with ``async for msg in feed`` (each ``msg`` a :class:`Quote`
     or, when throttled, a :class:`Frame`; batches are unpacked), or give
     each local task its own reader with ``feed.open_reader()``.
+
+    If the producer removes this subscriber (it stalled, or the producer
+    ended it), readers raise :class:`SubscriptionDropped` after the
+    messages that arrived before, ``feed.dropped`` holds it, requests
+    raise it, and ``await feed.stats()`` returns the final counters.
     '''
     data_decoder = decoder(Union[Quote, Frame])
+    end_is_error = True
 
     @staticmethod
     def decode_reply(raw: Any) -> Ack | Error:
@@ -92,8 +104,14 @@ class Feed(StreamReaders):
         self.rate = rate
 
     async def stats(self) -> SubStats:
-        '''This subscriber's counters, as the producer keeps them.'''
-        return msgspec.convert(await self._request(GetStats), SubStats)
+        '''This subscriber's counters, as the producer keeps them; once the
+        producer removed it, the final ones (no request is sent).'''
+        try:
+            return msgspec.convert(await self._request(GetStats), SubStats)
+        except SubscriptionDropped as err:
+            if isinstance(err.stats, SubStats):
+                return err.stats
+            raise
 
     async def _request(self, kind: type, **kw: Any) -> Any:
         reply = await self._ask(lambda rid: kind(id=rid, **kw))
@@ -134,9 +152,24 @@ async def open_feed(
 
     With ``watch_producer`` (and a producer on this host), a producer
     process that dies cancels the block and raises
-    :class:`tractor_services.PeerGone` at once.'''
-    topics = list(topics)
+    :class:`tractor_services.PeerGone` at once.  If the producer removes
+    this subscriber, the block raises :class:`SubscriptionDropped` (its
+    readers do as soon as they reach that point).
+
+    Arguments are checked here, before anything is sent: a bad one raises
+    one ``ValueError`` naming it.'''
+    topics = check_topics(topics if isinstance(topics, (str, bytes)) else list(topics))
     check_rate(tick_throttle)
+    check_flag('allow_remote_ctl_ui', allow_remote_ctl_ui)
+    check_flag('batch', batch)
+    check_outbox_size(buffer, 'buffer')
+    for name, check in (
+        ('outbox_size', check_outbox_size),
+        ('stall_timeout', check_stall_timeout),
+        ('clearing', check_clearing),
+    ):
+        if name in endpoint_kwargs:
+            check(endpoint_kwargs[name])
     watching: Any = contextlib.nullcontext()
     if watch_producer:
         pid = await portal.run(producer_pid)
@@ -159,8 +192,10 @@ async def open_feed(
                 buffer=buffer,
             )
             async with feed._running():
-                await stream.send(msgspec.to_builtins(Ready()))
+                await compat.send_whole_or_abort(stream, msgspec.to_builtins(Ready()), SEND_GRACE_S)
                 yield feed
+                if feed.dropped is not None:
+                    raise feed.dropped
         await ctx.cancel()
 
 

@@ -3,9 +3,11 @@ The control protocol a subscriber speaks on its feed stream, and the
 producer's replies.
 
 Requests (subscriber -> producer) are one tagged union, ``CtlMsg``;
-replies (producer -> subscriber) another, ``ReplyMsg``.  Data travels as
-msgpack bytes (:mod:`feedbus._wire`).  Both are validated on receipt; a malformed or unknown
-request gets an :class:`Error` reply and the producer keeps serving.
+replies (producer -> subscriber) another, ``ReplyMsg``, plus
+:class:`Dropped`, the last message of a subscription the producer ended.
+Data travels as msgpack bytes (:mod:`feedbus._wire`).  Both are validated
+on receipt; a malformed or unknown request gets an :class:`Error` reply
+and the producer keeps serving.
 
 '''
 from __future__ import annotations
@@ -66,6 +68,21 @@ class Error(_Reply, frozen=True, kw_only=True, tag='error'):
     cmd: str | None
     error: str
 
+
+class Dropped(_Reply, frozen=True, kw_only=True, tag='dropped'):
+    '''The producer's last message on a stream whose subscriber it removed:
+    ``reason`` (see :data:`feedbus._errors.DROP_REASONS`), ``detail``, and
+    the subscriber's final counters (a ``SubStats`` as a map).  Sent only
+    once every send before it has finished: never cut, never followed by
+    data.'''
+    reason: str
+    detail: str
+    stats: dict[str, Any] = {}
+
+
+#: the tag of :class:`Dropped` on the wire (readers check it before any
+#: protocol-specific decoding, so every stream built on ``open_sub`` has it)
+DROPPED_TAG = 'dropped'
 
 ReplyMsg = Union[Ack, Error]
 

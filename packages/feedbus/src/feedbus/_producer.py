@@ -5,9 +5,9 @@ and a helper that feeds the bus from any async source.
 '''
 from __future__ import annotations
 
-import math
+import functools
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from typing import Any
 
@@ -20,15 +20,22 @@ from tractor_services import compat
 from ._bus import (
     OUTBOX_SIZE,
     STALL_TIMEOUT_S,
+    BadQuote,
     FeedsBus,
     Outbox,
     Sub,
     SubStats,
+    check_clearing,
+    check_flag,
+    check_outbox_size,
     check_rate,
+    check_stall_timeout,
+    check_topics,
     get_feed_bus,
 )
 from ._ctl import (
     Ack,
+    Dropped,
     Error,
     GetStats,
     Pause,
@@ -47,17 +54,102 @@ log = compat.get_logger('producer', 'feedbus')
 
 _encode = msgspec.to_builtins
 
+#: control replies a subscriber may leave unread before it is removed
+#: (reason ``'overrun'``)
+MAX_PENDING_REPLIES: int = 256
+#: seconds the owner's exit waits for a send still in flight before it
+#: closes the whole connection (the peer sees a disconnect, never half a
+#: message)
+SEND_GRACE_S: float = 1.0
 
-class _Stalled(Exception):
-    pass
+
+class _Removed(Exception):
+    '''The subscriber was removed while its sender was busy.'''
 
 
-async def _send(stream: Any, msg: Any, timeout: float) -> None:
-    '''One bounded send of a control reply.'''
-    with trio.move_on_after(timeout) as cs:
-        await stream.send(_encode(msg))
-    if cs.cancelled_caught:
-        raise _Stalled(f'a send took longer than {timeout} s')
+class _Replies(Outbox):
+    '''A subscriber's queue of control replies: one that would overflow
+    removes the subscriber (``on_full``) rather than lose a reply its
+    request waits for.'''
+
+    def __init__(self, on_full: Callable[[], None]) -> None:
+        super().__init__(MAX_PENDING_REPLIES, SubStats())
+        self._on_full = on_full
+
+    def put(self, msg: Any) -> None:
+        if len(self) >= self.maxlen:
+            self._on_full()
+            self.close()
+            return
+        super().put(msg)
+
+
+def _sender(stream: Any) -> Callable[[Any], Awaitable[None]]:
+    '''``stream``'s send, never cut part-way (``compat.send_whole``): a
+    ``compat.SafeStream`` already sends that way.'''
+    if isinstance(stream, compat.SafeStream):
+        return stream.send
+    return functools.partial(compat.send_whole, stream)
+
+
+def _raw_stream(stream: Any) -> Any:
+    return stream.stream if isinstance(stream, compat.SafeStream) else stream
+
+
+async def _watch_progress(bus: FeedsBus, sub: Sub, stall_timeout: float) -> None:
+    '''The stall rule, judged by the subscriber's progress.
+
+    Every ``stall_timeout / 4`` s it looks whether a send to ``sub`` is in
+    flight and none has finished since its last look; such time adds up,
+    any finished send resets it, and once it reaches ``stall_timeout`` the
+    subscriber is removed (``bus.drop_sub``, reason ``'stalled'``).  A look
+    that comes much later than its tick means this process (or its event
+    loop) was itself suspended: the subscriber cannot be blamed for that
+    gap, so such a look counts one tick, not the time that passed.  No
+    deadline on the send itself, which the sender's own pause could expire.
+    One wake-up per tick, none per message.'''
+    tick = stall_timeout / 4
+    late = 2 * tick
+    now = trio.current_time
+    prog = sub.progress
+    stats = sub.stats
+    stalled = 0.0
+    seen_done = -1  # sends finished at the last look, if one was in flight then
+    last = now()
+    while stats.removed is None:
+        await trio.sleep(tick)
+        t = now()
+        elapsed, last = t - last, t
+        if prog.busy and prog.done == seen_done:
+            stalled += elapsed if elapsed <= late else tick
+            if stalled >= stall_timeout * (1 - 1e-9):
+                bus.drop_sub(
+                    sub,
+                    f'stalled: no send to it finished for {stalled:.3g} s (stall_timeout={stall_timeout:g} s)',
+                    reason='stalled',
+                )
+                return
+        else:
+            stalled = 0.0
+        seen_done = prog.done if prog.busy else -1
+
+
+async def _send_replies(sub: Sub, send: Callable[[Any], Awaitable[None]]) -> None:
+    '''Send ``sub``'s queued control replies, in order.'''
+    assert sub.ctl is not None
+    prog = sub.progress
+    ctl = sub.ctl
+    try:
+        while True:
+            await ctl.wait_nonempty()
+            msg = ctl.take_one()
+            prog.started()
+            try:
+                await send(msg)
+            finally:
+                prog.finished()
+    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected):
+        return  # broken streams are the data sender's to report
 
 
 async def _deliver(
@@ -65,51 +157,68 @@ async def _deliver(
     sub: Sub,
     ready: trio.Event,
     batch: bool,
-    stall_timeout: float,
+    send: Callable[[Any], Awaitable[None]],
     done: trio.CancelScope,
 ) -> None:
     '''The subscriber's own sender task: outbox -> its stream, as msgpack
-    bytes (see :mod:`feedbus._wire`).  One cancel scope watches every send:
-    its deadline is armed for the length of a send only.'''
+    bytes (see :mod:`feedbus._wire`).  Every send runs to its end (never
+    cut: a5 would corrupt the connection); the stall watchdog judges it.
+    If the subscriber is removed, the send in flight finishes, then it gets
+    one :class:`~feedbus._ctl.Dropped` message saying why, and the
+    subscription ends (``done`` is cancelled).'''
     stats = sub.stats
-    stream = sub.ipc
-    watch = trio.CancelScope()
-    inf = math.inf
+    prog = sub.progress
     try:
-        with watch:
-            await ready.wait()
-            if sub.throttler is not None:
-                async def send_frame(frame: Frame) -> None:
-                    watch.deadline = trio.current_time() + stall_timeout
-                    await stream.send(pack(frame))
-                    watch.deadline = inf
-                    stats.messages += 1
-                    n = 0
-                    for tf in frame.topics.values():
-                        n += tf.n_quotes
-                    stats.delivered += n
-                    stats.conflated += n - len(frame.topics)
+        await ready.wait()
+        if sub.throttler is not None:
+            async def send_frame(frame: Frame) -> None:
+                n = 0
+                for tf in frame.topics.values():
+                    n += tf.n_quotes
+                if stats.removed is not None:
+                    stats.dropped += n
+                    raise _Removed
+                prog.started()
+                try:
+                    await send(pack(frame))
+                finally:
+                    prog.finished()
+                stats.messages += 1
+                stats.delivered += n
+                stats.conflated += n - len(frame.topics)
 
-                await sub.throttler.run(sub.send_chan, send_frame)
-                return
+            await sub.throttler.run(sub.send_chan, send_frame)
+        else:
             outbox = sub.send_chan
             while True:
                 await outbox.wait_nonempty()
                 items = outbox.take_all() if batch else [outbox.take_one()]
                 data = pack(items[0]) if len(items) == 1 else pack_many(items)
-                watch.deadline = trio.current_time() + stall_timeout
-                await stream.send(data)
-                watch.deadline = inf
+                prog.started()
+                try:
+                    await send(data)
+                finally:
+                    prog.finished()
                 stats.messages += 1
                 stats.delivered += len(items)
-        if watch.cancelled_caught:
-            raise _Stalled(f'a send took longer than {stall_timeout} s')
-    except trio.EndOfChannel:
-        return
-    except _Stalled as err:
-        bus.drop_sub(sub, f'stalled: {err}')
+    except (trio.EndOfChannel, _Removed):
+        pass
     except (trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected) as err:
-        bus.drop_sub(sub, f'stream broken: {err!r}')
+        bus.drop_sub(sub, f'broken: its stream failed: {err!r}', reason='broken')
+        done.cancel()
+        return
+    if stats.removed is None:
+        return  # the owner closed the outbox: its block is ending
+    try:
+        prog.started()
+        try:
+            await send(_encode(Dropped(
+                reason=stats.reason or 'ended', detail=stats.removed, stats=_encode(stats),
+            )))
+        finally:
+            prog.finished()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected):
+        pass
     done.cancel()
 
 
@@ -123,15 +232,23 @@ async def open_sub(
     batch: bool = True,
     outbox_size: int = OUTBOX_SIZE,
     stall_timeout: float = STALL_TIMEOUT_S,
-    clearing: frozenset[str] = CLEARING_TICK_TYPES,
+    clearing: frozenset[str] | None = CLEARING_TICK_TYPES,
 ) -> AsyncIterator[tuple[Sub, trio.Event]]:
     '''Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
     outbox and sender task (a throttler when ``rate`` is set), which starts
-    sending once the yielded event is set.  The caller adds the Sub to
-    topics; on exit it is removed from all and its task cancelled.  If the
-    bus drops the subscriber, the block is cancelled.'''
-    if not (isinstance(outbox_size, int) and outbox_size > 0):
-        raise ValueError(f'outbox_size={outbox_size!r} must be a positive int')
+    sending once the yielded event is set, a reply queue
+    (``sub.reply(msg)``) and a stall watchdog.  The caller adds the Sub to
+    topics; on exit it is removed from all and its tasks cancelled.
+
+    Nothing on ``stream`` is ever cut part-way.  If the bus drops the
+    subscriber (stalled, broken, overrun, or ``bus.drop_sub`` by the
+    producer), it gets a last message saying why (once the send in flight
+    finished) and the block is cancelled.  If the block ends while a send
+    is stuck, the exit waits :data:`SEND_GRACE_S`, then closes the whole
+    connection (``compat.abort_connection``).'''
+    outbox_size = check_outbox_size(outbox_size)
+    stall_timeout = check_stall_timeout(stall_timeout)
+    clearing = check_clearing(clearing)
     stats = SubStats()
     sub = Sub(
         ipc=stream,
@@ -139,20 +256,64 @@ async def open_sub(
         throttle_cs=trio.CancelScope(),
         rc_ui=rc_ui,
         stats=stats,
-        throttler=Throttler(rate, clearing=clearing) if rate is not None else None,
+        throttler=Throttler(
+            rate, clearing=CLEARING_TICK_TYPES if clearing is None else clearing,
+        ) if rate is not None else None,
+            ctl=_Replies(lambda: bus.drop_sub(
+            sub, f'overrun: it left {MAX_PENDING_REPLIES} control replies unread', reason='overrun',
+        )),
     )
+    ctl = sub.ctl
+    assert ctl is not None
+    send = _sender(stream)
     ready = trio.Event()
     async with trio.open_nursery() as tn:
         async def sender() -> None:
             with sub.throttle_cs:
-                await _deliver(bus, sub, ready, batch, stall_timeout, tn.cancel_scope)
+                await _deliver(bus, sub, ready, batch, send, tn.cancel_scope)
 
         tn.start_soon(sender)
+        tn.start_soon(_send_replies, sub, send)
+        tn.start_soon(_watch_progress, bus, sub, stall_timeout)
         try:
             yield sub, ready
         finally:
             bus.forget_sub(sub)
+            ctl.close()
             tn.cancel_scope.cancel()
+            if sub.progress.busy:
+                # a send is in flight and cannot be cut: give it a moment,
+                # then close the connection under it (a clean disconnect)
+                with trio.CancelScope(shield=True):
+                    with trio.move_on_after(SEND_GRACE_S):
+                        await sub.progress.wait_idle()
+                    if sub.progress.busy:
+                        log.warning(
+                            f'a send to a subscriber is still stuck {SEND_GRACE_S} s after its '
+                            'subscription ended: closing the connection to it'
+                        )
+                        compat.abort_connection(_raw_stream(stream))
+
+
+def pause_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
+    '''Stop delivering to ``sub`` (its subscription is kept): out of
+    ``topics``' sets, its outbox and its throttler's pending frame
+    discarded.  A send already in flight finishes (and reaches the
+    subscriber before anything sent after this call, such as the reply to
+    its pause request); nothing else follows until :func:`resume_sub`.'''
+    for t in topics:
+        bus.remove_subs(t, {sub})
+    sub.send_chan.clear()
+    if sub.throttler is not None:
+        sub.throttler.discard()
+
+
+def resume_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
+    '''Deliver ``topics`` to ``sub`` again after :func:`pause_sub`.'''
+    if sub.stats.removed is not None:
+        return
+    for t in topics:
+        bus.add_subs(t, {sub})
 
 
 @tractor.context
@@ -168,24 +329,30 @@ async def open_feed_stream(
 ) -> None:
     '''Subscribe the calling actor to ``topics`` on this actor's bus.
 
-    ``started()`` carries the latest quote per topic (``None`` if none yet).
-    Then the stream delivers :class:`Quote` s (several in one message when
-    the subscriber lags and ``batch`` is on), or throttled
-    :class:`Frame` s at most ``tick_throttle`` per second, and serves the
-    control protocol (``feedbus._ctl``) on the same stream.
+    Every argument is checked before ``started()``: a bad one is refused
+    with one ``ValueError`` naming it.  ``started()`` carries the latest
+    quote per topic (``None`` if none yet).  Then the stream delivers
+    :class:`Quote` s (several in one message when the subscriber lags and
+    ``batch`` is on), or throttled :class:`Frame` s at most
+    ``tick_throttle`` per second, and serves the control protocol
+    (``feedbus._ctl``) on the same stream.  ``clearing``: the tick types
+    that make a throttled frame urgent (``None``: the default set; ``[]``:
+    none).
 
     '''
     bus = get_feed_bus()
+    topics = check_topics(topics)
     rate = check_rate(tick_throttle)
-    if isinstance(topics, str) or not topics:
-        raise ValueError(f'topics must be a non-empty list of topic names, not {topics!r}')
+    check_flag('allow_remote_ctl_ui', allow_remote_ctl_ui)
+    check_flag('batch', batch)
+    outbox_size = check_outbox_size(outbox_size)
+    stall_timeout = check_stall_timeout(stall_timeout)
+    clearing_set = check_clearing(clearing)
     unknown = sorted(set(topics) - bus.topics)
     if unknown:
         raise ValueError(
             f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}'
         )
-    if not (isinstance(outbox_size, int) and outbox_size > 0):
-        raise ValueError(f'outbox_size={outbox_size!r} must be a positive int')
 
     await ctx.started({t: _encode(q) if (q := bus.latest(t)) else None for t in topics})
 
@@ -196,7 +363,7 @@ async def open_feed_stream(
         batch=batch,
         outbox_size=outbox_size,
         stall_timeout=stall_timeout,
-        clearing=frozenset(clearing) if clearing else CLEARING_TICK_TYPES,
+        clearing=clearing_set,
     ) as (sub, ready):
         stats = sub.stats
         throttler = sub.throttler
@@ -210,7 +377,7 @@ async def open_feed_stream(
                 try:
                     msg = decode_ctl(raw)
                 except ValueError as err:
-                    await _reply(stream, Error(id=_id_of(raw), cmd=None, error=str(err)), stall_timeout)
+                    sub.reply(Error(id=_id_of(raw), cmd=None, error=str(err)))
                     continue
                 cmd = type(msg).__name__.lower()
                 result: Any = None
@@ -221,13 +388,10 @@ async def open_feed_stream(
                             continue
                         case Pause():
                             paused = True
-                            for t in subscribed:
-                                bus.remove_subs(t, {sub})
-                            sub.send_chan.clear()
+                            pause_sub(bus, sub, subscribed)
                         case Resume():
                             paused = False
-                            for t in subscribed:
-                                bus.add_subs(t, {sub})
+                            resume_sub(bus, sub, subscribed)
                         case Subscribe(topics=new):
                             bad = sorted(set(new) - bus.topics)
                             if bad:
@@ -235,8 +399,7 @@ async def open_feed_stream(
                             added = set(new) - subscribed
                             subscribed |= added
                             if not paused:
-                                for t in added:
-                                    bus.add_subs(t, {sub})
+                                resume_sub(bus, sub, added)
                             result = {t: _encode(q) if (q := bus.latest(t)) else None for t in sorted(added)}
                         case Unsubscribe(topics=gone):
                             for t in set(gone) & subscribed:
@@ -249,9 +412,9 @@ async def open_feed_stream(
                         case GetStats():
                             result = _encode(stats)
                 except ValueError as err:
-                    await _reply(stream, Error(id=msg.id, cmd=cmd, error=str(err)), stall_timeout)
+                    sub.reply(Error(id=msg.id, cmd=cmd, error=str(err)))
                     continue
-                await _reply(stream, Ack(id=msg.id, cmd=cmd, result=result), stall_timeout)
+                sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
         except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the subscriber went away: open_sub() forgets it
 
@@ -269,13 +432,6 @@ def _id_of(raw: Any) -> int:
     return i if isinstance(i, int) else 0
 
 
-async def _reply(stream: Any, msg: Any, timeout: float) -> None:
-    try:
-        await _send(stream, msg, timeout)
-    except _Stalled:
-        pass
-
-
 async def publish_from(
     source: AsyncIterable[dict[str, dict[str, Any]]],
     bus: FeedsBus | None = None,
@@ -291,4 +447,7 @@ async def publish_from(
         for topic, quote in batch.items():
             fields = dict(quote)
             ticks = fields.pop('ticks', None) or []
-            bus.publish(topic, fields, ticks)
+            try:
+                bus.publish(topic, fields, ticks)
+            except BadQuote as err:
+                log.warning(str(err))  # counted in bus.refused; the feed goes on

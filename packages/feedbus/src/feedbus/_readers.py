@@ -8,6 +8,12 @@ receives (so tractor 0.1.0a5's context cannot overrun): data messages
 bounded buffer, replies (maps) to the request waiting for their ``id``.
 ``Feed`` and tractor-sampler's ``SampleStream`` are both built on it.
 
+A producer that removes its subscriber (``feedbus.open_sub``) says so in a
+last :class:`~feedbus._ctl.Dropped` message: then every reader raises
+:class:`~feedbus.SubscriptionDropped` once it has read what arrived
+before, and so does every request.  Requests are sent whole (never cut
+part-way: a5 would corrupt the connection).
+
 '''
 from __future__ import annotations
 
@@ -20,7 +26,15 @@ from typing import Any, ClassVar
 import msgspec
 import trio
 
+from tractor_services import compat
+
 from ._bus import OUTBOX_SIZE, Outbox, SubStats
+from ._ctl import DROPPED_TAG, Dropped
+from ._errors import SubscriptionDropped
+
+#: seconds a request whose send is stuck (the producer stopped reading)
+#: may delay its cancelled caller before the connection is closed
+SEND_GRACE_S: float = 1.0
 
 
 @dataclass(kw_only=True, eq=False)
@@ -30,8 +44,11 @@ class StreamReaders:
     Subclasses set ``data_decoder`` (a msgspec decoder of the stream's data
     messages) and ``decode_reply`` (a function validating a reply map with
     an ``id``), and may override :meth:`_unsolicited` and
-    :meth:`_ended_reply`.'''
+    :meth:`_ended_reply`.  ``dropped`` is set once the producer removed
+    this subscriber.  With ``end_is_error``, a stream that the producer
+    ends without a word is treated as dropped too (reason ``'ended'``).'''
     data_decoder: ClassVar[msgspec.msgpack.Decoder]
+    end_is_error: ClassVar[bool] = False
 
     stream: Any
     buffer: int = OUTBOX_SIZE
@@ -40,6 +57,10 @@ class StreamReaders:
     _default: Outbox | None = None
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: why the producer removed this subscriber, once it did
+    dropped: SubscriptionDropped | None = None
+    #: data messages received (a batch counts once)
+    received: int = 0
 
     # --- reading -------------------------------------------------------------
 
@@ -63,6 +84,8 @@ class StreamReaders:
         '''A reader of its own for one local task: every message from now
         on, in a bounded buffer that drops (and counts) the oldest.'''
         reader = Outbox(self.buffer, self.local_stats)
+        if self.dropped is not None:
+            reader.close(self.dropped)
         self._readers.add(reader)
         try:
             yield reader
@@ -73,15 +96,20 @@ class StreamReaders:
     # --- requests ------------------------------------------------------------
 
     async def _ask(self, make: Callable[[int], Any]) -> Any:
-        '''Send ``make(id)`` and return the reply carrying that id.'''
+        '''Send ``make(id)`` and return the reply carrying that id;
+        :class:`SubscriptionDropped` once the producer removed us.'''
+        if self.dropped is not None:
+            raise self.dropped
         rid = next(self._ids)
         slot: dict[str, Any] = {'done': trio.Event()}
         self._pending[rid] = slot
         try:
-            await self.stream.send(msgspec.to_builtins(make(rid)))
+            await compat.send_whole_or_abort(self.stream, msgspec.to_builtins(make(rid)), SEND_GRACE_S)
             await slot['done'].wait()
         finally:
             self._pending.pop(rid, None)
+        if 'error' in slot:
+            raise slot['error']
         return slot['reply']
 
     @staticmethod
@@ -97,6 +125,29 @@ class StreamReaders:
 
     # --- the pump --------------------------------------------------------------
 
+    def _drop(self, err: SubscriptionDropped) -> None:
+        '''The subscription is over: readers raise ``err`` once they have
+        read what they hold, requests raise it.'''
+        if self.dropped is None:
+            self.dropped = err
+        for reader in list(self._readers):
+            reader.close(self.dropped)
+        for slot in self._pending.values():
+            slot['error'] = self.dropped
+            slot['done'].set()
+
+    def _on_dropped(self, raw: dict[str, Any]) -> None:
+        try:
+            msg = msgspec.convert(raw, Dropped)
+        except msgspec.ValidationError as err:
+            msg = Dropped(reason='ended', detail=f'a malformed last message {raw!r}: {err}')
+        stats: Any = msg.stats
+        try:
+            stats = msgspec.convert(msg.stats, SubStats)
+        except msgspec.ValidationError:
+            pass
+        self._drop(SubscriptionDropped(msg.reason, msg.detail, stats))
+
     async def _pump(self) -> None:
         decode = self.data_decoder.decode
         readers = self._readers
@@ -104,12 +155,16 @@ class StreamReaders:
             async for raw in self.stream:
                 if isinstance(raw, bytes):
                     msg = decode(raw)
+                    self.received += 1
                     for reader in list(readers):
                         if type(msg) is list:
                             for m in msg:
                                 reader.put(m)
                         else:
                             reader.put(msg)
+                    continue
+                if type(raw) is dict and raw.get('type') == DROPPED_TAG:
+                    self._on_dropped(raw)
                     continue
                 reply = self.decode_reply(raw)
                 slot = self._pending.get(reply.id)
@@ -118,11 +173,18 @@ class StreamReaders:
                     slot['done'].set()
                 else:
                     self._unsolicited(reply)
+            if self.end_is_error and self.dropped is None:
+                self._drop(SubscriptionDropped(
+                    'ended', 'the producer ended the stream without saying why', None,
+                ))
         finally:
             for reader in list(readers):
-                reader.close()
+                reader.close(self.dropped)
             for slot in self._pending.values():
-                slot['reply'] = self._ended_reply()
+                if self.dropped is not None:
+                    slot['error'] = self.dropped
+                else:
+                    slot['reply'] = self._ended_reply()
                 slot['done'].set()
 
     @acm

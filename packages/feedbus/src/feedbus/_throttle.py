@@ -219,6 +219,19 @@ class Throttler:
         self._clearing_at = None
         return frame
 
+    def discard(self) -> int:
+        '''Drop the pending frame (on pause, or when the subscriber is
+        removed): it is never sent.  Returns how many quotes it held.  The
+        schedule (the last frame's time) is kept, so the rate still holds
+        for whatever comes next.'''
+        n = sum(acc.n_quotes for acc in self._pending.values())
+        self._pending = {}
+        self._first_at = None
+        self._clearing_at = None
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()  # stop waiting for a frame that is gone
+        return n
+
     # -- the task -------------------------------------------------------------
 
     async def run(
@@ -322,6 +335,8 @@ class Throttler:
                         await trio.sleep_forever()
                     finally:
                         self._wait_scope = None
+                if not self._pending:
+                    continue  # discard()ed while waiting
                 due = self._deadline()
                 if due > current_time():
                     # a rate change moved the deadline back out (the scope
