@@ -1,0 +1,75 @@
+'''The chaos suite's pytest wiring (the harness is ``_harness.py``).
+
+The suite runs only when asked for: ``uv run nox -s chaos``, ``pytest
+tests/chaos`` or ``TRACTOR_CHAOS=1`` (the ``integration`` session, which
+collects ``tests/``, leaves it out).  ``CHAOS_FIGURES=1`` writes the
+measured figures to ``docs/reliability-figures.json`` and into the
+generated section of ``docs/reliability.md``.
+'''
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _harness import (
+    BEGIN,
+    END,
+    FIGURES,
+    FIGURES_ENV,
+    FIGURES_JSON,
+    HERE,
+    RELIABILITY_MD,
+    render_figures,
+)
+
+
+# --- only when asked for -------------------------------------------------------
+
+def _asked_for(config: pytest.Config) -> bool:
+    if os.environ.get('TRACTOR_CHAOS'):
+        return True
+    for arg in config.args:
+        p = Path(arg.split('::')[0]).resolve()
+        if p == HERE or HERE in p.parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name.startswith('test_') and not _asked_for(config):
+        return True
+    return None
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    '''(overrides tests/conftest.py's) The tree outlives single tests here:
+    the phases check processes and segments themselves, and the module's
+    fixture checks that nothing is left once the tree is stopped.'''
+    yield
+
+
+# --- the figures ------------------------------------------------------------------
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not FIGURES:
+        return
+    terminalreporter.section('chaos figures')
+    terminalreporter.write_line(render_figures(FIGURES))
+    if os.environ.get(FIGURES_ENV):
+        FIGURES_JSON.write_text(json.dumps(FIGURES, indent=2, default=str) + '\n')
+        text = RELIABILITY_MD.read_text() if RELIABILITY_MD.exists() else '# Reliability\n'
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            text = head + render_figures(FIGURES) + tail
+        else:
+            text = text.rstrip('\n') + '\n\n' + render_figures(FIGURES) + '\n'
+        RELIABILITY_MD.write_text(text)
+        terminalreporter.write_line(f'figures written to {FIGURES_JSON} and {RELIABILITY_MD}')
+
+

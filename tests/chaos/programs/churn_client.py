@@ -1,0 +1,65 @@
+'''A chaos-suite client: N subscribe/leave cycles on TOPIC of the sim
+feed at HOST:PORT, from one program, and one JSON line with what happened.
+
+Usage: churn_client.py HOST PORT TOPIC N
+
+Every tenth cycle is a whole ``tractor_sampler.open_feed`` (attach the
+buffers, subscribe to quotes and status, leave); the others subscribe to
+the feed daemon's bus directly (``feedbus.open_feed`` on its portal), a
+new IPC context each time.  Each cycle waits for one quote before it
+leaves, so every subscription is a real one.'''
+import json
+import sys
+import time
+
+import trio
+
+import feedbus
+from tractor_sampler import open_feed
+from tractor_sampler._feedd import feedd_name
+from tractor_services import compat
+
+FULL_EVERY = 10
+
+
+def _describe(exc):
+    err = compat.unwrap_error(exc)
+    remote = compat.remote_error_type(err)
+    if remote is not None:
+        return f'{remote}: {compat.remote_error_message(err)}'
+    return f'{type(err).__name__}: {err}'
+
+
+async def main(host, port, topic, n):
+    addr = (host, port)
+    errors = []
+    done = 0
+    t0 = time.monotonic()
+    async with compat.open_root_actor(addr, 'chaos_churn'):
+        async with compat.find_actor(feedd_name('sim'), addr) as portal:
+            assert portal is not None, 'the feed daemon is not running'
+            for i in range(n):
+                try:
+                    with trio.fail_after(20):
+                        if i % FULL_EVERY == 0:
+                            async with open_feed([topic], 'sim', registry_addr=addr) as feed:
+                                async for _ in feed:
+                                    break
+                        else:
+                            async with feedbus.open_feed(
+                                portal, [topic], tick_throttle=(50.0 if i % 2 else None),
+                                watch_producer=False,
+                            ) as feed:
+                                async for _ in feed:
+                                    break
+                    done += 1
+                except Exception as exc:
+                    errors.append(f'cycle {i}: {_describe(exc)}')
+                    if len(errors) >= 20:
+                        break
+    print(json.dumps({'cycles': done, 'elapsed': time.monotonic() - t0, 'errors': errors}),
+          flush=True)
+
+
+if __name__ == '__main__':
+    trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
