@@ -79,3 +79,60 @@ async def subscriber(
             await ctx.started(os.getpid())
             async for _ in feed:
                 _received['msgs'] += 1
+
+
+async def published(topic: str) -> int:
+    '''(in the producer) The last sequence number published on ``topic``.'''
+    return get_feed_bus()._seq.get(topic, 0)
+
+
+_two: dict = {}
+
+
+async def two_feeds_report() -> dict:
+    '''(in the two_feeds subscriber) What its feeds have seen so far.'''
+    return dict(_two)
+
+
+@tractor.context
+async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
+    '''Two feeds on one portal (one connection): 'a' throttled at 10 Hz
+    with a 1 s stall timeout, 'b' every quote with a long one.  Records
+    what each sees; once 'a' ends, opens a new feed on the same portal.'''
+    import msgspec
+
+    from feedbus import SubscriptionDropped
+
+    rep = _two
+    rep.update(a=0, b=0, b_seq=0, a_error=None, a_reason=None, a_stats=None, a_after=None, new_feed=0)
+    async with compat.find_actor(producer_name, compat.resolve_registry_addr()) as portal:
+        async def run_a() -> None:
+            try:
+                async with open_feed(portal, ['a'], tick_throttle=10, stall_timeout=1.0) as fa:
+                    try:
+                        async for _ in fa:
+                            rep['a'] += 1
+                    finally:
+                        if fa.dropped is not None:
+                            rep['a_stats'] = msgspec.to_builtins(await fa.stats())
+                rep['a_error'] = 'the feed ended without an error'
+            except SubscriptionDropped as err:
+                rep['a_error'] = str(err)
+                rep['a_reason'] = err.reason
+            async with open_feed(portal, ['a']) as again:
+                async for _ in again:
+                    rep['new_feed'] += 1
+                    if rep['new_feed'] == 3:
+                        break
+
+        async def run_b() -> None:
+            async with open_feed(portal, ['b'], stall_timeout=60.0) as fb:
+                async for q in fb:
+                    rep['b'] += 1
+                    rep['b_seq'] = q.seq
+
+        async with trio.open_nursery() as tn:
+            tn.start_soon(run_a)
+            tn.start_soon(run_b)
+            await ctx.started(os.getpid())
+            await trio.sleep_forever()

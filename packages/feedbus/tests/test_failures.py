@@ -135,3 +135,56 @@ async def test_a_sigkilled_producer_ends_its_feeds_at_once(reg_addr):
                     assert f'the feed producer (pid {pid}) exited' in str(err)
                 else:
                     raise AssertionError('the feed ended without an error')
+
+
+async def test_a_stalled_subscriber_is_told_why_and_its_connection_keeps_serving(reg_addr):
+    '''Feeds A (1 s stall timeout) and B (a long one) share one connection;
+    the subscriber's process is stopped for a few seconds.  A ends with
+    SubscriptionDropped('stalled') and readable final counters; B keeps
+    its full rate; a new feed on the same portal works.'''
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        # large quotes fill the stopped peer's socket buffers quickly
+        await mngr.start_service('prod', partial(fe.producer, topics=['a', 'b'], hz=200, pad=8000))
+        prod = mngr.portal('prod')
+        pid = await mngr.start_service('sub', partial(fe.two_feeds, producer_name='prod'))
+        sub = mngr.portal('sub')
+
+        async def report():
+            return await sub.run(fe.two_feeds_report)
+
+        async def flowing():
+            r = await report()
+            return r['a'] > 3 and r['b'] > 20
+        await wait_until(flowing)
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            async def a_removed():
+                return not (await subs_on(prod, 'a'))
+            await wait_until(a_removed, timeout=60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        async def a_ended():
+            r = await report()
+            return r['a_error'] is not None and r['new_feed'] == 3
+        await wait_until(a_ended, timeout=60)
+        r = await report()
+        assert r['a_reason'] == 'stalled', r['a_error']
+        assert 'stalled' in r['a_error'] and 'stall_timeout=1 s' in r['a_error']
+        assert r['a_stats']['reason'] == 'stalled' and r['a_stats']['removed'].startswith('stalled')
+        assert r['a_stats']['delivered'] > 0
+
+        # B, on the same connection, keeps its rate: over a window, it
+        # receives what the producer publishes in (a sub-window of) it
+        r0 = await report()
+        p0 = await prod.run(fe.published, topic='b')
+
+        async def window():
+            return await prod.run(fe.published, topic='b') >= p0 + 600
+        await wait_until(window, timeout=60)
+        p1 = await prod.run(fe.published, topic='b')
+        r1 = await report()
+        assert r1['b'] - r0['b'] >= 0.95 * (p1 - p0), (r0, r1, p0, p1)
+        b_subs = await subs_on(prod, 'b')
+        assert len(b_subs) == 1 and b_subs[0]['removed'] is None
