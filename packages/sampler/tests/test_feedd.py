@@ -236,19 +236,85 @@ async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
                 await feed.quotes.receive()
 
 
-async def test_topics_report_failed_when_samplerd_dies(other_addr):
+def assert_contiguous(rows, p):
+    '''index +1 per row, times one period apart and on the boundaries.'''
+    assert list(np.diff(rows['index'])) == [1] * (len(rows) - 1)
+    assert np.allclose(np.diff(rows['time']), p)
+    assert np.allclose(np.round(rows['time'] / p) * p, rows['time'])
+
+
+async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_bars(other_addr):
     import os
     import signal
 
     async with open_service_root(other_addr) as mngr:
+        async with open_feed(['AAA'], config=FAST, buffers=BUFS) as feed, feed.status.open_reader() as reports:
+            feedd_pid = (await feed.info())['pid']
+            pid = mngr.info('samplerd').pid
+            os.kill(pid, signal.SIGKILL)
+            st = await next_status(reports)
+            while st.state != 'restarting':
+                st = await next_status(reports)
+            assert f'samplerd (pid {pid}) went away' in st.error
+            # the root's manager restarts samplerd by itself; the feed daemon
+            # registers the buffers with it again
+            while st.state != 'up':
+                st = await next_status(reports)
+            back = mngr.info('samplerd')
+            assert back.state == 'running' and back.pid != pid and back.restarts == 1
+            # and samplerd steps them again, on from where they were
+            shm = feed.buffer('AAA', 1.0)
+            n0 = len(shm)
+            await wait_until(lambda: len(shm) >= n0 + 2)
+            for p in BUFS:
+                assert_contiguous(feed.buffer('AAA', p).array, p)
+            info = await feed.info()
+            assert info['pid'] == feedd_pid and info['topics']['AAA']['sampler_restarts'] == 1
+            assert info['topics']['AAA']['state'] == 'up'
+            # the feed daemon was not restarted
+            d = mngr.info(feedd_name('sim'))
+            assert d.state == 'running' and d.restarts == 0 and d.last_error is None
+
+
+async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_not_crash(other_addr):
+    async with open_service_root(other_addr) as mngr:
         async with open_feed(['AAA'], buffers=BUFS) as feed, feed.status.open_reader() as reports:
-            os.kill(actor_pids('samplerd')[0], signal.SIGKILL)
+            assert mngr.info(feedd_name('sim')).requires == ('samplerd',)
+            await mngr.cancel_service('samplerd')
             st = await next_status(reports)
             while st.state != 'failed':
                 st = await next_status(reports)
             assert 'samplerd (pid' in st.error and 'nothing steps the buffers' in st.error
-            # the feed daemon itself lives on
-            assert mngr.info(feedd_name('sim')).state == 'running'
+            assert 'will not restart' in st.error
+            # the feed daemon serves on: not crashed, not restarted
+            d = mngr.info(feedd_name('sim'))
+            assert d.state == 'running' and d.restarts == 0 and d.last_error is None
+            assert (await feed.info())['topics'] == {}
+        # the next client that asks starts samplerd and the topic afresh
+        async with open_feed(['AAA'], buffers=BUFS) as feed:
+            assert feed.first_status['AAA'].state == 'up'
+        assert mngr.info(feedd_name('sim')).restarts == 0
+
+
+async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_start_order(other_addr):
+    import os
+    import signal
+
+    async with open_service_root(other_addr) as mngr:
+        async with open_feed(['AAA'], buffers=BUFS):
+            pass
+        # samplerd stops and is started again lazily: now it started last
+        await mngr.cancel_service('samplerd')
+        async with open_feed(['AAA'], buffers=BUFS) as feed:
+            assert feed.first_status['AAA'].state == 'up'
+        assert [s.name for s in mngr.list_services()] == [feedd_name('sim'), 'samplerd']
+        mngr._history.clear()
+        os.kill(os.getpid(), signal.SIGTERM)  # the root daemon's own handler tears it down
+        with trio.fail_after(30):
+            await trio.sleep_forever()
+    ended = mngr.list_services(include_ended=True)
+    assert [(i.name, i.state) for i in ended] == [(feedd_name('sim'), 'stopped'), ('samplerd', 'stopped')]
+    assert all(i.last_error is None and i.restarts == 0 for i in ended)
 
 
 async def test_a_request_during_the_daemons_startup_waits_for_it():

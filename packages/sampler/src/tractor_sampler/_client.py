@@ -12,7 +12,7 @@ from typing import Any, Union
 
 from feedbus import StreamReaders
 from feedbus._wire import decoder as wire_decoder
-from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
+from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
 
 from ._msgs import Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
 from ._sampler import register_with_sampler, samplerd
@@ -24,14 +24,22 @@ log = compat.get_logger('client', 'tractor_sampler')
 #: the name samplerd registers under
 SAMPLERD: str = 'samplerd'
 
+#: how the root's manager restarts samplerd when its process dies or its
+#: endpoint fails (the feed daemons then register their buffers again)
+SAMPLERD_POLICY = RestartPolicy(
+    restart='transient', max_restarts=5, within_s=60.0, backoff_s=0.2, max_backoff_s=5.0,
+)
+
 
 async def spawn_samplerd(
     registry_addr: str | tuple[str, int] | None = None,
     **start_kwargs: Any,
 ) -> int:
     '''Have the root's service manager start samplerd (at most one per
-    tree: the manager's per-name lock makes concurrent calls spawn once).
+    tree: the manager's per-name lock makes concurrent calls spawn once),
+    restarted by :data:`SAMPLERD_POLICY` unless ``restart`` says otherwise.
     Returns samplerd's pid.'''
+    start_kwargs.setdefault('restart', SAMPLERD_POLICY)
     async with open_root_mngr(registry_addr) as mngr:
         return await mngr.start_service(SAMPLERD, samplerd, **start_kwargs)
 
@@ -42,7 +50,10 @@ async def maybe_open_samplerd(
     **start_kwargs: Any,
 ) -> AsyncIterator[Any]:
     '''A portal to the tree's samplerd, spawning it through the root's
-    service manager if it is not running.  Leaving does not stop it.'''
+    service manager if it is not running (restarted by
+    :data:`SAMPLERD_POLICY` unless ``restart`` says otherwise).  Leaving
+    does not stop it.'''
+    start_kwargs.setdefault('restart', SAMPLERD_POLICY)
     async with maybe_spawn_daemon(
         SAMPLERD, samplerd, registry_addr=registry_addr, **start_kwargs,
     ) as portal:
@@ -65,6 +76,8 @@ class SampleStream(StreamReaders):
         return decode_sample_msg(raw)
 
     periods: list[float]
+    #: samplerd's pid (a dependent waits for another one after a restart)
+    pid: int | None = None
 
     async def broadcast(self, msg: Backfill | Info | dict, period_s: float | None = None) -> int:
         '''Have samplerd send ``msg`` to every subscriber of ``period_s``
@@ -128,10 +141,10 @@ async def open_sample_stream(
             periods = list(first['periods'])
             async with compat.raise_on_peer_exit(first['pid'], SAMPLERD, portal):
                 if not open_index_stream:
-                    yield SampleStream(stream=None, periods=periods, buffer=buffer)
+                    yield SampleStream(stream=None, periods=periods, buffer=buffer, pid=first['pid'])
                 else:
                     async with compat.open_drained_stream(ctx) as stream:
-                        ss = SampleStream(stream=stream, periods=periods, buffer=buffer)
+                        ss = SampleStream(stream=stream, periods=periods, buffer=buffer, pid=first['pid'])
                         async with ss._running():
                             yield ss
             await ctx.cancel()

@@ -20,6 +20,7 @@ from feedbus import StreamReaders
 from feedbus._wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, ServiceError, compat, maybe_spawn_daemon
 
+from ._client import SAMPLERD, maybe_open_samplerd
 from ._feedd import attach_feed, check_topics, feed_info, feedd, feedd_name
 from ._msgs import FeedStatus
 from ._plugins import DEFAULT_BACKEND
@@ -56,7 +57,10 @@ async def maybe_open_feedd(
         )
     if plugins:
         kwargs['plugins'] = list(plugins)
-    start: dict[str, Any] = {'restart': FEEDD_POLICY}
+    # the feed daemon requires samplerd: it runs first, and stops after it
+    start: dict[str, Any] = {'restart': FEEDD_POLICY, 'requires': [SAMPLERD]}
+    async with maybe_open_samplerd(registry_addr):
+        pass
     if loglevel:
         start['loglevel'] = loglevel
     async with maybe_spawn_daemon(
@@ -185,7 +189,9 @@ async def open_feed(
                     started['pid'], f'the feed daemon {feedd_name(backend)}', portal,
                 ), compat.open_drained_stream(ctx) as sstream:
                     status = StatusStream(stream=sstream, buffer=256)
-                    async with status._running(), feedbus.open_feed(
+                    async with _daemon_endings(
+                        feedd_name(backend), names,
+                    ), status._running(), feedbus.open_feed(
                         portal, names, tick_throttle=tick_throttle,
                         allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
                         watch_producer=False,  # watched above already
@@ -207,6 +213,27 @@ async def open_feed(
                     for shm in by_period.values():
                         shm.close()
             await ctx.cancel()
+
+
+@acm
+async def _daemon_endings(daemon: str, topics: list[str]) -> AsyncIterator[None]:
+    '''A quote stream that the feed daemon ended without a word (feedbus's
+    ``SubscriptionDropped('ended')`` with no counters: the producer task
+    was torn down, which only its daemon stopping does) as the
+    :class:`~tractor_services.compat.DaemonStopped` that the daemon's
+    cancel would raise had it arrived first.'''
+    try:
+        yield
+    except BaseException as exc:
+        err = compat.unwrap_error(exc)
+        if (
+            isinstance(err, feedbus.SubscriptionDropped)
+            and err.reason == 'ended' and err.stats is None
+        ):
+            raise compat.DaemonStopped(
+                f'actor {daemon!r}', f'the feed of {", ".join(topics)}',
+            ) from err
+        raise
 
 
 @dataclass

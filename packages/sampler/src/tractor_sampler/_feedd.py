@@ -27,6 +27,17 @@ gives up the topic is reported ``failed`` and torn down (the next client
 that asks for it starts it afresh).  Topics are independent: one topic's
 failure, or another backend's, touches nothing else.
 
+The feed daemon requires samplerd (the root's manager stops it first).
+When samplerd goes away (killed, or its endpoint stopped) the topics are
+reported ``restarting`` and their quote streams run on; the daemon asks the
+root's manager to tell it when samplerd runs again
+(:meth:`~tractor_services.ServiceMngr.wait_running`), appends the rows of
+the boundaries samplerd missed (flat at the last close; trades that
+arrived meanwhile are placed into them) and registers the buffers again:
+``up``, with bars contiguous.  If samplerd is not coming back (stopped on
+request, or its restart policy gave up) the topics are reported ``failed``
+and torn down.
+
 '''
 from __future__ import annotations
 
@@ -45,15 +56,15 @@ import tractor
 import trio
 
 from feedbus import FeedsBus, get_feed_bus, open_sub
-from tractor_services import RestartIntensity, RestartPolicy, compat
+from tractor_services import RestartIntensity, RestartPolicy, compat, open_root_mngr
 
-from ._client import SampleStream, open_sample_stream, spawn_samplerd
+from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._history import backfill
 from ._msgs import FeedStatus, Step
-from ._ohlc import OHLCWriter, sample_and_broadcast
+from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volume_mode
 from ._plugins import DEFAULT_BACKEND, Backend, load_backends
 from ._schedule import check_period
-from .shm import ShmArray, open_shm_array
+from .shm import ShmArray, StepPlan, open_shm_array
 
 log = compat.get_logger('feedd', 'tractor_sampler')
 
@@ -69,6 +80,10 @@ DEFAULT_BUFFERS: dict[float, tuple[int, int]] = {
 
 #: how long a client's request waits for a just-spawned daemon to serve
 READY_TIMEOUT_S = 30.0
+
+#: how long topics wait for samplerd to run again after it went away
+#: (the manager says at once when it is not coming back)
+SAMPLERD_BACK_TIMEOUT_S = 60.0
 
 #: how a topic's quote stream is restarted when it raises
 DEFAULT_STREAM_POLICY = RestartPolicy(
@@ -165,6 +180,55 @@ def _describe(err: BaseException) -> str:
     return f'{type(err).__name__}: {err}'
 
 
+#: what leaving samplerd's sample stream raises when samplerd went away
+_SAMPLERD_LOST = (
+    SamplerGone,
+    compat.PeerDisconnected,  # PeerGone: its process exited
+    tractor.ContextCancelled,  # it stopped (its actor was cancelled)
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.EndOfChannel,
+)
+
+
+def _leaves(err: BaseException) -> list[BaseException]:
+    if isinstance(err, BaseExceptionGroup):
+        return [leaf for e in err.exceptions for leaf in _leaves(e)]
+    return [err]
+
+
+def samplerd_lost(err: BaseException) -> BaseException | None:
+    '''The error that says samplerd went away, if that (and cancellations)
+    is all ``err`` holds, else ``None``.  a5 raises groups here (e.g. its
+    ``ContextCancelled`` with our ``SamplerGone``): caught by content.'''
+    leaves = [e for e in _leaves(err) if not isinstance(e, trio.Cancelled)]
+    if not leaves or not all(isinstance(e, _SAMPLERD_LOST) for e in leaves):
+        return None
+    # the most telling one: the process exit, then samplerd's cancel
+    for kind in (compat.PeerDisconnected, tractor.ContextCancelled):
+        for e in leaves:
+            if isinstance(e, kind):
+                return e
+    return leaves[0]
+
+
+def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
+    '''Append the rows of the boundaries nobody stepped (samplerd was
+    away) up to the bar holding ``now``, as samplerd's steps would have
+    made them (index + 1, time + period, flat at the last close, no
+    volume); returns how many.  Bounded by the room left.'''
+    if not len(shm) or 'time' not in (shm.dtype.names or ()):
+        return 0
+    open_t = math.floor(now / period_s + 1e-9) * period_s
+    n = min(round((open_t - float(shm.last_row['time'])) / period_s), shm.size - shm.last)
+    if n <= 0:
+        return 0
+    plan = StepPlan([shm])
+    for _ in range(n):
+        plan.step(period_s)
+    return n
+
+
 @dataclass(eq=False)
 class Topic:
     '''One topic of a feed daemon.'''
@@ -181,6 +245,14 @@ class Topic:
     #: history bars prepended per period
     history: dict[float, int] = field(default_factory=dict)
     steps: int = 0
+    #: the quote stream's own state ('up', 'restarting', ...)
+    stream_state: str = 'starting'
+    #: why samplerd does not step the buffers right now (None: it does)
+    sampler_error: str | None = None
+    #: times the buffers were registered again with a restarted samplerd
+    sampler_restarts: int = 0
+    #: rows appended for boundaries samplerd missed while it was away
+    filled_bars: int = 0
 
     def status(self) -> FeedStatus:
         return FeedStatus(
@@ -211,6 +283,8 @@ class FeedDaemon:
         self.topics: dict[str, Topic] = {}
         self._tn = tn
         self._locks: dict[str, trio.Lock] = {}
+        # lost samplerd pid -> (set when we know, why it is not back or None)
+        self._sampler_waits: dict[int | None, tuple[trio.Event, list[str | None]]] = {}
 
     # --- topics -----------------------------------------------------------
 
@@ -301,32 +375,17 @@ class FeedDaemon:
                 for f in ('open', 'high', 'low', 'close'):
                     row[f] = seed
                 shm.push(row)
-            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms), info=info, config=config)
+            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms, volume=volume_mode(info)), info=info, config=config)
             self.bus.add_topic(name)
-            started = False
             try:
-                async with open_sample_stream(shms_by_period=shms) as steps:
-                    for p, bars in history.items():
-                        try:
-                            await backfill(steps, shms[p], bars, topic=name, period_s=p)
-                            topic.history[p] = len(bars)
-                        except (ValueError, TypeError) as err:
-                            log.error(f'{name}: history for {p} s bars does not fit, no backfill: {err}')
+                async with trio.open_nursery() as tn:
+                    # registered (and backfilled) before any client sees it
+                    await tn.start(self._keep_sampled, topic, history, tn.cancel_scope)
                     self.topics[name] = topic
-                    async with trio.open_nursery() as tn:
-                        tn.start_soon(self._fold_steps, topic, steps)
-                        task_status.started(topic)
-                        started = True
-                        handed_over = True
-                        await self._run_stream(topic, source)
-                        tn.cancel_scope.cancel()
-            except (SamplerGone, compat.PeerDisconnected) as err:
-                if not started:
-                    raise
-                # samplerd went away: report it; the topic is torn down and
-                # the next client that asks starts it afresh
-                log.error(f'{name}: {err}')
-                self._report(topic, 'failed', f'{err}: nothing steps the buffers any more')
+                    task_status.started(topic)
+                    handed_over = True
+                    await self._run_stream(topic, source)
+                    tn.cancel_scope.cancel()
             finally:
                 if self.topics.get(name) is topic:
                     del self.topics[name]
@@ -336,17 +395,128 @@ class FeedDaemon:
             for shm in shms.values():
                 shm.destroy()
 
+    async def _keep_sampled(
+        self,
+        topic: Topic,
+        history: dict[float, np.ndarray],
+        topic_scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        '''Keep ``topic``'s buffers registered with samplerd: register them
+        (and backfill ``history``), fold its steps into the bar writer, and
+        when samplerd goes away wait for it to run again, fill the bars it
+        missed and register again.  If it is not coming back, report the
+        topic ``failed`` and cancel ``topic_scope`` (the topic's teardown).'''
+        first = True
+        while True:
+            pid: int | None = None
+            try:
+                async with open_sample_stream(shms_by_period=topic.shms) as steps:
+                    pid = steps.pid
+                    if first:
+                        await self._backfill(topic, steps, history)
+                        first = False
+                        task_status.started()
+                    else:
+                        topic.sampler_restarts += 1
+                        topic.sampler_error = None
+                        log.info(f'{topic.name}: registered again with samplerd (pid {pid})')
+                        self._publish(topic)
+                    await self._fold_steps(topic, steps)
+            except BaseException as err:
+                lost = None if first else samplerd_lost(err)
+                if lost is None:
+                    raise
+                cause = _describe(lost)
+            else:
+                # a5 may end the block quietly when samplerd cancelled it
+                cause = 'its sample stream ended'
+            topic.sampler_error = (
+                f'samplerd (pid {pid}) went away ({cause}): waiting for it to restart'
+            )
+            log.warning(f'{topic.name}: {topic.sampler_error}')
+            self._publish(topic)
+            why_not = await self._samplerd_back(pid)
+            if why_not is not None:
+                log.error(f'{topic.name}: samplerd is not coming back: {why_not}')
+                self._report(
+                    topic, 'failed',
+                    f'samplerd (pid {pid}) is gone ({why_not}): nothing steps the buffers any more',
+                )
+                topic_scope.cancel()
+                return
+            now = time.time()
+            for p, shm in topic.shms.items():
+                topic.filled_bars += fill_missed_bars(shm, p, now)
+            topic.writer.on_step()  # trades held for those bars go in now
+
+    async def _backfill(
+        self,
+        topic: Topic,
+        steps: SampleStream,
+        history: dict[float, np.ndarray],
+    ) -> None:
+        for p, bars in history.items():
+            try:
+                await backfill(steps, topic.shms[p], bars, topic=topic.name, period_s=p)
+                topic.history[p] = len(bars)
+            except (ValueError, TypeError) as err:
+                log.error(f'{topic.name}: history for {p} s bars does not fit, no backfill: {err}')
+
+    async def _samplerd_back(self, lost_pid: int | None) -> str | None:
+        '''Wait until the root's manager runs samplerd again (in a process
+        other than ``lost_pid``); ``None`` then, else why it is not coming
+        back.  One question to the root per lost samplerd, however many
+        topics wait.'''
+        wait = self._sampler_waits.get(lost_pid)
+        if wait is None:
+            wait = self._sampler_waits[lost_pid] = (trio.Event(), [None])
+            self._tn.start_soon(self._ask_samplerd_back, lost_pid, wait)
+        await wait[0].wait()
+        return wait[1][0]
+
+    async def _ask_samplerd_back(
+        self,
+        lost_pid: int | None,
+        wait: tuple[trio.Event, list[str | None]],
+    ) -> None:
+        done, result = wait
+        try:
+            async with open_root_mngr() as mngr:
+                await mngr.wait_running(SAMPLERD, not_pid=lost_pid, timeout=SAMPLERD_BACK_TIMEOUT_S)
+        except Exception as err:  # not coming back, or no root to ask
+            result[0] = _describe(compat.unwrap_error(err))
+        finally:
+            if self._sampler_waits.get(lost_pid) is wait:
+                del self._sampler_waits[lost_pid]
+            done.set()
+
     async def _fold_steps(self, topic: Topic, steps: SampleStream) -> None:
         async for msg in steps:
             if isinstance(msg, Step):
                 topic.writer.on_step(msg.period_s)
                 topic.steps += 1
+                # closed bars late trades changed: views redraw them
+                await broadcast_corrections(topic.writer, steps, topic.name)
         raise SamplerGone('the step stream from samplerd ended')
 
     def _report(self, topic: Topic, state: str, error: str | None = None) -> None:
-        topic.state = state
+        '''The quote stream's state changed: publish the topic's.'''
+        topic.stream_state = state
         if error is not None:
             topic.last_error = error
+        self._publish(topic, state)
+
+    def _publish(self, topic: Topic, state: str | None = None) -> None:
+        '''Tell the topic's status subscribers its state: the quote
+        stream's, except that an ``up`` stream whose buffers samplerd does
+        not step right now is ``restarting`` (the error says why).'''
+        state = state or topic.stream_state
+        if state in ('up', 'starting') and topic.sampler_error is not None:
+            state = 'restarting'
+            topic.last_error = topic.sampler_error
+        topic.state = state
         self.status_bus.broadcast(topic.name, topic.status())
         if state in ('failed', 'ended') and self.topics.get(topic.name) is topic:
             # gone for whoever asks from now on (its teardown follows), and
@@ -425,7 +595,10 @@ class FeedDaemon:
                 'trades': t.writer.trades,
                 'late_trades': t.writer.late_trades,
                 'unplaced_trades': t.writer.unplaced_trades,
+                'bars': t.writer.stats(),  # late/held/corrected/unplaced per period
                 'steps': t.steps,
+                'sampler_restarts': t.sampler_restarts,
+                'filled_bars': t.filled_bars,
                 'buffers': bufs,
                 'subscribers': sorted(subs, key=lambda s: -s['delivered']),
             }
@@ -502,8 +675,9 @@ async def feedd(
     be = _load(backend, plugins or ())
     policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
     compat.expose_module(__name__)
-    # samplerd first: it then counts as started before this daemon, so the
-    # root's manager stops it after us (services stop in reverse order)
+    # samplerd first (clients start it before us, and declare that we
+    # require it, so the root's manager stops us before it; a daemon started
+    # some other way makes sure of it here)
     await spawn_samplerd()
     async with trio.open_nursery() as tn:
         _holder.daemon = FeedDaemon(be, tn, buffers=check_buffers(buffers), policy=policy)

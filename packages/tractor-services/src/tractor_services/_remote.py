@@ -76,8 +76,13 @@ async def wait_running(
     not_pid: int | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    info = await get_service_mngr().wait_running(name, not_pid=not_pid, timeout=timeout)
-    return msgspec.to_builtins(info)
+    # "not coming back" is an answer, not a failure: returned, so that a5
+    # does not log the call as a crash
+    try:
+        info = await get_service_mngr().wait_running(name, not_pid=not_pid, timeout=timeout)
+    except (_errors.ServiceNotFound, TimeoutError) as err:
+        return {'error': type(err).__name__, 'message': str(err)}
+    return {'info': msgspec.to_builtins(info)}
 
 
 def _local_error(err: BaseException) -> BaseException:
@@ -143,8 +148,11 @@ class RemoteServiceMngr:
     ) -> ServiceInfo:
         '''As :meth:`ServiceMngr.wait_running` (the wait happens in the
         manager's actor).'''
-        info = await self._run(wait_running, name=name, not_pid=not_pid, timeout=timeout)
-        return msgspec.convert(info, ServiceInfo)
+        reply = await self._run(wait_running, name=name, not_pid=not_pid, timeout=timeout)
+        if 'error' in reply:
+            cls = TimeoutError if reply['error'] == 'TimeoutError' else _errors.ServiceNotFound
+            raise cls(reply['message'])
+        return msgspec.convert(reply['info'], ServiceInfo)
 
     async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
         infos = await self._run(list_services, include_ended=include_ended)
