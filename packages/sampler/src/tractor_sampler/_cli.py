@@ -304,7 +304,34 @@ def render_ls(report: dict[str, Any]) -> str:
              for b in report['backends']],
             ('name', 'version', 'from', 'also provides'),
         )]
+    lines += bars_and_clock_lines(report)
     return '\n'.join(lines)
+
+
+def bars_and_clock_lines(report: dict[str, Any]) -> list[str]:
+    '''`samplerd ls`: per topic, the trades its bar writer placed late
+    (correcting closed bars), held (ahead of the open bar), or could not
+    place, and samplerd's clock jumps and gaps (docs/reliability.md, "Bars
+    and clocks").'''
+    lines: list[str] = []
+    rows = []
+    for f in report.get('feeds') or []:
+        for name, t in f['topics'].items():
+            b = t.get('bars')
+            if b:
+                rows.append((name, b['late'], b['held'], b['corrected'], b['unplaced'], b['pending']))
+    if rows:
+        lines += ['', 'bars']
+        lines += ['  ' + r for r in _table(rows, ('topic', 'late', 'held', 'corrected', 'unplaced', 'pending'))]
+    s = report.get('samplerd')
+    if s and 'clock_jumps' in s:
+        gaps = sum((s.get('gaps') or {}).values())
+        lines.append(
+            f"samplerd clock  jumps {s['clock_jumps']} (largest {s['max_clock_jump_s']:+.3f} s)  "
+            f"gaps {gaps} ({sum((s.get('gap_bars') or {}).values())} bars)  "
+            f"caught up {s.get('caught_up', 0)}  skipped {s.get('skipped', 0)}"
+        )
+    return lines
 
 
 async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
