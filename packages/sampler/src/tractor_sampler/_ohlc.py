@@ -54,9 +54,12 @@ from typing import Any, Literal
 import trio
 
 from feedbus import CLEARING_TICK_TYPES, FeedsBus, get_feed_bus
+from tractor_services import compat
 
 from ._schedule import bar_of, bar_time, check_period
 from .shm import ShmArray
+
+log = compat.get_logger('ohlc', 'tractor_sampler')
 
 _FIELDS = ('time', 'open', 'high', 'low', 'close', 'volume')
 #: the volume modes: sizes summed, or increases of the backend's running total
@@ -175,6 +178,8 @@ class OHLCWriter:
         for b in self._bufs:  # the open bar now is the first live one
             self._settle(b)
         self.trades = 0
+        #: correction broadcasts samplerd refused (see broadcast_corrections)
+        self.corrections_lost = 0
         #: clearing ticks whose time is not a finite number (in no bar)
         self.bad_times = 0
 
@@ -396,7 +401,11 @@ class OHLCWriter:
         '''The counters: totals over the buffers and ``by_period``.'''
         by = {repr(b.p): {**asdict(b.stats), 'pending': len(b.held)} for b in self._bufs}
         tot = {k: sum(v[k] for v in by.values()) for k in ('placed', 'late', 'held', 'corrected', 'unplaced', 'pending')}
-        return {'trades': self.trades, 'volume': self.volume, **tot, 'by_period': by}
+        return {
+            'trades': self.trades, 'volume': self.volume, **tot,
+            'bad_times': self.bad_times, 'corrections_lost': self.corrections_lost,
+            'by_period': by,
+        }
 
 
 async def sample_and_broadcast(
@@ -430,13 +439,21 @@ async def broadcast_corrections(writer: OHLCWriter, stream: Any, topic: str) -> 
     :func:`open_sample_stream`), which closed rows of ``topic``'s buffers
     the writer corrected since the last call: a
     :class:`~tractor_sampler.Backfill` with ``reason='correction'`` per
-    buffer, so views redraw those rows.  Returns how many it sent.'''
+    buffer, so views redraw those rows.  The feed daemon calls it after
+    each step it folds in.  Returns how many it sent; a refusal from
+    samplerd is logged (the rows stay corrected, only the redraw is lost).'''
+    from ._client import SamplerError
     from ._msgs import Backfill
 
     sent = 0
     for p, start, end in writer.take_corrections():
-        await stream.broadcast(Backfill(
-            topic=topic, timeframe=p, start_index=start, end_index=end, reason='correction',
-        ))
+        try:
+            await stream.broadcast(Backfill(
+                topic=topic, timeframe=p, start_index=start, end_index=end, reason='correction',
+            ))
+        except SamplerError as err:
+            writer.corrections_lost += 1
+            log.warning(f'{topic}: corrected {p:g} s rows [{start}, {end}) not broadcast: {err}')
+            continue
         sent += 1
     return sent

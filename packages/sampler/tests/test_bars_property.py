@@ -1,0 +1,203 @@
+'''Bars are right whatever the clock does (issue #10), as a property:
+samplerd's stepping (the real Sampler and Schedule under trio's mock
+clock, no actors) and the feed daemon's writer, driven by random trade
+times (behind, on, one float step either side of boundaries, ahead),
+random stalls of the step loop and random step delivery delays (and
+dropped step messages), compared bar by bar with a plain resampler
+written here.'''
+from __future__ import annotations
+
+import bisect
+import math
+
+import numpy as np
+import trio
+import trio.testing
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tractor_sampler import open_shm_array
+from tractor_sampler._ohlc import OHLCWriter
+from tractor_sampler._sampler import Sampler
+
+#: the wall clock at trio time 0: on no boundary
+W0 = 1_700_000_000.37
+SEED = 100.0
+
+
+def boundary(p: float, k: int) -> float:
+    '''Bar k's time as the docs define it: the float nearest k * p.'''
+    return k * round(p * 10) / 10
+
+
+class Reference:
+    '''The plain resampler: every trade, in arrival order, into the bar
+    whose [time, next time) holds its time.'''
+
+    def __init__(self, p: float, k_lo: int, k_hi: int) -> None:
+        self.p = p
+        self.k_lo = k_lo
+        self.edges = [boundary(p, k) for k in range(k_lo, k_hi + 2)]
+        self.bars: dict[int, list[tuple[float, float]]] = {}
+
+    def bar(self, t: float) -> int:
+        return self.k_lo + bisect.bisect_right(self.edges, t) - 1
+
+    def add(self, t: float, price: float, size: float) -> None:
+        self.bars.setdefault(self.bar(t), []).append((price, size))
+
+
+# one trade: which bar relative to the open one at arrival, where in it
+trade_st = st.tuples(
+    st.floats(0.0, 0.7),                       # wait before it, in shortest periods
+    st.integers(-3, 3),                         # bar relative to the arrival's bar
+    st.sampled_from(['on', 'before', 'after', 'inside']),
+    st.floats(0.0, 0.999),                     # where inside
+    st.integers(1, 200),                        # price
+    st.integers(0, 9),                          # size (0 is a trade too)
+)
+stall_st = st.tuples(
+    st.integers(1, 40),                         # before the step with this number
+    st.sampled_from([0.3, 1.1, 2.5, 7.0, 30.0, 30.0]),  # how long, in shortest periods
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    periods=st.sampled_from([(0.1, 1.0), (0.3, 1.5), (1.0, 5.0), (1.0, 60.0)]),
+    trades=st.lists(trade_st, max_size=60),
+    stalls=st.lists(stall_st, max_size=4),
+    delays=st.lists(st.floats(0.0, 1.5), min_size=1, max_size=8),
+    drops=st.lists(st.booleans(), min_size=1, max_size=5),
+    max_catchup=st.integers(2, 12),
+    tail=st.floats(0, 40),
+    jumps=st.lists(st.tuples(st.floats(0, 30), st.sampled_from([-5.0, -0.5, 0.5, 3.0, 40.0])), max_size=2),
+)
+def test_bars_equal_a_plain_resampler_whatever_the_clock(
+    periods, trades, stalls, delays, drops, max_catchup, tail, jumps,
+):
+    p1 = periods[0]
+    stall_at = {n: d * p1 for n, d in stalls}
+    sent: list[tuple[float, float, float]] = []  # (time, price, size), arrival order
+    offset = [W0]  # the wall clock, which NTP (or a suspend) may step
+
+    def wall() -> float:
+        return trio.current_time() + offset[0]
+
+    async def step_the_wall_clock() -> None:
+        for at, by in sorted(jumps):
+            await trio.sleep_until(at * p1)
+            offset[0] += by * p1
+
+    async def main() -> None:
+        sampler = Sampler(wall=wall, spin_s=0)
+        sampler.schedule.max_catchup = max_catchup
+        shms = {p: open_shm_array(4096, start=0) for p in periods}
+        try:
+            for p, shm in shms.items():  # the open bar, as the feed daemon seeds it
+                row = np.zeros(1, dtype=shm.dtype)
+                row['time'] = boundary(p, math.floor(W0 / p))
+                row['open'] = row['high'] = row['low'] = row['close'] = SEED
+                shm.push(row)
+                sampler.add_buffer(p, shm.token)
+            writer = OHLCWriter(shms)
+            tx, rx = trio.open_memory_channel(math.inf)
+            n = [0]
+            quiet = [False]
+            orig = sampler._step
+
+            async def step(p: float, t: float) -> None:
+                n[0] += 1
+                stall = stall_at.get(n[0])
+                if stall and not quiet[0]:
+                    await trio.sleep(stall)  # the loop stalls: later deadlines pass
+                await orig(p, t)
+                tx.send_nowait(p)
+
+            sampler._step = step  # type: ignore[method-assign]
+
+            async def deliver() -> None:
+                i = 0
+                async for p in rx:
+                    i += 1
+                    await trio.sleep(delays[i % len(delays)] * p1)
+                    if not drops[i % len(drops)]:  # some step messages are lost
+                        writer.on_step(p)
+
+            async with trio.open_nursery() as tn:
+                await tn.start(sampler.increment_ohlc_buffer)
+                tn.start_soon(deliver)
+                tn.start_soon(step_the_wall_clock)
+                for wait, dk, where, frac, price, size in trades:
+                    await trio.sleep(wait * p1)
+                    now = wall()
+                    k = math.floor(now / p1) + dk
+                    t = {
+                        'on': boundary(p1, k),
+                        'before': float(np.nextafter(boundary(p1, k), -np.inf)),
+                        'after': float(np.nextafter(boundary(p1, k), np.inf)),
+                        'inside': boundary(p1, k) + frac * p1,
+                    }[where]
+                    writer.write([{'type': 'trade', 'price': float(price), 'size': float(size), 'time': t}], now)
+                    sent.append((t, float(price), float(size)))
+                await trio.sleep(tail * p1)  # stalls may still come
+                quiet[0] = True
+                await trio.sleep(2 * max(periods) + 31 * p1)
+                tn.cancel_scope.cancel()
+            writer.on_step()  # the last step messages
+            check(sampler, writer, shms, wall())
+        finally:
+            for p, shm in shms.items():
+                if sampler._refs.get((p, shm.token.shm_name, 0)):
+                    sampler.remove_buffer((p, shm.token.shm_name, 0))
+                shm.destroy()
+
+    def check(sampler: Sampler, writer: OHLCWriter, shms: dict, now: float) -> None:
+        stats = writer.stats()['by_period']
+        for p, shm in shms.items():
+            rows = shm.array
+            times = rows['time']
+            ks = [round(t / p) for t in times]
+            # times on boundaries, one row per boundary except at a marked gap
+            assert all(t == boundary(p, k) for t, k in zip(times, ks)), p
+            assert list(np.diff(rows['index'])) == [1] * (len(rows) - 1)
+            gaps = int((np.diff(ks) > 1).sum())
+            assert all(d >= 1 for d in np.diff(ks))
+            assert gaps == sampler.gaps.get(p, 0)
+            assert sum(d - 1 for d in np.diff(ks)) == sampler.gap_bars.get(p, 0)
+            # caught up to the current boundary
+            assert ks[-1] == math.floor(now / p + 1e-9) or times[-1] == boundary(p, math.floor(now / p))
+            ref = Reference(p, ks[0] - 10, ks[-1] + 10)
+            for t, price, size in sent:
+                ref.add(t, price, size)
+            have = set(ks)
+            prev = SEED
+            placed = 0
+            for i, k in enumerate(ks):
+                got = tuple(float(rows[f][i]) for f in ('open', 'high', 'low', 'close', 'volume'))
+                bar = ref.bars.get(k)
+                if bar:
+                    prices = [pr for pr, _ in bar]
+                    want = (prices[0], max(prices), min(prices), prices[-1], float(sum(s for _, s in bar)))
+                    placed += len(bar)
+                else:
+                    want = (prev, prev, prev, prev, 0.0)
+                assert got == want, (p, i, k, got, want)
+                prev = want[3]
+            ahead = sum(len(v) for kk, v in ref.bars.items() if kk > ks[-1])
+            lost = sum(len(v) for kk, v in ref.bars.items() if kk <= ks[-1] and kk not in have)
+            s = stats[repr(p)]
+            assert s['placed'] == placed
+            assert s['pending'] == ahead
+            assert s['unplaced'] == lost
+            assert placed + ahead + lost == len(sent)
+            for name in ('late', 'held', 'corrected', 'unplaced', 'pending'):
+                if s[name]:
+                    event(f'some trades {name}')
+            if gaps:
+                event('rows jumped a gap')
+        if sampler.schedule.stats.clock_jumps:
+            event('the wall clock jumped')
+        assert sampler.schedule.stats.clock_jumps <= len(jumps)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
