@@ -354,3 +354,43 @@ def test_history_that_ends_early_is_continued_flat_to_the_open_bar():
     assert list(out['close'][3:]) == [3.0] * 3 and list(out['open'][3:]) == [3.0] * 3
     assert list(out['volume'][3:]) == [0.0] * 3
     assert _fill_to(bars, 103.0, 1.0) is bars  # meets it already
+
+
+def test_samplerd_loss_is_recognised_inside_a5s_error_groups():
+    import tractor
+
+    from tractor_sampler._feedd import SamplerGone, samplerd_lost
+    from tractor_services import PeerGone
+
+    gone = SamplerGone('the step stream from samplerd ended')
+    cc = tractor.ContextCancelled('register_with_sampler was remotely cancelled')
+    # what a5 raises when samplerd stops gracefully under a topic
+    assert samplerd_lost(trio.MultiError([cc, gone])) is cc
+    peer = PeerGone('samplerd (pid 1) exited')
+    assert samplerd_lost(trio.MultiError([gone, peer])) is peer
+    assert samplerd_lost(gone) is gone
+    # anything else is a real error: not taken for samplerd's absence
+    assert samplerd_lost(trio.MultiError([cc, ValueError('bug')])) is None
+    assert samplerd_lost(KeyError('x')) is None
+
+
+def test_missed_bars_are_filled_on_the_boundaries_up_to_the_open_bar():
+    from tractor_sampler import DEFAULT_DTYPE, open_shm_array
+    from tractor_sampler._feedd import fill_missed_bars
+
+    with open_shm_array(size=16) as shm:
+        row = np.zeros(1, dtype=DEFAULT_DTYPE)
+        row['index'], row['time'] = 7, 120.0
+        row['open'] = row['high'] = row['low'] = row['close'] = 5.0
+        row['volume'] = 3.0
+        shm.push(row)
+        # samplerd was away from 121 to 124.5: rows for 121..124
+        assert fill_missed_bars(shm, 1.0, 124.5) == 4
+        rows = shm.array
+        assert list(rows['index']) == [7, 8, 9, 10, 11]
+        assert list(rows['time']) == [120.0, 121.0, 122.0, 123.0, 124.0]
+        assert list(rows['close'][1:]) == [5.0] * 4 and list(rows['volume'][1:]) == [0.0] * 4
+        assert fill_missed_bars(shm, 1.0, 124.9) == 0  # up to date
+        # never more rows than there is room for
+        room = shm.size - shm.last
+        assert fill_missed_bars(shm, 1.0, 1000.0) == room > 0 and shm.last == shm.size
