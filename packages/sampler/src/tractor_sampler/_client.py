@@ -70,6 +70,8 @@ class SampleStream(StreamReaders):
     and :class:`Backfill` / :class:`Info` broadcasts.  Iterate it, or give
     each local task its own reader with :meth:`open_reader`.'''
     data_decoder = wire_decoder(Union[Step, Backfill, Info])
+    #: samplerd never ends a step stream on its own: an end is an error
+    end_is_error = True
 
     @staticmethod
     def decode_reply(raw: Any) -> Any:
@@ -145,6 +147,16 @@ async def open_sample_stream(
                 else:
                     async with compat.open_drained_stream(ctx) as stream:
                         ss = SampleStream(stream=stream, periods=periods, buffer=buffer, pid=first['pid'])
-                        async with ss._running():
+                        async with compat.far_end_endings(
+                            SAMPLERD, 'the step stream', _silent_end,
+                        ), ss._running():
                             yield ss
             await ctx.cancel()
+
+
+def _silent_end(err: BaseException) -> bool:
+    '''The step stream ended without a word (samplerd stopping), as
+    feedbus reports it.'''
+    from feedbus import SubscriptionDropped
+
+    return isinstance(err, SubscriptionDropped) and err.reason == 'ended' and err.stats is None

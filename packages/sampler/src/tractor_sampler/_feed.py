@@ -189,8 +189,8 @@ async def open_feed(
                     started['pid'], f'the feed daemon {feedd_name(backend)}', portal,
                 ), compat.open_drained_stream(ctx) as sstream:
                     status = StatusStream(stream=sstream, buffer=256)
-                    async with _daemon_endings(
-                        feedd_name(backend), names,
+                    async with compat.far_end_endings(
+                        feedd_name(backend), f'the feed of {", ".join(names)}', _silent_end,
                     ), status._running(), feedbus.open_feed(
                         portal, names, tick_throttle=tick_throttle,
                         allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
@@ -215,25 +215,13 @@ async def open_feed(
             await ctx.cancel()
 
 
-@acm
-async def _daemon_endings(daemon: str, topics: list[str]) -> AsyncIterator[None]:
-    '''A quote stream that the feed daemon ended without a word (feedbus's
-    ``SubscriptionDropped('ended')`` with no counters: the producer task
-    was torn down, which only its daemon stopping does) as the
-    :class:`~tractor_services.compat.DaemonStopped` that the daemon's
-    cancel would raise had it arrived first.'''
-    try:
-        yield
-    except BaseException as exc:
-        err = compat.unwrap_error(exc)
-        if (
-            isinstance(err, feedbus.SubscriptionDropped)
-            and err.reason == 'ended' and err.stats is None
-        ):
-            raise compat.DaemonStopped(
-                f'actor {daemon!r}', f'the feed of {", ".join(topics)}',
-            ) from err
-        raise
+def _silent_end(err: BaseException) -> bool:
+    '''feedbus's ``SubscriptionDropped('ended')`` without counters: the
+    producer task was torn down without a word (its daemon stopping).'''
+    return (
+        isinstance(err, feedbus.SubscriptionDropped)
+        and err.reason == 'ended' and err.stats is None
+    )
 
 
 @dataclass

@@ -552,6 +552,28 @@ async def open_context(
         raise DaemonStopped(peer, f'the context {fn.__name__}') from cc
 
 
+@acm
+async def far_end_endings(
+    peer: str,
+    what: str,
+    is_silent_end: Callable[[BaseException], bool],
+) -> AsyncIterator[None]:
+    '''Raise :class:`DaemonStopped` (naming ``peer``) for an error of the
+    block that ``is_silent_end`` says is the far end ending ``what``
+    without a word: the same ending as the far end's cancel, which races
+    it (*a5 delivers a stream's end and the context's cancel in either
+    order when an actor stops*).'''
+    try:
+        yield
+    except BaseException as exc:
+        err = unwrap_error(exc)
+        if err is not exc and not _only_cancels_besides(exc, err):
+            raise
+        if is_silent_end(err):
+            raise DaemonStopped(f'actor {peer!r}', what) from err
+        raise
+
+
 def _far_end_cancel(exc: BaseException) -> BaseException | None:
     '''The ``ContextCancelled`` in ``exc`` if that (and cancellations) is
     all there is, else ``None``.'''
