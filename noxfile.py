@@ -41,6 +41,7 @@ nox.options.sessions = [
     "integration",
     "lint",
     "docs",
+    "chaos",
 ]
 
 ROOT = Path(__file__).parent
@@ -264,3 +265,15 @@ def bench(session: nox.Session) -> None:
     _install(session, *_editable(ALL_PACKAGES), "numpy", *TEST_DEPS)
     for bench_file in benches:
         session.run("python", str(bench_file.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session(python=PY)
+def chaos(session: nox.Session) -> None:
+    """The chaos suite (``tests/chaos``): a real tree under faults, with
+    invariants checked after each.  ``CHAOS_FIGURES=1`` writes the measured
+    figures into ``docs/reliability.md`` (and ``docs/reliability-figures.json``)."""
+    _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
+    env = {"TRACTOR_CHAOS": "1"}
+    if os.environ.get("CHAOS_FIGURES"):
+        env["CHAOS_FIGURES"] = os.environ["CHAOS_FIGURES"]
+    session.run("pytest", "tests/chaos", "-p", "no:cacheprovider", *session.posargs, env=env)
