@@ -514,7 +514,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         err = compat.unwrap_error(exc)
         if isinstance(err, KeyboardInterrupt):
             return 0
-        if isinstance(err, (CliError, compat.PeerDisconnected)):
+        if isinstance(err, (CliError, compat.PeerDisconnected, compat.RegistryUnreachable)):
             # a peer that went away says so in its own words (naming it)
             print(f'{PROG}: error: {err}', file=sys.stderr)
             return 1

@@ -172,16 +172,119 @@ def is_registry() -> bool:
     return bool(actor is not None and actor.is_arbiter)
 
 
-async def registry_reachable(addr: tuple[str, int], timeout: float = 1.0) -> bool:
-    '''Is something listening at ``addr``?  (a5 probes the same way)'''
+#: seconds a client waits for a registry to answer: connect, a5's uid
+#: exchange and a registry query, together
+REGISTRY_TIMEOUT_S: float = 5.0
+
+#: the largest message a probe accepts (a5 frames with a 4-byte length:
+#: an HTTP reply's first bytes read as a length of ~1.3 GB)
+_PROBE_MAX_MSG = 1 << 20
+
+
+class RegistryUnreachable(ConnectionError):
+    '''Something is at the registry address, but no working tractor
+    registry: it answered otherwise, or not at all in time (a frozen
+    process).  The message names the address and what answered there.'''
+
+
+class _NotTractor(Exception):
+    pass
+
+
+async def probe_registry(
+    addr: tuple[str, int],
+    timeout: float = REGISTRY_TIMEOUT_S,
+) -> bool:
+    '''Does a tractor registry answer at ``addr``?  ``False`` when nothing
+    listens there; ``True`` when a5's uid exchange and a registry query
+    both get their answers within ``timeout`` seconds; else
+    :class:`RegistryUnreachable` saying what answered.
+
+    *a5 (and a plain TCP connect) take anything listening for a registry,
+    and its own handshake has no deadline*: an HTTP server, a silent
+    listener or a SIGSTOPped daemon made every client hang for ever.'''
+    host, port = addr
+    where = f'{host}:{port}'
     with trio.move_on_after(timeout):
         try:
-            stream = await trio.open_tcp_stream(*addr)
+            stream = await trio.open_tcp_stream(host, port)
         except OSError:
             return False
-        await stream.aclose()
-        return True
-    return False
+        async with stream:
+            try:
+                await _ask_registry(stream, where)
+            except _NotTractor as err:
+                raise RegistryUnreachable(
+                    f'{where} answered but is not a tractor registry ({err})'
+                ) from None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as err:
+                raise RegistryUnreachable(
+                    f'{where} answered but is not a tractor registry (the connection broke: {err})'
+                ) from None
+            return True
+    raise RegistryUnreachable(
+        f'no answer from {where} within {timeout:g} s '
+        '(a frozen process there, or not a tractor registry)'
+    )
+
+
+async def _ask_registry(stream: trio.SocketStream, where: str) -> None:
+    '''a5's wire protocol by hand (4-byte little-endian length, msgpack):
+    exchange uids, then call the registry's ``get_registry``.'''
+    import struct
+    import uuid
+
+    import msgspec
+
+    encode = msgspec.msgpack.Encoder().encode
+    decode = msgspec.msgpack.Decoder().decode
+    buf = bytearray()
+
+    async def send(msg: Any) -> None:
+        data = encode(msg)
+        await stream.send_all(struct.pack('<I', len(data)) + data)
+
+    async def recv() -> Any:
+        while True:
+            if len(buf) >= 4:
+                (size,) = struct.unpack('<I', buf[:4])
+                if size > _PROBE_MAX_MSG:
+                    raise _NotTractor(f'it sent {bytes(buf[:16])!r}')
+                if len(buf) >= 4 + size:
+                    raw = bytes(buf[4:4 + size])
+                    del buf[:4 + size]
+                    try:
+                        return decode(raw)
+                    except msgspec.DecodeError:
+                        raise _NotTractor(f'it sent {raw[:16]!r}') from None
+            chunk = await stream.receive_some()
+            if not chunk:
+                raise _NotTractor('it closed the connection'
+                                  + (f' after sending {bytes(buf[:16])!r}' if buf else ''))
+            buf.extend(chunk)
+
+    uid = ('registry_probe', str(uuid.uuid4()))
+    await send(uid)
+    peer = await recv()
+    if not (isinstance(peer, list) and len(peer) == 2 and all(isinstance(x, str) for x in peer)):
+        raise _NotTractor(f'its first message was {peer!r:.60}, not an actor id')
+    cid = str(uuid.uuid4())
+    await send({'cmd': ('self', 'get_registry', {}, list(uid), cid)})
+    while True:
+        msg = await recv()
+        if not isinstance(msg, dict) or msg.get('cid') != cid:
+            continue
+        if 'error' in msg:
+            raise _NotTractor(f'it is the tractor actor {peer[0]!r}, which keeps no registry')
+        if 'return' in msg:
+            return
+
+
+async def registry_reachable(addr: tuple[str, int], timeout: float = REGISTRY_TIMEOUT_S) -> bool:
+    '''Is a tractor registry answering at ``addr``?  ``False`` when
+    nothing listens there; :class:`RegistryUnreachable` when something
+    else does (see :func:`probe_registry`).'''
+    return await probe_registry(addr, timeout)
 
 
 @acm
@@ -666,10 +769,21 @@ async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Any]:
         yield portal
 
 
-async def find_actor_addr(name: str, addr: tuple[str, int]) -> tuple[str, int] | None:
-    async with _open_registry(addr) as reg:
-        sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
-    return tuple(sockaddr) if sockaddr else None  # type: ignore[return-value]
+async def find_actor_addr(
+    name: str,
+    addr: tuple[str, int],
+    timeout: float = REGISTRY_TIMEOUT_S,
+) -> tuple[str, int] | None:
+    '''Ask the registry at ``addr`` where ``name`` is; an answer that
+    does not come within ``timeout`` s raises :class:`RegistryUnreachable`
+    (*a5's query waits for ever on a frozen registry*).'''
+    with trio.move_on_after(timeout):
+        async with _open_registry(addr) as reg:
+            sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
+        return tuple(sockaddr) if sockaddr else None  # type: ignore[return-value]
+    raise RegistryUnreachable(
+        f'no answer from the registry at {addr[0]}:{addr[1]} within {timeout:g} s'
+    )
 
 
 @acm
