@@ -224,3 +224,114 @@ async def test_a_full_buffer_is_set_aside_and_the_others_keep_stepping(autojump_
         sampler.remove_buffer((1.0, small.token.shm_name, 0))
         sampler.remove_buffer((1.0, big.token.shm_name, 0))
         assert sampler.periods == []
+
+
+async def test_a_forward_clock_jump_is_counted_and_caught_up_by_the_stall_rule(autojump_clock):
+    '''Issue #10.6: the wall clock steps 4.5 s ahead (NTP, or a suspend
+    trio's clock did not count): the boundaries passed are caught up, each
+    with its own time, within a clock check; the jump is counted.'''
+    offset = [W0]
+    sched = Schedule(wall=lambda: trio.current_time() + offset[0])
+    sched.add(1.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append((t, trio.current_time() + offset[0]))
+
+    async with trio.open_nursery() as tn:
+        await tn.start(sched.run, on_step)
+        await trio.sleep(3.0)
+        offset[0] += 4.5
+        await trio.sleep(3.0)
+        tn.cancel_scope.cancel()
+    times = [t for t, _ in got]
+    assert times == [times[0] + i for i in range(len(times))]  # one per boundary
+    assert sched.stats.clock_jumps == 1 and sched.stats.max_clock_jump_s == pytest.approx(4.5)
+    assert sched.stats.caught_up >= 3
+    # no step is taken before its boundary on the (new) wall clock
+    assert all(at >= t - 1e-6 for t, at in got)
+
+
+async def test_a_backward_clock_jump_waits_for_the_next_boundary(autojump_clock):
+    offset = [W0]
+    sched = Schedule(wall=lambda: trio.current_time() + offset[0])
+    sched.add(1.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append((t, trio.current_time() + offset[0]))
+
+    async with trio.open_nursery() as tn:
+        await tn.start(sched.run, on_step)
+        await trio.sleep(3.0)
+        offset[0] -= 2.5
+        await trio.sleep(5.0)
+        tn.cancel_scope.cancel()
+    times = [t for t, _ in got]
+    # never a step twice or back in time; each on its boundary of the new clock
+    assert times == [times[0] + i for i in range(len(times))]
+    assert all(at >= t - 1e-6 for t, at in got)
+    assert sched.stats.clock_jumps == 1 and sched.stats.max_clock_jump_s == pytest.approx(-2.5)
+
+
+async def test_slewing_is_absorbed_not_counted(autojump_clock):
+    sched = Schedule(wall=lambda: trio.current_time() * (1 + 400e-6) + W0)  # 400 ppm
+    sched.add(1.0)
+    got = []
+
+    async def on_step(period, t):
+        got.append(t)
+
+    await run_for(sched, 20.0, on_step)
+    assert sched.stats.clock_jumps == 0
+    assert got == [got[0] + i for i in range(len(got))]
+
+
+async def test_after_a_stall_longer_than_the_catch_up_rows_jump_to_the_boundary_and_mark_it(autojump_clock):
+    '''Issue #10.2: a 2,000 s stall of a 1 s buffer: rows catch up the
+    newest MAX_CATCHUP boundaries, end on the current one, and the jump
+    is marked (Step.gap) and counted.'''
+    import numpy as np
+
+    from tractor_sampler import open_shm_array
+    from tractor_sampler._sampler import Sampler
+
+    sampler = Sampler(wall=mock_wall(), spin_s=0)
+    sampler.schedule.max_catchup = 50
+    open_bar = math.floor(mock_wall()())
+    steps = []
+    orig = sampler.broadcast
+
+    def broadcast(period_s, time_stamp=None, info=None, gap=0):
+        steps.append((time_stamp, gap))
+        return orig(period_s, time_stamp, info, gap)
+
+    sampler.broadcast = broadcast
+    stalled = [False]
+    orig_step = sampler._step
+
+    async def step(p, t):
+        if not stalled[0] and t >= open_bar + 3:
+            stalled[0] = True
+            await trio.sleep(2000)
+        await orig_step(p, t)
+
+    sampler._step = step
+    with open_shm_array(256, start=0) as shm:
+        row = np.zeros(1, dtype=shm.dtype)
+        row['time'], row['close'] = open_bar, 1.0
+        shm.push(row)
+        sampler.add_buffer(1.0, shm.token)
+        async with trio.open_nursery() as tn:
+            await tn.start(sampler.increment_ohlc_buffer)
+            await trio.sleep_until(open_bar - W0 + 2010.5)
+            tn.cancel_scope.cancel()
+        times = shm.array['time']
+        assert times[-1] == open_bar + 2010  # on the wall clock's open bar
+        assert list(np.diff(shm.array['index'])) == [1] * (len(times) - 1)
+        jumps = np.flatnonzero(np.diff(times) > 1)
+        assert len(jumps) == 1
+        gap = int(times[jumps[0] + 1] - times[jumps[0]]) - 1
+        assert sampler.info()['gaps'] == {1.0: 1} and sampler.info()['gap_bars'] == {1.0: gap}
+        assert [g for _, g in steps if g] == [gap]
+        sampler.remove_buffer((1.0, shm.token.shm_name, 0))

@@ -501,3 +501,22 @@ def test_closed_buffer_raises(shm_key):
     with pytest.raises(ValueError, match='closed'):
         shm.push(rows(1))
     shm.destroy()  # idempotent
+
+
+def test_a_step_writes_the_boundary_time_and_marks_a_jump(shm_key):
+    '''Rows get the step's own (boundary) time, not previous + period;
+    a buffer more than a period behind jumps, and the jump is counted;
+    one already at the step's time waits.'''
+    with open_shm_group(3, 16, key=shm_key) as group:
+        for m, t in zip(group, (100.0, 97.0, 101.0)):
+            r = rows(1)
+            r['time'] = t
+            m.push(r)
+        plan = StepPlan(list(group))
+        assert plan.step(1.0, 101.0) == 2  # the third is already there
+        assert plan.waited == 1 and plan.jumps == 1 and plan.gap_bars == 3 and plan.last_gap == 3
+        assert [m.array['time'].tolist() for m in group] == [[100.0, 101.0], [97.0, 101.0], [101.0]]
+        assert plan.step(1.0, 102.0) == 3 and plan.last_gap == 0
+        # without a step time: each buffer's next boundary, never drifting
+        assert plan.step(0.1) == 3
+        assert group[0].array['time'][-1] == 102.1
