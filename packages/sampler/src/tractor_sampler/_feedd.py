@@ -119,8 +119,16 @@ def check_buffers(buffers: Any) -> dict[float, tuple[int, int]]:
         raise ValueError(f'buffers must map periods to (rows, history bars), not {buffers!r}')
     out = {}
     for raw_p, spec in buffers.items():
-        p = check_period(float(raw_p))
-        rows, hist = (spec, 0) if isinstance(spec, int) else tuple(spec)
+        try:
+            p = check_period(float(raw_p))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'buffers: {err}') from None
+        if isinstance(spec, int):
+            rows, hist = spec, 0
+        elif isinstance(spec, (list, tuple)) and len(spec) == 2:
+            rows, hist = spec
+        else:
+            raise ValueError(f'buffers[{p}]: {spec!r} must be rows or (rows, history bars)')
         if not (isinstance(rows, int) and rows >= 4):
             raise ValueError(f'buffers[{p}]: rows={rows!r} must be an int >= 4')
         if not (isinstance(hist, int) and 0 <= hist <= rows // 2):
@@ -672,15 +680,27 @@ async def feedd(
     ``buffers`` maps periods to ``(rows, history bars)``; ``restart`` is
     the quote streams' :class:`RestartPolicy` as a dict.  (The backend's
     config comes per topic, from the client that starts it.)'''
+    if not isinstance(backend, str) or not backend:
+        raise ValueError(f'backend={backend!r} must be a backend name')
+    if plugins is not None and (
+        not isinstance(plugins, list) or not all(isinstance(m, str) and m for m in plugins)
+    ):
+        raise ValueError(f'plugins={plugins!r} must be a list of module names')
+    if restart is not None and not isinstance(restart, dict):
+        raise ValueError(f'restart={restart!r} must be a restart policy as a dict')
+    try:
+        policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
+    except (msgspec.ValidationError, TypeError, ValueError) as err:
+        raise ValueError(f'restart={restart!r} is not a restart policy: {err}') from None
+    checked_buffers = check_buffers(buffers)
     be = _load(backend, plugins or ())
-    policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
     compat.expose_module(__name__)
     # samplerd first (clients start it before us, and declare that we
     # require it, so the root's manager stops us before it; a daemon started
     # some other way makes sure of it here)
     await spawn_samplerd()
     async with trio.open_nursery() as tn:
-        _holder.daemon = FeedDaemon(be, tn, buffers=check_buffers(buffers), policy=policy)
+        _holder.daemon = FeedDaemon(be, tn, buffers=checked_buffers, policy=policy)
         _holder.ready.set()
         try:
             await ctx.started({'pid': os.getpid(), 'backend': be.name, 'version': be.version})

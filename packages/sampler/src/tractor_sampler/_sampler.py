@@ -358,6 +358,13 @@ async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
 async def samplerd(ctx: tractor.Context, keep_lateness: int = 0, spin_s: float = SPIN_S) -> None:
     '''samplerd's root endpoint (supervised by the root's service
     manager): hosts the Sampler and its incrementer.'''
+    if isinstance(keep_lateness, bool) or not isinstance(keep_lateness, int) or keep_lateness < 0:
+        raise ValueError(f'keep_lateness={keep_lateness!r} must be an int >= 0')
+    if (
+        isinstance(spin_s, bool) or not isinstance(spin_s, (int, float))
+        or not 0 <= spin_s <= 0.1
+    ):
+        raise ValueError(f'spin_s={spin_s!r} must be a number of seconds in [0, 0.1]')
     compat.expose_module(__name__)
     async with open_sampler(keep_lateness=keep_lateness, spin_s=spin_s) as sampler:
         await ctx.started(os.getpid())
@@ -399,8 +406,14 @@ async def register_with_sampler(
     the steps of ``period_s`` and of the registered periods, serve
     requests to broadcast to all, and unregister on exit.'''
     sampler = get_sampler()
+    for name, flag in (('open_index_stream', open_index_stream), ('sub_for_broadcasts', sub_for_broadcasts)):
+        if not isinstance(flag, bool):
+            raise ValueError(f'{name}={flag!r} must be True or False')
     regs = _parse_shms(shms_by_period)
-    listen = [check_period(period_s)] if period_s is not None else []
+    try:
+        listen = [check_period(period_s)] if period_s is not None else []
+    except ValueError as err:
+        raise ValueError(f'period_s: {err}') from None
     keys = []
     listening: list[float] = []
     try:
