@@ -332,6 +332,9 @@ class Tree:
         left behind, if anything.'''
         for prog in self.programs:
             prog.reap()
+            with open(self.logdir / f'{prog.name}.events.jsonl', 'w') as f:
+                for ev in prog.events:
+                    f.write(json.dumps(ev) + '\n')
         left: dict[str, Any] = {}
         for root in self.roots:
             if root.p.poll() is None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from _harness import (
     BEGIN,
     END,
@@ -25,7 +24,6 @@ from _harness import (
     RELIABILITY_MD,
     render_figures,
 )
-
 
 # --- only when asked for -------------------------------------------------------
 

@@ -71,7 +71,7 @@ async def junk_on_stream(portal, fn, junk, n, kwargs, out, key):
                             got_all.set()
 
                 tn.start_soon(read)
-                for i, msg in zip(range(n), itertools.cycle(junk)):
+                for _i, msg in zip(range(n), itertools.cycle(junk)):
                     await stream.send(msg)
                     sent += 1
                 with trio.move_on_after(30):
@@ -145,7 +145,7 @@ async def main(host, port, topic, n_junk, n_calls):
                                  {'period_s': 1.0}, out, 'sample_stream')
             portals = {open_feed_stream: feedd, attach_feed: feedd, register_with_sampler: samplerd}
             calls = {'sent': 0, 'refused': 0, 'wrong': []}
-            for i, (fn, kwargs, expected) in zip(range(n_calls), itertools.cycle(bad_calls(topic))):
+            for _i, (fn, kwargs, expected) in zip(range(n_calls), itertools.cycle(bad_calls(topic))):
                 calls['sent'] += 1
                 await bad_call(portals, fn, kwargs, expected, calls)
             calls['wrong'] = calls['wrong'][:10]

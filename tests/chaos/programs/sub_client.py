@@ -161,6 +161,10 @@ async def run_steps(addr, epoch):
 
     c = Counts()
     prev = None
+    # a client, never a registry of its own (a5 makes a root the registry
+    # when none answers at the address): as open_feed() does, ask first
+    if not await compat.registry_reachable(addr):
+        raise ConnectionError(f'no service root answers at {addr[0]}:{addr[1]}')
     async with compat.open_root_actor(addr, 'chaos_steps'):
         async with open_sample_stream(1.0, registry_addr=addr) as ss:
             emit(ev='up', epoch=epoch, t=time.monotonic(), daemon_pid=None)
