@@ -98,3 +98,14 @@ async def test_open_feed_raises_what_answered_instead_of_hanging(handler, messag
             with pytest.raises(compat.RegistryUnreachable, match=message.format(port=port)):
                 async with open_feed(['AAA'], registry_addr=('127.0.0.1', port)):
                     pass
+
+
+async def test_a_refused_demo_config_prints_its_error_without_tracebacks():
+    res = await run_cli('demo', '--tick-rate', '0', '--duration', '30')
+    err = res.stderr.decode()
+    assert res.returncode == 1, err
+    assert 'Traceback' not in err and 'crashed:' not in err, err
+    # the feed daemon's one line for the refusal, and the command's own
+    assert len(err.strip().splitlines()) <= 2, err
+    assert err.strip().splitlines()[-1].startswith('samplerd: error: '), err
+    assert 'tick_rate must be a finite number > 0' in err.strip().splitlines()[-1]

@@ -1117,15 +1117,53 @@ def rss_bytes() -> int | None:
 
 # --- logging ----------------------------------------------------------------
 
+#: a5's records that only repeat an error on its way to the caller, who
+#: reports it: dropped at the default level (kept at debug)
+_ECHOES = (
+    'Root actor crashed',  # around any error leaving open_root_actor, even the user's own
+    'Remote context error for',  # a callee's error, relayed to the caller
+    'Nursery for ',  # "... errored with": the error propagates
+    'Stream was already destroyed?',  # a5 removes the wrong object from portal._streams
+)
+
+
+def _runtime_verbose() -> bool:
+    '''Is tractor's log at debug level (or finer)?'''
+    return logging.getLogger('tractor').getEffectiveLevel() <= logging.DEBUG
+
+
 class _QuietCancels(logging.Filter):
-    '''a5 logs a full traceback at ERROR for every ``ctx.cancel()``.'''
+    '''Keep a5's noise out of the default log level:
+
+    - *a5 logs a full traceback at ERROR for every ``ctx.cancel()``*: those
+      records are dropped;
+    - *a refused call (an endpoint raising) logs "Actor crashed:" with a
+      traceback, though the actor serves on*: one line with the error's
+      type and message instead, the traceback only at debug level;
+    - *a5 logs an error again at each hop on its way to the caller* (the
+      "Root actor crashed" of a client, even around an error of the user's
+      own code; a relayed context error; a nursery's): dropped, the caller
+      reports it; kept at debug level.'''
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_cancellation(exc):
             return False
         msg = record.getMessage()
-        return 'ContextCancelled' not in msg and 'Cancelled' not in msg.split(':', 1)[0]
+        if 'ContextCancelled' in msg or 'Cancelled' in msg.split(':', 1)[0]:
+            return False
+        if _runtime_verbose():
+            return True
+        if msg.startswith(_ECHOES):
+            return False
+        if msg.startswith('Actor crashed') and exc is not None:
+            err = unwrap_error(exc)
+            text = str(err).strip().splitlines()
+            record.msg = f'call failed: {type(err).__name__}' + (f': {text[0]}' if text else '')
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def quiet_runtime_logs() -> None:
