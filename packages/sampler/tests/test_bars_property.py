@@ -159,7 +159,7 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
             times = rows['time']
             ks = [round(t / p) for t in times]
             # times on boundaries, one row per boundary except at a marked gap
-            assert all(t == boundary(p, k) for t, k in zip(times, ks)), p
+            assert all(t == boundary(p, k) for t, k in zip(times, ks, strict=True)), p
             assert list(np.diff(rows['index'])) == [1] * (len(rows) - 1)
             gaps = int((np.diff(ks) > 1).sum())
             assert all(d >= 1 for d in np.diff(ks))

@@ -508,7 +508,7 @@ def test_a_step_writes_the_boundary_time_and_marks_a_jump(shm_key):
     a buffer more than a period behind jumps, and the jump is counted;
     one already at the step's time waits.'''
     with open_shm_group(3, 16, key=shm_key) as group:
-        for m, t in zip(group, (100.0, 97.0, 101.0)):
+        for m, t in zip(group, (100.0, 97.0, 101.0), strict=True):
             r = rows(1)
             r['time'] = t
             m.push(r)
