@@ -99,3 +99,31 @@ async def test_watch_ending_by_its_own_duration_is_quiet_and_exits_0():
     assert stopped == 0, daemon.err
     assert res.returncode == 0, res.stderr.decode()
     assert res.stderr.decode() == ''
+
+
+async def test_ctrl_c_while_the_feed_daemon_spawns_stops_cleanly():
+    '''a5 waited 3 s for the half-spawned child it never asked to stop,
+    then logged #ZOMBIE_LORD_IS_HERE and killed it.'''
+    import psutil
+
+    demo = Proc('demo', '--topics', 'AAA')
+    try:
+        with trio.fail_after(60):  # until the feed daemon's process exists
+            while True:
+                demo.remember_family()
+                try:
+                    kids = psutil.Process(demo.p.pid).children()
+                    if any('feedd.sim' in ' '.join(k.cmdline()) for k in kids):
+                        break
+                except psutil.NoSuchProcess:
+                    raise AssertionError(f'demo ended early: {demo.p.stderr.read()}') from None
+                await trio.sleep(0.005)
+        demo.remember_family()
+        status = await demo.stop(signal.SIGINT)
+    finally:
+        if demo.p.poll() is None:
+            demo.p.kill()
+    assert not wait_gone(demo.family)
+    assert status == 0, demo.err
+    assert 'ZOMBIE' not in demo.err, demo.err
+    assert 'Traceback' not in demo.err, demo.err

@@ -1006,6 +1006,38 @@ async def open_drained_stream(ctx: Any) -> AsyncIterator[Any]:
             _forget_stream(ctx, stream)
 
 
+# --- stopping a child ----------------------------------------------------------
+
+def _install_prompt_hard_kill() -> None:
+    '''*a5's hard reap of a child still alive (one whose spawn was
+    cancelled, e.g. by Ctrl-C 0.7 s into ``samplerd demo``) waits 3 s for
+    a process it never asked to stop, then logs ``#ZOMBIE_LORD_IS_HERE``
+    at CRITICAL and kills it.*  Ask it first: SIGTERM (a child that got as
+    far as our guard tears its tree down; one still starting ends at
+    once), then SIGKILL what is left after :data:`CHILD_GRACE_S`.'''
+    from tractor import _spawn as a5_spawn
+
+    if getattr(a5_spawn.do_hard_kill, '_asks_first', False):
+        return
+
+    async def do_hard_kill(proc: trio.Process, terminate_after: int = CHILD_GRACE_S) -> None:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.terminate()
+                with trio.move_on_after(terminate_after + 1):
+                    await proc.wait()
+            if proc.returncode is None:
+                log.warning(f'actor process {proc.pid} ignored SIGTERM: killed')
+                proc.kill()
+                await proc.wait()
+
+    do_hard_kill._asks_first = True  # type: ignore[attr-defined]
+    a5_spawn.do_hard_kill = do_hard_kill
+
+
+_install_prompt_hard_kill()
+
+
 # --- bookkeeping of finished calls --------------------------------------------
 
 #: the context a5 created last in this task (see :func:`_install_forgetful_rpc`)
