@@ -113,6 +113,14 @@ class _Bars:
         self.held: list[Trade] = []
         self.held_k = 0  # the earliest bar a held trade is for
         self.dirty: list[int] | None = None  # [lo, hi) rows changed after they closed
+        # cached at each settle (the hot path reads no shared memory but the
+        # window): the open bar's time span, its row as a list, the first
+        # placeable bar, the hold horizon
+        self.open_lo = self.open_hi = math.inf
+        self.open_row: list | None = None
+        self.first = -1
+        self.first_k = 0
+        self.horizon = 0.0
         self.stats = BarStats()
 
     def find(self, k: int, first: int, last: int) -> int:
@@ -230,14 +238,20 @@ class OHLCWriter:
         first, last = b.win.tolist()
         if last <= first:
             return None
-        if b.origin is None:
-            b.origin = b.last_k = bar_of(float(b.times[last - 1]), b.tenths)
-            b.seen = last
-        elif last != b.seen:
-            start = max(b.seen, first + 1)
-            b.seen = last
-            b.last_k = bar_of(float(b.times[last - 1]), b.tenths)
-            self._carry(b, start - 1, last)
+        if b.origin is None or last != b.seen:
+            k = bar_of(float(b.times[last - 1]), b.tenths)
+            start = b.seen
+            b.seen, b.last_k = last, k
+            b.open_lo, b.open_hi = bar_time(b.tenths, k), bar_time(b.tenths, k + 1)
+            b.horizon = b.open_lo + self.max_ahead_s
+            b.open_row = None
+            if b.origin is None:
+                b.origin = k
+            else:
+                self._carry(b, max(start, first + 1) - 1, last)
+        if first != b.first:  # history was prepended (or the first look)
+            b.first = first
+            b.first_k = max(b.origin, bar_of(float(b.times[first]), b.tenths))
         if b.held and b.held_k <= b.last_k:
             held, b.held = b.held, []
             self._place(b, held, first, last, arrived=False)
@@ -266,32 +280,35 @@ class OHLCWriter:
     def _place(self, b: _Bars, trades: list[Trade], first: int, last: int, arrived: bool) -> None:
         '''Fold ``trades`` (arrival order) into their bars; hold those
         ahead of the last row.'''
-        tenths, last_k, origin = b.tenths, b.last_k, b.origin
-        assert origin is not None
+        tenths, last_k = b.tenths, b.last_k
         rows = b.rows
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
-        first_k = max(origin, bar_of(float(b.times[first]), tenths))
-        horizon = bar_time(tenths, last_k) + self.max_ahead_s
+        first_k, horizon, open_lo, open_hi = b.first_k, b.horizon, b.open_lo, b.open_hi
         mods: dict[int, list] = {}
         ahead: list[Trade] = []
         traded = b.traded
         st = b.stats
         open_pos = last - 1
+        if b.open_row is not None:
+            mods[open_pos] = b.open_row
+        placed = st.placed
         for trade in trades:
             t, price, size = trade
-            k = bar_of(t, tenths)
-            if k > last_k:
-                if t > horizon:
-                    st.unplaced += 1
-                else:
-                    ahead.append(trade)
-                continue
-            if k == last_k:
-                pos = open_pos
-            elif k < first_k:
-                st.unplaced += 1
-                continue
+            if open_lo <= t < open_hi:  # the common case: the open bar
+                k, pos = last_k, open_pos
             else:
+                k = bar_of(t, tenths)
+                if k > last_k:
+                    if t > horizon:
+                        st.unplaced += 1
+                    else:
+                        ahead.append(trade)
+                    continue
+                pos = open_pos if k == last_k else -1
+            if pos < 0:  # a closed bar
+                if k < first_k:
+                    st.unplaced += 1
+                    continue
                 pos = b.find(k, first, last)
                 if pos < 0:
                     st.unplaced += 1
@@ -319,9 +336,12 @@ class OHLCWriter:
             return
         closed = []
         for pos, row in mods.items():
-            rows[pos] = tuple(row)
             if pos < open_pos:
+                rows[pos] = tuple(row)
                 closed.append(pos)
+            elif row is not b.open_row or st.placed != placed:
+                rows[pos] = tuple(row)
+                b.open_row = row
         if closed:
             closed.sort()
             st.corrected += len(closed)
@@ -337,6 +357,8 @@ class OHLCWriter:
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
         close = rows[pos]['close']
         open_pos = last - 1
+        if pos + 1 < last:
+            b.open_row = None  # the open row may change here
         for q in range(pos + 1, last):
             row = list(rows[q].item())
             if bar_of(row[i_time], tenths) in traded:
