@@ -136,3 +136,13 @@ async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
             tn.start_soon(run_b)
             await ctx.started(os.getpid())
             await trio.sleep_forever()
+
+
+async def end_subs(topic: str, why: str) -> int:
+    '''(in the producer) End every subscription to ``topic`` (the
+    producer's own decision, reason 'ended').'''
+    bus = get_feed_bus()
+    subs = bus.get_subs(topic)
+    for sub in subs:
+        bus.drop_sub(sub, why, reason='ended')
+    return len(subs)

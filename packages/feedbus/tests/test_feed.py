@@ -161,3 +161,90 @@ async def test_rc_ui_and_rate_reach_the_producer(reg_addr):
                 report = await portal.run(fe.bus_report)
         assert [(s['rc_ui'], s['rate']) for s in report['a']] == [(True, 15.0)]
         assert [(s['rc_ui'], s['rate']) for s in report['b']] == [(False, None)]
+
+
+@pytest.mark.parametrize('kwargs, name', [
+    ({'topics': 5}, 'topics'),
+    ({'topics': [['AAA']]}, 'topics'),
+    ({'topics': 'a'}, 'topics'),
+    ({'topics': ['a'], 'stall_timeout': 'soon'}, 'stall_timeout'),
+    ({'topics': ['a'], 'clearing': 5}, 'clearing'),
+    ({'topics': ['a'], 'clearing': [5]}, 'clearing'),
+    ({'topics': ['a'], 'outbox_size': 0}, 'outbox_size'),
+    ({'topics': ['a'], 'batch': 'yes'}, 'batch'),
+    ({'topics': ['a'], 'tick_throttle': 'fast'}, 'tick_throttle'),
+])
+async def test_bad_arguments_are_refused_before_anything_starts(reg_addr, kwargs, name):
+    from feedbus import open_feed_stream
+
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        portal = await start_producer(mngr)
+        # the endpoint refuses them before started(): the block never runs
+        entered = False
+        with trio.fail_after(30), pytest.raises(compat.RemoteActorError, match=f'{name}=') as err:
+            async with compat.open_context(portal, open_feed_stream, **kwargs):
+                entered = True
+        assert not entered
+        assert compat.remote_error_type(err.value) == 'ValueError'
+        # open_feed refuses them here, before it sends anything
+        topics = kwargs.pop('topics')
+        with trio.fail_after(30), pytest.raises(ValueError, match=f'{name}='):
+            async with open_feed(portal, topics, **kwargs):
+                pass
+        # the producer serves on
+        async with open_feed(portal, ['a']) as feed:
+            await take(feed, 2)
+            assert (await portal.run(fe.bus_report)).keys() == {'a'}
+
+
+async def test_clearing_empty_means_no_clearing_ticks(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        portal = await start_producer(mngr, topics=('a',), hz=200, trade_every=2)
+        async with open_feed(portal, ['a'], tick_throttle=20, clearing=[]) as feed:
+            frames = await take(feed, 6)
+        assert any('trade' in f.topics['a'].ticks_by_type for f in frames)
+        assert not any(f.has_clearing for f in frames)
+
+
+async def test_a_subscription_the_producer_ends_is_an_error_with_final_counters(reg_addr):
+    from feedbus import SubscriptionDropped
+
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        portal = await start_producer(mngr, topics=('a',))
+        # a reader raises once it reaches the end
+        with pytest.raises(SubscriptionDropped) as err:
+            async with open_feed(portal, ['a']) as feed:
+                await take(feed, 2)
+                assert await portal.run(fe.end_subs, topic='a', why='maintenance at noon') == 1
+                with trio.fail_after(20):
+                    async for _ in feed:
+                        pass
+        assert err.value.reason == 'ended' and 'maintenance at noon' in str(err.value)
+        stats = await feed.stats()  # the final counters, no request
+        assert stats.removed == 'maintenance at noon' and stats.reason == 'ended'
+        assert stats == err.value.stats and stats.delivered >= 2
+        with pytest.raises(SubscriptionDropped):
+            await feed.pause()
+
+        # a block that does not read raises it at its exit
+        with pytest.raises(SubscriptionDropped, match='closing time'):
+            async with open_feed(portal, ['a']) as feed:
+                await take(feed, 1)
+                await portal.run(fe.end_subs, topic='a', why='closing time')
+                with trio.fail_after(20):
+                    while feed.dropped is None:
+                        await trio.sleep(0.01)
+
+
+async def test_nothing_arrives_after_pause_returns(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        # churn only: the throttler holds each frame for a full period
+        portal = await start_producer(mngr, topics=('a',), hz=200, trade_every=0)
+        async with open_feed(portal, ['a'], tick_throttle=2) as feed:
+            await take(feed, 1)
+            await feed.pause()
+            received = feed.received
+            await trio.sleep(2.0)  # the window: four periods, in which nothing may come
+            assert feed.received == received
+            await feed.resume()
+            await take(feed, 1)

@@ -10,7 +10,16 @@ import msgspec
 import pytest
 import trio
 
-from feedbus import BadQuote, FeedsBus, Frame, Quote, SubStats, open_sub, pause_sub, resume_sub
+from feedbus import (
+    BadQuote,
+    FeedsBus,
+    Frame,
+    Quote,
+    SubStats,
+    open_sub,
+    pause_sub,
+    resume_sub,
+)
 from feedbus._wire import decoder
 
 DATA = decoder(Quote | Frame)
@@ -189,7 +198,7 @@ async def test_pause_stops_even_the_throttlers_pending_frame(autojump_clock: Any
         publish_n(bus, 'a', 1)
         await wait_for(lambda: len(stream.sent) == 1)
         publish_n(bus, 'a', 3)  # churn: pending, due half a second later
-        await trio.sleep(0)
+        await wait_for(lambda: sub.throttler._pending)
         pause_sub(bus, sub, ['a'])
         publish_n(bus, 'a', 3)
         await trio.sleep(10)  # twenty periods

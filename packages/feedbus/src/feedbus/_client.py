@@ -158,7 +158,8 @@ async def open_feed(
 
     Arguments are checked here, before anything is sent: a bad one raises
     one ``ValueError`` naming it.'''
-    topics = check_topics(topics if isinstance(topics, (str, bytes)) else list(topics))
+    iterable = isinstance(topics, Iterable) and not isinstance(topics, (str, bytes))
+    topics = check_topics(list(topics) if iterable else topics)
     check_rate(tick_throttle)
     check_flag('allow_remote_ctl_ui', allow_remote_ctl_ui)
     check_flag('batch', batch)
