@@ -466,3 +466,20 @@ def test_root_sigkill(tree: Tree):
     for name, (_, err) in told.items():
         assert_told(name, err, 'root SIGKILL')
     check_healthy(tree, 'root SIGKILL')
+
+
+def test_clients_bounded_over_every_fault(tree: Tree):
+    '''Over the whole run (every fault above, several reconnections each),
+    each subscriber program's RSS and open fds stay bounded: reopening a
+    stream leaks neither memory nor connections.'''
+    for prog in standing(tree):
+        prog.stats_after(time.monotonic())
+        reports = [e for e in prog.since(0, 'stats') if e['rss']]
+        first, last = reports[0], reports[-1]
+        growth = ((last['rss'] - first['rss']) / 2**20, last['fds'] - first['fds'])
+        epochs = last['epoch']
+        record(f'client {prog.name}', fault='all of the above',
+               effect=f'{epochs} streams opened over the run',
+               rss_growth_mb=growth[0], fds_growth=growth[1])
+        assert growth[0] <= RSS_GROWTH_MB, f'{prog.name}: RSS grew {growth[0]:.0f} MB'
+        assert growth[1] <= FDS_GROWTH, f'{prog.name}: fds {first["fds"]} -> {last["fds"]}'
