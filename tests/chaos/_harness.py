@@ -56,7 +56,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _cell(items: list[str]) -> str:
+    return '; '.join(items).replace('|', '\\|') or '—'
+
+
 def render_figures(figs: dict[str, dict[str, Any]]) -> str:
+    '''The figures as a markdown table: per phase the fault, what it did,
+    recovery times, the other subscribers' rate (ratio to before the fault),
+    the error the affected clients were told, and the rest.'''
     lines = [
         BEGIN,
         '',
@@ -64,15 +71,27 @@ def render_figures(figs: dict[str, dict[str, Any]]) -> str:
         f'Python {sys.version_info[0]}.{sys.version_info[1]}, {os.cpu_count()} cores '
         '(a loaded machine: read the times as orders of magnitude).',
         '',
-        '| phase | fault | what it did | figures |',
-        '|---|---|---|---|',
+        '| phase | fault | what it did | times (s, from the fault) | others\' rate, ÷ before '
+        '| what the affected clients were told | other figures |',
+        '|---|---|---|---|---|---|---|',
     ]
     for phase, f in figs.items():
         f = dict(f)
         fault = f.pop('fault', '')
         effect = f.pop('effect', '')
-        rest = ', '.join(f'{k} {_fmt(v)}' for k, v in f.items())
-        lines.append(f'| {phase} | {fault} | {effect} | {rest} |')
+        times, rates, told, rest = [], [], [], []
+        for k, v in f.items():
+            if k.endswith('rate_ratio'):
+                rates.append(f'{k.removesuffix("_rate_ratio")} {v:.3f}×')
+            elif 'end_error' in k:
+                who = k.removesuffix('end_error').rstrip('_') or 'it'
+                told.append(f'{who}: `{str(v)[:160]}`')
+            elif k.endswith('_s'):
+                times.append(f'{k.removesuffix("_s").replace("_", " ")} {_fmt(v)}')
+            else:
+                rest.append(f'{k.replace("_", " ")} {_fmt(v)}')
+        lines.append(f'| {phase} | {fault} | {effect} | {_cell(times)} | {_cell(rates)} '
+                     f'| {_cell(told)} | {_cell(rest)} |')
     lines += ['', END]
     return '\n'.join(lines)
 

@@ -225,8 +225,8 @@ def test_steady_state(tree: Tree):
     tree.daemons = {n: tree.service_pid(n, report) for n in ('samplerd', 'feedd.sim')}
     tree.baseline = {n: figures(pid) for n, pid in tree.daemons.items()}
     check_healthy(tree, 'steady state')
-    record('steady state', fault='none', effect='baseline', quotes_per_s=r,
-           frames_per_s=rate(tree.frames, t, t + WINDOW_S) / max(1, TICK_RATE / THROTTLE_HZ),
+    record('steady state', fault='none', effect='baseline', quotes_a_second=r,
+           frames_a_second=rate(tree.frames, t, t + WINDOW_S) / max(1, TICK_RATE / THROTTLE_HZ),
            feedd_rss_mb=tree.baseline['feedd.sim'][0], feedd_fds=tree.baseline['feedd.sim'][1],
            samplerd_rss_mb=tree.baseline['samplerd'][0], **out)
 
