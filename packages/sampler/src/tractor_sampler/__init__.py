@@ -28,6 +28,7 @@ from ._feedd import (
 from ._history import backfill, prepend_history
 from ._msgs import NO_INDEX, Backfill, FeedStatus, Info, Step
 from ._ohlc import OHLCWriter, sample_and_broadcast
+from ._errors import AlreadyRunning, NoFeedDaemon, NoSampler, NotRunning, SamplerGone, SamplerRefused
 from ._plugins import (
     DEFAULT_BACKEND,
     Backend,

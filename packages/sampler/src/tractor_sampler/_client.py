@@ -14,6 +14,7 @@ from feedbus import StreamReaders
 from feedbus._wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
 
+from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)
 from ._msgs import Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
 from ._sampler import register_with_sampler, samplerd
 from ._schedule import check_period
@@ -60,10 +61,6 @@ async def maybe_open_samplerd(
         yield portal
 
 
-class SamplerError(RuntimeError):
-    '''samplerd refused a request.'''
-
-
 @dataclass(kw_only=True, eq=False)
 class SampleStream(StreamReaders):
     '''samplerd's step stream: :class:`Step` s of the subscribed periods,
@@ -88,7 +85,7 @@ class SampleStream(StreamReaders):
             msg = Info(info=msg)
         reply = await self._ask(lambda rid: BroadcastReq(id=rid, msg=msg, period_s=period_s))
         if isinstance(reply, Error):
-            raise SamplerError(reply.error)
+            raise SamplerRefused(reply.error)
         return reply.reached
 
     async def backfilled(self, topic: str, timeframe: float, start_index: int, end_index: int) -> int:

@@ -42,7 +42,6 @@ and torn down.
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 import os
 import time
@@ -60,9 +59,10 @@ from tractor_services import RestartIntensity, RestartPolicy, compat, open_root_
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._history import backfill
-from ._msgs import FeedStatus, Step
+from ._msgs import FeedState, FeedStatus, Step
 from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volume_mode
-from ._plugins import DEFAULT_BACKEND, Backend, load_backends
+from ._errors import NoFeedDaemon, SamplerGone
+from ._plugins import DEFAULT_BACKEND, Backend, config_for, load_backends
 from ._schedule import check_period
 from .shm import ShmArray, StepPlan, open_shm_array
 
@@ -137,19 +137,6 @@ def check_buffers(buffers: Any) -> dict[float, tuple[int, int]]:
     return out
 
 
-def _config_for(fn: Any, config: dict[str, Any]) -> dict[str, Any]:
-    '''``config`` limited to the keywords ``fn`` takes (one config is
-    shared by stream_quotes, history and symbol_info).'''
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return config
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return config
-    names = {p.name for p in params}
-    return {k: v for k, v in config.items() if k in names}
-
-
 async def _aclose(source: Any, name: str) -> None:
     '''Close a backend's quote stream (shielded, bounded).'''
     aclose = getattr(source, 'aclose', None)
@@ -178,10 +165,6 @@ def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
             fill[f] = close
     fill['time'] = float(bars['time'][-1]) + p * np.arange(1, missing + 1)
     return np.concatenate([bars, fill])
-
-
-class SamplerGone(RuntimeError):
-    '''samplerd's step stream ended under a running topic.'''
 
 
 def _describe(err: BaseException) -> str:
@@ -246,7 +229,7 @@ class Topic:
     info: dict[str, Any] | None = None
     #: the backend config it streams with
     config: dict[str, Any] = field(default_factory=dict)
-    state: str = 'starting'
+    state: FeedState = 'starting'
     restarts: int = 0
     last_error: str | None = None
     started_at: float = field(default_factory=time.time)
@@ -254,7 +237,7 @@ class Topic:
     history: dict[float, int] = field(default_factory=dict)
     steps: int = 0
     #: the quote stream's own state ('up', 'restarting', ...)
-    stream_state: str = 'starting'
+    stream_state: FeedState = 'starting'
     #: why samplerd does not step the buffers right now (None: it does)
     sampler_error: str | None = None
     #: times the buffers were registered again with a restarted samplerd
@@ -320,7 +303,7 @@ class FeedDaemon:
         if fn is None:
             return None
         try:
-            info = await fn(name, **_config_for(fn, config))
+            info = await fn(name, **config_for(fn, config))
         except Exception as err:
             raise ValueError(
                 f'backend {self.backend.name!r} does not know symbol {name!r}: {_describe(err)}'
@@ -336,7 +319,7 @@ class FeedDaemon:
             if not count:
                 continue
             try:
-                bars = np.asarray(await fn(name, p, now, count, **_config_for(fn, config)))
+                bars = np.asarray(await fn(name, p, now, count, **config_for(fn, config)))
             except Exception as err:
                 log.error(f'{name}: history for {p} s bars failed, no backfill: {_describe(err)}')
                 continue
@@ -633,9 +616,9 @@ _holder = _Holder()
 def get_feed_daemon() -> FeedDaemon:
     '''This actor's :class:`FeedDaemon`; a clear error anywhere else.'''
     if _holder.daemon is None:
-        raise RuntimeError(
+        raise NoFeedDaemon(
             'no feed daemon runs in this actor: the feedd.<backend> service '
-            'hosts one (tractor_sampler.open_feed() starts it)'
+            'hosts one (tractor_sampler.open_market_feed() starts it)'
         )
     return _holder.daemon
 

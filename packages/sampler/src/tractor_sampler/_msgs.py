@@ -7,7 +7,7 @@ receipt; fields are only ever added with defaults.
 '''
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Literal, Union, get_args
 
 import msgspec
 
@@ -57,7 +57,8 @@ SampleMsg = Union[Step, Backfill, Info]
 
 
 #: the states of one topic in a feed daemon
-FEED_STATES = ('starting', 'up', 'restarting', 'failed', 'ended')
+FeedState = Literal['starting', 'up', 'restarting', 'failed', 'ended']
+FEED_STATES: tuple[str, ...] = get_args(FeedState)
 
 
 class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
@@ -68,7 +69,7 @@ class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
     policy gave up: no more quotes) or ``'ended'`` (it ended normally and
     is not restarted).  ``restarts`` counts the restarts so far.'''
     topic: str
-    state: str
+    state: FeedState
     restarts: int = 0
     error: str | None = None
     time: float = 0.0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib.metadata
+import inspect
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any, TypeVar, overload
 import pluggy
 
 from . import hookspecs
+from ._errors import PluginError, UnknownBackend
 from .hookspecs import HOOK_PREFIX, PROJECT, History, StreamQuotes, SymbolInfo
 
 ENV_VAR = 'TRACTOR_SAMPLER_PLUGINS'
@@ -46,22 +48,19 @@ _T = TypeVar('_T')
 _MISSING: Any = object()
 
 
-class PluginError(Exception):
-    '''A plugin failed to load or registered wrongly; the message names the
-    distribution.'''
-
-
-class UnknownBackend(KeyError):
-    '''No backend of that name is installed.'''
-
-    def __init__(self, name: str, installed: Iterable[str]) -> None:
-        self.name = name
-        self.installed = sorted(installed)
-        super().__init__(name)
-
-    def __str__(self) -> str:
-        names = ', '.join(self.installed) or 'none'
-        return f'no backend named {self.name!r} (installed: {names})'
+def config_for(fn: Callable[..., Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    '''``config`` limited to the keywords ``fn`` takes: one backend config
+    is shared by ``stream_quotes`` (which gets it all), ``history`` and
+    ``symbol_info`` (which get what they accept).  The feed daemon and the
+    conformance kit both pass config through this one filter.'''
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return dict(config)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(config)
+    names = {p.name for p in params}
+    return {k: v for k, v in config.items() if k in names}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import trio
 from feedbus import FeedsBus, open_sub
 from tractor_services import compat
 
+from ._errors import AlreadyRunning, NoSampler
 from ._msgs import NO_INDEX, Ack, Backfill, Error, Info, Step, decode_request
 from ._schedule import Schedule, check_period
 from .shm import (
@@ -330,7 +331,7 @@ _holder = _Holder()
 def get_sampler() -> Sampler:
     '''samplerd's :class:`Sampler`; a clear error anywhere else.'''
     if _holder.sampler is None:
-        raise RuntimeError(
+        raise NoSampler(
             'no Sampler runs in this actor: samplerd hosts it '
             '(start it with spawn_samplerd() or maybe_open_samplerd())'
         )
@@ -341,7 +342,7 @@ def get_sampler() -> Sampler:
 async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
     '''Make this actor's Sampler and run its one incrementer until exit.'''
     if _holder.sampler is not None:
-        raise RuntimeError('a Sampler already runs in this actor')
+        raise AlreadyRunning('a Sampler already runs in this actor')
     sampler = _holder.sampler = Sampler(**kwargs)
     try:
         async with trio.open_nursery() as tn:

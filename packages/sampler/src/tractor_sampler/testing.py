@@ -38,7 +38,7 @@ import trio
 from feedbus import CLEARING_TICK_TYPES
 
 from ._history import prepend_history
-from ._plugins import ENV_VAR, Backend, BackendRegistry, PluginError, load_backends
+from ._plugins import ENV_VAR, Backend, BackendRegistry, PluginError, config_for, load_backends
 from .hookspecs import PROJECT, History, SymbolInfo
 from .shm import DEFAULT_DTYPE, open_shm_array
 
@@ -75,20 +75,6 @@ def _is_finite(x: Any) -> TypeGuard[float]:
 
 def _describe(err: BaseException) -> str:
     return f'{type(err).__name__}: {err}' if str(err) else type(err).__name__
-
-
-def _accepted(fn: Callable[..., Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    '''``config`` limited to the keywords ``fn`` takes, as the feed daemon
-    passes it to ``history`` and ``symbol_info`` (``stream_quotes`` gets it
-    all).'''
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return dict(config)
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return dict(config)
-    names = {p.name for p in params}
-    return {k: v for k, v in config.items() if k in names}
 
 
 class _Watchdog:
@@ -674,7 +660,7 @@ class BackendConformance:
         if be.history is None:
             pytest.skip(f'backend {self.backend!r} registers no history')
         history: History = be.history
-        config = _accepted(history, self.config)
+        config = config_for(history, self.config)
         symbol = list(self.symbols)[0]
         end_time = time.time()
 
@@ -832,7 +818,7 @@ class BackendConformance:
         if be.symbol_info is None:
             pytest.skip(f'backend {self.backend!r} registers no symbol_info')
         symbol_info: SymbolInfo = be.symbol_info
-        config = _accepted(symbol_info, self.config)
+        config = config_for(symbol_info, self.config)
 
         async def check() -> None:
             for symbol in self.symbols:
