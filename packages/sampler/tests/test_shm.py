@@ -236,6 +236,28 @@ def test_readonly_attach_same_process(shm_key):
         rw.close()
 
 
+def test_rows_and_window_are_the_shared_memory_itself(shm_key):
+    '''The writer's fast accessors: ``rows`` is every row of the storage
+    and ``window`` the live (first, last) pair, both views into shared
+    memory (another attachment sees writes through them at once),
+    read-only for read-only attachments, refused once closed.'''
+    with open_shm_array(8, key=shm_key, start=2) as shm:
+        shm.push(rows(3))
+        assert shm.rows.shape == (8,) and shm.window.tolist() == [2, 5]
+        ro = attach_shm_array(shm.token)
+        shm.rows['close'][4] = 7.5  # the open row, written in place
+        assert ro.rows['close'][4] == 7.5 == ro.array['close'][-1]
+        shm.push(rows(1, start=3))
+        assert ro.window.tolist() == [2, 6]
+        assert not ro.rows.flags.writeable and not ro.window.flags.writeable
+        with pytest.raises(ValueError):
+            ro.rows['close'][4] = 1.0
+        ro.close()
+        for op in (lambda: ro.rows, lambda: ro.window):
+            with pytest.raises(ValueError, match='closed'):
+                op()
+
+
 def test_close_with_views_outstanding(shm_key):
     with open_shm_array(8, key=shm_key) as shm:
         shm.push(rows(2))

@@ -103,9 +103,9 @@ class _Bars:
         self.p = period
         self.tenths = round(period * 10)
         self.shm = shm
-        self.rows = shm._rows
-        self.win = shm._window
-        self.times = shm._rows['time']  # a view: no copy
+        self.rows = shm.rows  # fetched once: the hot path indexes them
+        self.win = shm.window
+        self.times = self.rows['time']  # a view: no copy
         self.origin: int | None = None  # bar number of the first live row
         self.traded: set[int] = set()  # bars that got a trade
         self.seen = 0  # window end the writer has settled up to

@@ -561,6 +561,29 @@ class ShmArray:
         return self._rows[first:last]
 
     @property
+    def rows(self) -> np.ndarray:
+        '''All ``size`` rows of the buffer's storage (a view into shared
+        memory; read-only for read-only attachments).  Rows outside the
+        window are unspecified.  For a hot path that fetches this once and
+        indexes it by position (the bar writer): reading ``window`` for the
+        bounds each time costs one ``tolist()`` and no checks.  Writers
+        must write rows before moving the window over them.'''
+        if self._segs.closed:
+            raise ValueError(f'shm buffer {self.name!r} is closed')
+        return self._rows
+
+    @property
+    def window(self) -> np.ndarray:
+        '''The live ``(first, last)`` pair in shared memory, a ``(2,)``
+        int64 view (``window.tolist()`` reads both at once): what
+        :attr:`first`/:attr:`last` read, without their closed check, for
+        a hot path that fetches it once.  Read it, never write it (only
+        :meth:`push` and samplerd's steps move the window).'''
+        if self._segs.closed:
+            raise ValueError(f'shm buffer {self.name!r} is closed')
+        return self._window
+
+    @property
     def last_row(self) -> np.void:
         '''The current (last) row; a view, so writers can update it in place.'''
         first, last = self._bounds()
