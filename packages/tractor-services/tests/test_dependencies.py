@@ -29,7 +29,7 @@ async def test_dependents_stop_before_what_they_require_whatever_the_start_order
         # base goes and comes back: it now counts as started after app
         await mngr.cancel_service('base')
         await mngr.start_service('base', logged('base', log))
-        assert [i.name for i in mngr.list_services()] == ['app', 'other', 'base']
+        assert [i.name for i in await mngr.list_services()] == ['app', 'other', 'base']
         assert mngr.info('app').requires == ('base',)
         assert mngr.stop_order() == ['other', 'app', 'base']
         log.write_text('')

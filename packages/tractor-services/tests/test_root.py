@@ -184,12 +184,13 @@ async def test_registry_without_service_manager_is_clear(other_addr):
     assert 'runs no service manager' in reply
 
 
-async def test_query_services_is_a_coroutine_on_the_local_manager_too(other_addr):
+async def test_list_services_is_a_coroutine_on_the_local_manager_too(other_addr):
     async with maybe_open_service_root(other_addr) as mngr:
         assert not isinstance(mngr, RemoteServiceMngr)
         await mngr.start_service('one', eps.sleeper)
-        assert [i.name for i in await mngr.query_services()] == ['one']
-        assert await mngr.query_services() == mngr.list_services()
+        assert [i.name for i in await mngr.list_services()] == ['one']
+        # the old name, kept until its callers move
+        assert await mngr.query_services() == await mngr.list_services()
 
 
 

@@ -48,7 +48,7 @@ async def test_ten_concurrent_starts_make_one_process(reg_addr):
         assert len(results) == 10
         assert len({pid for pid, _ in results}) == 1
         assert actor_pids('single') == [results[0][0]]
-        assert [i.name for i in mngr.list_services()] == ['single']
+        assert [i.name for i in await mngr.list_services()] == ['single']
 
 
 async def test_start_running_name_returns_running_one(reg_addr):
@@ -83,7 +83,7 @@ async def test_positional_partial_args_are_an_error(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         with pytest.raises(TypeError, match='positional arguments'):
             await mngr.start_service('svc', partial(eps.sleeper, 1))
-        assert mngr.list_services() == []
+        assert await mngr.list_services() == []
 
 
 async def test_non_context_endpoint_is_an_error(reg_addr):
@@ -140,8 +140,8 @@ async def test_endpoint_raising_after_start_is_recorded_and_removed(reg_addr):
         await wait_pid_gone(pid)
         # the manager keeps serving
         await mngr.start_service('good', eps.sleeper)
-        assert [i.name for i in mngr.list_services()] == ['good']
-        assert [i.name for i in mngr.list_services(include_ended=True)] == ['bad', 'good']
+        assert [i.name for i in await mngr.list_services()] == ['good']
+        assert [i.name for i in await mngr.list_services(include_ended=True)] == ['bad', 'good']
 
 
 async def test_endpoint_raising_before_start_fails_the_start(reg_addr):

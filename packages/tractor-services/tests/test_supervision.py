@@ -99,7 +99,7 @@ async def test_peer_cancelling_one_service_stops_only_it(reg_addr):
         with trio.fail_after(10):
             await mngr.wait_for('target', lambda i: i.state in ('stopped', 'failed'))
         await wait_pid_gone(pid)
-        assert [i.name for i in mngr.list_services()] == ['other']
+        assert [i.name for i in await mngr.list_services()] == ['other']
         assert await mngr.portal('other').run(eps.ping) == 'pong'
         await mngr.start_service('third', eps.sleeper)
 

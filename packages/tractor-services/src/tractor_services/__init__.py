@@ -1,68 +1,67 @@
 '''
 tractor-services: supervised daemon services for the tractor actor runtime.
 
-``open_service_mngr()`` makes this actor's one :class:`ServiceMngr`
-(booting a root actor if none runs); ``ServiceMngr.start_service()``
-spawns a daemon subactor and supervises a context opened on its portal,
-restarting it by an OTP-style policy.  ``open_service_root()`` starts a
-root daemon with a registry; ``maybe_spawn_daemon()`` finds a service by
-name from any actor or program, or has the root spawn it.
+``open_service_root()`` starts a root daemon (registry + manager);
+``ServiceMngr.start_service()`` spawns a daemon subactor and supervises a
+context on it by an OTP-style :class:`RestartPolicy`;
+``maybe_spawn_daemon()`` finds a service by name from any actor or
+program, or has the root spawn it.  See docs/services.md.
 
 '''
-from . import compat
-from ._errors import (
-    GaveUp,
-    MissingDependency,
-    NoServiceMngr,
-    RegistryInUse,
-    ServiceConflict,
-    ServiceError,
-    ServiceFailed,
-    ServiceNotFound,
-    ServiceStartupTimeout,
-)
-from ._mngr import (
-    ServiceInfo,
-    ServiceMngr,
-    get_service_mngr,
-    open_service_mngr,
-)
-from ._policy import RestartIntensity, RestartPolicy
-from ._remote import RemoteServiceMngr
-from ._root import (
-    maybe_open_service_root,
-    maybe_spawn_daemon,
-    open_root_mngr,
-    open_service_root,
-)
-from .compat import ActorDied, PeerDisconnected, PeerGone, default_registry_addr
+# isort: skip_file
+# (grouped by what a reader looks for, not alphabetically)
+
+# --- getting a manager --------------------------------------------------------
+# in a root daemon: open_service_root(); attach-or-become the root:
+# maybe_open_service_root(); the root's manager from any actor:
+# open_root_mngr(); this actor's own: open_service_mngr() (creates it) and
+# get_service_mngr() (the one already open).
+from ._root import open_service_root as open_service_root
+from ._root import maybe_open_service_root as maybe_open_service_root
+from ._root import open_root_mngr as open_root_mngr
+from ._mngr import open_service_mngr as open_service_mngr
+from ._mngr import get_service_mngr as get_service_mngr
+
+# --- managers and what they report -----------------------------------------------
+from ._api import ServiceMngrAPI as ServiceMngrAPI
+from ._mngr import ServiceMngr as ServiceMngr
+from ._remote import RemoteServiceMngr as RemoteServiceMngr
+from ._mngr import ServiceInfo as ServiceInfo
+
+# --- finding or spawning a service by name -----------------------------------------
+from ._root import maybe_spawn_daemon as maybe_spawn_daemon
+
+# --- restarts -------------------------------------------------------------------------
+from ._policy import RestartPolicy as RestartPolicy
+from ._policy import RestartIntensity as RestartIntensity
+from ._supervise import supervise as supervise
+from ._supervise import Supervision as Supervision
+
+# --- errors (every one a TractorServicesError) ----------------------------------------
+from ._errors import TractorServicesError as TractorServicesError
+from ._errors import ServiceError as ServiceError
+from ._errors import NoServiceMngr as NoServiceMngr
+from ._errors import NoServiceRoot as NoServiceRoot
+from ._errors import ServiceNotFound as ServiceNotFound
+from ._errors import ServiceConflict as ServiceConflict
+from ._errors import ServiceStartupTimeout as ServiceStartupTimeout
+from ._errors import ServiceFailed as ServiceFailed
+from ._errors import MissingDependency as MissingDependency
+from ._errors import GaveUp as GaveUp
+from ._errors import RegistryInUse as RegistryInUse
+from ._errors import PeerDisconnected as PeerDisconnected
+from ._errors import ActorDied as ActorDied
+from ._errors import PeerGone as PeerGone
+from ._errors import DaemonStopped as DaemonStopped
+from ._errors import RegistryUnreachable as RegistryUnreachable
+from ._errors import describe_error as describe_error
+
+# --- addresses ---------------------------------------------------------------------------
+from ._addr import default_registry_addr as default_registry_addr
+
+# --- public modules: the tractor adapter, argument checks, pytest fixtures ------------------
+# (``tractor_services.testing`` is imported on its own: it needs pytest)
+from . import compat as compat
+from . import checks as checks
 
 __version__ = '0.1.0'
-
-__all__ = [
-    'ActorDied',
-    'GaveUp',
-    'MissingDependency',
-    'NoServiceMngr',
-    'PeerDisconnected',
-    'PeerGone',
-    'RegistryInUse',
-    'RemoteServiceMngr',
-    'RestartIntensity',
-    'RestartPolicy',
-    'ServiceConflict',
-    'ServiceError',
-    'ServiceFailed',
-    'ServiceInfo',
-    'ServiceMngr',
-    'ServiceNotFound',
-    'ServiceStartupTimeout',
-    'compat',
-    'default_registry_addr',
-    'get_service_mngr',
-    'maybe_open_service_root',
-    'maybe_spawn_daemon',
-    'open_root_mngr',
-    'open_service_mngr',
-    'open_service_root',
-]

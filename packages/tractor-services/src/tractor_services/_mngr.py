@@ -20,16 +20,21 @@ import msgspec
 import trio
 
 from . import compat
+from ._addr import fn_path, resolve_registry_addr
 from ._errors import (
     GaveUp,
     MissingDependency,
     NoServiceMngr,
+    PeerDisconnected,
     ServiceConflict,
     ServiceFailed,
     ServiceNotFound,
     ServiceStartupTimeout,
+    describe_error,
 )
-from ._policy import RestartIntensity, RestartPolicy, as_policy
+from ._policy import RestartPolicy, as_policy
+from ._supervise import Supervision, supervise
+from .checks import check_positive
 
 log = compat.get_logger('mngr', 'tractor_services')
 
@@ -73,7 +78,7 @@ class _Service:
     shutdown_timeout: float
     start_kwargs: dict[str, Any] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
-    portal: Any = None  # for 'ctx' services: the portal we were given
+    portal: compat.Portal | None = None  # for 'ctx' services: the portal we were given
     state: State = 'starting'
     spawned: compat.SpawnedActor | None = None
     started_at: float | None = None
@@ -129,13 +134,6 @@ def resolve_endpoint(ctx_ep: Any) -> tuple[Callable, dict[str, Any]]:
     return fn, kwargs
 
 
-def _describe(err: BaseException) -> str:
-    rtype = compat.remote_error_type(err)
-    if rtype:
-        return f'{rtype}: {compat.remote_error_message(err)}'
-    return f'{type(err).__name__}: {err}'
-
-
 def _takes_task_status(fn: Callable) -> bool:
     try:
         return 'task_status' in inspect.signature(fn).parameters
@@ -154,7 +152,7 @@ class ServiceMngr:
 
     '''
 
-    def __init__(self, an: Any, tn: trio.Nursery, registry_addr: tuple[str, int]):
+    def __init__(self, an: compat.ActorNursery, tn: trio.Nursery, registry_addr: tuple[str, int]):
         self.an = an
         self.tn = tn
         self.registry_addr = registry_addr
@@ -170,19 +168,21 @@ class ServiceMngr:
     def __contains__(self, name: str) -> bool:
         return name in self._services
 
-    def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
+    async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
         '''Running services in start order; with ``include_ended`` also the
-        most recent ended ones (stopped or failed), oldest first.'''
-        live = [self._services[n].info() for n in self._order if n in self._services]
-        return [*self._history, *live] if include_ended else live
+        most recent ended ones (stopped or failed), oldest first.  A
+        coroutine, as on :class:`RemoteServiceMngr`.'''
+        await trio.lowlevel.checkpoint()
+        return self._list(include_ended)
 
     async def query_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        ''':meth:`list_services` as a coroutine, as
-        :meth:`RemoteServiceMngr.query_services` is: code given either
-        manager (``maybe_open_service_root()`` yields one or the other)
-        awaits this.'''
-        await trio.lowlevel.checkpoint()
-        return self.list_services(include_ended)
+        '''Deprecated: the same as :meth:`list_services` (once the only
+        coroutine form of it).'''
+        return await self.list_services(include_ended)
+
+    def _list(self, include_ended: bool = False) -> list[ServiceInfo]:
+        live = [self._services[n].info() for n in self._order if n in self._services]
+        return [*self._history, *live] if include_ended else live
 
     def info(self, name: str, include_ended: bool = True) -> ServiceInfo:
         '''A running service's record, else (``include_ended``) its latest
@@ -355,9 +355,6 @@ class ServiceMngr:
 
         '''
         fn, kwargs = resolve_endpoint(ctx_ep)
-        policy = as_policy(restart)
-        deps = _check_requires(daemon_name, requires)
-        _check_timeouts(startup_timeout, shutdown_timeout)
         unknown = set(start_actor_kwargs) - {'enable_modules', 'loglevel', 'bind_addr', 'debug_mode'}
         if unknown:
             raise TypeError(f'start_service() got unknown start_actor arguments: {sorted(unknown)}')
@@ -365,25 +362,17 @@ class ServiceMngr:
         if fn.__module__ not in mods:
             mods.insert(0, fn.__module__)
         start_actor_kwargs['enable_modules'] = mods
-        endpoint = compat.fn_path(fn)
-        self._check_open()
-
-        async with self._lock(daemon_name):
-            if (svc := self._reuse(daemon_name, endpoint)) is not None:
-                return svc.first
-            await self._await_requires(daemon_name, deps, startup_timeout)
-            svc = _Service(
-                name=daemon_name, kind='actor', endpoint=endpoint, target=fn,
-                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
-                shutdown_timeout=shutdown_timeout, start_kwargs=start_actor_kwargs,
-                requires=deps,
-            )
-            return await self._start(svc, self._run_actor)
+        svc = self._new_service(
+            'actor', daemon_name, fn, kwargs, restart=restart, requires=requires,
+            startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout,
+            start_kwargs=start_actor_kwargs,
+        )
+        return await self._start(svc, self._run_actor)
 
     async def start_service_ctx(
         self,
         name: str,
-        portal: Any,
+        portal: compat.Portal,
         ctx_fn: Any,
         *,
         restart: RestartPolicy | str | dict | None = None,
@@ -397,22 +386,12 @@ class ServiceMngr:
         the actor.  Returns the started value.  ``requires`` as for
         :meth:`start_service`.'''
         fn, pkw = resolve_endpoint(ctx_fn)
-        kwargs = {**pkw, **kwargs}
-        policy = as_policy(restart)
-        deps = _check_requires(name, requires)
-        _check_timeouts(startup_timeout, shutdown_timeout)
-        endpoint = compat.fn_path(fn)
-        self._check_open()
-        async with self._lock(name):
-            if (svc := self._reuse(name, endpoint)) is not None:
-                return svc.first
-            await self._await_requires(name, deps, startup_timeout)
-            svc = _Service(
-                name=name, kind='ctx', endpoint=endpoint, target=fn,
-                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
-                shutdown_timeout=shutdown_timeout, portal=portal, requires=deps,
-            )
-            return await self._start(svc, self._run_ctx)
+        svc = self._new_service(
+            'ctx', name, fn, {**pkw, **kwargs}, restart=restart, requires=requires,
+            startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout,
+            portal=portal,
+        )
+        return await self._start(svc, self._run_ctx)
 
     async def start_service_task(
         self,
@@ -428,7 +407,6 @@ class ServiceMngr:
         service.  If ``fn`` takes ``task_status``, the value it passes to
         ``task_status.started()`` is returned; otherwise ``None`` once it
         is scheduled.  ``requires`` as for :meth:`start_service`.'''
-        deps = _check_requires(name, requires)
         if isinstance(fn, partial):
             kwargs = {**(fn.keywords or {}), **kwargs}
             if fn.args:
@@ -436,31 +414,54 @@ class ServiceMngr:
             fn = fn.func
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f'{fn!r} is not an async function')
+        svc = self._new_service(
+            'task', name, fn, kwargs, restart=restart, requires=requires,
+            startup_timeout=startup_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        )
+        return await self._start(svc, self._run_task)
+
+    def _new_service(
+        self,
+        kind: Kind,
+        name: str,
+        fn: Callable,
+        kwargs: dict[str, Any],
+        *,
+        restart: RestartPolicy | str | dict | None,
+        requires: Iterable[str],
+        startup_timeout: float,
+        shutdown_timeout: float,
+        **fields: Any,
+    ) -> _Service:
+        '''The preamble of every ``start_*``: check the arguments they
+        share (nothing has started yet) and make the service's record.'''
         policy = as_policy(restart)
-        _check_timeouts(startup_timeout, SHUTDOWN_TIMEOUT_S)
-        endpoint = compat.fn_path(fn)
+        deps = _check_requires(name, requires)
+        check_positive('startup_timeout', startup_timeout, unit='seconds')
+        check_positive('shutdown_timeout', shutdown_timeout, unit='seconds')
         self._check_open()
-        async with self._lock(name):
-            if (svc := self._reuse(name, endpoint)) is not None:
-                return svc.first
-            await self._await_requires(name, deps, startup_timeout)
-            svc = _Service(
-                name=name, kind='task', endpoint=endpoint, target=fn,
-                kwargs=kwargs, policy=policy, startup_timeout=startup_timeout,
-                shutdown_timeout=SHUTDOWN_TIMEOUT_S, requires=deps,
-            )
-            return await self._start(svc, self._run_task)
+        return _Service(
+            name=name, kind=kind, endpoint=fn_path(fn), target=fn, kwargs=kwargs,
+            policy=policy, startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout, requires=deps, **fields,
+        )
 
     async def _start(self, svc: _Service, run_once: Callable) -> Any:
-        self._services[svc.name] = svc
-        self._order.append(svc.name)
-        self._notify()
-        try:
-            return await self.tn.start(self._supervise, svc, run_once)
-        except BaseException:
-            # failed before started(): _supervise already recorded it
-            self._forget(svc)
-            raise
+        '''Start ``svc`` under supervision, once per name: a name that
+        already runs the same endpoint returns its started value.'''
+        async with self._lock(svc.name):
+            if (running := self._reuse(svc.name, svc.endpoint)) is not None:
+                return running.first
+            await self._await_requires(svc.name, svc.requires, svc.startup_timeout)
+            self._services[svc.name] = svc
+            self._order.append(svc.name)
+            self._notify()
+            try:
+                return await self.tn.start(self._supervise, svc, run_once)
+            except BaseException:
+                # failed before started(): _supervise already recorded it
+                self._forget(svc)
+                raise
 
     # --- supervision --------------------------------------------------------
 
@@ -470,58 +471,62 @@ class ServiceMngr:
         run_once: Callable,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''Run ``svc`` and restart it by its policy until it ends, gives up
-        or is cancelled; then remove its entry.'''
-        intensity = RestartIntensity(svc.policy)
+        '''Run ``svc`` and restart it by its policy (:func:`supervise`)
+        until it ends, gives up or is cancelled; then remove its entry.
+        A failure before the service ever started goes to the caller of
+        ``start_*`` instead, and is not restarted.'''
         final: State = 'stopped'
+
+        async def once() -> None:
+            try:
+                await run_once(svc, None if svc.started_at else task_status)
+            except Exception as err:
+                if svc.started_at is None:
+                    # never started: the caller of start_* gets it
+                    self._record_error(svc, err)
+                    if isinstance(err, (ServiceStartupTimeout, ServiceFailed)):
+                        raise
+                    raise ServiceFailed(
+                        f'service {svc.name!r} ({svc.endpoint}) failed to start: '
+                        f'{describe_error(err)}'
+                    ) from err
+                raise
+            log.info(f'service {svc.name!r} returned')
+
+        def on_state(sup: Supervision) -> None:
+            if isinstance(sup.error, GaveUp):
+                if isinstance(sup.error.__cause__, Exception):
+                    self._record_error(svc, sup.error.__cause__)  # the last run's
+                p = svc.policy
+                gave_up = GaveUp(
+                    f'service {svc.name!r} gave up: more than {p.max_restarts} '
+                    f'restarts within {p.within_s} s (last: {svc.last_error})'
+                )
+                svc.last_error = f'GaveUp: {gave_up}'
+                log.error(str(gave_up))
+                return
+            if sup.error is not None:
+                self._record_error(svc, sup.error)
+            if sup.state == 'restarting':
+                svc.restarts += 1
+                self._set_state(svc, 'restarting')
+                log.warning(
+                    f'restarting service {svc.name!r} (restart {svc.restarts}'
+                    + (f', after {sup.backoff:.2f} s)' if sup.backoff else ')')
+                )
+
         try:
             with svc.cs:
-                while True:
-                    failed = False
-                    run_began = trio.current_time()
-                    try:
-                        await run_once(svc, None if svc.started_at else task_status)
-                        log.info(f'service {svc.name!r} returned')
-                    except Exception as err:
-                        if svc.started_at is None:
-                            # never started: the caller of start_* gets it
-                            self._record_error(svc, err)
-                            final = 'failed'
-                            if isinstance(err, (ServiceStartupTimeout, ServiceFailed)):
-                                raise
-                            raise ServiceFailed(
-                                f'service {svc.name!r} ({svc.endpoint}) failed to start: '
-                                f'{_describe(err)}'
-                            ) from err
-                        failed = True
-                        self._record_error(svc, err)
-                    if svc.stopping or self._closing:
-                        break
-                    if not svc.policy.should_restart(failed):
-                        final = 'failed' if failed else 'stopped'
-                        break
-                    now = trio.current_time()
-                    if now - run_began >= svc.policy.within_s:
-                        intensity.reset_backoff()
-                    if not intensity.allow(now):
-                        p = svc.policy
-                        gave_up = GaveUp(
-                            f'service {svc.name!r} gave up: more than {p.max_restarts} '
-                            f'restarts within {p.within_s} s (last: {svc.last_error})'
-                        )
-                        svc.last_error = f'GaveUp: {gave_up}'
-                        log.error(str(gave_up))
-                        final = 'failed'
-                        break
-                    svc.restarts += 1
-                    self._set_state(svc, 'restarting')
-                    delay = svc.policy.backoff(intensity.consecutive)
-                    log.warning(
-                        f'restarting service {svc.name!r} (restart {svc.restarts}'
-                        + (f', after {delay:.2f} s)' if delay else ')')
+                try:
+                    end = await supervise(
+                        once, svc.policy, on_state=on_state,
+                        stop=lambda: svc.stopping or self._closing,
+                        fatal=lambda err: svc.started_at is None,
                     )
-                    if delay:
-                        await trio.sleep(delay)
+                except Exception:
+                    final = 'failed'
+                    raise
+                final = end.state if end.state == 'failed' else 'stopped'
         finally:
             svc.state = final
             self._forget(svc)
@@ -530,7 +535,7 @@ class ServiceMngr:
 
     def _record_error(self, svc: _Service, err: BaseException) -> None:
         err = compat.unwrap_error(err)
-        svc.last_error = _describe(err)
+        svc.last_error = describe_error(err)
         svc.last_traceback = compat.remote_traceback(err)
         log.error(
             f'service {svc.name!r} ({svc.endpoint}) failed: {svc.last_error}'
@@ -594,7 +599,7 @@ class ServiceMngr:
 
         async def _watch() -> None:
             await compat.wait_disconnected(portal)
-            raise compat.PeerDisconnected(f'peer {portal.channel.uid} of service {svc.name!r} went away')
+            raise PeerDisconnected(f'peer {portal.channel.uid} of service {svc.name!r} went away')
 
         with trio.CancelScope(deadline=trio.current_time() + svc.startup_timeout) as startup:
             async with trio.open_nursery() as tn:
@@ -696,12 +701,6 @@ def _check_requires(name: str, requires: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _check_timeouts(startup: float, shutdown: float) -> None:
-    for what, v in (('startup_timeout', startup), ('shutdown_timeout', shutdown)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) or v <= 0:
-            raise ValueError(f'{what}={v!r} must be a positive number of seconds')
-
-
 # --- the per-actor singleton ------------------------------------------------
 
 @dataclass
@@ -762,7 +761,7 @@ async def open_service_mngr(
         async with _maybe_open_root(registry_addr, name, loglevel, debug_mode, root_kwargs):
             compat.quiet_runtime_logs()
             compat.expose_module('tractor_services._remote')
-            reg_addr = compat.resolve_registry_addr(registry_addr)
+            reg_addr = resolve_registry_addr(registry_addr)
             async with compat.open_actor_nursery() as an, trio.open_nursery() as tn:
                 mngr = _holder.mngr = ServiceMngr(an, tn, reg_addr)
                 opening.set()
@@ -790,7 +789,7 @@ async def _maybe_open_root(
     if compat.current_actor() is not None:
         yield
         return
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     async with compat.open_root_actor(
         addr, name, loglevel=loglevel, debug_mode=debug_mode, **root_kwargs,
     ):

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from . import _errors, compat
+from ._addr import fn_path, resolve_fn_path
 from ._mngr import ServiceInfo, _check_requires, get_service_mngr, resolve_endpoint
 from ._policy import RestartPolicy
 
@@ -42,7 +43,7 @@ async def start_service(**request: Any) -> dict[str, Any]:
         req = msgspec.convert(request, StartRequest)
     except msgspec.ValidationError as err:
         raise ValueError(f'malformed start request {request!r}: {err}') from None
-    fn = compat.resolve_fn_path(req.endpoint)
+    fn = resolve_fn_path(req.endpoint)
     timeouts = {
         k: v for k, v in (
             ('startup_timeout', req.startup_timeout),
@@ -68,7 +69,7 @@ async def cancel_service(name: str) -> dict[str, Any]:
 
 
 async def list_services(include_ended: bool = False) -> list[dict[str, Any]]:
-    return msgspec.to_builtins(get_service_mngr().list_services(include_ended))
+    return msgspec.to_builtins(await get_service_mngr().list_services(include_ended))
 
 
 async def wait_running(
@@ -89,7 +90,9 @@ def _local_error(err: BaseException) -> BaseException:
     '''Rebuild a peer's tractor-services (or builtin) error locally so
     callers catch the same types as with a local manager.'''
     name = compat.remote_error_type(err)
-    cls = getattr(_errors, name or '', None) or getattr(builtins, name or '', None)
+    cls = getattr(_errors, name or '', None)
+    if not (isinstance(cls, type) and issubclass(cls, _errors.ServiceError)):
+        cls = getattr(builtins, name or '', None)  # the manager's own errors, or a builtin
     if isinstance(cls, type) and issubclass(cls, Exception) and name != 'Exception':
         return cls(compat.remote_error_message(err))
     return err
@@ -98,7 +101,7 @@ def _local_error(err: BaseException) -> BaseException:
 class RemoteServiceMngr:
     '''A peer's :class:`ServiceMngr`, driven over a portal to its actor.'''
 
-    def __init__(self, portal: Any):
+    def __init__(self, portal: compat.Portal):
         self.portal = portal
 
     async def start_service(
@@ -121,7 +124,7 @@ class RemoteServiceMngr:
             endpoint, kwargs = ctx_ep, {}
         else:
             fn, kwargs = resolve_endpoint(ctx_ep)
-            endpoint = compat.fn_path(fn)
+            endpoint = fn_path(fn)
         req = StartRequest(
             name=daemon_name,
             endpoint=endpoint,
@@ -159,8 +162,7 @@ class RemoteServiceMngr:
         return msgspec.convert(infos, list[ServiceInfo])
 
     async def query_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        '''The same as :meth:`list_services`; named as the local manager's
-        coroutine, so code given either manager awaits one method.'''
+        '''Deprecated: the same as :meth:`list_services`.'''
         return await self.list_services(include_ended)
 
     async def _run(self, fn: Callable, **kwargs: Any) -> Any:
@@ -168,7 +170,7 @@ class RemoteServiceMngr:
             return await self.portal.run(fn, **kwargs)
         except compat.RemoteActorError as err:
             if compat.remote_error_type(err) == 'ModuleNotExposed':
-                raise _errors.ServiceError(
+                raise _errors.NoServiceMngr(
                     f'the actor {self.portal.channel.uid} runs no service manager: '
                     'it must enter open_service_mngr() (open_service_root() does)'
                 ) from err

@@ -16,8 +16,17 @@ from typing import Any
 import trio
 
 from . import compat
-from ._errors import RegistryInUse, ServiceError, ServiceNotFound
+from ._addr import resolve_registry_addr
+from ._errors import (
+    NoServiceRoot,
+    PeerDisconnected,
+    RegistryInUse,
+    ServiceError,
+    ServiceNotFound,
+    only_cancelled,
+)
 from ._mngr import ServiceMngr, _holder, open_service_mngr
+from ._proc import cancel_on_signals
 from ._remote import RemoteServiceMngr
 
 log = compat.get_logger('root', 'tractor_services')
@@ -47,7 +56,7 @@ async def open_service_root(
             'open_service_root() starts a new root actor, but this process '
             'already runs one: use open_service_mngr() inside it'
         )
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     if await compat.registry_reachable(addr):
         raise RegistryInUse(
             f'a registry already answers at {addr[0]}:{addr[1]}: attach to it '
@@ -64,7 +73,7 @@ async def open_service_root(
             raise RegistryInUse(f'another root took {addr[0]}:{addr[1]} first')
         with trio.CancelScope() as cs:
             if handle_signals:
-                await mngr.tn.start(compat.cancel_on_signals, cs)
+                await mngr.tn.start(cancel_on_signals, cs)
             yield mngr
 
 
@@ -75,12 +84,12 @@ async def open_root_mngr(
     '''The root's manager: the local one when this actor is the registry
     and has one open, else a :class:`RemoteServiceMngr` talking to the
     registry actor.  Needs a running tractor runtime.'''
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     if compat.is_registry() and _holder.mngr is not None:
         yield _holder.mngr
         return
     if not await compat.registry_reachable(addr):
-        raise ServiceError(
+        raise NoServiceRoot(
             f'no service root answers at {addr[0]}:{addr[1]}: start one with '
             'open_service_root() or maybe_open_service_root()'
         )
@@ -101,7 +110,7 @@ async def maybe_open_service_root(
     else become it.  Yields the local :class:`ServiceMngr` when this
     process is the root, else a :class:`RemoteServiceMngr`; both have
     ``start_service``, ``cancel_service`` and ``list_services``.'''
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     if compat.current_actor() is not None:
         async with open_root_mngr(addr) as mngr:
             yield mngr
@@ -137,10 +146,10 @@ async def maybe_spawn_daemon(
     actor, or boots a client root actor in a program that has none.
 
     '''
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     if compat.current_actor() is None:
         if not await compat.registry_reachable(addr):
-            raise ServiceError(
+            raise NoServiceRoot(
                 f'no service root answers at {addr[0]}:{addr[1]}: start one '
                 'with open_service_root() or maybe_open_service_root()'
             )
@@ -184,12 +193,6 @@ async def maybe_spawn_daemon(
                         pass
 
 
-def _only_cancelled(err: BaseException) -> bool:
-    if isinstance(err, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in err.exceptions)
-    return isinstance(err, trio.Cancelled)
-
-
 class _Body:
     '''What the caller's block raised, kept so that it reaches the caller
     even when a portal's exit swallows it (a5's ``open_portal`` cancels its
@@ -212,9 +215,9 @@ class _Body:
         err = self.error
         if err is None:
             return
-        if _only_cancelled(err):
+        if only_cancelled(err):
             # no scope of the caller's owned it: the far end ended the session
-            raise compat.PeerDisconnected(
+            raise PeerDisconnected(
                 f'service {name!r} ended the session from its side while the caller '
                 'was in it (it stopped, or its root is shutting down)'
             ) from err

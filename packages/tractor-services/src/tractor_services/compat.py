@@ -1,34 +1,51 @@
 '''
 The tractor adapter.
 
-Every call whose form differs across tractor versions, and every
-work-around of a gap in tractor 0.1.0a5 (the only release on the package
-index), lives in this one module, so that moving to a later tractor is a
-one-file change.  ``tractor_services``, ``feedbus`` and ``tractor_sampler``
-import the runtime only through here.
+This module holds exactly two things, so that moving to a later tractor is
+a one-file change:
 
-Work-arounds, each named after the a5 behaviour it covers:
+1. every call whose form differs across tractor versions (the runtime's
+   types and decorator, booting a root, spawning, contexts and streams,
+   the registry, remote errors, the logger tree), and
+2. every work-around of a gap in tractor 0.1.0a5 (the only release on the
+   package index), each named after the a5 behaviour it covers.
+
+It is the only module of ``tractor_services``, ``feedbus`` and
+``tractor_sampler`` that imports ``tractor`` (``tests/test_layout.py``
+checks): others write ``@compat.context`` and ``ctx: compat.Context``.
+Errors live in ``_errors``, addresses in ``_addr``, process helpers in
+``_proc``; the names they had here are re-exported at the bottom.
+
+The a5 work-arounds:
 
 - *A dead peer makes a receiver hang forever*: :func:`watch_process`
-  turns a child's death (even by SIGKILL) into :class:`ActorDied` within
-  milliseconds, :func:`wait_disconnected` does the same for a peer we did
-  not spawn (a5 notices a dead channel after about 0.5 s), and
-  :func:`open_context` maps a5's ``UnboundLocalError`` on leaving a
-  context whose peer died to :class:`PeerDisconnected`.
-- *The registry keeps dead entries*: :func:`unregister_actor` removes
-  the entry of a child that died without unregistering itself.
-- *``wait_for_actor`` raises after a name was re-registered*: our
-  :func:`wait_for_actor` polls the registry instead.
+  turns a child's death (even by SIGKILL) into ``ActorDied`` within
+  milliseconds; :func:`wait_disconnected` and :func:`raise_on_peer_exit`
+  do the same for a peer we did not spawn.
+- *Leaving a context whose peer died raises ``UnboundLocalError``; the
+  far end's cancel is swallowed or replaces the body's own error*:
+  :func:`open_context` and :func:`far_end_endings` tell every ending
+  (``PeerDisconnected``, ``DaemonStopped``, the caller's own error).
+- *The registry keeps dead entries; ``wait_for_actor`` raises after a
+  name was re-registered; a registry query has no deadline; anything
+  listening passes for a registry*: :func:`unregister_actor`,
+  :func:`wait_for_actor` (polls), :func:`find_actor_addr` (deadline),
+  :func:`registry_reachable` (a real handshake with a deadline).
 - *Backpressure blocks a whole connection; one overrun kills a context*:
-  :func:`open_stream` never applies backpressure to the connection and
-  drains the context into a bounded local buffer that drops the oldest
-  message (counted) instead of overrunning.
-- *A killed root orphans its children*: every actor we spawn installs
-  :func:`_install_child_guard` (a thread watches its parent process
-  through a pidfd; when the parent dies, or SIGTERM arrives, the actor
-  tears its own tree down and the process ends outright after a grace
-  period, even if its event loop is stuck); daemon roots cancel their
-  tree on SIGTERM (:func:`cancel_on_signals`).
+  :func:`open_stream` / :func:`open_drained_stream` never apply
+  connection backpressure; :class:`SafeStream` drops the oldest message
+  (counted) instead of overrunning.
+- *A send cancelled part-way kills the connection*: :func:`send_whole`,
+  :func:`send_whole_or_abort`, :func:`abort_connection`.
+- *A killed root orphans its children; a cancelled spawn is reaped as a
+  zombie after 3 s*: every actor we spawn installs
+  :func:`_install_child_guard`; :func:`_install_prompt_hard_kill`.
+- *Every call leaves bookkeeping behind* (``actor._contexts``,
+  ``portal._streams``): :func:`_install_forgetful_rpc`,
+  :func:`_forget_stream`.
+- *Tracebacks at ERROR for every cancel and refused call; deprecation
+  warnings at import*: :func:`quiet_runtime_logs`,
+  :func:`ignore_runtime_warnings`.
 
 '''
 from __future__ import annotations
@@ -50,6 +67,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+
+from ._addr import parse_addr
+from ._errors import (
+    ActorDied,
+    DaemonStopped,
+    PeerDisconnected,
+    PeerGone,
+    RegistryUnreachable,
+    leaves,
+    only_cancelled,
+)
+from ._proc import hard_kill, rss_bytes, wait_pid_exit
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -77,40 +106,23 @@ except ImportError as err:  # pragma: no cover - exercised by the pip recipe
     raise ImportError(_INSTALL_HINT) from err
 
 
+# --- the runtime's names ----------------------------------------------------
+
 TRACTOR_VERSION: str = getattr(tractor, '__version__', '0.1.0a5')
 
+Actor = tractor._actor.Actor
+ActorNursery = tractor._supervise.ActorNursery
 Portal = tractor.Portal
 Context = tractor.Context
 MsgStream = tractor.MsgStream
 RemoteActorError = tractor.RemoteActorError
 ContextCancelled = tractor.ContextCancelled
+Channel = tractor._ipc.Channel
+#: the decorator of a context endpoint: ``@compat.context``
 context = tractor.context
-
-#: environment variable read for the default registry address (``host:port``)
-REGISTRY_ENV: str = 'TRACTOR_REGISTRY_ADDR'
-_FALLBACK_REGISTRY: tuple[str, int] = ('127.0.0.1', 1616)
 
 #: seconds a child gets to tear down after its parent died, before SIGKILL
 CHILD_GRACE_S: int = 3
-
-
-class PeerDisconnected(ConnectionError):
-    '''The IPC peer of a context or stream went away.'''
-
-
-class ActorDied(PeerDisconnected):
-    '''A spawned actor's process exited while we were supervising it.'''
-
-    def __init__(self, uid: tuple[str, str], pid: int, returncode: int | None):
-        self.uid = uid
-        self.pid = pid
-        self.returncode = returncode
-        how = (
-            f'killed by signal {-returncode}'
-            if returncode is not None and returncode < 0
-            else f'exited with status {returncode}'
-        )
-        super().__init__(f'actor {uid[0]!r} (pid {pid}) {how}')
 
 
 def get_logger(name: str, root: str) -> logging.Logger:
@@ -121,56 +133,27 @@ def get_logger(name: str, root: str) -> logging.Logger:
 log = get_logger('compat', 'tractor_services')
 
 
-# --- registry address -------------------------------------------------------
-
-def parse_addr(addr: str | tuple[str, int] | list) -> tuple[str, int]:
-    '''``'host:port'`` or ``(host, port)`` -> ``(host, port)``.'''
-    host: Any
-    raw_port: Any
-    if isinstance(addr, str):
-        host, sep, raw_port = addr.rpartition(':')
-        if not sep or not host:
-            raise ValueError(f'registry address {addr!r} is not of the form host:port')
-    else:
-        host, raw_port = addr
-    try:
-        port = int(raw_port)
-    except (TypeError, ValueError):
-        raise ValueError(f'registry port {raw_port!r} is not a number') from None
-    if not 0 <= port < 65536:
-        raise ValueError(f'registry port {port} is out of range')
-    return (str(host), port)
-
-
-def default_registry_addr() -> tuple[str, int]:
-    '''The registry address: ``$TRACTOR_REGISTRY_ADDR`` or tractor's default.'''
-    env = os.environ.get(REGISTRY_ENV)
-    return parse_addr(env) if env else _FALLBACK_REGISTRY
-
-
-def resolve_registry_addr(
-    addr: str | tuple[str, int] | None = None,
-) -> tuple[str, int]:
-    '''The given address, else the running actor's, else the default.'''
-    if addr is not None:
-        return parse_addr(addr)
-    actor = current_actor()
-    if actor is not None:
-        return parse_addr(actor._arb_addr)
-    return default_registry_addr()
-
-
 # --- runtime ----------------------------------------------------------------
 
-def current_actor() -> Any | None:
+def current_actor() -> Actor | None:
     '''This process's actor, or ``None`` outside a tractor runtime.'''
     return _tractor_state.current_actor(err_on_no_runtime=False)
 
 
 def is_registry() -> bool:
+    '''Is this actor the registry (a5: the "arbiter")?'''
     actor = current_actor()
     return bool(actor is not None and actor.is_arbiter)
 
+
+def runtime_registry_addr() -> tuple[str, int] | None:
+    '''The registry address the running actor uses, or ``None`` outside a
+    runtime (a5 calls it ``_arb_addr``).'''
+    actor = current_actor()
+    return None if actor is None else tuple(actor._arb_addr)  # type: ignore[return-value]
+
+
+# --- is it a registry? --------------------------------------------------------
 
 #: seconds a client waits for a registry to answer: connect, a5's uid
 #: exchange and a registry query, together
@@ -181,17 +164,11 @@ REGISTRY_TIMEOUT_S: float = 5.0
 _PROBE_MAX_MSG = 1 << 20
 
 
-class RegistryUnreachable(ConnectionError):
-    '''Something is at the registry address, but no working tractor
-    registry: it answered otherwise, or not at all in time (a frozen
-    process).  The message names the address and what answered there.'''
-
-
 class _NotTractor(Exception):
     pass
 
 
-async def probe_registry(
+async def registry_reachable(
     addr: tuple[str, int],
     timeout: float = REGISTRY_TIMEOUT_S,
 ) -> bool:
@@ -280,11 +257,6 @@ async def _ask_registry(stream: trio.SocketStream, where: str) -> None:
             return
 
 
-async def registry_reachable(addr: tuple[str, int], timeout: float = REGISTRY_TIMEOUT_S) -> bool:
-    '''Is a tractor registry answering at ``addr``?  ``False`` when
-    nothing listens there; :class:`RegistryUnreachable` when something
-    else does (see :func:`probe_registry`).'''
-    return await probe_registry(addr, timeout)
 
 
 @acm
@@ -295,7 +267,7 @@ async def open_root_actor(
     loglevel: str | None = None,
     debug_mode: bool = False,
     enable_modules: Iterable[str] = (),
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[Actor]:
     '''Boot this process's root actor; it is the registry unless one
     already answers at ``registry_addr``.'''
     async with tractor.open_root_actor(
@@ -310,7 +282,7 @@ async def open_root_actor(
 
 
 @acm
-async def open_actor_nursery() -> AsyncIterator[Any]:
+async def open_actor_nursery() -> AsyncIterator[ActorNursery]:
     '''An actor nursery in the running runtime.'''
     async with tractor.open_nursery() as an:
         yield an
@@ -321,7 +293,7 @@ async def open_actor_nursery() -> AsyncIterator[Any]:
 @dataclass
 class SpawnedActor:
     '''A child actor with the handles supervision needs.'''
-    portal: Any
+    portal: Portal
     proc: trio.Process
     uid: tuple[str, str]
 
@@ -331,7 +303,7 @@ class SpawnedActor:
 
 
 async def start_actor(
-    an: Any,
+    an: ActorNursery,
     name: str,
     *,
     enable_modules: list[str],
@@ -436,20 +408,6 @@ async def _install_child_guard(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def cancel_on_signals(
-    cancel_scope: trio.CancelScope,
-    signals: Iterable[int] = (signal.SIGTERM,),
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    '''Cancel ``cancel_scope`` (a daemon root's tree) when one of ``signals``
-    arrives.'''
-    with trio.open_signal_receiver(*signals) as received:
-        task_status.started()
-        async for signum in received:
-            log.warning(f'received {signal.Signals(signum).name}: tearing the tree down')
-            cancel_scope.cancel()
-            return
 
 
 async def watch_process(sa: SpawnedActor) -> None:
@@ -463,12 +421,12 @@ async def watch_process(sa: SpawnedActor) -> None:
     raise ActorDied(sa.uid, sa.pid, sa.proc.returncode)
 
 
-def mark_disconnected(chan: Any) -> None:
+def mark_disconnected(chan: Channel) -> None:
     '''Make a5 treat ``chan`` (whose peer is known dead) as disconnected.'''
     chan.connected = lambda: False
 
 
-async def wait_disconnected(portal: Any, poll_s: float = 0.05) -> None:
+async def wait_disconnected(portal: Portal, poll_s: float = 0.05) -> None:
     '''Return once the portal's channel is gone (a peer we did not spawn).'''
     actor = tractor.current_actor()
     chan = portal.channel
@@ -476,34 +434,9 @@ async def wait_disconnected(portal: Any, poll_s: float = 0.05) -> None:
         await trio.sleep(poll_s)
 
 
-async def wait_pid_exit(pid: int, poll_s: float = 0.1) -> None:
-    '''Return once process ``pid`` of this host has exited (a zombie
-    counts as exited): on a pidfd where there is one, else by polling.'''
-    fd: int | None = None
-    if hasattr(os, 'pidfd_open'):
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return
-        except OSError:
-            fd = None
-    if fd is not None:
-        try:
-            await trio.lowlevel.wait_readable(fd)
-        finally:
-            os.close(fd)
-        return
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            pass
-        await trio.sleep(poll_s)
 
 
-def _same_host(chan: Any) -> bool:
+def _same_host(chan: Channel) -> bool:
     '''Is the peer behind ``chan`` on this host (a loopback address, or
     the one our end of the connection has)?'''
     try:
@@ -513,13 +446,10 @@ def _same_host(chan: Any) -> bool:
     return raddr == laddr or raddr in ('127.0.0.1', '::1', 'localhost') or raddr.startswith('127.')
 
 
-class PeerGone(PeerDisconnected):
-    '''A peer actor on this host (one we did not spawn) exited while we
-    were talking to it.'''
 
 
 @acm
-async def raise_on_peer_exit(pid: int, what: str, portal: Any = None) -> AsyncIterator[None]:
+async def raise_on_peer_exit(pid: int, what: str, portal: Portal | None = None) -> AsyncIterator[None]:
     '''Run the block; if process ``pid`` (a peer on this host, reached
     through ``portal``) exits meanwhile, cancel the block and raise
     :class:`PeerGone`.
@@ -548,11 +478,6 @@ async def raise_on_peer_exit(pid: int, what: str, portal: Any = None) -> AsyncIt
             tn.cancel_scope.cancel()
 
 
-async def hard_kill(proc: trio.Process) -> None:
-    with trio.CancelScope(shield=True):
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 async def cancel_actor(sa: SpawnedActor, timeout: float) -> None:
@@ -573,33 +498,20 @@ async def cancel_actor(sa: SpawnedActor, timeout: float) -> None:
 # --- contexts ---------------------------------------------------------------
 
 def is_context_fn(fn: Any) -> bool:
+    '''Is ``fn`` decorated with ``@compat.context``?'''
     return bool(getattr(fn, '_tractor_context_function', False))
 
 
-def fn_path(fn: Callable) -> str:
-    '''``'pkg.mod:func'``: how an endpoint is named across processes.'''
-    return f'{fn.__module__}:{fn.__qualname__}'
 
 
-class DaemonStopped(PeerGone):
-    '''The far end of a context ended it on its own while we were
-    attached: its actor was cancelled (its daemon stopped by Ctrl-C or
-    SIGTERM, or its root killed and the tree torn down), or another actor
-    cancelled that task there.  ``peer`` names the far end.'''
-
-    def __init__(self, peer: str, what: str) -> None:
-        self.peer = peer
-        super().__init__(
-            f'{peer} ended {what} on its side: the daemon stopped (or another actor cancelled it)'
-        )
 
 
 @acm
 async def open_context(
-    portal: Any,
+    portal: Portal,
     fn: Callable,
     **kwargs: Any,
-) -> AsyncIterator[tuple[Any, Any]]:
+) -> AsyncIterator[tuple[Context, Any]]:
     '''``Portal.open_context`` whose endings are all told:
 
     - a cancellation provoked by the far end (its actor stopped) raises
@@ -616,7 +528,7 @@ async def open_context(
       ``UnboundLocalError``.'''
     body_raised = False
     body_exc: BaseException | None = None
-    ctx_ref: Any = None
+    ctx_ref: Context | None = None
     _NEW_CTX.set(None)
     try:
         async with portal.open_context(fn, **kwargs) as (ctx, first):
@@ -638,7 +550,7 @@ async def open_context(
             _forget_ctx(portal.actor, portal.channel, _NEW_CTX.get())
         if (
             body_exc is not None and _far_end_cancel(body_exc) is None
-            and not _only_cancelled(body_exc) and _only_cancels_besides(exc, body_exc)
+            and not only_cancelled(body_exc) and _only_cancels_besides(exc, body_exc)
         ):
             raise body_exc  # the body's own error, not what leaving provoked
         cc = _far_end_cancel(exc)
@@ -647,7 +559,7 @@ async def open_context(
         asked = ctx_ref is not None and ctx_ref._cancel_called
         if asked or trio.current_effective_deadline() == -math.inf:
             # our own cancellation (a5 answered it with ContextCancelled)
-            if body_exc is not None and _only_cancelled(body_exc):
+            if body_exc is not None and only_cancelled(body_exc):
                 raise body_exc from None
             raise
         uid = getattr(portal.channel, 'uid', None)
@@ -695,28 +607,22 @@ def _far_end_cancel(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
 
 
 def _only_cancels_besides(exc: BaseException, own: BaseException) -> bool:
     '''Is ``exc`` made of ``own``'s errors plus cancellations only?'''
-    mine = {id(e) for e in _leaves(own)}
+    mine = {id(e) for e in leaves(own)}
     return all(
         id(e) in mine or isinstance(e, (trio.Cancelled, tractor.ContextCancelled))
-        for e in _leaves(exc)
+        for e in leaves(exc)
     )
 
 
-def _only_cancelled(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in exc.exceptions)
-    return isinstance(exc, trio.Cancelled)
 
 
-async def context_result(ctx: Any) -> Any:
+async def context_result(ctx: Context) -> Any:
+    '''The context's final result (a5: ``ctx.result()``; later
+    tractors: ``ctx.wait_for_result()``).'''
     return await ctx.result()
 
 
@@ -764,7 +670,7 @@ def is_cancellation(err: BaseException) -> bool:
 # --- registry ---------------------------------------------------------------
 
 @acm
-async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Any]:
+async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Portal]:
     async with tractor.get_arbiter(*addr) as portal:
         yield portal
 
@@ -787,7 +693,7 @@ async def find_actor_addr(
 
 
 @acm
-async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Any]:
+async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Portal]:
     from tractor._discovery import _connect_chan
     from tractor._discovery import open_portal as _open_portal
 
@@ -800,7 +706,7 @@ async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Any]:
 async def find_actor(
     name: str,
     addr: tuple[str, int],
-) -> AsyncIterator[Any | None]:
+) -> AsyncIterator[Portal | None]:
     '''A portal to the actor registered as ``name``, or ``None``.'''
     sockaddr = await find_actor_addr(name, addr)
     if sockaddr is None:
@@ -815,7 +721,7 @@ async def wait_for_actor(
     name: str,
     addr: tuple[str, int],
     poll_s: float = 0.02,
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[Portal]:
     '''Wait for ``name`` to register, then yield a portal to it.'''
     while (sockaddr := await find_actor_addr(name, addr)) is None:
         await trio.sleep(poll_s)
@@ -835,7 +741,7 @@ async def unregister_actor(uid: tuple[str, str], addr: tuple[str, int]) -> None:
 
 # --- sending ------------------------------------------------------------------
 
-async def send_whole(stream: Any, msg: Any) -> None:
+async def send_whole(stream: MsgStream, msg: Any) -> None:
     '''Send ``msg`` on ``stream`` (a stream of a connection that other
     streams and RPCs share) and never cut it part-way.
 
@@ -858,7 +764,7 @@ def _transport_socket(stream: Any) -> Any:
     return chan, getattr(getattr(msgstream, 'stream', None), 'socket', None)
 
 
-def abort_connection(stream: Any) -> None:
+def abort_connection(stream: MsgStream | Portal | Channel) -> None:
     '''Close the whole connection under ``stream`` (a ``MsgStream``, a
     ``Portal`` or a channel) at once: a send blocked on it raises
     ``trio.ClosedResourceError`` and the peer sees the connection end, never
@@ -871,7 +777,7 @@ def abort_connection(stream: Any) -> None:
         mark_disconnected(chan)
 
 
-async def send_whole_or_abort(stream: Any, msg: Any, grace: float) -> None:
+async def send_whole_or_abort(stream: MsgStream, msg: Any, grace: float) -> None:
     ''':func:`send_whole`, for a caller that may be cancelled meanwhile:
     the send still finishes whole, but if it is stuck (the peer stopped
     reading) the caller's cancellation waits at most ``grace`` seconds for
@@ -919,7 +825,7 @@ class SafeStream:
     The connection never waits on the consumer and a burst never overruns
     the context: when the buffer is full the oldest message is dropped and
     counted in :attr:`stats`.'''
-    stream: Any
+    stream: MsgStream
     maxlen: int
     stats: StreamStats = field(default_factory=StreamStats)
     _buf: deque = field(init=False)
@@ -975,7 +881,7 @@ _CTX_QUEUE = 2**12
 
 @acm
 async def open_stream(
-    ctx: Any,
+    ctx: Context,
     maxlen: int = 1024,
 ) -> AsyncIterator[SafeStream]:
     '''Open the context's stream without connection-wide backpressure and
@@ -994,7 +900,7 @@ async def open_stream(
 
 
 @acm
-async def open_drained_stream(ctx: Any) -> AsyncIterator[Any]:
+async def open_drained_stream(ctx: Context) -> AsyncIterator[MsgStream]:
     '''The context's raw stream, for a caller whose receive loop never
     blocks between receives (it hands messages to bounded queues of its
     own): no connection backpressure, a large context queue, and no extra
@@ -1138,13 +1044,6 @@ def local_runtime_counts() -> dict[str, int | None]:
     }
 
 
-def rss_bytes() -> int | None:
-    '''This process's resident set size (Linux), else ``None``.'''
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 # --- logging ----------------------------------------------------------------
@@ -1217,25 +1116,8 @@ def ignore_runtime_warnings() -> None:
 
 ignore_runtime_warnings()
 
-__all__ = [
-    'ActorDied',
-    'PeerDisconnected',
-    'SafeStream',
-    'SpawnedActor',
-    'TRACTOR_VERSION',
-    'abort_connection',
-    'cancel_actor',
-    'cancel_on_signals',
-    'default_registry_addr',
-    'find_actor',
-    'open_context',
-    'open_stream',
-    'resolve_registry_addr',
-    'send_whole',
-    'start_actor',
-    'wait_for_actor',
-]
 
+# --- RPC modules --------------------------------------------------------------
 
 def expose_module(modname: str) -> None:
     '''Let peers call functions in ``modname`` on this actor (a5 fixes its
@@ -1247,20 +1129,48 @@ def expose_module(modname: str) -> None:
         actor._mods[modname] = importlib.import_module(modname)
 
 
-def resolve_fn_path(path: str) -> Callable:
-    '''``'pkg.mod:func'`` -> the function, with a clear error.'''
-    import importlib
+__all__ = [
+    # the runtime's names
+    'TRACTOR_VERSION', 'Actor', 'ActorNursery', 'Channel', 'Context', 'ContextCancelled',
+    'MsgStream', 'Portal', 'RemoteActorError', 'context', 'get_logger',
+    # runtime
+    'CHILD_GRACE_S', 'current_actor', 'expose_module', 'is_registry',
+    'open_actor_nursery', 'open_root_actor', 'runtime_registry_addr',
+    # spawning and stopping
+    'SpawnedActor', 'cancel_actor', 'start_actor',
+    # dead peers
+    'mark_disconnected', 'raise_on_peer_exit', 'wait_disconnected', 'watch_process',
+    # contexts and remote errors
+    'context_result', 'far_end_endings', 'is_cancellation', 'is_context_fn', 'open_context',
+    'remote_error_message', 'remote_error_type', 'remote_traceback', 'unwrap_error',
+    # the registry
+    'REGISTRY_TIMEOUT_S', 'find_actor', 'find_actor_addr', 'open_portal',
+    'registry_reachable', 'unregister_actor', 'wait_for_actor',
+    # sending and streams
+    'SafeStream', 'StreamStats', 'abort_connection', 'open_drained_stream', 'open_stream',
+    'send_whole', 'send_whole_or_abort',
+    # a5's bookkeeping and logs
+    'ignore_runtime_warnings', 'local_runtime_counts', 'quiet_runtime_logs', 'runtime_counts',
+]
 
-    mod_name, sep, qualname = path.partition(':')
-    if not sep or not mod_name or not qualname:
-        raise ValueError(f'endpoint {path!r} is not of the form "package.module:function"')
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as err:
-        raise ImportError(f'endpoint {path!r}: cannot import {mod_name!r}: {err}') from err
-    for part in qualname.split('.'):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise AttributeError(f'endpoint {path!r}: {mod_name!r} has no {qualname!r}') from None
-    return obj
+
+# --- moved out of the adapter --------------------------------------------------
+# These names moved to tractor_services' own modules: they do not depend on
+# the tractor version.  They stay importable as ``compat.<name>`` (left out
+# of ``__all__``) until feedbus and tractor_sampler import them from their
+# new homes:
+#   errors (``tractor_services``, defined in ``_errors``): PeerDisconnected,
+#     ActorDied, PeerGone, DaemonStopped, RegistryUnreachable;
+#   addresses and endpoint paths (``_addr``): REGISTRY_ENV, parse_addr,
+#     default_registry_addr, resolve_registry_addr, fn_path, resolve_fn_path;
+#   processes and signals (``_proc``): cancel_on_signals, wait_pid_exit,
+#     hard_kill, rss_bytes.
+# (Those this module uses itself are imported at the top.)
+from ._addr import (  # noqa: E402
+    REGISTRY_ENV,
+    default_registry_addr,
+    fn_path,
+    resolve_fn_path,
+    resolve_registry_addr,
+)
+from ._proc import cancel_on_signals  # noqa: E402
