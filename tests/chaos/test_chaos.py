@@ -260,15 +260,26 @@ def test_subscriber_sigstop_past_stall_timeout(tree: Tree):
         watch = Unaffected(standing(tree))
         t_stop = time.monotonic()
         victim.signal(signal.SIGSTOP)
-        t_gone = wait_subscribers(
-            tree, 2, STALL_TIMEOUT_S + RECOVERY_S, 'the stopped subscriber removed',
-        )
+        # poll until it is removed, keeping the producer's last counters of
+        # it (the unthrottled subscriber that fell behind: fewest delivered)
+        last_seen: list[dict[str, Any]] = []
+
+        def removed() -> bool:
+            subs = subscribers(tree)
+            if len(subs) == 3:
+                last_seen[:] = [min((x for x in subs if not x['rate']),
+                                    key=lambda x: x['delivered'])]
+            return len(subs) == 2
+
+        wait_until(removed, STALL_TIMEOUT_S + RECOVERY_S, 'the stopped subscriber removed', poll=0.2)
+        t_gone = time.monotonic()
         out = watch.check(t_stop, max(t_gone, t_stop + WINDOW_S), 'subscriber SIGSTOP')
         victim.signal(signal.SIGCONT)
         t_cont = time.monotonic()
         ended = victim.wait_for(lambda e: e['ev'] == 'ended', RECOVERY_S,
                                 'the end of its removed feed', start=mark)
         told = ended['t'] - t_cont
+        seen = [e for e in victim.since(mark, 'stats') if e['epoch'] == ended['epoch']]
         again = victim.wait_for(lambda e: e['ev'] == 'first' and e['epoch'] > ended['epoch'],
                                 RECOVERY_S, 'the first quote after subscribing again', start=mark)
     finally:
@@ -276,7 +287,10 @@ def test_subscriber_sigstop_past_stall_timeout(tree: Tree):
     record('subscriber SIGSTOP', fault=f'SIGSTOP of a subscriber program past the stall timeout ({STALL_TIMEOUT_S:g} s)',
            effect='removed with a reason; the others unaffected; it subscribes again after SIGCONT',
            removed_after_s=t_gone - t_stop, told_after_sigcont_s=told,
-           resubscribed_after_sigcont_s=again['t'] - t_cont, end_error=ended['error'], **out)
+           resubscribed_after_sigcont_s=again['t'] - t_cont, end_error=ended['error'],
+           victim_missed=seen[-1]['gaps'] if seen else None,
+           victim_drops_counted_before_removal=last_seen[0]['dropped'] if last_seen else None,
+           victim_overruns=last_seen[0]['overruns'] if last_seen else None, **out)
     assert t_gone - t_stop >= STALL_TIMEOUT_S - 0.5, 'removed before its stall timeout'
     assert ended['error'] and 'stall' in ended['error'].lower(), (
         f'the removed subscriber was not told why (its feed ended with {ended["error"]!r})'
