@@ -53,14 +53,14 @@ async def main(registry: str | None, serve: bool) -> None:
         await mngr.start_service('quotes', ticker, restart='permanent')
         await mngr.start_service('orders', partial(ticker, every_s=0.2), restart='transient')
         await mngr.start_service('reports', ticker)  # temporary: never restarted
-        show('services started:', mngr.list_services())
+        show('services started:', await mngr.list_services())
 
         victim = mngr.info('quotes').pid
         print(f'\nkilling quotes (pid {victim}) with SIGKILL...', flush=True)
         os.kill(victim, signal.SIGKILL)
         with trio.fail_after(30):
             await mngr.wait_for('quotes', lambda i: i.restarts == 1 and i.state == 'running')
-        show('quotes was restarted by its permanent policy:', mngr.list_services())
+        show('quotes was restarted by its permanent policy:', await mngr.list_services())
 
         if serve:
             print('\nserving until Ctrl-C or SIGTERM', flush=True)

@@ -51,11 +51,10 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import tractor
 import trio
 
 from feedbus import FeedsBus, get_feed_bus, open_sub
-from tractor_services import RestartIntensity, RestartPolicy, compat, open_root_mngr
+from tractor_services import GaveUp, RestartPolicy, Supervision, compat, open_root_mngr, supervise
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._history import backfill
@@ -175,7 +174,7 @@ def _describe(err: BaseException) -> str:
 _SAMPLERD_LOST = (
     SamplerGone,
     compat.PeerDisconnected,  # PeerGone: its process exited
-    tractor.ContextCancelled,  # it stopped (its actor was cancelled)
+    compat.ContextCancelled,  # it stopped (its actor was cancelled)
     trio.BrokenResourceError,
     trio.ClosedResourceError,
     trio.EndOfChannel,
@@ -196,7 +195,7 @@ def samplerd_lost(err: BaseException) -> BaseException | None:
     if not leaves or not all(isinstance(e, _SAMPLERD_LOST) for e in leaves):
         return None
     # the most telling one: the process exit, then samplerd's cancel
-    for kind in (compat.PeerDisconnected, tractor.ContextCancelled):
+    for kind in (compat.PeerDisconnected, compat.ContextCancelled):
         for e in leaves:
             if isinstance(e, kind):
                 return e
@@ -519,39 +518,46 @@ class FeedDaemon:
 
     async def _run_stream(self, topic: Topic, source: Any) -> None:
         '''Run the backend's quote stream for ``topic`` (``source`` is the
-        first one), restarting it by the daemon's policy; returns when the
-        policy says stop.'''
+        first one), restarting it by the daemon's policy
+        (:func:`tractor_services.supervise`, the service manager's restart
+        loop); returns when the policy says stop.'''
         policy = self.policy
-        intensity = RestartIntensity(policy)
         fn = self.backend.stream_quotes
-        while True:
-            error: str | None = None
+
+        async def once() -> None:
+            nonlocal source
             try:
                 if source is None:
                     source = fn([topic.name], **topic.config)
                 self._report(topic, 'up')
                 await sample_and_broadcast(source, {topic.name: topic.writer}, self.bus)
             except Exception as err:
-                error = _describe(err)
-                log.error(f'{topic.name}: the {self.backend.name!r} quote stream failed: {error}')
+                log.error(
+                    f'{topic.name}: the {self.backend.name!r} quote stream failed: {_describe(err)}'
+                )
+                raise
             finally:
                 await _aclose(source, topic.name)
                 source = None
-            failed = error is not None
-            if not policy.should_restart(failed):
-                self._report(topic, 'failed' if failed else 'ended', error)
-                return
-            if not intensity.allow(trio.current_time()):
+
+        def on_state(sup: Supervision) -> None:
+            if isinstance(sup.error, GaveUp):
+                last = sup.error.__cause__
                 self._report(
                     topic, 'failed',
-                    f'gave up after {topic.restarts} restarts (at most '
+                    f'gave up after {sup.restarts} restarts (at most '
                     f'{policy.max_restarts} in {policy.within_s:g} s); last error: '
-                    f'{error or "the quote stream ended"}',
+                    f'{_describe(last) if last is not None else "the quote stream ended"}',
                 )
                 return
-            topic.restarts += 1
-            self._report(topic, 'restarting', error or 'the quote stream ended')
-            await trio.sleep(policy.backoff(intensity.consecutive))
+            error = _describe(sup.error) if sup.error is not None else None
+            if sup.state == 'restarting':
+                topic.restarts = sup.restarts
+                self._report(topic, 'restarting', error or 'the quote stream ended')
+            else:
+                self._report(topic, 'failed' if error is not None else 'ended', error)
+
+        await supervise(once, policy, on_state=on_state)
 
     # --- introspection ------------------------------------------------------
 
@@ -647,9 +653,9 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
     return load_backends(extra=extra)[backend]
 
 
-@tractor.context
+@compat.context
 async def feedd(
-    ctx: tractor.Context,
+    ctx: compat.Context,
     backend: str = DEFAULT_BACKEND,
     buffers: dict[Any, Any] | None = None,
     restart: dict[str, Any] | None = None,
@@ -694,9 +700,9 @@ async def feedd(
             tn.cancel_scope.cancel()
 
 
-@tractor.context
+@compat.context
 async def attach_feed(
-    ctx: tractor.Context,
+    ctx: compat.Context,
     topics: list[str],
     config: dict[str, Any] | None = None,
 ) -> None:

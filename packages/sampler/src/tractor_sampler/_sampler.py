@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import tractor
 import trio
 
 from feedbus import FeedsBus, open_sub
@@ -355,8 +354,8 @@ async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
             group.close()
 
 
-@tractor.context
-async def samplerd(ctx: tractor.Context, keep_lateness: int = 0, spin_s: float = SPIN_S) -> None:
+@compat.context
+async def samplerd(ctx: compat.Context, keep_lateness: int = 0, spin_s: float = SPIN_S) -> None:
     '''samplerd's root endpoint (supervised by the root's service
     manager): hosts the Sampler and its incrementer.'''
     if isinstance(keep_lateness, bool) or not isinstance(keep_lateness, int) or keep_lateness < 0:
@@ -395,9 +394,9 @@ def _parse_shms(shms_by_period: Any) -> list[tuple[float, ShmToken]]:
     return out
 
 
-@tractor.context
+@compat.context
 async def register_with_sampler(
-    ctx: tractor.Context,
+    ctx: compat.Context,
     period_s: float | None = None,
     shms_by_period: dict[Any, Any] | None = None,
     open_index_stream: bool = True,
