@@ -1,7 +1,8 @@
 '''
 tractor-sampler from code: attach to the service root at --registry (or
 become it), open two topics of the simulated backend, read quotes and
-throttled frames, watch samplerd step the 1 s bars, and print them.
+throttled frames, watch samplerd step the 1 s bars, print them, and ask
+the tree what runs (``introspect``: typed records, what `samplerd ls` shows).
 
     uv run python examples/sampler_feed.py [--registry HOST:PORT]
 
@@ -16,7 +17,7 @@ import time
 
 import trio
 
-from tractor_sampler import Step, open_feed, open_sample_stream
+from tractor_sampler import Step, introspect, open_market_feed, open_sample_stream
 from tractor_services import maybe_open_service_root
 
 
@@ -27,8 +28,8 @@ def bar_line(row) -> str:
 
 
 async def main(registry: str | None) -> None:
-    async with maybe_open_service_root(registry) as mngr:
-        async with open_feed(['AAA', 'BBB'], config={'tick_rate': 50}) as feed:
+    async with maybe_open_service_root(registry):
+        async with open_market_feed(['AAA', 'BBB'], config={'tick_rate': 50}) as feed:
             for topic in feed.topics:
                 shm = feed.buffer(topic, 60.0)
                 print(f'{topic}: {feed.first_status[topic].state}, {len(shm)} one-minute bars '
@@ -54,7 +55,14 @@ async def main(registry: str | None) -> None:
             for row in feed.buffer('AAA', 1.0).array[-3:]:
                 print('  ' + bar_line(row))
 
-        services = [s.name for s in await mngr.query_services()]
+            # what runs, as typed records (the same as `samplerd ls --json`)
+            tree = await introspect(registry)
+            [feedd] = tree.feeds
+            aaa = feedd.topics['AAA']
+            print(f'feed daemon {feedd.backend} (pid {feedd.pid}): AAA {aaa.state}, '
+                  f'{aaa.quotes} quotes, {aaa.trades} trades, {len(aaa.subscribers)} subscriber(s)')
+
+        services = [s.name for s in tree.services]
         print(f'services: {", ".join(sorted(services))}')
     print('done')
 

@@ -1,5 +1,5 @@
 '''A plugin module of test backends, loaded into feed daemons through
-``open_feed(..., plugins=['flaky_backends'])``.
+``open_market_feed(..., plugins=['flaky_backends'])``.
 
 - ``flaky``: streams like ``sim``, but a symbol starting with ``fail``
   raises after ``fail_after`` quotes, every time it is (re)started;

@@ -12,7 +12,7 @@ import signal
 import trio
 
 from feedbus import Quote
-from tractor_sampler import open_feed
+from tractor_sampler import open_market_feed
 from tractor_services import open_service_root
 from tractor_services.testing import actor_pids
 
@@ -35,7 +35,7 @@ async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
     trades: list[tuple[float, float, float]] = []  # (time, price, size), in arrival order
     seqs: list[int] = []
     async with open_service_root(other_addr):
-        async with open_feed(['AAA'], config=CONFIG, buffers=BUFS) as feed:
+        async with open_market_feed(['AAA'], config=CONFIG, buffers=BUFS) as feed:
             shms = {p: feed.buffer('AAA', p) for p in BUFS}
             (pid,) = actor_pids('samplerd')
 
@@ -73,12 +73,12 @@ async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
                 tn.cancel_scope.cancel()
             info = await feed.info()
             snapshot = {p: shm.array.copy() for p, shm in shms.items()}
-    bars = info['topics']['AAA']['bars']
+    bars = info.topics['AAA'].bars
 
     # no quote was lost on its way to us: we saw every trade after the first
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     # the stalls held trades for bars samplerd had not opened, and none was lost
-    assert bars['held'] > 0 and bars['unplaced'] == 0
+    assert bars.held > 0 and bars.unplaced == 0
     for p, rows in snapshot.items():
         ks = [bar_of(p, t) for t in rows['time']]
         assert list(rows['time']) == [boundary(p, k) for k in ks]  # on boundaries

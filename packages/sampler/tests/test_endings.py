@@ -1,5 +1,5 @@
 '''Every ending is told: when the root daemon is stopped (Ctrl-C,
-SIGTERM) or killed (SIGKILL), an attached ``open_feed`` /
+SIGTERM) or killed (SIGKILL), an attached ``open_market_feed`` /
 ``open_sample_stream`` block raises a PeerGone naming the daemon that went
 (a5 alone let it end silently), and ``samplerd watch`` prints one line and
 exits non-zero.  The client's own ending (``--duration``) is still quiet.'''

@@ -1,4 +1,4 @@
-'''The feed daemon and open_feed(), across real actors.'''
+'''The feed daemon and open_market_feed(), across real actors.'''
 import numpy as np
 import pytest
 import trio
@@ -10,10 +10,10 @@ from tractor_sampler import (
     FeedStatus,
     feedd_name,
     maybe_open_samplerd,
-    open_feed,
+    open_market_feed,
     open_sample_stream,
-    sampler_info,
 )
+from tractor_sampler.endpoints import sampler_info
 from tractor_services import ServiceError, ServiceFailed, open_service_root
 from tractor_services.testing import actor_pids
 
@@ -35,7 +35,7 @@ async def next_status(reader, timeout=20):
 
 async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other_addr):
     async with open_service_root(other_addr) as mngr:
-        async with open_feed(['AAA', 'BBB'], config=FAST, buffers=BUFS) as feed:
+        async with open_market_feed(['AAA', 'BBB'], config=FAST, buffers=BUFS) as feed:
             assert {n: s.state for n, s in feed.first_status.items()} == {'AAA': 'up', 'BBB': 'up'}
             for topic in ('AAA', 'BBB'):
                 for p, (_, hist) in BUFS.items():
@@ -75,12 +75,12 @@ async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other
             assert last['high'] >= max(last['open'], last['close'])
 
             info = await feed.info()
-            t = info['topics']['AAA']
-            assert info['backend'] == 'sim' and t['state'] == 'up'
-            assert t['quotes'] >= 20 and t['trades'] > 0
-            assert t['buffers']['1.0']['history'] == 30
-            [sub] = t['subscribers']
-            assert sub['rate'] is None and sub['delivered'] >= 20 and sub['dropped'] == 0
+            t = info.topics['AAA']
+            assert info.backend == 'sim' and t.state == 'up'
+            assert t.quotes >= 20 and t.trades > 0
+            assert t.buffers[1.0].history == 30
+            [sub] = t.subscribers
+            assert sub.rate is None and sub.delivered >= 20 and sub.dropped == 0
 
         names = [s.name for s in mngr.list_services()]
         assert names == ['samplerd', feedd_name('sim')]
@@ -89,7 +89,7 @@ async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other
 
 async def test_backfill_events_reach_step_subscribers(other_addr):
     async with open_service_root(other_addr):
-        async with open_sample_stream(1.0) as steps, open_feed(['AAA'], buffers=BUFS) as feed:
+        async with open_sample_stream(1.0) as steps, open_market_feed(['AAA'], buffers=BUFS) as feed:
             seen = set()
             with trio.fail_after(20):
                 async for msg in steps:
@@ -103,7 +103,7 @@ async def test_backfill_events_reach_step_subscribers(other_addr):
 
 async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
     async with open_service_root(other_addr):
-        async with open_feed(['AAA'], buffers=BUFS) as a, open_feed(['AAA'], tick_throttle=10) as b:
+        async with open_market_feed(['AAA'], buffers=BUFS) as a, open_market_feed(['AAA'], tick_throttle=10) as b:
             assert a.buffer('AAA').token == b.buffer('AAA').token
             # the second client's settings do not restart the daemon
             assert len(actor_pids(feedd_name('sim'))) == 1
@@ -111,7 +111,7 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
                 frame = await b.quotes.receive()
             assert 'AAA' in frame.topics
             info = await a.info()
-            assert sorted(s['rate'] or 0 for s in info['topics']['AAA']['subscribers']) == [0, 10.0]
+            assert sorted(s.rate or 0 for s in info.topics['AAA'].subscribers) == [0, 10.0]
         async with maybe_open_samplerd() as portal:
             i = await portal.run(sampler_info)
         # the daemon keeps its topics (and their registrations) after clients leave
@@ -121,7 +121,7 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
 async def test_unknown_backend_is_a_clear_error(other_addr):
     async with open_service_root(other_addr) as mngr:
         with pytest.raises(ServiceFailed, match=r"no backend named 'nope' \(installed: sim\)"):
-            async with open_feed(['AAA'], backend='nope'):
+            async with open_market_feed(['AAA'], backend='nope'):
                 pass
         assert feedd_name('nope') not in mngr
 
@@ -130,9 +130,9 @@ async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
     async with open_service_root(other_addr):
         kw = {'backend': 'picky', 'plugins': ['flaky_backends'], 'buffers': BUFS}
         with pytest.raises(ValueError, match="does not know symbol 'Z'.*try A or B"):
-            async with open_feed(['Z'], **kw):
+            async with open_market_feed(['Z'], **kw):
                 pass
-        async with open_feed(['A'], **kw) as feed:
+        async with open_market_feed(['A'], **kw) as feed:
             assert feed.first_status['A'].state == 'up'
             with trio.fail_after(20):
                 await feed.quotes.receive()
@@ -141,17 +141,17 @@ async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
 async def test_a_refused_config_starts_nothing_and_does_not_stick(other_addr):
     async with open_service_root(other_addr):
         with pytest.raises(ValueError, match="refused to stream 'AAA' with config {'tick_rate': 0}.*tick_rate must be"):
-            async with open_feed(['AAA'], config={'tick_rate': 0}, buffers=BUFS):
+            async with open_market_feed(['AAA'], config={'tick_rate': 0}, buffers=BUFS):
                 pass
         # the daemon serves on, and the next client's (default) config is used
-        async with open_feed(['AAA']) as feed:
+        async with open_market_feed(['AAA']) as feed:
             info = await feed.info()
-            assert info['topics']['AAA']['config'] == {}
+            assert info.topics['AAA'].config == {}
             # a different config for a running topic is refused; none shares it
             with pytest.raises(ValueError, match="already runs with config {}, not {'seed': 3}"):
-                async with open_feed(['AAA'], config={'seed': 3}):
+                async with open_market_feed(['AAA'], config={'seed': 3}):
                     pass
-            async with open_feed(['AAA'], config={}) as again:
+            async with open_market_feed(['AAA'], config={}) as again:
                 assert again.buffer('AAA').token == feed.buffer('AAA').token
 
 
@@ -159,8 +159,8 @@ async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other
     policy = {'restart': 'transient', 'max_restarts': 2, 'within_s': 60.0}
     async with open_service_root(other_addr):
         async with (
-            open_feed(['ok'], buffers=BUFS, config=FAST) as healthy,
-            open_feed(
+            open_market_feed(['ok'], buffers=BUFS, config=FAST) as healthy,
+            open_market_feed(
                 ['fail1', 'fine'], backend='flaky', plugins=['flaky_backends'], buffers=BUFS,
                 config={'tick_rate': 50, 'fail_after': 10}, restart=policy,
             ) as flaky,
@@ -179,20 +179,20 @@ async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other
 
             # the other topic of the same backend, and the other backend, stream on
             info = await flaky.info()
-            assert info['topics']['fine']['state'] == 'up'
-            assert 'fail1' not in info['topics']  # torn down; a new client restarts it
+            assert info.topics['fine'].state == 'up'
+            assert 'fail1' not in info.topics  # torn down; a new client restarts it
             for feed, topic in ((flaky, 'fine'), (healthy, 'ok')):
                 with trio.fail_after(20):
                     async with feed.quotes.open_reader() as r:
                         q = await r.receive()
                         while q.topic != topic:
                             q = await r.receive()
-            assert (await healthy.info())['topics']['ok']['restarts'] == 0
+            assert (await healthy.info()).topics['ok'].restarts == 0
 
 
 async def test_open_feed_without_a_service_root_says_how_to_start_one(reg_addr):
     with pytest.raises(ServiceError, match='samplerd'):
-        async with open_feed(['AAA'], registry_addr=reg_addr):
+        async with open_market_feed(['AAA'], registry_addr=reg_addr):
             pass
 
 
@@ -219,9 +219,9 @@ async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
 
     async with open_service_root(other_addr) as mngr:
         with pytest.raises(PeerGone, match='the feed daemon feedd.sim'):
-            async with open_feed(['AAA'], buffers=BUFS) as feed:
+            async with open_market_feed(['AAA'], buffers=BUFS) as feed:
                 await feed.quotes.receive()
-                os.kill((await feed.info())['pid'], signal.SIGKILL)
+                os.kill((await feed.info()).pid, signal.SIGKILL)
                 with trio.fail_after(10):
                     async for _ in feed:
                         pass
@@ -231,7 +231,7 @@ async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
                 feedd_name('sim'), lambda i: i.state == 'running' and i.restarts == 1,
             )
         assert 'killed by signal 9' in info.last_error
-        async with open_feed(['AAA']) as feed:
+        async with open_market_feed(['AAA']) as feed:
             with trio.fail_after(20):
                 await feed.quotes.receive()
 
@@ -248,8 +248,8 @@ async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_b
     import signal
 
     async with open_service_root(other_addr) as mngr:
-        async with open_feed(['AAA'], config=FAST, buffers=BUFS) as feed, feed.status.open_reader() as reports:
-            feedd_pid = (await feed.info())['pid']
+        async with open_market_feed(['AAA'], config=FAST, buffers=BUFS) as feed, feed.status.open_reader() as reports:
+            feedd_pid = (await feed.info()).pid
             pid = mngr.info('samplerd').pid
             os.kill(pid, signal.SIGKILL)
             st = await next_status(reports)
@@ -269,8 +269,8 @@ async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_b
             for p in BUFS:
                 assert_contiguous(feed.buffer('AAA', p).array, p)
             info = await feed.info()
-            assert info['pid'] == feedd_pid and info['topics']['AAA']['sampler_restarts'] == 1
-            assert info['topics']['AAA']['state'] == 'up'
+            assert info.pid == feedd_pid and info.topics['AAA'].sampler_restarts == 1
+            assert info.topics['AAA'].state == 'up'
             # the feed daemon was not restarted
             d = mngr.info(feedd_name('sim'))
             assert d.state == 'running' and d.restarts == 0 and d.last_error is None
@@ -278,7 +278,7 @@ async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_b
 
 async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_not_crash(other_addr):
     async with open_service_root(other_addr) as mngr:
-        async with open_feed(['AAA'], buffers=BUFS) as feed, feed.status.open_reader() as reports:
+        async with open_market_feed(['AAA'], buffers=BUFS) as feed, feed.status.open_reader() as reports:
             assert mngr.info(feedd_name('sim')).requires == ('samplerd',)
             await mngr.cancel_service('samplerd')
             st = await next_status(reports)
@@ -289,9 +289,9 @@ async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_n
             # the feed daemon serves on: not crashed, not restarted
             d = mngr.info(feedd_name('sim'))
             assert d.state == 'running' and d.restarts == 0 and d.last_error is None
-            assert (await feed.info())['topics'] == {}
+            assert (await feed.info()).topics == {}
         # the next client that asks starts samplerd and the topic afresh
-        async with open_feed(['AAA'], buffers=BUFS) as feed:
+        async with open_market_feed(['AAA'], buffers=BUFS) as feed:
             assert feed.first_status['AAA'].state == 'up'
         assert mngr.info(feedd_name('sim')).restarts == 0
 
@@ -301,11 +301,11 @@ async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_s
     import signal
 
     async with open_service_root(other_addr) as mngr:
-        async with open_feed(['AAA'], buffers=BUFS):
+        async with open_market_feed(['AAA'], buffers=BUFS):
             pass
         # samplerd stops and is started again lazily: now it started last
         await mngr.cancel_service('samplerd')
-        async with open_feed(['AAA'], buffers=BUFS) as feed:
+        async with open_market_feed(['AAA'], buffers=BUFS) as feed:
             assert feed.first_status['AAA'].state == 'up'
         assert [s.name for s in mngr.list_services()] == [feedd_name('sim'), 'samplerd']
         mngr._history.clear()

@@ -14,7 +14,7 @@ from functools import partial
 import pytest
 import trio
 
-from tractor_sampler import open_feed
+from tractor_sampler import open_market_feed
 from tractor_services import compat
 from tractor_services.testing import wait_gone
 
@@ -96,7 +96,7 @@ async def test_open_feed_raises_what_answered_instead_of_hanging(handler, messag
     async with serving(handler) as port:
         with trio.fail_after(60):
             with pytest.raises(compat.RegistryUnreachable, match=message.format(port=port)):
-                async with open_feed(['AAA'], registry_addr=('127.0.0.1', port)):
+                async with open_market_feed(['AAA'], registry_addr=('127.0.0.1', port)):
                     pass
 
 

@@ -30,23 +30,19 @@ from typing import Any, TextIO
 
 import trio
 
-from tractor_services import (
-    RegistryInUse,
-    ServiceError,
-    compat,
-    open_root_mngr,
-    open_service_root,
-)
+from tractor_services import RegistryInUse, ServiceError, compat, open_service_root
 
 from . import __version__
-from ._client import SAMPLERD, spawn_samplerd
-from ._feed import Feed, open_feed
-from ._feedd import FEEDD_PREFIX, feed_info
-from ._plugins import DEFAULT_BACKEND, PluginError, get_backends
-from ._sampler import sampler_info
+from ._client import spawn_samplerd
+from ._errors import PluginError
+from ._feed import MarketFeed, open_market_feed
+from ._feedd import FEEDD_PREFIX
+from ._info import BackendInfo, TreeInfo, to_json_builtins
+from ._introspect import PARTS, introspect
+from ._plugins import DEFAULT_BACKEND, get_backends
 
 PROG = 'samplerd'
-LS_WHAT = ('all', 'services', 'feeds', 'samplerd', 'backends')
+LS_WHAT = ('all', *PARTS)
 
 
 class CliError(Exception):
@@ -192,53 +188,11 @@ async def _client(args: argparse.Namespace, addr: tuple[str, int], name: str) ->
         yield
 
 
-async def gather(addr: tuple[str, int], what: str) -> dict[str, Any]:
-    '''What ``ls`` shows, as plain data (inside a running runtime).'''
-    report: dict[str, Any] = {'registry': f'{addr[0]}:{addr[1]}'}
-    services = []
-    if what in ('all', 'services', 'feeds', 'samplerd'):
-        async with open_root_mngr(addr) as mngr:
-            services = [
-                {k: v for k, v in _to_builtins(s).items() if k != 'last_traceback'}
-                for s in await mngr.query_services()
-            ]
-    if what in ('all', 'services'):
-        report['services'] = services
-    names = {s['name'] for s in services if s['state'] == 'running'}
-    if what in ('all', 'feeds'):
-        feeds = []
-        for name in sorted(n for n in names if n.startswith(FEEDD_PREFIX)):
-            async with compat.find_actor(name, addr) as portal:
-                if portal is not None:
-                    feeds.append(await portal.run(feed_info))
-        report['feeds'] = feeds
-    if what in ('all', 'samplerd') and SAMPLERD in names:
-        async with compat.find_actor(SAMPLERD, addr) as portal:
-            if portal is not None:
-                info = await portal.run(sampler_info)
-                report['samplerd'] = {k: _keys_to_str(v) for k, v in info.items()}
-    if what in ('all', 'backends'):
-        report['backends'] = list_backends()
-    return report
-
-
-def list_backends() -> list[dict[str, Any]]:
+def list_backends() -> list[BackendInfo]:
     try:
-        return get_backends().list()
+        return get_backends().info()
     except PluginError as err:
         raise CliError(str(err)) from None
-
-
-def _to_builtins(obj: Any) -> dict[str, Any]:
-    import msgspec
-
-    return msgspec.to_builtins(obj)
-
-
-def _keys_to_str(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {(f'{k:g}' if isinstance(k, float) else str(k)): _keys_to_str(x) for k, x in v.items()}
-    return v
 
 
 def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> list[str]:
@@ -254,94 +208,97 @@ def _ago(t: float | None, now: float) -> str:
     return f'{s:.0f}s' if s < 120 else f'{s / 60:.0f}m' if s < 7200 else f'{s / 3600:.1f}h'
 
 
-def render_ls(report: dict[str, Any]) -> str:
+def render_ls(report: TreeInfo) -> str:
+    '''``samplerd ls``: the tables of what :func:`introspect` returned.'''
     now = time.time()
-    lines: list[str] = [f"registry {report['registry']}"]
-    if 'services' in report:
+    lines: list[str] = [f'registry {report.registry}']
+    if report.services is not None:
         lines += ['', 'services']
         lines += ['  ' + r for r in _table(
-            [(s['name'], s['state'], s['pid'], _ago(s['started_at'], now), s['restarts'],
-              (s['last_error'] or '')[:60]) for s in report['services']],
+            [(s.name, s.state, s.pid, _ago(s.started_at, now), s.restarts,
+              (s.last_error or '')[:60]) for s in report.services],
             ('name', 'state', 'pid', 'up', 'restarts', 'last error'),
         )]
-    if 'feeds' in report:
+    if report.feeds is not None:
         lines += ['', 'feeds']
-        if not report['feeds']:
+        if not report.feeds:
             lines.append('  (none: a feed daemon starts when a client opens a feed)')
-        for f in report['feeds']:
-            src = f"{f['dist']} {f['version']}" if f['dist'] == 'builtin' and f['version'] else f['dist']
-            lines.append(f"  {FEEDD_PREFIX}{f['backend']}  ({src})")
+        for f in report.feeds:
+            src = f'{f.dist} {f.version}' if f.dist == 'builtin' and f.version else f.dist
+            lines.append(f'  {FEEDD_PREFIX}{f.backend}  ({src})')
             rows = []
-            for name, t in f['topics'].items():
-                up = max(1e-9, f['time'] - t['started_at'])
-                rows.append((name, t['state'], t['last'], t['quotes'], f"{t['quotes'] / up:.0f}",
-                             t['trades'], t['restarts'], len(t['subscribers']),
-                             (t['last_error'] or '')[:60]))
+            for name, t in f.topics.items():
+                up = max(1e-9, f.time - t.started_at)
+                rows.append((name, t.state, t.last, t.quotes, f'{t.quotes / up:.0f}',
+                             t.trades, t.restarts, len(t.subscribers),
+                             (t.last_error or '')[:60]))
             lines += ['    ' + r for r in _table(
                 rows, ('topic', 'state', 'last', 'quotes', 'avg q/s', 'trades', 'restarts', 'subs',
                        'last error'))]
-            for name, t in f['topics'].items():
-                if t['subscribers']:
+            for name, t in f.topics.items():
+                if t.subscribers:
                     lines.append(f'    subscribers of {name}')
                     lines += ['      ' + r for r in _table(
-                        [(s['rate'] or 'all', s['delivered'], s['messages'], s['conflated'],
-                          s['dropped'], s['overruns']) for s in t['subscribers']],
+                        [(s.rate or 'all', s.delivered, s.messages, s.conflated,
+                          s.dropped, s.overruns) for s in t.subscribers],
                         ('rate Hz', 'delivered', 'messages', 'conflated', 'dropped', 'overruns'),
                     )]
-    if 'samplerd' in report:
-        s = report['samplerd']
-        lines += ['', f"samplerd  pid {s['pid']}  late steps {s['late_steps']}"]
+    if report.samplerd is not None:
+        sd = report.samplerd
+        lines += ['', f'samplerd  pid {sd.pid}  late steps {sd.late_steps}']
         lines += ['  ' + r for r in _table(
-            [(f'{p:g}', s['buffers'].get(f'{p:g}', 0), s['steps'].get(f'{p:g}', 0),
-              s['subscribers'].get(f'period:{p:g}', 0)) for p in s['periods']],
+            [(f'{p:g}', sd.buffers.get(p, 0), sd.steps.get(p, 0),
+              sd.subscribers.get(f'period:{p:g}', 0)) for p in sd.periods],
             ('period s', 'buffers', 'steps', 'subscribers'),
         )]
-    if 'backends' in report:
+    if report.backends is not None:
         lines += ['', 'backends']
         lines += ['  ' + r for r in _table(
-            [(b['name'], b['version'] or '', b['dist'],
-              ', '.join(k for k in ('history', 'symbol_info') if b[k]) or '-')
-             for b in report['backends']],
+            [(b.name, b.version or '', b.dist,
+              ', '.join(k for k in ('history', 'symbol_info') if getattr(b, k)) or '-')
+             for b in report.backends],
             ('name', 'version', 'from', 'also provides'),
         )]
     lines += bars_and_clock_lines(report)
     return '\n'.join(lines)
 
 
-def bars_and_clock_lines(report: dict[str, Any]) -> list[str]:
+def bars_and_clock_lines(report: TreeInfo) -> list[str]:
     '''`samplerd ls`: per topic, the trades its bar writer placed late
     (correcting closed bars), held (ahead of the open bar), or could not
     place, and samplerd's clock jumps and gaps (docs/reliability.md, "Bars
     and clocks").'''
     lines: list[str] = []
-    rows = []
-    for f in report.get('feeds') or []:
-        for name, t in f['topics'].items():
-            b = t.get('bars')
-            if b:
-                rows.append((name, b['late'], b['held'], b['corrected'], b['unplaced'], b['pending']))
+    rows = [
+        (name, t.bars.late, t.bars.held, t.bars.corrected, t.bars.unplaced, t.bars.pending)
+        for f in report.feeds or [] for name, t in f.topics.items()
+    ]
     if rows:
         lines += ['', 'bars']
         lines += ['  ' + r for r in _table(rows, ('topic', 'late', 'held', 'corrected', 'unplaced', 'pending'))]
-    s = report.get('samplerd')
-    if s and 'clock_jumps' in s:
-        gaps = sum((s.get('gaps') or {}).values())
+    sd = report.samplerd
+    if sd is not None:
         lines.append(
-            f"samplerd clock  jumps {s['clock_jumps']} (largest {s['max_clock_jump_s']:+.3f} s)  "
-            f"gaps {gaps} ({sum((s.get('gap_bars') or {}).values())} bars)  "
-            f"caught up {s.get('caught_up', 0)}  skipped {s.get('skipped', 0)}"
+            f'samplerd clock  jumps {sd.clock_jumps} (largest {sd.max_clock_jump_s:+.3f} s)  '
+            f'gaps {sum(sd.gaps.values())} ({sum(sd.gap_bars.values())} bars)  '
+            f'caught up {sd.caught_up}  skipped {sd.skipped}'
         )
     return lines
 
 
 async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
+    parts = PARTS if args.what == 'all' else (args.what,)
     if args.what == 'backends':
-        report: dict[str, Any] = {'registry': '-', 'backends': list_backends()}
+        report = TreeInfo(registry='-', backends=list_backends())
     else:
         addr = registry_addr(args)
         async with _client(args, addr, 'samplerd_ls'):
-            report = await gather(addr, args.what)
-    print(json.dumps(report, indent=2, default=str) if args.json else render_ls(report), file=out, flush=True)
+            try:
+                report = await introspect(addr, parts=parts)
+            except PluginError as err:
+                raise CliError(str(err)) from None
+    text = json.dumps(to_json_builtins(report), indent=2) if args.json else render_ls(report)
+    print(text, file=out, flush=True)
 
 
 # --- the live view ---------------------------------------------------------------
@@ -350,7 +307,7 @@ class LiveView:
     '''Renders a feed's topics: the last bars of one period, last price,
     ticks/s (over the last few seconds), subscribers and state.'''
 
-    def __init__(self, feed: Feed, period: float, rows: int) -> None:
+    def __init__(self, feed: MarketFeed, period: float, rows: int) -> None:
         self.feed = feed
         self.period = period
         self.rows = rows
@@ -408,7 +365,7 @@ def _px(v: Any) -> str:
 
 
 async def live_view(
-    feed: Feed,
+    feed: MarketFeed,
     args: argparse.Namespace,
     out: TextIO,
 ) -> None:
@@ -428,8 +385,8 @@ async def live_view(
             while True:
                 info = await feed.info()
                 for t in feed.topics:
-                    ti = info['topics'].get(t)
-                    view.subs[t] = len(ti['subscribers']) if ti else 0
+                    ti = info.topics.get(t)
+                    view.subs[t] = len(ti.subscribers) if ti else 0
                 await trio.sleep(1.0)
 
         tn.start_soon(read_quotes)
@@ -464,7 +421,7 @@ async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
     async with _client(args, addr, 'samplerd_watch'), _stop_on_signals():
         with trio.move_on_after(args.duration if args.duration else math.inf):
-            async with open_feed(
+            async with open_market_feed(
                 [args.topic], args.backend, tick_throttle=args.fps or 4.0,
                 registry_addr=addr, plugins=args.plugin, loglevel=args.loglevel,
             ) as feed:
@@ -481,7 +438,7 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     async with _root(args, addr), _stop_on_signals():
         pid = await spawn_samplerd(addr)
         with trio.move_on_after(args.duration if args.duration else math.inf):
-            async with open_feed(
+            async with open_market_feed(
                 topics, DEFAULT_BACKEND, tick_throttle=args.fps or 4.0, registry_addr=addr,
                 config={'tick_rate': args.tick_rate, 'seed': args.seed}, plugins=args.plugin,
                 loglevel=args.loglevel,

@@ -1,5 +1,5 @@
 '''
-The client side of the feed daemons: :func:`open_feed` finds (or has the
+The client side of the feed daemons: :func:`open_market_feed` finds (or has the
 root spawn) ``feedd.<backend>``, attaches each topic's buffers read-only
 and subscribes to its quotes and status reports, from any actor or
 another program.
@@ -21,7 +21,9 @@ from feedbus._wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, ServiceError, compat, maybe_spawn_daemon
 
 from ._client import SAMPLERD, maybe_open_samplerd
-from ._feedd import attach_feed, check_topics, feed_info, feedd, feedd_name
+from ._feedd import attach_feed, check_topics, feedd, feedd_name
+from ._info import FeedInfo
+from ._introspect import query_feed
 from ._msgs import FeedStatus
 from ._plugins import DEFAULT_BACKEND
 from ._schedule import check_period
@@ -86,7 +88,7 @@ class StatusStream(StreamReaders):
 
 
 @dataclass(kw_only=True, eq=False)
-class Feed:
+class MarketFeed:
     '''Live topics of one backend: per topic its buffers (read-only, by
     period), its quote stream and its status.
 
@@ -128,13 +130,14 @@ class Feed:
     async def resume(self) -> None:
         await self.quotes.resume()
 
-    async def info(self) -> dict[str, Any]:
-        '''The feed daemon's introspection (:func:`feed_info`).'''
-        return await self.portal.run(feed_info)
+    async def info(self) -> FeedInfo:
+        '''The feed daemon's backend and topics: states, counters,
+        buffers and subscribers (:class:`~tractor_sampler.FeedInfo`).'''
+        return await query_feed(self.portal)
 
 
 @acm
-async def open_feed(
+async def open_market_feed(
     topics: Iterable[str],
     backend: str = DEFAULT_BACKEND,
     *,
@@ -147,7 +150,7 @@ async def open_feed(
     loglevel: str | None = None,
     allow_remote_ctl_ui: bool = False,
     buffer: int = feedbus.OUTBOX_SIZE,
-) -> AsyncIterator[Feed]:
+) -> AsyncIterator[MarketFeed]:
     '''Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
     ``restart``, ``plugins``), start the topics there if they are not
@@ -196,7 +199,7 @@ async def open_feed(
                         allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
                         watch_producer=False,  # watched above already
                     ) as quotes:
-                        yield Feed(
+                        yield MarketFeed(
                             backend=backend,
                             topics=names,
                             buffers=bufs,

@@ -57,10 +57,11 @@ from feedbus import FeedsBus, get_feed_bus, open_sub
 from tractor_services import GaveUp, RestartPolicy, Supervision, compat, open_root_mngr, supervise
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
+from ._errors import NoFeedDaemon, SamplerGone
 from ._history import backfill
+from ._info import BarCounters, BufferInfo, FeedInfo, SubscriberInfo, TopicInfo, to_wire
 from ._msgs import FeedState, FeedStatus, Step
 from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volume_mode
-from ._errors import NoFeedDaemon, SamplerGone
 from ._plugins import DEFAULT_BACKEND, Backend, config_for, load_backends
 from ._schedule import check_period
 from .shm import ShmArray, StepPlan, open_shm_array
@@ -561,52 +562,49 @@ class FeedDaemon:
 
     # --- introspection ------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> FeedInfo:
+        '''The daemon's backend and topics: per topic its state, counters,
+        buffers and subscribers (see :class:`~tractor_sampler.FeedInfo`).'''
         b = self.backend
         topics = {}
         for name, t in sorted(self.topics.items()):
             latest = self.bus.latest(name)
-            subs = []
-            for sub in self.bus.get_subs(name):
-                subs.append({
-                    'rate': sub.rate, 'rc_ui': sub.rc_ui,
-                    **msgspec.to_builtins(sub.stats),
-                })
-            bufs = {}
-            for p, shm in t.shms.items():
-                last = shm.last_row
-                bufs[repr(p)] = {
-                    'rows': len(shm),
-                    'history': t.history.get(p, 0),
-                    'last_time': float(last['time']),
-                    'token': shm.token.to_msg(),
-                }
-            topics[name] = {
-                'state': t.state,
-                'config': t.config,
-                'restarts': t.restarts,
-                'last_error': t.last_error,
-                'started_at': t.started_at,
-                'quotes': latest.seq if latest is not None else 0,
-                'last': latest.fields.get('last') if latest is not None else None,
-                'trades': t.writer.trades,
-                'late_trades': t.writer.late_trades,
-                'unplaced_trades': t.writer.unplaced_trades,
-                'bars': t.writer.stats(),  # late/held/corrected/unplaced per period
-                'steps': t.steps,
-                'sampler_restarts': t.sampler_restarts,
-                'filled_bars': t.filled_bars,
-                'buffers': bufs,
-                'subscribers': sorted(subs, key=lambda s: -s['delivered']),
-            }
-        return {
-            'backend': b.name,
-            'version': b.version,
-            'dist': b.dist,
-            'pid': os.getpid(),
-            'time': time.time(),
-            'topics': topics,
-        }
+            last = latest.fields.get('last') if latest is not None else None
+            subs = [
+                SubscriberInfo(rate=sub.rate, rc_ui=sub.rc_ui, **msgspec.structs.asdict(sub.stats))
+                for sub in self.bus.get_subs(name)
+            ]
+            topics[name] = TopicInfo(
+                state=t.state,
+                config=t.config,
+                restarts=t.restarts,
+                last_error=t.last_error,
+                started_at=t.started_at,
+                quotes=latest.seq if latest is not None else 0,
+                last=last if isinstance(last, (int, float)) and not isinstance(last, bool) else None,
+                trades=t.writer.trades,
+                late_trades=t.writer.late_trades,
+                unplaced_trades=t.writer.unplaced_trades,
+                # late/held/corrected/unplaced, summed and per period
+                bars=msgspec.convert(t.writer.stats(), BarCounters, strict=False),
+                steps=t.steps,
+                sampler_restarts=t.sampler_restarts,
+                filled_bars=t.filled_bars,
+                buffers={
+                    p: BufferInfo(
+                        rows=len(shm),
+                        history=t.history.get(p, 0),
+                        last_time=float(shm.last_row['time']),
+                        token=shm.token,
+                    )
+                    for p, shm in t.shms.items()
+                },
+                subscribers=sorted(subs, key=lambda s: -s.delivered),
+            )
+        return FeedInfo(
+            backend=b.name, version=b.version, dist=b.dist,
+            pid=os.getpid(), time=time.time(), topics=topics,
+        )
 
 
 @dataclass
@@ -743,5 +741,6 @@ async def attach_feed(
 
 async def feed_info() -> dict[str, Any]:
     '''(feedd) The daemon's backend, topics, their buffers, states,
-    counters and subscribers.'''
-    return get_feed_daemon().info()
+    counters and subscribers: a :class:`~tractor_sampler.FeedInfo` in its
+    IPC form (``MarketFeed.info()`` and ``introspect()`` rebuild it).'''
+    return to_wire(get_feed_daemon().info())

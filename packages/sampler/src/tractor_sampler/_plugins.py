@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar, overload
 
+import msgspec
 import pluggy
 
 from . import hookspecs
 from ._errors import PluginError, UnknownBackend
+from ._info import BackendInfo
 from .hookspecs import HOOK_PREFIX, PROJECT, History, StreamQuotes, SymbolInfo
 
 ENV_VAR = 'TRACTOR_SAMPLER_PLUGINS'
@@ -111,19 +113,21 @@ class BackendRegistry(Mapping[str, Backend]):
             return self[name]
         return self._backends.get(name, default)
 
-    def list(self) -> builtins.list[dict[str, Any]]:
-        '''One dict per backend, sorted by name: ``name``, ``version``,
-        ``dist`` and which optional parts it has.'''
+    def info(self) -> builtins.list[BackendInfo]:
+        '''One :class:`~tractor_sampler.BackendInfo` per backend, sorted by
+        name: ``name``, ``version``, ``dist`` and which optional parts it
+        has.'''
         return [
-            {
-                'name': b.name,
-                'version': b.version,
-                'dist': b.dist,
-                'history': b.history is not None,
-                'symbol_info': b.symbol_info is not None,
-            }
+            BackendInfo(
+                name=b.name, version=b.version, dist=b.dist,
+                history=b.history is not None, symbol_info=b.symbol_info is not None,
+            )
             for _, b in sorted(self._backends.items())
         ]
+
+    def list(self) -> builtins.list[dict[str, Any]]:
+        ''':meth:`info` as plain dicts.'''
+        return [msgspec.to_builtins(i) for i in self.info()]
 
     def __repr__(self) -> str:
         return f'BackendRegistry({sorted(self._backends)})'

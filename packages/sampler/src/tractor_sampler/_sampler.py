@@ -21,6 +21,7 @@ from feedbus import FeedsBus, open_sub
 from tractor_services import compat
 
 from ._errors import AlreadyRunning, NoSampler
+from ._info import SamplerInfo, to_wire
 from ._msgs import NO_INDEX, Ack, Backfill, Error, Info, Step, decode_request
 from ._schedule import Schedule, check_period
 from .shm import (
@@ -374,8 +375,10 @@ async def samplerd(ctx: compat.Context, keep_lateness: int = 0, spin_s: float = 
 
 async def sampler_info() -> dict[str, Any]:
     '''(samplerd) What runs: incrementer count, periods, buffers,
-    subscribers, steps.'''
-    return get_sampler().info()
+    subscribers, steps, clock and gap counters: a
+    :class:`~tractor_sampler.SamplerInfo` in its IPC form (validated
+    against the struct here; ``introspect()`` rebuilds it).'''
+    return to_wire(msgspec.convert(get_sampler().info(), SamplerInfo))
 
 
 def _parse_shms(shms_by_period: Any) -> list[tuple[float, ShmToken]]:

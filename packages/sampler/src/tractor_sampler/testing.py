@@ -38,7 +38,14 @@ import trio
 from feedbus import CLEARING_TICK_TYPES
 
 from ._history import prepend_history
-from ._plugins import ENV_VAR, Backend, BackendRegistry, PluginError, config_for, load_backends
+from ._plugins import (
+    ENV_VAR,
+    Backend,
+    BackendRegistry,
+    PluginError,
+    config_for,
+    load_backends,
+)
 from .hookspecs import PROJECT, History, SymbolInfo
 from .shm import DEFAULT_DTYPE, open_shm_array
 

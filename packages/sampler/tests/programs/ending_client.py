@@ -1,5 +1,5 @@
 '''A separate program attached to the tree at HOST:PORT until it ends:
-``feed`` (open_feed of AAA) or ``samples`` (open_sample_stream of 1 s
+``feed`` (open_market_feed of AAA) or ``samples`` (open_sample_stream of 1 s
 steps).  Prints ``attached`` once reading, then how the block ended:
 ``ended silently`` (exit 0: what a5 alone does when the daemon stops), or
 ``ended by <type>: <message>`` (exit 2) for a PeerGone.
@@ -8,12 +8,12 @@ import sys
 
 import trio
 
-from tractor_sampler import open_feed, open_sample_stream
+from tractor_sampler import open_market_feed, open_sample_stream
 from tractor_services import PeerGone, compat
 
 
 async def read_feed(addr) -> None:
-    async with open_feed(['AAA'], registry_addr=addr) as feed:
+    async with open_market_feed(['AAA'], registry_addr=addr) as feed:
         print('attached', flush=True)
         async for _ in feed:
             pass

@@ -7,11 +7,11 @@ import sys
 
 import trio
 
-from tractor_sampler import open_feed
+from tractor_sampler import open_market_feed
 
 
 async def main(host: str, port: int, topic: str, n: int) -> None:
-    async with open_feed([topic], registry_addr=(host, port)) as feed:
+    async with open_market_feed([topic], registry_addr=(host, port)) as feed:
         seqs = []
         async for q in feed:
             seqs.append(q.seq)
@@ -23,8 +23,8 @@ async def main(host: str, port: int, topic: str, n: int) -> None:
             'buffers': {p: s.token.shm_name for p, s in feed.buffers[topic].items()},
             'seqs': seqs,
             'last_bar_time': float(shm.last_row['time']),
-            'daemon_pid': info['pid'],
-            'subscribers': len(info['topics'][topic]['subscribers']),
+            'daemon_pid': info.pid,
+            'subscribers': len(info.topics[topic].subscribers),
         }
     print(json.dumps(out), flush=True)
 
