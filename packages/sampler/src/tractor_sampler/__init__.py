@@ -50,4 +50,4 @@ from ._schedule import _default_delay_s as _default_delay_s  # noqa: F401
 
 __version__ = '0.1.0'
 # old names: importable, with a DeprecationWarning, for one release
-from ._deprecated import module_getattr as __getattr__  # noqa: E402
+from ._deprecated import module_getattr as __getattr__  # noqa: E402, F401

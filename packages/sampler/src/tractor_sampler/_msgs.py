@@ -7,7 +7,7 @@ receipt; fields are only ever added with defaults.
 '''
 from __future__ import annotations
 
-from typing import Any, Literal, Union, get_args
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -58,7 +58,6 @@ SampleMsg = Union[Step, Backfill, Info]
 
 #: the states of one topic in a feed daemon
 FeedState = Literal['starting', 'up', 'restarting', 'failed', 'ended']
-FEED_STATES: tuple[str, ...] = get_args(FeedState)
 
 
 class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
