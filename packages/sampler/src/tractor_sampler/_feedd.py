@@ -492,14 +492,14 @@ class FeedDaemon:
                 await broadcast_corrections(topic.writer, steps, topic.name)
         raise SamplerGone('the step stream from samplerd ended')
 
-    def _report(self, topic: Topic, state: str, error: str | None = None) -> None:
+    def _report(self, topic: Topic, state: FeedState, error: str | None = None) -> None:
         '''The quote stream's state changed: publish the topic's.'''
         topic.stream_state = state
         if error is not None:
             topic.last_error = error
         self._publish(topic, state)
 
-    def _publish(self, topic: Topic, state: str | None = None) -> None:
+    def _publish(self, topic: Topic, state: FeedState | None = None) -> None:
         '''Tell the topic's status subscribers its state: the quote
         stream's, except that an ``up`` stream whose buffers samplerd does
         not step right now is ``restarting`` (the error says why).'''

@@ -29,11 +29,12 @@ class _Info(msgspec.Struct, frozen=True, kw_only=True):
     pass
 
 
-class SubscriberInfo(SubStats, frozen=True, kw_only=True):
+class SubscriberInfo(SubStats, kw_only=True):
     '''One subscriber of a topic's quotes: feedbus' counters
     (:class:`feedbus.SubStats`: delivered, messages, conflated, dropped,
     overruns, ...) plus its throttle ``rate`` (Hz; ``None``: every quote)
-    and whether it allows remote control of its UI.'''
+    and whether it allows remote control of its UI.  (Not frozen, as
+    ``SubStats`` is not: a frozen struct cannot extend it.)'''
     rate: float | None = None
     rc_ui: bool = False
 

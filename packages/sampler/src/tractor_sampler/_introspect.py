@@ -60,7 +60,8 @@ async def introspect(
     if wanted == {'backends'}:  # no tree needed
         addr = compat.resolve_registry_addr(registry_addr)
         return TreeInfo(registry=f'{addr[0]}:{addr[1]}', backends=get_backends().info())
-    async with _maybe_client_root(registry_addr, None) as addr:
+    addr = compat.resolve_registry_addr(registry_addr)
+    async with _maybe_client_root(addr, None):
         return await _gather(addr, wanted)
 
 
