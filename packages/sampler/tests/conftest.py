@@ -10,13 +10,7 @@ from pathlib import Path
 import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
-from tractor_services.testing import (  # noqa: F401
-    importable_by_subactors,
-    no_leaked_children,
-    other_addr,
-    pytest_sessionfinish,
-    reg_addr,
-)
+from tractor_services.testing import importable_by_subactors  # fixtures: the pytest plugin
 
 # subactors import this folder's endpoint modules by name
 importable_by_subactors(Path(__file__).parent)

@@ -1,16 +1,11 @@
-'''Fixtures for tractor-services' tests (shared with the other packages
-through tractor_services.testing).'''
+'''tractor-services' tests.  The fixtures (``reg_addr``, ``other_addr``)
+and the leak checks come from the package's pytest plugin,
+``tractor_services.testing``.'''
 from __future__ import annotations
 
 from pathlib import Path
 
-from tractor_services.testing import (  # noqa: F401
-    importable_by_subactors,
-    no_leaked_children,
-    other_addr,
-    pytest_sessionfinish,
-    reg_addr,
-)
+from tractor_services.testing import importable_by_subactors
 
 # subactors import this folder's endpoint modules by name
 importable_by_subactors(Path(__file__).parent)

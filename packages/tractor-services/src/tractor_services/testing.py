@@ -1,13 +1,25 @@
 '''
-Test helpers for code built on tractor-services (needs ``pytest`` and
-``psutil``): a free registry port per test session, a check that every
-test reaps the processes it spawned, and process helpers.
+Test helpers for code built on tractor-services, and its pytest plugin.
 
-Use in a ``conftest.py``::
+Installed, tractor-services registers this module with pytest (a
+``pytest11`` entry point named ``tractor_services``), so every test
+session in an environment that has it gets:
 
-    from tractor_services.testing import (  # noqa: F401
-        no_leaked_children, other_addr, reg_addr,
-    )
+- ``reg_addr`` (a free registry address for the session) and
+  ``other_addr`` (a fresh one per test), so tests never share tractor's
+  default port 1616;
+- ``no_leaked_children`` (autouse): every test reaps the processes it
+  spawned; leftovers are killed, then fail it; and at the session's end,
+  a check that nothing it spawned is still alive.
+
+The process checks need ``psutil`` (the ``testing`` extra brings it, with
+pytest and pytest-trio); without it they are off, and the session's
+header says so.  ``-p no:tractor_services`` turns the plugin off.
+
+Other helpers: :func:`importable_by_subactors` (call it from a
+``conftest.py`` for a folder of test endpoints), :func:`free_port`,
+:func:`wait_gone`, :func:`actor_pids`, :func:`pid_alive`,
+:func:`wait_pid_gone`.
 
 '''
 from __future__ import annotations
@@ -17,9 +29,19 @@ import socket
 import sys
 from typing import Any
 
-import psutil
 import pytest
 import trio
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - the `testing` extra brings it
+    psutil = None  # type: ignore[assignment]
+
+_NO_PSUTIL = 'tractor-services: psutil is not installed: no check for leaked child processes'
+
+
+def pytest_report_header(config: Any) -> str | None:
+    return _NO_PSUTIL if psutil is None else None
 
 
 def importable_by_subactors(path: str | os.PathLike) -> None:
@@ -52,7 +74,7 @@ def other_addr() -> tuple[str, int]:
     return ('127.0.0.1', free_port())
 
 
-def _ours(p: psutil.Process) -> bool:
+def _ours(p: Any) -> bool:
     '''Not the stdlib's resource tracker (it lives until the interpreter
     exits, by design).'''
     try:
@@ -75,6 +97,9 @@ def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
 @pytest.fixture(autouse=True)
 def no_leaked_children():
     '''Every test reaps what it spawned (leftovers are killed, then fail it).'''
+    if psutil is None:
+        yield
+        return
     before = children()
     yield
     leaked = wait_gone(children() - before)
@@ -84,8 +109,9 @@ def no_leaked_children():
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    '''(re-export from a conftest) Fail the session if anything it spawned
-    is still alive at its end.'''
+    '''Fail the session if anything it spawned is still alive at its end.'''
+    if psutil is None:
+        return
     leaked = wait_gone(children())
     if leaked:
         session.exitstatus = 1
