@@ -233,3 +233,84 @@ def test_writer_refuses_bad_buffers():
     with open_shm_array(8, dtype=[('index', 'i8'), ('time', 'f8'), ('close', 'f8')]) as shm:
         with pytest.raises(ValueError, match='lacks fields'):
             OHLCWriter({1.0: shm})
+
+
+# --- composite bars ------------------------------------------------------------
+
+def aggregate(rows, traded):
+    '''The composite bar of source ``rows`` (those with ``traded`` True),
+    computed here: open of the first, extremes, close of the last, sum.'''
+    sel = rows[np.asarray(traded, bool)]
+    if not len(sel):
+        return None
+    return (float(sel['open'][0]), float(sel['high'].max()), float(sel['low'].min()),
+            float(sel['close'][-1]), float(sel['volume'].sum()))
+
+
+def ohlcv(row):
+    return tuple(float(row[f]) for f in ('open', 'high', 'low', 'close', 'volume'))
+
+
+def test_a_composite_buffer_is_built_from_its_sources_bars_never_from_trades():
+    with open_shm_array(64, start=0) as s1, open_shm_array(16, start=0) as s5:
+        seed(s1), seed(s5)
+        w = OHLCWriter({1.0: s1, 5.0: s5}, composite={5.0: 1.0})
+        trade = lambda t, px, sz=1.0: {'type': 'trade', 'price': px, 'size': sz, 'time': T0 + t}  # noqa: E731
+        w.write([trade(0.2, 101.0), trade(0.7, 99.0, 2.0)])
+        assert ohlcv(s5.array[-1]) == (101.0, 101.0, 99.0, 99.0, 3.0)
+        for _ in range(2):  # seconds 1 and 2: no trade in 1, one in 2
+            step_many([s1], 1.0)
+            w.on_step(1.0)
+        w.write([trade(2.5, 104.0, 4.0)])
+        assert ohlcv(s5.array[-1]) == (101.0, 104.0, 99.0, 104.0, 7.0)
+        # a late trade corrects 1 s bar 1 and, through it, the open 5 s bar
+        w.write([trade(1.1, 97.0)])
+        assert ohlcv(s5.array[-1]) == aggregate(s1.array, [1, 1, 1]) == (101.0, 104.0, 97.0, 104.0, 8.0)
+        # the 5 s bar closes; 1 s bars 3..5; a late trade for second 4
+        # corrects the closed 5 s bar (broadcast like any correction)
+        for _ in range(3):
+            step_many([s1], 1.0)
+            w.on_step(1.0)
+        step_many([s5], 5.0)
+        w.on_step(5.0)
+        w.take_corrections()
+        w.write([trade(4.5, 110.0)])
+        assert ohlcv(s5.array[0]) == aggregate(s1.array[:5], [1, 1, 1, 0, 1]) == (101.0, 110.0, 97.0, 110.0, 9.0)
+        # the open 5 s bar (no trade yet) carries the corrected close
+        assert ohlcv(s5.array[1]) == (110.0,) * 4 + (0.0,)
+        assert w.take_corrections() == [(1.0, 4, 5), (5.0, 0, 1)]
+        st = w.stats()['by_period']
+        assert st['5.0']['from'] == 1.0 and st['5.0']['placed'] == 0 and st['1.0']['placed'] == 5
+
+
+def test_a_composite_bar_whose_row_comes_after_its_sources_is_built_then():
+    '''samplerd steps the 1 s buffer into the next 5 s bar (and trades go
+    there) before the 5 s step arrives: the 5 s row is built from the 1 s
+    bars when it appears.'''
+    with open_shm_array(64, start=0) as s1, open_shm_array(16, start=0) as s5:
+        seed(s1), seed(s5)
+        w = OHLCWriter({1.0: s1, 5.0: s5}, composite={5.0: 1.0})
+        for _ in range(6):
+            step_many([s1], 1.0)
+        w.on_step(1.0)
+        w.write([{'type': 'trade', 'price': 120.0, 'size': 2.0, 'time': T0 + 5.5}])
+        assert ohlcv(s5.array[-1]) == (100.0,) * 4 + (0.0,)  # bar 0: no trade
+        step_many([s5], 5.0)
+        w.on_step(5.0)
+        assert ohlcv(s5.array[-1]) == (120.0, 120.0, 120.0, 120.0, 2.0)
+
+
+def test_composite_buffers_are_checked():
+    with open_shm_array(16, start=0) as s1, open_shm_array(16, start=0) as s2, open_shm_array(16, start=0) as s3:
+        for bad, match in (
+            ({60.0: 1.0}, 'no composite buffer of 60'),
+            ({1.5: 1.0}, 'no composite buffer of 1.5'),
+            ({2.0: 0.5}, 'no source buffer'),
+            ({3.0: 2.0}, 'whole multiple'),
+            ({1.0: 2.0}, 'whole multiple'),
+        ):
+            with pytest.raises(ValueError, match=match):
+                OHLCWriter({1.0: s1, 2.0: s2, 3.0: s3}, composite=bad)
+        # a chain: 2 s from 1 s is fine, but then nothing is built from 2 s
+        with pytest.raises(ValueError, match='itself composite'):
+            OHLCWriter({1.0: s1, 2.0: s2, 4.0: s3}, composite={2.0: 1.0, 4.0: 2.0})

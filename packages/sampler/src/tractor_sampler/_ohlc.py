@@ -38,6 +38,21 @@ size is the increase of that total since the previous trade, so every
 period's bars sum correctly; a total lower than the previous one is a
 reset (a new session) and that trade counts its own ``'size'``.
 
+Composite bars (``composite={60.0: 1.0}``): a buffer built from another
+buffer's bars instead of from trades, like NautilusTrader's composite bar
+types (``1-MINUTE-LAST-INTERNAL@1-SECOND-EXTERNAL``).  Bar ``k`` of the
+composite period ``q`` (a whole multiple ``r`` of the source's ``p``) is
+the aggregate of the source bars ``k*r`` to ``k*r + r - 1`` that got
+trades: open of the first, high and low the extremes, close of the last,
+volume the sum; with none it stays flat at the close before it.  Every
+change of a source bar (its open bar, a correction, a held trade placed)
+is carried into the composite bar that holds it, so the two buffers can
+never disagree; the composite's open bar is kept incrementally (the
+closed source bars' aggregate is cached), so a trade costs about what it
+costs a buffer of its own.  A composite buffer counts no trades itself
+(its ``stats()['by_period']`` entry says ``'from'``: the source period),
+and its corrected rows are broadcast like any others.
+
 Every counter is per buffer (period) and summed per topic in
 :meth:`OHLCWriter.stats`, which the feed daemon's ``info()`` (and
 ``samplerd ls``) shows.
@@ -113,6 +128,16 @@ class _Bars:
         self.held: list[Trade] = []
         self.held_k = 0  # the earliest bar a held trade is for
         self.dirty: list[int] | None = None  # [lo, hi) rows changed after they closed
+        # composite bars (see the module docstring): the source buffer and
+        # how many of its bars make one of ours; a source lists its targets
+        self.src: _Bars | None = None
+        self.ratio = 0
+        self.targets: list[_Bars] = []
+        # the aggregate of the source's traded bars [base_k * ratio,
+        # base_upto) of our open bar base_k (None: none traded)
+        self.base: list | None = None
+        self.base_k: int | None = None
+        self.base_upto = 0
         # cached at each settle (the hot path reads no shared memory but the
         # window): the open bar's time span, its row as a list, the first
         # placeable bar, the hold horizon
@@ -154,6 +179,7 @@ class OHLCWriter:
         wall: Callable[[], float] = time.time,
         max_ahead_s: float = MAX_AHEAD_S,
         max_held: int = MAX_HELD,
+        composite: dict[float, float] | None = None,
     ) -> None:
         if volume == 'quote':
             raise ValueError(
@@ -182,6 +208,9 @@ class OHLCWriter:
                 raise ValueError('all buffers of one writer must share a dtype')
         self._pos = {f: names.index(f) for f in _FIELDS if f in names}
         self._idx = tuple(self._pos.get(f, 0) for f in _FIELDS)
+        self._link(composite or {})
+        #: the buffers trades go into (the others are built from them)
+        self._direct = [b for b in self._bufs if b.src is None]
         self._cum: float | None = None  # the running total, volume='cumulative'
         for b in self._bufs:  # the open bar now is the first live one
             self._settle(b)
@@ -220,15 +249,38 @@ class OHLCWriter:
                 t = math.nan
             if not math.isfinite(t):
                 self.bad_times += 1
-                for b in self._bufs:
+                for b in self._direct:
                     b.stats.unplaced += 1
                 continue
             trades.append((t, tick['price'], size))
         self.trades += len(trades)
         if trades:
-            for b in self._bufs:
+            for b in self._direct:
                 self._apply(b, trades)
         return len(trades)
+
+    def _link(self, composite: dict[float, float]) -> None:
+        '''Tie each composite buffer to its source (checked: both are the
+        writer's, the period a whole multiple of the source's, the source
+        built from trades).'''
+        if not isinstance(composite, dict):
+            raise ValueError(f'composite={composite!r} must map periods to source periods')
+        by_p = {b.p: b for b in self._bufs}
+        for q, p in composite.items():
+            q, p = check_period(q), check_period(p)
+            for what, per in (('composite', q), ('source', p)):
+                if per not in by_p:
+                    raise ValueError(f'composite {q:g} s from {p:g} s: no {what} buffer of {per:g} s')
+            c, s = by_p[q], by_p[p]
+            if c.tenths <= s.tenths or c.tenths % s.tenths:
+                raise ValueError(
+                    f'composite {q:g} s from {p:g} s: the period must be a whole multiple '
+                    'of the source period, and longer'
+                )
+            if p in composite:
+                raise ValueError(f'composite {q:g} s from {p:g} s: the source is itself composite')
+            c.src, c.ratio = s, c.tenths // s.tenths
+            s.targets.append(c)
 
     def _settle(self, b: _Bars) -> tuple[int, int] | None:
         '''Catch up with rows samplerd appended since the last look: empty
@@ -247,8 +299,15 @@ class OHLCWriter:
             b.open_row = None
             if b.origin is None:
                 b.origin = k
+                start = last - 1
             else:
                 self._carry(b, max(start, first + 1) - 1, last)
+            if first != b.first:  # history was prepended (or the first look)
+                b.first = first
+                b.first_k = max(b.origin, bar_of(float(b.times[first]), b.tenths))
+            if b.src is not None:  # new rows of a composite: from the source's
+                for pos in range(max(start, first), last):
+                    self._rebuild(b, bar_of(float(b.times[pos]), b.tenths), first, last)
         if first != b.first:  # history was prepended (or the first look)
             b.first = first
             b.first_k = max(b.origin, bar_of(float(b.times[first]), b.tenths))
@@ -334,6 +393,10 @@ class OHLCWriter:
             self._hold(b, ahead, count=arrived)
         if not mods:
             return
+        ks = None
+        if b.targets and st.placed != placed:  # the source bars that changed
+            times = b.times
+            ks = {last_k if pos == open_pos else bar_of(float(times[pos]), tenths) for pos in mods}
         closed = []
         for pos, row in mods.items():
             if pos < open_pos:
@@ -349,6 +412,103 @@ class OHLCWriter:
             # empty bars after a corrected one carry its new close
             for pos in closed:
                 self._carry(b, pos, last)
+        if ks:
+            for c in b.targets:
+                self._propagate(c, ks)
+
+    # --- composite bars -------------------------------------------------------
+
+    def _propagate(self, c: _Bars, ks: set[int]) -> None:
+        '''Source bars ``ks`` changed: rebuild the bars of composite ``c``
+        that hold them (bars it has no row for yet are built when their
+        row appears, in :meth:`_settle`).'''
+        win = self._settle(c)
+        if win is None:
+            return
+        s, r = c.src, c.ratio
+        assert s is not None
+        for kc in sorted({k // r for k in ks}):
+            if kc == c.base_k and any(k < s.last_k and k // r == kc for k in ks):
+                c.base_k = None  # a closed source bar of the open one changed
+            self._rebuild(c, kc, *win)
+
+    def _agg(self, s: _Bars, k_lo: int, k_hi: int, into: list | None) -> list | None:
+        '''Fold the traded source bars ``[k_lo, k_hi)`` (time order) into
+        ``into`` (``[open, high, low, close, volume]`` or None).'''
+        if k_hi <= k_lo or s.seen <= s.first:
+            return into
+        first, last = s.first, s.seen
+        times = s.times[first:last]
+        lo = first + int(times.searchsorted(bar_time(s.tenths, k_lo)))
+        hi = first + int(times.searchsorted(bar_time(s.tenths, k_hi)))
+        if lo >= hi:
+            return into
+        _, i_open, i_high, i_low, i_close, i_vol = self._idx
+        traded, tenths = s.traded, s.tenths
+        for pos in range(lo, hi):
+            row = s.rows[pos].item()
+            if bar_of(row[self._idx[0]], tenths) not in traded:
+                continue
+            into = self._fold(into, row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol])
+        return into
+
+    @staticmethod
+    def _fold(into: list | None, o: float, h: float, lo: float, c: float, v: float) -> list:
+        if into is None:
+            return [o, h, lo, c, v]
+        if h > into[1]:
+            into[1] = h
+        if lo < into[2]:
+            into[2] = lo
+        into[3] = c
+        into[4] += v
+        return into
+
+    def _rebuild(self, c: _Bars, kc: int, first: int, last: int) -> None:
+        '''Composite bar ``kc``: the aggregate of its traded source bars.
+        Its open bar adds the source's open bar to the cached aggregate of
+        the closed ones; a closed bar is aggregated afresh (a correction).'''
+        if kc > c.last_k or kc < c.first_k:
+            return  # no row yet (built when it appears), or history
+        s, r = c.src, c.ratio
+        assert s is not None
+        k_lo, k_hi = kc * r, (kc + 1) * r
+        open_pos = last - 1
+        if kc == c.last_k:
+            pos = open_pos
+            upto = max(k_lo, min(s.last_k, k_hi))  # the source's closed bars end here
+            if c.base_k != kc or c.base_upto > upto:
+                c.base = self._agg(s, k_lo, upto, None)
+                c.base_k, c.base_upto = kc, upto
+            elif c.base_upto < upto:
+                c.base = self._agg(s, c.base_upto, upto, c.base)
+                c.base_upto = upto
+            agg = None if c.base is None else list(c.base)
+            if k_lo <= s.last_k < k_hi and s.last_k in s.traded and s.seen > s.first:
+                _, i_open, i_high, i_low, i_close, i_vol = self._idx
+                srow = s.open_row if s.open_row is not None else s.rows[s.seen - 1].item()
+                agg = self._fold(agg, srow[i_open], srow[i_high], srow[i_low], srow[i_close], srow[i_vol])
+        else:
+            pos = c.find(kc, first, last)
+            if pos < 0:
+                return  # skipped by a jump
+            agg = self._agg(s, k_lo, k_hi, None)
+        if agg is None:
+            return  # no trade yet: flat at the close before it
+        _, i_open, i_high, i_low, i_close, i_vol = self._idx
+        row = c.open_row if pos == open_pos and c.open_row is not None else list(c.rows[pos].item())
+        new = (agg[0], agg[1], agg[2], agg[3], agg[4])
+        if kc in c.traded and (row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol]) == new:
+            return
+        c.traded.add(kc)
+        row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol] = new
+        c.rows[pos] = tuple(row)
+        if pos == open_pos:
+            c.open_row = row
+        else:
+            c.stats.corrected += 1
+            self._dirty(c, pos, pos + 1)
+            self._carry(c, pos, last)
 
     def _carry(self, b: _Bars, pos: int, last: int) -> None:
         '''Rows after ``pos`` up to the next traded one (or the end) that
@@ -421,7 +581,10 @@ class OHLCWriter:
 
     def stats(self) -> dict[str, Any]:
         '''The counters: totals over the buffers and ``by_period``.'''
-        by = {repr(b.p): {**asdict(b.stats), 'pending': len(b.held)} for b in self._bufs}
+        by = {
+            repr(b.p): {**asdict(b.stats), 'pending': len(b.held), **({'from': b.src.p} if b.src else {})}
+            for b in self._bufs
+        }
         tot = {k: sum(v[k] for v in by.values()) for k in ('placed', 'late', 'held', 'corrected', 'unplaced', 'pending')}
         return {
             'trades': self.trades, 'volume': self.volume, **tot,
