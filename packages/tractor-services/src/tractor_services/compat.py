@@ -60,7 +60,6 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
@@ -79,6 +78,7 @@ from ._errors import (
     only_cancelled,
 )
 from ._proc import hard_kill, rss_bytes, wait_pid_exit
+from ._queue import DropOldestQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -816,6 +816,7 @@ async def send_whole_or_abort(stream: MsgStream, msg: Any, grace: float) -> None
 class StreamStats:
     received: int = 0
     dropped: int = 0
+    overruns: int = 0
 
 
 @dataclass(eq=False)
@@ -823,31 +824,21 @@ class SafeStream:
     '''A ``MsgStream`` drained into a bounded local buffer.
 
     The connection never waits on the consumer and a burst never overruns
-    the context: when the buffer is full the oldest message is dropped and
-    counted in :attr:`stats`.'''
+    the context: when the buffer (tractor_services' one drop-oldest queue)
+    is full the oldest message is dropped and counted in :attr:`stats`.'''
     stream: MsgStream
     maxlen: int
     stats: StreamStats = field(default_factory=StreamStats)
-    _buf: deque = field(init=False)
-    _ready: trio.Event = field(default_factory=trio.Event)
-    _eof: bool = False
-    _error: BaseException | None = None
+    _buf: DropOldestQueue = field(init=False)
 
     def __post_init__(self) -> None:
-        self._buf = deque(maxlen=self.maxlen)
+        self._buf = DropOldestQueue(self.maxlen, self.stats)
 
     async def send(self, msg: Any) -> None:
         await send_whole(self.stream, msg)
 
     async def receive(self) -> Any:
-        while not self._buf:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                raise trio.EndOfChannel
-            self._ready = trio.Event()
-            await self._ready.wait()
-        return self._buf.popleft()
+        return await self._buf.receive()
 
     def __aiter__(self) -> SafeStream:
         return self
@@ -859,20 +850,17 @@ class SafeStream:
             raise StopAsyncIteration from None
 
     async def _pump(self) -> None:
+        error: BaseException | None = None
         try:
             async for msg in self.stream:
-                if len(self._buf) == self.maxlen:
-                    self.stats.dropped += 1
-                self._buf.append(msg)
+                self._buf.put(msg)
                 self.stats.received += 1
-                self._ready.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as err:
-            self._error = PeerDisconnected(f'stream broke: {err!r}')
+            error = PeerDisconnected(f'stream broke: {err!r}')
         except Exception as err:
-            self._error = err
+            error = err
         finally:
-            self._eof = True
-            self._ready.set()
+            self._buf.close(error)
 
 
 #: messages the runtime may queue per context before our pump drains them
