@@ -114,7 +114,7 @@ async def _feed_outbox(
                 await trio.sleep_until(start + close_at)
         finally:
             box.close()
-    assert box._stats.dropped == 0
+    assert box.stats.dropped == 0
     return run
 
 

@@ -26,21 +26,24 @@ before it takes a sequence number, and counts it per topic
 '''
 from __future__ import annotations
 
-import math
 import os
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
 
 from tractor_services import compat
+from tractor_services._queue import DropOldestQueue
+from tractor_services.checks import check_positive
 
 from ._errors import DROP_REASONS
 from ._msgs import Quote
 from ._wire import pack
+
+if TYPE_CHECKING:
+    from ._throttle import Throttler
 
 log = compat.get_logger('bus', 'feedbus')
 
@@ -66,89 +69,10 @@ class BadQuote(ValueError):
     '''``publish()`` refused a quote: it names the topic and the problem.'''
 
 
-class Outbox(trio.abc.ReceiveChannel[Any]):
-    '''A bounded queue that never blocks its sender: when full it drops
-    the oldest message and counts it.'''
-
-    def __init__(self, maxlen: int, stats: SubStats):
-        self._q: deque[Any] = deque()
-        self._maxlen = maxlen
-        self._stats = stats
-        self._ready = trio.Event()
-        self._closed = False
-        self._high_water: int | None = None
-        self._filled = trio.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def maxlen(self) -> int:
-        return self._maxlen
-
-    def put(self, msg: Any) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError('outbox closed')
-        q = self._q
-        if len(q) >= self._maxlen:
-            q.popleft()
-            self._stats.dropped += 1
-            self._stats.overruns += 1
-        q.append(msg)
-        self._ready.set()
-        if self._high_water is not None and len(q) >= self._high_water:
-            self._filled.set()
-
-    async def wait_filled(self, n: int) -> None:
-        '''Wait until ``n`` messages are queued (or the outbox closes),
-        without waking on every put; ``trio.EndOfChannel`` once it is
-        closed and empty.'''
-        if self._closed and not self._q:
-            raise self._error or trio.EndOfChannel
-        await trio.lowlevel.checkpoint()
-        while len(self._q) < n and not self._closed:
-            self._high_water, self._filled = n, trio.Event()
-            try:
-                await self._filled.wait()
-            finally:
-                self._high_water = None
-
-    def close(self, error: BaseException | None = None) -> None:
-        '''No more puts; receivers get what is queued, then ``error`` (if
-        given) or ``trio.EndOfChannel``.'''
-        if not self._closed:
-            self._error = error
-        self._closed = True
-        self._ready.set()
-        self._filled.set()
-
-    def __len__(self) -> int:
-        return len(self._q)
-
-    def clear(self) -> None:
-        '''Discard what is queued (on pause: not counted as drops).'''
-        self._q.clear()
-
-    def take_one(self) -> Any:
-        return self._q.popleft()
-
-    def take_all(self) -> list[Any]:
-        items = list(self._q)
-        self._q.clear()
-        return items
-
-    async def wait_nonempty(self) -> None:
-        while not self._q:
-            if self._closed:
-                raise self._error or trio.EndOfChannel
-            self._ready = trio.Event()
-            await self._ready.wait()
-
-    async def receive(self) -> Any:
-        await self.wait_nonempty()
-        return self._q.popleft()
-
-    async def aclose(self) -> None:
-        self.close()
-        await trio.lowlevel.checkpoint()
+#: a subscriber's bounded outbox (and each local reader's buffer): the one
+#: drop-oldest queue of tractor-services, counting into a :class:`SubStats`
+#: (``dropped`` and ``overruns``).  ``Outbox(maxlen, stats)``.
+Outbox = DropOldestQueue
 
 
 class Progress:
@@ -189,12 +113,12 @@ class Sub:
     replies (:meth:`reply`), sent by a task of their own, so the code
     serving requests never blocks on a stalled subscriber; ``progress``
     tracks every send on ``ipc`` for the stall rule.'''
-    ipc: Any
+    ipc: compat.MsgStream | compat.SafeStream
     send_chan: Outbox
     throttle_cs: trio.CancelScope
     rc_ui: bool = False
     stats: SubStats = field(default_factory=SubStats, compare=False, hash=False)
-    throttler: Any = field(default=None, compare=False, hash=False)
+    throttler: Throttler | None = field(default=None, compare=False, hash=False)
     ctl: Outbox | None = field(default=None, compare=False, hash=False)
     progress: Progress = field(default_factory=Progress, compare=False, hash=False)
 
@@ -387,14 +311,6 @@ def reset_feed_bus() -> None:
     _holder.bus = None
 
 
-def check_rate(rate: float | None) -> float | None:
-    if rate is None:
-        return None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
-        raise ValueError(f'tick_throttle={rate!r} must be a positive, finite number of Hz (or None)')
-    return float(rate)
-
-
 # --- argument checks (one clear ValueError naming the argument) -------------
 
 def check_topics(topics: Any) -> list[str]:
@@ -407,15 +323,23 @@ def check_topics(topics: Any) -> list[str]:
     return list(topics)
 
 
+def check_rate(rate: Any, name: str = 'tick_throttle') -> float | None:
+    '''``None`` (unthrottled) or a positive, finite number of Hz, as a
+    float (``'1.5'`` and ``True`` are refused, as every number check of
+    the project refuses them: ``tractor_services.checks``).'''
+    value = check_positive(name, rate, unit='Hz', allow_none=True)
+    return None if value is None else float(value)
+
+
 def check_stall_timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ValueError(f'stall_timeout={value!r} must be a positive, finite number of seconds')
-    return float(value)
+    return float(check_positive('stall_timeout', value, unit='seconds'))
 
 
 def check_outbox_size(value: Any, name: str = 'outbox_size') -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f'{name}={value!r} must be a positive int')
+    '''A positive number that is also an ``int``.'''
+    check_positive(name, value, unit='messages')
+    if not isinstance(value, int):
+        raise ValueError(f'{name}={value!r} must be a whole number of messages')
     return value
 
 

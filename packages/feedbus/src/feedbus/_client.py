@@ -138,7 +138,7 @@ class Feed(StreamReaders):
 
 @acm
 async def open_feed(
-    portal: Any,
+    portal: compat.Portal,
     topics: Iterable[str],
     *,
     tick_throttle: float | None = None,
@@ -213,7 +213,7 @@ _cache: dict[tuple, _Shared] = {}
 
 @acm
 async def maybe_open_feed(
-    portal: Any,
+    portal: compat.Portal,
     topics: Iterable[str],
     *,
     tick_throttle: float | None = None,
@@ -222,7 +222,15 @@ async def maybe_open_feed(
     '''Share one feed per (producer, set of topics, rate): the first caller
     opens it, later ones reuse it (reference counted per key), and it
     closes when the last user leaves.  The first caller's exit waits for
-    the others.'''
+    the others.
+
+    Why not ``tractor.trionics.maybe_open_context``, which is meant for
+    this: tractor 0.1.0a5 counts its users globally, not per key (one
+    counter for every cached resource of the actor), so a feed stays open
+    for as long as any *other* shared resource has a user, and may never
+    close.  The per-key count below is ours and calls nothing of
+    tractor's, so it needs no adapter: it would stay as it is on a fixed
+    tractor.'''
     key = (tuple(portal.channel.uid), frozenset(topics), tick_throttle, allow_remote_ctl_ui)
     shared = _cache.get(key)
     if shared is not None:

@@ -1,5 +1,5 @@
 '''
-The producer side: the ``@tractor.context`` endpoint a subscriber opens,
+The producer side: the ``@compat.context`` endpoint a subscriber opens,
 and a helper that feeds the bus from any async source.
 
 '''
@@ -9,10 +9,10 @@ import functools
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager as acm
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import msgspec
-import tractor
 import trio
 
 from tractor_services import compat
@@ -84,7 +84,7 @@ class _Replies(Outbox):
         super().put(msg)
 
 
-def _sender(stream: Any) -> Callable[[Any], Awaitable[None]]:
+def _sender(stream: compat.MsgStream | compat.SafeStream) -> Callable[[Any], Awaitable[None]]:
     '''``stream``'s send, never cut part-way (``compat.send_whole``): a
     ``compat.SafeStream`` already sends that way.'''
     if isinstance(stream, compat.SafeStream):
@@ -92,7 +92,7 @@ def _sender(stream: Any) -> Callable[[Any], Awaitable[None]]:
     return functools.partial(compat.send_whole, stream)
 
 
-def _raw_stream(stream: Any) -> Any:
+def _raw_stream(stream: compat.MsgStream | compat.SafeStream) -> compat.MsgStream:
     return stream.stream if isinstance(stream, compat.SafeStream) else stream
 
 
@@ -225,7 +225,7 @@ async def _deliver(
 @acm
 async def open_sub(
     bus: FeedsBus,
-    stream: Any,
+    stream: compat.MsgStream | compat.SafeStream,
     *,
     rate: float | None = None,
     rc_ui: bool = False,
@@ -316,9 +316,100 @@ def resume_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
         bus.add_subs(t, {sub})
 
 
-@tractor.context
+def _latest(bus: FeedsBus, topics: Iterable[str]) -> dict[str, Any]:
+    '''The latest quote of each topic, as maps (``None`` if none yet).'''
+    return {t: _encode(q) if (q := bus.latest(t)) else None for t in topics}
+
+
+def _check_served(bus: FeedsBus, topics: Iterable[str]) -> None:
+    unknown = sorted(set(topics) - bus.topics)
+    if unknown:
+        raise ValueError(f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}')
+
+
+@dataclass(eq=False)
+class _Session:
+    '''One subscriber's side of the control protocol (``feedbus._ctl``):
+    the topics it asked for, whether it paused, and one method per request.
+
+    :meth:`handle` decodes a request, runs its method, and queues the reply
+    (``sub.reply``, never blocking): an :class:`Ack` carrying what the
+    method returned, or an :class:`Error` when the request is malformed or
+    the method refused it (a ``ValueError``).  ``Ready`` gets no reply.'''
+    bus: FeedsBus
+    sub: Sub
+    ready: trio.Event
+    subscribed: set[str]
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        for t in self.subscribed:
+            self.bus.add_subs(t, {self.sub})
+
+    def handle(self, raw: Any) -> None:
+        self.sub.stats.requests += 1
+        try:
+            msg = decode_ctl(raw)
+        except ValueError as err:
+            self.sub.reply(Error(id=_id_of(raw), cmd=None, error=str(err)))
+            return
+        if isinstance(msg, Ready):
+            self.ready.set()  # the subscriber's stream is open: start sending
+            return
+        cmd = type(msg).__name__.lower()
+        try:
+            result = self._methods[type(msg)](self, msg)
+        except ValueError as err:
+            self.sub.reply(Error(id=msg.id, cmd=cmd, error=str(err)))
+            return
+        self.sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
+
+    def pause(self, msg: Pause) -> None:
+        self.paused = True
+        pause_sub(self.bus, self.sub, self.subscribed)
+
+    def resume(self, msg: Resume) -> None:
+        self.paused = False
+        resume_sub(self.bus, self.sub, self.subscribed)
+
+    def subscribe(self, msg: Subscribe) -> dict[str, Any]:
+        '''Add topics (delivered at once unless paused); returns their
+        latest quotes.'''
+        _check_served(self.bus, msg.topics)
+        added = set(msg.topics) - self.subscribed
+        self.subscribed |= added
+        if not self.paused:
+            resume_sub(self.bus, self.sub, added)
+        return _latest(self.bus, sorted(added))
+
+    def unsubscribe(self, msg: Unsubscribe) -> None:
+        gone = set(msg.topics) & self.subscribed
+        for t in gone:
+            self.bus.remove_subs(t, {self.sub})
+        self.subscribed -= gone
+
+    def set_rate(self, msg: SetRate) -> None:
+        throttler = self.sub.throttler
+        if throttler is None:
+            raise ValueError('this subscription is not throttled: subscribe with tick_throttle to set a rate')
+        throttler.rate = msg.rate  # the setter refuses a bad rate (ValueError)
+
+    def get_stats(self, msg: GetStats) -> dict[str, Any]:
+        return _encode(self.sub.stats)
+
+    _methods: ClassVar[dict[type, Callable[[_Session, Any], Any]]] = {
+        Pause: pause,
+        Resume: resume,
+        Subscribe: subscribe,
+        Unsubscribe: unsubscribe,
+        SetRate: set_rate,
+        GetStats: get_stats,
+    }
+
+
+@compat.context
 async def open_feed_stream(
-    ctx: tractor.Context,
+    ctx: compat.Context,
     topics: list[str],
     tick_throttle: float | None = None,
     allow_remote_ctl_ui: bool = False,
@@ -335,9 +426,9 @@ async def open_feed_stream(
     :class:`Quote` s (several in one message when the subscriber lags and
     ``batch`` is on), or throttled :class:`Frame` s at most
     ``tick_throttle`` per second, and serves the control protocol
-    (``feedbus._ctl``) on the same stream.  ``clearing``: the tick types
-    that make a throttled frame urgent (``None``: the default set; ``[]``:
-    none).
+    (``feedbus._ctl``, one :class:`_Session` per subscriber) on the same
+    stream.  ``clearing``: the tick types that make a throttled frame
+    urgent (``None``: the default set; ``[]``: none).
 
     '''
     bus = get_feed_bus()
@@ -348,13 +439,9 @@ async def open_feed_stream(
     outbox_size = check_outbox_size(outbox_size)
     stall_timeout = check_stall_timeout(stall_timeout)
     clearing_set = check_clearing(clearing)
-    unknown = sorted(set(topics) - bus.topics)
-    if unknown:
-        raise ValueError(
-            f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}'
-        )
+    _check_served(bus, topics)
 
-    await ctx.started({t: _encode(q) if (q := bus.latest(t)) else None for t in topics})
+    await ctx.started(_latest(bus, topics))
 
     async with compat.open_stream(ctx) as stream, open_sub(
         bus, stream,
@@ -365,56 +452,10 @@ async def open_feed_stream(
         stall_timeout=stall_timeout,
         clearing=clearing_set,
     ) as (sub, ready):
-        stats = sub.stats
-        throttler = sub.throttler
-        subscribed = set(topics)
-        paused = False
-        for t in subscribed:
-            bus.add_subs(t, {sub})
+        session = _Session(bus, sub, ready, set(topics))
         try:
             async for raw in stream:
-                stats.requests += 1
-                try:
-                    msg = decode_ctl(raw)
-                except ValueError as err:
-                    sub.reply(Error(id=_id_of(raw), cmd=None, error=str(err)))
-                    continue
-                cmd = type(msg).__name__.lower()
-                result: Any = None
-                try:
-                    match msg:
-                        case Ready():
-                            ready.set()
-                            continue
-                        case Pause():
-                            paused = True
-                            pause_sub(bus, sub, subscribed)
-                        case Resume():
-                            paused = False
-                            resume_sub(bus, sub, subscribed)
-                        case Subscribe(topics=new):
-                            bad = sorted(set(new) - bus.topics)
-                            if bad:
-                                raise ValueError(f'unknown topic(s) {bad}: this producer serves {sorted(bus.topics)}')
-                            added = set(new) - subscribed
-                            subscribed |= added
-                            if not paused:
-                                resume_sub(bus, sub, added)
-                            result = {t: _encode(q) if (q := bus.latest(t)) else None for t in sorted(added)}
-                        case Unsubscribe(topics=gone):
-                            for t in set(gone) & subscribed:
-                                bus.remove_subs(t, {sub})
-                            subscribed -= set(gone)
-                        case SetRate(rate=new_rate):
-                            if throttler is None:
-                                raise ValueError('this subscription is not throttled: subscribe with tick_throttle to set a rate')
-                            throttler.rate = check_rate(new_rate) or throttler.rate
-                        case GetStats():
-                            result = _encode(stats)
-                except ValueError as err:
-                    sub.reply(Error(id=msg.id, cmd=cmd, error=str(err)))
-                    continue
-                sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
+                session.handle(raw)
         except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the subscriber went away: open_sub() forgets it
 

@@ -50,7 +50,7 @@ class StreamReaders:
     data_decoder: ClassVar[msgspec.msgpack.Decoder]
     end_is_error: ClassVar[bool] = False
 
-    stream: Any
+    stream: compat.MsgStream
     buffer: int = OUTBOX_SIZE
     local_stats: SubStats = field(default_factory=SubStats)
     _readers: set[Outbox] = field(default_factory=set)

@@ -52,21 +52,16 @@ from typing import Any
 
 import trio
 
+from tractor_services.checks import check_positive
+
 from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame
 
 __all__ = ['ThrottleStats', 'Throttler']
 
 
-def _check_rate(rate: float) -> float:
-    try:
-        value = float(rate)
-    except (TypeError, ValueError):
-        raise ValueError(f'throttle rate must be a number, got {rate!r}') from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f'throttle rate must be a finite number of Hz > 0, got {rate!r}'
-        )
-    return value
+def _check_rate(rate: Any) -> float:
+    '''A positive, finite number of Hz (the project's one number check).'''
+    return float(check_positive('rate', rate, unit='Hz'))
 
 
 @dataclass
