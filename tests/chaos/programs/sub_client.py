@@ -114,7 +114,8 @@ async def run_feed(addr, mode, topic, tick_rate, throttle, epoch):
         tick_throttle=throttle if mode == 'frames' else None,
     ) as feed:
         info = await feed.info()
-        emit(ev='up', epoch=epoch, t=time.monotonic(), daemon_pid=info['pid'])
+        pid = info['pid'] if isinstance(info, dict) else info.pid
+        emit(ev='up', epoch=epoch, t=time.monotonic(), daemon_pid=pid)
         bufs = {p: feed.buffer(topic, p) for p in (1.0, 60.0)}
         remote = {}
 
