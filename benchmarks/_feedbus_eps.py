@@ -24,7 +24,7 @@ import tractor
 import trio
 
 from feedbus import FeedsBus, get_feed_bus, open_feed
-from tractor_services import compat
+from tractor_services import compat, resolve_registry_addr
 
 PRODUCER = "fb_prod"
 #: yield to trio every this many publishes when publishing flat out
@@ -308,7 +308,7 @@ async def sub_ctl(ctx: tractor.Context) -> None:
     """A subscriber actor's command loop: one trial per command; replies
     ``'ready'`` once subscribed, then the trial's figures."""
     compat.quiet_runtime_logs()
-    async with compat.wait_for_actor(PRODUCER, compat.resolve_registry_addr()) as portal:
+    async with compat.wait_for_actor(PRODUCER, resolve_registry_addr()) as portal:
         await ctx.started(os.getpid())
         async with ctx.open_stream() as ctl:
             async for cmd in ctl:

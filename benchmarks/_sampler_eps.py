@@ -27,7 +27,7 @@ import tractor
 import trio
 
 from tractor_sampler import Step, get_sampler, open_sample_stream
-from tractor_services import compat
+from tractor_services import compat, parse_addr
 
 RAW_SRC = "bench_raw_src"
 _EPS = 1e-6
@@ -115,7 +115,7 @@ async def sub_ep(
     steps of ``[t0, t0 + n * period)`` and the raw messages of those
     periods, and reply with the lists."""
     compat.quiet_runtime_logs()
-    addr = compat.parse_addr(registry_addr)
+    addr = parse_addr(registry_addr)
     async with (
         open_sample_stream(period, registry_addr=addr) as ss,
         compat.wait_for_actor(RAW_SRC, addr) as rportal,

@@ -25,6 +25,8 @@ PUBLIC = {
     'PeerGone', 'DaemonStopped', 'RegistryUnreachable', 'describe_error',
     # addresses
     'default_registry_addr',
+    'parse_addr',
+    'resolve_registry_addr',
     # public modules
     'compat', 'checks',
 }

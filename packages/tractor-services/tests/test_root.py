@@ -16,10 +16,12 @@ from tractor_services import (
     ServiceMngr,
     ServiceNotFound,
     compat,
+    default_registry_addr,
     maybe_open_service_root,
     maybe_spawn_daemon,
     open_service_root,
 )
+from tractor_services._addr import REGISTRY_ENV
 from tractor_services.testing import wait_pid_gone
 
 import services_endpoints as eps
@@ -162,13 +164,13 @@ async def test_maybe_spawn_daemon_without_root_is_clear(other_addr):
 
 
 async def test_registry_address_from_environment(monkeypatch, other_addr):
-    monkeypatch.setenv(compat.REGISTRY_ENV, f'{other_addr[0]}:{other_addr[1]}')
-    assert compat.default_registry_addr() == other_addr
+    monkeypatch.setenv(REGISTRY_ENV, f'{other_addr[0]}:{other_addr[1]}')
+    assert default_registry_addr() == other_addr
     async with open_service_root() as mngr:
         assert mngr.registry_addr == other_addr
-    monkeypatch.setenv(compat.REGISTRY_ENV, 'nonsense')
+    monkeypatch.setenv(REGISTRY_ENV, 'nonsense')
     with pytest.raises(ValueError, match='host:port'):
-        compat.default_registry_addr()
+        default_registry_addr()
 
 
 async def test_registry_without_service_manager_is_clear(other_addr):

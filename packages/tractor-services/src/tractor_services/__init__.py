@@ -58,6 +58,8 @@ from ._errors import describe_error as describe_error
 
 # --- addresses ---------------------------------------------------------------------------
 from ._addr import default_registry_addr as default_registry_addr
+from ._addr import parse_addr as parse_addr
+from ._addr import resolve_registry_addr as resolve_registry_addr
 
 # --- public modules: the tractor adapter, argument checks, pytest fixtures ------------------
 # (``tractor_services.testing`` is imported on its own: it needs pytest)
