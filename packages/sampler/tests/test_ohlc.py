@@ -247,10 +247,6 @@ def aggregate(rows, traded):
             float(sel['close'][-1]), float(sel['volume'].sum()))
 
 
-def ohlcv(row):
-    return tuple(float(row[f]) for f in ('open', 'high', 'low', 'close', 'volume'))
-
-
 def test_a_composite_buffer_is_built_from_its_sources_bars_never_from_trades():
     with open_shm_array(64, start=0) as s1, open_shm_array(16, start=0) as s5:
         seed(s1), seed(s5)
