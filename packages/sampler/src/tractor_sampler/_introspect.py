@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from tractor_services import compat, open_root_mngr
+from tractor_services import compat, open_root_mngr, resolve_registry_addr
 
 from ._client import SAMPLERD
 from ._feedd import FEEDD_PREFIX, feed_info
@@ -58,9 +58,9 @@ async def introspect(
     if unknown:
         raise ValueError(f'parts: unknown {sorted(unknown)} (known: {", ".join(PARTS)})')
     if wanted == {'backends'}:  # no tree needed
-        addr = compat.resolve_registry_addr(registry_addr)
+        addr = resolve_registry_addr(registry_addr)
         return TreeInfo(registry=f'{addr[0]}:{addr[1]}', backends=get_backends().info())
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     async with _maybe_client_root(addr, None):
         return await _gather(addr, wanted)
 
