@@ -82,7 +82,7 @@ async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other
             [sub] = t.subscribers
             assert sub.rate is None and sub.delivered >= 20 and sub.dropped == 0
 
-        names = [s.name for s in mngr.list_services()]
+        names = [s.name for s in await mngr.list_services()]
         assert names == ['samplerd', feedd_name('sim')]
         assert len(actor_pids(feedd_name('sim'))) == 1
 
@@ -307,12 +307,12 @@ async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_s
         await mngr.cancel_service('samplerd')
         async with open_market_feed(['AAA'], buffers=BUFS) as feed:
             assert feed.first_status['AAA'].state == 'up'
-        assert [s.name for s in mngr.list_services()] == [feedd_name('sim'), 'samplerd']
+        assert [s.name for s in await mngr.list_services()] == [feedd_name('sim'), 'samplerd']
         mngr._history.clear()
         os.kill(os.getpid(), signal.SIGTERM)  # the root daemon's own handler tears it down
         with trio.fail_after(30):
             await trio.sleep_forever()
-    ended = mngr.list_services(include_ended=True)
+    ended = await mngr.list_services(include_ended=True)
     assert [(i.name, i.state) for i in ended] == [(feedd_name('sim'), 'stopped'), ('samplerd', 'stopped')]
     assert all(i.last_error is None and i.restarts == 0 for i in ended)
 

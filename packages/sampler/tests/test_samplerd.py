@@ -42,7 +42,7 @@ async def test_five_actors_register_at_once_one_samplerd_one_incrementer(other_a
             for i in range(5):
                 tn.start_soon(partial(mngr.start_service, f'reg{i}', partial(se.register_buffer, period_s=P)))
         assert len(actor_pids('samplerd')) == 1
-        assert [s.name for s in mngr.list_services()].count('samplerd') == 1
+        assert [s.name for s in await mngr.list_services()].count('samplerd') == 1
         i = await wait_info(lambda i: i['buffers'].get(P) == 5)
         assert i['incrementers'] == 1 and i['periods'] == [P]
         # the one incrementer keeps stepping all five
