@@ -175,7 +175,7 @@ async def test_rc_ui_and_rate_reach_the_producer(reg_addr):
     ({'topics': ['a'], 'tick_throttle': 'fast'}, 'tick_throttle'),
 ])
 async def test_bad_arguments_are_refused_before_anything_starts(reg_addr, kwargs, name):
-    from feedbus import open_feed_stream
+    from feedbus.endpoints import open_feed_stream
 
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         portal = await start_producer(mngr)

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import trio
 
-from feedbus import Outbox, SubStats
+from feedbus import SubStats
 from feedbus._bus import check_outbox_size, check_rate, check_stall_timeout
 from feedbus._throttle import Throttler
+from feedbus.protocol import Outbox
 from tractor_services import compat
 from tractor_services._queue import DropOldestQueue
 

@@ -20,7 +20,7 @@ from feedbus import (
     pause_sub,
     resume_sub,
 )
-from feedbus._wire import decoder
+from feedbus.wire import decoder
 
 DATA = decoder(Quote | Frame)
 

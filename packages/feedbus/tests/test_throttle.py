@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 
-from feedbus._bus import Outbox, SubStats
+from feedbus import SubStats
 from feedbus._msgs import (
     CLEARING_TICK_TYPES,
     Frame,
@@ -27,6 +27,7 @@ from feedbus._msgs import (
     decode_feed_msg,
 )
 from feedbus._throttle import Throttler
+from feedbus.protocol import Outbox
 
 EPS = 1e-9
 TICK_TYPES = ('bid', 'ask', 'bsize', 'asize', 'trade', 'utrade')

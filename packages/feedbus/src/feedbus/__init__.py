@@ -2,65 +2,60 @@
 feedbus: real-time feed subscriptions across tractor actors.
 
 A producer actor publishes quotes per topic on its :class:`FeedsBus`
-(``get_feed_bus()``); subscribers open :func:`open_feed` on its portal,
-which runs the :func:`open_feed_stream` endpoint there.  Every subscriber
-has its own bounded outbox and sender task, optionally a throttler that
-delivers tick-framed :class:`Frame` s at a fixed rate.
+(``get_feed_bus()``); subscribers open :func:`open_feed` on its portal.
+Every subscriber has its own bounded outbox and sender task, optionally a
+throttler that delivers tick-framed :class:`Frame` s at a fixed rate.
+See docs/feedbus.md.
 
 '''
+# isort: skip_file
+# (grouped by what a reader looks for, not alphabetically)
 from tractor_services import compat as _compat  # noqa: F401  (tractor import guard)
 
-from ._bus import (
-    OUTBOX_SIZE,
-    STALL_TIMEOUT_S,
-    BadQuote,
-    FeedsBus,
-    Outbox,
-    Sub,
-    SubStats,
-    _FeedsBus,
-    get_feed_bus,
-    reset_feed_bus,
-)
-from ._client import Feed, maybe_open_feed, open_feed
-from ._ctl import CtlMsg, decode_ctl
-from ._errors import DROP_REASONS, FeedError, SubscriptionDropped
-from ._msgs import CLEARING_TICK_TYPES, Frame, Quote, TopicFrame, decode_feed_msg
-from ._producer import open_feed_stream, open_sub, pause_sub, publish_from, resume_sub
-from ._readers import StreamReaders
-from ._throttle import Throttler
+# --- subscribing --------------------------------------------------------------
+from ._client import open_feed as open_feed
+from ._client import maybe_open_feed as maybe_open_feed
+from ._client import Feed as Feed
+
+# --- producing: the bus -------------------------------------------------------
+from ._bus import get_feed_bus as get_feed_bus
+from ._bus import reset_feed_bus as reset_feed_bus
+from ._bus import FeedsBus as FeedsBus
+from ._bus import _FeedsBus as _FeedsBus  # the spec's name, not advertised
+from ._producer import publish_from as publish_from
+from ._bus import BadQuote as BadQuote
+
+# --- producing: an endpoint of your own on the bus ------------------------------
+from ._producer import open_sub as open_sub
+from ._producer import pause_sub as pause_sub
+from ._producer import resume_sub as resume_sub
+from ._bus import Sub as Sub
+
+# --- messages, throttling -------------------------------------------------------
+from ._msgs import Quote as Quote
+from ._msgs import Frame as Frame
+from ._msgs import TopicFrame as TopicFrame
+from ._msgs import decode_feed_msg as decode_feed_msg
+from ._msgs import CLEARING_TICK_TYPES as CLEARING_TICK_TYPES
+from ._throttle import Throttler as Throttler
+
+# --- counters and limits ----------------------------------------------------------
+from ._bus import SubStats as SubStats
+from ._bus import OUTBOX_SIZE as OUTBOX_SIZE
+from ._bus import STALL_TIMEOUT_S as STALL_TIMEOUT_S
+
+# --- errors (every one a FeedError) ------------------------------------------------
+from ._errors import FeedError as FeedError
+from ._errors import SubscriptionDropped as SubscriptionDropped
+from ._errors import DROP_REASONS as DROP_REASONS
+
+# --- public modules: IPC endpoints, stream protocol plumbing, wire codec -----------
+from . import endpoints as endpoints
+from . import protocol as protocol
+from . import wire as wire
+
+# --- moved names (Outbox, CtlMsg, decode_ctl, StreamReaders, open_feed_stream):
+# importable from here until feedbus 0.2, with a DeprecationWarning
+from ._deprecated import module_getattr as __getattr__  # noqa: F401, E402
 
 __version__ = '0.1.0'
-
-__all__ = [
-    'CLEARING_TICK_TYPES',
-    'DROP_REASONS',
-    'OUTBOX_SIZE',
-    'STALL_TIMEOUT_S',
-    'BadQuote',
-    'CtlMsg',
-    'Feed',
-    'FeedError',
-    'FeedsBus',
-    'Frame',
-    'Outbox',
-    'Quote',
-    'StreamReaders',
-    'Sub',
-    'SubStats',
-    'SubscriptionDropped',
-    'Throttler',
-    'TopicFrame',
-    '_FeedsBus',
-    'decode_ctl',
-    'decode_feed_msg',
-    'get_feed_bus',
-    'maybe_open_feed',
-    'open_feed',
-    'open_feed_stream',
-    'open_sub',
-    'pause_sub',
-    'publish_from',
-    'reset_feed_bus',
-    'resume_sub',
-]
