@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from tractor_sampler import open_market_feed
-from tractor_services import compat
+from tractor_services import RegistryUnreachable, compat
 from tractor_services.testing import wait_gone
 
 from test_cli import Proc, free_port, run_cli
@@ -95,7 +95,7 @@ async def test_a_frozen_daemon_is_no_answer_within_the_deadline():
 async def test_open_feed_raises_what_answered_instead_of_hanging(handler, message):
     async with serving(handler) as port:
         with trio.fail_after(60):
-            with pytest.raises(compat.RegistryUnreachable, match=message.format(port=port)):
+            with pytest.raises(RegistryUnreachable, match=message.format(port=port)):
                 async with open_market_feed(['AAA'], registry_addr=('127.0.0.1', port)):
                     pass
 

@@ -23,10 +23,13 @@ PUBLIC = {
     'ServiceNotFound', 'ServiceConflict', 'ServiceStartupTimeout', 'ServiceFailed',
     'MissingDependency', 'GaveUp', 'RegistryInUse', 'PeerDisconnected', 'ActorDied',
     'PeerGone', 'DaemonStopped', 'RegistryUnreachable', 'describe_error',
+    'error_leaves',
     # addresses
     'default_registry_addr',
     'parse_addr',
     'resolve_registry_addr',
+    # daemon processes
+    'cancel_on_signals',
     # public modules
     'compat', 'checks',
 }

@@ -30,7 +30,16 @@ from typing import Any, TextIO
 
 import trio
 
-from tractor_services import RegistryInUse, ServiceError, compat, open_service_root
+from tractor_services import (
+    PeerDisconnected,
+    RegistryInUse,
+    RegistryUnreachable,
+    ServiceError,
+    cancel_on_signals,
+    compat,
+    default_registry_addr,
+    open_service_root,
+)
 
 from . import __version__
 from ._client import spawn_samplerd
@@ -121,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def registry_addr(args: argparse.Namespace) -> tuple[str, int]:
-    host, port = compat.default_registry_addr()
+    host, port = default_registry_addr()
     return (args.host or host, args.port if args.port is not None else port)
 
 
@@ -136,7 +145,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
     with trio.CancelScope() as cs:
         async with trio.open_nursery() as tn:
             await tn.start(
-                compat.cancel_on_signals, cs, (signal.SIGINT, signal.SIGTERM),
+                cancel_on_signals, cs, (signal.SIGINT, signal.SIGTERM),
             )
             try:
                 yield cs
@@ -471,7 +480,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         err = compat.unwrap_error(exc)
         if isinstance(err, KeyboardInterrupt):
             return 0
-        if isinstance(err, (CliError, compat.PeerDisconnected, compat.RegistryUnreachable)):
+        if isinstance(err, (CliError, PeerDisconnected, RegistryUnreachable)):
             # a peer that went away says so in its own words (naming it)
             print(f'{PROG}: error: {err}', file=sys.stderr)
             return 1

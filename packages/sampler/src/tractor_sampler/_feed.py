@@ -18,7 +18,13 @@ import msgspec
 import feedbus
 from feedbus import StreamReaders
 from feedbus._wire import decoder as wire_decoder
-from tractor_services import RestartPolicy, ServiceError, compat, maybe_spawn_daemon
+from tractor_services import (
+    RestartPolicy,
+    ServiceError,
+    compat,
+    maybe_spawn_daemon,
+    resolve_registry_addr,
+)
 
 from ._client import SAMPLERD, maybe_open_samplerd
 from ._feedd import attach_feed, check_topics, feedd, feedd_name
@@ -255,9 +261,9 @@ async def _maybe_client_root(
 ) -> AsyncIterator[tuple[str, int] | None]:
     '''Boot a client root actor in a program that runs none.'''
     if compat.current_actor() is not None:
-        yield compat.resolve_registry_addr(registry_addr)
+        yield resolve_registry_addr(registry_addr)
         return
-    addr = compat.resolve_registry_addr(registry_addr)
+    addr = resolve_registry_addr(registry_addr)
     if not await compat.registry_reachable(addr):
         raise ServiceError(
             f'no service root answers at {addr[0]}:{addr[1]}: start one with '

@@ -54,7 +54,17 @@ import numpy as np
 import trio
 
 from feedbus import FeedsBus, get_feed_bus, open_sub
-from tractor_services import GaveUp, RestartPolicy, Supervision, compat, open_root_mngr, supervise
+from tractor_services import (
+    GaveUp,
+    PeerDisconnected,
+    RestartPolicy,
+    Supervision,
+    compat,
+    describe_error,
+    error_leaves,
+    open_root_mngr,
+    supervise,
+)
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._errors import NoFeedDaemon, SamplerGone
@@ -146,7 +156,7 @@ async def _aclose(source: Any, name: str) -> None:
         try:
             await aclose()
         except Exception as err:
-            log.error(f'{name}: closing the quote stream failed: {_describe(err)}')
+            log.error(f'{name}: closing the quote stream failed: {describe_error(err)}')
 
 
 def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
@@ -167,14 +177,10 @@ def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
     return np.concatenate([bars, fill])
 
 
-def _describe(err: BaseException) -> str:
-    return f'{type(err).__name__}: {err}'
-
-
 #: what leaving samplerd's sample stream raises when samplerd went away
 _SAMPLERD_LOST = (
     SamplerGone,
-    compat.PeerDisconnected,  # PeerGone: its process exited
+    PeerDisconnected,  # PeerGone: its process exited
     compat.ContextCancelled,  # it stopped (its actor was cancelled)
     trio.BrokenResourceError,
     trio.ClosedResourceError,
@@ -182,25 +188,19 @@ _SAMPLERD_LOST = (
 )
 
 
-def _leaves(err: BaseException) -> list[BaseException]:
-    if isinstance(err, BaseExceptionGroup):
-        return [leaf for e in err.exceptions for leaf in _leaves(e)]
-    return [err]
-
-
 def samplerd_lost(err: BaseException) -> BaseException | None:
     '''The error that says samplerd went away, if that (and cancellations)
     is all ``err`` holds, else ``None``.  a5 raises groups here (e.g. its
     ``ContextCancelled`` with our ``SamplerGone``): caught by content.'''
-    leaves = [e for e in _leaves(err) if not isinstance(e, trio.Cancelled)]
-    if not leaves or not all(isinstance(e, _SAMPLERD_LOST) for e in leaves):
+    found = [e for e in error_leaves(err) if not isinstance(e, trio.Cancelled)]
+    if not found or not all(isinstance(e, _SAMPLERD_LOST) for e in found):
         return None
     # the most telling one: the process exit, then samplerd's cancel
-    for kind in (compat.PeerDisconnected, compat.ContextCancelled):
-        for e in leaves:
+    for kind in (PeerDisconnected, compat.ContextCancelled):
+        for e in found:
             if isinstance(e, kind):
                 return e
-    return leaves[0]
+    return found[0]
 
 
 def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
@@ -262,7 +262,7 @@ class FeedDaemon:
         backend: Backend,
         tn: trio.Nursery,
         *,
-        buffers: dict[float, tuple[int, int]] | None = None,
+        buffers: dict[float, Any] | None = None,
         policy: RestartPolicy = DEFAULT_STREAM_POLICY,
         bus: FeedsBus | None = None,
     ) -> None:
@@ -306,7 +306,7 @@ class FeedDaemon:
             info = await fn(name, **config_for(fn, config))
         except Exception as err:
             raise ValueError(
-                f'backend {self.backend.name!r} does not know symbol {name!r}: {_describe(err)}'
+                f'backend {self.backend.name!r} does not know symbol {name!r}: {describe_error(err)}'
             ) from err
         return dict(info) if info is not None else None
 
@@ -321,7 +321,7 @@ class FeedDaemon:
             try:
                 bars = np.asarray(await fn(name, p, now, count, **config_for(fn, config)))
             except Exception as err:
-                log.error(f'{name}: history for {p} s bars failed, no backfill: {_describe(err)}')
+                log.error(f'{name}: history for {p} s bars failed, no backfill: {describe_error(err)}')
                 continue
             if len(bars):
                 out[p] = bars
@@ -342,7 +342,7 @@ class FeedDaemon:
         except Exception as err:
             raise ValueError(
                 f'backend {self.backend.name!r} refused to stream {name!r} with '
-                f'config {config!r}: {_describe(err)}'
+                f'config {config!r}: {describe_error(err)}'
             ) from err
         shms: dict[float, ShmArray] = {}
         handed_over = False  # the source belongs to _run_stream from then on
@@ -366,7 +366,7 @@ class FeedDaemon:
                 for f in ('open', 'high', 'low', 'close'):
                     row[f] = seed
                 shm.push(row)
-            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms, volume=volume_mode(info)), info=info, config=config)
+            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms, volume=volume_mode(info), composite=composite_of(self.buffers)), info=info, config=config)
             self.bus.add_topic(name)
             try:
                 async with trio.open_nursery() as tn:
@@ -419,7 +419,7 @@ class FeedDaemon:
                 lost = None if first else samplerd_lost(err)
                 if lost is None:
                     raise
-                cause = _describe(lost)
+                cause = describe_error(lost)
             else:
                 # a5 may end the block quietly when samplerd cancelled it
                 cause = 'its sample stream ended'
@@ -477,7 +477,7 @@ class FeedDaemon:
             async with open_root_mngr() as mngr:
                 await mngr.wait_running(SAMPLERD, not_pid=lost_pid, timeout=SAMPLERD_BACK_TIMEOUT_S)
         except Exception as err:  # not coming back, or no root to ask
-            result[0] = _describe(compat.unwrap_error(err))
+            result[0] = describe_error(compat.unwrap_error(err))
         finally:
             if self._sampler_waits.get(lost_pid) is wait:
                 del self._sampler_waits[lost_pid]
@@ -534,7 +534,7 @@ class FeedDaemon:
                 await sample_and_broadcast(source, {topic.name: topic.writer}, self.bus)
             except Exception as err:
                 log.error(
-                    f'{topic.name}: the {self.backend.name!r} quote stream failed: {_describe(err)}'
+                    f'{topic.name}: the {self.backend.name!r} quote stream failed: {describe_error(err)}'
                 )
                 raise
             finally:
@@ -548,10 +548,10 @@ class FeedDaemon:
                     topic, 'failed',
                     f'gave up after {sup.restarts} restarts (at most '
                     f'{policy.max_restarts} in {policy.within_s:g} s); last error: '
-                    f'{_describe(last) if last is not None else "the quote stream ended"}',
+                    f'{describe_error(last) if last is not None else "the quote stream ended"}',
                 )
                 return
-            error = _describe(sup.error) if sup.error is not None else None
+            error = describe_error(sup.error) if sup.error is not None else None
             if sup.state == 'restarting':
                 topic.restarts = sup.restarts
                 self._report(topic, 'restarting', error or 'the quote stream ended')
@@ -645,7 +645,7 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
             raise ValueError(
                 f'plugin module {path!r} failed to import in the feed daemon (pid '
                 f'{os.getpid()}, a child of the root daemon, working directory '
-                f'{os.getcwd()}): {_describe(err)}; it must be importable where the '
+                f'{os.getcwd()}): {describe_error(err)}; it must be importable where the '
                 'root daemon runs (install it, or start the root with it on PYTHONPATH)'
             ) from err
     return load_backends(extra=extra)[backend]
@@ -735,7 +735,7 @@ async def attach_feed(
         try:
             async for _ in stream:
                 pass  # no requests: held open until the client leaves
-        except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
 

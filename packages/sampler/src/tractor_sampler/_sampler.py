@@ -18,7 +18,7 @@ import msgspec
 import trio
 
 from feedbus import FeedsBus, open_sub
-from tractor_services import compat
+from tractor_services import PeerDisconnected, compat
 
 from ._errors import AlreadyRunning, NoSampler
 from ._info import SamplerInfo, to_wire
@@ -447,7 +447,7 @@ async def register_with_sampler(
                         await stream.send(msgspec.to_builtins(Error(id=rid if isinstance(rid, int) else 0, error=str(err))))
                         continue
                     await stream.send(msgspec.to_builtins(Ack(id=req.id, reached=reached)))
-            except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+            except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the registrant went away: unregister below
     finally:
         for key in keys:

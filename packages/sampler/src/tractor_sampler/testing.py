@@ -36,6 +36,7 @@ import pytest
 import trio
 
 from feedbus import CLEARING_TICK_TYPES
+from tractor_services import describe_error
 
 from ._history import prepend_history
 from ._plugins import (
@@ -78,10 +79,6 @@ def _is_number(x: Any) -> bool:
 
 def _is_finite(x: Any) -> TypeGuard[float]:
     return _is_number(x) and math.isfinite(x)
-
-
-def _describe(err: BaseException) -> str:
-    return f'{type(err).__name__}: {err}' if str(err) else type(err).__name__
 
 
 class _Watchdog:
@@ -311,7 +308,7 @@ class BackendConformance:
             it = be.stream_quotes(syms, **config)
         except Exception as err:
             raise ConformanceError(
-                f'{call} raised {_describe(err)}; with valid symbols and config it '
+                f'{call} raised {describe_error(err)}; with valid symbols and config it '
                 f'must return an async iterator of quote batches (set `symbols` and '
                 f'`config` on {type(self).__name__} to ones your backend accepts).'
             ) from err
@@ -364,7 +361,7 @@ class BackendConformance:
             except Exception as err:
                 if strict:
                     raise ConformanceError(
-                        f'{call}: aclose() raised {_describe(err)}; closing a stream '
+                        f'{call}: aclose() raised {describe_error(err)}; closing a stream '
                         f'must not raise: let GeneratorExit and trio.Cancelled '
                         f'propagate and handle cleanup errors in your `finally:`.'
                     ) from err
@@ -388,7 +385,7 @@ class BackendConformance:
                 )
             except Exception as err:
                 raise ConformanceError(
-                    f'{call} raised {_describe(err)} while the kit waited for '
+                    f'{call} raised {describe_error(err)} while the kit waited for '
                     f'{what}; with valid symbols and config the stream must yield '
                     f'batches.'
                 ) from err
@@ -453,7 +450,7 @@ class BackendConformance:
                 return
             except Exception as err:
                 raise ConformanceError(
-                    f'{call} raised {_describe(err)} for an unknown config keyword; '
+                    f'{call} raised {describe_error(err)} for an unknown config keyword; '
                     f'raise TypeError (unknown keyword) or ValueError (bad value).'
                 ) from err
             if not hasattr(it, '__anext__'):
@@ -479,7 +476,7 @@ class BackendConformance:
                         _fail(f'{call} ended without raising; {fix}.')
                     except Exception as err:
                         raise ConformanceError(
-                            f'{call} raised {_describe(err)} for an unknown config '
+                            f'{call} raised {describe_error(err)} for an unknown config '
                             f'keyword; raise TypeError or ValueError instead.'
                         ) from err
                     _fail(
@@ -632,7 +629,7 @@ class BackendConformance:
                     )
                 except Exception as err:
                     raise ConformanceError(
-                        f'{call}: __anext__() raised {_describe(err)} when the '
+                        f'{call}: __anext__() raised {describe_error(err)} when the '
                         f'consumer was cancelled; let trio.Cancelled propagate (do '
                         f'not catch it, or re-raise it unchanged).'
                     ) from err
@@ -685,7 +682,7 @@ class BackendConformance:
                         )
                     except Exception as err:
                         raise ConformanceError(
-                            f'{call} raised {_describe(err)}; with a valid symbol, '
+                            f'{call} raised {describe_error(err)}; with a valid symbol, '
                             f'period and config it must return the bars.'
                         ) from err
                     self._check_bars(bars, call, float(period), end_time)
@@ -836,7 +833,7 @@ class BackendConformance:
                         info = await symbol_info(symbol, **config)
                     except Exception as err:
                         raise ConformanceError(
-                            f'{call} raised {_describe(err)}; it must describe every '
+                            f'{call} raised {describe_error(err)}; it must describe every '
                             f'symbol the backend streams.'
                         ) from err
                     self._check_info(info, call)

@@ -55,11 +55,15 @@ from ._errors import PeerGone as PeerGone
 from ._errors import DaemonStopped as DaemonStopped
 from ._errors import RegistryUnreachable as RegistryUnreachable
 from ._errors import describe_error as describe_error
+from ._errors import error_leaves as error_leaves
 
 # --- addresses ---------------------------------------------------------------------------
 from ._addr import default_registry_addr as default_registry_addr
 from ._addr import parse_addr as parse_addr
 from ._addr import resolve_registry_addr as resolve_registry_addr
+
+# --- daemon processes -------------------------------------------------------------------------
+from ._proc import cancel_on_signals as cancel_on_signals
 
 # --- public modules: the tractor adapter, argument checks, pytest fixtures ------------------
 # (``tractor_services.testing`` is imported on its own: it needs pytest)

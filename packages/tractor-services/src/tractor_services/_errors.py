@@ -138,16 +138,17 @@ def describe_error(err: BaseException) -> str:
     rtype = compat.remote_error_type(err)
     if rtype:
         return f'{rtype}: {compat.remote_error_message(err)}'
-    return f'{type(err).__name__}: {err}'
+    text = str(err)
+    return f'{type(err).__name__}: {text}' if text else type(err).__name__
 
 
-def leaves(exc: BaseException) -> list[BaseException]:
+def error_leaves(exc: BaseException) -> list[BaseException]:
     '''The errors inside ``exc``, exception groups flattened.'''
     if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in leaves(e)]
+        return [leaf for e in exc.exceptions for leaf in error_leaves(e)]
     return [exc]
 
 
 def only_cancelled(exc: BaseException) -> bool:
     '''Is ``exc`` a ``trio.Cancelled``, or a group of nothing else?'''
-    return all(isinstance(e, trio.Cancelled) for e in leaves(exc))
+    return all(isinstance(e, trio.Cancelled) for e in error_leaves(exc))

@@ -74,7 +74,7 @@ from ._errors import (
     PeerDisconnected,
     PeerGone,
     RegistryUnreachable,
-    leaves,
+    error_leaves,
     only_cancelled,
 )
 from ._proc import hard_kill, rss_bytes, wait_pid_exit
@@ -611,10 +611,10 @@ def _far_end_cancel(exc: BaseException) -> BaseException | None:
 
 def _only_cancels_besides(exc: BaseException, own: BaseException) -> bool:
     '''Is ``exc`` made of ``own``'s errors plus cancellations only?'''
-    mine = {id(e) for e in leaves(own)}
+    mine = {id(e) for e in error_leaves(own)}
     return all(
         id(e) in mine or isinstance(e, (trio.Cancelled, tractor.ContextCancelled))
-        for e in leaves(exc)
+        for e in error_leaves(exc)
     )
 
 
