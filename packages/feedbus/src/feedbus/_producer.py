@@ -327,15 +327,20 @@ def _check_served(bus: FeedsBus, topics: Iterable[str]) -> None:
         raise ValueError(f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}')
 
 
+#: what a :class:`_Session` method returns for a request that gets no reply
+_NO_REPLY = object()
+
+
 @dataclass(eq=False)
 class _Session:
-    '''One subscriber's side of the control protocol (``feedbus._ctl``):
+    '''One subscriber's side of the control protocol (:mod:`feedbus.protocol`):
     the topics it asked for, whether it paused, and one method per request.
 
     :meth:`handle` decodes a request, runs its method, and queues the reply
     (``sub.reply``, never blocking): an :class:`Ack` carrying what the
     method returned, or an :class:`Error` when the request is malformed or
-    the method refused it (a ``ValueError``).  ``Ready`` gets no reply.'''
+    the method refused it (a ``ValueError``).  A method that returns
+    :data:`_NO_REPLY` (``Ready``'s) gets none.'''
     bus: FeedsBus
     sub: Sub
     ready: trio.Event
@@ -353,26 +358,29 @@ class _Session:
         except ValueError as err:
             self.sub.reply(Error(id=_id_of(raw), cmd=None, error=str(err)))
             return
-        if isinstance(msg, Ready):
-            self.ready.set()  # the subscriber's stream is open: start sending
-            return
         cmd = type(msg).__name__.lower()
         try:
             result = self._methods[type(msg)](self, msg)
         except ValueError as err:
             self.sub.reply(Error(id=msg.id, cmd=cmd, error=str(err)))
             return
-        self.sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
+        if result is not _NO_REPLY:
+            self.sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
 
-    def pause(self, msg: Pause) -> None:
+    def on_ready(self, msg: Ready) -> object:
+        '''The subscriber's stream is open: the sender may start.'''
+        self.ready.set()
+        return _NO_REPLY
+
+    def on_pause(self, msg: Pause) -> None:
         self.paused = True
         pause_sub(self.bus, self.sub, self.subscribed)
 
-    def resume(self, msg: Resume) -> None:
+    def on_resume(self, msg: Resume) -> None:
         self.paused = False
         resume_sub(self.bus, self.sub, self.subscribed)
 
-    def subscribe(self, msg: Subscribe) -> dict[str, Any]:
+    def on_subscribe(self, msg: Subscribe) -> dict[str, Any]:
         '''Add topics (delivered at once unless paused); returns their
         latest quotes.'''
         _check_served(self.bus, msg.topics)
@@ -382,28 +390,29 @@ class _Session:
             resume_sub(self.bus, self.sub, added)
         return _latest(self.bus, sorted(added))
 
-    def unsubscribe(self, msg: Unsubscribe) -> None:
+    def on_unsubscribe(self, msg: Unsubscribe) -> None:
         gone = set(msg.topics) & self.subscribed
         for t in gone:
             self.bus.remove_subs(t, {self.sub})
         self.subscribed -= gone
 
-    def set_rate(self, msg: SetRate) -> None:
+    def on_set_rate(self, msg: SetRate) -> None:
         throttler = self.sub.throttler
         if throttler is None:
             raise ValueError('this subscription is not throttled: subscribe with tick_throttle to set a rate')
         throttler.rate = msg.rate  # the setter refuses a bad rate (ValueError)
 
-    def get_stats(self, msg: GetStats) -> dict[str, Any]:
+    def on_get_stats(self, msg: GetStats) -> dict[str, Any]:
         return _encode(self.sub.stats)
 
     _methods: ClassVar[dict[type, Callable[[_Session, Any], Any]]] = {
-        Pause: pause,
-        Resume: resume,
-        Subscribe: subscribe,
-        Unsubscribe: unsubscribe,
-        SetRate: set_rate,
-        GetStats: get_stats,
+        Ready: on_ready,
+        Pause: on_pause,
+        Resume: on_resume,
+        Subscribe: on_subscribe,
+        Unsubscribe: on_unsubscribe,
+        SetRate: on_set_rate,
+        GetStats: on_get_stats,
     }
 
 
