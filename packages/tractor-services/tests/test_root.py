@@ -122,7 +122,6 @@ async def test_maybe_open_service_root_attaches_to_running_root(other_addr):
             assert isinstance(mngr, RemoteServiceMngr)
             names = [i.name for i in await mngr.list_services()]
             assert names == ['alpha', 'beta', 'stuck']
-            assert await mngr.query_services() == await mngr.list_services()
             pid, value = await mngr.start_service('remote_started', eps.sleeper)
             assert psutil.pid_exists(pid)
             with pytest.raises(ServiceNotFound, match="'nope'"):
@@ -191,8 +190,6 @@ async def test_list_services_is_a_coroutine_on_the_local_manager_too(other_addr)
         assert not isinstance(mngr, RemoteServiceMngr)
         await mngr.start_service('one', eps.sleeper)
         assert [i.name for i in await mngr.list_services()] == ['one']
-        # the old name, kept until its callers move
-        assert await mngr.query_services() == await mngr.list_services()
 
 
 

@@ -67,7 +67,7 @@ async def introspect(
 
 async def _gather(addr: tuple[str, int], wanted: set[str]) -> TreeInfo:
     async with open_root_mngr(addr) as mngr:
-        services = await mngr.query_services()
+        services = await mngr.list_services()
     running = {s.name for s in services if s.state == 'running'}
     feeds: list[FeedInfo] | None = None
     if 'feeds' in wanted:

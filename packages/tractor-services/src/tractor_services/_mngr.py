@@ -175,11 +175,6 @@ class ServiceMngr:
         await trio.lowlevel.checkpoint()
         return self._list(include_ended)
 
-    async def query_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        '''Deprecated: the same as :meth:`list_services` (once the only
-        coroutine form of it).'''
-        return await self.list_services(include_ended)
-
     def _list(self, include_ended: bool = False) -> list[ServiceInfo]:
         live = [self._services[n].info() for n in self._order if n in self._services]
         return [*self._history, *live] if include_ended else live

@@ -161,10 +161,6 @@ class RemoteServiceMngr:
         infos = await self._run(list_services, include_ended=include_ended)
         return msgspec.convert(infos, list[ServiceInfo])
 
-    async def query_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        '''Deprecated: the same as :meth:`list_services`.'''
-        return await self.list_services(include_ended)
-
     async def _run(self, fn: Callable, **kwargs: Any) -> Any:
         try:
             return await self.portal.run(fn, **kwargs)
