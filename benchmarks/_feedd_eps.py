@@ -8,7 +8,7 @@
   feedbus; :func:`sim_alone` runs the same sim stream and does nothing with
   the quotes (the sim's own cost);
 - in each **subscriber** actor: :func:`sub_ctl`, a command loop that runs
-  one trial per command, either ``tractor_sampler.open_feed(['AAA'], ...)``
+  one trial per command, either ``tractor_sampler.open_market_feed(['AAA'], ...)``
   (the feed daemon) or a :func:`raw_feed` stream, and reports what arrived
   inside the trial's measurement window.
 
@@ -30,7 +30,7 @@ from typing import Any
 import tractor
 import trio
 
-from tractor_sampler import open_feed
+from tractor_sampler import open_market_feed
 from tractor_sampler.backends.sim import stream_quotes
 from tractor_services import compat
 
@@ -157,7 +157,7 @@ class _Window:
 
 async def _sub_feedd(ctl: Any, cmd: dict[str, Any], addr: tuple[str, int]) -> dict[str, Any]:
     w = _Window()
-    async with open_feed(
+    async with open_market_feed(
         [TOPIC], backend="sim", registry_addr=addr, config=cmd["config"], buffers=BUFFERS,
     ) as feed:
         await feed.quotes.stats()  # a round trip: subscribed, and Ready handled

@@ -6,7 +6,7 @@ fast as its consumer takes them), 4 subscriber actors, unthrottled.
 
 - **feedd**: the root (a service root) has its manager spawn
   ``feedd.sim`` (``maybe_open_feedd``); each subscriber opens its own
-  ``tractor_sampler.open_feed(['AAA'], backend='sim',
+  ``tractor_sampler.open_market_feed(['AAA'], backend='sim',
   config={'tick_rate': N}, ...)`` (the first starts the topic).  The
   daemon runs the sim through ``sample_and_broadcast``: trades into the
   topic's 1 s and 60 s shm bars, every quote published on its feedbus,
@@ -201,7 +201,8 @@ class Bench:
     async def _feedd(self, rate: float, secs: float, warm: float) -> dict[str, Any]:
         import _feedd_eps as eps
 
-        from tractor_sampler import feed_info, feedd_name, maybe_open_feedd
+        from tractor_sampler import feedd_name, maybe_open_feedd
+        from tractor_sampler.endpoints import feed_info
 
         config = {"tick_rate": rate}
         ts = time.perf_counter()
@@ -496,7 +497,7 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> None:
         "The root is a service root (`open_service_root`, free port); for "
         "each feedd trial its manager spawns `feedd.sim` with small buffers "
         "(`{1.0: (4096, 0), 60.0: (512, 0)}`), each subscriber opens "
-        "`tractor_sampler.open_feed(['AAA'], backend='sim', config={'tick_rate': "
+        "`tractor_sampler.open_market_feed(['AAA'], backend='sim', config={'tick_rate': "
         "N}, ...)`, and after the trial the daemon is stopped (a topic runs on "
         "after its last client leaves and keeps its config; spawn to all "
         f"{NSUBS} subscribed took "

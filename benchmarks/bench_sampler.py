@@ -105,8 +105,8 @@ def loop_direct(views: list[tuple[np.ndarray, np.ndarray]], p: float) -> None:
 
 
 def bench_stepping(cfg: argparse.Namespace) -> dict[str, Any]:
-    from tractor_sampler import open_shm_array, open_shm_group
-    from tractor_sampler.shm import StepPlan, step_many
+    from tractor_sampler import open_shm_array
+    from tractor_sampler.shm import StepPlan, open_shm_group, step_many
 
     size = cfg.batch + 8
     p = PERIOD
@@ -266,13 +266,8 @@ def bench_writes(cfg: argparse.Namespace) -> dict[str, Any]:
 async def bench_steps(cfg: argparse.Namespace) -> dict[str, Any]:
     import _sampler_eps as eps
 
-    from tractor_sampler import (
-        SAMPLERD,
-        open_sample_stream,
-        open_shm_array,
-        sampler_info,
-        samplerd,
-    )
+    from tractor_sampler import SAMPLERD, open_sample_stream, open_shm_array
+    from tractor_sampler.endpoints import sampler_info, samplerd
     from tractor_services import open_service_root
 
     compat.quiet_runtime_logs()

@@ -13,8 +13,8 @@ from multiprocessing import resource_tracker
 import trio
 
 import feedbus
-from tractor_sampler import open_feed
-from tractor_sampler._feedd import feed_info
+from tractor_sampler import open_market_feed
+from tractor_sampler.endpoints import feed_info
 from tractor_services import compat, open_service_root
 
 # attaching shared memory starts the stdlib's resource tracker, a child that
@@ -50,7 +50,7 @@ async def _cycles(portal, n: int) -> None:
 async def test_rpcs_and_subscribe_cycles_leave_no_bookkeeping_behind(free_addr):
     with trio.fail_after(600):
         async with open_service_root(free_addr, name='mem_root', handle_signals=False):
-            async with open_feed(
+            async with open_market_feed(
                 ['AAA'], registry_addr=free_addr, config={'tick_rate': 2.0, 'seed': 0},
             ) as feed:
                 portal = feed.portal
