@@ -51,6 +51,15 @@ def nothing_left_behind():
     yield
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    '''(overrides tractor_services.testing's, a pytest plugin) The daemons
+    the root restarts during a phase are the tree's, not leaks of that
+    test: killing them after each test would be a fault of its own.  The
+    module's fixture checks the whole tree once it is stopped.'''
+    yield
+
+
 # --- the figures ------------------------------------------------------------------
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
