@@ -121,30 +121,102 @@ def check_topics(topics: Any) -> list[str]:
     return out
 
 
-def check_buffers(buffers: Any) -> dict[float, tuple[int, int]]:
-    '''``{period: (rows, history)}``, or ``{period: rows}`` (no history).'''
+class BufferSpec(tuple):
+    '''One buffer of a topic: ``(rows, history)`` (a tuple, so it unpacks
+    and compares like the plain form) plus its bar options: ``composite``,
+    the source period it is built from (``None``: built from trades; see
+    :class:`~tractor_sampler._ohlc.OHLCWriter`).  Equal to a plain
+    ``(rows, history)`` tuple only when its options are the defaults.'''
+
+    composite: float | None
+
+    def __new__(cls, rows: int, history: int, *, composite: float | None = None) -> BufferSpec:
+        self = super().__new__(cls, (rows, history))
+        self.composite = composite
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {'from': self.composite} if self.composite is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, tuple) or tuple(self) != tuple(other):
+            return False
+        return self.options == (other.options if isinstance(other, BufferSpec) else {})
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        opts = ''.join(f', {k}={v!r}' for k, v in self.options.items())
+        return f'BufferSpec({self[0]}, {self[1]}{opts})'
+
+
+#: the keys of a buffer's dict form
+_SPEC_KEYS = ('rows', 'history', 'from')
+
+
+def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
+    '''``{period: (rows, history)}``, ``{period: rows}`` (no history) or
+    ``{period: {'rows': n, 'history': m, 'from': source_period}}`` (the
+    dict form: ``from`` makes a composite buffer built from the source
+    period's bars, see docs/sampler.md); a :class:`BufferSpec` per period.'''
     if buffers is None:
-        return dict(DEFAULT_BUFFERS)
+        buffers = DEFAULT_BUFFERS
     if not isinstance(buffers, dict) or not buffers:
         raise ValueError(f'buffers must map periods to (rows, history bars), not {buffers!r}')
-    out = {}
+    out: dict[float, BufferSpec] = {}
     for raw_p, spec in buffers.items():
         try:
             p = check_period(float(raw_p))
         except (TypeError, ValueError) as err:
             raise ValueError(f'buffers: {err}') from None
+        opts: dict[str, Any] = {}
+        if isinstance(spec, BufferSpec):
+            opts = dict(spec.options)
         if isinstance(spec, int):
             rows, hist = spec, 0
         elif isinstance(spec, (list, tuple)) and len(spec) == 2:
             rows, hist = spec
+        elif isinstance(spec, dict):
+            unknown = sorted(set(spec) - set(_SPEC_KEYS), key=str)
+            if unknown or 'rows' not in spec:
+                raise ValueError(
+                    f'buffers[{p}]: {spec!r} must have rows and may have '
+                    f'{", ".join(_SPEC_KEYS[1:])}' + (f', not {unknown}' if unknown else '')
+                )
+            rows, hist = spec['rows'], spec.get('history', 0)
+            opts = {k: spec[k] for k in _SPEC_KEYS[2:] if spec.get(k) is not None}
         else:
-            raise ValueError(f'buffers[{p}]: {spec!r} must be rows or (rows, history bars)')
+            raise ValueError(f'buffers[{p}]: {spec!r} must be rows, (rows, history bars) or a dict')
         if not (isinstance(rows, int) and rows >= 4):
             raise ValueError(f'buffers[{p}]: rows={rows!r} must be an int >= 4')
         if not (isinstance(hist, int) and 0 <= hist <= rows // 2):
             raise ValueError(f'buffers[{p}]: history={hist!r} must be an int in [0, rows // 2]')
-        out[p] = (rows, hist)
+        src = opts.get('from')
+        if src is not None:
+            try:
+                src = check_period(src)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f'buffers[{p}]: from: {err}') from None
+        out[p] = BufferSpec(rows, hist, composite=src)
+    composite = {p: s.composite for p, s in out.items() if s.composite is not None}
+    for p, src in composite.items():
+        if src not in out:
+            raise ValueError(f'buffers[{p}]: from={src:g} names no buffer (periods: {sorted(out)})')
+        if src in composite:
+            raise ValueError(f'buffers[{p}]: from={src:g} is itself composite: build from a buffer of trades')
+        tp, ts = round(p * 10), round(src * 10)
+        if tp <= ts or tp % ts:
+            raise ValueError(f'buffers[{p}]: from={src:g}: the period must be a whole multiple of the source period, and longer')
     return out
+
+
+def composite_of(buffers: dict[float, BufferSpec]) -> dict[float, float]:
+    '''The ``composite=`` argument of a topic's :class:`OHLCWriter`.'''
+    return {p: s.composite for p, s in buffers.items() if getattr(s, 'composite', None) is not None}
 
 
 async def _aclose(source: Any, name: str) -> None:
