@@ -312,7 +312,7 @@ def test_subscribe_leave_cycles(tree: Tree):
     assert len(subscribers(tree)) == 2, 'subscriptions left behind'
     after = figures(feedd)
     assert before and after
-    record('subscribe/leave', fault=f'{CHURN_CYCLES} subscribe/leave cycles from one program',
+    record('subscribe/leave', fault=f'{CHURN_CYCLES} subscribe/leave cycles from one program, four at a time',
            effect='each a real subscription; all gone after', cycle_ms=1000 * res['elapsed'] / CHURN_CYCLES,
            feedd_rss_growth_mb=after[0] - before[0], feedd_fds_growth=after[1] - before[1], **out)
     assert after[0] - before[0] <= RSS_GROWTH_MB, f'feed daemon RSS {before[0]:.0f} -> {after[0]:.0f} MB'
