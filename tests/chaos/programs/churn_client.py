@@ -5,7 +5,7 @@ Usage: churn_client.py HOST PORT TOPIC N
 
 The cycles run in ``CONCURRENCY`` loops at once (subscribers joining while
 others leave).
-Every 50th cycle is a whole ``tractor_sampler.open_feed`` (attach the
+Every 50th cycle is a whole ``tractor_sampler.open_market_feed`` (attach the
 buffers, subscribe to quotes and status, leave); the others subscribe to
 the feed daemon's bus directly (``feedbus.open_feed`` on its portal), a
 new IPC context each time.  Each cycle waits for one quote before it
@@ -17,8 +17,7 @@ import time
 import trio
 
 import feedbus
-from tractor_sampler import open_feed
-from tractor_sampler._feedd import feedd_name
+from tractor_sampler import feedd_name, open_market_feed
 from tractor_services import compat
 
 FULL_EVERY = 50
@@ -40,7 +39,7 @@ async def cycles(addr, portal, topic, ids, errors, done):
         try:
             with trio.fail_after(30):
                 if i % FULL_EVERY == 0:
-                    async with open_feed([topic], 'sim', registry_addr=addr) as feed:
+                    async with open_market_feed([topic], 'sim', registry_addr=addr) as feed:
                         async for _ in feed:
                             break
                 else:

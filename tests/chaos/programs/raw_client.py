@@ -13,9 +13,9 @@ import time
 
 import trio
 
-from feedbus._producer import open_feed_stream
-from tractor_sampler._feedd import attach_feed, feedd_name
-from tractor_sampler._sampler import register_with_sampler
+from feedbus.endpoints import open_feed_stream
+from tractor_sampler import feedd_name
+from tractor_sampler.endpoints import attach_feed, register_with_sampler
 from tractor_services import compat
 
 #: the remote error types that count as a clear refusal of bad arguments

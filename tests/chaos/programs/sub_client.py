@@ -105,10 +105,10 @@ async def reporter(epoch, c, extra):
 
 
 async def run_feed(addr, mode, topic, tick_rate, throttle, epoch):
-    from tractor_sampler import open_feed
+    from tractor_sampler import open_market_feed
 
     c = Counts()
-    async with open_feed(
+    async with open_market_feed(
         [topic], 'sim', registry_addr=addr,
         config={'tick_rate': tick_rate, 'seed': 7},
         tick_throttle=throttle if mode == 'frames' else None,
@@ -163,7 +163,7 @@ async def run_steps(addr, epoch):
     c = Counts()
     prev = None
     # a client, never a registry of its own (a5 makes a root the registry
-    # when none answers at the address): as open_feed() does, ask first
+    # when none answers at the address): as open_market_feed() does, ask first
     if not await compat.registry_reachable(addr):
         raise ConnectionError(f'no service root answers at {addr[0]}:{addr[1]}')
     async with compat.open_root_actor(addr, 'chaos_steps'):
