@@ -6,7 +6,9 @@ random stalls of the step loop and random step delivery delays (and
 dropped step messages), compared bar by bar with a plain resampler
 written here.  With ``composite`` the longer period's buffer is built
 from the shorter one's bars: each of its bars must equal the aggregate of
-its source bars (those the plain resampler gave trades).'''
+its source bars (those the plain resampler gave trades).  Each buffer
+also gets a random ``origin`` (bars starting that far past the period's
+multiples) and ``stamp`` (rows stamped with their bar's start or end).'''
 from __future__ import annotations
 
 import bisect
@@ -27,9 +29,24 @@ W0 = 1_700_000_000.37
 SEED = 100.0
 
 
+#: the origin (tenths of a second past the multiples) of each period's bars
+ORIGIN: dict[float, int] = {}
+
+
 def boundary(p: float, k: int) -> float:
-    '''Bar k's time as the docs define it: the float nearest k * p.'''
-    return k * round(p * 10) / 10
+    '''Bar k's start as the docs define it: the float nearest
+    origin + k * p.'''
+    return (k * round(p * 10) + ORIGIN.get(p, 0)) / 10
+
+
+def bar_at(p: float, t: float) -> int:
+    '''The bar whose [start, next start) holds t.'''
+    k = math.floor((t - ORIGIN.get(p, 0) / 10) / p)
+    while boundary(p, k) > t:
+        k -= 1
+    while boundary(p, k + 1) <= t:
+        k += 1
+    return k
 
 
 class Reference:
@@ -75,11 +92,21 @@ stall_st = st.tuples(
     tail=st.floats(0, 40),
     jumps=st.lists(st.tuples(st.floats(0, 30), st.sampled_from([-5.0, -0.5, 0.5, 3.0, 40.0])), max_size=2),
     composite=st.booleans(),
+    origin=st.sampled_from([0.0, 0.0, 0.2, 0.3, 30.0, 59.9]),
+    stamps=st.tuples(st.sampled_from(['open', 'close']), st.sampled_from(['open', 'close'])),
 )
 def test_bars_equal_a_plain_resampler_whatever_the_clock(
-    periods, trades, stalls, delays, drops, max_catchup, tail, jumps, composite,
+    periods, trades, stalls, delays, drops, max_catchup, tail, jumps, composite, origin, stamps,
 ):
     p1 = periods[0]
+    stamp = dict(zip(periods, stamps, strict=True))
+    ORIGIN.clear()
+    ORIGIN.update({p: round(origin * 10) % round(p * 10) for p in periods})
+    if composite and (ORIGIN[periods[1]] - ORIGIN[p1]) % round(p1 * 10):
+        composite = False  # its bars would not start on source boundaries
+
+    def row_time(p: float, k: int) -> float:
+        return boundary(p, k + (stamp[p] == 'close'))
     stall_at = {n: d * p1 for n, d in stalls}
     sent: list[tuple[float, float, float]] = []  # (time, price, size), arrival order
     offset = [W0]  # the wall clock, which NTP (or a suspend) may step
@@ -95,11 +122,11 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
     async def main() -> None:
         sampler = Sampler(wall=wall, spin_s=0)
         sampler.schedule.max_catchup = max_catchup
-        shms = {p: open_shm_array(4096, start=0) for p in periods}
+        shms = {p: open_shm_array(4096, start=0, origin=origin, stamp=stamp[p]) for p in periods}
         try:
             for p, shm in shms.items():  # the open bar, as the feed daemon seeds it
                 row = np.zeros(1, dtype=shm.dtype)
-                row['time'] = boundary(p, math.floor(W0 / p))
+                row['time'] = row_time(p, bar_at(p, W0))
                 row['open'] = row['high'] = row['low'] = row['close'] = SEED
                 shm.push(row)
                 sampler.add_buffer(p, shm.token)
@@ -134,7 +161,7 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 for wait, dk, where, frac, price, size in trades:
                     await trio.sleep(wait * p1)
                     now = wall()
-                    k = math.floor(now / p1) + dk
+                    k = bar_at(p1, now) + dk
                     t = {
                         'on': boundary(p1, k),
                         'before': float(np.nextafter(boundary(p1, k), -np.inf)),
@@ -161,16 +188,17 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
         for p, shm in shms.items():
             rows = shm.array
             times = rows['time']
-            ks = [round(t / p) for t in times]
+            close = stamp[p] == 'close'
+            ks = [bar_at(p, t) - close for t in times]
             # times on boundaries, one row per boundary except at a marked gap
-            assert all(t == boundary(p, k) for t, k in zip(times, ks, strict=True)), p
+            assert all(t == row_time(p, k) for t, k in zip(times, ks, strict=True)), p
             assert list(np.diff(rows['index'])) == [1] * (len(rows) - 1)
             gaps = int((np.diff(ks) > 1).sum())
             assert all(d >= 1 for d in np.diff(ks))
             assert gaps == sampler.gaps.get(p, 0)
             assert sum(d - 1 for d in np.diff(ks)) == sampler.gap_bars.get(p, 0)
             # caught up to the current boundary
-            assert ks[-1] == math.floor(now / p + 1e-9) or times[-1] == boundary(p, math.floor(now / p))
+            assert ks[-1] == bar_at(p, now)
             ref = Reference(p, ks[0] - 10, ks[-1] + 10)
             for t, price, size in sent:
                 ref.add(t, price, size)
@@ -178,9 +206,10 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
             built = composite and p != p1
             if built:  # a composite bar is its source bars, each whole
                 r = round(p * 10) // round(p1 * 10)
+                shift = (ORIGIN[p] - ORIGIN[p1]) // round(p1 * 10)
                 ref.bars = {}
                 for k1, bar in sorted(src_bars.items()):
-                    ref.bars.setdefault(k1 // r, []).extend(bar)
+                    ref.bars.setdefault((k1 - shift) // r, []).extend(bar)
             elif composite:
                 src_bars.update({k: v for k, v in ref.bars.items() if k in have})
             prev = SEED
@@ -213,6 +242,10 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                     event(f'some trades {name}')
             if gaps:
                 event('rows jumped a gap')
+        if origin:
+            event('bars off the multiples (origin)')
+        if 'close' in stamps:
+            event('rows stamped on close')
         if sampler.schedule.stats.clock_jumps:
             event('the wall clock jumped')
         assert sampler.schedule.stats.clock_jumps <= len(jumps)

@@ -73,7 +73,7 @@ from ._info import BarCounters, BufferInfo, FeedInfo, SubscriberInfo, TopicInfo,
 from ._msgs import FeedState, FeedStatus, Step
 from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volume_mode
 from ._plugins import DEFAULT_BACKEND, Backend, config_for, load_backends
-from ._schedule import check_period
+from ._schedule import Grid, check_origin, check_period, check_stamp
 from .shm import ShmArray, StepPlan, open_shm_array
 
 log = compat.get_logger('feedd', 'tractor_sampler')
@@ -129,15 +129,28 @@ class BufferSpec(tuple):
     ``(rows, history)`` tuple only when its options are the defaults.'''
 
     composite: float | None
+    origin: float
+    stamp: str
 
-    def __new__(cls, rows: int, history: int, *, composite: float | None = None) -> BufferSpec:
+    def __new__(
+        cls, rows: int, history: int, *,
+        composite: float | None = None, origin: float = 0.0, stamp: str = 'open',
+    ) -> BufferSpec:
         self = super().__new__(cls, (rows, history))
-        self.composite = composite
+        self.composite, self.origin, self.stamp = composite, origin, stamp
         return self
 
     @property
     def options(self) -> dict[str, Any]:
-        return {'from': self.composite} if self.composite is not None else {}
+        '''The options that are not the defaults, by their dict-form keys.'''
+        opts: dict[str, Any] = {}
+        if self.composite is not None:
+            opts['from'] = self.composite
+        if self.origin:
+            opts['origin'] = self.origin
+        if self.stamp != 'open':
+            opts['stamp'] = self.stamp
+        return opts
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, tuple) or tuple(self) != tuple(other):
@@ -155,14 +168,17 @@ class BufferSpec(tuple):
 
 
 #: the keys of a buffer's dict form
-_SPEC_KEYS = ('rows', 'history', 'from')
+_SPEC_KEYS = ('rows', 'history', 'from', 'origin', 'stamp')
 
 
 def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
     '''``{period: (rows, history)}``, ``{period: rows}`` (no history) or
-    ``{period: {'rows': n, 'history': m, 'from': source_period}}`` (the
-    dict form: ``from`` makes a composite buffer built from the source
-    period's bars, see docs/sampler.md); a :class:`BufferSpec` per period.'''
+    ``{period: {'rows': n, 'history': m, 'from': source_period, 'origin':
+    s, 'stamp': 'open' | 'close'}}`` (the dict form: ``from`` makes a
+    composite buffer built from the source period's bars, ``origin`` starts
+    its bars ``s`` seconds past the period's multiples, ``stamp='close'``
+    stamps each row with its bar's end; see docs/sampler.md); a
+    :class:`BufferSpec` per period.'''
     if buffers is None:
         buffers = DEFAULT_BUFFERS
     if not isinstance(buffers, dict) or not buffers:
@@ -201,7 +217,12 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
                 src = check_period(src)
             except (TypeError, ValueError) as err:
                 raise ValueError(f'buffers[{p}]: from: {err}') from None
-        out[p] = BufferSpec(rows, hist, composite=src)
+        try:
+            origin = check_origin(opts.get('origin', 0.0))
+            stamp = check_stamp(opts.get('stamp', 'open'))
+        except ValueError as err:
+            raise ValueError(f'buffers[{p}]: {err}') from None
+        out[p] = BufferSpec(rows, hist, composite=src, origin=origin, stamp=stamp)
     composite = {p: s.composite for p, s in out.items() if s.composite is not None}
     for p, src in composite.items():
         if src not in out:
@@ -211,6 +232,8 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
         tp, ts = round(p * 10), round(src * 10)
         if tp <= ts or tp % ts:
             raise ValueError(f'buffers[{p}]: from={src:g}: the period must be a whole multiple of the source period, and longer')
+        if (Grid(p, out[p].origin).origin - Grid(src, out[src].origin).origin) % ts:
+            raise ValueError(f'buffers[{p}]: from={src:g}: its bars must start on the source\'s boundaries (origin)')
     return out
 
 
@@ -229,6 +252,24 @@ async def _aclose(source: Any, name: str) -> None:
             await aclose()
         except Exception as err:
             log.error(f'{name}: closing the quote stream failed: {describe_error(err)}')
+
+
+def _on_grid(bars: np.ndarray | None, grid: Grid, name: str) -> np.ndarray | None:
+    '''A backend's history (bars stamped on their start, on the period's
+    multiples) for a buffer on ``grid``: stamped on close, the times move
+    one period on; on another origin it does not fit (logged, no backfill).'''
+    if bars is None or not len(bars) or 'time' not in (bars.dtype.names or ()):
+        return bars
+    if grid.origin:
+        log.warning(
+            f'{name}: history for {grid.p:g} s bars is on the period\'s multiples, '
+            f'the buffer\'s bars start {grid.origin / 10:g} s past them: no backfill'
+        )
+        return None
+    if grid.close:
+        bars = bars.copy()
+        bars['time'] = (np.rint(bars['time'] * 10) + grid.tenths) / 10
+    return bars
 
 
 def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
@@ -282,7 +323,8 @@ def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
     volume); returns how many.  Bounded by the room left.'''
     if not len(shm) or 'time' not in (shm.dtype.names or ()):
         return 0
-    open_t = math.floor(now / period_s + 1e-9) * period_s
+    grid = Grid.of(period_s, shm.token)  # the token says where its bars lie
+    open_t = grid.row_time(grid.bar_of(now))
     n = min(round((open_t - float(shm.last_row['time'])) / period_s), shm.size - shm.last)
     if n <= 0:
         return 0
@@ -420,17 +462,23 @@ class FeedDaemon:
         handed_over = False  # the source belongs to _run_stream from then on
         try:
             for p, (rows, _) in self.buffers.items():
-                shms[p] = open_shm_array(rows)
+                spec = self.buffers[p]
+                shms[p] = open_shm_array(
+                    rows, origin=getattr(spec, 'origin', 0.0), stamp=getattr(spec, 'stamp', 'open'),
+                )
             asked = time.time()
             history = await self._history(name, asked, config)
             now = time.time()  # fetching history may have taken a while
             for p, shm in shms.items():
                 # the open bar, seeded from the last close (NaN without
                 # history: the first trade opens it)
-                open_t = math.floor(now / p + 1e-9) * p
-                bars = history.get(p)
+                grid = Grid.of(p, shm.token)
+                open_t = grid.row_time(grid.bar_of(now))
+                bars = _on_grid(history.get(p), grid, name)
                 if bars is not None:
                     history[p] = bars = _fill_to(bars, open_t, p)
+                else:
+                    history.pop(p, None)
                 row = np.zeros(1, dtype=shm.dtype)
                 row['index'] = len(bars) if bars is not None else 0
                 row['time'] = open_t

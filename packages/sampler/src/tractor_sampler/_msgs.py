@@ -23,7 +23,8 @@ class Step(_Msg, frozen=True, kw_only=True, tag='step'):
     '''Every buffer of ``period_s`` got a new row: ``index`` is that row's
     ``index`` field (the same across a period's buffers that were stepped in
     lock-step; ``NO_INDEX`` when none is registered), ``time`` the step's
-    wall-clock time (a multiple of the period).  ``gap`` is the number of
+    wall-clock time (a boundary of the period: a multiple of it plus the
+    origin of the buffers stepped, 0 by default).  ``gap`` is the number of
     boundaries with no row before this one: samplerd was stalled (or the
     wall clock jumped) longer than it catches up (``MAX_CATCHUP`` steps), so
     the row's time jumps ``gap + 1`` periods past the row before it.'''

@@ -71,7 +71,7 @@ import trio
 from feedbus import CLEARING_TICK_TYPES, FeedsBus, get_feed_bus
 from tractor_services import compat
 
-from ._schedule import bar_of, bar_time, check_period
+from ._schedule import Grid, check_period
 from .shm import ShmArray
 
 log = compat.get_logger('ohlc', 'tractor_sampler')
@@ -117,6 +117,10 @@ class _Bars:
     def __init__(self, period: float, shm: ShmArray) -> None:
         self.p = period
         self.tenths = round(period * 10)
+        # where the bars lie (the token's origin and stamp): bar_of for
+        # trades, row_bar/row_time for the rows' times
+        self.grid = g = Grid.of(period, shm.token)
+        self.bar_of, self.row_bar, self.row_time, self.start = g.bar_of, g.row_bar, g.row_time, g.start
         self.shm = shm
         self.rows = shm.rows  # fetched once: the hot path indexes them
         self.win = shm.window
@@ -132,6 +136,7 @@ class _Bars:
         # how many of its bars make one of ours; a source lists its targets
         self.src: _Bars | None = None
         self.ratio = 0
+        self.shift = 0  # source bar of our bar 0 (origins may differ)
         self.targets: list[_Bars] = []
         # the aggregate of the source's traded bars [base_k * ratio,
         # base_upto) of our open bar base_k (None: none traded)
@@ -152,7 +157,7 @@ class _Bars:
         '''The row of bar ``k`` (``last_k - k`` rows back when no jump lies
         between), or -1 when no row has that bar (skipped by a jump).'''
         times = self.times
-        want = bar_time(self.tenths, k)
+        want = self.row_time(k)
         pos = last - 1 - (self.last_k - k)
         if pos >= first and times[pos] == want:
             return pos
@@ -279,7 +284,14 @@ class OHLCWriter:
                 )
             if p in composite:
                 raise ValueError(f'composite {q:g} s from {p:g} s: the source is itself composite')
+            if (c.grid.origin - s.grid.origin) % s.tenths:
+                raise ValueError(
+                    f'composite {q:g} s from {p:g} s: its bars must start on source bar '
+                    f'boundaries (origins {c.grid.origin / 10:g} s and {s.grid.origin / 10:g} s)'
+                )
             c.src, c.ratio = s, c.tenths // s.tenths
+            # composite bar 0 starts at source bar `shift`
+            c.shift = (c.grid.origin - s.grid.origin) // s.tenths
             s.targets.append(c)
 
     def _settle(self, b: _Bars) -> tuple[int, int] | None:
@@ -291,10 +303,10 @@ class OHLCWriter:
         if last <= first:
             return None
         if b.origin is None or last != b.seen:
-            k = bar_of(float(b.times[last - 1]), b.tenths)
+            k = b.row_bar(float(b.times[last - 1]))
             start = b.seen
             b.seen, b.last_k = last, k
-            b.open_lo, b.open_hi = bar_time(b.tenths, k), bar_time(b.tenths, k + 1)
+            b.open_lo, b.open_hi = b.start(k), b.start(k + 1)
             b.horizon = b.open_lo + self.max_ahead_s
             b.open_row = None
             if b.origin is None:
@@ -304,13 +316,13 @@ class OHLCWriter:
                 self._carry(b, max(start, first + 1) - 1, last)
             if first != b.first:  # history was prepended (or the first look)
                 b.first = first
-                b.first_k = max(b.origin, bar_of(float(b.times[first]), b.tenths))
+                b.first_k = max(b.origin, b.row_bar(float(b.times[first])))
             if b.src is not None:  # new rows of a composite: from the source's
                 for pos in range(max(start, first), last):
-                    self._rebuild(b, bar_of(float(b.times[pos]), b.tenths), first, last)
+                    self._rebuild(b, b.row_bar(float(b.times[pos])), first, last)
         if first != b.first:  # history was prepended (or the first look)
             b.first = first
-            b.first_k = max(b.origin, bar_of(float(b.times[first]), b.tenths))
+            b.first_k = max(b.origin, b.row_bar(float(b.times[first])))
         if b.held and b.held_k <= b.last_k:
             held, b.held = b.held, []
             self._place(b, held, first, last, arrived=False)
@@ -332,14 +344,14 @@ class OHLCWriter:
             return
         if count:
             b.stats.held += len(trades)
-        k = min(bar_of(t, b.tenths) for t, _, _ in trades)
+        k = min(b.bar_of(t) for t, _, _ in trades)
         b.held_k = k if not b.held else min(b.held_k, k)
         b.held.extend(trades)
 
     def _place(self, b: _Bars, trades: list[Trade], first: int, last: int, arrived: bool) -> None:
         '''Fold ``trades`` (arrival order) into their bars; hold those
         ahead of the last row.'''
-        tenths, last_k = b.tenths, b.last_k
+        last_k, trade_bar = b.last_k, b.bar_of
         rows = b.rows
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
         first_k, horizon, open_lo, open_hi = b.first_k, b.horizon, b.open_lo, b.open_hi
@@ -356,7 +368,7 @@ class OHLCWriter:
             if open_lo <= t < open_hi:  # the common case: the open bar
                 k, pos = last_k, open_pos
             else:
-                k = bar_of(t, tenths)
+                k = trade_bar(t)
                 if k > last_k:
                     if t > horizon:
                         st.unplaced += 1
@@ -396,7 +408,7 @@ class OHLCWriter:
         ks = None
         if b.targets and st.placed != placed:  # the source bars that changed
             times = b.times
-            ks = {last_k if pos == open_pos else bar_of(float(times[pos]), tenths) for pos in mods}
+            ks = {last_k if pos == open_pos else b.row_bar(float(times[pos])) for pos in mods}
         closed = []
         for pos, row in mods.items():
             if pos < open_pos:
@@ -427,8 +439,9 @@ class OHLCWriter:
             return
         s, r = c.src, c.ratio
         assert s is not None
-        for kc in sorted({k // r for k in ks}):
-            if kc == c.base_k and any(k < s.last_k and k // r == kc for k in ks):
+        d = c.shift
+        for kc in sorted({(k - d) // r for k in ks}):
+            if kc == c.base_k and any(k < s.last_k and (k - d) // r == kc for k in ks):
                 c.base_k = None  # a closed source bar of the open one changed
             self._rebuild(c, kc, *win)
 
@@ -439,15 +452,15 @@ class OHLCWriter:
             return into
         first, last = s.first, s.seen
         times = s.times[first:last]
-        lo = first + int(times.searchsorted(bar_time(s.tenths, k_lo)))
-        hi = first + int(times.searchsorted(bar_time(s.tenths, k_hi)))
+        lo = first + int(times.searchsorted(s.row_time(k_lo)))
+        hi = first + int(times.searchsorted(s.row_time(k_hi)))
         if lo >= hi:
             return into
         _, i_open, i_high, i_low, i_close, i_vol = self._idx
-        traded, tenths = s.traded, s.tenths
+        traded, row_bar = s.traded, s.row_bar
         for pos in range(lo, hi):
             row = s.rows[pos].item()
-            if bar_of(row[self._idx[0]], tenths) not in traded:
+            if row_bar(row[self._idx[0]]) not in traded:
                 continue
             into = self._fold(into, row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol])
         return into
@@ -472,7 +485,7 @@ class OHLCWriter:
             return  # no row yet (built when it appears), or history
         s, r = c.src, c.ratio
         assert s is not None
-        k_lo, k_hi = kc * r, (kc + 1) * r
+        k_lo, k_hi = kc * r + c.shift, (kc + 1) * r + c.shift
         open_pos = last - 1
         if kc == c.last_k:
             pos = open_pos
@@ -513,7 +526,7 @@ class OHLCWriter:
     def _carry(self, b: _Bars, pos: int, last: int) -> None:
         '''Rows after ``pos`` up to the next traded one (or the end) that
         got no trade take the close before them.'''
-        rows, tenths, traded = b.rows, b.tenths, b.traded
+        rows, row_bar, traded = b.rows, b.row_bar, b.traded
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
         close = rows[pos]['close']
         open_pos = last - 1
@@ -521,7 +534,7 @@ class OHLCWriter:
             b.open_row = None  # the open row may change here
         for q in range(pos + 1, last):
             row = list(rows[q].item())
-            if bar_of(row[i_time], tenths) in traded:
+            if row_bar(row[i_time]) in traded:
                 break
             if (
                 row[i_open] == row[i_high] == row[i_low] == row[i_close] == close

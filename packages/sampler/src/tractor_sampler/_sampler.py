@@ -23,7 +23,7 @@ from tractor_services import PeerDisconnected, compat
 from ._errors import AlreadyRunning, NoSampler
 from ._info import SamplerInfo, to_wire
 from ._msgs import NO_INDEX, Ack, Backfill, Error, Info, Step, decode_request
-from ._schedule import Schedule, check_period
+from ._schedule import Grid, Schedule, check_period
 from .shm import (
     ShmArray,
     ShmGroup,
@@ -64,7 +64,9 @@ class Sampler:
         self._bufs: dict[float, dict[tuple[str, int], ShmArray]] = {}
         self._refs: Counter[tuple[float, str, int]] = Counter()
         self._groups: dict[str, ShmGroup] = {}
-        self._plans: dict[float, StepPlan] = {}
+        # one plan per lane (period, origin in tenths): a period's buffers
+        # whose bars start at other offsets are stepped on their own boundaries
+        self._plans: dict[tuple[float, int], StepPlan] = {}
         self._listeners: Counter[float] = Counter()
         self.incrementers = 0  # how many incrementer tasks ever ran (one)
         self.steps: Counter[float] = Counter()
@@ -106,13 +108,13 @@ class Sampler:
         token = ShmToken.from_msg(token)
         key = (p, token.shm_name, token.member)
         bufs = self._bufs.setdefault(p, {})
-        self.schedule.add(p)
+        self.schedule.add(p, token.origin)
         if (token.shm_name, token.member) not in bufs:
             old = self._set_aside.get(p, {}).pop((token.shm_name, token.member), None)
             if old is not None and token.shm_name not in self._groups:
                 old.close()  # set aside earlier: a fresh attachment replaces it
             shm = bufs[(token.shm_name, token.member)] = self._attach(token)
-            self._plans.pop(p, None)
+            self._drop_plans(p)
             self._align(shm, p)
         self._refs[key] += 1
         return key
@@ -126,8 +128,9 @@ class Sampler:
         many rows it appended.'''
         if not len(shm) or 'time' not in (shm.dtype.names or ()):
             return 0
-        _, next_t = self.schedule.next_step(p)
-        last_t = float(shm.last_row['time'])
+        grid = Grid.of(p, shm.token)
+        _, next_t = self.schedule.next_step(p, shm.token.origin)
+        last_t = grid.start(grid.row_bar(float(shm.last_row['time'])))
         missing = round((next_t - p - last_t) / p)
         if missing <= 0:
             return 0
@@ -157,7 +160,7 @@ class Sampler:
         shm = self._bufs.get(p, {}).pop((name, member), None)
         if shm is None:
             shm = self._set_aside.get(p, {}).pop((name, member), None)
-        self._plans.pop(p, None)
+        self._drop_plans(p)
         if shm is not None and name not in self._groups:
             shm.close()
         self._maybe_drop_period(p)
@@ -180,6 +183,27 @@ class Sampler:
             self._bufs.pop(p, None)
             self._listeners.pop(p, None)
             self.schedule.remove(p)
+            return
+        # lanes of the period no buffer (nor, for origin 0, listener) uses
+        used = {Grid.of(p, shm.token).origin for shm in self._bufs.get(p, {}).values()}
+        if self._listeners[p] > 0:
+            used.add(0)
+        for lp, o in self.schedule.lanes:
+            if lp == p and round(o * 10) not in used:
+                self.schedule.remove(p, o)
+
+    def _drop_plans(self, p: float) -> None:
+        for lane in [lane for lane in self._plans if lane[0] == p]:
+            del self._plans[lane]
+
+    def _lane_bufs(self, p: float, step_time: float) -> dict[tuple[str, int], ShmArray]:
+        '''The buffers of period ``p`` whose boundaries ``step_time`` is on.'''
+        bufs = self._bufs.get(p)
+        if not bufs:
+            return {}
+        tenths = round(p * 10)
+        o = round(step_time * 10) % tenths
+        return {key: shm for key, shm in bufs.items() if Grid.of(p, shm.token).origin == o}
 
     # --- stepping -----------------------------------------------------------
 
@@ -197,12 +221,13 @@ class Sampler:
         '''Append the row of boundary ``step_time`` to every buffer of the
         period, then broadcast the step (with the gap its rows jumped, if
         any).'''
-        bufs = self._bufs.get(period_s)
+        bufs = self._lane_bufs(period_s, step_time)
+        lane = (period_s, round(step_time * 10) % round(period_s * 10))
         gap = 0
         if bufs:
-            plan = self._plans.get(period_s)
+            plan = self._plans.get(lane)
             if plan is None:
-                plan = self._plans[period_s] = StepPlan(list(bufs.values()))
+                plan = self._plans[lane] = StepPlan(list(bufs.values()))
             try:
                 gap = self._step_plan(plan, period_s, step_time)
             except ValueError as err:  # an overrun or a closed buffer
@@ -218,10 +243,11 @@ class Sampler:
                         f'{"closed" if bufs[key].closed else "full"}: no longer stepped ({err})'
                     )
                     self._set_aside[period_s][key] = bufs.pop(key)
+                    self._bufs[period_s].pop(key, None)
                     self.set_aside += 1
-                self._plans.pop(period_s, None)
+                self._plans.pop(lane, None)
                 if bad and bufs:
-                    plan = self._plans[period_s] = StepPlan(list(bufs.values()))
+                    plan = self._plans[lane] = StepPlan(list(bufs.values()))
                     try:
                         gap = self._step_plan(plan, period_s, step_time)
                     except ValueError as err2:
@@ -247,8 +273,11 @@ class Sampler:
             )
         return gap
 
-    def _index(self, period_s: float) -> int:
-        for shm in self._bufs.get(period_s, {}).values():
+    def _index(self, period_s: float, step_time: float | None = None) -> int:
+        '''The last index of the period's buffers (of the lane
+        ``step_time`` is on, when given and a buffer is on it).'''
+        bufs = self._lane_bufs(period_s, step_time) if step_time is not None else None
+        for shm in (bufs or self._bufs.get(period_s, {})).values():
             if len(shm):
                 return int(shm.last_row['index'])
         return NO_INDEX
@@ -267,7 +296,7 @@ class Sampler:
         p = check_period(period_s)
         msg = Step(
             period_s=p,
-            index=self._index(p),
+            index=self._index(p, time_stamp),
             time=self.schedule.wall_now() if time_stamp is None else time_stamp,
             info=info,
             gap=gap,

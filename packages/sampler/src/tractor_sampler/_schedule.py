@@ -78,21 +78,82 @@ def check_period(period_s: object) -> float:
     return tenths / 10
 
 
-def bar_time(tenths: int, k: int) -> float:
-    '''Bar ``k``'s time for a period of ``tenths`` tenths of a second: the
-    float nearest ``k * tenths / 10`` (what samplerd writes).'''
-    return k * tenths / 10
+def bar_time(tenths: int, k: int, origin: int = 0) -> float:
+    '''Bar ``k``'s start for a period of ``tenths`` tenths of a second
+    whose boundaries lie ``origin`` tenths past its multiples: the float
+    nearest ``(k * tenths + origin) / 10`` (what samplerd writes).'''
+    return (k * tenths + origin) / 10
 
 
-def bar_of(t: float, tenths: int) -> int:
+def bar_of(t: float, tenths: int, origin: int = 0) -> int:
     '''The bar number ``k`` with ``bar_time(k) <= t < bar_time(k + 1)``
     (``t`` finite).'''
-    k = math.floor(t * 10 / tenths)
-    if k * tenths / 10 > t:
+    k = math.floor((t * 10 - origin) / tenths)
+    if (k * tenths + origin) / 10 > t:
         k -= 1
-    elif (k + 1) * tenths / 10 <= t:
+    elif ((k + 1) * tenths + origin) / 10 <= t:
         k += 1
     return k
+
+
+STAMPS = ('open', 'close')
+
+
+def check_origin(origin_s: object) -> float:
+    '''``origin_s`` (seconds past each period's multiples where its bars
+    start) as a float, or a ``ValueError`` saying what is wrong.'''
+    if isinstance(origin_s, bool) or not isinstance(origin_s, (int, float)):
+        raise ValueError(f'origin {origin_s!r} is not a number of seconds')
+    o = float(origin_s)
+    if not (math.isfinite(o) and 0 <= o < MAX_PERIOD_S):
+        raise ValueError(f'origin {origin_s!r} must be from 0 to {MAX_PERIOD_S:.0f} s (excluded)')
+    tenths = round(o * 10)
+    if abs(tenths - o * 10) > 1e-6:
+        raise ValueError(f'origin {origin_s!r} is not a multiple of {MIN_PERIOD_S} s')
+    return tenths / 10
+
+
+def check_stamp(stamp: object) -> str:
+    '''``'open'`` or ``'close'``, or a ``ValueError``.'''
+    if stamp not in STAMPS:
+        raise ValueError(f"stamp {stamp!r} must be 'open' (a row's time is its bar's start) or 'close' (its end)")
+    return stamp  # type: ignore[return-value]
+
+
+class Grid:
+    '''Where one buffer's bars lie: period ``tenths``, boundaries at
+    ``origin + k * period`` (``origin`` in tenths, reduced below the
+    period), rows stamped with their bar's start (``'open'``) or end
+    (``'close'``).  Bar ``k`` spans ``[start(k), start(k + 1))``; its row's
+    time is ``row_time(k)``.'''
+
+    __slots__ = ('tenths', 'origin', 'close', 'p')
+
+    def __init__(self, period_s: float, origin_s: float = 0.0, stamp: str = 'open') -> None:
+        self.p = check_period(period_s)
+        self.tenths = round(self.p * 10)
+        self.origin = round(check_origin(origin_s) * 10) % self.tenths
+        self.close = int(check_stamp(stamp) == 'close')
+
+    @classmethod
+    def of(cls, period_s: float, token: object) -> Grid:
+        '''The grid of a buffer of ``period_s`` from its token's
+        ``origin`` and ``stamp`` (defaults for objects without them).'''
+        return cls(period_s, getattr(token, 'origin', 0.0), getattr(token, 'stamp', 'open'))
+
+    def start(self, k: int) -> float:
+        return (k * self.tenths + self.origin) / 10
+
+    def bar_of(self, t: float) -> int:
+        '''The bar a trade at ``t`` is in.'''
+        return bar_of(t, self.tenths, self.origin)
+
+    def row_time(self, k: int) -> float:
+        return ((k + self.close) * self.tenths + self.origin) / 10
+
+    def row_bar(self, t: float) -> int:
+        '''The bar of the row whose time is ``t`` (on the grid).'''
+        return bar_of(t, self.tenths, self.origin) - self.close
 
 
 @dataclass
@@ -126,7 +187,9 @@ class Schedule:
         self._wall = wall
         self.clock_check_s = clock_check_s
         self._offset: float | None = None  # wall - trio
-        self._next: dict[float, int] = {}  # period -> index k of its next step
+        # (period, origin in tenths) -> index k of its next step: a period
+        # has one lane per origin its buffers use (see Grid)
+        self._next: dict[tuple[float, int], int] = {}
         self._changed = trio.Event()
         self.max_catchup = max_catchup
         self.keep_lateness = keep_lateness
@@ -137,7 +200,17 @@ class Schedule:
 
     @property
     def periods(self) -> list[float]:
-        return sorted(self._next)
+        return sorted({p for p, _ in self._next})
+
+    @property
+    def lanes(self) -> list[tuple[float, float]]:
+        '''``(period, origin)`` of every lane stepped.'''
+        return sorted((p, o / 10) for p, o in self._next)
+
+    @staticmethod
+    def _lane(period_s: float, origin_s: float = 0.0) -> tuple[float, int]:
+        g = Grid(period_s, origin_s)
+        return g.p, g.origin
 
     def _sync(self) -> float:
         if self._offset is None:
@@ -163,32 +236,43 @@ class Schedule:
         return trio.current_time() + self._sync()
 
     @staticmethod
-    def step_time(period: float, k: int) -> float:
-        '''Wall time of step ``k``: computed in tenths of a second, so a
-        0.2 s period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001).'''
-        return bar_time(round(period * 10), k)
+    def step_time(period: float, k: int, origin: int = 0) -> float:
+        '''Wall time of step ``k`` (of the lane ``origin`` tenths past the
+        period's multiples): computed in tenths of a second, so a 0.2 s
+        period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001).'''
+        return bar_time(round(period * 10), k, origin)
 
-    def deadline(self, period: float, k: int) -> float:
-        '''trio time of step ``k`` of ``period``.'''
-        return self.step_time(period, k) - self._sync()
+    def deadline(self, period: float, k: int, origin: int = 0) -> float:
+        '''trio time of step ``k`` of ``period`` (lane ``origin``, tenths).'''
+        return self.step_time(period, k, origin) - self._sync()
 
-    def add(self, period_s: float) -> float:
-        '''Start stepping ``period_s`` from its next wall-clock boundary.'''
-        p = check_period(period_s)
-        if p not in self._next:
-            self._next[p] = bar_of(self.wall_now(), round(p * 10)) + 1
+    def add(self, period_s: float, origin_s: float = 0.0) -> float:
+        '''Start stepping ``period_s`` on the boundaries ``origin_s`` past
+        its multiples (a lane), from the next one.'''
+        lane = self._lane(period_s, origin_s)
+        if lane not in self._next:
+            p, o = lane
+            self._next[lane] = bar_of(self.wall_now(), round(p * 10), o) + 1
             self._changed.set()
-        return p
+        return lane[0]
 
-    def remove(self, period_s: float) -> None:
-        self._next.pop(check_period(period_s), None)
+    def remove(self, period_s: float, origin_s: float | None = None) -> None:
+        '''Stop stepping a lane of ``period_s`` (every lane when
+        ``origin_s`` is None).'''
+        if origin_s is None:
+            p = check_period(period_s)
+            for lane in [lane for lane in self._next if lane[0] == p]:
+                del self._next[lane]
+        else:
+            self._next.pop(self._lane(period_s, origin_s), None)
         self._changed.set()
 
-    def next_step(self, period_s: float) -> tuple[int, float]:
-        '''(index, wall time) of ``period_s``'s next step.'''
-        p = check_period(period_s)
-        k = self._next[p]
-        return k, self.step_time(p, k)
+    def next_step(self, period_s: float, origin_s: float = 0.0) -> tuple[int, float]:
+        '''(index, wall time) of ``period_s``'s next step (on the lane
+        ``origin_s``).'''
+        p, o = lane = self._lane(period_s, origin_s)
+        k = self._next[lane]
+        return k, self.step_time(p, k, o)
 
     async def run(
         self,
@@ -206,7 +290,7 @@ class Schedule:
                 await self._changed.wait()
                 continue
             self.reanchor()  # every wake-up: a suspend or a clock step shows here
-            due_at = min(self.deadline(p, k) for p, k in self._next.items())
+            due_at = min(self.deadline(p, k, o) for (p, o), k in self._next.items())
             now = trio.current_time()
             if now < due_at - self.spin_s:
                 # sleep until the deadline (or the next clock check), or
@@ -222,21 +306,22 @@ class Schedule:
 
     async def _step_due(self, on_step: OnStep) -> None:
         now = trio.current_time()
-        for p in sorted(self._next):
-            k = self._next.get(p)
-            if k is None or self.deadline(p, k) > now:
+        for lane in sorted(self._next):
+            p, o = lane
+            k = self._next.get(lane)
+            if k is None or self.deadline(p, k, o) > now:
                 continue
-            last = bar_of(now + self._sync(), round(p * 10))
+            last = bar_of(now + self._sync(), round(p * 10), o)
             missed = last - k  # steps beyond the first that are also due
             if missed > self.max_catchup:
                 self.stats.skipped += missed - self.max_catchup
                 k = last - self.max_catchup
             for i, kk in enumerate(range(k, last + 1)):
-                lateness = trio.current_time() - self.deadline(p, kk)
+                lateness = trio.current_time() - self.deadline(p, kk, o)
                 self._record(lateness, caught_up=i > 0)
-                self._next[p] = kk + 1
-                await on_step(p, self.step_time(p, kk))
-                if p not in self._next:  # removed by on_step
+                self._next[lane] = kk + 1
+                await on_step(p, self.step_time(p, kk, o))
+                if lane not in self._next:  # removed by on_step
                     break
 
     def _record(self, lateness: float, caught_up: bool) -> None:

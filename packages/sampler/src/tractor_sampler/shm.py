@@ -94,7 +94,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ._schedule import check_period
+from ._schedule import check_origin, check_period, check_stamp
 
 __all__ = [
     'DEFAULT_DTYPE',
@@ -199,6 +199,13 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     hashable and compare equal after a round trip.  ``members``/``member``
     locate the buffer in its data segment (``1``/``0`` for a standalone
     buffer).
+
+    ``origin`` and ``stamp`` say where the buffer's bars lie (every
+    reader of row times honours them; see :class:`~tractor_sampler._schedule.Grid`):
+    bar boundaries ``origin`` seconds past the period's multiples (a 60 s
+    buffer with ``origin=30.0`` has bars from :30 to :30), and each row's
+    ``time`` its bar's start (``'open'``) or end (``'close'``).  The
+    defaults are the plain grid, and tokens without them decode to it.
     '''
     shm_name: str
     shm_ctl_name: str
@@ -206,6 +213,8 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     members: int = 1
     member: int = 0
+    origin: float = 0.0
+    stamp: str = 'open'
 
     def __post_init__(self) -> None:
         for field in ('shm_name', 'shm_ctl_name'):
@@ -219,6 +228,8 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 f'ShmToken.member must be in [0, {self.members}), got {self.member}'
             )
+        msgspec.structs.force_setattr(self, 'origin', check_origin(self.origin))
+        check_stamp(self.stamp)
         descr = _canon_descr(self.dtype_descr)
         try:
             np.dtype(_descr_to_numpy(descr))
@@ -402,6 +413,8 @@ def _create(
     key: str | None,
     dtype: Any,
     start: int | None,
+    origin: float = 0.0,
+    stamp: str = 'open',
 ) -> _Segments:
     dt = np.dtype(DEFAULT_DTYPE if dtype is None else dtype)
     if dt.names is None:
@@ -418,6 +431,8 @@ def _create(
         dtype_descr=tuple(dt.descr),  # canonicalised by the token
         size=size,
         members=members,
+        origin=origin,
+        stamp=stamp,
     )
     data = _create_segment(key, members * size * dt.itemsize)
     try:
@@ -681,6 +696,8 @@ def open_shm_array(
     readonly: bool = False,
     *,
     start: int | None = None,
+    origin: float = 0.0,
+    stamp: str = 'open',
 ) -> ShmArray:
     '''Create a buffer of ``size`` rows (the caller owns it: it is unlinked
     on :meth:`ShmArray.destroy`, on leaving ``with``, or at process exit).
@@ -690,8 +707,9 @@ def open_shm_array(
     control segment is ``<key>_ctl``); ``dtype`` defaults to
     :data:`DEFAULT_DTYPE`; the empty window starts at ``start`` (default
     ``size // 2``: room for history before it and live rows after it).
-    ``readonly`` makes the creator's own handle read-only.'''
-    segs = _create(1, size, key, dtype, start)
+    ``readonly`` makes the creator's own handle read-only.  ``origin`` and
+    ``stamp`` go into the token: where its bars lie (see :class:`ShmToken`).'''
+    segs = _create(1, size, key, dtype, start, origin, stamp)
     if readonly:
         ro = _Segments(segs.data, segs.ctl_seg, segs.token, readonly=True, owner=True)
         del segs
@@ -756,7 +774,12 @@ class StepPlan:
         it, rows never go back in time).  A buffer whose last row is more
         than one period before ``step_time`` jumps to it: the row marks the
         gap (its time is ``gap + 1`` periods after the row before) and
-        :attr:`jumps`, :attr:`gap_bars` and :attr:`last_gap` count it.'''
+        :attr:`jumps`, :attr:`gap_bars` and :attr:`last_gap` count it.
+
+        Each buffer's token says where its bars lie (``origin``,
+        ``stamp``): its rows are on its own boundaries, and a buffer
+        stamped ``'close'`` gets the row of the bar opening at
+        ``step_time``, whose time is ``step_time`` plus a period.'''
         tenths = round(check_period(period_s) * 10)
         # check every part first, so an overrun writes nothing anywhere
         todo = []
@@ -770,13 +793,18 @@ class StepPlan:
             last = win[sel, 1]
             new = segs.block[idx, last - 1]  # (k,) copy of the current rows
             prev = new['time']
-            # bar numbers in float64: exact integers, and k * tenths / 10 is
-            # the float nearest the boundary, as the schedule's step times
-            prev_k = np.rint(prev * 10 / tenths)
+            tok = segs.token
+            o = round(tok.origin * 10) % tenths
+            # bar numbers in float64: exact integers, and (k * tenths + o) / 10
+            # is the float nearest the boundary, as the schedule's step times
+            prev_k = np.rint((prev * 10 - o) / tenths)
             if step_time is None:
-                times = (prev_k + 1) * tenths / 10
+                times = ((prev_k + 1) * tenths + o) / 10
             else:
-                times = np.full(len(idx), float(step_time))
+                t = float(step_time)
+                if tok.stamp == 'close':  # in tenths: the float nearest the end
+                    t = (round(t * 10) + tenths) / 10
+                times = np.full(len(idx), t)
             go = times > prev
             if not go.all():
                 self.waited += int((~go).sum())
@@ -789,7 +817,7 @@ class StepPlan:
                     f'(size {segs.token.size})'
                 )
             if step_time is not None and len(idx):
-                skipped = np.rint(times * 10 / tenths) - prev_k - 1
+                skipped = np.rint((times * 10 - o) / tenths) - prev_k - 1
                 jumped = skipped > 0
                 if jumped.any():
                     self.jumps += int(jumped.sum())
@@ -906,11 +934,14 @@ def open_shm_group(
     dtype: Any = None,
     *,
     start: int | None = None,
+    origin: float = 0.0,
+    stamp: str = 'open',
 ) -> ShmGroup:
     '''Create ``members`` buffers of ``size`` rows in one segment (owned
     like :func:`open_shm_array`'s); every window starts empty at ``start``
-    (default ``size // 2``).'''
-    return ShmGroup(_create(members, size, key, dtype, start))
+    (default ``size // 2``); every member's bars lie on ``origin`` and
+    ``stamp`` (see :class:`ShmToken`).'''
+    return ShmGroup(_create(members, size, key, dtype, start, origin, stamp))
 
 
 def attach_shm_group(token: ShmToken | dict, readonly: bool = False) -> ShmGroup:
