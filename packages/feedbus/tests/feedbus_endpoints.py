@@ -7,7 +7,7 @@ import tractor
 import trio
 
 from feedbus import get_feed_bus, open_feed
-from tractor_services import compat
+from tractor_services import compat, resolve_registry_addr
 
 
 async def _produce(topics: list[str], hz: float, trade_every: int, pad: int = 0) -> None:
@@ -74,7 +74,7 @@ async def subscriber(
     stall_timeout: float = 5.0,
 ) -> None:
     '''Subscribe to the producer and count what arrives.'''
-    async with compat.find_actor(producer_name, compat.resolve_registry_addr()) as portal:
+    async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
         async with open_feed(portal, topics, tick_throttle=tick_throttle, stall_timeout=stall_timeout) as feed:
             await ctx.started(os.getpid())
             async for _ in feed:
@@ -105,7 +105,7 @@ async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
 
     rep = _two
     rep.update(a=0, b=0, b_seq=0, a_error=None, a_reason=None, a_stats=None, a_after=None, new_feed=0)
-    async with compat.find_actor(producer_name, compat.resolve_registry_addr()) as portal:
+    async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
         async def run_a() -> None:
             try:
                 async with open_feed(portal, ['a'], tick_throttle=10, stall_timeout=1.0) as fa:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
-from tractor_services.testing import importable_by_subactors  # fixtures: the pytest plugin
+from tractor_services.testing import (
+    importable_by_subactors,  # fixtures: the pytest plugin
+)
 
 # subactors import this folder's endpoint modules by name
 importable_by_subactors(Path(__file__).parent)

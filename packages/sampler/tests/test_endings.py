@@ -10,10 +10,9 @@ import sys
 
 import pytest
 import trio
+from test_cli import PROGRAMS, Proc, run_cli
 
 from tractor_services.testing import free_port, wait_gone
-
-from test_cli import PROGRAMS, Proc, run_cli
 
 
 async def _daemon() -> tuple[Proc, int]:

@@ -6,9 +6,9 @@ import pytest
 import trio
 
 from tractor_sampler import maybe_open_samplerd
-from tractor_sampler.endpoints import sampler_info
 from tractor_sampler._feedd import check_buffers
 from tractor_sampler._sampler import register_with_sampler, samplerd
+from tractor_sampler.endpoints import sampler_info
 from tractor_services import compat, open_service_root
 
 BAD_REGISTRATIONS = [

@@ -13,12 +13,11 @@ from functools import partial
 
 import pytest
 import trio
+from test_cli import Proc, free_port, run_cli
 
 from tractor_sampler import open_market_feed
 from tractor_services import RegistryUnreachable, compat
 from tractor_services.testing import wait_gone
-
-from test_cli import Proc, free_port, run_cli
 
 NOT_A_REGISTRY = 'samplerd: error: 127.0.0.1:{port} answered but is not a tractor registry ('
 NO_ANSWER = 'samplerd: error: no answer from 127.0.0.1:{port} within {s:g} s'

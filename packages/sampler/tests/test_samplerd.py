@@ -16,8 +16,8 @@ from tractor_sampler import (
     open_sample_stream,
     open_shm_array,
 )
-from tractor_sampler.endpoints import sampler_info
 from tractor_sampler._sampler import register_with_sampler
+from tractor_sampler.endpoints import sampler_info
 from tractor_services import compat, open_service_root
 from tractor_services.testing import actor_pids
 

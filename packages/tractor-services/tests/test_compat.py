@@ -2,7 +2,8 @@
 import pytest
 import trio
 
-from tractor_services import compat, open_service_mngr
+from tractor_services import ActorDied, compat, open_service_mngr
+from tractor_services._addr import parse_addr, resolve_fn_path
 
 import services_endpoints as eps
 
@@ -45,7 +46,7 @@ async def test_context_on_dead_peer_raises_instead_of_hanging(reg_addr):
         sa = await compat.start_actor(mngr.an, 'doomed', enable_modules=['services_endpoints'])
         try:
             with trio.fail_after(10):
-                with pytest.raises(compat.ActorDied, match='killed by signal 9'):
+                with pytest.raises(ActorDied, match='killed by signal 9'):
                     async with trio.open_nursery() as tn:
                         tn.start_soon(compat.watch_process, sa)
                         async with compat.open_context(sa.portal, eps.sleeper) as (ctx, (pid, _)):
@@ -57,24 +58,24 @@ async def test_context_on_dead_peer_raises_instead_of_hanging(reg_addr):
 
 
 def test_parse_addr_errors():
-    assert compat.parse_addr('10.0.0.1:99') == ('10.0.0.1', 99)
-    assert compat.parse_addr(['h', '5']) == ('h', 5)
+    assert parse_addr('10.0.0.1:99') == ('10.0.0.1', 99)
+    assert parse_addr(['h', '5']) == ('h', 5)
     with pytest.raises(ValueError, match='host:port'):
-        compat.parse_addr('nohost')
+        parse_addr('nohost')
     with pytest.raises(ValueError, match='not a number'):
-        compat.parse_addr('h:xx')
+        parse_addr('h:xx')
     with pytest.raises(ValueError, match='out of range'):
-        compat.parse_addr('h:70000')
+        parse_addr('h:70000')
 
 
 def test_resolve_fn_path_errors():
-    assert compat.resolve_fn_path('services_endpoints:sleeper') is eps.sleeper
+    assert resolve_fn_path('services_endpoints:sleeper') is eps.sleeper
     with pytest.raises(ValueError, match='package.module:function'):
-        compat.resolve_fn_path('services_endpoints.sleeper')
+        resolve_fn_path('services_endpoints.sleeper')
     with pytest.raises(ImportError, match='cannot import'):
-        compat.resolve_fn_path('no_such_module_xyz:f')
+        resolve_fn_path('no_such_module_xyz:f')
     with pytest.raises(AttributeError, match='has no'):
-        compat.resolve_fn_path('services_endpoints:nope')
+        resolve_fn_path('services_endpoints:nope')
 
 
 async def test_callers_own_unbound_local_error_is_not_masked(reg_addr):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tractor_services import PeerGone, compat, open_service_mngr
+from tractor_services import DaemonStopped, PeerGone, compat, open_service_mngr
 
 
 @compat.context
@@ -22,7 +22,7 @@ async def test_far_end_stopping_raises_daemon_stopped_naming_it(reg_addr):
         sa = await compat.start_actor(mngr.an, 'holder', enable_modules=['test_compat_endings'])
         try:
             with trio.fail_after(30):
-                with pytest.raises(compat.DaemonStopped, match="actor 'holder'") as info:
+                with pytest.raises(DaemonStopped, match="actor 'holder'") as info:
                     async with compat.open_context(sa.portal, hold) as (ctx, _):
                         # the far end's actor is cancelled (as its daemon stopping does)
                         await mngr.tn.start(_cancel_soon, sa)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import trio
 
 from tractor_services import compat, open_service_mngr
 

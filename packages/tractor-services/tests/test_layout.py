@@ -7,16 +7,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[3]
 ADAPTER = ROOT / 'packages' / 'tractor-services' / 'src' / 'tractor_services' / 'compat.py'
 
 #: files known to import tractor still, each to be switched to compat
 #: (empty this once they are)
-PENDING = {
-    'packages/feedbus/src/feedbus/_producer.py',
-}
 
 
 def _imports_tractor(path: Path) -> list[int]:
@@ -55,10 +50,8 @@ def test_the_check_sees_the_sources():
 
 
 def test_only_the_adapter_imports_tractor():
-    '''Fails on any file outside :data:`PENDING`; reported as an expected
-    failure naming the files that remain while pending ones still do.'''
     found = offenders()
-    new = {f: lines for f, lines in found.items() if f not in PENDING}
-    assert not new, f'import tractor outside tractor_services/compat.py: {new}'
-    if found:
-        pytest.xfail(f'still importing tractor (switch to compat.context / compat.Context): {found}')
+    assert not found, (
+        f'import tractor outside tractor_services/compat.py: {found} '
+        '(write @compat.context and compat.Context instead)'
+    )

@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from tractor_services import compat
-from tractor_services._queue import DropOldestQueue
+from tractor_services import DropOldestQueue, compat
 from tractor_services.checks import check_positive
 
 from ._errors import DROP_REASONS

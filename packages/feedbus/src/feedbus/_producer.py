@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import msgspec
 import trio
 
-from tractor_services import compat
+from tractor_services import PeerDisconnected, compat
 
 from ._bus import (
     OUTBOX_SIZE,
@@ -148,7 +148,7 @@ async def _send_replies(sub: Sub, send: Callable[[Any], Awaitable[None]]) -> Non
                 await send(msg)
             finally:
                 prog.finished()
-    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected):
+    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected):
         return  # broken streams are the data sender's to report
 
 
@@ -203,7 +203,7 @@ async def _deliver(
                 stats.delivered += len(items)
     except (trio.EndOfChannel, _Removed):
         pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected) as err:
+    except (trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected) as err:
         bus.drop_sub(sub, f'broken: its stream failed: {err!r}', reason='broken')
         done.cancel()
         return
@@ -217,7 +217,7 @@ async def _deliver(
             )))
         finally:
             prog.finished()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, compat.PeerDisconnected):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected):
         pass
     done.cancel()
 
@@ -465,7 +465,7 @@ async def open_feed_stream(
         try:
             async for raw in stream:
                 session.handle(raw)
-        except (compat.PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the subscriber went away: open_sub() forgets it
 
 

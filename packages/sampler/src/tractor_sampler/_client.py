@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass
 from typing import Any, Union
 
-from feedbus import StreamReaders
-from feedbus._wire import decoder as wire_decoder
+from feedbus.protocol import StreamReaders
+from feedbus.wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
 
 from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)

@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 
 import feedbus
-from feedbus import StreamReaders
-from feedbus._wire import decoder as wire_decoder
+from feedbus.protocol import StreamReaders
+from feedbus.wire import decoder as wire_decoder
 from tractor_services import (
     RestartPolicy,
     ServiceError,

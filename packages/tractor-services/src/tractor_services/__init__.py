@@ -62,6 +62,9 @@ from ._addr import default_registry_addr as default_registry_addr
 from ._addr import parse_addr as parse_addr
 from ._addr import resolve_registry_addr as resolve_registry_addr
 
+# --- a bounded queue that never blocks its sender ----------------------------------------------
+from ._queue import DropOldestQueue as DropOldestQueue
+
 # --- daemon processes -------------------------------------------------------------------------
 from ._proc import cancel_on_signals as cancel_on_signals
 

@@ -14,7 +14,7 @@ It is the only module of ``tractor_services``, ``feedbus`` and
 ``tractor_sampler`` that imports ``tractor`` (``tests/test_layout.py``
 checks): others write ``@compat.context`` and ``ctx: compat.Context``.
 Errors live in ``_errors``, addresses in ``_addr``, process helpers in
-``_proc``; the names they had here are re-exported at the bottom.
+``_proc``.
 
 The a5 work-arounds:
 
@@ -552,7 +552,7 @@ async def open_context(
             body_exc is not None and _far_end_cancel(body_exc) is None
             and not only_cancelled(body_exc) and _only_cancels_besides(exc, body_exc)
         ):
-            raise body_exc  # the body's own error, not what leaving provoked
+            raise body_exc from None  # the body's own error, not what leaving provoked
         cc = _far_end_cancel(exc)
         if cc is None:
             raise
@@ -1140,25 +1140,3 @@ __all__ = [
     # a5's bookkeeping and logs
     'ignore_runtime_warnings', 'local_runtime_counts', 'quiet_runtime_logs', 'runtime_counts',
 ]
-
-
-# --- moved out of the adapter --------------------------------------------------
-# These names moved to tractor_services' own modules: they do not depend on
-# the tractor version.  They stay importable as ``compat.<name>`` (left out
-# of ``__all__``) until feedbus and tractor_sampler import them from their
-# new homes:
-#   errors (``tractor_services``, defined in ``_errors``): PeerDisconnected,
-#     ActorDied, PeerGone, DaemonStopped, RegistryUnreachable;
-#   addresses and endpoint paths (``_addr``): REGISTRY_ENV, parse_addr,
-#     default_registry_addr, resolve_registry_addr, fn_path, resolve_fn_path;
-#   processes and signals (``_proc``): cancel_on_signals, wait_pid_exit,
-#     hard_kill, rss_bytes.
-# (Those this module uses itself are imported at the top.)
-from ._addr import (  # noqa: E402
-    REGISTRY_ENV,
-    default_registry_addr,
-    fn_path,
-    resolve_fn_path,
-    resolve_registry_addr,
-)
-from ._proc import cancel_on_signals  # noqa: E402

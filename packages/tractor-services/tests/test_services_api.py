@@ -28,6 +28,8 @@ PUBLIC = {
     'default_registry_addr',
     'parse_addr',
     'resolve_registry_addr',
+    # a bounded queue
+    'DropOldestQueue',
     # daemon processes
     'cancel_on_signals',
     # public modules
