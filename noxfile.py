@@ -29,35 +29,35 @@ from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "uv"
+nox.options.default_venv_backend = 'uv'
 nox.options.error_on_missing_interpreters = True
 # a missing interpreter is skipped (or refused, below): never downloaded
-os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+os.environ.setdefault('UV_PYTHON_DOWNLOADS', 'never')
 nox.options.sessions = [
-    "tests-services",
-    "tests-feedbus",
-    "tests-sampler",
-    "pip-recipe",
-    "integration",
-    "lint",
-    "docs",
-    "chaos",
+    'tests-services',
+    'tests-feedbus',
+    'tests-sampler',
+    'pip-recipe',
+    'integration',
+    'lint',
+    'docs',
+    'chaos',
 ]
 
 ROOT = Path(__file__).parent
-OVERRIDES = "overrides.txt"
-MATRIX = ["3.11", "3.12"]
-SUPPORTED = ["3.11", "3.12", "3.10"]  # in order of preference
+OVERRIDES = 'overrides.txt'
+MATRIX = ['3.11', '3.12']
+SUPPORTED = ['3.11', '3.12', '3.10']  # in order of preference
 
 
 def _runs(version: str) -> bool:
     """Is ``python<version>`` installed here (and not just a pyenv shim)?"""
-    exe = shutil.which(f"python{version}")
+    exe = shutil.which(f'python{version}')
     if exe is None:
         return False
     try:
         res = subprocess.run(
-            [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            [exe, '-c', "import sys; print('%d.%d' % sys.version_info[:2])"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -68,94 +68,97 @@ def _runs(version: str) -> bool:
 
 
 PRESENT = [v for v in SUPPORTED if _runs(v)]
-_required = [v for v in os.environ.get("REQUIRE_PYTHONS", "").split(",") if v]
+_required = [v for v in os.environ.get('REQUIRE_PYTHONS', '').split(',') if v]
 _missing_required = [v for v in _required if v not in PRESENT]
 if _missing_required:
     sys.exit(
-        f"nox: REQUIRE_PYTHONS asks for Python {', '.join(_missing_required)},"
-        " which is not installed here"
+        f'nox: REQUIRE_PYTHONS asks for Python {", ".join(_missing_required)},'
+        ' which is not installed here'
     )
 if not PRESENT:
-    sys.exit(f"nox: none of Python {', '.join(SUPPORTED)} is installed here")
+    sys.exit(f'nox: none of Python {", ".join(SUPPORTED)} is installed here')
 PYTHONS = [v for v in MATRIX if v in PRESENT] or PRESENT[:1]
 #: the interpreter of the single-version sessions
 PY = PRESENT[0]
 _skipped = [v for v in MATRIX if v not in PRESENT]
 if _skipped:
     print(
-        f"nox: Python {', '.join(_skipped)} not installed here: the per-package"
-        f" sessions run on {', '.join(PYTHONS)} only",
+        f'nox: Python {", ".join(_skipped)} not installed here: the per-package'
+        f' sessions run on {", ".join(PYTHONS)} only',
         file=sys.stderr,
     )
-TEST_DEPS = ["pytest>=8", "pytest-trio>=0.8", "hypothesis", "psutil"]
-TRACTOR = "tractor==0.1.0a5"
+TEST_DEPS = ['pytest>=8', 'pytest-trio>=0.8', 'hypothesis', 'psutil']
+TRACTOR = 'tractor==0.1.0a5'
+# pinned: a newer ruff may format differently, and `format --check` must not
+# start failing on its own
+RUFF = 'ruff==0.17.6'
 
 # Each package: its folder, import name, and in-repo dependencies (folders).
 PACKAGES = {
-    "services": ("packages/tractor-services", "tractor_services", []),
-    "feedbus": ("packages/feedbus", "feedbus", ["packages/tractor-services"]),
-    "sampler": (
-        "packages/sampler",
-        "tractor_sampler",
-        ["packages/tractor-services", "packages/feedbus"],
+    'services': ('packages/tractor-services', 'tractor_services', []),
+    'feedbus': ('packages/feedbus', 'feedbus', ['packages/tractor-services']),
+    'sampler': (
+        'packages/sampler',
+        'tractor_sampler',
+        ['packages/tractor-services', 'packages/feedbus'],
     ),
 }
 ALL_PACKAGES = [
-    "packages/tractor-services[tractor]",
-    "packages/feedbus",
-    "packages/sampler",
+    'packages/tractor-services[tractor]',
+    'packages/feedbus',
+    'packages/sampler',
 ]
 
 # Without compiled bytecode a subactor spawn takes ~690 ms instead of ~300 ms
 # (this environment sets PYTHONDONTWRITEBYTECODE=1).
-UV_ENV = {"UV_COMPILE_BYTECODE": "1"}
+UV_ENV = {'UV_COMPILE_BYTECODE': '1'}
 
 
 def _install(session: nox.Session, *args: str) -> None:
-    session.install("--overrides", OVERRIDES, *args, env=UV_ENV)
+    session.install('--overrides', OVERRIDES, *args, env=UV_ENV)
 
 
 def _editable(paths: list[str]) -> list[str]:
-    return [arg for path in paths for arg in ("-e", path)]
+    return [arg for path in paths for arg in ('-e', path)]
 
 
 def _pytest(session: nox.Session, tests: str) -> None:
     """Run pytest on *tests*; "no tests collected" (exit 5) is a success."""
     if not (ROOT / tests).is_dir():
-        session.log(f"{tests}/ does not exist yet: nothing to run")
+        session.log(f'{tests}/ does not exist yet: nothing to run')
         return
-    session.run("pytest", tests, *session.posargs, success_codes=[0, 5])
+    session.run('pytest', tests, *session.posargs, success_codes=[0, 5])
 
 
 def _tests(session: nox.Session, name: str) -> None:
     path, _import_name, deps = PACKAGES[name]
     # the package with tractor through its extra, and its in-repo dependencies
     # as local paths (the extra forwards to tractor-services[tractor])
-    local = [f"{p}[tractor]" if p == "packages/tractor-services" else p for p in deps]
-    _install(session, *_editable([*local, f"{path}[tractor]"]), *TEST_DEPS)
-    _pytest(session, f"{path}/tests")
+    local = [f'{p}[tractor]' if p == 'packages/tractor-services' else p for p in deps]
+    _install(session, *_editable([*local, f'{path}[tractor]']), *TEST_DEPS)
+    _pytest(session, f'{path}/tests')
 
 
-@nox.session(name="tests-services", python=PYTHONS)
+@nox.session(name='tests-services', python=PYTHONS)
 def tests_services(session: nox.Session) -> None:
     """tractor-services alone: its unit tests."""
-    _tests(session, "services")
+    _tests(session, 'services')
 
 
-@nox.session(name="tests-feedbus", python=PYTHONS)
+@nox.session(name='tests-feedbus', python=PYTHONS)
 def tests_feedbus(session: nox.Session) -> None:
     """feedbus with tractor-services: its unit tests."""
-    _tests(session, "feedbus")
+    _tests(session, 'feedbus')
 
 
-@nox.session(name="tests-sampler", python=PYTHONS)
+@nox.session(name='tests-sampler', python=PYTHONS)
 def tests_sampler(session: nox.Session) -> None:
     """tractor-sampler with feedbus and tractor-services: its unit tests."""
-    _tests(session, "sampler")
+    _tests(session, 'sampler')
 
 
-@nox.session(name="pip-recipe", python=PY)
-@nox.parametrize("package", list(PACKAGES), ids=list(PACKAGES))
+@nox.session(name='pip-recipe', python=PY)
+@nox.parametrize('package', list(PACKAGES), ids=list(PACKAGES))
 def pip_recipe(session: nox.Session, package: str) -> None:
     """The README's plain-pip install, in a venv made by ``python -m venv``.
 
@@ -164,52 +167,52 @@ def pip_recipe(session: nox.Session, package: str) -> None:
     second step ``import tractor_services`` must fail with the install hint.
     """
     path, import_name, deps = PACKAGES[package]
-    venv = Path(session.create_tmp()) / "pip-venv"
+    venv = Path(session.create_tmp()) / 'pip-venv'
     if venv.exists():
         shutil.rmtree(venv)
-    session.run("python", "-m", "venv", str(venv))
-    bindir = venv / ("Scripts" if sys.platform == "win32" else "bin")
-    python = str(bindir / "python")
+    session.run('python', '-m', 'venv', str(venv))
+    bindir = venv / ('Scripts' if sys.platform == 'win32' else 'bin')
+    python = str(bindir / 'python')
     # this session's venv must not leak into the plain-pip one
-    path_var = os.pathsep.join([str(bindir), os.environ.get("PATH", "")])
-    env = {"VIRTUAL_ENV": str(venv), "PATH": path_var}
+    path_var = os.pathsep.join([str(bindir), os.environ.get('PATH', '')])
+    env = {'VIRTUAL_ENV': str(venv), 'PATH': path_var}
 
-    local = [f"./{p}" for p in [*deps, path]]
-    session.run(python, "-m", "pip", "install", *local, external=True, env=env)
+    local = [f'./{p}' for p in [*deps, path]]
+    session.run(python, '-m', 'pip', 'install', *local, external=True, env=env)
 
     out = session.run(
         python,
-        "-c",
-        "import tractor_services",
+        '-c',
+        'import tractor_services',
         external=True,
         env=env,
         silent=True,
         success_codes=[1],
     )
-    out = str(out or "")
-    hint = f"pip install --no-deps {TRACTOR}"
-    if "ImportError" not in out or hint not in out:
+    out = str(out or '')
+    hint = f'pip install --no-deps {TRACTOR}'
+    if 'ImportError' not in out or hint not in out:
         session.error(
-            "without tractor, `import tractor_services` must raise an"
-            f" ImportError naming {hint!r}; got:\n{out}"
+            'without tractor, `import tractor_services` must raise an'
+            f' ImportError naming {hint!r}; got:\n{out}'
         )
-    session.log("without tractor: ImportError with the install hint, as expected")
+    session.log('without tractor: ImportError with the install hint, as expected')
 
     session.run(
-        python, "-m", "pip", "install", "--no-deps", TRACTOR, external=True, env=env
+        python, '-m', 'pip', 'install', '--no-deps', TRACTOR, external=True, env=env
     )
-    session.run(python, "-c", f"import {import_name}", external=True, env=env)
-    if package == "sampler":
+    session.run(python, '-c', f'import {import_name}', external=True, env=env)
+    if package == 'sampler':
         # the console script works from a plain-pip install
-        samplerd = str(bindir / "samplerd")
-        session.run(samplerd, "ls", "backends", external=True, env=env)
+        samplerd = str(bindir / 'samplerd')
+        session.run(samplerd, 'ls', 'backends', external=True, env=env)
 
 
 @nox.session(python=PY)
 def integration(session: nox.Session) -> None:
     """All packages together: the top-level ``tests/``."""
     _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
-    _pytest(session, "tests")
+    _pytest(session, 'tests')
 
 
 def _existing(*paths: str) -> list[str]:
@@ -218,24 +221,30 @@ def _existing(*paths: str) -> list[str]:
 
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
-    """ruff over the code, mypy over ``packages/*/src`` (config: pyproject)."""
-    _install(session, *_editable(ALL_PACKAGES), "ruff", "mypy", *TEST_DEPS)
+    """ruff (lint and ``format --check``: one style) over the code, mypy over
+    ``packages/*/src`` (config: pyproject)."""
+    _install(session, *_editable(ALL_PACKAGES), RUFF, 'mypy', *TEST_DEPS)
     # trio_typing (a tractor requirement) ships ``trio-stubs`` written for an
     # older trio: they would shadow trio 0.23's own inline types (no
     # ``trio.TaskStatus``, no ``trio.TrioDeprecationWarning``).  Our code does
     # not import trio_typing, so check against trio's real types.
-    session.run("uv", "pip", "uninstall", "trio-typing")
-    paths = _existing("packages", "tests", "examples", "benchmarks", "noxfile.py")
-    srcs = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("packages/*/src"))
+    session.run('uv', 'pip', 'uninstall', 'trio-typing')
+    paths = _existing('packages', 'tests', 'examples', 'benchmarks', 'noxfile.py')
+    srcs = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob('packages/*/src'))
     # run both tools even if the first fails, then fail if either did
     failed = []
-    for tool, args in [("ruff", ["check", *paths]), ("mypy", srcs)]:
+    checks = [
+        ('ruff', ['check', *paths]),
+        ('ruff', ['format', '--check', *paths]),
+        ('mypy', srcs),
+    ]
+    for tool, args in checks:
         try:
             session.run(tool, *args)
         except nox.command.CommandFailed:
-            failed.append(tool)
+            failed.append(' '.join([tool, *args[:1]]))
     if failed:
-        session.error(f"{' and '.join(failed)} reported errors")
+        session.error(f'{" and ".join(failed)} reported errors')
 
 
 @nox.session(python=PY)
@@ -244,27 +253,27 @@ def docs(session: nox.Session) -> None:
     _install(
         session,
         *_editable(ALL_PACKAGES),
-        "sphinx",
-        "myst-parser",
-        "furo",
-        "sphinxcontrib-trio",
+        'sphinx',
+        'myst-parser',
+        'furo',
+        'sphinxcontrib-trio',
     )
-    shutil.rmtree(ROOT / "docs" / "_build", ignore_errors=True)
+    shutil.rmtree(ROOT / 'docs' / '_build', ignore_errors=True)
     session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+        'sphinx-build', '-W', '--keep-going', '-b', 'html', 'docs', 'docs/_build/html'
     )
 
 
 @nox.session(python=PY)
 def bench(session: nox.Session) -> None:
     """Run every ``benchmarks/bench_*.py``; each writes its own figures."""
-    benches = sorted(ROOT.glob("benchmarks/bench_*.py"))
+    benches = sorted(ROOT.glob('benchmarks/bench_*.py'))
     if not benches:
-        session.log("no benchmarks/bench_*.py files: nothing to run")
+        session.log('no benchmarks/bench_*.py files: nothing to run')
         return
-    _install(session, *_editable(ALL_PACKAGES), "numpy", *TEST_DEPS)
+    _install(session, *_editable(ALL_PACKAGES), 'numpy', *TEST_DEPS)
     for bench_file in benches:
-        session.run("python", str(bench_file.relative_to(ROOT)), *session.posargs)
+        session.run('python', str(bench_file.relative_to(ROOT)), *session.posargs)
 
 
 @nox.session(python=PY)
@@ -273,7 +282,9 @@ def chaos(session: nox.Session) -> None:
     invariants checked after each.  ``CHAOS_FIGURES=1`` writes the measured
     figures into ``docs/reliability.md`` (and ``docs/reliability-figures.json``)."""
     _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
-    env = {"TRACTOR_CHAOS": "1"}
-    if os.environ.get("CHAOS_FIGURES"):
-        env["CHAOS_FIGURES"] = os.environ["CHAOS_FIGURES"]
-    session.run("pytest", "tests/chaos", "-p", "no:cacheprovider", *session.posargs, env=env)
+    env = {'TRACTOR_CHAOS': '1'}
+    if os.environ.get('CHAOS_FIGURES'):
+        env['CHAOS_FIGURES'] = os.environ['CHAOS_FIGURES']
+    session.run(
+        'pytest', 'tests/chaos', '-p', 'no:cacheprovider', *session.posargs, env=env
+    )

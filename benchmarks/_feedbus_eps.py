@@ -26,7 +26,7 @@ import trio
 from feedbus import FeedsBus, get_feed_bus, open_feed
 from tractor_services import compat, resolve_registry_addr
 
-PRODUCER = "fb_prod"
+PRODUCER = 'fb_prod'
 #: yield to trio every this many publishes when publishing flat out
 CHECKPOINT_EVERY = 50
 
@@ -35,7 +35,7 @@ _POOL_SIZE = 512
 
 def _profile_text(prof: cProfile.Profile, n: int = 25) -> str:
     buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(n)
+    pstats.Stats(prof, stream=buf).sort_stats('tottime').print_stats(n)
     return buf.getvalue()
 
 
@@ -43,32 +43,32 @@ def _fields(i: int) -> dict[str, Any]:
     """One 20-field quote."""
     p = 100.0 + (i % 97) * 0.01
     return {
-        "symbol": "BENCH",
-        "exchange": "XBNC",
-        "bid": p - 0.01,
-        "ask": p + 0.01,
-        "last": p,
-        "bsize": 100 + i % 7,
-        "asize": 200 + i % 5,
-        "volume": 1_000_000 + i,
-        "vwap": p - 0.005,
-        "open": 99.5,
-        "high": 101.0,
-        "low": 99.0,
-        "close": 100.0,
-        "prev_close": 99.8,
-        "change": p - 99.8,
-        "pct_change": (p - 99.8) / 99.8,
-        "trades": 5000 + i,
-        "tick_dir": i % 3 - 1,
-        "halted": False,
-        "ts": 1_700_000_000.0 + i * 1e-3,
+        'symbol': 'BENCH',
+        'exchange': 'XBNC',
+        'bid': p - 0.01,
+        'ask': p + 0.01,
+        'last': p,
+        'bsize': 100 + i % 7,
+        'asize': 200 + i % 5,
+        'volume': 1_000_000 + i,
+        'vwap': p - 0.005,
+        'open': 99.5,
+        'high': 101.0,
+        'low': 99.0,
+        'close': 100.0,
+        'prev_close': 99.8,
+        'change': p - 99.8,
+        'pct_change': (p - 99.8) / 99.8,
+        'trades': 5000 + i,
+        'tick_dir': i % 3 - 1,
+        'halted': False,
+        'ts': 1_700_000_000.0 + i * 1e-3,
     }
 
 
 _FIELDS = [_fields(i) for i in range(_POOL_SIZE)]
 _TICKS = [
-    [{"type": "trade", "price": f["last"], "size": float(1 + i % 9)}]
+    [{'type': 'trade', 'price': f['last'], 'size': float(1 + i % 9)}]
     for i, f in enumerate(_FIELDS)
 ]
 
@@ -85,11 +85,11 @@ async def raw_source(ctx: tractor.Context, topic: str) -> None:
     ends have their stream open; the subscriber says bye when done."""
     await ctx.started(None)
     async with ctx.open_stream() as stream:
-        assert await stream.receive() == "hello"
+        assert await stream.receive() == 'hello'
         _raw.setdefault(topic, []).append(stream)
-        await stream.send("ack")
+        await stream.send('ack')
         try:
-            assert await stream.receive() == "bye"
+            assert await stream.receive() == 'bye'
         finally:
             _raw[topic].remove(stream)
             if not _raw[topic]:
@@ -103,7 +103,7 @@ async def _publish(bus: FeedsBus, topic: str, n: int) -> dict[str, Any]:
         bus.publish(topic, _FIELDS[i % _POOL_SIZE], _TICKS[i % _POOL_SIZE])
         if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
             await trio.lowlevel.checkpoint()
-    return {"t0": t0, "t_pub": time.perf_counter()}
+    return {'t0': t0, 't_pub': time.perf_counter()}
 
 
 async def _raw_send(topic: str, n: int) -> dict[str, Any]:
@@ -112,10 +112,10 @@ async def _raw_send(topic: str, n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     for i in range(n):
         j = i % _POOL_SIZE
-        d = {"topic": topic, "seq": i + 1, "fields": _FIELDS[j], "ticks": _TICKS[j]}
+        d = {'topic': topic, 'seq': i + 1, 'fields': _FIELDS[j], 'ticks': _TICKS[j]}
         for s in streams:
             await s.send(d)
-    return {"t0": t0, "t_pub": time.perf_counter(), "streams": len(streams)}
+    return {'t0': t0, 't_pub': time.perf_counter(), 'streams': len(streams)}
 
 
 def _tick_pool(seed: int, size: int = 4096) -> list[dict[str, Any]]:
@@ -126,10 +126,14 @@ def _tick_pool(seed: int, size: int = 4096) -> list[dict[str, Any]]:
         r = rng.random()
         price = round(100 + rng.uniform(-1, 1), 2)
         if r < 0.05:
-            out.append({"type": "trade", "price": price, "size": float(rng.randint(1, 500))})
+            out.append(
+                {'type': 'trade', 'price': price, 'size': float(rng.randint(1, 500))}
+            )
         else:
-            kind = ("bid", "ask", "size")[int(r * 1000) % 3]
-            out.append({"type": kind, "price": price, "size": float(rng.randint(1, 50))})
+            kind = ('bid', 'ask', 'size')[int(r * 1000) % 3]
+            out.append(
+                {'type': kind, 'price': price, 'size': float(rng.randint(1, 50))}
+            )
     return out
 
 
@@ -159,23 +163,23 @@ async def _paced(
         while i < due:
             tick = pool[i % npool]
             target.publish(topic, _FIELDS[i % _POOL_SIZE], [tick])
-            if tick["type"] == "trade":
+            if tick['type'] == 'trade':
                 trades += 1
-                trade_size += tick["size"]
+                trade_size += tick['size']
             i += 1
         await trio.sleep_until(t0 + (i + burst - 1) / rate)
     cpu = time.process_time() - c0
     w1 = time.perf_counter()
     if not idle:
         # the subscriber stops at the frame holding this
-        target.publish(topic, {"end": True}, [{"type": "end"}])
+        target.publish(topic, {'end': True}, [{'type': 'end'}])
     return {
-        "ticks": i,
-        "trades": trades,
-        "trade_size": trade_size,
-        "cpu": cpu,
-        "t0": w0,
-        "t_end": w1,
+        'ticks': i,
+        'trades': trades,
+        'trade_size': trade_size,
+        'cpu': cpu,
+        't0': w0,
+        't_end': w1,
     }
 
 
@@ -188,39 +192,44 @@ async def producer_ctl(ctx: tractor.Context) -> None:
     whole: cProfile.Profile | None = None  # between prof_start and prof_stop
     async with ctx.open_stream() as stream:
         async for cmd in stream:
-            op = cmd["op"]
-            if op == "prof_start":
+            op = cmd['op']
+            if op == 'prof_start':
                 whole = cProfile.Profile()
                 whole.enable()
                 await stream.send({})
                 continue
-            if op == "prof_stop":
+            if op == 'prof_stop':
                 assert whole is not None
                 whole.disable()
-                await stream.send({"profile": _profile_text(whole)})
+                await stream.send({'profile': _profile_text(whole)})
                 whole = None
                 continue
-            prof = cProfile.Profile() if cmd.get("profile") else None
+            prof = cProfile.Profile() if cmd.get('profile') else None
             if prof is not None:
                 prof.enable()
-            if op == "topic":
-                bus.add_topic(cmd["topic"])
+            if op == 'topic':
+                bus.add_topic(cmd['topic'])
                 res: dict[str, Any] = {}
-            elif op == "cpu":
-                res = {"cpu": time.process_time()}
-            elif op == "publish":
-                res = await _publish(bus, cmd["topic"], cmd["n"])
-            elif op == "raw":
-                res = await _raw_send(cmd["topic"], cmd["n"])
-            elif op == "paced":
+            elif op == 'cpu':
+                res = {'cpu': time.process_time()}
+            elif op == 'publish':
+                res = await _publish(bus, cmd['topic'], cmd['n'])
+            elif op == 'raw':
+                res = await _raw_send(cmd['topic'], cmd['n'])
+            elif op == 'paced':
                 res = await _paced(
-                    bus, cmd["topic"], cmd["rate"], cmd["secs"], cmd["idle"], cmd["seed"]
+                    bus,
+                    cmd['topic'],
+                    cmd['rate'],
+                    cmd['secs'],
+                    cmd['idle'],
+                    cmd['seed'],
                 )
             else:
-                raise ValueError(f"unknown op {op!r}")
+                raise ValueError(f'unknown op {op!r}')
             if prof is not None:
                 prof.disable()
-                res["profile"] = _profile_text(prof)
+                res['profile'] = _profile_text(prof)
             await stream.send(res)
 
 
@@ -231,18 +240,24 @@ async def _sub_raw(portal: Any, ctl: Any, topic: str, n: int) -> dict[str, Any]:
     count = 0
     async with compat.open_context(portal, raw_source, topic=topic) as (pctx, _):
         async with pctx.open_stream() as ps:
-            await ps.send("hello")
-            assert await ps.receive() == "ack"
-            await ctl.send("ready")
+            await ps.send('hello')
+            assert await ps.receive() == 'ack'
+            await ctl.send('ready')
             c0 = time.process_time()
             async for d in ps:
                 count += 1
-                if d["seq"] >= n:
+                if d['seq'] >= n:
                     break
             t_last = time.perf_counter()
             cpu = time.process_time() - c0
-            await ps.send("bye")
-    return {"count": count, "t_last": t_last, "dropped": 0, "messages": count, "cpu": cpu}
+            await ps.send('bye')
+    return {
+        'count': count,
+        't_last': t_last,
+        'dropped': 0,
+        'messages': count,
+        'cpu': cpu,
+    }
 
 
 async def _sub_feed(
@@ -252,9 +267,11 @@ async def _sub_feed(
     # comparison with the (lossless, flow-controlled) raw stream
     size = max(n, 1024)
     count = 0
-    async with open_feed(portal, [topic], batch=batch, buffer=size, outbox_size=size) as feed:
+    async with open_feed(
+        portal, [topic], batch=batch, buffer=size, outbox_size=size
+    ) as feed:
         await feed.stats()  # round trip: subscribed, and Ready handled
-        await ctl.send("ready")
+        await ctl.send('ready')
         c0 = time.process_time()
         async for q in feed:
             count += 1
@@ -265,41 +282,43 @@ async def _sub_feed(
         st = await feed.stats()
         local = feed.local_stats.dropped
     return {
-        "cpu": cpu,
-        "count": count,
-        "t_last": t_last,
-        "dropped": st.dropped + local,
-        "messages": st.messages,
+        'cpu': cpu,
+        'count': count,
+        't_last': t_last,
+        'dropped': st.dropped + local,
+        'messages': st.messages,
     }
 
 
-async def _sub_throttled(portal: Any, ctl: Any, topic: str, rate: float) -> dict[str, Any]:
+async def _sub_throttled(
+    portal: Any, ctl: Any, topic: str, rate: float
+) -> dict[str, Any]:
     times: list[float] = []
     trades = 0
     trade_size = 0.0
     quotes = 0
     async with open_feed(portal, [topic], tick_throttle=rate) as feed:
         await feed.stats()
-        await ctl.send("ready")
+        await ctl.send('ready')
         async for fr in feed:
             times.append(time.perf_counter())
             tf = fr.topics.get(topic)
             if tf is None:
                 continue
             quotes += tf.n_quotes
-            for t in tf.ticks_by_type.get("trade", ()):
+            for t in tf.ticks_by_type.get('trade', ()):
                 trades += 1
-                trade_size += t["size"]
-            if "end" in tf.ticks_by_type:
+                trade_size += t['size']
+            if 'end' in tf.ticks_by_type:
                 break
         st = await feed.stats()
         local = feed.local_stats.dropped
     return {
-        "times": times,
-        "trades": trades,
-        "trade_size": trade_size,
-        "quotes": quotes,
-        "dropped": st.dropped + local,
+        'times': times,
+        'trades': trades,
+        'trade_size': trade_size,
+        'quotes': quotes,
+        'dropped': st.dropped + local,
     }
 
 
@@ -312,19 +331,21 @@ async def sub_ctl(ctx: tractor.Context) -> None:
         await ctx.started(os.getpid())
         async with ctx.open_stream() as ctl:
             async for cmd in ctl:
-                kind, topic = cmd["kind"], cmd["topic"]
-                prof = cProfile.Profile() if cmd.get("profile") else None
+                kind, topic = cmd['kind'], cmd['topic']
+                prof = cProfile.Profile() if cmd.get('profile') else None
                 if prof is not None:
                     prof.enable()
-                if kind == "raw":
-                    res = await _sub_raw(portal, ctl, topic, cmd["n"])
-                elif kind in ("fb", "fb_batch"):
-                    res = await _sub_feed(portal, ctl, topic, cmd["n"], kind == "fb_batch")
-                elif kind == "throttled":
-                    res = await _sub_throttled(portal, ctl, topic, cmd["rate"])
+                if kind == 'raw':
+                    res = await _sub_raw(portal, ctl, topic, cmd['n'])
+                elif kind in ('fb', 'fb_batch'):
+                    res = await _sub_feed(
+                        portal, ctl, topic, cmd['n'], kind == 'fb_batch'
+                    )
+                elif kind == 'throttled':
+                    res = await _sub_throttled(portal, ctl, topic, cmd['rate'])
                 else:
-                    raise ValueError(f"unknown kind {kind!r}")
+                    raise ValueError(f'unknown kind {kind!r}')
                 if prof is not None:
                     prof.disable()
-                    res["profile"] = _profile_text(prof)
+                    res['profile'] = _profile_text(prof)
                 await ctl.send(res)

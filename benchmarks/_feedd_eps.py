@@ -34,8 +34,8 @@ from tractor_sampler import open_market_feed
 from tractor_sampler.backends.sim import stream_quotes
 from tractor_services import compat
 
-RAW_SRC = "feedd_raw_src"
-TOPIC = "AAA"
+RAW_SRC = 'feedd_raw_src'
+TOPIC = 'AAA'
 #: small buffers, no history: the topic starts fast; the 1 s buffer holds
 #: half an hour of live bars, the 60 s one a few hours
 BUFFERS = {1.0: (4096, 0), 60.0: (512, 0)}
@@ -54,11 +54,11 @@ async def raw_feed(ctx: tractor.Context) -> None:
     the subscriber says bye when it has read the end marker."""
     await ctx.started(os.getpid())
     async with ctx.open_stream() as stream:
-        assert await stream.receive() == "hello"
+        assert await stream.receive() == 'hello'
         _raw.append(stream)
-        await stream.send("ack")
+        await stream.send('ack')
         try:
-            assert await stream.receive() == "bye"
+            assert await stream.receive() == 'bye'
         finally:
             if stream in _raw:
                 _raw.remove(stream)
@@ -84,15 +84,15 @@ async def raw_run(rate: float, t0: float, t_stop: float, t1: float) -> dict[str,
                 if t0 <= now < t1:
                     gen += 1
                 d = dict(q)
-                d["topic"] = sym
-                d["seq"] = seq
+                d['topic'] = sym
+                d['seq'] = seq
                 for s in streams:
                     await s.send(d)
     finally:
         await source.aclose()
     for s in streams:
-        await s.send({"end": True, "seq": seq})
-    return {"generated": gen, "seq": seq, "streams": len(streams)}
+        await s.send({'end': True, 'seq': seq})
+    return {'generated': gen, 'seq': seq, 'streams': len(streams)}
 
 
 async def sim_alone(rate: float, t0: float, t1: float) -> dict[str, Any]:
@@ -109,7 +109,7 @@ async def sim_alone(rate: float, t0: float, t1: float) -> dict[str, Any]:
                 gen += len(batch)
     finally:
         await source.aclose()
-    return {"generated": gen}
+    return {'generated': gen}
 
 
 # --- subscribers -----------------------------------------------------------------
@@ -124,7 +124,7 @@ class _Window:
     def __init__(self) -> None:
         self.t0 = self.t1 = self.t_end = math.inf  # until the root says
         self.count = 0
-        self.lat = array("f")
+        self.lat = array('f')
         self.gaps = 0  # inside the window
         self.gaps_all = 0  # over the trial
         self.quotes_all = 0
@@ -147,30 +147,36 @@ class _Window:
 
     def result(self) -> dict[str, Any]:
         return {
-            "count": self.count,
-            "lat": self.lat.tobytes(),
-            "gaps": self.gaps,
-            "gaps_all": self.gaps_all,
-            "quotes_all": self.quotes_all,
+            'count': self.count,
+            'lat': self.lat.tobytes(),
+            'gaps': self.gaps,
+            'gaps_all': self.gaps_all,
+            'quotes_all': self.quotes_all,
         }
 
 
-async def _sub_feedd(ctl: Any, cmd: dict[str, Any], addr: tuple[str, int]) -> dict[str, Any]:
+async def _sub_feedd(
+    ctl: Any, cmd: dict[str, Any], addr: tuple[str, int]
+) -> dict[str, Any]:
     w = _Window()
     async with open_market_feed(
-        [TOPIC], backend="sim", registry_addr=addr, config=cmd["config"], buffers=BUFFERS,
+        [TOPIC],
+        backend='sim',
+        registry_addr=addr,
+        config=cmd['config'],
+        buffers=BUFFERS,
     ) as feed:
         await feed.quotes.stats()  # a round trip: subscribed, and Ready handled
-        await ctl.send("ready")
+        await ctl.send('ready')
         async with trio.open_nursery() as tn:
 
             async def window() -> None:
                 win = await ctl.receive()
-                w.t0, w.t1, w.t_end = win["t0"], win["t1"], win["t_end"]
+                w.t0, w.t1, w.t_end = win['t0'], win['t1'], win['t_end']
 
             tn.start_soon(window)
             async for q in feed:
-                if w.see(time.time(), q.seq, q.fields["time"]):
+                if w.see(time.time(), q.seq, q.fields['time']):
                     break
         # drops in this subscriber's own buffer while it was reading (quotes
         # keep coming, unread, until it leaves)
@@ -178,8 +184,15 @@ async def _sub_feedd(ctl: Any, cmd: dict[str, Any], addr: tuple[str, int]) -> di
         # this subscriber's counters in the daemon, over the whole trial
         st = await feed.quotes.stats()
     res = w.result()
-    res.update({"local_dropped": local, "d_dropped": st.dropped, "d_overruns": st.overruns,
-                "d_delivered": st.delivered, "d_messages": st.messages})
+    res.update(
+        {
+            'local_dropped': local,
+            'd_dropped': st.dropped,
+            'd_overruns': st.overruns,
+            'd_delivered': st.delivered,
+            'd_messages': st.messages,
+        }
+    )
     return res
 
 
@@ -187,18 +200,18 @@ async def _sub_raw(portal: Any, ctl: Any) -> dict[str, Any]:
     w = _Window()
     async with compat.open_context(portal, raw_feed) as (pctx, _):
         async with pctx.open_stream() as ps:
-            await ps.send("hello")
-            assert await ps.receive() == "ack"
-            await ctl.send("ready")
+            await ps.send('hello')
+            assert await ps.receive() == 'ack'
+            await ctl.send('ready')
             win = await ctl.receive()
-            w.t0, w.t1, w.t_end = win["t0"], win["t1"], win["t_end"]
+            w.t0, w.t1, w.t_end = win['t0'], win['t1'], win['t_end']
             async for d in ps:
-                if "end" in d:
+                if 'end' in d:
                     break
-                w.see(time.time(), d["seq"], d["time"])
-            await ps.send("bye")
+                w.see(time.time(), d['seq'], d['time'])
+            await ps.send('bye')
     res = w.result()
-    res.update({"local_dropped": 0, "d_dropped": 0, "d_overruns": 0})
+    res.update({'local_dropped': 0, 'd_dropped': 0, 'd_overruns': 0})
     return res
 
 
@@ -213,10 +226,10 @@ async def sub_ctl(ctx: tractor.Context, registry_addr: list) -> None:
         await ctx.started(os.getpid())
         async with ctx.open_stream() as ctl:
             async for cmd in ctl:
-                if cmd["kind"] == "feedd":
+                if cmd['kind'] == 'feedd':
                     res = await _sub_feedd(ctl, cmd, addr)
-                elif cmd["kind"] == "raw":
+                elif cmd['kind'] == 'raw':
                     res = await _sub_raw(raw_portal, ctl)
                 else:
-                    raise ValueError(f"unknown kind {cmd['kind']!r}")
+                    raise ValueError(f'unknown kind {cmd["kind"]!r}')
                 await ctl.send(res)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
+DOC = ROOT / 'docs' / 'benchmarks.md'
 
 INTRO = """\
 # Benchmarks
@@ -59,7 +59,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
+    return f'{seconds * 1e3:.1f} ms'
 
 
 # --- markdown ---------------------------------------------------------------
@@ -68,20 +68,20 @@ def ms(seconds: float) -> str:
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub/MyST pipe table."""
     lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join("---" for _ in headers) + "|",
+        '| ' + ' | '.join(headers) + ' |',
+        '|' + '|'.join('---' for _ in headers) + '|',
     ]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """The same table aligned for a terminal."""
     cells = [list(map(str, headers)), *([str(c) for c in r] for r in rows)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    out = ['  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    out.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(out)
 
 
 def wrap(paragraph: str, width: int = 76) -> str:
@@ -95,31 +95,31 @@ def machine_line(**versions: str) -> str:
     """Where and with what the figures were measured, and when (UTC)."""
     parts = [
         platform.platform(),
-        f"{os.cpu_count()} CPUs",
-        f"Python {platform.python_version()}",
-        *(f"{name} {v}" for name, v in versions.items()),
+        f'{os.cpu_count()} CPUs',
+        f'Python {platform.python_version()}',
+        *(f'{name} {v}' for name, v in versions.items()),
     ]
-    when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"Measured on {', '.join(parts)}; {when}."
+    when = _dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    return f'Measured on {", ".join(parts)}; {when}.'
 
 
 # --- docs/benchmarks.md -----------------------------------------------------
 
 
 def _markers(key: str) -> tuple[str, str]:
-    return f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    return f'<!-- bench:{key}:start -->', f'<!-- bench:{key}:end -->'
 
 
 def write_section(key: str, title: str, body: str, path: Path = DOC) -> Path:
     """Replace section ``key`` of ``path`` with ``body`` (created if absent)."""
     start, end = _markers(key)
-    block = f"{start}\n{body.strip()}\n{end}"
+    block = f'{start}\n{body.strip()}\n{end}'
     text = path.read_text() if path.exists() else INTRO
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    pattern = re.compile(re.escape(start) + r'.*?' + re.escape(end), re.DOTALL)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text, count=1)
     else:
-        text = f"{text.rstrip()}\n\n## {title}\n\n{block}\n"
+        text = f'{text.rstrip()}\n\n## {title}\n\n{block}\n'
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
+    path.write_text(text if text.endswith('\n') else text + '\n')
     return path

@@ -29,7 +29,7 @@ import trio
 from tractor_sampler import Step, get_sampler, open_sample_stream
 from tractor_services import compat, parse_addr
 
-RAW_SRC = "bench_raw_src"
+RAW_SRC = 'bench_raw_src'
 _EPS = 1e-6
 
 # --- in samplerd --------------------------------------------------------------
@@ -47,12 +47,12 @@ async def lateness_read() -> dict[str, Any]:
     sampler = get_sampler()
     stats = sampler.schedule.stats
     return {
-        "lateness": list(stats.lateness_s),
-        "steps": stats.steps,
-        "late": stats.late,
-        "caught_up": stats.caught_up,
-        "skipped": stats.skipped,
-        "pid": os.getpid(),
+        'lateness': list(stats.lateness_s),
+        'steps': stats.steps,
+        'late': stats.late,
+        'caught_up': stats.caught_up,
+        'skipped': stats.skipped,
+        'pid': os.getpid(),
     }
 
 
@@ -93,14 +93,14 @@ async def raw_run(t0: float, n: int, period: float, nsubs: int) -> dict[str, Any
         due = base + period / 4 - offset
         await trio.sleep_until(due)
         late_q.append(trio.current_time() - due)
-        await _feeds[0].send({"k": "one", "t": time.time()})
+        await _feeds[0].send({'k': 'one', 't': time.time()})
         b = base + period / 2
         due = b - offset
         await trio.sleep_until(due)
         late_h.append(trio.current_time() - due)
         for i in range(nsubs):
-            await _feeds[i].send({"k": "fan", "b": b})
-    return {"late_quarter": late_q, "late_half": late_h}
+            await _feeds[i].send({'k': 'fan', 'b': b})
+    return {'late_quarter': late_q, 'late_half': late_h}
 
 
 # --- in each subscriber actor --------------------------------------------------
@@ -125,29 +125,30 @@ async def sub_ep(
         await ctx.started(os.getpid())
         async with ctx.open_stream() as ctl:
             async for cmd in ctl:
-                t0, n = cmd["t0"], cmd["n"]
+                t0, n = cmd['t0'], cmd['n']
                 last = t0 + (n - 1) * period
-                res: dict[str, Any] = {"step": [], "one": [], "fan": [], "index": []}
+                res: dict[str, Any] = {'step': [], 'one': [], 'fan': [], 'index': []}
 
-                async def steps(t0: float = t0, last: float = last,
-                                res: dict[str, Any] = res) -> None:
+                async def steps(
+                    t0: float = t0, last: float = last, res: dict[str, Any] = res
+                ) -> None:
                     async for msg in ss:
                         now = time.time()
                         if not isinstance(msg, Step) or msg.time < t0 - _EPS:
                             continue
-                        res["step"].append(now - msg.time)
-                        res["index"].append(msg.index)
+                        res['step'].append(now - msg.time)
+                        res['index'].append(msg.index)
                         if msg.time >= last - _EPS:
                             return
 
                 async def raws(last: float = last, res: dict[str, Any] = res) -> None:
                     async for m in rstream:
                         now = time.time()
-                        if m["k"] == "one":
-                            res["one"].append(now - m["t"])
+                        if m['k'] == 'one':
+                            res['one'].append(now - m['t'])
                         else:
-                            res["fan"].append(now - m["b"])
-                            if m["b"] >= last + period / 2 - _EPS:
+                            res['fan'].append(now - m['b'])
+                            if m['b'] >= last + period / 2 - _EPS:
                                 return
 
                 # give up a few periods after the window's end

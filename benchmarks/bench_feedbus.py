@@ -38,21 +38,21 @@ from typing import Any
 
 import trio
 
-warnings.filterwarnings("ignore", category=trio.TrioDeprecationWarning)
+warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning)
 
 from tractor_services import compat  # noqa: E402
 from tractor_services.testing import free_port, importable_by_subactors  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("raw", "fb", "fb_batch")
+KINDS = ('raw', 'fb', 'fb_batch')
 LABEL = {
-    "raw": "raw tractor stream, one dict per message",
-    "fb": "feedbus, `batch=False`",
-    "fb_batch": "feedbus, batched (default)",
+    'raw': 'raw tractor stream, one dict per message',
+    'fb': 'feedbus, `batch=False`',
+    'fb_batch': 'feedbus, batched (default)',
 }
 #: (goal ratio vs raw) for test 1 and test 2
-GOALS_1 = {"fb": 0.8, "fb_batch": 3.0}
-GOALS_2 = {"fb": 0.7, "fb_batch": 2.0}
+GOALS_1 = {'fb': 0.8, 'fb_batch': 3.0}
+GOALS_2 = {'fb': 0.7, 'fb_batch': 2.0}
 THROTTLE_HZ = 60.0
 CPU_GOAL_US = 5.0
 STEP_TIMEOUT_S = 120.0
@@ -70,8 +70,8 @@ class Bench:
 
     async def new_topic(self) -> str:
         self._topics += 1
-        topic = f"t{self._topics}"
-        await self.prod_cmd(op="topic", topic=topic)
+        topic = f't{self._topics}'
+        await self.prod_cmd(op='topic', topic=topic)
         return topic
 
     async def delivery(
@@ -82,42 +82,44 @@ class Bench:
         subs = self.subs[:nsubs]
         topic = await self.new_topic()
         for j, s in enumerate(subs):
-            await s.send({"kind": kind, "topic": topic, "n": n, "profile": profile and j == 0})
+            await s.send(
+                {'kind': kind, 'topic': topic, 'n': n, 'profile': profile and j == 0}
+            )
         for s in subs:
-            assert await s.receive() == "ready"
+            assert await s.receive() == 'ready'
         results: list[dict[str, Any]] = [{} for _ in subs]
 
         async def collect(j: int) -> None:
             results[j] = await subs[j].receive()
 
-        c0 = (await self.prod_cmd(op="cpu"))["cpu"]
+        c0 = (await self.prod_cmd(op='cpu'))['cpu']
         if profile:
-            await self.prod_cmd(op="prof_start")
+            await self.prod_cmd(op='prof_start')
         with trio.fail_after(STEP_TIMEOUT_S):
             async with trio.open_nursery() as tn:
                 for j in range(len(subs)):
                     tn.start_soon(collect, j)
-                op = "raw" if kind == "raw" else "publish"
+                op = 'raw' if kind == 'raw' else 'publish'
                 pres = await self.prod_cmd(op=op, topic=topic, n=n)
         if profile:
-            print(f"--- producer profile, {kind}, {nsubs} sub(s), N={n}")
-            print((await self.prod_cmd(op="prof_stop"))["profile"])
-            print(f"--- subscriber profile, {kind}")
-            print(results[0]["profile"])
+            print(f'--- producer profile, {kind}, {nsubs} sub(s), N={n}')
+            print((await self.prod_cmd(op='prof_stop'))['profile'])
+            print(f'--- subscriber profile, {kind}')
+            print(results[0]['profile'])
         # (includes the ~1 ms round trip of the "cpu" commands)
-        prod_cpu = (await self.prod_cmd(op="cpu"))["cpu"] - c0
-        elapsed = max(r["t_last"] for r in results) - pres["t0"]
-        count = sum(r["count"] for r in results)
+        prod_cpu = (await self.prod_cmd(op='cpu'))['cpu'] - c0
+        elapsed = max(r['t_last'] for r in results) - pres['t0']
+        count = sum(r['count'] for r in results)
         return {
-            "rate": count / elapsed,
-            "elapsed": elapsed,
-            "count": count,
-            "dropped": sum(r["dropped"] for r in results),
-            "missing": n * len(subs) - count,
-            "messages": sum(r["messages"] for r in results),
-            "pub": pres["t_pub"] - pres["t0"],
-            "prod_us": prod_cpu / (n * len(subs)) * 1e6,
-            "sub_us": sum(r["cpu"] for r in results) / count * 1e6,
+            'rate': count / elapsed,
+            'elapsed': elapsed,
+            'count': count,
+            'dropped': sum(r['dropped'] for r in results),
+            'missing': n * len(subs) - count,
+            'messages': sum(r['messages'] for r in results),
+            'pub': pres['t_pub'] - pres['t0'],
+            'prod_us': prod_cpu / (n * len(subs)) * 1e6,
+            'sub_us': sum(r['cpu'] for r in results) / count * 1e6,
         }
 
     async def throttled(
@@ -125,43 +127,48 @@ class Bench:
     ) -> dict[str, Any]:
         sub = self.subs[0]
         topic = await self.new_topic()
-        await sub.send({"kind": "throttled", "topic": topic, "rate": THROTTLE_HZ})
-        assert await sub.receive() == "ready"
+        await sub.send({'kind': 'throttled', 'topic': topic, 'rate': THROTTLE_HZ})
+        assert await sub.receive() == 'ready'
         with trio.fail_after(STEP_TIMEOUT_S):
             pres = await self.prod_cmd(
-                op="paced", topic=topic, rate=rate, secs=secs, idle=False,
-                seed=seed, profile=profile,
+                op='paced',
+                topic=topic,
+                rate=rate,
+                secs=secs,
+                idle=False,
+                seed=seed,
+                profile=profile,
             )
             sres = await sub.receive()
         # frame rate over the steady part: frames arriving from 0.5 s after
         # the start to the end of publishing (the last, 'end' frame excluded)
-        lo, hi = pres["t0"] + 0.5, pres["t_end"]
-        ts = [t for t in sres["times"][:-1] if lo <= t <= hi]
+        lo, hi = pres['t0'] + 0.5, pres['t_end']
+        ts = [t for t in sres['times'][:-1] if lo <= t <= hi]
         fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 2 else 0.0
         return {
-            "fps": fps,
-            "frames": len(sres["times"]),
-            "in_rate": pres["ticks"] / (pres["t_end"] - pres["t0"]),
-            "ticks": pres["ticks"],
-            "cpu_us": pres["cpu"] / pres["ticks"] * 1e6,
-            "trades_sent": pres["trades"],
-            "trades_lost": pres["trades"] - sres["trades"],
-            "size_sent": pres["trade_size"],
-            "size_lost": pres["trade_size"] - sres["trade_size"],
-            "quotes_lost": pres["ticks"] + 1 - sres["quotes"],
-            "dropped": sres["dropped"],
-            "profile": pres.get("profile", ""),
+            'fps': fps,
+            'frames': len(sres['times']),
+            'in_rate': pres['ticks'] / (pres['t_end'] - pres['t0']),
+            'ticks': pres['ticks'],
+            'cpu_us': pres['cpu'] / pres['ticks'] * 1e6,
+            'trades_sent': pres['trades'],
+            'trades_lost': pres['trades'] - sres['trades'],
+            'size_sent': pres['trade_size'],
+            'size_lost': pres['trade_size'] - sres['trade_size'],
+            'quotes_lost': pres['ticks'] + 1 - sres['quotes'],
+            'dropped': sres['dropped'],
+            'profile': pres.get('profile', ''),
         }
 
     async def idle(self, rate: float, secs: float, seed: int) -> dict[str, Any]:
         topic = await self.new_topic()
         with trio.fail_after(STEP_TIMEOUT_S):
             pres = await self.prod_cmd(
-                op="paced", topic=topic, rate=rate, secs=secs, idle=True, seed=seed
+                op='paced', topic=topic, rate=rate, secs=secs, idle=True, seed=seed
             )
         return {
-            "cpu_us": pres["cpu"] / pres["ticks"] * 1e6,
-            "in_rate": pres["ticks"] / (pres["t_end"] - pres["t0"]),
+            'cpu_us': pres['cpu'] / pres['ticks'] * 1e6,
+            'in_rate': pres['ticks'] / (pres['t_end'] - pres['t0']),
         }
 
 
@@ -171,14 +178,14 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
     compat.quiet_runtime_logs()
     port = free_port()
     res: dict[str, Any] = {
-        "one": defaultdict(list),
-        "fan": defaultdict(list),
-        "thr": defaultdict(list),
-        "idle": defaultdict(list),
+        'one': defaultdict(list),
+        'fan': defaultdict(list),
+        'thr': defaultdict(list),
+        'idle': defaultdict(list),
     }
     t_spawn = time.perf_counter()
     async with (
-        compat.open_root_actor(("127.0.0.1", port), "bench_feedbus"),
+        compat.open_root_actor(('127.0.0.1', port), 'bench_feedbus'),
         compat.open_actor_nursery() as an,
         AsyncExitStack() as stack,
     ):
@@ -189,7 +196,9 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         subs: list[Any] = [None] * cfg.fanout
 
         async def spawn(i: int) -> None:
-            subs[i] = (await compat.start_actor(an, f"fb_sub{i}", enable_modules=mods)).portal
+            subs[i] = (
+                await compat.start_actor(an, f'fb_sub{i}', enable_modules=mods)
+            ).portal
 
         async with trio.open_nursery() as tn:
             for i in range(cfg.fanout):
@@ -202,8 +211,8 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         pstream = await ctl_stream(prod, eps.producer_ctl)
         sstreams = [await ctl_stream(s, eps.sub_ctl) for s in subs]
         bench = Bench(pstream, sstreams)
-        res["spawn_s"] = time.perf_counter() - t_spawn
-        print(f"  {1 + cfg.fanout} actors up in {res['spawn_s']:.1f} s", flush=True)
+        res['spawn_s'] = time.perf_counter() - t_spawn
+        print(f'  {1 + cfg.fanout} actors up in {res["spawn_s"]:.1f} s', flush=True)
 
         # warm-up, not kept
         for kind in KINDS:
@@ -212,23 +221,23 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
 
         # 1. one subscriber
         for r in range(cfg.reps):
-            order = KINDS[r % 3:] + KINDS[:r % 3]
+            order = KINDS[r % 3 :] + KINDS[: r % 3]
             line = []
             for kind in order:
                 got = await bench.delivery(kind, cfg.n1, 1)
-                res["one"][kind].append(got)
-                line.append(f"{kind} {got['rate']:,.0f}/s")
-            print(f"  1 sub, round {r + 1}: " + "  ".join(line), flush=True)
+                res['one'][kind].append(got)
+                line.append(f'{kind} {got["rate"]:,.0f}/s')
+            print(f'  1 sub, round {r + 1}: ' + '  '.join(line), flush=True)
 
         # 2. fan-out
         for r in range(cfg.reps):
-            order = KINDS[r % 3:] + KINDS[:r % 3]
+            order = KINDS[r % 3 :] + KINDS[: r % 3]
             line = []
             for kind in order:
                 got = await bench.delivery(kind, cfg.n2, cfg.fanout)
-                res["fan"][kind].append(got)
-                line.append(f"{kind} {got['rate']:,.0f}/s")
-            print(f"  {cfg.fanout} subs, round {r + 1}: " + "  ".join(line), flush=True)
+                res['fan'][kind].append(got)
+                line.append(f'{kind} {got["rate"]:,.0f}/s')
+            print(f'  {cfg.fanout} subs, round {r + 1}: ' + '  '.join(line), flush=True)
 
         if cfg.profile:  # diagnostics, not recorded
             for kind in KINDS:
@@ -250,24 +259,28 @@ async def throttled_phase(
         for k, rate in enumerate(cfg.rates):
             seed = 1000 * r + k
             pair = [
-                ("thr", lambda rate=rate, seed=seed: bench.throttled(
-                    rate, cfg.secs, seed, profile=cfg.profile)),
-                ("idle", lambda rate=rate, seed=seed: bench.idle(rate, cfg.secs, seed)),
+                (
+                    'thr',
+                    lambda rate=rate, seed=seed: bench.throttled(
+                        rate, cfg.secs, seed, profile=cfg.profile
+                    ),
+                ),
+                ('idle', lambda rate=rate, seed=seed: bench.idle(rate, cfg.secs, seed)),
             ]
             if (r + k) % 2:
                 pair.reverse()
             for key, fn in pair:
                 got = await fn()
                 res[key][rate].append(got)
-            t, i = res["thr"][rate][-1], res["idle"][rate][-1]
+            t, i = res['thr'][rate][-1], res['idle'][rate][-1]
             print(
-                f"  throttled {rate:,.0f}/s: in {t['in_rate']:,.0f}/s, "
-                f"{t['fps']:.2f} frames/s, trades lost {t['trades_lost']}, "
-                f"cpu {t['cpu_us']:.2f} µs/tick (idle {i['cpu_us']:.2f})",
+                f'  throttled {rate:,.0f}/s: in {t["in_rate"]:,.0f}/s, '
+                f'{t["fps"]:.2f} frames/s, trades lost {t["trades_lost"]}, '
+                f'cpu {t["cpu_us"]:.2f} µs/tick (idle {i["cpu_us"]:.2f})',
                 flush=True,
             )
-            if cfg.profile and t["profile"]:
-                print(t["profile"])
+            if cfg.profile and t['profile']:
+                print(t['profile'])
 
 
 # --- reporting --------------------------------------------------------------
@@ -279,7 +292,7 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
     med = rp.median
 
     def met(ok: bool) -> str:
-        return "met" if ok else "**not met**"
+        return 'met' if ok else '**not met**'
 
     all_met = True
     sections: list[str] = []
@@ -288,146 +301,224 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
     def delivery_table(key: str, goals: dict[str, float], nsubs: int, n: int) -> str:
         nonlocal all_met
         runs = res[key]
-        base = med([g["rate"] for g in runs["raw"]])
-        headers = ["kind", "quotes/s (median)", "min – max", "drops", "baseline",
-                   "÷ baseline", "goal", "", "CPU µs/quote producer", "… subscriber"]
+        base = med([g['rate'] for g in runs['raw']])
+        headers = [
+            'kind',
+            'quotes/s (median)',
+            'min – max',
+            'drops',
+            'baseline',
+            '÷ baseline',
+            'goal',
+            '',
+            'CPU µs/quote producer',
+            '… subscriber',
+        ]
         rows = []
         for kind in KINDS:
-            rates = [g["rate"] for g in runs[kind]]
-            drops = sum(g["missing"] for g in runs[kind])
+            rates = [g['rate'] for g in runs[kind]]
+            drops = sum(g['missing'] for g in runs[kind])
             m = med(rates)
-            cpu = [f"{med([g[k] for g in runs[kind]]):.1f}" for k in ("prod_us", "sub_us")]
-            if kind == "raw":
-                rows.append([LABEL[kind], f"{m:,.0f}", f"{min(rates):,.0f} – {max(rates):,.0f}",
-                             drops, "—", "1.00×", "—", "", *cpu])
+            cpu = [
+                f'{med([g[k] for g in runs[kind]]):.1f}' for k in ('prod_us', 'sub_us')
+            ]
+            if kind == 'raw':
+                rows.append(
+                    [
+                        LABEL[kind],
+                        f'{m:,.0f}',
+                        f'{min(rates):,.0f} – {max(rates):,.0f}',
+                        drops,
+                        '—',
+                        '1.00×',
+                        '—',
+                        '',
+                        *cpu,
+                    ]
+                )
                 continue
             ratio = m / base
             ok = ratio >= goals[kind]
             all_met &= ok
-            rows.append([
-                LABEL[kind], f"{m:,.0f}", f"{min(rates):,.0f} – {max(rates):,.0f}", drops,
-                "raw tractor, same run", f"{ratio:.2f}×", f"≥ {goals[kind]:.1f}×", met(ok),
-                *cpu,
-            ])
-        msgs = {k: med([g["messages"] / max(g["count"], 1) for g in runs[k]]) for k in KINDS}
+            rows.append(
+                [
+                    LABEL[kind],
+                    f'{m:,.0f}',
+                    f'{min(rates):,.0f} – {max(rates):,.0f}',
+                    drops,
+                    'raw tractor, same run',
+                    f'{ratio:.2f}×',
+                    f'≥ {goals[kind]:.1f}×',
+                    met(ok),
+                    *cpu,
+                ]
+            )
+        msgs = {
+            k: med([g['messages'] / max(g['count'], 1) for g in runs[k]]) for k in KINDS
+        }
         note = (
-            f"{nsubs} subscriber actor(s), N={n:,} quotes per trial"
-            + (f" to each (so {n * nsubs:,} deliveries)" if nsubs > 1 else "")
-            + f", {cfg.reps} trials of each kind.  Batched feedbus sent "
-            f"{msgs['fb_batch']:.3f} messages per quote (median).  CPU µs/quote: "
-            "`time.process_time()` per delivered quote, of the producer over the "
-            "trial and of the subscriber(s) from subscribed to the last arrival "
-            "(summed over subscribers)."
+            f'{nsubs} subscriber actor(s), N={n:,} quotes per trial'
+            + (f' to each (so {n * nsubs:,} deliveries)' if nsubs > 1 else '')
+            + f', {cfg.reps} trials of each kind.  Batched feedbus sent '
+            f'{msgs["fb_batch"]:.3f} messages per quote (median).  CPU µs/quote: '
+            '`time.process_time()` per delivered quote, of the producer over the '
+            'trial and of the subscriber(s) from subscribed to the last arrival '
+            '(summed over subscribers).'
         )
         printed.append(rp.text_table(headers, rows))
-        return rp.md_table(headers, rows) + "\n\n" + rp.wrap(note)
+        return rp.md_table(headers, rows) + '\n\n' + rp.wrap(note)
 
-    sections.append("### Unthrottled, one subscriber\n\n"
-                    + delivery_table("one", GOALS_1, 1, cfg.n1))
-    sections.append(f"### Fan-out to {cfg.fanout} subscribers\n\n"
-                    + delivery_table("fan", GOALS_2, cfg.fanout, cfg.n2))
+    sections.append(
+        '### Unthrottled, one subscriber\n\n'
+        + delivery_table('one', GOALS_1, 1, cfg.n1)
+    )
+    sections.append(
+        f'### Fan-out to {cfg.fanout} subscribers\n\n'
+        + delivery_table('fan', GOALS_2, cfg.fanout, cfg.n2)
+    )
 
     # 3. throttled
-    headers = ["input ticks/s (achieved)", "frames/s", "goal", "", "trades sent / lost",
-               "trade size lost", "quotes dropped", "CPU µs/tick raw", "idle baseline", "net", "goal", ""]
+    headers = [
+        'input ticks/s (achieved)',
+        'frames/s',
+        'goal',
+        '',
+        'trades sent / lost',
+        'trade size lost',
+        'quotes dropped',
+        'CPU µs/tick raw',
+        'idle baseline',
+        'net',
+        'goal',
+        '',
+    ]
     rows = []
     lo_fps = 0.95 * THROTTLE_HZ
     for rate in cfg.rates:
-        t, i = res["thr"][rate], res["idle"][rate]
-        fps = med([g["fps"] for g in t])
-        raw_cpu = med([g["cpu_us"] for g in t])
-        idle_cpu = med([g["cpu_us"] for g in i])
+        t, i = res['thr'][rate], res['idle'][rate]
+        fps = med([g['fps'] for g in t])
+        raw_cpu = med([g['cpu_us'] for g in t])
+        idle_cpu = med([g['cpu_us'] for g in i])
         net = raw_cpu - idle_cpu
-        lost = sum(g["trades_lost"] for g in t)
-        size_lost = sum(g["size_lost"] for g in t)
-        sent = sum(g["trades_sent"] for g in t)
+        lost = sum(g['trades_lost'] for g in t)
+        size_lost = sum(g['size_lost'] for g in t)
+        sent = sum(g['trades_sent'] for g in t)
         # frames leave exactly one period apart; the rate is measured from
         # the first and last frame's *arrival*, whose jitter (a few ms over
         # ~5 s) reads as up to ~0.1%: allow 0.2% above 60
         fps_ok = lo_fps <= fps <= THROTTLE_HZ * 1.002
         cpu_ok = net <= CPU_GOAL_US
         all_met &= fps_ok and cpu_ok and lost == 0 and size_lost == 0
-        rows.append([
-            f"{rate:,.0f} ({med([g['in_rate'] for g in t]):,.0f})",
-            f"{fps:.2f}", f"{lo_fps:.0f} – {THROTTLE_HZ:.0f}", met(fps_ok),
-            f"{sent:,} / {lost}" + ("" if lost == 0 else " **not met**"),
-            f"{size_lost:g}" + ("" if size_lost == 0 else " **not met**"),
-            sum(g["dropped"] for g in t),
-            f"{raw_cpu:.2f}", f"{idle_cpu:.2f}", f"{net:.2f}", f"≤ {CPU_GOAL_US:g}", met(cpu_ok),
-        ])
+        rows.append(
+            [
+                f'{rate:,.0f} ({med([g["in_rate"] for g in t]):,.0f})',
+                f'{fps:.2f}',
+                f'{lo_fps:.0f} – {THROTTLE_HZ:.0f}',
+                met(fps_ok),
+                f'{sent:,} / {lost}' + ('' if lost == 0 else ' **not met**'),
+                f'{size_lost:g}' + ('' if size_lost == 0 else ' **not met**'),
+                sum(g['dropped'] for g in t),
+                f'{raw_cpu:.2f}',
+                f'{idle_cpu:.2f}',
+                f'{net:.2f}',
+                f'≤ {CPU_GOAL_US:g}',
+                met(cpu_ok),
+            ]
+        )
     printed.append(rp.text_table(headers, rows))
     note = (
-        f"One subscriber with `tick_throttle={THROTTLE_HZ:g}`, fed one-tick quotes "
-        f"(bid / ask / size ticks, ~5% trades of random sizes) for {cfg.secs:g} s "
-        f"per trial, {cfg.thr_reps} trial(s) per rate; frames/s is measured from "
-        "0.5 s after the start to the end of publishing.  Trades lost compares "
+        f'One subscriber with `tick_throttle={THROTTLE_HZ:g}`, fed one-tick quotes '
+        f'(bid / ask / size ticks, ~5% trades of random sizes) for {cfg.secs:g} s '
+        f'per trial, {cfg.thr_reps} trial(s) per rate; frames/s is measured from '
+        '0.5 s after the start to the end of publishing.  Trades lost compares '
         "the producer's count and summed size with what the subscriber found in "
         "`frame.topics[t].ticks_by_type['trade']` (totals over all trials).  CPU "
-        "is `time.process_time()` of the producer actor over the paced loop, per "
-        "input tick; the idle baseline runs the same loop publishing to a bus "
-        "with no subscribers (interleaved with the throttled run); net = raw − "
-        "idle.  The net cost is mostly per *frame* (60 a second whatever the "
+        'is `time.process_time()` of the producer actor over the paced loop, per '
+        'input tick; the idle baseline runs the same loop publishing to a bus '
+        'with no subscribers (interleaved with the throttled run); net = raw − '
+        'idle.  The net cost is mostly per *frame* (60 a second whatever the '
         "input: the throttler's wake-up at each deadline, encoding the frame, "
-        "sending it), plus about a microsecond per tick to queue and fold it; "
+        'sending it), plus about a microsecond per tick to queue and fold it; '
         "at 1,000 ticks/s each frame's cost is spread over only ~17 ticks, "
-        "which is why the per-tick goal is missed there and met from 10,000 "
-        "ticks/s up."
+        'which is why the per-tick goal is missed there and met from 10,000 '
+        'ticks/s up.'
     )
-    sections.append("### Throttled subscriber, 60 Hz\n\n" + rp.md_table(headers, rows)
-                    + "\n\n" + rp.wrap(note))
+    sections.append(
+        '### Throttled subscriber, 60 Hz\n\n'
+        + rp.md_table(headers, rows)
+        + '\n\n'
+        + rp.wrap(note)
+    )
 
     method = (
-        f"One producer actor and {cfg.fanout} subscriber actors, spawned once and reused "
-        "for every trial; each trial uses a fresh topic.  The producer publishes "
-        "flat out (`FeedsBus.publish`, a trio checkpoint every 50 quotes); for "
-        "the baseline it sends the same dicts (`topic`, `seq`, 20 `fields`, one "
-        "tick) with `await stream.send(d)` on plain `ctx.open_stream()` streams, "
+        f'One producer actor and {cfg.fanout} subscriber actors, spawned once and reused '
+        'for every trial; each trial uses a fresh topic.  The producer publishes '
+        'flat out (`FeedsBus.publish`, a trio checkpoint every 50 quotes); for '
+        'the baseline it sends the same dicts (`topic`, `seq`, 20 `fields`, one '
+        'tick) with `await stream.send(d)` on plain `ctx.open_stream()` streams, '
         "to each subscriber in turn.  Elapsed time runs from the producer's first "
         "publish to the last subscriber's last arrival (one system-wide monotonic "
-        "clock).  feedbus subscribers open with `outbox_size` and `buffer` ≥ N, "
-        "so that, like the flow-controlled raw stream, nothing is dropped (drops "
-        "= quotes not delivered, summed over trials).  Kinds are interleaved, "
-        "their order rotated every round, after one unrecorded warm-up trial of "
-        "each."
+        'clock).  feedbus subscribers open with `outbox_size` and `buffer` ≥ N, '
+        'so that, like the flow-controlled raw stream, nothing is dropped (drops '
+        '= quotes not delivered, summed over trials).  Kinds are interleaved, '
+        'their order rotated every round, after one unrecorded warm-up trial of '
+        'each.'
     )
     machine = rp.machine_line(tractor=compat.TRACTOR_VERSION, trio=trio.__version__)
-    body = "\n\n".join([*sections, rp.wrap(method), rp.wrap(machine)])
+    body = '\n\n'.join([*sections, rp.wrap(method), rp.wrap(machine)])
 
     print()
     for t in printed:
         print(t)
         print()
     print(machine)
-    print("all goals met" if all_met else "some goals NOT met")
+    print('all goals met' if all_met else 'some goals NOT met')
     if write:
-        path = rp.write_section("feedbus", "feedbus", body)
-        print(f"figures written to {path}")
+        path = rp.write_section('feedbus', 'feedbus', body)
+        print(f'figures written to {path}')
     return all_met
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n1", type=int, default=20_000, help="quotes, one subscriber")
-    p.add_argument("--n2", type=int, default=2_000, help="quotes per subscriber, fan-out")
-    p.add_argument("--fanout", type=int, default=16)
-    p.add_argument("--reps", type=int, default=5, help="trials of each kind")
-    p.add_argument("--secs", type=float, default=5.0, help="seconds per throttled trial")
-    p.add_argument("--thr-reps", type=int, default=1, help="throttled trials per rate")
-    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
-                   default=[1_000.0, 10_000.0, 20_000.0],
-                   help="throttled input rates, ticks/s (default 1000,10000,20000)")
-    p.add_argument("--profile", action="store_true",
-                   help="also print cProfile output: producer and one subscriber for "
-                   "one extra delivery trial of each kind, producer during the "
-                   "throttled trials (those figures are then inflated)")
-    p.add_argument("--quick", action="store_true",
-                   help="small sizes, one trial each; print, don't write docs")
-    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                   help="write docs/benchmarks.md (default: yes, unless --quick)")
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--n1', type=int, default=20_000, help='quotes, one subscriber')
+    p.add_argument(
+        '--n2', type=int, default=2_000, help='quotes per subscriber, fan-out'
+    )
+    p.add_argument('--fanout', type=int, default=16)
+    p.add_argument('--reps', type=int, default=5, help='trials of each kind')
+    p.add_argument(
+        '--secs', type=float, default=5.0, help='seconds per throttled trial'
+    )
+    p.add_argument('--thr-reps', type=int, default=1, help='throttled trials per rate')
+    p.add_argument(
+        '--rates',
+        type=lambda v: [float(x) for x in v.split(',')],
+        default=[1_000.0, 10_000.0, 20_000.0],
+        help='throttled input rates, ticks/s (default 1000,10000,20000)',
+    )
+    p.add_argument(
+        '--profile',
+        action='store_true',
+        help='also print cProfile output: producer and one subscriber for '
+        'one extra delivery trial of each kind, producer during the '
+        'throttled trials (those figures are then inflated)',
+    )
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help="small sizes, one trial each; print, don't write docs",
+    )
+    p.add_argument(
+        '--write',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='write docs/benchmarks.md (default: yes, unless --quick)',
+    )
     # nox passes the same posargs to every benchmark: tolerate other ones' flags
     cfg, unknown = p.parse_known_args(argv)
     if unknown:
-        print(f"warning: ignoring unknown arguments {unknown}", file=sys.stderr)
+        print(f'warning: ignoring unknown arguments {unknown}', file=sys.stderr)
     if cfg.quick:
         cfg.n1, cfg.n2, cfg.reps, cfg.secs, cfg.thr_reps = 2_000, 200, 1, 1.5, 1
     write = (not cfg.quick) if cfg.write is None else cfg.write
@@ -435,16 +526,16 @@ def main(argv: list[str] | None = None) -> int:
     importable_by_subactors(HERE)
 
     print(
-        f"bench_feedbus: N={cfg.n1:,} (1 sub), N={cfg.n2:,} x {cfg.fanout} subs, "
-        f"{cfg.reps} rounds; throttled {cfg.secs:g} s x {len(cfg.rates)} rates",
+        f'bench_feedbus: N={cfg.n1:,} (1 sub), N={cfg.n2:,} x {cfg.fanout} subs, '
+        f'{cfg.reps} rounds; throttled {cfg.secs:g} s x {len(cfg.rates)} rates',
         flush=True,
     )
     t0 = time.perf_counter()
     res = trio.run(run, cfg)
     report(res, cfg, write)
-    print(f"bench_feedbus took {time.perf_counter() - t0:.1f} s")
+    print(f'bench_feedbus took {time.perf_counter() - t0:.1f} s')
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

@@ -53,7 +53,7 @@ from typing import Any
 
 import trio
 
-warnings.filterwarnings("ignore", category=trio.TrioDeprecationWarning)
+warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning)
 
 import numpy as np  # noqa: E402
 
@@ -79,8 +79,8 @@ STEP_TIMEOUT_S = 60.0
 def _seed(shm: Any, i: int) -> None:
     row = np.zeros(1, dtype=shm.dtype)
     c = 10.0 + i * 0.01
-    row["index"], row["time"] = 100, BAR_T
-    row["open"] = row["high"] = row["low"] = row["close"] = c
+    row['index'], row['time'] = 100, BAR_T
+    row['open'] = row['high'] = row['low'] = row['close'] = c
     shm.push(row)
 
 
@@ -124,19 +124,19 @@ def bench_stepping(cfg: argparse.Namespace) -> dict[str, Any]:
             tmp = np.zeros(1, dtype=shms[0].dtype)
             views = [(s._rows, s._window) for s in shms]
             kinds: dict[str, Callable[[], object]] = {
-                "plan": lambda: plan.step(p),
-                "loop_direct": lambda: loop_direct(views, p),
-                "loop_push": lambda: loop_push(shms, p, tmp),
-                "many": lambda: step_many(shms, p),
+                'plan': lambda: plan.step(p),
+                'loop_direct': lambda: loop_direct(views, p),
+                'loop_push': lambda: loop_push(shms, p, tmp),
+                'many': lambda: step_many(shms, p),
             }
             names = list(kinds)
             last_rows: dict[str, list[tuple]] = {}
             for r in range(cfg.rounds + 1):  # round 0: warm-up, not kept
-                order = names[r % len(names):] + names[:r % len(names)]
+                order = names[r % len(names) :] + names[: r % len(names)]
                 for kind in order:
                     fn = kinds[kind]
                     # every kind starts each round from the seeded row
-                    if kind == "plan":
+                    if kind == 'plan':
                         group.windows[:, 1] = 1
                     else:
                         for _rows, win in views:
@@ -151,18 +151,20 @@ def bench_stepping(cfg: argparse.Namespace) -> dict[str, Any]:
                                 res[kind].append(t1 - t0)
                     finally:
                         gc.enable()
-                    src = group if kind == "plan" else shms
+                    src = group if kind == 'plan' else shms
                     last_rows[kind] = [m.last_row.item() for m in src]
             # every kind computed the same rows
-            ref = np.array(last_rows["plan"])
+            ref = np.array(last_rows['plan'])
             for kind in names:
                 got = np.array(last_rows[kind])
                 assert np.allclose(got, ref, rtol=0, atol=1e-6), kind
-                assert all(len(s) == cfg.batch + 1 for s in (group if kind == "plan" else shms))
+                assert all(
+                    len(s) == cfg.batch + 1 for s in (group if kind == 'plan' else shms)
+                )
         finally:
             for shm in shms:
                 shm.destroy()
-    return {"times": dict(res), "size": size}
+    return {'times': dict(res), 'size': size}
 
 
 # --- 3. trade -> row update -------------------------------------------------
@@ -170,18 +172,18 @@ def bench_stepping(cfg: argparse.Namespace) -> dict[str, Any]:
 
 def naive_write(shm: Any, tick: dict[str, Any], clearing: frozenset[str]) -> None:
     """One trade into the last row, field by field."""
-    if tick.get("type") not in clearing:
+    if tick.get('type') not in clearing:
         return
-    price = float(tick["price"])
-    size = float(tick.get("size", 0.0))
+    price = float(tick['price'])
+    size = float(tick.get('size', 0.0))
     row = shm.array[-1]
-    if row["volume"] == 0:
-        row["open"] = row["high"] = row["low"] = price
+    if row['volume'] == 0:
+        row['open'] = row['high'] = row['low'] = price
     else:
-        row["high"] = max(row["high"], price)
-        row["low"] = min(row["low"], price)
-    row["close"] = price
-    row["volume"] += size
+        row['high'] = max(row['high'], price)
+        row['low'] = min(row['low'], price)
+    row['close'] = price
+    row['volume'] += size
 
 
 def bench_writes(cfg: argparse.Namespace) -> dict[str, Any]:
@@ -191,11 +193,15 @@ def bench_writes(cfg: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(7)
     m = cfg.ticks
     ticks = [
-        {"type": "trade", "price": round(100 + rng.uniform(-1, 1), 2),
-         "size": float(rng.randint(1, 10)), "time": BAR_T + 0.5}
+        {
+            'type': 'trade',
+            'price': round(100 + rng.uniform(-1, 1), 2),
+            'size': float(rng.randint(1, 10)),
+            'time': BAR_T + 0.5,
+        }
         for _ in range(m)
     ]
-    batches = [ticks[i:i + 10] for i in range(0, m, 10)]
+    batches = [ticks[i : i + 10] for i in range(0, m, 10)]
     now = BAR_T + 0.5
     clearing = frozenset(CLEARING_TICK_TYPES)
     res: dict[str, list[float]] = defaultdict(list)
@@ -241,23 +247,23 @@ def bench_writes(cfg: argparse.Namespace) -> dict[str, Any]:
             assert w.trades == m
             res_one.append((t1 - t0) / m)
 
-        kinds = {"writer": run_writer, "naive": run_naive, "writer10": run_batch10}
+        kinds = {'writer': run_writer, 'naive': run_naive, 'writer10': run_batch10}
         names = list(kinds)
         final: dict[str, tuple] = {}
         for r in range(cfg.rounds + 1):
-            for kind in names[r % 3:] + names[:r % 3]:
-                shm = n_shm if kind == "naive" else w_shm
+            for kind in names[r % 3 :] + names[: r % 3]:
+                shm = n_shm if kind == 'naive' else w_shm
                 shm.array[-1] = seed_row  # a fresh bar: no trade yet
                 res_one: list[float] = []
                 kinds[kind]()
                 if r:
                     res[kind].extend(res_one)
                 final[kind] = shm.last_row.item()
-        assert final["writer"] == final["naive"] == final["writer10"], final
-        prices = [t["price"] for t in ticks]
-        row = final["writer"]
+        assert final['writer'] == final['naive'] == final['writer10'], final
+        prices = [t['price'] for t in ticks]
+        row = final['writer']
         assert row[2:6] == (prices[0], max(prices), min(prices), prices[-1]), row
-    return {"times": dict(res)}
+    return {'times': dict(res)}
 
 
 # --- 1. steps in real time --------------------------------------------------
@@ -271,31 +277,37 @@ async def bench_steps(cfg: argparse.Namespace) -> dict[str, Any]:
     from tractor_services import open_service_root
 
     compat.quiet_runtime_logs()
-    addr = ("127.0.0.1", free_port())
+    addr = ('127.0.0.1', free_port())
     n = cfg.steps
     out: dict[str, Any] = {}
     t_setup = time.perf_counter()
-    async with open_service_root(addr, name="bench_sampler") as mngr:
+    async with open_service_root(addr, name='bench_sampler') as mngr:
         await mngr.start_service(
-            SAMPLERD, partial(samplerd, keep_lateness=n + 16),
+            SAMPLERD,
+            partial(samplerd, keep_lateness=n + 16),
             enable_modules=[eps.__name__],
         )
         sportal = mngr.portal(SAMPLERD)
         with open_shm_array(n + 64, start=0) as shm:
             _seed(shm, 0)
-            shm.array[-1]["time"] = math.floor(time.time())
+            shm.array[-1]['time'] = math.floor(time.time())
             async with (
                 open_sample_stream(PERIOD, {PERIOD: shm}, registry_addr=addr) as ss,
                 compat.open_actor_nursery() as an,
                 AsyncExitStack() as stack,
             ):
                 mods = [eps.__name__]
-                raw = (await compat.start_actor(an, eps.RAW_SRC, enable_modules=mods)).portal
+                raw = (
+                    await compat.start_actor(an, eps.RAW_SRC, enable_modules=mods)
+                ).portal
                 subs: list[Any] = [None] * NSUBS
 
                 async def spawn(i: int) -> None:
-                    subs[i] = (await compat.start_actor(
-                        an, f"bench_sub{i}", enable_modules=mods)).portal
+                    subs[i] = (
+                        await compat.start_actor(
+                            an, f'bench_sub{i}', enable_modules=mods
+                        )
+                    ).portal
 
                 with trio.fail_after(STEP_TIMEOUT_S):
                     async with trio.open_nursery() as tn:
@@ -304,19 +316,28 @@ async def bench_steps(cfg: argparse.Namespace) -> dict[str, Any]:
                 # (not under a timeout: the stack outlives any scope opened here)
                 ctls = []
                 for i, portal in enumerate(subs):
-                    ctx, _ = await stack.enter_async_context(compat.open_context(
-                        portal, eps.sub_ep, idx=i, registry_addr=list(addr),
-                        period=PERIOD))
+                    ctx, _ = await stack.enter_async_context(
+                        compat.open_context(
+                            portal,
+                            eps.sub_ep,
+                            idx=i,
+                            registry_addr=list(addr),
+                            period=PERIOD,
+                        )
+                    )
                     ctls.append(await stack.enter_async_context(ctx.open_stream()))
-                out["setup_s"] = time.perf_counter() - t_setup
-                print(f"  samplerd + raw source + {NSUBS} subscribers up in "
-                      f"{out['setup_s']:.1f} s", flush=True)
+                out['setup_s'] = time.perf_counter() - t_setup
+                print(
+                    f'  samplerd + raw source + {NSUBS} subscribers up in '
+                    f'{out["setup_s"]:.1f} s',
+                    flush=True,
+                )
 
                 # the window: n steps from the boundary t0
                 t0 = float(math.ceil(time.time()) + 2)
                 last = t0 + (n - 1) * PERIOD
                 for c in ctls:
-                    await c.send({"t0": t0, "n": n})
+                    await c.send({'t0': t0, 'n': n})
                 offset = time.time() - trio.current_time()
                 results: list[Any] = [None] * NSUBS
                 root_steps: list[Any] = []
@@ -325,20 +346,21 @@ async def bench_steps(cfg: argparse.Namespace) -> dict[str, Any]:
                     results[i] = await ctls[i].receive()
 
                 async def raw_task() -> None:
-                    out["raw"] = await raw.run(
-                        eps.raw_run, t0=t0, n=n, period=PERIOD, nsubs=NSUBS)
+                    out['raw'] = await raw.run(
+                        eps.raw_run, t0=t0, n=n, period=PERIOD, nsubs=NSUBS
+                    )
 
                 async def lateness_task() -> None:
                     # between steps: half a period before the first and after the last
                     await trio.sleep_until(t0 - PERIOD / 2 - offset)
-                    out["steps_before"] = await sportal.run(eps.lateness_reset)
+                    out['steps_before'] = await sportal.run(eps.lateness_reset)
                     await trio.sleep_until(last + PERIOD / 2 - offset)
-                    out["samplerd"] = await sportal.run(eps.lateness_read)
-                    out["info"] = await sportal.run(sampler_info)
+                    out['samplerd'] = await sportal.run(eps.lateness_read)
+                    out['info'] = await sportal.run(sampler_info)
 
                 async def root_task() -> None:
                     async for msg in ss:
-                        if getattr(msg, "time", 0) >= t0 - 1e-6:
+                        if getattr(msg, 'time', 0) >= t0 - 1e-6:
                             root_steps.append((msg.time, msg.index))
                             if msg.time >= last - 1e-6:
                                 return
@@ -350,39 +372,51 @@ async def bench_steps(cfg: argparse.Namespace) -> dict[str, Any]:
                         tn.start_soon(raw_task)
                         tn.start_soon(lateness_task)
                         tn.start_soon(root_task)
-                out["subs"] = results
-                out["root_steps"] = root_steps
+                out['subs'] = results
+                out['root_steps'] = root_steps
                 rows = shm.array
-                sel = rows[(rows["time"] >= t0 - 1e-6) & (rows["time"] <= last + 1e-6)]
-                out["rows"] = (len(sel), sel["index"].tolist(), sel["time"].tolist())
+                sel = rows[(rows['time'] >= t0 - 1e-6) & (rows['time'] <= last + 1e-6)]
+                out['rows'] = (len(sel), sel['index'].tolist(), sel['time'].tolist())
                 await stack.aclose()
                 await an.cancel()
-    out["t0"], out["n"] = t0, n
+    out['t0'], out['n'] = t0, n
     return out
 
 
 def check_steps(out: dict[str, Any]) -> list[str]:
     """Consistency of the step window; returns problems found."""
-    n, t0 = out["n"], out["t0"]
+    n, t0 = out['n'], out['t0']
     probs = []
-    sd = out["samplerd"]
-    if len(sd["lateness"]) != n:
-        probs.append(f"samplerd recorded {len(sd['lateness'])} steps in the window, not {n}")
-    if sd["caught_up"] or sd["skipped"]:
-        probs.append(f"samplerd caught up {sd['caught_up']} and skipped {sd['skipped']} steps")
-    nrows, idx, times = out["rows"]
+    sd = out['samplerd']
+    if len(sd['lateness']) != n:
+        probs.append(
+            f'samplerd recorded {len(sd["lateness"])} steps in the window, not {n}'
+        )
+    if sd['caught_up'] or sd['skipped']:
+        probs.append(
+            f'samplerd caught up {sd["caught_up"]} and skipped {sd["skipped"]} steps'
+        )
+    nrows, idx, times = out['rows']
     if nrows != n or idx != list(range(idx[0], idx[0] + n)):
-        probs.append(f"the registered buffer got {nrows} rows in the window, not {n} contiguous")
+        probs.append(
+            f'the registered buffer got {nrows} rows in the window, not {n} contiguous'
+        )
     if [round(t - t0, 6) for t in times] != [float(k) for k in range(n)]:
         probs.append("the buffer's row times are not the window's boundaries")
-    for i, r in enumerate(out["subs"]):
-        if len(r["step"]) != n or r["index"] != idx:
-            probs.append(f"subscriber {i} saw {len(r['step'])} steps (indexes {r['index'][:3]}...)")
-        if len(r["fan"]) != n:
-            probs.append(f"subscriber {i} got {len(r['fan'])} raw fan-out messages, not {n}")
-    if len(out["subs"][0]["one"]) != n:
-        probs.append(f"subscriber 0 got {len(out['subs'][0]['one'])} raw one-way messages")
-    if [t for t, _ in out["root_steps"]] != [t0 + k for k in range(n)]:
+    for i, r in enumerate(out['subs']):
+        if len(r['step']) != n or r['index'] != idx:
+            probs.append(
+                f'subscriber {i} saw {len(r["step"])} steps (indexes {r["index"][:3]}...)'
+            )
+        if len(r['fan']) != n:
+            probs.append(
+                f'subscriber {i} got {len(r["fan"])} raw fan-out messages, not {n}'
+            )
+    if len(out['subs'][0]['one']) != n:
+        probs.append(
+            f'subscriber 0 got {len(out["subs"][0]["one"])} raw one-way messages'
+        )
+    if [t for t, _ in out['root_steps']] != [t0 + k for k in range(n)]:
         probs.append("the root's own sample stream missed steps")
     return probs
 
@@ -405,13 +439,13 @@ def report(
         return rp.percentile(xs, q)
 
     def fms(s: float) -> str:
-        return f"{s * 1e3:.2f} ms"
+        return f'{s * 1e3:.2f} ms'
 
     def fus(s: float) -> str:
-        return f"{s * 1e6:,.1f} µs"
+        return f'{s * 1e6:,.1f} µs'
 
     def met(ok: bool) -> str:
-        return "met" if ok else "**not met**"
+        return 'met' if ok else '**not met**'
 
     all_met = True
     sections: list[str] = []
@@ -419,154 +453,246 @@ def report(
 
     # 1.
     if steps is not None:
-        n = steps["n"]
+        n = steps['n']
         probs = check_steps(steps)
-        lat = steps["samplerd"]["lateness"]
-        raw_lat = steps["raw"]["late_half"] + steps["raw"]["late_quarter"]
-        sub_step = [d for r in steps["subs"] for d in r["step"]]
-        sub_fan = [d for r in steps["subs"] for d in r["fan"]]
-        sub_one = steps["subs"][0]["one"]
-        headers = ["measurement", "samples", "p50", "p99", "max", "baseline (same run)",
-                   "baseline p50", "p99", "max", "goal", ""]
+        lat = steps['samplerd']['lateness']
+        raw_lat = steps['raw']['late_half'] + steps['raw']['late_quarter']
+        sub_step = [d for r in steps['subs'] for d in r['step']]
+        sub_fan = [d for r in steps['subs'] for d in r['fan']]
+        sub_one = steps['subs'][0]['one']
+        headers = [
+            'measurement',
+            'samples',
+            'p50',
+            'p99',
+            'max',
+            'baseline (same run)',
+            'baseline p50',
+            'p99',
+            'max',
+            'goal',
+            '',
+        ]
         lat_ok = pct(lat, 99) < GOAL_LATENESS_P99
         del_ok = pct(sub_step, 99) < GOAL_DELIVERY_P99
         all_met &= lat_ok and del_ok and not probs
         rows = [
-            ["step lateness, inside samplerd (its schedule's record)", len(lat),
-             fms(pct(lat, 50)), fms(pct(lat, 99)), fms(max(lat)),
-             "bare trio timer in another actor (`sleep_until`, same mapping)",
-             fms(pct(raw_lat, 50)), fms(pct(raw_lat, 99)), fms(max(raw_lat)),
-             f"p99 < {fms(GOAL_LATENESS_P99)}", met(lat_ok)],
-            [f"step → subscriber: arrival − step `time` ({NSUBS} actors)", len(sub_step),
-             fms(pct(sub_step, 50)), fms(pct(sub_step, 99)), fms(max(sub_step)),
-             f"bare timer + raw tractor fan-out to the same {NSUBS} actors: arrival − "
-             "timer's boundary",
-             fms(pct(sub_fan, 50)), fms(pct(sub_fan, 99)), fms(max(sub_fan)),
-             f"p99 < {fms(GOAL_DELIVERY_P99)}", met(del_ok)],
-            ["raw tractor one-way: arrival − `time.time()` at send (1 actor)", len(sub_one),
-             fms(pct(sub_one, 50)), fms(pct(sub_one, 99)), fms(max(sub_one)),
-             "—", "", "", "", "—", ""],
+            [
+                "step lateness, inside samplerd (its schedule's record)",
+                len(lat),
+                fms(pct(lat, 50)),
+                fms(pct(lat, 99)),
+                fms(max(lat)),
+                'bare trio timer in another actor (`sleep_until`, same mapping)',
+                fms(pct(raw_lat, 50)),
+                fms(pct(raw_lat, 99)),
+                fms(max(raw_lat)),
+                f'p99 < {fms(GOAL_LATENESS_P99)}',
+                met(lat_ok),
+            ],
+            [
+                f'step → subscriber: arrival − step `time` ({NSUBS} actors)',
+                len(sub_step),
+                fms(pct(sub_step, 50)),
+                fms(pct(sub_step, 99)),
+                fms(max(sub_step)),
+                f'bare timer + raw tractor fan-out to the same {NSUBS} actors: arrival − '
+                "timer's boundary",
+                fms(pct(sub_fan, 50)),
+                fms(pct(sub_fan, 99)),
+                fms(max(sub_fan)),
+                f'p99 < {fms(GOAL_DELIVERY_P99)}',
+                met(del_ok),
+            ],
+            [
+                'raw tractor one-way: arrival − `time.time()` at send (1 actor)',
+                len(sub_one),
+                fms(pct(sub_one, 50)),
+                fms(pct(sub_one, 99)),
+                fms(max(sub_one)),
+                '—',
+                '',
+                '',
+                '',
+                '—',
+                '',
+            ],
         ]
         printed.append(rp.text_table(headers, rows))
-        info = steps["info"]
+        info = steps['info']
         note = (
-            f"{n} real steps of period {PERIOD:g} s (a window of {n} consecutive "
-            f"boundaries), one samplerd service (`keep_lateness={n + 16}`) stepping "
-            f"one buffer the root registered with `open_sample_stream({PERIOD!r}, "
-            f"{{{PERIOD!r}: shm}})`, and {NSUBS} subscriber actors each holding "
-            f"`open_sample_stream({PERIOD!r})` (so {NSUBS + 1} subscribers in all; "
-            f"samplerd counted {info['late_steps']} steps more than 1 ms late over "
-            f"its life, {info['caught_up']} caught up, {info['skipped']} skipped).  "
+            f'{n} real steps of period {PERIOD:g} s (a window of {n} consecutive '
+            f'boundaries), one samplerd service (`keep_lateness={n + 16}`) stepping '
+            f'one buffer the root registered with `open_sample_stream({PERIOD!r}, '
+            f'{{{PERIOD!r}: shm}})`, and {NSUBS} subscriber actors each holding '
+            f'`open_sample_stream({PERIOD!r})` (so {NSUBS + 1} subscribers in all; '
+            f'samplerd counted {info["late_steps"]} steps more than 1 ms late over '
+            f'its life, {info["caught_up"]} caught up, {info["skipped"]} skipped).  '
             "Lateness is what samplerd's `Schedule` records: trio's clock at the "
             "step minus the boundary mapped onto trio's clock.  The baseline timer "
-            "runs in a separate actor of the same tree and wakes at a quarter and "
+            'runs in a separate actor of the same tree and wakes at a quarter and '
             "at half a period past every boundary (out of samplerd's way), its "
-            "lateness measured the same way; at the half-period point it sends "
+            'lateness measured the same way; at the half-period point it sends '
             f"that point's time over a plain `ctx.open_stream()` to each of the "
-            f"{NSUBS} subscribers in turn, at the quarter-period point "
-            "`time.time()` to subscriber 0 alone.  Latencies are `time.time()` at "
+            f'{NSUBS} subscribers in turn, at the quarter-period point '
+            '`time.time()` to subscriber 0 alone.  Latencies are `time.time()` at '
             "arrival in the subscriber's task minus the time carried by the "
-            "message (one system clock).  Percentiles are nearest-rank: with "
+            'message (one system clock).  Percentiles are nearest-rank: with '
             f"{n} steps, samplerd's p99 is its {max(math.ceil(0.99 * n), 1)}th "
-            "smallest sample of "
-            f"{n}{' (the maximum)' if math.ceil(0.99 * n) == n else ''}."
+            'smallest sample of '
+            f'{n}{" (the maximum)" if math.ceil(0.99 * n) == n else ""}.'
         )
         if probs:
-            note += "  Problems seen in this run: " + "; ".join(probs) + "."
-        sections.append("### Steps in real time\n\n" + rp.md_table(headers, rows)
-                        + "\n\n" + rp.wrap(note))
+            note += '  Problems seen in this run: ' + '; '.join(probs) + '.'
+        sections.append(
+            '### Steps in real time\n\n'
+            + rp.md_table(headers, rows)
+            + '\n\n'
+            + rp.wrap(note)
+        )
 
     # 2.
-    st = stepping["times"]
-    base_kind = min(("loop_direct", "loop_push"), key=lambda k: rp.median(st[k]))
+    st = stepping['times']
+    base_kind = min(('loop_direct', 'loop_push'), key=lambda k: rp.median(st[k]))
     base = rp.median(st[base_kind])
-    ratio = base / rp.median(st["plan"])
+    ratio = base / rp.median(st['plan'])
     step_ok = ratio >= GOAL_STEP_RATIO
     all_met &= step_ok
     label = {
-        "plan": f"`StepPlan(list(group)).step(p)`, `open_shm_group({NBUFS}, size)`",
-        "loop_direct": f"Python loop over {NBUFS} `open_shm_array` buffers: "
-                       "`rows[last-1].item()`, one tuple assignment to `rows[last]`, "
-                       "bump `last` (raw views)",
-        "loop_push": f"Python loop over {NBUFS} `open_shm_array` buffers, public API: "
-                     "`last_row.item()`, one tuple into a reused 1-row array, `push()`",
-        "many": f"`step_many()` over the {NBUFS} separate buffers (information)",
+        'plan': f'`StepPlan(list(group)).step(p)`, `open_shm_group({NBUFS}, size)`',
+        'loop_direct': f'Python loop over {NBUFS} `open_shm_array` buffers: '
+        '`rows[last-1].item()`, one tuple assignment to `rows[last]`, '
+        'bump `last` (raw views)',
+        'loop_push': f'Python loop over {NBUFS} `open_shm_array` buffers, public API: '
+        '`last_row.item()`, one tuple into a reused 1-row array, `push()`',
+        'many': f'`step_many()` over the {NBUFS} separate buffers (information)',
     }
-    headers = ["kind", "median per step", "p90", "per buffer", f"÷ {base_kind} (baseline)",
-               "goal", ""]
+    headers = [
+        'kind',
+        'median per step',
+        'p90',
+        'per buffer',
+        f'÷ {base_kind} (baseline)',
+        'goal',
+        '',
+    ]
     rows = []
-    for kind in ("plan", "loop_direct", "loop_push", "many"):
+    for kind in ('plan', 'loop_direct', 'loop_push', 'many'):
         med = rp.median(st[kind])
         r = base / med
-        goal, verdict = ("—", "")
-        if kind == "plan":
-            goal, verdict = f"≥ {GOAL_STEP_RATIO:g}× faster", met(step_ok)
-        rows.append([label[kind], fus(med), fus(rp.p90(st[kind])), fus(med / NBUFS),
-                     "1.00× (baseline)" if kind == base_kind
-                     else f"{r:.2f}× faster" if r >= 1 else f"{1 / r:.2f}× slower",
-                     goal, verdict])
+        goal, verdict = ('—', '')
+        if kind == 'plan':
+            goal, verdict = f'≥ {GOAL_STEP_RATIO:g}× faster', met(step_ok)
+        rows.append(
+            [
+                label[kind],
+                fus(med),
+                fus(rp.p90(st[kind])),
+                fus(med / NBUFS),
+                '1.00× (baseline)'
+                if kind == base_kind
+                else f'{r:.2f}× faster'
+                if r >= 1
+                else f'{1 / r:.2f}× slower',
+                goal,
+                verdict,
+            ]
+        )
     printed.append(rp.text_table(headers, rows))
     note = (
-        f"One step = one new row in each of {NBUFS} buffers (O = H = L = C = the "
-        "previous close, volume 0, index + 1, time + period).  Every step call "
-        f"is timed on its own (`perf_counter`, gc disabled): {cfg.rounds} rounds "
-        f"of {cfg.batch} steps per kind, kinds interleaved and their order rotated "
-        "every round, after one unrecorded warm-up round; each round starts every "
-        f"buffer again from one seeded row (buffers of {stepping['size']} rows).  "
-        "All kinds end with the same rows (checked).  The ratio is against the "
-        f"faster of the two loops ({base_kind})."
+        f'One step = one new row in each of {NBUFS} buffers (O = H = L = C = the '
+        'previous close, volume 0, index + 1, time + period).  Every step call '
+        f'is timed on its own (`perf_counter`, gc disabled): {cfg.rounds} rounds '
+        f'of {cfg.batch} steps per kind, kinds interleaved and their order rotated '
+        'every round, after one unrecorded warm-up round; each round starts every '
+        f'buffer again from one seeded row (buffers of {stepping["size"]} rows).  '
+        'All kinds end with the same rows (checked).  The ratio is against the '
+        f'faster of the two loops ({base_kind}).'
     )
-    sections.append(f"### Stepping {NBUFS} buffers\n\n" + rp.md_table(headers, rows)
-                    + "\n\n" + rp.wrap(note))
+    sections.append(
+        f'### Stepping {NBUFS} buffers\n\n'
+        + rp.md_table(headers, rows)
+        + '\n\n'
+        + rp.wrap(note)
+    )
 
     # 3.
-    wt = writes["times"]
-    wmed = rp.median(wt["writer"])
-    nmed = rp.median(wt["naive"])
+    wt = writes['times']
+    wmed = rp.median(wt['writer'])
+    nmed = rp.median(wt['naive'])
     wratio = nmed / wmed
     w_ok = wratio >= GOAL_WRITE_RATIO
     all_met &= w_ok
-    headers = ["kind", "median per trade", "p90", "÷ field-by-field (baseline)", "goal", ""]
+    headers = [
+        'kind',
+        'median per trade',
+        'p90',
+        '÷ field-by-field (baseline)',
+        'goal',
+        '',
+    ]
     rows = [
-        ["`OHLCWriter.write([tick], now)`, one trade per call", fus(wmed),
-         fus(rp.p90(wt["writer"])), f"{wratio:.2f}× faster",
-         f"≥ {GOAL_WRITE_RATIO:g}× faster", met(w_ok)],
-        ["field by field: `row = shm.array[-1]; row['high'] = max(row['high'], p)`; …",
-         fus(nmed), fus(rp.p90(wt["naive"])), "1.00× (baseline)", "—", ""],
-        ["`OHLCWriter.write(ticks, now)`, 10 trades per call (information)",
-         fus(rp.median(wt["writer10"])), fus(rp.p90(wt["writer10"])),
-         f"{nmed / rp.median(wt['writer10']):.2f}× faster", "—", ""],
+        [
+            '`OHLCWriter.write([tick], now)`, one trade per call',
+            fus(wmed),
+            fus(rp.p90(wt['writer'])),
+            f'{wratio:.2f}× faster',
+            f'≥ {GOAL_WRITE_RATIO:g}× faster',
+            met(w_ok),
+        ],
+        [
+            "field by field: `row = shm.array[-1]; row['high'] = max(row['high'], p)`; …",
+            fus(nmed),
+            fus(rp.p90(wt['naive'])),
+            '1.00× (baseline)',
+            '—',
+            '',
+        ],
+        [
+            '`OHLCWriter.write(ticks, now)`, 10 trades per call (information)',
+            fus(rp.median(wt['writer10'])),
+            fus(rp.p90(wt['writer10'])),
+            f'{nmed / rp.median(wt["writer10"]):.2f}× faster',
+            '—',
+            '',
+        ],
     ]
     printed.append(rp.text_table(headers, rows))
     note = (
         f"{cfg.ticks:,} trade ticks (`{{'type': 'trade', 'price', 'size', 'time'}}`, "
-        "all in the open 1 s bar) into one buffer, per kind and round; "
-        f"{cfg.rounds} rounds after one unrecorded warm-up, kinds interleaved "
-        "and rotated, gc disabled; figures are the per-round mean per trade, "
-        "median and p90 over rounds.  The baseline checks the tick type, sets "
+        'all in the open 1 s bar) into one buffer, per kind and round; '
+        f'{cfg.rounds} rounds after one unrecorded warm-up, kinds interleaved '
+        'and rotated, gc disabled; figures are the per-round mean per trade, '
+        'median and p90 over rounds.  The baseline checks the tick type, sets '
         "open / high / low on the bar's first trade, then updates high, low, "
-        "close and volume field by field on the `np.void` view of the last row; "
-        "both end with the same row (checked)."
+        'close and volume field by field on the `np.void` view of the last row; '
+        'both end with the same row (checked).'
     )
-    sections.append("### Trade → row update\n\n" + rp.md_table(headers, rows)
-                    + "\n\n" + rp.wrap(note))
+    sections.append(
+        '### Trade → row update\n\n'
+        + rp.md_table(headers, rows)
+        + '\n\n'
+        + rp.wrap(note)
+    )
 
     machine = rp.machine_line(
-        tractor=compat.TRACTOR_VERSION, trio=trio.__version__, numpy=np.__version__,
-        **{"tractor-sampler": tractor_sampler.__version__},
+        tractor=compat.TRACTOR_VERSION,
+        trio=trio.__version__,
+        numpy=np.__version__,
+        **{'tractor-sampler': tractor_sampler.__version__},
     )
-    body = "\n\n".join([*sections, rp.wrap(machine)])
+    body = '\n\n'.join([*sections, rp.wrap(machine)])
     print()
     for t in printed:
         print(t)
         print()
     if steps is not None and check_steps(steps):
-        print("PROBLEMS:", *check_steps(steps), sep="\n  ")
+        print('PROBLEMS:', *check_steps(steps), sep='\n  ')
     print(machine)
-    print("all goals met" if all_met else "some goals NOT met")
+    print('all goals met' if all_met else 'some goals NOT met')
     if write:
-        path = rp.write_section("sampler", "tractor-sampler", body)
-        print(f"figures written to {path}")
+        path = rp.write_section('sampler', 'tractor-sampler', body)
+        print(f'figures written to {path}')
     return all_met
 
 
@@ -576,82 +702,104 @@ def report(
 def leftovers(prefix: str) -> tuple[list[str], list[int]]:
     """This run's segments still in /dev/shm, and our live child processes
     (the stdlib resource tracker excepted)."""
-    shm = Path("/dev/shm")
-    segs = sorted(p.name for p in shm.iterdir() if p.name.startswith(prefix)) if shm.is_dir() else []
+    shm = Path('/dev/shm')
+    segs = (
+        sorted(p.name for p in shm.iterdir() if p.name.startswith(prefix))
+        if shm.is_dir()
+        else []
+    )
     kids = []
     me = str(os.getpid())
-    for st in Path("/proc").glob("[0-9]*/stat"):
+    for st in Path('/proc').glob('[0-9]*/stat'):
         try:
-            fields = st.read_text().rsplit(")", 1)[1].split()
-            cmd = (st.parent / "cmdline").read_bytes()
+            fields = st.read_text().rsplit(')', 1)[1].split()
+            cmd = (st.parent / 'cmdline').read_bytes()
         except OSError:
             continue
-        if fields[1] == me and b"resource_tracker" not in cmd:
+        if fields[1] == me and b'resource_tracker' not in cmd:
             kids.append(int(st.parent.name))
     return segs, kids
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=60,
-                   help="real 1 s steps for test 1 (default 60)")
-    p.add_argument("--rounds", type=int, default=10,
-                   help="rounds of tests 2 and 3 (default 10)")
-    p.add_argument("--batch", type=int, default=100,
-                   help="timed steps per kind and round in test 2 (default 100)")
-    p.add_argument("--ticks", type=int, default=10_000,
-                   help="trades per kind and round in test 3 (default 10000)")
-    p.add_argument("--no-steps", action="store_true",
-                   help="skip test 1 (the real-time steps)")
-    p.add_argument("--quick", action="store_true",
-                   help="5 steps, small sizes; print, don't write docs")
-    p.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                   help="write docs/benchmarks.md (default: yes, unless --quick)")
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument(
+        '--steps', type=int, default=60, help='real 1 s steps for test 1 (default 60)'
+    )
+    p.add_argument(
+        '--rounds', type=int, default=10, help='rounds of tests 2 and 3 (default 10)'
+    )
+    p.add_argument(
+        '--batch',
+        type=int,
+        default=100,
+        help='timed steps per kind and round in test 2 (default 100)',
+    )
+    p.add_argument(
+        '--ticks',
+        type=int,
+        default=10_000,
+        help='trades per kind and round in test 3 (default 10000)',
+    )
+    p.add_argument(
+        '--no-steps', action='store_true', help='skip test 1 (the real-time steps)'
+    )
+    p.add_argument(
+        '--quick',
+        action='store_true',
+        help="5 steps, small sizes; print, don't write docs",
+    )
+    p.add_argument(
+        '--write',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='write docs/benchmarks.md (default: yes, unless --quick)',
+    )
     # nox passes the same posargs to every benchmark: tolerate other ones' flags
     cfg, unknown = p.parse_known_args(argv)
     if unknown:
-        print(f"warning: ignoring unknown arguments {unknown}", file=sys.stderr)
+        print(f'warning: ignoring unknown arguments {unknown}', file=sys.stderr)
     if cfg.quick:
         cfg.steps, cfg.rounds, cfg.batch, cfg.ticks = 5, 3, 50, 2_000
     if cfg.steps < 2 or cfg.rounds < 1 or cfg.batch < 1 or cfg.ticks < 10:
-        p.error("--steps >= 2, --rounds >= 1, --batch >= 1, --ticks >= 10")
+        p.error('--steps >= 2, --rounds >= 1, --batch >= 1, --ticks >= 10')
     write = (not cfg.quick) if cfg.write is None else cfg.write
     if write and cfg.no_steps:
-        p.error("--no-steps leaves test 1 out: use it with --no-write")
+        p.error('--no-steps leaves test 1 out: use it with --no-write')
     env = os.environ
     importable_by_subactors(HERE)
     # this run's segments get a prefix of their own (children inherit it),
     # so the leftover check below only looks at ours
     from tractor_sampler.shm import KEY_PREFIX_ENV
 
-    prefix = f"tsamp_bench{os.getpid()}_"
+    prefix = f'tsamp_bench{os.getpid()}_'
     env[KEY_PREFIX_ENV] = prefix
 
     print(
-        f"bench_sampler: {cfg.steps} steps of {PERIOD:g} s with {NSUBS} subscribers; "
-        f"{NBUFS} buffers x {cfg.rounds} rounds x {cfg.batch} steps; "
-        f"{cfg.ticks:,} trades x {cfg.rounds} rounds",
+        f'bench_sampler: {cfg.steps} steps of {PERIOD:g} s with {NSUBS} subscribers; '
+        f'{NBUFS} buffers x {cfg.rounds} rounds x {cfg.batch} steps; '
+        f'{cfg.ticks:,} trades x {cfg.rounds} rounds',
         flush=True,
     )
     t_all = time.perf_counter()
     t = time.perf_counter()
     stepping = bench_stepping(cfg)
-    print(f"  stepping {NBUFS} buffers: {time.perf_counter() - t:.1f} s", flush=True)
+    print(f'  stepping {NBUFS} buffers: {time.perf_counter() - t:.1f} s', flush=True)
     t = time.perf_counter()
     writes = bench_writes(cfg)
-    print(f"  trade writes: {time.perf_counter() - t:.1f} s", flush=True)
+    print(f'  trade writes: {time.perf_counter() - t:.1f} s', flush=True)
     steps = None
     if not cfg.no_steps:
         t = time.perf_counter()
         steps = trio.run(bench_steps, cfg)
-        print(f"  real-time steps: {time.perf_counter() - t:.1f} s", flush=True)
+        print(f'  real-time steps: {time.perf_counter() - t:.1f} s', flush=True)
     report(steps, stepping, writes, cfg, write)
     segs, kids = leftovers(prefix)
     if segs or kids:
-        print(f"LEFTOVERS: shm segments {segs}, child processes {kids}")
-    print(f"bench_sampler took {time.perf_counter() - t_all:.1f} s")
+        print(f'LEFTOVERS: shm segments {segs}, child processes {kids}')
+    print(f'bench_sampler took {time.perf_counter() - t_all:.1f} s')
     return 1 if segs or kids else 0
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

@@ -1,10 +1,11 @@
-'''
+"""
 feedbus demo: a producer actor streams simulated quotes for two symbols;
 one subscriber reads every quote, another reads 4 throttled frames per
 second; the first pauses and resumes, and both print their counters.
 
     uv run python examples/feedbus_demo.py [--registry HOST:PORT]
-'''
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import tractor
 
 
 async def simulated_quotes(symbols: list[str], hz: float, seed: int = 7):
-    '''An async iterator of ``{topic: quote}``: bids and asks, now and
-    then a trade.'''
+    """An async iterator of ``{topic: quote}``: bids and asks, now and
+    then a trade."""
     rng = random.Random(seed)
     price = {s: 100.0 for s in symbols}
     deadline = trio.current_time()
@@ -32,8 +33,10 @@ async def simulated_quotes(symbols: list[str], hz: float, seed: int = 7):
         for s in symbols:
             price[s] += rng.choice((-0.01, 0.01))
             p = round(price[s], 2)
-            ticks = [{'type': 'bid', 'price': round(p - 0.01, 2), 'size': rng.randint(1, 9)},
-                     {'type': 'ask', 'price': round(p + 0.01, 2), 'size': rng.randint(1, 9)}]
+            ticks = [
+                {'type': 'bid', 'price': round(p - 0.01, 2), 'size': rng.randint(1, 9)},
+                {'type': 'ask', 'price': round(p + 0.01, 2), 'size': rng.randint(1, 9)},
+            ]
             if rng.random() < 0.2:
                 ticks.append({'type': 'trade', 'price': p, 'size': rng.randint(1, 5)})
             out[s] = {'last': p, 'ticks': ticks}
@@ -43,9 +46,11 @@ async def simulated_quotes(symbols: list[str], hz: float, seed: int = 7):
 
 
 @tractor.context
-async def quote_producer(ctx: tractor.Context, symbols: list[str], hz: float = 100.0) -> None:
-    '''A producer: declares its topics, publishes into its bus, and lets
-    subscribers open feedbus' endpoint on it.'''
+async def quote_producer(
+    ctx: tractor.Context, symbols: list[str], hz: float = 100.0
+) -> None:
+    """A producer: declares its topics, publishes into its bus, and lets
+    subscribers open feedbus' endpoint on it."""
     bus = get_feed_bus()
     for s in symbols:
         bus.add_topic(s)
@@ -75,16 +80,23 @@ async def read_frames(portal, out: dict) -> None:
         for _ in range(6):
             frame: Frame = await feed.receive()
             tf = frame.topics['btc']
-            latest = {t: round(ticks[-1]['price'], 2) for t, ticks in tf.ticks_by_type.items()}
+            latest = {
+                t: round(ticks[-1]['price'], 2) for t, ticks in tf.ticks_by_type.items()
+            }
             trades = len(tf.ticks_by_type.get('trade', []))
-            print(f'frame {frame.seq}: {tf.n_quotes} quotes (seq {tf.first_seq}-{tf.last_seq}), '
-                  f'{len(tf.ticks)} ticks, {trades} trades, latest {latest}', flush=True)
+            print(
+                f'frame {frame.seq}: {tf.n_quotes} quotes (seq {tf.first_seq}-{tf.last_seq}), '
+                f'{len(tf.ticks)} ticks, {trades} trades, latest {latest}',
+                flush=True,
+            )
         out['frames'] = await feed.stats()
 
 
 async def main(registry: str | None) -> None:
     async with open_service_root(registry) as mngr:
-        topics = await mngr.start_service('quotes', partial(quote_producer, symbols=['btc', 'eth']))
+        topics = await mngr.start_service(
+            'quotes', partial(quote_producer, symbols=['btc', 'eth'])
+        )
         print(f'producer serves {topics}', flush=True)
         portal = mngr.portal('quotes')
         stats: dict = {}
@@ -92,8 +104,11 @@ async def main(registry: str | None) -> None:
             tn.start_soon(read_all, portal, stats)
             tn.start_soon(read_frames, portal, stats)
         for name, s in stats.items():
-            print(f'{name}: delivered={s.delivered} messages={s.messages} '
-                  f'conflated={s.conflated} dropped={s.dropped}', flush=True)
+            print(
+                f'{name}: delivered={s.delivered} messages={s.messages} '
+                f'conflated={s.conflated} dropped={s.dropped}',
+                flush=True,
+            )
     print('done', flush=True)
 
 

@@ -1,4 +1,4 @@
-'''
+"""
 tractor-sampler from code: attach to the service root at --registry (or
 become it), open two topics of the simulated backend, read quotes and
 throttled frames, watch samplerd step the 1 s bars, print them, and ask
@@ -9,7 +9,8 @@ the tree what runs (``introspect``: typed records, what `samplerd ls` shows).
 With a `samplerd run` already serving there, this program attaches to it and
 its feed daemon (or has the root spawn one); otherwise it starts its own root
 and stops everything on exit.
-'''
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ async def main(registry: str | None) -> None:
         async with open_market_feed(['AAA', 'BBB'], config={'tick_rate': 50}) as feed:
             for topic in feed.topics:
                 shm = feed.buffer(topic, 60.0)
-                print(f'{topic}: {feed.first_status[topic].state}, {len(shm)} one-minute bars '
-                      f'(backfilled), read-only={shm.readonly}')
+                print(
+                    f'{topic}: {feed.first_status[topic].state}, {len(shm)} one-minute bars '
+                    f'(backfilled), read-only={shm.readonly}'
+                )
 
             # every quote, numbered per topic
             seen = {t: 0 for t in feed.topics}
@@ -41,7 +44,9 @@ async def main(registry: str | None) -> None:
                 seen[quote.topic] += 1
                 if min(seen.values()) >= 25:
                     break
-            print(f'quotes: {seen}, last AAA bid/ask {quote.fields["bid"]}/{quote.fields["ask"]}')
+            print(
+                f'quotes: {seen}, last AAA bid/ask {quote.fields["bid"]}/{quote.fields["ask"]}'
+            )
 
             # samplerd's steps: each opens a new 1 s bar in every buffer
             async with open_sample_stream(1.0) as steps:
@@ -59,8 +64,10 @@ async def main(registry: str | None) -> None:
             tree = await introspect(registry)
             [feedd] = tree.feeds
             aaa = feedd.topics['AAA']
-            print(f'feed daemon {feedd.backend} (pid {feedd.pid}): AAA {aaa.state}, '
-                  f'{aaa.quotes} quotes, {aaa.trades} trades, {len(aaa.subscribers)} subscriber(s)')
+            print(
+                f'feed daemon {feedd.backend} (pid {feedd.pid}): AAA {aaa.state}, '
+                f'{aaa.quotes} quotes, {aaa.trades} trades, {len(aaa.subscribers)} subscriber(s)'
+            )
 
         services = [s.name for s in tree.services]
         print(f'services: {", ".join(sorted(services))}')

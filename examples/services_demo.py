@@ -1,11 +1,12 @@
-'''
+"""
 tractor-services demo: a root daemon that starts three services, lists
 them, survives one being killed, and stops them in reverse start order.
 
     uv run python examples/services_demo.py [--registry HOST:PORT] [--serve]
 
 With ``--serve`` it keeps running after the demo until Ctrl-C or SIGTERM.
-'''
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ import tractor
 
 @tractor.context
 async def ticker(ctx: tractor.Context, every_s: float = 0.5) -> None:
-    '''A daemon that counts; it reports its pid when started.'''
+    """A daemon that counts; it reports its pid when started."""
     await ctx.started(os.getpid())
     try:
         n = 0
@@ -41,7 +42,9 @@ def show(title: str, infos: list[ServiceInfo]) -> None:
     print(f'\n{title}')
     print(f'  {"name":<10} {"state":<10} {"pid":>7} {"restarts":>8}  last error')
     for i in infos:
-        print(f'  {i.name:<10} {i.state:<10} {i.pid or "-":>7} {i.restarts:>8}  {i.last_error or ""}')
+        print(
+            f'  {i.name:<10} {i.state:<10} {i.pid or "-":>7} {i.restarts:>8}  {i.last_error or ""}'
+        )
     sys.stdout.flush()
 
 
@@ -51,7 +54,9 @@ async def main(registry: str | None, serve: bool) -> None:
         print(f'service root ready: registry at {host}:{port}', flush=True)
 
         await mngr.start_service('quotes', ticker, restart='permanent')
-        await mngr.start_service('orders', partial(ticker, every_s=0.2), restart='transient')
+        await mngr.start_service(
+            'orders', partial(ticker, every_s=0.2), restart='transient'
+        )
         await mngr.start_service('reports', ticker)  # temporary: never restarted
         show('services started:', await mngr.list_services())
 
@@ -59,8 +64,12 @@ async def main(registry: str | None, serve: bool) -> None:
         print(f'\nkilling quotes (pid {victim}) with SIGKILL...', flush=True)
         os.kill(victim, signal.SIGKILL)
         with trio.fail_after(30):
-            await mngr.wait_for('quotes', lambda i: i.restarts == 1 and i.state == 'running')
-        show('quotes was restarted by its permanent policy:', await mngr.list_services())
+            await mngr.wait_for(
+                'quotes', lambda i: i.restarts == 1 and i.state == 'running'
+            )
+        show(
+            'quotes was restarted by its permanent policy:', await mngr.list_services()
+        )
 
         if serve:
             print('\nserving until Ctrl-C or SIGTERM', flush=True)
@@ -71,8 +80,13 @@ async def main(registry: str | None, serve: bool) -> None:
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--registry', help='registry address HOST:PORT (default: $TRACTOR_REGISTRY_ADDR or 127.0.0.1:1616)')
-    parser.add_argument('--serve', action='store_true', help='keep serving after the demo')
+    parser.add_argument(
+        '--registry',
+        help='registry address HOST:PORT (default: $TRACTOR_REGISTRY_ADDR or 127.0.0.1:1616)',
+    )
+    parser.add_argument(
+        '--serve', action='store_true', help='keep serving after the demo'
+    )
     args = parser.parse_args()
     try:
         trio.run(main, args.registry, args.serve)

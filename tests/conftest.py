@@ -1,5 +1,6 @@
-'''Integration tests across packages: a free registry port per session and
-checks that nothing is left behind (processes, shared memory).'''
+"""Integration tests across packages: a free registry port per session and
+checks that nothing is left behind (processes, shared memory)."""
+
 from __future__ import annotations
 
 import os
@@ -40,9 +41,12 @@ def nothing_left_behind():
     before_pids = {p.pid for p in psutil.Process().children(recursive=True)}
     before_shm = _shm()
     yield
-    new = [psutil.Process(p) for p in
-           {p.pid for p in psutil.Process().children(recursive=True)} - before_pids
-           if psutil.pid_exists(p)]
+    new = [
+        psutil.Process(p)
+        for p in {p.pid for p in psutil.Process().children(recursive=True)}
+        - before_pids
+        if psutil.pid_exists(p)
+    ]
     _, alive = psutil.wait_procs(new, timeout=10)
     for p in alive:
         p.kill()

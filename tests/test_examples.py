@@ -1,4 +1,5 @@
-'''The examples in examples/ run as documented (so the docs cannot rot).'''
+"""The examples in examples/ run as documented (so the docs cannot rot)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -11,31 +12,60 @@ ROOT = Path(__file__).parent.parent
 def test_services_demo(free_addr):
     host, port = free_addr
     proc = subprocess.run(
-        [sys.executable, str(ROOT / 'examples' / 'services_demo.py'), '--registry', f'{host}:{port}'],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / 'examples' / 'services_demo.py'),
+            '--registry',
+            f'{host}:{port}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     out = proc.stdout
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f'service root ready: registry at {host}:{port}' in out
     started, restarted = out.split('quotes was restarted by its permanent policy:')
     assert started.count(' running ') == 3
-    quotes = next(line for line in restarted.splitlines() if line.strip().startswith('quotes'))
+    quotes = next(
+        line for line in restarted.splitlines() if line.strip().startswith('quotes')
+    )
     assert quotes.split()[1:4][0] == 'running' and quotes.split()[3] == '1'
     assert 'killed by signal 9' in quotes
-    stops = [line.split()[0] for line in out.splitlines() if line.strip().endswith(' stopped') and line.startswith('  ')]
+    stops = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.strip().endswith(' stopped') and line.startswith('  ')
+    ]
     assert stops == ['reports', 'orders', 'quotes']
     assert out.rstrip().endswith('all services stopped')
     # every actor pid the demo printed is gone
-    pids = [int(tok) for line in out.splitlines() if line.startswith('  ') and len(line.split()) >= 4
-            for tok in line.split()[2:3] if tok.isdigit()]
-    assert pids and not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    pids = [
+        int(tok)
+        for line in out.splitlines()
+        if line.startswith('  ') and len(line.split()) >= 4
+        for tok in line.split()[2:3]
+        if tok.isdigit()
+    ]
+    assert pids and not [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_feedbus_demo(free_addr):
     host, port = free_addr
     proc = subprocess.run(
-        [sys.executable, str(ROOT / 'examples' / 'feedbus_demo.py'), '--registry', f'{host}:{port}'],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / 'examples' / 'feedbus_demo.py'),
+            '--registry',
+            f'{host}:{port}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -43,11 +73,17 @@ def test_feedbus_demo(free_addr):
     frames = [line for line in out.splitlines() if line.startswith('frame ')]
     assert len(frames) == 6
     # frames cover contiguous sequence ranges: nothing lost between frames
-    ranges = [tuple(map(int, line.split('(seq ')[1].split(')')[0].split('-'))) for line in frames]
+    ranges = [
+        tuple(map(int, line.split('(seq ')[1].split(')')[0].split('-')))
+        for line in frames
+    ]
     assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:], strict=False))
     assert 'paused after 100 quotes' in out and 'resumed' in out
-    stats = {line.split(':')[0]: dict(kv.split('=') for kv in line.split(': ')[1].split())
-             for line in out.splitlines() if line.startswith(('all:', 'frames:'))}
+    stats = {
+        line.split(':')[0]: dict(kv.split('=') for kv in line.split(': ')[1].split())
+        for line in out.splitlines()
+        if line.startswith(('all:', 'frames:'))
+    }
     assert stats['all']['delivered'] == '300' and stats['all']['dropped'] == '0'
     assert int(stats['frames']['conflated']) > 0
     assert out.rstrip().endswith('done')
@@ -56,12 +92,21 @@ def test_feedbus_demo(free_addr):
 def test_sampler_feed(free_addr):
     host, port = free_addr
     proc = subprocess.run(
-        [sys.executable, str(ROOT / 'examples' / 'sampler_feed.py'), '--registry', f'{host}:{port}'],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / 'examples' / 'sampler_feed.py'),
+            '--registry',
+            f'{host}:{port}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
-    assert out[0].startswith('AAA: up, 1441 one-minute bars (backfilled), read-only=True')
+    assert out[0].startswith(
+        'AAA: up, 1441 one-minute bars (backfilled), read-only=True'
+    )
     assert out[2].startswith("quotes: {'AAA': ") and 'last AAA bid/ask' in out[2]
     bars = [line for line in out if line.startswith('  ') and ' o=' in line]
     assert len(bars) == 3
@@ -69,15 +114,17 @@ def test_sampler_feed(free_addr):
 
 
 def test_readme_main_job_is_the_samplerd_demo():
-    '''The README's first command after installing runs the demo, which the
+    """The README's first command after installing runs the demo, which the
     console script serves (the demo itself is tested in tractor-sampler's
-    tests/test_cli.py).'''
+    tests/test_cli.py)."""
     readme = (ROOT / 'README.md').read_text()
     assert '$ uv run samplerd demo' in readme
     script = Path(sys.executable).parent / 'samplerd'
     proc = subprocess.run(
         [str(script), 'demo', '--duration', '3', '--rows', '3', '--topics', 'AAA'],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith('samplerd ready: registry 127.0.0.1:')

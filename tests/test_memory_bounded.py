@@ -1,11 +1,12 @@
-'''Memory stays bounded: a5 keeps an entry in ``actor._contexts`` for every
+"""Memory stays bounded: a5 keeps an entry in ``actor._contexts`` for every
 ``Portal.run`` and every cancel request, on both ends, and one stream in
 ``portal._streams`` per caller-side stream; the adapter drops them.
 
 One feed daemon, a client root in this process: 5,000 RPCs and 2,000
 feedbus subscribe/leave cycles on the daemon's producer endpoint, then the
 bookkeeping on both ends is back where it started and the daemon's
-resident memory grew by less than a leak of 2 KB per call would make it.'''
+resident memory grew by less than a leak of 2 KB per call would make it."""
+
 from __future__ import annotations
 
 from multiprocessing import resource_tracker
@@ -51,7 +52,9 @@ async def test_rpcs_and_subscribe_cycles_leave_no_bookkeeping_behind(free_addr):
     with trio.fail_after(600):
         async with open_service_root(free_addr, name='mem_root', handle_signals=False):
             async with open_market_feed(
-                ['AAA'], registry_addr=free_addr, config={'tick_rate': 2.0, 'seed': 0},
+                ['AAA'],
+                registry_addr=free_addr,
+                config={'tick_rate': 2.0, 'seed': 0},
             ) as feed:
                 portal = feed.portal
                 # warm up (allocator arenas, caches, imports)
@@ -66,11 +69,15 @@ async def test_rpcs_and_subscribe_cycles_leave_no_bookkeeping_behind(free_addr):
 
     for far, near, what in ((far1, near1, 'RPCs'), (far2, near2, 'subscribe cycles')):
         assert far['contexts'] - far0['contexts'] <= ENTRIES_BOUND, (what, far0, far)
-        assert near['contexts'] - near0['contexts'] <= ENTRIES_BOUND, (what, near0, near)
+        assert near['contexts'] - near0['contexts'] <= ENTRIES_BOUND, (
+            what,
+            near0,
+            near,
+        )
         assert near['streams'] - near0['streams'] <= ENTRIES_BOUND, (what, near0, near)
     if far0['rss'] is not None:
         grown = far2['rss'] - far0['rss']
         assert grown < RSS_BOUND, (
-            f"the feed daemon grew by {grown / 2**20:.1f} MB over {N_RPCS} RPCs "
-            f"and {N_CYCLES} subscribe cycles ({far0['rss']} -> {far1['rss']} -> {far2['rss']})"
+            f'the feed daemon grew by {grown / 2**20:.1f} MB over {N_RPCS} RPCs '
+            f'and {N_CYCLES} subscribe cycles ({far0["rss"]} -> {far1["rss"]} -> {far2["rss"]})'
         )

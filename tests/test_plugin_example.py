@@ -1,9 +1,10 @@
-'''The example backend plugin (examples/sampler-backend-example) works as a
+"""The example backend plugin (examples/sampler-backend-example) works as a
 third-party distribution: installed (not editable) into a fresh virtual
 environment next to the three packages, it is found through its entry
 point, streams (directly, and through a feed daemon that `samplerd` spawns
 for it), passes its own tests there, and ``TRACTOR_SAMPLER_PLUGINS`` can
-leave it out.'''
+leave it out."""
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,17 @@ def _find_uv() -> str | None:
         return None
 
 
-def _run(args: list[str], *, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    '''Run a command in its own process group; on timeout kill the whole
-    group (pytest's actors included), so nothing is left behind.'''
+def _run(
+    args: list[str], *, env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout kill the whole
+    group (pytest's actors included), so nothing is left behind."""
     proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -51,15 +58,19 @@ def _run(args: list[str], *, env: dict[str, str], timeout: float) -> subprocess.
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        pytest.fail(f'{args[:3]} timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}')
+        pytest.fail(
+            f'{args[:3]} timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}'
+        )
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    '''The environment without anything pointing at the dev environment.'''
+    """The environment without anything pointing at the dev environment."""
     env = {
-        k: v for k, v in os.environ.items()
-        if k not in ('VIRTUAL_ENV', 'PYTHONPATH', 'PYTHONHOME', 'TRACTOR_SAMPLER_PLUGINS')
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ('VIRTUAL_ENV', 'PYTHONPATH', 'PYTHONHOME', 'TRACTOR_SAMPLER_PLUGINS')
     }
     env.update(extra)
     return env
@@ -67,20 +78,29 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope='module')
 def venv_python(tmp_path_factory) -> Iterator[str]:
-    '''A fresh venv holding the three packages and the example, all built
-    and installed as wheels (removed afterwards: it is ~100 MB).'''
+    """A fresh venv holding the three packages and the example, all built
+    and installed as wheels (removed afterwards: it is ~100 MB)."""
     uv = _find_uv()
     if uv is None:
         pytest.skip('needs uv to build a clean environment')
     venv = tmp_path_factory.mktemp('plugin') / 'venv'
     env = _clean_env(UV_COMPILE_BYTECODE='1')
-    proc = _run([uv, 'venv', '--python', sys.executable, str(venv)], env=env, timeout=300)
+    proc = _run(
+        [uv, 'venv', '--python', sys.executable, str(venv)], env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    python = str(venv / ('Scripts/python.exe' if sys.platform == 'win32' else 'bin/python'))
+    python = str(
+        venv / ('Scripts/python.exe' if sys.platform == 'win32' else 'bin/python')
+    )
     proc = _run(
         [
-            uv, 'pip', 'install', '--python', python,
-            '--overrides', str(ROOT / 'overrides.txt'),
+            uv,
+            'pip',
+            'install',
+            '--python',
+            python,
+            '--overrides',
+            str(ROOT / 'overrides.txt'),
             # the root's workspace sources would install the packages'
             # in-repo dependencies editable; use the published metadata
             '--no-sources',
@@ -89,7 +109,8 @@ def venv_python(tmp_path_factory) -> Iterator[str]:
             str(ROOT / 'packages' / 'sampler'),
             f'{EXAMPLE}[test]',
         ],
-        env=env, timeout=INSTALL_TIMEOUT,
+        env=env,
+        timeout=INSTALL_TIMEOUT,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     yield python
@@ -97,12 +118,14 @@ def venv_python(tmp_path_factory) -> Iterator[str]:
 
 
 def _python(python: str, code: str, *, timeout: float = 120, **env: str) -> str:
-    proc = _run([python, '-c', textwrap.dedent(code)], env=_clean_env(**env), timeout=timeout)
+    proc = _run(
+        [python, '-c', textwrap.dedent(code)], env=_clean_env(**env), timeout=timeout
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc.stdout
 
 
-LIST = '''
+LIST = """
     import importlib.metadata, json
     import tractor_sampler, sampler_sine
     print(json.dumps({
@@ -117,7 +140,7 @@ LIST = '''
             for name in ('tractor-services', 'feedbus', 'tractor-sampler', 'tractor-sampler-sine')
         },
     }))
-'''
+"""
 
 
 def test_found_through_its_entry_point(venv_python):
@@ -125,14 +148,22 @@ def test_found_through_its_entry_point(venv_python):
     backends = {b['name']: b for b in out['backends']}
     assert set(backends) == {'sim', 'sine'}
     assert backends['sine'] == {
-        'name': 'sine', 'version': '0.1.0', 'dist': DIST, 'history': True, 'symbol_info': True,
+        'name': 'sine',
+        'version': '0.1.0',
+        'dist': DIST,
+        'history': True,
+        'symbol_info': True,
     }
     assert backends['sim']['dist'] == 'builtin'
-    assert out['entry_points'] == [['sine', 'sampler_sine', 'tractor-sampler-sine', '0.1.0']]
+    assert out['entry_points'] == [
+        ['sine', 'sampler_sine', 'tractor-sampler-sine', '0.1.0']
+    ]
     # installed as wheels into the venv, not imported from the source tree
     venv = Path(venv_python).parent.parent
     assert Path(out['file']).is_relative_to(venv), out['file']
-    editable = [n for n, u in out['direct_urls'].items() if u['dir_info'].get('editable')]
+    editable = [
+        n for n, u in out['direct_urls'].items() if u['dir_info'].get('editable')
+    ]
     assert not editable, f'installed editable: {editable}'
 
 
@@ -143,7 +174,7 @@ def test_plugins_env_var_leaves_it_out(venv_python):
     assert [b['name'] for b in out['backends']] == ['sim', 'sine']
 
 
-STREAM = '''
+STREAM = """
     import json
     import trio
     from tractor_sampler import get_backend
@@ -157,7 +188,7 @@ STREAM = '''
                 break
 
     trio.run(main)
-'''
+"""
 
 
 def test_streams_the_sine(venv_python):
@@ -166,7 +197,16 @@ def test_streams_the_sine(venv_python):
     quotes = [b['sin.a'] for b in batches]
     assert all(list(b) == ['sin.a'] for b in batches)
     for q in quotes:
-        assert {'last', 'bid', 'ask', 'bsize', 'asize', 'volume', 'time', 'ticks'} <= set(q)
+        assert {
+            'last',
+            'bid',
+            'ask',
+            'bsize',
+            'asize',
+            'volume',
+            'time',
+            'ticks',
+        } <= set(q)
         # the defaults: base 100, amplitude 1, on a 0.01 tick grid
         assert 99.0 - 0.02 <= q['bid'] < q['ask'] <= 101.0 + 0.02
         assert abs(q['last'] - 100.0) <= 1.0 + 0.02
@@ -179,11 +219,11 @@ def test_streams_the_sine(venv_python):
     assert trades and quotes[-1]['volume'] == sum(t['size'] for t in trades)
 
     # the mid price is the symbol's wave at the quote's time
-    code = f'''
+    code = f"""
         import json, sampler_sine
         wave = sampler_sine.Wave()
         print(json.dumps([float(wave.price('sin.a', t)) for t in {times!r}]))
-    '''
+    """
     expected = json.loads(_python(venv_python, code))
     for q, price in zip(quotes, expected, strict=True):
         assert abs((q['bid'] + q['ask']) / 2 - price) <= 0.006
@@ -191,18 +231,29 @@ def test_streams_the_sine(venv_python):
 
 def test_example_tests_pass_there(venv_python):
     proc = _run(
-        [venv_python, '-m', 'pytest', str(EXAMPLE / 'tests'), '-q', '-p', 'no:cacheprovider'],
-        env=_clean_env(), timeout=600,
+        [
+            venv_python,
+            '-m',
+            'pytest',
+            str(EXAMPLE / 'tests'),
+            '-q',
+            '-p',
+            'no:cacheprovider',
+        ],
+        env=_clean_env(),
+        timeout=600,
     )
     assert proc.returncode == 0, (proc.stdout[-5000:], proc.stderr[-3000:])
     summary = proc.stdout.strip().splitlines()[-1]
-    assert ' passed' in summary and 'failed' not in summary and 'skipped' not in summary, summary
+    assert (
+        ' passed' in summary and 'failed' not in summary and 'skipped' not in summary
+    ), summary
 
 
 def test_samplerd_streams_it_through_its_feed_daemon(venv_python):
-    '''In the clean environment: the root daemon (`samplerd run`), then
+    """In the clean environment: the root daemon (`samplerd run`), then
     `samplerd watch sin.a --backend sine`, which has the root spawn the
-    sine feed daemon from the installed plugin and shows its bars.'''
+    sine feed daemon from the installed plugin and shows its bars."""
     import socket
 
     with socket.socket() as s:
@@ -211,21 +262,49 @@ def test_samplerd_streams_it_through_its_feed_daemon(venv_python):
     bindir = Path(venv_python).parent
     env = _clean_env()
     daemon = subprocess.Popen(
-        [str(bindir / 'samplerd'), 'run', '--port', port], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [str(bindir / 'samplerd'), 'run', '--port', port],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         ready = daemon.stdout.readline()
-        assert ready.startswith(f'samplerd ready: registry 127.0.0.1:{port}'), daemon.stderr.read()
+        assert ready.startswith(f'samplerd ready: registry 127.0.0.1:{port}'), (
+            daemon.stderr.read()
+        )
         watch = _run(
-            [str(bindir / 'samplerd'), 'watch', 'sin.a', '--backend', 'sine', '--port', port,
-             '--duration', '4', '--rows', '3', '--fps', '2'],
-            env=env, timeout=120,
+            [
+                str(bindir / 'samplerd'),
+                'watch',
+                'sin.a',
+                '--backend',
+                'sine',
+                '--port',
+                port,
+                '--duration',
+                '4',
+                '--rows',
+                '3',
+                '--fps',
+                '2',
+            ],
+            env=env,
+            timeout=120,
         )
         assert watch.returncode == 0, watch.stderr[-3000:]
-        frames = [line for line in watch.stdout.splitlines() if line.startswith('sin.a@sine  last ')]
+        frames = [
+            line
+            for line in watch.stdout.splitlines()
+            if line.startswith('sin.a@sine  last ')
+        ]
         assert frames and any(' state up ' in f for f in frames)
-        ls = _run([str(bindir / 'samplerd'), 'ls', 'feeds', '--json', '--port', port], env=env, timeout=120)
+        ls = _run(
+            [str(bindir / 'samplerd'), 'ls', 'feeds', '--json', '--port', port],
+            env=env,
+            timeout=120,
+        )
         [feed] = json.loads(ls.stdout)['feeds']
         assert (feed['backend'], feed['dist']) == ('sine', DIST)
         assert feed['topics']['sin.a']['quotes'] > 0

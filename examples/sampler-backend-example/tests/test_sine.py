@@ -1,6 +1,7 @@
-'''The sine backend: tractor-sampler's conformance kit, plus tests of its
+"""The sine backend: tractor-sampler's conformance kit, plus tests of its
 own.  Run with the distribution installed (the kit finds the backend
-through its entry point): ``python -m pytest tests``.'''
+through its entry point): ``python -m pytest tests``."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,8 @@ from tractor_sampler.testing import BackendConformance
 
 
 class TestSine(BackendConformance):
-    '''Every check the kit has: registration, stream shape and pacing,
-    config errors, history and symbol info.'''
+    """Every check the kit has: registration, stream shape and pacing,
+    config errors, history and symbol info."""
 
     backend = 'sine'
     symbols = ['sin.a', 'sin.b']
@@ -29,8 +30,8 @@ FIELDS = ['time', 'open', 'high', 'low', 'close', 'volume']
 
 
 def history(*args, **config) -> np.ndarray:
-    '''``sampler_sine.history`` run to completion.  ``config`` may hold the
-    wave's own ``period_s``: the bar's goes in ``args``.'''
+    """``sampler_sine.history`` run to completion.  ``config`` may hold the
+    wave's own ``period_s``: the bar's goes in ``args``."""
     return trio.run(functools.partial(sampler_sine.history, *args, **config))
 
 
@@ -43,7 +44,9 @@ def test_history_is_deterministic():
         np.testing.assert_array_equal(page[field][30:], a[field][:70])
     # each symbol has its own phase; the wave's config changes the bars
     assert not np.array_equal(history('sin.b', 60.0, END, 100)['close'], a['close'])
-    assert not np.array_equal(history('sin.a', 60.0, END, 100, period_s=600.0)['close'], a['close'])
+    assert not np.array_equal(
+        history('sin.a', 60.0, END, 100, period_s=600.0)['close'], a['close']
+    )
 
 
 def test_history_follows_the_wave():
@@ -61,7 +64,9 @@ def test_quotes_follow_the_wave():
 
     async def take(n: int) -> list[dict]:
         out = []
-        async for batch in sampler_sine.stream_quotes(['sin.a', 'sin.b'], tick_rate=500.0):
+        async for batch in sampler_sine.stream_quotes(
+            ['sin.a', 'sin.b'], tick_rate=500.0
+        ):
             out.append(batch)
             if len(out) == n:
                 return out
@@ -82,13 +87,16 @@ def test_quotes_follow_the_wave():
         assert volumes == sorted(volumes) and volumes[-1] == 4.0
 
 
-@pytest.mark.parametrize('config', [
-    {'tick_rate': 0},
-    {'period_s': -1.0},
-    {'amplitude': float('nan')},
-    {'base': 1.0, 'amplitude': 1.0},
-    {'colour': 'blue'},
-])
+@pytest.mark.parametrize(
+    'config',
+    [
+        {'tick_rate': 0},
+        {'period_s': -1.0},
+        {'amplitude': float('nan')},
+        {'base': 1.0, 'amplitude': 1.0},
+        {'colour': 'blue'},
+    ],
+)
 def test_bad_config_raises_on_the_call(config):
     with pytest.raises((TypeError, ValueError)):
         sampler_sine.stream_quotes(['sin.a'], **config)

@@ -1,5 +1,6 @@
-'''Fixtures for feedbus' tests: a free registry port per session and a
-check that every test reaps what it spawned.'''
+"""Fixtures for feedbus' tests: a free registry port per session and a
+check that every test reaps what it spawned."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-'''Producer and subscriber endpoints the feedbus tests run in actors.'''
+"""Producer and subscriber endpoints the feedbus tests run in actors."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,11 @@ from feedbus import get_feed_bus, open_feed
 from tractor_services import compat, resolve_registry_addr
 
 
-async def _produce(topics: list[str], hz: float, trade_every: int, pad: int = 0) -> None:
-    '''Publish one quote per topic every 1/hz s; every ``trade_every``-th
-    carries a trade tick.'''
+async def _produce(
+    topics: list[str], hz: float, trade_every: int, pad: int = 0
+) -> None:
+    """Publish one quote per topic every 1/hz s; every ``trade_every``-th
+    carries a trade tick."""
     bus = get_feed_bus()
     n = 0
     next_t = trio.current_time()
@@ -48,11 +51,14 @@ async def producer(
 
 
 async def bus_report() -> dict[str, list[dict]]:
-    '''(in the producer) Each topic's subscribers' counters.'''
+    """(in the producer) Each topic's subscribers' counters."""
     import msgspec
 
     return {
-        t: [{**msgspec.to_builtins(sub.stats), 'rc_ui': sub.rc_ui, 'rate': sub.rate} for sub in subs]
+        t: [
+            {**msgspec.to_builtins(sub.stats), 'rc_ui': sub.rc_ui, 'rate': sub.rate}
+            for sub in subs
+        ]
         for t, subs in get_feed_bus().subs_items()
     }
 
@@ -61,7 +67,7 @@ _received = {'msgs': 0}
 
 
 async def received() -> int:
-    '''(in a subscriber) How many messages it has read so far.'''
+    """(in a subscriber) How many messages it has read so far."""
     return _received['msgs']
 
 
@@ -73,16 +79,18 @@ async def subscriber(
     tick_throttle: float | None = None,
     stall_timeout: float = 5.0,
 ) -> None:
-    '''Subscribe to the producer and count what arrives.'''
+    """Subscribe to the producer and count what arrives."""
     async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
-        async with open_feed(portal, topics, tick_throttle=tick_throttle, stall_timeout=stall_timeout) as feed:
+        async with open_feed(
+            portal, topics, tick_throttle=tick_throttle, stall_timeout=stall_timeout
+        ) as feed:
             await ctx.started(os.getpid())
             async for _ in feed:
                 _received['msgs'] += 1
 
 
 async def published(topic: str) -> int:
-    '''(in the producer) The last sequence number published on ``topic``.'''
+    """(in the producer) The last sequence number published on ``topic``."""
     return get_feed_bus()._seq.get(topic, 0)
 
 
@@ -90,25 +98,37 @@ _two: dict = {}
 
 
 async def two_feeds_report() -> dict:
-    '''(in the two_feeds subscriber) What its feeds have seen so far.'''
+    """(in the two_feeds subscriber) What its feeds have seen so far."""
     return dict(_two)
 
 
 @tractor.context
 async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
-    '''Two feeds on one portal (one connection): 'a' throttled at 10 Hz
+    """Two feeds on one portal (one connection): 'a' throttled at 10 Hz
     with a 1 s stall timeout, 'b' every quote with a long one.  Records
-    what each sees; once 'a' ends, opens a new feed on the same portal.'''
+    what each sees; once 'a' ends, opens a new feed on the same portal."""
     import msgspec
 
     from feedbus import SubscriptionDropped
 
     rep = _two
-    rep.update(a=0, b=0, b_seq=0, a_error=None, a_reason=None, a_stats=None, a_after=None, new_feed=0)
+    rep.update(
+        a=0,
+        b=0,
+        b_seq=0,
+        a_error=None,
+        a_reason=None,
+        a_stats=None,
+        a_after=None,
+        new_feed=0,
+    )
     async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
+
         async def run_a() -> None:
             try:
-                async with open_feed(portal, ['a'], tick_throttle=10, stall_timeout=1.0) as fa:
+                async with open_feed(
+                    portal, ['a'], tick_throttle=10, stall_timeout=1.0
+                ) as fa:
                     try:
                         async for _ in fa:
                             rep['a'] += 1
@@ -139,8 +159,8 @@ async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
 
 
 async def end_subs(topic: str, why: str) -> int:
-    '''(in the producer) End every subscription to ``topic`` (the
-    producer's own decision, reason 'ended').'''
+    """(in the producer) End every subscription to ``topic`` (the
+    producer's own decision, reason 'ended')."""
     bus = get_feed_bus()
     subs = bus.get_subs(topic)
     for sub in subs:

@@ -1,4 +1,5 @@
-'''feedbus across real actors: subscribe, throttle, control, failures.'''
+"""feedbus across real actors: subscribe, throttle, control, failures."""
+
 from functools import partial
 
 import feedbus_endpoints as fe
@@ -10,7 +11,10 @@ from tractor_services import compat, open_service_mngr
 
 
 async def start_producer(mngr, topics=('a', 'b'), hz=200.0, trade_every=5):
-    await mngr.start_service('prod', partial(fe.producer, topics=list(topics), hz=hz, trade_every=trade_every))
+    await mngr.start_service(
+        'prod',
+        partial(fe.producer, topics=list(topics), hz=hz, trade_every=trade_every),
+    )
     return mngr.portal('prod')
 
 
@@ -39,7 +43,9 @@ async def test_subscribe_gets_initial_quotes_then_ordered_seq(reg_addr):
 async def test_unknown_topic_and_bad_rate_are_clear_errors(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         portal = await start_producer(mngr)
-        with pytest.raises(compat.RemoteActorError, match=r"unknown topic\(s\) \['zzz'\]"):
+        with pytest.raises(
+            compat.RemoteActorError, match=r"unknown topic\(s\) \['zzz'\]"
+        ):
             async with open_feed(portal, ['a', 'zzz']):
                 pass
         with pytest.raises(ValueError, match='tick_throttle'):
@@ -110,14 +116,20 @@ async def test_malformed_control_messages_get_error_replies(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         portal = await start_producer(mngr)
         async with open_feed(portal, ['a']) as feed:
-            for bad in ({'type': 'explode', 'id': 901}, {'type': 'set_rate', 'rate': 'fast', 'id': 902}, [1, 2, 3]):
+            for bad in (
+                {'type': 'explode', 'id': 901},
+                {'type': 'set_rate', 'rate': 'fast', 'id': 902},
+                [1, 2, 3],
+            ):
                 await feed.stream.send(bad)
             with trio.fail_after(10):
                 errors = await feed.wait_errors(3)
             texts = [e.error for e in errors]
             assert [e.id for e in errors] == [901, 902, 0]
             assert "malformed control message {'type': 'explode'" in texts[0]
-            assert 'rate' in texts[1] and 'malformed control message [1, 2, 3]' in texts[2]
+            assert (
+                'rate' in texts[1] and 'malformed control message [1, 2, 3]' in texts[2]
+            )
             # the producer keeps serving this subscriber
             await take(feed, 3)
             stats = await feed.stats()
@@ -163,17 +175,20 @@ async def test_rc_ui_and_rate_reach_the_producer(reg_addr):
         assert [(s['rc_ui'], s['rate']) for s in report['b']] == [(False, None)]
 
 
-@pytest.mark.parametrize('kwargs, name', [
-    ({'topics': 5}, 'topics'),
-    ({'topics': [['AAA']]}, 'topics'),
-    ({'topics': 'a'}, 'topics'),
-    ({'topics': ['a'], 'stall_timeout': 'soon'}, 'stall_timeout'),
-    ({'topics': ['a'], 'clearing': 5}, 'clearing'),
-    ({'topics': ['a'], 'clearing': [5]}, 'clearing'),
-    ({'topics': ['a'], 'outbox_size': 0}, 'outbox_size'),
-    ({'topics': ['a'], 'batch': 'yes'}, 'batch'),
-    ({'topics': ['a'], 'tick_throttle': 'fast'}, 'tick_throttle'),
-])
+@pytest.mark.parametrize(
+    'kwargs, name',
+    [
+        ({'topics': 5}, 'topics'),
+        ({'topics': [['AAA']]}, 'topics'),
+        ({'topics': 'a'}, 'topics'),
+        ({'topics': ['a'], 'stall_timeout': 'soon'}, 'stall_timeout'),
+        ({'topics': ['a'], 'clearing': 5}, 'clearing'),
+        ({'topics': ['a'], 'clearing': [5]}, 'clearing'),
+        ({'topics': ['a'], 'outbox_size': 0}, 'outbox_size'),
+        ({'topics': ['a'], 'batch': 'yes'}, 'batch'),
+        ({'topics': ['a'], 'tick_throttle': 'fast'}, 'tick_throttle'),
+    ],
+)
 async def test_bad_arguments_are_refused_before_anything_starts(reg_addr, kwargs, name):
     from feedbus.endpoints import open_feed_stream
 
@@ -181,7 +196,10 @@ async def test_bad_arguments_are_refused_before_anything_starts(reg_addr, kwargs
         portal = await start_producer(mngr)
         # the endpoint refuses them before started(): the block never runs
         entered = False
-        with trio.fail_after(30), pytest.raises(compat.RemoteActorError, match=f'{name}=') as err:
+        with (
+            trio.fail_after(30),
+            pytest.raises(compat.RemoteActorError, match=f'{name}=') as err,
+        ):
             async with compat.open_context(portal, open_feed_stream, **kwargs):
                 entered = True
         assert not entered
@@ -206,7 +224,9 @@ async def test_clearing_empty_means_no_clearing_ticks(reg_addr):
         assert not any(f.has_clearing for f in frames)
 
 
-async def test_a_subscription_the_producer_ends_is_an_error_with_final_counters(reg_addr):
+async def test_a_subscription_the_producer_ends_is_an_error_with_final_counters(
+    reg_addr,
+):
     from feedbus import SubscriptionDropped
 
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
@@ -215,7 +235,10 @@ async def test_a_subscription_the_producer_ends_is_an_error_with_final_counters(
         with pytest.raises(SubscriptionDropped) as err:
             async with open_feed(portal, ['a']) as feed:
                 await take(feed, 2)
-                assert await portal.run(fe.end_subs, topic='a', why='maintenance at noon') == 1
+                assert (
+                    await portal.run(fe.end_subs, topic='a', why='maintenance at noon')
+                    == 1
+                )
                 with trio.fail_after(20):
                     async for _ in feed:
                         pass

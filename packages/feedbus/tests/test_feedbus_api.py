@@ -1,8 +1,9 @@
-'''feedbus' public surface, pinned: the front page, the three public
+"""feedbus' public surface, pinned: the front page, the three public
 namespaces (endpoints, protocol, wire), the spec's hidden alias, and the
 moved names that still import from the front page with a warning.
 
-A change here is a change of the package's API: say so in the docs.'''
+A change here is a change of the package's API: say so in the docs."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,26 +16,60 @@ import feedbus
 
 FRONT_PAGE = {
     # subscribing
-    'open_feed', 'maybe_open_feed', 'Feed',
+    'open_feed',
+    'maybe_open_feed',
+    'Feed',
     # producing: the bus, and an endpoint of your own on it
-    'get_feed_bus', 'reset_feed_bus', 'FeedsBus', 'publish_from', 'BadQuote',
-    'open_sub', 'pause_sub', 'resume_sub', 'Sub',
+    'get_feed_bus',
+    'reset_feed_bus',
+    'FeedsBus',
+    'publish_from',
+    'BadQuote',
+    'open_sub',
+    'pause_sub',
+    'resume_sub',
+    'Sub',
     # messages, throttling
-    'Quote', 'Frame', 'TopicFrame', 'decode_feed_msg', 'CLEARING_TICK_TYPES', 'Throttler',
+    'Quote',
+    'Frame',
+    'TopicFrame',
+    'decode_feed_msg',
+    'CLEARING_TICK_TYPES',
+    'Throttler',
     # counters and limits
-    'SubStats', 'OUTBOX_SIZE', 'STALL_TIMEOUT_S',
+    'SubStats',
+    'OUTBOX_SIZE',
+    'STALL_TIMEOUT_S',
     # errors
-    'FeedError', 'SubscriptionDropped', 'DROP_REASONS',
+    'FeedError',
+    'SubscriptionDropped',
+    'DROP_REASONS',
     # public modules
-    'endpoints', 'protocol', 'wire',
+    'endpoints',
+    'protocol',
+    'wire',
 }
 
 NAMESPACES = {
     'feedbus.endpoints': {'open_feed_stream', 'producer_pid'},
     'feedbus.protocol': {
-        'CtlMsg', 'Ready', 'Pause', 'Resume', 'Subscribe', 'Unsubscribe', 'SetRate', 'GetStats',
-        'decode_ctl', 'Ack', 'Error', 'ReplyMsg', 'decode_reply', 'Dropped', 'DROPPED_TAG',
-        'StreamReaders', 'Outbox',
+        'CtlMsg',
+        'Ready',
+        'Pause',
+        'Resume',
+        'Subscribe',
+        'Unsubscribe',
+        'SetRate',
+        'GetStats',
+        'decode_ctl',
+        'Ack',
+        'Error',
+        'ReplyMsg',
+        'decode_reply',
+        'Dropped',
+        'DROPPED_TAG',
+        'StreamReaders',
+        'Outbox',
     },
     'feedbus.wire': {'pack', 'pack_many', 'decoder'},
 }
@@ -73,7 +108,9 @@ def test_spec_alias_importable_but_not_advertised() -> None:
 @pytest.mark.parametrize('name', sorted(MOVED))
 def test_moved_names_still_import_with_a_warning(name: str) -> None:
     home = importlib.import_module(MOVED[name])
-    with pytest.warns(DeprecationWarning, match=f'feedbus.{name} moved to {MOVED[name]}.{name}'):
+    with pytest.warns(
+        DeprecationWarning, match=f'feedbus.{name} moved to {MOVED[name]}.{name}'
+    ):
         old = getattr(feedbus, name)
     assert old is getattr(home, name)
     with pytest.warns(DeprecationWarning):
@@ -81,7 +118,7 @@ def test_moved_names_still_import_with_a_warning(name: str) -> None:
 
 
 def test_old_private_paths_still_import() -> None:
-    '''tractor-sampler imported these before the public namespaces existed.'''
+    """tractor-sampler imported these before the public namespaces existed."""
     from feedbus import wire
     from feedbus._readers import StreamReaders
     from feedbus._wire import decoder

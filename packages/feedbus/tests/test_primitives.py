@@ -1,6 +1,7 @@
-'''feedbus' small primitives are the project's shared ones: the
+"""feedbus' small primitives are the project's shared ones: the
 drop-oldest queue of tractor-services (also compat.SafeStream's buffer),
-and one number check, so every rate check refuses the same values.'''
+and one number check, so every rate check refuses the same values."""
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,8 @@ async def test_full_outbox_drops_the_oldest_and_counts_drops_and_overruns() -> N
 
 
 async def test_safestream_counts_its_drops_in_its_stats() -> None:
-    '''A burst larger than the buffer: the oldest go, counted; the end of
-    the stream reaches the reader after what is kept.'''
+    """A burst larger than the buffer: the oldest go, counted; the end of
+    the stream reaches the reader after what is kept."""
     send, recv = trio.open_memory_channel[int](10)
     safe = compat.SafeStream(stream=recv, maxlen=3)  # type: ignore[arg-type]
     for i in range(5):

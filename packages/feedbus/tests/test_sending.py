@@ -1,6 +1,7 @@
-'''The producer's sending rules in one process, under trio's mock clock:
+"""The producer's sending rules in one process, under trio's mock clock:
 the stall rule judged by progress, the removed subscriber's last message,
-the owner's exit with a stuck send, pause, and quotes refused at publish.'''
+the owner's exit with a stuck send, pause, and quotes refused at publish."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -35,9 +36,9 @@ class _Sock:
 
 
 class FakeStream:
-    '''A subscriber's stream whose sends block while ``gate`` is shut (a
+    """A subscriber's stream whose sends block while ``gate`` is shut (a
     subscriber that stopped reading).  ``abort_connection`` reaches its
-    fake socket the way it reaches a5's.'''
+    fake socket the way it reaches a5's."""
 
     def __init__(self) -> None:
         self.gate = trio.Event()
@@ -86,7 +87,9 @@ def publish_n(bus: FeedsBus, topic: str, n: int) -> None:
         bus.publish(topic, {'last': float(i)}, [{'type': 'bid', 'price': float(i)}])
 
 
-async def test_a_stalled_subscriber_is_removed_then_told_why(autojump_clock: Any) -> None:
+async def test_a_stalled_subscriber_is_removed_then_told_why(
+    autojump_clock: Any,
+) -> None:
     bus = FeedsBus()
     bus.add_topic('a')
     stream = FakeStream()
@@ -119,10 +122,12 @@ async def test_a_stalled_subscriber_is_removed_then_told_why(autojump_clock: Any
     assert [q.seq for q in stream.data()] == [1, 2]
 
 
-async def test_a_paused_sender_does_not_drop_its_subscriber(autojump_clock: Any) -> None:
-    '''The producer's own process stops (SIGSTOP, a VM pause) while a send
+async def test_a_paused_sender_does_not_drop_its_subscriber(
+    autojump_clock: Any,
+) -> None:
+    """The producer's own process stops (SIGSTOP, a VM pause) while a send
     is in flight: on resume, the time it was stopped is not the
-    subscriber's stall.'''
+    subscriber's stall."""
     bus = FeedsBus()
     bus.add_topic('a')
     stream = FakeStream()
@@ -144,8 +149,8 @@ async def test_a_paused_sender_does_not_drop_its_subscriber(autojump_clock: Any)
 
 
 async def test_progress_resets_the_stall_rule(autojump_clock: Any) -> None:
-    '''A subscriber that is slow but keeps taking messages is never
-    "stalled", however long the whole backlog takes.'''
+    """A subscriber that is slow but keeps taking messages is never
+    "stalled", however long the whole backlog takes."""
     bus = FeedsBus()
     bus.add_topic('a')
     stream = FakeStream()
@@ -165,7 +170,9 @@ async def test_progress_resets_the_stall_rule(autojump_clock: Any) -> None:
         assert sub.stats.removed is None
 
 
-async def test_owner_exit_with_a_stuck_send_closes_the_connection(autojump_clock: Any) -> None:
+async def test_owner_exit_with_a_stuck_send_closes_the_connection(
+    autojump_clock: Any,
+) -> None:
     from feedbus._producer import SEND_GRACE_S
 
     bus = FeedsBus()
@@ -184,11 +191,15 @@ async def test_owner_exit_with_a_stuck_send_closes_the_connection(autojump_clock
                 await trio.sleep_forever()
         # the exit waited its grace, then closed the whole connection
         # rather than cut the send or hang
-        assert stream.aborted and trio.current_time() - start == pytest.approx(SEND_GRACE_S)
+        assert stream.aborted and trio.current_time() - start == pytest.approx(
+            SEND_GRACE_S
+        )
     assert stream.sent == []
 
 
-async def test_pause_stops_even_the_throttlers_pending_frame(autojump_clock: Any) -> None:
+async def test_pause_stops_even_the_throttlers_pending_frame(
+    autojump_clock: Any,
+) -> None:
     bus = FeedsBus()
     bus.add_topic('a')
     stream = FakeStream()
@@ -219,22 +230,31 @@ def test_clearing_empty_means_none() -> None:
         check_clearing(5)
 
 
-@pytest.mark.parametrize('fields, ticks, problem', [
-    ({'last': object()}, [], 'unsupported'),
-    ({1: 2.0}, [], 'field name 1'),
-    ({'last': 1.0}, ['trade'], "tick 'trade' is not a dict"),
-    ({'last': 1.0}, [{'type': 'bid', 2: 1}], 'key 2'),
-    ({'last': 1.0}, [{'price': 1.0}], "no string 'type'"),
-    ({'last': 1.0}, [{'type': 7}], "no string 'type'"),
-    ([1, 2], [], 'is not a dict'),
-])
+@pytest.mark.parametrize(
+    'fields, ticks, problem',
+    [
+        ({'last': object()}, [], 'unsupported'),
+        ({1: 2.0}, [], 'field name 1'),
+        ({'last': 1.0}, ['trade'], "tick 'trade' is not a dict"),
+        ({'last': 1.0}, [{'type': 'bid', 2: 1}], 'key 2'),
+        ({'last': 1.0}, [{'price': 1.0}], "no string 'type'"),
+        ({'last': 1.0}, [{'type': 7}], "no string 'type'"),
+        ([1, 2], [], 'is not a dict'),
+    ],
+)
 async def test_a_bad_quote_is_refused_at_publish_and_harms_no_one(
-    fields: Any, ticks: Any, problem: str, autojump_clock: Any,
+    fields: Any,
+    ticks: Any,
+    problem: str,
+    autojump_clock: Any,
 ) -> None:
     bus = FeedsBus()
     bus.add_topic('a')
     plain, throttled = FakeStream(), FakeStream()
-    async with open_sub(bus, plain) as (s1, r1), open_sub(bus, throttled, rate=5.0) as (s2, r2):
+    async with (
+        open_sub(bus, plain) as (s1, r1),
+        open_sub(bus, throttled, rate=5.0) as (s2, r2),
+    ):
         bus.add_subs('a', {s1, s2})
         r1.set()
         r2.set()
@@ -244,9 +264,19 @@ async def test_a_bad_quote_is_refused_at_publish_and_harms_no_one(
         assert isinstance(err.value, ValueError) and "'a'" in str(err.value)
         assert bus.refused == {'a': 1}
         publish_n(bus, 'a', 2)
-        await wait_for(lambda: sum(q.n_quotes for f in throttled.data() for q in f.topics.values()) == 4)
+        await wait_for(
+            lambda: (
+                sum(q.n_quotes for f in throttled.data() for q in f.topics.values())
+                == 4
+            )
+        )
         await wait_for(lambda: len(plain.data()) == 4)
-        assert [q.seq for q in plain.data()] == [1, 2, 3, 4]  # no gap where it was refused
+        assert [q.seq for q in plain.data()] == [
+            1,
+            2,
+            3,
+            4,
+        ]  # no gap where it was refused
         tfs = [f.topics['a'] for f in throttled.data()]
         assert (tfs[0].first_seq, tfs[-1].last_seq) == (1, 4)
         assert s1.stats.removed is None and s2.stats.removed is None

@@ -1,6 +1,7 @@
-'''The producer's control protocol, one request at a time, in process:
+"""The producer's control protocol, one request at a time, in process:
 each request type has its method on the subscriber's session, every
-request but Ready gets exactly one reply, refusals are Error replies.'''
+request but Ready gets exactly one reply, refusals are Error replies."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,7 +39,13 @@ def _replies(sub: Sub) -> list[Any]:
 
 def test_every_request_has_its_method() -> None:
     assert {t.__name__ for t in _Session._methods} == {
-        'Ready', 'Pause', 'Resume', 'Subscribe', 'Unsubscribe', 'SetRate', 'GetStats',
+        'Ready',
+        'Pause',
+        'Resume',
+        'Subscribe',
+        'Unsubscribe',
+        'SetRate',
+        'GetStats',
     }
 
 
@@ -64,20 +71,35 @@ def test_requests_and_their_replies() -> None:
 
     replies = _replies(sub)
     assert [(r.id, r.cmd) for r in replies] == [
-        (2, 'pause'), (3, 'subscribe'), (4, 'resume'), (5, 'unsubscribe'), (6, 'setrate'), (7, 'getstats'),
+        (2, 'pause'),
+        (3, 'subscribe'),
+        (4, 'resume'),
+        (5, 'unsubscribe'),
+        (6, 'setrate'),
+        (7, 'getstats'),
     ]
     assert all(type(r).__name__ == 'Ack' for r in replies)
     assert msgspec.convert(replies[1].result['b'], Quote).topic == 'b'
     assert replies[-1].result['requests'] == 7
 
 
-@pytest.mark.parametrize(('raw', 'rid', 'cmd', 'words'), [
-    ({'type': 'explode', 'id': 9}, 9, None, 'malformed control message'),
-    ([1, 2], 0, None, 'malformed control message'),
-    ({'type': 'subscribe', 'id': 10, 'topics': ['zzz']}, 10, 'subscribe', "unknown topic(s) ['zzz']"),
-    ({'type': 'set_rate', 'id': 11, 'rate': 0.0}, 11, 'setrate', 'rate=0.0'),
-])
-def test_refused_requests_get_one_error_reply(raw: Any, rid: int, cmd: str | None, words: str) -> None:
+@pytest.mark.parametrize(
+    ('raw', 'rid', 'cmd', 'words'),
+    [
+        ({'type': 'explode', 'id': 9}, 9, None, 'malformed control message'),
+        ([1, 2], 0, None, 'malformed control message'),
+        (
+            {'type': 'subscribe', 'id': 10, 'topics': ['zzz']},
+            10,
+            'subscribe',
+            "unknown topic(s) ['zzz']",
+        ),
+        ({'type': 'set_rate', 'id': 11, 'rate': 0.0}, 11, 'setrate', 'rate=0.0'),
+    ],
+)
+def test_refused_requests_get_one_error_reply(
+    raw: Any, rid: int, cmd: str | None, words: str
+) -> None:
     session, _, sub = _session(throttled=True)
     session.handle(raw)
     [reply] = _replies(sub)

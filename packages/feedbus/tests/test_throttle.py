@@ -1,7 +1,8 @@
-'''
+"""
 The throttler under trio's mock clock: properties over random tick streams,
 plus the behaviours the spec names (rate, quiet sources, trades, close).
-'''
+"""
+
 from __future__ import annotations
 
 import copy
@@ -56,7 +57,7 @@ async def feed_and_throttle(
     send_takes: float = 0.0,
     outbox: bool = False,
 ) -> Run:
-    '''
+    """
     Feed each quote at its (absolute, relative to start) mock time, close
     the channel (after the last quote, or at ``close_at``), and record every
     frame with the time ``send`` was called (each ``send`` then takes
@@ -64,7 +65,7 @@ async def feed_and_throttle(
 
     The channel is a trio memory channel, or with ``outbox`` the bus's
     :class:`Outbox` (which the throttler drains in bulk).
-    '''
+    """
     run = Run(rate)
     thr = run.throttler = Throttler(rate)
     send_ch, recv_ch = trio.open_memory_channel[Quote](math.inf)
@@ -181,9 +182,7 @@ def test_throttle_properties(
         topic = topics[ti]
         seqs[topic] += 1
         schedule.append((at, make_quote(topic, seqs[topic], tick_types, fields)))
-    pristine = copy.deepcopy(
-        [(q.topic, q.seq, q.fields, q.ticks) for _, q in schedule]
-    )
+    pristine = copy.deepcopy([(q.topic, q.seq, q.fields, q.ticks) for _, q in schedule])
 
     run = trio.run(
         functools.partial(feed_and_throttle, rate, schedule, outbox=outbox),
@@ -219,7 +218,8 @@ def test_throttle_properties(
         assert all(t <= sent + EPS for t, _ in mine)
         first = mine[0][0]
         trade_at = [
-            t for t, q in mine
+            t
+            for t, q in mine
             if any(tk['type'] in CLEARING_TICK_TYPES for tk in q.ticks)
         ]
         if trade_at:
@@ -250,7 +250,7 @@ def test_throttle_properties(
         for tf in tfs:
             assert tf.first_seq == expect_first
             assert tf.n_quotes == tf.last_seq - tf.first_seq + 1 >= 1
-            conflated = inputs[pos:pos + tf.n_quotes]
+            conflated = inputs[pos : pos + tf.n_quotes]
             assert [q.seq for q in conflated] == list(
                 range(tf.first_seq, tf.last_seq + 1)
             )
@@ -277,7 +277,8 @@ def test_throttle_properties(
 
 @pytest.mark.parametrize('outbox', [False, True])
 async def test_dense_churn_delivers_the_full_rate(
-    autojump_clock: Any, outbox: bool,
+    autojump_clock: Any,
+    outbox: bool,
 ) -> None:
     rate, secs = 60.0, 10.0
     schedule = [
@@ -288,17 +289,20 @@ async def test_dense_churn_delivers_the_full_rate(
     in_window = [t for t, _ in run.frames if t - run.frames[0][0] < secs]
     assert 0.99 * rate * secs <= len(in_window) <= rate * secs + 1
     # and evenly: one period apart
-    gaps = {round(b - a, 9) for (a, _), (b, _) in zip(run.frames, run.frames[1:], strict=False)}
+    gaps = {
+        round(b - a, 9)
+        for (a, _), (b, _) in zip(run.frames, run.frames[1:], strict=False)
+    }
     assert gaps == {round(1 / rate, 9)}
     assert sum(f.topics['AAA'].n_quotes for _, f in run.frames) == len(schedule)
 
 
 class LateWakeupClock(trio.abc.Clock):
-    '''
+    """
     Virtual time that, once every task is blocked, jumps to the next
     deadline plus ``lateness``: every timer fires that late, as an epoll
     timer does (up to a millisecond).
-    '''
+    """
 
     def __init__(self, lateness: float) -> None:
         self.lateness = lateness
@@ -323,18 +327,23 @@ class LateWakeupClock(trio.abc.Clock):
     [(0.001, 0.0), (0.0, 0.001), (0.001, 0.001), (0.004, 0.003)],
 )
 def test_late_wakeups_do_not_lower_the_rate(
-    lateness: float, send_takes: float, outbox: bool,
+    lateness: float,
+    send_takes: float,
+    outbox: bool,
 ) -> None:
     # timers firing late and sends taking time must not add up: dense churn
     # still gets `rate` frames/s (frames are timed from their due times)
     rate, secs = 60.0, 10.0
     schedule = [
-        (i * 0.001, make_quote('AAA', i + 1, ['bid']))
-        for i in range(int(secs / 0.001))
+        (i * 0.001, make_quote('AAA', i + 1, ['bid'])) for i in range(int(secs / 0.001))
     ]
     run = trio.run(
         functools.partial(
-            feed_and_throttle, rate, schedule, send_takes=send_takes, outbox=outbox,
+            feed_and_throttle,
+            rate,
+            schedule,
+            send_takes=send_takes,
+            outbox=outbox,
         ),
         clock=LateWakeupClock(lateness),
     )
@@ -412,7 +421,8 @@ async def test_trade_waits_only_for_the_rate(autojump_clock: Any) -> None:
 
 @pytest.mark.parametrize('how', ['close_send', 'close_receive'])
 async def test_channel_close_flushes_pending_and_returns(
-    autojump_clock: Any, how: str,
+    autojump_clock: Any,
+    how: str,
 ) -> None:
     thr = Throttler(2.0)
     frames: list[tuple[float, Frame]] = []

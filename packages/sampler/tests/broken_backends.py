@@ -1,4 +1,4 @@
-'''A plugin registering deliberately broken backends (and one minimal
+"""A plugin registering deliberately broken backends (and one minimal
 correct one) for the conformance kit's own tests: each breaks exactly one
 contract, so exactly the matching check fails.
 
@@ -12,7 +12,8 @@ contract, so exactly the matching check fails.
 - ``off_boundary_history``: bar times half a period off the boundaries;
 - ``short_history``: one bar fewer than asked;
 - ``bad_symbol_info``: a zero tick size.
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,13 @@ def _quote(n: int, *, typed: bool = True) -> dict[str, Any]:
     tick: dict[str, Any] = {'price': price, 'size': 1.0}
     if typed:
         tick['type'] = 'trade'
-    return {'last': price, 'bid': price - 0.01, 'ask': price + 0.01, 'time': time.time(), 'ticks': [tick]}
+    return {
+        'last': price,
+        'bid': price - 0.01,
+        'ask': price + 0.01,
+        'time': time.time(),
+        'ticks': [tick],
+    }
 
 
 def _streamer(
@@ -42,10 +49,12 @@ def _streamer(
     *,
     hang_on_cancel: bool = False,
 ) -> Callable[..., AsyncIterator[Any]]:
-    '''A ``stream_quotes`` with a strict config (``tick_rate`` only) that
-    yields ``make(symbols, n)`` every ``INTERVAL``.'''
+    """A ``stream_quotes`` with a strict config (``tick_rate`` only) that
+    yields ``make(symbols, n)`` every ``INTERVAL``."""
 
-    def stream_quotes(symbols: Sequence[str], *, tick_rate: float = 500.0) -> AsyncIterator[Any]:
+    def stream_quotes(
+        symbols: Sequence[str], *, tick_rate: float = 500.0
+    ) -> AsyncIterator[Any]:
         syms = list(symbols)
 
         async def gen() -> AsyncIterator[Any]:
@@ -73,14 +82,18 @@ def lax_stream(symbols: Sequence[str], **config: Any) -> AsyncIterator[Any]:
     return good_stream(symbols)
 
 
-async def late_config_stream(symbols: Sequence[str], **config: Any) -> AsyncIterator[Any]:
+async def late_config_stream(
+    symbols: Sequence[str], **config: Any
+) -> AsyncIterator[Any]:
     if set(config) - {'tick_rate'}:
         raise TypeError(f'unknown config {sorted(config)}')
     async for batch in good_stream(symbols, **config):
         yield batch
 
 
-async def good_history(symbol: str, period_s: float, end_time: float, count: int) -> np.ndarray:
+async def good_history(
+    symbol: str, period_s: float, end_time: float, count: int
+) -> np.ndarray:
     await trio.lowlevel.checkpoint()
     end = math.floor(end_time / period_s) * period_s
     bars = np.zeros(count, dtype=DEFAULT_DTYPE)
@@ -92,13 +105,17 @@ async def good_history(symbol: str, period_s: float, end_time: float, count: int
     return bars
 
 
-async def off_boundary_history(symbol: str, period_s: float, end_time: float, count: int) -> np.ndarray:
+async def off_boundary_history(
+    symbol: str, period_s: float, end_time: float, count: int
+) -> np.ndarray:
     bars = await good_history(symbol, period_s, end_time, count)
     bars['time'] -= period_s / 2
     return bars
 
 
-async def short_history(symbol: str, period_s: float, end_time: float, count: int) -> np.ndarray:
+async def short_history(
+    symbol: str, period_s: float, end_time: float, count: int
+) -> np.ndarray:
     return (await good_history(symbol, period_s, end_time, count))[1:]
 
 
@@ -110,16 +127,26 @@ async def bad_symbol_info(symbol: str) -> dict[str, Any]:
 @hookimpl
 def tractor_sampler_register_backends(register: Register) -> None:
     register('minimal', stream_quotes=good_stream)
-    register('lists', stream_quotes=_streamer(lambda syms, n: [_quote(n) for _ in syms]))
+    register(
+        'lists', stream_quotes=_streamer(lambda syms, n: [_quote(n) for _ in syms])
+    )
     register(
         'untyped_ticks',
-        stream_quotes=_streamer(lambda syms, n: {s: _quote(n, typed=False) for s in syms}),
+        stream_quotes=_streamer(
+            lambda syms, n: {s: _quote(n, typed=False) for s in syms}
+        ),
     )
     register('lax_config', stream_quotes=lax_stream)
     register('late_config_error', stream_quotes=late_config_stream)
-    register('hangs_on_cancel', stream_quotes=_streamer(
-        lambda syms, n: {s: _quote(n) for s in syms}, hang_on_cancel=True,
-    ))
-    register('off_boundary_history', stream_quotes=good_stream, history=off_boundary_history)
+    register(
+        'hangs_on_cancel',
+        stream_quotes=_streamer(
+            lambda syms, n: {s: _quote(n) for s in syms},
+            hang_on_cancel=True,
+        ),
+    )
+    register(
+        'off_boundary_history', stream_quotes=good_stream, history=off_boundary_history
+    )
     register('short_history', stream_quotes=good_stream, history=short_history)
     register('bad_symbol_info', stream_quotes=good_stream, symbol_info=bad_symbol_info)

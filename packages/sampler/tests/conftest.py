@@ -1,6 +1,7 @@
-'''Fixtures for tractor-sampler's tests: a free registry port per session,
+"""Fixtures for tractor-sampler's tests: a free registry port per session,
 a check that every test reaps what it spawned, and one that it leaves no
-shared-memory segment behind.'''
+shared-memory segment behind."""
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,7 @@ os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
 
 
 def shm_segments() -> set[str]:
-    '''This session's segments now in ``/dev/shm``.'''
+    """This session's segments now in ``/dev/shm``."""
     if not SHM_DIR.is_dir():  # not Linux: nothing to check
         return set()
     return {p.name for p in SHM_DIR.iterdir() if p.name.startswith(SHM_PREFIX)}
@@ -42,13 +43,13 @@ _keys = iter(range(1 << 30))
 
 @pytest.fixture
 def shm_key() -> str:
-    '''A fresh segment name under this session's prefix.'''
+    """A fresh segment name under this session's prefix."""
     return f'{SHM_PREFIX}k{next(_keys)}'
 
 
 @pytest.fixture(autouse=True)
 def no_leaked_shm():
-    '''Every test leaves no shared-memory segment of this session behind.'''
+    """Every test leaves no shared-memory segment of this session behind."""
     before = shm_segments()
     yield
     leaked = shm_segments() - before

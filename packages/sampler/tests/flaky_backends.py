@@ -1,11 +1,12 @@
-'''A plugin module of test backends, loaded into feed daemons through
+"""A plugin module of test backends, loaded into feed daemons through
 ``open_market_feed(..., plugins=['flaky_backends'])``.
 
 - ``flaky``: streams like ``sim``, but a symbol starting with ``fail``
   raises after ``fail_after`` quotes, every time it is (re)started;
 - ``picky``: knows only the symbols ``A`` and ``B`` (its symbol_info
   raises for any other).
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,5 +41,10 @@ async def picky_info(symbol: str) -> dict[str, Any]:
 
 @hookimpl
 def tractor_sampler_register_backends(register):
-    register('flaky', stream_quotes=stream_quotes, history=sim.history, symbol_info=sim.symbol_info)
+    register(
+        'flaky',
+        stream_quotes=stream_quotes,
+        history=sim.history,
+        symbol_info=sim.symbol_info,
+    )
     register('picky', stream_quotes=sim.stream_quotes, symbol_info=picky_info)

@@ -1,4 +1,5 @@
-'''Endpoints the samplerd tests run in actors.'''
+"""Endpoints the samplerd tests run in actors."""
+
 from __future__ import annotations
 
 import os
@@ -19,17 +20,19 @@ def seeded(shm, close: float = 10.0, index: int = 100) -> None:
 
 @tractor.context
 async def register_buffer(ctx: tractor.Context, period_s: float) -> None:
-    '''Make a buffer, register it with samplerd (spawning it if needed),
-    report how many steps arrive on request.'''
+    """Make a buffer, register it with samplerd (spawning it if needed),
+    report how many steps arrive on request."""
     with open_shm_array(64) as shm:
         seeded(shm)
         async with open_sample_stream(period_s, {period_s: shm}) as ss:
             await ctx.started(os.getpid())
             seen = {'steps': 0}
             async with ctx.open_stream() as stream, trio.open_nursery() as tn:
+
                 async def count():
                     async for _ in ss:
                         seen['steps'] += 1
+
                 tn.start_soon(count)
                 async for _ in stream:
                     await stream.send([seen['steps'], len(shm.array)])
@@ -38,7 +41,7 @@ async def register_buffer(ctx: tractor.Context, period_s: float) -> None:
 
 @tractor.context
 async def listen_steps(ctx: tractor.Context, period_s: float) -> None:
-    '''Only subscribe to steps (no buffer).'''
+    """Only subscribe to steps (no buffer)."""
     async with open_sample_stream(period_s) as ss:
         await ctx.started(os.getpid())
         async for _ in ss:

@@ -1,4 +1,4 @@
-'''Child process for test_shm: attaches or creates a buffer and obeys one
+"""Child process for test_shm: attaches or creates a buffer and obeys one
 command per stdin line, answering one JSON line per command on stdout.
 
     python shm_child.py attach '<token json>'   # attach read-only
@@ -7,7 +7,8 @@ command per stdin line, answering one JSON line per command on stdout.
 Commands: ``read`` (the window and the closes), ``write`` (try every way
 of writing; reports what each raised), ``tracker`` (the pid of this
 process' resource tracker), ``exit`` (return without destroying).
-'''
+"""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,14 @@ def main() -> None:
         cmd = line.strip()
         if cmd == 'read':
             arr = shm.array
-            reply({
-                'first': shm.first, 'last': shm.last,
-                'close': arr['close'].tolist(),
-                'writeable': bool(arr.flags.writeable),
-            })
+            reply(
+                {
+                    'first': shm.first,
+                    'last': shm.last,
+                    'close': arr['close'].tolist(),
+                    'writeable': bool(arr.flags.writeable),
+                }
+            )
         elif cmd == 'write':
             out = {}
             try:

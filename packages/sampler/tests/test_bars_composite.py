@@ -1,8 +1,9 @@
-'''Composite bars with real actors: samplerd (its own process) steps a
+"""Composite bars with real actors: samplerd (its own process) steps a
 1 s buffer and a 3 s buffer built from it (``composite={3.0: 1.0}``) while
 the simulated backend trades, and is SIGSTOPped for 1.5 s mid-stream;
 every 3 s bar equals the aggregate of its 1 s bars, and the 1 s bars
-equal the trades resampled.'''
+equal the trades resampled."""
+
 from __future__ import annotations
 
 import math
@@ -24,16 +25,23 @@ FIELDS = ('open', 'high', 'low', 'close', 'volume')
 
 
 def aggregate(rows: np.ndarray) -> tuple | None:
-    '''The composite of 1 s ``rows``, computed here: over those that
-    traded (the simulated venue never trades size 0).'''
+    """The composite of 1 s ``rows``, computed here: over those that
+    traded (the simulated venue never trades size 0)."""
     sel = rows[rows['volume'] > 0]
     if not len(sel):
         return None
-    return (float(sel['open'][0]), float(sel['high'].max()), float(sel['low'].min()),
-            float(sel['close'][-1]), float(sel['volume'].sum()))
+    return (
+        float(sel['open'][0]),
+        float(sel['high'].max()),
+        float(sel['low'].min()),
+        float(sel['close'][-1]),
+        float(sel['volume'].sum()),
+    )
 
 
-async def test_every_composite_bar_equals_its_source_bars_with_samplerd_stepping(other_addr):
+async def test_every_composite_bar_equals_its_source_bars_with_samplerd_stepping(
+    other_addr,
+):
     trades: list[tuple[float, float, float]] = []
     now = time.time()
     shms = {p: open_shm_array(n, start=0) for p, n in ((1.0, 256), (3.0, 64))}
@@ -56,19 +64,25 @@ async def test_every_composite_bar_equals_its_source_bars_with_samplerd_stepping
                                 writer.on_step(msg.period_s)
 
                 async def trade(task_status=trio.TASK_STATUS_IGNORED):
-                    source = stream_quotes(['AAA'], tick_rate=40, trade_prob=1.0, seed=11, anchored=False)
+                    source = stream_quotes(
+                        ['AAA'], tick_rate=40, trade_prob=1.0, seed=11, anchored=False
+                    )
                     task_status.started()
                     async for batch in source:
                         ticks = batch['AAA'].get('ticks') or []
                         writer.write(ticks, time.time())
                         trades.extend(
                             (float(t['time']), float(t['price']), float(t['size']))
-                            for t in ticks if t['type'] == 'trade'
+                            for t in ticks
+                            if t['type'] == 'trade'
                         )
 
                 async def rows_past(t: float) -> None:
                     with trio.fail_after(30):
-                        while not (shms[3.0].array['time'][-1] > t + 3 and shms[1.0].array['time'][-1] > t + 3):
+                        while not (
+                            shms[3.0].array['time'][-1] > t + 3
+                            and shms[1.0].array['time'][-1] > t + 3
+                        ):
                             await trio.sleep(0.05)
 
                 async with trio.open_nursery() as tn:

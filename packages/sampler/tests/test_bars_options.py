@@ -1,8 +1,9 @@
-'''The bar options of issue #10's "Beyond" part (NautilusTrader's
+"""The bar options of issue #10's "Beyond" part (NautilusTrader's
 TimeBarAggregator options), per buffer: composite buffers built by the
 feed daemon (``buffers={3.0: {'rows': n, 'from': 1.0}}``); bars stamped on
 open or close and boundaries off the period's multiples (``origin``),
-carried in the token and honoured by every reader of row times.'''
+carried in the token and honoured by every reader of row times."""
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ FAST = {'tick_rate': 100, 'trade_prob': 0.5}
 
 # --- composite buffers through the feed daemon ------------------------------
 
+
 def test_buffers_take_a_composite_spec():
     got = check_buffers({1: (100, 10), 60: {'rows': 50, 'history': 5, 'from': 1}})
     assert got == {1.0: (100, 10), 60.0: BufferSpec(50, 5, composite=1.0)}
@@ -34,33 +36,44 @@ def test_buffers_take_a_composite_spec():
     assert check_buffers({1: 100}) == {1.0: (100, 0)}
 
 
-@pytest.mark.parametrize(('spec', 'match'), [
-    ({1: 100, 60: {'rows': 50, 'from': 5}}, r'from=5 names no buffer'),
-    ({1: 100, 2.5: {'rows': 50, 'from': 1}}, r'whole multiple'),
-    ({1: 100, 0.5: {'rows': 50, 'from': 1}}, r'whole multiple'),
-    ({1: 100, 5: {'rows': 50, 'from': 1}, 60: {'rows': 50, 'from': 5}}, r'itself composite'),
-    ({1: 100, 60: {'rows': 50, 'from': 'x'}}, r'buffers\[60.0\]: from: period'),
-    ({1: 100, 60: {'rows': 50, 'form': 1}}, r"not \['form'\]"),
-    ({1: 100, 60: {'history': 5}}, r'must have rows'),
-])
+@pytest.mark.parametrize(
+    ('spec', 'match'),
+    [
+        ({1: 100, 60: {'rows': 50, 'from': 5}}, r'from=5 names no buffer'),
+        ({1: 100, 2.5: {'rows': 50, 'from': 1}}, r'whole multiple'),
+        ({1: 100, 0.5: {'rows': 50, 'from': 1}}, r'whole multiple'),
+        (
+            {1: 100, 5: {'rows': 50, 'from': 1}, 60: {'rows': 50, 'from': 5}},
+            r'itself composite',
+        ),
+        ({1: 100, 60: {'rows': 50, 'from': 'x'}}, r'buffers\[60.0\]: from: period'),
+        ({1: 100, 60: {'rows': 50, 'form': 1}}, r"not \['form'\]"),
+        ({1: 100, 60: {'history': 5}}, r'must have rows'),
+    ],
+)
 def test_a_bad_composite_spec_is_refused_naming_it(spec, match):
     with pytest.raises(ValueError, match=match):
         check_buffers(spec)
 
 
 def aggregate(rows: np.ndarray) -> tuple | None:
-    '''The composite of source ``rows``: over those that traded (the
-    simulated venue trades sizes >= 1).'''
+    """The composite of source ``rows``: over those that traded (the
+    simulated venue trades sizes >= 1)."""
     sel = rows[rows['volume'] > 0]
     if not len(sel):
         return None
-    return (float(sel['open'][0]), float(sel['high'].max()), float(sel['low'].min()),
-            float(sel['close'][-1]), float(sel['volume'].sum()))
+    return (
+        float(sel['open'][0]),
+        float(sel['high'].max()),
+        float(sel['low'].min()),
+        float(sel['close'][-1]),
+        float(sel['volume'].sum()),
+    )
 
 
 async def stable_snapshot(shms: dict) -> dict:
-    '''Copies of the buffers the feed daemon writes in another process:
-    taken until two in a row agree (no write landed between).'''
+    """Copies of the buffers the feed daemon writes in another process:
+    taken until two in a row agree (no write landed between)."""
     with trio.fail_after(10):
         while True:
             a = {p: shm.array.copy() for p, shm in shms.items()}
@@ -75,7 +88,7 @@ async def test_the_feed_daemon_builds_a_composite_buffer_from_its_source(other_a
     async with open_service_root(other_addr):
         async with open_market_feed(['AAA'], config=FAST, buffers=buffers) as feed:
             shms = feed.buffers['AAA']
-            one, three = shms[1.0], shms[3.0]
+            three = shms[3.0]
             # five closed 3 s bars after the first (partial) one
             with trio.fail_after(40):
                 while len(three) < 7:
@@ -104,14 +117,22 @@ async def test_the_feed_daemon_builds_a_composite_buffer_from_its_source(other_a
 
 # --- bar stamps (open or close) and origins, per buffer ----------------------
 
+
 def test_an_old_token_decodes_to_the_plain_grid():
     from tractor_sampler.shm import ShmToken
 
-    old = {'shm_name': 'x', 'shm_ctl_name': 'x_ctl', 'dtype_descr': [['time', '<f8']], 'size': 4}
+    old = {
+        'shm_name': 'x',
+        'shm_ctl_name': 'x_ctl',
+        'dtype_descr': [['time', '<f8']],
+        'size': 4,
+    }
     tok = ShmToken.from_msg(old)
     assert (tok.origin, tok.stamp) == (0.0, 'open')
     new = ShmToken.from_msg({**old, 'origin': 30, 'stamp': 'close'})
-    assert (new.origin, new.stamp) == (30.0, 'close') and ShmToken.from_msg(new.to_msg()) == new
+    assert (new.origin, new.stamp) == (30.0, 'close') and ShmToken.from_msg(
+        new.to_msg()
+    ) == new
     with pytest.raises(ValueError, match="stamp 'end' must be 'open'"):
         ShmToken.from_msg({**old, 'stamp': 'end'})
     with pytest.raises(ValueError, match='not a multiple of 0.1'):
@@ -129,8 +150,10 @@ def test_steps_put_rows_on_each_buffers_own_grid():
     from tractor_sampler import open_shm_array
     from tractor_sampler.shm import StepPlan
 
-    with open_shm_array(16, start=0, stamp='close') as closed, \
-            open_shm_array(16, start=0, origin=30.0, stamp='close') as shifted:
+    with (
+        open_shm_array(16, start=0, stamp='close') as closed,
+        open_shm_array(16, start=0, origin=30.0, stamp='close') as shifted,
+    ):
         seeded(closed, 1260.0)  # bar 20 (1200-1260), stamped on its end
         seeded(shifted, 1290.0)  # bar 1230-1290 of the :30 grid, on its end
         StepPlan([closed]).step(60.0, 1260.0)  # the bar opening at 1260
@@ -172,7 +195,12 @@ async def test_samplerd_steps_each_origin_on_its_own_boundaries(autojump_clock):
         assert steps == [base + 30, base + 60, base + 90, base + 120, base + 150]
         assert plain.array['time'].tolist() == [base, base + 60, base + 120]
         # stamped on close: the bar opening at :30 is the row at :30 + 60
-        assert half.array['time'].tolist() == [base + 30, base + 90, base + 150, base + 210]
+        assert half.array['time'].tolist() == [
+            base + 30,
+            base + 90,
+            base + 150,
+            base + 210,
+        ]
         sampler.remove_buffer((60.0, half.token.shm_name, 0))
         assert sampler.schedule.lanes == [(60.0, 0.0)]  # its lane went with it
     finally:
@@ -188,8 +216,10 @@ def test_the_writer_honours_the_grid():
     def trade(t, price, size=1.0):
         return {'type': 'trade', 'price': price, 'size': size, 'time': t}
 
-    with open_shm_array(16, start=0, origin=30.0, stamp='close') as m1, \
-            open_shm_array(16, start=0, origin=30.0, stamp='close') as m3:
+    with (
+        open_shm_array(16, start=0, origin=30.0, stamp='close') as m1,
+        open_shm_array(16, start=0, origin=30.0, stamp='close') as m3,
+    ):
         seeded(m1, 90.0)  # bar 30-90
         seeded(m3, 210.0)  # bar 30-210: three of m1's
         w = OHLCWriter({60.0: m1, 180.0: m3}, composite={180.0: 60.0})
@@ -197,17 +227,24 @@ def test_the_writer_honours_the_grid():
         StepPlan([m1]).step(60.0, 90.0)
         w.on_step(60.0)
         w.write([trade(90.0, 104.0, 2.0), trade(50.0, 97.0)])  # one on time, one late
-        assert m1.array[['time', 'open', 'high', 'low', 'close', 'volume']].tolist() == [
-            (90.0, 101.0, 101.0, 97.0, 97.0, 3.0), (150.0, 104.0, 104.0, 104.0, 104.0, 2.0),
+        assert m1.array[
+            ['time', 'open', 'high', 'low', 'close', 'volume']
+        ].tolist() == [
+            (90.0, 101.0, 101.0, 97.0, 97.0, 3.0),
+            (150.0, 104.0, 104.0, 104.0, 104.0, 2.0),
         ]
-        assert m3.array[['time', 'open', 'high', 'low', 'close', 'volume']].tolist() == [
+        assert m3.array[
+            ['time', 'open', 'high', 'low', 'close', 'volume']
+        ].tolist() == [
             (210.0, 101.0, 104.0, 97.0, 104.0, 5.0),
         ]
         assert w.stats()['late'] == 1 and w.stats()['unplaced'] == 0
 
 
 def test_buffers_take_origin_and_stamp():
-    got = check_buffers({1: 100, 60: {'rows': 50, 'origin': 30, 'stamp': 'close', 'from': 1}})
+    got = check_buffers(
+        {1: 100, 60: {'rows': 50, 'origin': 30, 'stamp': 'close', 'from': 1}}
+    )
     assert got[60.0] == BufferSpec(50, 0, composite=1.0, origin=30.0, stamp='close')
     assert got[60.0].options == {'from': 1.0, 'origin': 30.0, 'stamp': 'close'}
     with pytest.raises(ValueError, match=r"buffers\[60.0\]: stamp 'end'"):

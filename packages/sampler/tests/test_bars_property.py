@@ -1,4 +1,4 @@
-'''Bars are right whatever the clock does (issue #10), as a property:
+"""Bars are right whatever the clock does (issue #10), as a property:
 samplerd's stepping (the real Sampler and Schedule under trio's mock
 clock, no actors) and the feed daemon's writer, driven by random trade
 times (behind, on, one float step either side of boundaries, ahead),
@@ -8,7 +8,8 @@ written here.  With ``composite`` the longer period's buffer is built
 from the shorter one's bars: each of its bars must equal the aggregate of
 its source bars (those the plain resampler gave trades).  Each buffer
 also gets a random ``origin`` (bars starting that far past the period's
-multiples) and ``stamp`` (rows stamped with their bar's start or end).'''
+multiples) and ``stamp`` (rows stamped with their bar's start or end)."""
+
 from __future__ import annotations
 
 import bisect
@@ -34,13 +35,13 @@ ORIGIN: dict[float, int] = {}
 
 
 def boundary(p: float, k: int) -> float:
-    '''Bar k's start as the docs define it: the float nearest
-    origin + k * p.'''
+    """Bar k's start as the docs define it: the float nearest
+    origin + k * p."""
     return (k * round(p * 10) + ORIGIN.get(p, 0)) / 10
 
 
 def bar_at(p: float, t: float) -> int:
-    '''The bar whose [start, next start) holds t.'''
+    """The bar whose [start, next start) holds t."""
     k = math.floor((t - ORIGIN.get(p, 0) / 10) / p)
     while boundary(p, k) > t:
         k -= 1
@@ -50,8 +51,8 @@ def bar_at(p: float, t: float) -> int:
 
 
 class Reference:
-    '''The plain resampler: every trade, in arrival order, into the bar
-    whose [time, next time) holds its time.'''
+    """The plain resampler: every trade, in arrival order, into the bar
+    whose [time, next time) holds its time."""
 
     def __init__(self, p: float, k_lo: int, k_hi: int) -> None:
         self.p = p
@@ -68,15 +69,15 @@ class Reference:
 
 # one trade: which bar relative to the open one at arrival, where in it
 trade_st = st.tuples(
-    st.floats(0.0, 0.7),                       # wait before it, in shortest periods
-    st.integers(-3, 3),                         # bar relative to the arrival's bar
+    st.floats(0.0, 0.7),  # wait before it, in shortest periods
+    st.integers(-3, 3),  # bar relative to the arrival's bar
     st.sampled_from(['on', 'before', 'after', 'inside']),
-    st.floats(0.0, 0.999),                     # where inside
-    st.integers(1, 200),                        # price
-    st.integers(0, 9),                          # size (0 is a trade too)
+    st.floats(0.0, 0.999),  # where inside
+    st.integers(1, 200),  # price
+    st.integers(0, 9),  # size (0 is a trade too)
 )
 stall_st = st.tuples(
-    st.integers(1, 40),                         # before the step with this number
+    st.integers(1, 40),  # before the step with this number
     st.sampled_from([0.3, 1.1, 2.5, 7.0, 30.0, 30.0]),  # how long, in shortest periods
 )
 
@@ -90,13 +91,28 @@ stall_st = st.tuples(
     drops=st.lists(st.booleans(), min_size=1, max_size=5),
     max_catchup=st.integers(2, 12),
     tail=st.floats(0, 40),
-    jumps=st.lists(st.tuples(st.floats(0, 30), st.sampled_from([-5.0, -0.5, 0.5, 3.0, 40.0])), max_size=2),
+    jumps=st.lists(
+        st.tuples(st.floats(0, 30), st.sampled_from([-5.0, -0.5, 0.5, 3.0, 40.0])),
+        max_size=2,
+    ),
     composite=st.booleans(),
     origin=st.sampled_from([0.0, 0.0, 0.2, 0.3, 30.0, 59.9]),
-    stamps=st.tuples(st.sampled_from(['open', 'close']), st.sampled_from(['open', 'close'])),
+    stamps=st.tuples(
+        st.sampled_from(['open', 'close']), st.sampled_from(['open', 'close'])
+    ),
 )
 def test_bars_equal_a_plain_resampler_whatever_the_clock(
-    periods, trades, stalls, delays, drops, max_catchup, tail, jumps, composite, origin, stamps,
+    periods,
+    trades,
+    stalls,
+    delays,
+    drops,
+    max_catchup,
+    tail,
+    jumps,
+    composite,
+    origin,
+    stamps,
 ):
     p1 = periods[0]
     stamp = dict(zip(periods, stamps, strict=True))
@@ -107,6 +123,7 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
 
     def row_time(p: float, k: int) -> float:
         return boundary(p, k + (stamp[p] == 'close'))
+
     stall_at = {n: d * p1 for n, d in stalls}
     sent: list[tuple[float, float, float]] = []  # (time, price, size), arrival order
     offset = [W0]  # the wall clock, which NTP (or a suspend) may step
@@ -122,7 +139,10 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
     async def main() -> None:
         sampler = Sampler(wall=wall, spin_s=0)
         sampler.schedule.max_catchup = max_catchup
-        shms = {p: open_shm_array(4096, start=0, origin=origin, stamp=stamp[p]) for p in periods}
+        shms = {
+            p: open_shm_array(4096, start=0, origin=origin, stamp=stamp[p])
+            for p in periods
+        }
         try:
             for p, shm in shms.items():  # the open bar, as the feed daemon seeds it
                 row = np.zeros(1, dtype=shm.dtype)
@@ -168,7 +188,17 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                         'after': float(np.nextafter(boundary(p1, k), np.inf)),
                         'inside': boundary(p1, k) + frac * p1,
                     }[where]
-                    writer.write([{'type': 'trade', 'price': float(price), 'size': float(size), 'time': t}], now)
+                    writer.write(
+                        [
+                            {
+                                'type': 'trade',
+                                'price': float(price),
+                                'size': float(size),
+                                'time': t,
+                            }
+                        ],
+                        now,
+                    )
                     sent.append((t, float(price), float(size)))
                 await trio.sleep(tail * p1)  # stalls may still come
                 quiet[0] = True
@@ -215,22 +245,39 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
             prev = SEED
             placed = 0
             for i, k in enumerate(ks):
-                got = tuple(float(rows[f][i]) for f in ('open', 'high', 'low', 'close', 'volume'))
+                got = tuple(
+                    float(rows[f][i])
+                    for f in ('open', 'high', 'low', 'close', 'volume')
+                )
                 bar = ref.bars.get(k)
                 if bar:
                     prices = [pr for pr, _ in bar]
-                    want = (prices[0], max(prices), min(prices), prices[-1], float(sum(s for _, s in bar)))
+                    want = (
+                        prices[0],
+                        max(prices),
+                        min(prices),
+                        prices[-1],
+                        float(sum(s for _, s in bar)),
+                    )
                     placed += len(bar)
                 else:
                     want = (prev, prev, prev, prev, 0.0)
                 assert got == want, (p, i, k, got, want)
                 prev = want[3]
             ahead = sum(len(v) for kk, v in ref.bars.items() if kk > ks[-1])
-            lost = sum(len(v) for kk, v in ref.bars.items() if kk <= ks[-1] and kk not in have)
+            lost = sum(
+                len(v) for kk, v in ref.bars.items() if kk <= ks[-1] and kk not in have
+            )
             s = stats[repr(p)]
             if built:  # no trade goes into it: nothing to count
                 assert s['from'] == p1
-                assert (s['placed'], s['held'], s['late'], s['unplaced'], s['pending']) == (0,) * 5
+                assert (
+                    s['placed'],
+                    s['held'],
+                    s['late'],
+                    s['unplaced'],
+                    s['pending'],
+                ) == (0,) * 5
                 event('a composite buffer')
                 continue
             assert s['placed'] == placed

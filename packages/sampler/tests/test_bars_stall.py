@@ -1,7 +1,8 @@
-'''Bars are right across samplerd stalls, with real actors (issue #10):
+"""Bars are right across samplerd stalls, with real actors (issue #10):
 samplerd is SIGSTOPped for 1.1 s and then 3 s mid-stream while the
 simulated backend trades on; afterwards every bar of the 1 s and 2 s
-buffers equals the trades the subscriber saw, resampled here.'''
+buffers equals the trades the subscriber saw, resampled here."""
+
 from __future__ import annotations
 
 import bisect
@@ -32,7 +33,9 @@ def bar_of(p: float, t: float) -> int:
 
 
 async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
-    trades: list[tuple[float, float, float]] = []  # (time, price, size), in arrival order
+    trades: list[
+        tuple[float, float, float]
+    ] = []  # (time, price, size), in arrival order
     seqs: list[int] = []
     async with open_service_root(other_addr):
         async with open_market_feed(['AAA'], config=CONFIG, buffers=BUFS) as feed:
@@ -46,11 +49,17 @@ async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
                     seqs.append(q.seq)
                     for tick in q.ticks:
                         if tick.get('type') == 'trade':
-                            trades.append((float(tick['time']), float(tick['price']), float(tick['size'])))
+                            trades.append(
+                                (
+                                    float(tick['time']),
+                                    float(tick['price']),
+                                    float(tick['size']),
+                                )
+                            )
 
             async def rows_past(t: float) -> None:
-                '''Wait until samplerd's steps have made the 1 s bar after
-                ``t`` (and the writer folded trades into it).'''
+                """Wait until samplerd's steps have made the 1 s bar after
+                ``t`` (and the writer folded trades into it)."""
                 with trio.fail_after(30):
                     while not (len(shms[1.0]) and shms[1.0].array['time'][-1] > t + 1):
                         await trio.sleep(0.05)
@@ -83,7 +92,9 @@ async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
         ks = [bar_of(p, t) for t in rows['time']]
         assert list(rows['time']) == [boundary(p, k) for k in ks]  # on boundaries
         assert ks == list(range(ks[0], ks[0] + len(ks)))  # one row per boundary
-        assert list(rows['index']) == list(range(rows['index'][0], rows['index'][0] + len(rows)))
+        assert list(rows['index']) == list(
+            range(rows['index'][0], rows['index'][0] + len(rows))
+        )
         by_bar: dict[int, list[tuple[float, float]]] = {}
         for t, price, size in trades:
             by_bar.setdefault(bar_of(p, t), []).append((price, size))
@@ -93,15 +104,28 @@ async def test_bars_match_the_trades_across_samplerd_stalls(other_addr):
         compared = 0
         prev = None
         for i, k in enumerate(ks):
-            got = tuple(float(rows[f][i]) for f in ('open', 'high', 'low', 'close', 'volume'))
+            got = tuple(
+                float(rows[f][i]) for f in ('open', 'high', 'low', 'close', 'volume')
+            )
             if first_k <= k <= last_k:
                 bar = by_bar.get(k)
                 if bar:
                     prices = [pr for pr, _ in bar]
-                    want = (prices[0], max(prices), min(prices), prices[-1], sum(s for _, s in bar))
+                    want = (
+                        prices[0],
+                        max(prices),
+                        min(prices),
+                        prices[-1],
+                        sum(s for _, s in bar),
+                    )
                 else:
                     want = (prev, prev, prev, prev, 0.0)
-                assert got[:4] == want[:4] and math.isclose(got[4], want[4]), (p, k, got, want)
+                assert got[:4] == want[:4] and math.isclose(got[4], want[4]), (
+                    p,
+                    k,
+                    got,
+                    want,
+                )
                 compared += 1
             prev = got[3]
         assert compared >= (last_k - first_k + 1) > 0

@@ -1,4 +1,5 @@
-'''The samplerd command, run as a user runs it: in subprocesses.'''
+"""The samplerd command, run as a user runs it: in subprocesses."""
+
 from __future__ import annotations
 
 import json
@@ -19,21 +20,26 @@ SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
 
 
 class Proc:
-    '''A samplerd process whose stdout is read line by line.'''
+    """A samplerd process whose stdout is read line by line."""
 
     def __init__(self, *args: str) -> None:
         self.p = subprocess.Popen(
-            [*SAMPLERD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [*SAMPLERD, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         self.family: set[int] = set()
 
     async def read_until(self, pred, timeout: float = 60) -> str:
-        '''Lines until one satisfies ``pred`` (read in a thread: Popen's
-        pipe is a blocking file).'''
+        """Lines until one satisfies ``pred`` (read in a thread: Popen's
+        pipe is a blocking file)."""
         with trio.fail_after(timeout):
             while True:
-                line = await trio.to_thread.run_sync(self.p.stdout.readline, abandon_on_cancel=True)
+                line = await trio.to_thread.run_sync(
+                    self.p.stdout.readline, abandon_on_cancel=True
+                )
                 if not line:
                     raise AssertionError(
                         f'samplerd ended (status {self.p.wait()}) before the expected '
@@ -46,7 +52,9 @@ class Proc:
 
     def remember_family(self) -> None:
         try:
-            self.family |= {c.pid for c in psutil.Process(self.p.pid).children(recursive=True)}
+            self.family |= {
+                c.pid for c in psutil.Process(self.p.pid).children(recursive=True)
+            }
         except psutil.NoSuchProcess:
             pass
 
@@ -63,7 +71,9 @@ class Proc:
 
 async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     with trio.fail_after(timeout):
-        return await trio.run_process([*SAMPLERD, *args], capture_stdout=True, capture_stderr=True, check=False)
+        return await trio.run_process(
+            [*SAMPLERD, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
 
 
 def _is_number(text: str) -> bool:
@@ -75,7 +85,7 @@ def _is_number(text: str) -> bool:
 
 
 def bar_rows(frame_lines: list[str]) -> list[list[str]]:
-    '''The bar rows of a rendered view: time, then five numbers.'''
+    """The bar rows of a rendered view: time, then five numbers."""
     rows = []
     for line in frame_lines:
         parts = line.split()
@@ -89,14 +99,18 @@ def bar_rows(frame_lines: list[str]) -> list[list[str]]:
 
 
 async def test_demo_shows_bars_and_exits_0_on_sigint_leaving_nothing():
-    demo = Proc('demo', '--topics', 'AAA', '--tick-rate', '50', '--rows', '5', '--fps', '4')
+    demo = Proc(
+        'demo', '--topics', 'AAA', '--tick-rate', '50', '--rows', '5', '--fps', '4'
+    )
     try:
         ready = await demo.read_until(lambda line: line.startswith('samplerd ready:'))
         assert 'feed AAA on sim' in ready
         # frames keep coming, each with the topic's header and its bars
         # (structure only: the simulated price level drifts with the date)
         header = await demo.read_until(
-            lambda line: line.startswith('AAA@sim  last ') and _is_number(line.split()[2])
+            lambda line: (
+                line.startswith('AAA@sim  last ') and _is_number(line.split()[2])
+            )
         )
         assert float(header.split()[2]) > 0
         frame = []
@@ -106,7 +120,12 @@ async def test_demo_shows_bars_and_exits_0_on_sigint_leaving_nothing():
         times = [r[0] for r in rows]
         assert times == sorted(times) and len(set(times)) == len(times)
         for _, o, h, lo, c, _v in rows:
-            assert float(lo) <= min(float(o), float(c)) <= max(float(o), float(c)) <= float(h)
+            assert (
+                float(lo)
+                <= min(float(o), float(c))
+                <= max(float(o), float(c))
+                <= float(h)
+            )
         assert any(float(r[5]) > 0 for r in rows)  # trades reached the bars
         assert len(demo.family) >= 2  # samplerd and the feed daemon
         status = await demo.stop(signal.SIGINT)
@@ -125,14 +144,24 @@ async def test_two_programs_read_one_topic_of_one_running_samplerd():
         ready = await daemon.read_until(lambda line: 'ready' in line)
         assert f'registry 127.0.0.1:{port}' in ready
         clients = [
-            [sys.executable, str(PROGRAMS / 'feed_client.py'), '127.0.0.1', str(port), 'AAA', '30']
+            [
+                sys.executable,
+                str(PROGRAMS / 'feed_client.py'),
+                '127.0.0.1',
+                str(port),
+                'AAA',
+                '30',
+            ]
             for _ in range(2)
         ]
         results = []
         async with trio.open_nursery() as tn:
+
             async def run(cmd):
                 with trio.fail_after(90):
-                    res = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
+                    res = await trio.run_process(
+                        cmd, capture_stdout=True, capture_stderr=True, check=False
+                    )
                 assert res.returncode == 0, res.stderr.decode()
                 results.append(json.loads(res.stdout.decode().strip().splitlines()[-1]))
 
@@ -151,7 +180,8 @@ async def test_two_programs_read_one_topic_of_one_running_samplerd():
         assert res.returncode == 0, res.stderr.decode()
         report = json.loads(res.stdout)
         assert {s['name']: s['state'] for s in report['services']} == {
-            'samplerd': 'running', 'feedd.sim': 'running',
+            'samplerd': 'running',
+            'feedd.sim': 'running',
         }
         [feed] = report['feeds']
         assert feed['backend'] == 'sim' and feed['topics']['AAA']['state'] == 'up'
@@ -163,9 +193,14 @@ async def test_two_programs_read_one_topic_of_one_running_samplerd():
         # refusals are one line, with exit status 1, and the daemon serves on
         for args, expected in (
             (['--backend', 'nope'], "no backend named 'nope' (installed: sim)"),
-            (['--backend', 'x', '--plugin', 'no_such_module'], "plugin module 'no_such_module' failed to import"),
+            (
+                ['--backend', 'x', '--plugin', 'no_such_module'],
+                "plugin module 'no_such_module' failed to import",
+            ),
         ):
-            bad = await run_cli('--port', str(port), 'watch', 'AAA', *args, '--duration', '3')
+            bad = await run_cli(
+                '--port', str(port), 'watch', 'AAA', *args, '--duration', '3'
+            )
             err = bad.stderr.decode().strip()
             assert bad.returncode == 1 and len(err.splitlines()) == 1, err
             assert err.startswith('samplerd: error: ') and expected in err, err
@@ -186,13 +221,22 @@ async def test_ls_backends_needs_no_daemon_and_lists_versions():
     assert (sim['name'], sim['version'], sim['dist']) == ('sim', __version__, 'builtin')
 
 
-@pytest.mark.parametrize('args, message', [
-    (['ls'], 'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`'),
-    (['watch', 'AAA', '--period', '5'], '--period 5: the feed daemons keep 1 s and 60 s bars'),
-    (['watch', 'AAA', '--duration', '0'], '--duration 0.0 must be > 0'),
-    (['demo', '--fps', '0'], '--fps 0 must be in (0, 60]'),
-    (['watch', 'AAA', '--rows', '0'], '--rows 0 must be >= 1'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (
+            ['ls'],
+            'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`',
+        ),
+        (
+            ['watch', 'AAA', '--period', '5'],
+            '--period 5: the feed daemons keep 1 s and 60 s bars',
+        ),
+        (['watch', 'AAA', '--duration', '0'], '--duration 0.0 must be > 0'),
+        (['demo', '--fps', '0'], '--fps 0 must be in (0, 60]'),
+        (['watch', 'AAA', '--rows', '0'], '--rows 0 must be >= 1'),
+    ],
+)
 async def test_errors_are_one_line_and_exit_1(args, message):
     port = free_port()
     res = await run_cli('--port', str(port), *args)

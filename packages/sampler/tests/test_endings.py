@@ -1,8 +1,9 @@
-'''Every ending is told: when the root daemon is stopped (Ctrl-C,
+"""Every ending is told: when the root daemon is stopped (Ctrl-C,
 SIGTERM) or killed (SIGKILL), an attached ``open_market_feed`` /
 ``open_sample_stream`` block raises a PeerGone naming the daemon that went
 (a5 alone let it end silently), and ``samplerd watch`` prints one line and
-exits non-zero.  The client's own ending (``--duration``) is still quiet.'''
+exits non-zero.  The client's own ending (``--duration``) is still quiet."""
+
 from __future__ import annotations
 
 import signal
@@ -23,25 +24,33 @@ async def _daemon() -> tuple[Proc, int]:
 
 
 class Client(Proc):
-    '''A client program (not the samplerd command) read line by line.'''
+    """A client program (not the samplerd command) read line by line."""
 
     def __init__(self, *argv: str) -> None:
         import subprocess
 
         self.p = subprocess.Popen(
-            [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines = []
         self.family = set()
 
 
-@pytest.mark.parametrize('what, sig, daemon_name', [
-    ('feed', signal.SIGINT, 'feedd.sim'),
-    ('feed', signal.SIGKILL, 'feedd.sim'),
-    ('samples', signal.SIGTERM, 'samplerd'),
-    ('samples', signal.SIGKILL, 'samplerd'),
-])
-async def test_a_stopped_or_killed_root_ends_attached_blocks_with_peer_gone(what, sig, daemon_name):
+@pytest.mark.parametrize(
+    'what, sig, daemon_name',
+    [
+        ('feed', signal.SIGINT, 'feedd.sim'),
+        ('feed', signal.SIGKILL, 'feedd.sim'),
+        ('samples', signal.SIGTERM, 'samplerd'),
+        ('samples', signal.SIGKILL, 'samplerd'),
+    ],
+)
+async def test_a_stopped_or_killed_root_ends_attached_blocks_with_peer_gone(
+    what, sig, daemon_name
+):
     daemon, port = await _daemon()
     client = Client(str(PROGRAMS / 'ending_client.py'), '127.0.0.1', str(port), what)
     try:
@@ -89,7 +98,9 @@ async def test_watch_says_the_daemon_stopped_in_one_line_and_exits_1():
 async def test_watch_ending_by_its_own_duration_is_quiet_and_exits_0():
     daemon, port = await _daemon()
     try:
-        res = await run_cli('--port', str(port), 'watch', 'AAA', '--fps', '2', '--duration', '3')
+        res = await run_cli(
+            '--port', str(port), 'watch', 'AAA', '--fps', '2', '--duration', '3'
+        )
         stopped = await daemon.stop(signal.SIGTERM)
     finally:
         if daemon.p.poll() is None:
@@ -101,8 +112,8 @@ async def test_watch_ending_by_its_own_duration_is_quiet_and_exits_0():
 
 
 async def test_ctrl_c_while_the_feed_daemon_spawns_stops_cleanly():
-    '''a5 waited 3 s for the half-spawned child it never asked to stop,
-    then logged #ZOMBIE_LORD_IS_HERE and killed it.'''
+    """a5 waited 3 s for the half-spawned child it never asked to stop,
+    then logged #ZOMBIE_LORD_IS_HERE and killed it."""
     import psutil
 
     demo = Proc('demo', '--topics', 'AAA')
@@ -115,7 +126,9 @@ async def test_ctrl_c_while_the_feed_daemon_spawns_stops_cleanly():
                     if any('feedd.sim' in ' '.join(k.cmdline()) for k in kids):
                         break
                 except psutil.NoSuchProcess:
-                    raise AssertionError(f'demo ended early: {demo.p.stderr.read()}') from None
+                    raise AssertionError(
+                        f'demo ended early: {demo.p.stderr.read()}'
+                    ) from None
                 await trio.sleep(0.005)
         demo.remember_family()
         status = await demo.stop(signal.SIGINT)

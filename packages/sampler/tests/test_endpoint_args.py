@@ -1,5 +1,6 @@
-'''Every sampler endpoint refuses bad arguments before it starts anything,
-with one error naming the argument, and its actor serves on.'''
+"""Every sampler endpoint refuses bad arguments before it starts anything,
+with one error naming the argument, and its actor serves on."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,8 +27,13 @@ async def test_register_with_sampler_refuses_bad_arguments_and_serves_on(other_a
     async with open_service_root(other_addr):
         async with maybe_open_samplerd() as portal:
             for kwargs, named in BAD_REGISTRATIONS:
-                with trio.fail_after(30), pytest.raises(compat.RemoteActorError) as info:
-                    async with compat.open_context(portal, register_with_sampler, **kwargs):
+                with (
+                    trio.fail_after(30),
+                    pytest.raises(compat.RemoteActorError) as info,
+                ):
+                    async with compat.open_context(
+                        portal, register_with_sampler, **kwargs
+                    ):
                         pass
                 assert compat.remote_error_type(info.value) == 'ValueError', kwargs
                 assert named in compat.remote_error_message(info.value), kwargs
@@ -37,12 +43,15 @@ async def test_register_with_sampler_refuses_bad_arguments_and_serves_on(other_a
             assert i['buffers'] == {} and i['incrementers'] == 1
 
 
-@pytest.mark.parametrize('kwargs, named', [
-    ({'keep_lateness': -1}, 'keep_lateness'),
-    ({'keep_lateness': 'many'}, 'keep_lateness'),
-    ({'spin_s': 'soon'}, 'spin_s'),
-    ({'spin_s': 5}, 'spin_s'),
-])
+@pytest.mark.parametrize(
+    'kwargs, named',
+    [
+        ({'keep_lateness': -1}, 'keep_lateness'),
+        ({'keep_lateness': 'many'}, 'keep_lateness'),
+        ({'spin_s': 'soon'}, 'spin_s'),
+        ({'spin_s': 5}, 'spin_s'),
+    ],
+)
 async def test_samplerd_endpoint_refuses_bad_arguments(kwargs, named):
     # the checks run before the Sampler is made: call the endpoint's body
     # directly (no actor needed to see what it refuses)
@@ -50,9 +59,18 @@ async def test_samplerd_endpoint_refuses_bad_arguments(kwargs, named):
         await samplerd(None, **kwargs)
 
 
-@pytest.mark.parametrize('buffers', [
-    {'x': 10}, {1.0: 'ten'}, {1.0: (100, 10, 1)}, {1.0: 2}, {1.0: (100, 90)}, [], 5,
-])
+@pytest.mark.parametrize(
+    'buffers',
+    [
+        {'x': 10},
+        {1.0: 'ten'},
+        {1.0: (100, 10, 1)},
+        {1.0: 2},
+        {1.0: (100, 90)},
+        [],
+        5,
+    ],
+)
 def test_feed_daemon_buffers_are_refused_with_one_line(buffers):
     with pytest.raises(ValueError, match='buffers'):
         check_buffers(buffers)

@@ -1,4 +1,5 @@
-'''The feed daemon and open_market_feed(), across real actors.'''
+"""The feed daemon and open_market_feed(), across real actors."""
+
 import numpy as np
 import pytest
 import trio
@@ -36,7 +37,10 @@ async def next_status(reader, timeout=20):
 async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other_addr):
     async with open_service_root(other_addr) as mngr:
         async with open_market_feed(['AAA', 'BBB'], config=FAST, buffers=BUFS) as feed:
-            assert {n: s.state for n, s in feed.first_status.items()} == {'AAA': 'up', 'BBB': 'up'}
+            assert {n: s.state for n, s in feed.first_status.items()} == {
+                'AAA': 'up',
+                'BBB': 'up',
+            }
             for topic in ('AAA', 'BBB'):
                 for p, (_, hist) in BUFS.items():
                     shm = feed.buffer(topic, p)
@@ -89,7 +93,10 @@ async def test_open_feed_attaches_backfilled_buffers_read_only_and_streams(other
 
 async def test_backfill_events_reach_step_subscribers(other_addr):
     async with open_service_root(other_addr):
-        async with open_sample_stream(1.0) as steps, open_market_feed(['AAA'], buffers=BUFS) as feed:
+        async with (
+            open_sample_stream(1.0) as steps,
+            open_market_feed(['AAA'], buffers=BUFS) as feed,
+        ):
             seen = set()
             with trio.fail_after(20):
                 async for msg in steps:
@@ -103,7 +110,10 @@ async def test_backfill_events_reach_step_subscribers(other_addr):
 
 async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
     async with open_service_root(other_addr):
-        async with open_market_feed(['AAA'], buffers=BUFS) as a, open_market_feed(['AAA'], tick_throttle=10) as b:
+        async with (
+            open_market_feed(['AAA'], buffers=BUFS) as a,
+            open_market_feed(['AAA'], tick_throttle=10) as b,
+        ):
             assert a.buffer('AAA').token == b.buffer('AAA').token
             # the second client's settings do not restart the daemon
             assert len(actor_pids(feedd_name('sim'))) == 1
@@ -111,7 +121,10 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
                 frame = await b.quotes.receive()
             assert 'AAA' in frame.topics
             info = await a.info()
-            assert sorted(s.rate or 0 for s in info.topics['AAA'].subscribers) == [0, 10.0]
+            assert sorted(s.rate or 0 for s in info.topics['AAA'].subscribers) == [
+                0,
+                10.0,
+            ]
         async with maybe_open_samplerd() as portal:
             i = await portal.run(sampler_info)
         # the daemon keeps its topics (and their registrations) after clients leave
@@ -120,7 +133,9 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
 
 async def test_unknown_backend_is_a_clear_error(other_addr):
     async with open_service_root(other_addr) as mngr:
-        with pytest.raises(ServiceFailed, match=r"no backend named 'nope' \(installed: sim\)"):
+        with pytest.raises(
+            ServiceFailed, match=r"no backend named 'nope' \(installed: sim\)"
+        ):
             async with open_market_feed(['AAA'], backend='nope'):
                 pass
         assert feedd_name('nope') not in mngr
@@ -140,7 +155,10 @@ async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
 
 async def test_a_refused_config_starts_nothing_and_does_not_stick(other_addr):
     async with open_service_root(other_addr):
-        with pytest.raises(ValueError, match="refused to stream 'AAA' with config {'tick_rate': 0}.*tick_rate must be"):
+        with pytest.raises(
+            ValueError,
+            match="refused to stream 'AAA' with config {'tick_rate': 0}.*tick_rate must be",
+        ):
             async with open_market_feed(['AAA'], config={'tick_rate': 0}, buffers=BUFS):
                 pass
         # the daemon serves on, and the next client's (default) config is used
@@ -148,7 +166,9 @@ async def test_a_refused_config_starts_nothing_and_does_not_stick(other_addr):
             info = await feed.info()
             assert info.topics['AAA'].config == {}
             # a different config for a running topic is refused; none shares it
-            with pytest.raises(ValueError, match="already runs with config {}, not {'seed': 3}"):
+            with pytest.raises(
+                ValueError, match="already runs with config {}, not {'seed': 3}"
+            ):
                 async with open_market_feed(['AAA'], config={'seed': 3}):
                     pass
             async with open_market_feed(['AAA'], config={}) as again:
@@ -161,8 +181,12 @@ async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other
         async with (
             open_market_feed(['ok'], buffers=BUFS, config=FAST) as healthy,
             open_market_feed(
-                ['fail1', 'fine'], backend='flaky', plugins=['flaky_backends'], buffers=BUFS,
-                config={'tick_rate': 50, 'fail_after': 10}, restart=policy,
+                ['fail1', 'fine'],
+                backend='flaky',
+                plugins=['flaky_backends'],
+                buffers=BUFS,
+                config={'tick_rate': 50, 'fail_after': 10},
+                restart=policy,
             ) as flaky,
             flaky.status.open_reader() as reports,
         ):
@@ -172,7 +196,13 @@ async def test_a_failing_stream_is_reported_and_restarted_others_untouched(other
                 assert isinstance(st, FeedStatus)
                 if st.topic == 'fail1':
                     got.append(st)
-            assert [s.state for s in got] == ['restarting', 'up', 'restarting', 'up', 'failed']
+            assert [s.state for s in got] == [
+                'restarting',
+                'up',
+                'restarting',
+                'up',
+                'failed',
+            ]
             assert 'BackendBroke: the venue hung up after 10 quotes' in got[0].error
             assert 'gave up after 2 restarts' in got[-1].error
             assert [s.restarts for s in got] == [1, 1, 2, 2, 2]
@@ -210,7 +240,6 @@ def test_topics_are_checked():
     assert check_buffers({1: 100}) == {1.0: (100, 0)}
 
 
-
 async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
     import os
     import signal
@@ -228,7 +257,8 @@ async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
         # the root's manager restarts it (transient); a new feed works
         with trio.fail_after(20):
             info = await mngr.wait_for(
-                feedd_name('sim'), lambda i: i.state == 'running' and i.restarts == 1,
+                feedd_name('sim'),
+                lambda i: i.state == 'running' and i.restarts == 1,
             )
         assert 'killed by signal 9' in info.last_error
         async with open_market_feed(['AAA']) as feed:
@@ -237,18 +267,23 @@ async def test_a_killed_feed_daemon_ends_its_feeds_and_is_restarted(other_addr):
 
 
 def assert_contiguous(rows, p):
-    '''index +1 per row, times one period apart and on the boundaries.'''
+    """index +1 per row, times one period apart and on the boundaries."""
     assert list(np.diff(rows['index'])) == [1] * (len(rows) - 1)
     assert np.allclose(np.diff(rows['time']), p)
     assert np.allclose(np.round(rows['time'] / p) * p, rows['time'])
 
 
-async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_bars(other_addr):
+async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_bars(
+    other_addr,
+):
     import os
     import signal
 
     async with open_service_root(other_addr) as mngr:
-        async with open_market_feed(['AAA'], config=FAST, buffers=BUFS) as feed, feed.status.open_reader() as reports:
+        async with (
+            open_market_feed(['AAA'], config=FAST, buffers=BUFS) as feed,
+            feed.status.open_reader() as reports,
+        ):
             feedd_pid = (await feed.info()).pid
             pid = mngr.info('samplerd').pid
             os.kill(pid, signal.SIGKILL)
@@ -276,15 +311,22 @@ async def test_samplerd_killed_comes_back_and_topics_return_up_with_contiguous_b
             assert d.state == 'running' and d.restarts == 0 and d.last_error is None
 
 
-async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_not_crash(other_addr):
+async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_not_crash(
+    other_addr,
+):
     async with open_service_root(other_addr) as mngr:
-        async with open_market_feed(['AAA'], buffers=BUFS) as feed, feed.status.open_reader() as reports:
+        async with (
+            open_market_feed(['AAA'], buffers=BUFS) as feed,
+            feed.status.open_reader() as reports,
+        ):
             assert mngr.info(feedd_name('sim')).requires == ('samplerd',)
             await mngr.cancel_service('samplerd')
             st = await next_status(reports)
             while st.state != 'failed':
                 st = await next_status(reports)
-            assert 'samplerd (pid' in st.error and 'nothing steps the buffers' in st.error
+            assert (
+                'samplerd (pid' in st.error and 'nothing steps the buffers' in st.error
+            )
             assert 'will not restart' in st.error
             # the feed daemon serves on: not crashed, not restarted
             d = mngr.info(feedd_name('sim'))
@@ -296,7 +338,9 @@ async def test_samplerd_stopped_gracefully_topics_report_failed_and_feedd_does_n
         assert mngr.info(feedd_name('sim')).restarts == 0
 
 
-async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_start_order(other_addr):
+async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_start_order(
+    other_addr,
+):
     import os
     import signal
 
@@ -307,13 +351,21 @@ async def test_root_sigterm_stops_the_feed_daemon_before_samplerd_whatever_the_s
         await mngr.cancel_service('samplerd')
         async with open_market_feed(['AAA'], buffers=BUFS) as feed:
             assert feed.first_status['AAA'].state == 'up'
-        assert [s.name for s in await mngr.list_services()] == [feedd_name('sim'), 'samplerd']
+        assert [s.name for s in await mngr.list_services()] == [
+            feedd_name('sim'),
+            'samplerd',
+        ]
         mngr._history.clear()
-        os.kill(os.getpid(), signal.SIGTERM)  # the root daemon's own handler tears it down
+        os.kill(
+            os.getpid(), signal.SIGTERM
+        )  # the root daemon's own handler tears it down
         with trio.fail_after(30):
             await trio.sleep_forever()
     ended = await mngr.list_services(include_ended=True)
-    assert [(i.name, i.state) for i in ended] == [(feedd_name('sim'), 'stopped'), ('samplerd', 'stopped')]
+    assert [(i.name, i.state) for i in ended] == [
+        (feedd_name('sim'), 'stopped'),
+        ('samplerd', 'stopped'),
+    ]
     assert all(i.last_error is None and i.restarts == 0 for i in ended)
 
 
@@ -389,7 +441,10 @@ def test_missed_bars_are_filled_on_the_boundaries_up_to_the_open_bar():
         rows = shm.array
         assert list(rows['index']) == [7, 8, 9, 10, 11]
         assert list(rows['time']) == [120.0, 121.0, 122.0, 123.0, 124.0]
-        assert list(rows['close'][1:]) == [5.0] * 4 and list(rows['volume'][1:]) == [0.0] * 4
+        assert (
+            list(rows['close'][1:]) == [5.0] * 4
+            and list(rows['volume'][1:]) == [0.0] * 4
+        )
         assert fill_missed_bars(shm, 1.0, 124.9) == 0  # up to date
         # never more rows than there is room for
         room = shm.size - shm.last

@@ -1,5 +1,6 @@
-'''Trades into bars: the buffer equals an independent numpy aggregation,
-and the consistency rule with samplerd's steps holds.'''
+"""Trades into bars: the buffer equals an independent numpy aggregation,
+and the consistency rule with samplerd's steps holds."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -20,8 +21,17 @@ def seed(shm, close=100.0):
 
 
 def reference(trades, period, n_bars, first_close=100.0):
-    '''OHLCV per bar computed independently: group by floor(t / period).'''
-    out = np.zeros(n_bars, dtype=[('open', 'f8'), ('high', 'f8'), ('low', 'f8'), ('close', 'f8'), ('volume', 'f8')])
+    """OHLCV per bar computed independently: group by floor(t / period)."""
+    out = np.zeros(
+        n_bars,
+        dtype=[
+            ('open', 'f8'),
+            ('high', 'f8'),
+            ('low', 'f8'),
+            ('close', 'f8'),
+            ('volume', 'f8'),
+        ],
+    )
     times = np.array([t for t, _, _ in trades])
     prices = np.array([p for _, p, _ in trades])
     sizes = np.array([s for _, _, s in trades])
@@ -41,7 +51,7 @@ def reference(trades, period, n_bars, first_close=100.0):
 
 
 trade = st.tuples(
-    st.floats(0, 0.999),              # when in its bar (fraction)
+    st.floats(0, 0.999),  # when in its bar (fraction)
     st.floats(1, 1000, allow_nan=False),  # price
     st.floats(0.001, 50, allow_nan=False),  # size
 )
@@ -70,7 +80,9 @@ def test_buffer_equals_reference_aggregation(period, bars, late_step):
                 if late_step[b % 8]:
                     while i < len(trades) and trades[i][0] < boundary + period * 0.2:
                         t, p, s = trades[i]
-                        writer.write([{'type': 'trade', 'price': p, 'size': s, 'time': t}])
+                        writer.write(
+                            [{'type': 'trade', 'price': p, 'size': s, 'time': t}]
+                        )
                         i += 1
                 step_many([shm], period)
                 writer.on_step(period)
@@ -91,7 +103,16 @@ def test_quotes_and_non_clearing_ticks_do_not_touch_bars():
     with open_shm_array(8, start=0) as shm:
         seed(shm)
         w = OHLCWriter({1.0: shm})
-        assert w.write([{'type': 'bid', 'price': 1.0, 'size': 3}, {'type': 'ask', 'price': 2.0}], now=T0) == 0
+        assert (
+            w.write(
+                [
+                    {'type': 'bid', 'price': 1.0, 'size': 3},
+                    {'type': 'ask', 'price': 2.0},
+                ],
+                now=T0,
+            )
+            == 0
+        )
         assert tuple(shm.array[-1])[2:] == (100.0, 100.0, 100.0, 100.0, 0.0)
 
 
@@ -115,7 +136,9 @@ def test_late_trade_corrects_its_closed_bar_and_is_counted():
         assert w.late_trades == 1 and w.stats()['corrected'] >= 1
         assert ohlcv(shm.array[0]) == (100.0, 100.0, 90.0, 90.0, 3.0)
         # the empty bars after it carry its new close
-        assert ohlcv(shm.array[1]) == ohlcv(shm.array[2]) == (90.0, 90.0, 90.0, 90.0, 0.0)
+        assert (
+            ohlcv(shm.array[1]) == ohlcv(shm.array[2]) == (90.0, 90.0, 90.0, 90.0, 0.0)
+        )
         # and the rows that changed are reported, once, by their index
         assert w.take_corrections() == [(1.0, 0, 2)]
         assert w.take_corrections() == []
@@ -196,6 +219,7 @@ def test_cumulative_volume_is_right_in_every_buffer():
 
 def test_volume_mode_comes_from_the_backends_symbol_info():
     from tractor_sampler._ohlc import volume_mode
+
     assert volume_mode(None) == 'sum' and volume_mode({}) == 'sum'
     assert volume_mode({'volume': 'cumulative'}) == 'cumulative'
     with pytest.raises(ValueError, match='volume'):
@@ -224,34 +248,45 @@ def test_unplaceable_trades_are_counted():
 
 def test_writer_refuses_bad_buffers():
     with open_shm_array(8) as shm:
-        with pytest.raises(ValueError, match="must be one of"):
+        with pytest.raises(ValueError, match='must be one of'):
             OHLCWriter({1.0: shm}, volume='max')
         with pytest.raises(ValueError, match="'quote' was removed"):
             OHLCWriter({1.0: shm}, volume='quote')
         with pytest.raises(ValueError, match='multiple of 0.1'):
             OHLCWriter({0.25: shm})
-    with open_shm_array(8, dtype=[('index', 'i8'), ('time', 'f8'), ('close', 'f8')]) as shm:
+    with open_shm_array(
+        8, dtype=[('index', 'i8'), ('time', 'f8'), ('close', 'f8')]
+    ) as shm:
         with pytest.raises(ValueError, match='lacks fields'):
             OHLCWriter({1.0: shm})
 
 
 # --- composite bars ------------------------------------------------------------
 
+
 def aggregate(rows, traded):
-    '''The composite bar of source ``rows`` (those with ``traded`` True),
-    computed here: open of the first, extremes, close of the last, sum.'''
+    """The composite bar of source ``rows`` (those with ``traded`` True),
+    computed here: open of the first, extremes, close of the last, sum."""
     sel = rows[np.asarray(traded, bool)]
     if not len(sel):
         return None
-    return (float(sel['open'][0]), float(sel['high'].max()), float(sel['low'].min()),
-            float(sel['close'][-1]), float(sel['volume'].sum()))
+    return (
+        float(sel['open'][0]),
+        float(sel['high'].max()),
+        float(sel['low'].min()),
+        float(sel['close'][-1]),
+        float(sel['volume'].sum()),
+    )
 
 
 def test_a_composite_buffer_is_built_from_its_sources_bars_never_from_trades():
     with open_shm_array(64, start=0) as s1, open_shm_array(16, start=0) as s5:
         seed(s1), seed(s5)
         w = OHLCWriter({1.0: s1, 5.0: s5}, composite={5.0: 1.0})
-        trade = lambda t, px, sz=1.0: {'type': 'trade', 'price': px, 'size': sz, 'time': T0 + t}  # noqa: E731
+
+        def trade(t, px, sz=1.0):
+            return {'type': 'trade', 'price': px, 'size': sz, 'time': T0 + t}
+
         w.write([trade(0.2, 101.0), trade(0.7, 99.0, 2.0)])
         assert ohlcv(s5.array[-1]) == (101.0, 101.0, 99.0, 99.0, 3.0)
         for _ in range(2):  # seconds 1 and 2: no trade in 1, one in 2
@@ -261,7 +296,11 @@ def test_a_composite_buffer_is_built_from_its_sources_bars_never_from_trades():
         assert ohlcv(s5.array[-1]) == (101.0, 104.0, 99.0, 104.0, 7.0)
         # a late trade corrects 1 s bar 1 and, through it, the open 5 s bar
         w.write([trade(1.1, 97.0)])
-        assert ohlcv(s5.array[-1]) == aggregate(s1.array, [1, 1, 1]) == (101.0, 104.0, 97.0, 104.0, 8.0)
+        assert (
+            ohlcv(s5.array[-1])
+            == aggregate(s1.array, [1, 1, 1])
+            == (101.0, 104.0, 97.0, 104.0, 8.0)
+        )
         # the 5 s bar closes; 1 s bars 3..5; a late trade for second 4
         # corrects the closed 5 s bar (broadcast like any correction)
         for _ in range(3):
@@ -271,18 +310,26 @@ def test_a_composite_buffer_is_built_from_its_sources_bars_never_from_trades():
         w.on_step(5.0)
         w.take_corrections()
         w.write([trade(4.5, 110.0)])
-        assert ohlcv(s5.array[0]) == aggregate(s1.array[:5], [1, 1, 1, 0, 1]) == (101.0, 110.0, 97.0, 110.0, 9.0)
+        assert (
+            ohlcv(s5.array[0])
+            == aggregate(s1.array[:5], [1, 1, 1, 0, 1])
+            == (101.0, 110.0, 97.0, 110.0, 9.0)
+        )
         # the open 5 s bar (no trade yet) carries the corrected close
         assert ohlcv(s5.array[1]) == (110.0,) * 4 + (0.0,)
         assert w.take_corrections() == [(1.0, 4, 5), (5.0, 0, 1)]
         st = w.stats()['by_period']
-        assert st['5.0']['from'] == 1.0 and st['5.0']['placed'] == 0 and st['1.0']['placed'] == 5
+        assert (
+            st['5.0']['from'] == 1.0
+            and st['5.0']['placed'] == 0
+            and st['1.0']['placed'] == 5
+        )
 
 
 def test_a_composite_bar_whose_row_comes_after_its_sources_is_built_then():
-    '''samplerd steps the 1 s buffer into the next 5 s bar (and trades go
+    """samplerd steps the 1 s buffer into the next 5 s bar (and trades go
     there) before the 5 s step arrives: the 5 s row is built from the 1 s
-    bars when it appears.'''
+    bars when it appears."""
     with open_shm_array(64, start=0) as s1, open_shm_array(16, start=0) as s5:
         seed(s1), seed(s5)
         w = OHLCWriter({1.0: s1, 5.0: s5}, composite={5.0: 1.0})
@@ -297,7 +344,11 @@ def test_a_composite_bar_whose_row_comes_after_its_sources_is_built_then():
 
 
 def test_composite_buffers_are_checked():
-    with open_shm_array(16, start=0) as s1, open_shm_array(16, start=0) as s2, open_shm_array(16, start=0) as s3:
+    with (
+        open_shm_array(16, start=0) as s1,
+        open_shm_array(16, start=0) as s2,
+        open_shm_array(16, start=0) as s3,
+    ):
         for bad, match in (
             ({60.0: 1.0}, 'no composite buffer of 60'),
             ({1.5: 1.0}, 'no composite buffer of 1.5'),

@@ -1,4 +1,5 @@
-'''Loading backend plugins: every failure names the distribution.'''
+"""Loading backend plugins: every failure names the distribution."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,10 @@ async def _history(symbol, period_s, end_time, count, **config):
     raise NotImplementedError
 
 
-def backend_module(modname: str, *names: str, hook: str = 'tractor_sampler_register_backends') -> types.ModuleType:
-    '''A plugin module registering ``names`` through ``hook``.'''
+def backend_module(
+    modname: str, *names: str, hook: str = 'tractor_sampler_register_backends'
+) -> types.ModuleType:
+    """A plugin module registering ``names`` through ``hook``."""
     mod = types.ModuleType(modname)
 
     def register_backends(register):
@@ -50,9 +53,15 @@ class FakeDist:
 
 
 class FakeEntryPoint:
-    '''What ``importlib.metadata`` gives: ``.name``, ``.load()``, ``.dist``.'''
+    """What ``importlib.metadata`` gives: ``.name``, ``.load()``, ``.dist``."""
 
-    def __init__(self, name: str, plugin: object, dist: str = 'acme-feeds', version: str = '1.2.3') -> None:
+    def __init__(
+        self,
+        name: str,
+        plugin: object,
+        dist: str = 'acme-feeds',
+        version: str = '1.2.3',
+    ) -> None:
         self.name = name
         self._plugin = plugin
         self.dist = FakeDist(dist, version)
@@ -65,7 +74,7 @@ class FakeEntryPoint:
 
 @pytest.fixture
 def register_plugin():
-    '''Registers a plugin module in the process registry for one test.'''
+    """Registers a plugin module in the process registry for one test."""
     with registered_plugin(backend_module('tmp_plugin', 'tmp-backend')) as registry:
         yield registry
 
@@ -84,11 +93,21 @@ def test_builtin_sim_is_there_by_default():
     assert 'sim' in reg
     sim = reg.get('sim')
     assert isinstance(sim, Backend)
-    assert sim.dist == 'builtin' and sim.history is not None and sim.symbol_info is not None
+    assert (
+        sim.dist == 'builtin'
+        and sim.history is not None
+        and sim.symbol_info is not None
+    )
     from tractor_sampler import __version__
 
     assert reg.list() == [
-        {'name': 'sim', 'version': __version__, 'dist': 'builtin', 'history': True, 'symbol_info': True}
+        {
+            'name': 'sim',
+            'version': __version__,
+            'dist': 'builtin',
+            'history': True,
+            'symbol_info': True,
+        }
     ]
     assert _plugins.DEFAULT_BACKEND == 'sim'
 
@@ -119,8 +138,16 @@ def test_register_version_overrides_the_dist_version():
 
 
 def test_import_error_names_the_distribution():
-    ep = FakeEntryPoint('broken', ImportError("No module named 'acme_sdk'"), dist='acme-broken', version='0.4')
-    with pytest.raises(PluginError, match=r"acme-broken 0\.4: entry point 'broken' failed to import: ImportError: No module named 'acme_sdk'"):
+    ep = FakeEntryPoint(
+        'broken',
+        ImportError("No module named 'acme_sdk'"),
+        dist='acme-broken',
+        version='0.4',
+    )
+    with pytest.raises(
+        PluginError,
+        match=r"acme-broken 0\.4: entry point 'broken' failed to import: ImportError: No module named 'acme_sdk'",
+    ):
         load(ep)
 
 
@@ -132,7 +159,10 @@ def test_hook_argument_not_in_spec_names_the_distribution():
         pass
 
     mod.tractor_sampler_register_backends = tractor_sampler_register_backends  # type: ignore[attr-defined]
-    with pytest.raises(PluginError, match=r"(?s)acme-feeds 1\.2\.3: plugin 'badarg' implements a hook wrongly.*loop"):
+    with pytest.raises(
+        PluginError,
+        match=r"(?s)acme-feeds 1\.2\.3: plugin 'badarg' implements a hook wrongly.*loop",
+    ):
         load(FakeEntryPoint('badarg', mod))
 
 
@@ -143,28 +173,52 @@ def test_misspelled_hook_names_the_distribution(marked):
     def tractor_sampler_register_backend(register):
         pass
 
-    fn = hookimpl(tractor_sampler_register_backend) if marked else tractor_sampler_register_backend
+    fn = (
+        hookimpl(tractor_sampler_register_backend)
+        if marked
+        else tractor_sampler_register_backend
+    )
     mod.tractor_sampler_register_backend = fn  # type: ignore[attr-defined]
-    with pytest.raises(PluginError, match=r"(?s)typo-dist 2\.0: plugin 'typo' has an unknown hook.*tractor_sampler_register_backend"):
-        load(FakeEntryPoint('ok', backend_module('ok_mod', 'ok')), FakeEntryPoint('typo', mod, dist='typo-dist', version='2.0'))
+    with pytest.raises(
+        PluginError,
+        match=r"(?s)typo-dist 2\.0: plugin 'typo' has an unknown hook.*tractor_sampler_register_backend",
+    ):
+        load(
+            FakeEntryPoint('ok', backend_module('ok_mod', 'ok')),
+            FakeEntryPoint('typo', mod, dist='typo-dist', version='2.0'),
+        )
 
 
 def test_duplicate_backend_name_names_both_distributions():
     a = FakeEntryPoint('a', backend_module('a_mod', 'feed'), dist='dist-a', version='1')
     b = FakeEntryPoint('b', backend_module('b_mod', 'feed'), dist='dist-b', version='2')
-    with pytest.raises(PluginError, match=r"'feed' is registered twice: by dist-a 1 and by dist-b 2"):
+    with pytest.raises(
+        PluginError, match=r"'feed' is registered twice: by dist-a 1 and by dist-b 2"
+    ):
         load(a, b)
 
 
 def test_plugin_cannot_take_a_builtin_name():
-    with pytest.raises(PluginError, match=r"'sim' is registered twice: by builtin and by dist-x 1"):
-        load(FakeEntryPoint('x', backend_module('x_mod', 'sim'), dist='dist-x', version='1'))
+    with pytest.raises(
+        PluginError, match=r"'sim' is registered twice: by builtin and by dist-x 1"
+    ):
+        load(
+            FakeEntryPoint(
+                'x', backend_module('x_mod', 'sim'), dist='dist-x', version='1'
+            )
+        )
 
 
 def test_duplicate_plugin_name_names_both_distributions():
-    a = FakeEntryPoint('same', backend_module('a_mod', 'fa'), dist='dist-a', version='1')
-    b = FakeEntryPoint('same', backend_module('b_mod', 'fb'), dist='dist-b', version='2')
-    with pytest.raises(PluginError, match=r"dist-b 2: plugin name 'same' is already taken by dist-a 1"):
+    a = FakeEntryPoint(
+        'same', backend_module('a_mod', 'fa'), dist='dist-a', version='1'
+    )
+    b = FakeEntryPoint(
+        'same', backend_module('b_mod', 'fb'), dist='dist-b', version='2'
+    )
+    with pytest.raises(
+        PluginError, match=r"dist-b 2: plugin name 'same' is already taken by dist-a 1"
+    ):
         load(a, b)
 
 
@@ -176,7 +230,10 @@ def test_bad_register_call_and_raising_hook_name_the_distribution():
         register('nope', stream_quotes='not callable')
 
     bad.tractor_sampler_register_backends = tractor_sampler_register_backends  # type: ignore[attr-defined]
-    with pytest.raises(PluginError, match=r"dist-bad 3: plugin 'bad': backend 'nope': stream_quotes is not callable"):
+    with pytest.raises(
+        PluginError,
+        match=r"dist-bad 3: plugin 'bad': backend 'nope': stream_quotes is not callable",
+    ):
         load(FakeEntryPoint('bad', bad, dist='dist-bad', version='3'))
 
     boom = types.ModuleType('boom')
@@ -186,7 +243,9 @@ def test_bad_register_call_and_raising_hook_name_the_distribution():
         raise RuntimeError('kaboom')
 
     boom.tractor_sampler_register_backends = tractor_sampler_register_backends  # type: ignore[attr-defined]
-    with pytest.raises(PluginError, match=r"dist-boom 3: plugin 'boom': .*RuntimeError: kaboom"):
+    with pytest.raises(
+        PluginError, match=r"dist-boom 3: plugin 'boom': .*RuntimeError: kaboom"
+    ):
         load(FakeEntryPoint('boom', boom, dist='dist-boom', version='3'))
 
 
@@ -258,4 +317,6 @@ def test_docs_have_a_heading_per_hook():
     hooks = _hooks()
     assert hooks == ['tractor_sampler_register_backends']
     missing = set(hooks) - headings
-    assert not missing, f'docs/hooks.md lacks a "## <hook>" heading for {sorted(missing)}'
+    assert not missing, (
+        f'docs/hooks.md lacks a "## <hook>" heading for {sorted(missing)}'
+    )

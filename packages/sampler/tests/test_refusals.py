@@ -1,8 +1,9 @@
-'''No hangs for what is not a registry: when the registry port belongs to
+"""No hangs for what is not a registry: when the registry port belongs to
 an HTTP server, a silent listener or a frozen (SIGSTOPped) daemon, every
 client ends within a bounded wait with one line naming the address and
 what answered there (a5 alone hung for ever; ``samplerd run`` called an
-HTTP server "a registry").'''
+HTTP server "a registry")."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,9 @@ from tractor_sampler import open_market_feed
 from tractor_services import RegistryUnreachable, compat
 from tractor_services.testing import wait_gone
 
-NOT_A_REGISTRY = 'samplerd: error: 127.0.0.1:{port} answered but is not a tractor registry ('
+NOT_A_REGISTRY = (
+    'samplerd: error: 127.0.0.1:{port} answered but is not a tractor registry ('
+)
 NO_ANSWER = 'samplerd: error: no answer from 127.0.0.1:{port} within {s:g} s'
 
 
@@ -37,9 +40,11 @@ async def _silent(stream: trio.SocketStream) -> None:
 
 @acm
 async def serving(handler) -> AsyncIterator[int]:
-    '''A TCP server of this test on a free port; yields the port.'''
+    """A TCP server of this test on a free port; yields the port."""
     async with trio.open_nursery() as tn:
-        [listener] = await tn.start(partial(trio.serve_tcp, handler, 0, host='127.0.0.1'))
+        [listener] = await tn.start(
+            partial(trio.serve_tcp, handler, 0, host='127.0.0.1')
+        )
         yield listener.socket.getsockname()[1]
         tn.cancel_scope.cancel()
 
@@ -87,10 +92,13 @@ async def test_a_frozen_daemon_is_no_answer_within_the_deadline():
     assert err.startswith(NO_ANSWER.format(port=port, s=compat.REGISTRY_TIMEOUT_S)), err
 
 
-@pytest.mark.parametrize('handler, message', [
-    (_http, '127.0.0.1:{port} answered but is not a tractor registry'),
-    (_silent, 'no answer from 127.0.0.1:{port} within'),
-])
+@pytest.mark.parametrize(
+    'handler, message',
+    [
+        (_http, '127.0.0.1:{port} answered but is not a tractor registry'),
+        (_silent, 'no answer from 127.0.0.1:{port} within'),
+    ],
+)
 async def test_open_feed_raises_what_answered_instead_of_hanging(handler, message):
     async with serving(handler) as port:
         with trio.fail_after(60):

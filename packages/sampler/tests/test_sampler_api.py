@@ -1,5 +1,6 @@
-'''The package's public names, pinned: adding or removing one is a
-decision (update this list, the docs and the changelog together).'''
+"""The package's public names, pinned: adding or removing one is a
+decision (update this list, the docs and the changelog together)."""
+
 from __future__ import annotations
 
 import types
@@ -9,7 +10,8 @@ import pytest
 
 import tractor_sampler
 
-PUBLIC = sorted('''
+PUBLIC = sorted(
+    """
     AlreadyRunning Backend BackendInfo BackendRegistry Backfill BarCounters BufferInfo
     DEFAULT_BACKEND DEFAULT_DTYPE FeedDaemon FeedInfo FeedStatus Info MAX_PERIOD_S
     MIN_PERIOD_S MarketFeed NO_INDEX NoFeedDaemon NoSampler NotRunning OHLCWriter PROJECT
@@ -19,11 +21,19 @@ PUBLIC = sorted('''
     get_backends get_feed_daemon get_sampler hookimpl introspect load_backends
     maybe_open_feedd maybe_open_samplerd open_market_feed open_sample_stream open_sampler
     open_shm_array prepend_history registered_plugin sample_and_broadcast spawn_samplerd
-'''.split())
+""".split()
+)
 
 NAMESPACES = {'endpoints', 'hookspecs', 'shm'}
 
-ENDPOINTS = ['attach_feed', 'feed_info', 'feedd', 'register_with_sampler', 'sampler_info', 'samplerd']
+ENDPOINTS = [
+    'attach_feed',
+    'feed_info',
+    'feedd',
+    'register_with_sampler',
+    'sampler_info',
+    'samplerd',
+]
 
 
 def _advertised(mod: types.ModuleType) -> tuple[list[str], set[str]]:
@@ -56,19 +66,27 @@ def test_the_specs_names_are_importable_but_not_advertised():
     assert 'register_with_sampler' not in dir(tractor_sampler)
 
 
-@pytest.mark.parametrize('old, new', [
-    ('open_feed', 'open_market_feed'),
-    ('Feed', 'MarketFeed'),
-])
+@pytest.mark.parametrize(
+    'old, new',
+    [
+        ('open_feed', 'open_market_feed'),
+        ('Feed', 'MarketFeed'),
+    ],
+)
 def test_the_old_feed_names_are_deprecated_aliases(old, new):
-    with pytest.warns(DeprecationWarning, match=f'tractor_sampler.{old} is deprecated: use tractor_sampler.{new}'):
+    with pytest.warns(
+        DeprecationWarning,
+        match=f'tractor_sampler.{old} is deprecated: use tractor_sampler.{new}',
+    ):
         obj = getattr(tractor_sampler, old)
     assert obj is getattr(tractor_sampler, new)
     assert old not in dir(tractor_sampler)
 
 
 def test_moved_endpoints_still_import_from_the_top_with_a_warning():
-    with pytest.warns(DeprecationWarning, match='use tractor_sampler.endpoints.sampler_info'):
+    with pytest.warns(
+        DeprecationWarning, match='use tractor_sampler.endpoints.sampler_info'
+    ):
         from tractor_sampler import sampler_info
     assert sampler_info is tractor_sampler.endpoints.sampler_info
 
@@ -86,19 +104,27 @@ def test_an_unknown_name_is_an_attribute_error():
 
 def test_every_error_is_a_sampler_error_and_keeps_its_builtin_base():
     T = tractor_sampler
-    assert issubclass(T.NoSampler, T.NotRunning) and issubclass(T.NoFeedDaemon, T.NotRunning)
+    assert issubclass(T.NoSampler, T.NotRunning) and issubclass(
+        T.NoFeedDaemon, T.NotRunning
+    )
     for err, builtin in [
-        (T.NotRunning, RuntimeError), (T.AlreadyRunning, RuntimeError),
-        (T.SamplerRefused, RuntimeError), (T.PluginError, Exception),
+        (T.NotRunning, RuntimeError),
+        (T.AlreadyRunning, RuntimeError),
+        (T.SamplerRefused, RuntimeError),
+        (T.PluginError, Exception),
         (T.UnknownBackend, KeyError),
     ]:
         assert issubclass(err, T.SamplerError) and issubclass(err, builtin), err
 
 
 def test_missing_singletons_raise_named_errors():
-    with pytest.raises(tractor_sampler.NoSampler, match='no Sampler runs in this actor'):
+    with pytest.raises(
+        tractor_sampler.NoSampler, match='no Sampler runs in this actor'
+    ):
         tractor_sampler.get_sampler()
-    with pytest.raises(tractor_sampler.NoFeedDaemon, match='no feed daemon runs in this actor'):
+    with pytest.raises(
+        tractor_sampler.NoFeedDaemon, match='no feed daemon runs in this actor'
+    ):
         tractor_sampler.get_feed_daemon()
 
 
@@ -117,6 +143,7 @@ def test_one_config_filter_serves_the_feed_daemon_and_the_conformance_kit():
 
     def history(symbol, period_s, end, count, *, seed=0): ...
     def loose(symbol, **kw): ...
+
     cfg = {'seed': 1, 'tick_rate': 5}
     assert _plugins.config_for(history, cfg) == {'seed': 1}
     assert _plugins.config_for(loose, cfg) == cfg
@@ -130,4 +157,6 @@ def test_feed_status_state_is_validated_on_receipt():
     ok = msgspec.convert({'type': 'status', 'topic': 'A', 'state': 'up'}, FeedStatus)
     assert ok.state == 'up'
     with pytest.raises(msgspec.ValidationError):
-        msgspec.convert({'type': 'status', 'topic': 'A', 'state': 'sideways'}, FeedStatus)
+        msgspec.convert(
+            {'type': 'status', 'topic': 'A', 'state': 'sideways'}, FeedStatus
+        )

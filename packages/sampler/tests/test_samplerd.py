@@ -1,4 +1,5 @@
-'''samplerd across real actors.'''
+"""samplerd across real actors."""
+
 import os
 import signal
 from functools import partial
@@ -40,7 +41,13 @@ async def test_five_actors_register_at_once_one_samplerd_one_incrementer(other_a
     async with open_service_root(other_addr) as mngr:
         async with trio.open_nursery() as tn:
             for i in range(5):
-                tn.start_soon(partial(mngr.start_service, f'reg{i}', partial(se.register_buffer, period_s=P)))
+                tn.start_soon(
+                    partial(
+                        mngr.start_service,
+                        f'reg{i}',
+                        partial(se.register_buffer, period_s=P),
+                    )
+                )
         assert len(actor_pids('samplerd')) == 1
         assert [s.name for s in await mngr.list_services()].count('samplerd') == 1
         i = await wait_info(lambda i: i['buffers'].get(P) == 5)
@@ -61,7 +68,9 @@ async def test_steps_append_rows_on_boundaries_and_stream_them(other_addr):
             assert all(isinstance(s, Step) and s.period_s == P for s in steps)
             times = [s.time for s in steps]
             assert all(round(t * 10) == t * 10 for t in times)  # on 0.1 s boundaries
-            assert [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)] == [P] * 4
+            assert [
+                round(b - a, 6) for a, b in zip(times, times[1:], strict=False)
+            ] == [P] * 4
             rows = shm.array
             assert list(rows['index'][:6]) == list(range(7, 13))
             assert set(rows['close']) == {12.5} and set(rows['open'][1:]) == {12.5}
@@ -100,7 +109,10 @@ async def test_backfill_event_reaches_every_subscriber(other_addr):
                 async with open_sample_stream(P) as ss:
                     reached = await ss.backfilled('btc', P, 10, 20)
         assert reached == 4  # the three listeners and the sender itself
-        assert got == [Backfill(topic='btc', timeframe=P, start_index=10, end_index=20)] * 3
+        assert (
+            got
+            == [Backfill(topic='btc', timeframe=P, start_index=10, end_index=20)] * 3
+        )
 
 
 async def test_subscribers_join_and_leave_during_broadcasts(other_addr):
@@ -108,9 +120,11 @@ async def test_subscribers_join_and_leave_during_broadcasts(other_addr):
         async with open_sample_stream(P) as steady:
             seen = []
             async with trio.open_nursery() as tn:
+
                 async def record():
                     async for msg in steady:
                         seen.append(msg.time)
+
                 tn.start_soon(record)
                 with trio.fail_after(60):
                     for _ in range(20):
@@ -124,22 +138,36 @@ async def test_subscribers_join_and_leave_during_broadcasts(other_addr):
 
 async def test_sigkilled_subscriber_and_its_buffer_are_removed(other_addr):
     async with open_service_root(other_addr) as mngr:
-        pid = await mngr.start_service('victim', partial(se.register_buffer, period_s=P))
+        pid = await mngr.start_service(
+            'victim', partial(se.register_buffer, period_s=P)
+        )
         await mngr.start_service('other', partial(se.listen_steps, period_s=P))
-        await wait_info(lambda i: i['buffers'].get(P) == 1 and i['subscribers'].get(f'period:{P:g}') == 2)
+        await wait_info(
+            lambda i: (
+                i['buffers'].get(P) == 1 and i['subscribers'].get(f'period:{P:g}') == 2
+            )
+        )
         os.kill(pid, signal.SIGKILL)
         # its subscription is dropped and its buffer unregistered (two steps
         # that may finish in either order)
         i = await wait_info(
-            lambda i: i['subscribers'].get(f'period:{P:g}') == 1 and not i['buffers'].get(P)
+            lambda i: (
+                i['subscribers'].get(f'period:{P:g}') == 1 and not i['buffers'].get(P)
+            )
         )
         steps = i['steps'][P]
         await wait_info(lambda i: i['steps'][P] > steps + 3)  # still stepping
 
 
-@pytest.mark.parametrize('period, match', [
-    (0, 'positive'), (float('nan'), 'positive'), (0.25, 'multiple of 0.1'), (-1, 'positive'),
-])
+@pytest.mark.parametrize(
+    'period, match',
+    [
+        (0, 'positive'),
+        (float('nan'), 'positive'),
+        (0.25, 'multiple of 0.1'),
+        (-1, 'positive'),
+    ],
+)
 async def test_bad_periods_are_refused(other_addr, period, match):
     async with open_service_root(other_addr):
         with pytest.raises(ValueError, match=match):
@@ -147,7 +175,9 @@ async def test_bad_periods_are_refused(other_addr, period, match):
                 pass
         async with maybe_open_samplerd() as portal:
             with pytest.raises(compat.RemoteActorError, match=match):
-                async with compat.open_context(portal, register_with_sampler, period_s=period):
+                async with compat.open_context(
+                    portal, register_with_sampler, period_s=period
+                ):
                     pass
         async with open_sample_stream(P) as ss:  # samplerd keeps serving
             await ss.receive()
@@ -164,8 +194,16 @@ async def test_another_program_reads_steps_from_the_trees_samplerd(other_addr):
             pid = mngr.info('samplerd').pid
             with trio.fail_after(60):
                 proc = await trio.run_process(
-                    [sys.executable, str(Path(__file__).parent / 'programs' / 'sample_client.py'), host, str(port), '5'],
-                    capture_stdout=True, capture_stderr=True, check=False,
+                    [
+                        sys.executable,
+                        str(Path(__file__).parent / 'programs' / 'sample_client.py'),
+                        host,
+                        str(port),
+                        '5',
+                    ],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
                 )
             assert proc.returncode == 0, proc.stderr.decode()[-2000:]
             steps = json.loads(proc.stdout.decode().splitlines()[-1])['steps']
@@ -181,23 +219,37 @@ async def test_bad_tokens_and_requests_get_clear_errors(other_addr):
                 token = shm.token.to_msg()
             # the segment is gone now
             with pytest.raises(compat.RemoteActorError, match='no shm segment'):
-                async with compat.open_context(portal, register_with_sampler, shms_by_period={'0.1': token}):
+                async with compat.open_context(
+                    portal, register_with_sampler, shms_by_period={'0.1': token}
+                ):
                     pass
             with open_shm_array(8) as shm:
                 wrong = shm.token.to_msg()
                 wrong['dtype_descr'] = [['index', '<i8'], ['time', '<f8']]
                 with pytest.raises(compat.RemoteActorError, match='dtype|match'):
-                    async with compat.open_context(portal, register_with_sampler, shms_by_period={'0.1': wrong}):
+                    async with compat.open_context(
+                        portal, register_with_sampler, shms_by_period={'0.1': wrong}
+                    ):
                         pass
-            with pytest.raises(compat.RemoteActorError, match='shms_by_period must map'):
-                async with compat.open_context(portal, register_with_sampler, shms_by_period=[1, 2]):
+            with pytest.raises(
+                compat.RemoteActorError, match='shms_by_period must map'
+            ):
+                async with compat.open_context(
+                    portal, register_with_sampler, shms_by_period=[1, 2]
+                ):
                     pass
             with pytest.raises(compat.RemoteActorError, match='token'):
-                async with compat.open_context(portal, register_with_sampler, shms_by_period={'0.1': {'shm_name': 3}}):
+                async with compat.open_context(
+                    portal,
+                    register_with_sampler,
+                    shms_by_period={'0.1': {'shm_name': 3}},
+                ):
                     pass
         async with open_sample_stream(P) as ss:
             slot = ss._pending[5] = {'done': trio.Event()}
-            await ss.stream.send({'type': 'broadcast', 'msg': {'type': 'nonsense'}, 'id': 5})
+            await ss.stream.send(
+                {'type': 'broadcast', 'msg': {'type': 'nonsense'}, 'id': 5}
+            )
             with trio.fail_after(10):
                 await slot['done'].wait()
             assert 'malformed sampler request' in slot['reply'].error

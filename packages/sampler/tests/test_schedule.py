@@ -1,5 +1,6 @@
-'''The step schedule under trio's mock clock: aligned, drift-free, late
-steps by the documented rule.'''
+"""The step schedule under trio's mock clock: aligned, drift-free, late
+steps by the documented rule."""
+
 import math
 
 import pytest
@@ -70,9 +71,13 @@ async def test_stalled_loop_catches_up_missed_steps_in_order(autojump_clock):
 
     await run_for(sched, 10.9, on_step)
     times = [t for t, _ in got]
-    assert times == [times[0] + i for i in range(len(times))]  # contiguous, nothing doubled
+    assert times == [
+        times[0] + i for i in range(len(times))
+    ]  # contiguous, nothing doubled
     stalled_until = got[4][1] + 3.5
-    caught = [(t, at) for t, at in got if t < stalled_until and at >= stalled_until - 1e-9]
+    caught = [
+        (t, at) for t, at in got if t < stalled_until and at >= stalled_until - 1e-9
+    ]
     # three steps are taken at once: the late one and two caught up
     assert len(caught) == 3 and sched.stats.caught_up == 2 and sched.stats.late == 3
     assert all(at == pytest.approx(stalled_until) for _, at in caught)  # taken at once
@@ -118,11 +123,19 @@ async def test_periods_added_while_running_align_to_their_boundary(autojump_cloc
     assert len(twos) == 2 and all(t % 2 == 0 for t in twos)
 
 
-@pytest.mark.parametrize('bad, match', [
-    (0, 'positive'), (-1, 'positive'), (float('nan'), 'positive'),
-    (0.05, 'out of range'), (MAX_PERIOD_S * 2, 'out of range'),
-    (0.25, 'multiple of 0.1'), ('1', 'not a number'), (True, 'not a number'),
-])
+@pytest.mark.parametrize(
+    'bad, match',
+    [
+        (0, 'positive'),
+        (-1, 'positive'),
+        (float('nan'), 'positive'),
+        (0.05, 'out of range'),
+        (MAX_PERIOD_S * 2, 'out of range'),
+        (0.25, 'multiple of 0.1'),
+        ('1', 'not a number'),
+        (True, 'not a number'),
+    ],
+)
 def test_bad_periods_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         check_period(bad)
@@ -136,9 +149,9 @@ def test_good_periods():
 
 
 def test_spin_wakes_early_and_never_steps_before_the_boundary():
-    '''With spin_s the loop wakes before the deadline and yields until it
+    """With spin_s the loop wakes before the deadline and yields until it
     has passed.  (A spinning task is never idle, so this runs on a mock
-    clock that also advances with real time, 1000x.)'''
+    clock that also advances with real time, 1000x.)"""
     got = []
 
     async def main():
@@ -162,7 +175,9 @@ def test_spin_must_be_small():
         Schedule(spin_s=0.5)
 
 
-async def test_a_buffer_registered_after_a_boundary_is_aligned_to_the_open_bar(autojump_clock):
+async def test_a_buffer_registered_after_a_boundary_is_aligned_to_the_open_bar(
+    autojump_clock,
+):
     import numpy as np
 
     from tractor_sampler import open_shm_array
@@ -226,10 +241,12 @@ async def test_a_full_buffer_is_set_aside_and_the_others_keep_stepping(autojump_
         assert sampler.periods == []
 
 
-async def test_a_forward_clock_jump_is_counted_and_caught_up_by_the_stall_rule(autojump_clock):
-    '''Issue #10.6: the wall clock steps 4.5 s ahead (NTP, or a suspend
+async def test_a_forward_clock_jump_is_counted_and_caught_up_by_the_stall_rule(
+    autojump_clock,
+):
+    """Issue #10.6: the wall clock steps 4.5 s ahead (NTP, or a suspend
     trio's clock did not count): the boundaries passed are caught up, each
-    with its own time, within a clock check; the jump is counted.'''
+    with its own time, within a clock check; the jump is counted."""
     offset = [W0]
     sched = Schedule(wall=lambda: trio.current_time() + offset[0])
     sched.add(1.0)
@@ -246,7 +263,10 @@ async def test_a_forward_clock_jump_is_counted_and_caught_up_by_the_stall_rule(a
         tn.cancel_scope.cancel()
     times = [t for t, _ in got]
     assert times == [times[0] + i for i in range(len(times))]  # one per boundary
-    assert sched.stats.clock_jumps == 1 and sched.stats.max_clock_jump_s == pytest.approx(4.5)
+    assert (
+        sched.stats.clock_jumps == 1
+        and sched.stats.max_clock_jump_s == pytest.approx(4.5)
+    )
     assert sched.stats.caught_up >= 3
     # no step is taken before its boundary on the (new) wall clock
     assert all(at >= t - 1e-6 for t, at in got)
@@ -271,7 +291,10 @@ async def test_a_backward_clock_jump_waits_for_the_next_boundary(autojump_clock)
     # never a step twice or back in time; each on its boundary of the new clock
     assert times == [times[0] + i for i in range(len(times))]
     assert all(at >= t - 1e-6 for t, at in got)
-    assert sched.stats.clock_jumps == 1 and sched.stats.max_clock_jump_s == pytest.approx(-2.5)
+    assert (
+        sched.stats.clock_jumps == 1
+        and sched.stats.max_clock_jump_s == pytest.approx(-2.5)
+    )
 
 
 async def test_slewing_is_absorbed_not_counted(autojump_clock):
@@ -287,10 +310,12 @@ async def test_slewing_is_absorbed_not_counted(autojump_clock):
     assert got == [got[0] + i for i in range(len(got))]
 
 
-async def test_after_a_stall_longer_than_the_catch_up_rows_jump_to_the_boundary_and_mark_it(autojump_clock):
-    '''Issue #10.2: a 2,000 s stall of a 1 s buffer: rows catch up the
+async def test_after_a_stall_longer_than_the_catch_up_rows_jump_to_the_boundary_and_mark_it(
+    autojump_clock,
+):
+    """Issue #10.2: a 2,000 s stall of a 1 s buffer: rows catch up the
     newest MAX_CATCHUP boundaries, end on the current one, and the jump
-    is marked (Step.gap) and counted.'''
+    is marked (Step.gap) and counted."""
     import numpy as np
 
     from tractor_sampler import open_shm_array
@@ -332,6 +357,8 @@ async def test_after_a_stall_longer_than_the_catch_up_rows_jump_to_the_boundary_
         jumps = np.flatnonzero(np.diff(times) > 1)
         assert len(jumps) == 1
         gap = int(times[jumps[0] + 1] - times[jumps[0]]) - 1
-        assert sampler.info()['gaps'] == {1.0: 1} and sampler.info()['gap_bars'] == {1.0: gap}
+        assert sampler.info()['gaps'] == {1.0: 1} and sampler.info()['gap_bars'] == {
+            1.0: gap
+        }
         assert [g for _, g in steps if g] == [gap]
         sampler.remove_buffer((1.0, shm.token.shm_name, 0))

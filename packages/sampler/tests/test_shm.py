@@ -1,5 +1,6 @@
-'''tractor_sampler.shm: buffers, tokens, attaching across processes,
-ownership of segments, vectorised stepping.'''
+"""tractor_sampler.shm: buffers, tokens, attaching across processes,
+ownership of segments, vectorised stepping."""
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def rows(n: int, start: int = 0, dtype: np.dtype = DEFAULT_DTYPE) -> np.ndarray:
 
 
 def ipc(token: ShmToken) -> dict:
-    '''The token as another actor receives it (msgpack: a dict of lists).'''
+    """The token as another actor receives it (msgpack: a dict of lists)."""
     return msgspec.msgpack.decode(msgspec.msgpack.encode(token))
 
 
@@ -55,6 +56,7 @@ def in_dev_shm(name: str) -> bool:
 
 
 # -- one buffer ----------------------------------------------------------------
+
 
 def test_create_push_prepend_window(shm_key):
     with open_shm_array(10, key=shm_key) as shm:
@@ -119,7 +121,9 @@ def test_overrun_both_ends(shm_key):
 
 
 def test_extra_fields_dtype(shm_key):
-    dt = np.dtype(DEFAULT_DTYPE.descr + [('bar_wap', 'f8'), ('count', 'i4'), ('vec', 'f4', (3,))])
+    dt = np.dtype(
+        DEFAULT_DTYPE.descr + [('bar_wap', 'f8'), ('count', 'i4'), ('vec', 'f4', (3,))]
+    )
     with open_shm_array(6, key=shm_key, dtype=dt) as shm:
         assert shm.dtype == dt
         r = np.zeros(2, dtype=dt)
@@ -144,6 +148,7 @@ def test_extra_fields_dtype(shm_key):
 
 # -- tokens --------------------------------------------------------------------
 
+
 def test_token_ipc_roundtrip(shm_key):
     with open_shm_array(4, key=shm_key) as shm:
         msg = ipc(shm.token)
@@ -156,28 +161,66 @@ def test_token_ipc_roundtrip(shm_key):
         assert ShmToken.from_msg(json.loads(json.dumps(tok.to_msg()))) == tok
 
 
-@pytest.mark.parametrize('bad', [
-    {},
-    'tsamp_x',
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4},  # no dtype
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 0, 'dtype_descr': [['f', '<f8']]},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': []},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [['f']]},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [['f', '<zz']]},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [[1, '<f8']]},
-    {'shm_name': '', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [['f', '<f8']]},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [['f', '<f8']],
-     'members': 2, 'member': 2},
-    {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': '4', 'dtype_descr': [['f', '<f8']]},
-])
+@pytest.mark.parametrize(
+    'bad',
+    [
+        {},
+        'tsamp_x',
+        {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4},  # no dtype
+        {
+            'shm_name': 'a',
+            'shm_ctl_name': 'a_ctl',
+            'size': 0,
+            'dtype_descr': [['f', '<f8']],
+        },
+        {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': []},
+        {'shm_name': 'a', 'shm_ctl_name': 'a_ctl', 'size': 4, 'dtype_descr': [['f']]},
+        {
+            'shm_name': 'a',
+            'shm_ctl_name': 'a_ctl',
+            'size': 4,
+            'dtype_descr': [['f', '<zz']],
+        },
+        {
+            'shm_name': 'a',
+            'shm_ctl_name': 'a_ctl',
+            'size': 4,
+            'dtype_descr': [[1, '<f8']],
+        },
+        {
+            'shm_name': '',
+            'shm_ctl_name': 'a_ctl',
+            'size': 4,
+            'dtype_descr': [['f', '<f8']],
+        },
+        {
+            'shm_name': 'a',
+            'shm_ctl_name': 'a_ctl',
+            'size': 4,
+            'dtype_descr': [['f', '<f8']],
+            'members': 2,
+            'member': 2,
+        },
+        {
+            'shm_name': 'a',
+            'shm_ctl_name': 'a_ctl',
+            'size': '4',
+            'dtype_descr': [['f', '<f8']],
+        },
+    ],
+)
 def test_malformed_token(bad):
     with pytest.raises(ValueError, match='malformed shm token'):
         ShmToken.from_msg(bad)
 
 
 def test_attach_missing_segment(shm_key):
-    tok = ShmToken(shm_name=shm_key, shm_ctl_name=shm_key + '_ctl',
-                   dtype_descr=DEFAULT_DTYPE.descr, size=4)
+    tok = ShmToken(
+        shm_name=shm_key,
+        shm_ctl_name=shm_key + '_ctl',
+        dtype_descr=DEFAULT_DTYPE.descr,
+        size=4,
+    )
     with pytest.raises(FileNotFoundError, match=shm_key):
         attach_shm_array(tok)
     # and after its creator destroyed it
@@ -209,6 +252,7 @@ def test_attach_mismatched_token(shm_key):
 
 # -- read-only, ownership --------------------------------------------------------
 
+
 def test_readonly_attach_same_process(shm_key):
     with open_shm_array(8, key=shm_key) as shm:
         shm.push(rows(2))
@@ -237,10 +281,10 @@ def test_readonly_attach_same_process(shm_key):
 
 
 def test_rows_and_window_are_the_shared_memory_itself(shm_key):
-    '''The writer's fast accessors: ``rows`` is every row of the storage
+    """The writer's fast accessors: ``rows`` is every row of the storage
     and ``window`` the live (first, last) pair, both views into shared
     memory (another attachment sees writes through them at once),
-    read-only for read-only attachments, refused once closed.'''
+    read-only for read-only attachments, refused once closed."""
     with open_shm_array(8, key=shm_key, start=2) as shm:
         shm.push(rows(3))
         assert shm.rows.shape == (8,) and shm.window.tolist() == [2, 5]
@@ -270,8 +314,9 @@ def test_close_with_views_outstanding(shm_key):
 
 # -- across processes ------------------------------------------------------------
 
+
 class Child:
-    '''shm_child.py over trio pipes: one command line in, one JSON line out.'''
+    """shm_child.py over trio pipes: one command line in, one JSON line out."""
 
     def __init__(self, proc: trio.Process) -> None:
         self.proc = proc
@@ -301,7 +346,8 @@ class Child:
 async def spawn_child(*args: str) -> Child:
     proc = await trio.lowlevel.open_process(
         [sys.executable, CHILD, *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     child = Child(proc)
     with trio.fail_after(30):
@@ -317,8 +363,12 @@ async def test_child_attaches_readonly_and_sees_writes(shm_key):
         try:
             with trio.fail_after(10):
                 seen = await child.ask('read')
-                assert seen == {'first': 16, 'last': 18, 'close': [100.0, 101.0],
-                                'writeable': False}
+                assert seen == {
+                    'first': 16,
+                    'last': 18,
+                    'close': [100.0, 101.0],
+                    'writeable': False,
+                }
                 # writes after the child attached: appended, prepended, in place
                 shm.push(rows(2, start=2))
                 shm.push(rows(1, start=-1), prepend=True)
@@ -328,7 +378,9 @@ async def test_child_attaches_readonly_and_sees_writes(shm_key):
                 assert seen['close'] == [99.0, 100.0, 101.0, 102.0, 55.0]
 
                 assert await child.ask('write') == {
-                    'push': 'PermissionError', 'assign': 'ValueError', 'flag': 'ValueError',
+                    'push': 'PermissionError',
+                    'assign': 'ValueError',
+                    'flag': 'ValueError',
                 }
                 tracker = (await child.ask('tracker'))['pid']
                 await child.ask('exit')
@@ -352,8 +404,12 @@ async def test_creator_exit_unlinks(shm_key):
     child = await spawn_child('create', shm_key)
     try:
         with trio.fail_after(10):
-            tok = ShmToken(shm_name=shm_key, shm_ctl_name=shm_key + '_ctl',
-                           dtype_descr=DEFAULT_DTYPE.descr, size=16)
+            tok = ShmToken(
+                shm_name=shm_key,
+                shm_ctl_name=shm_key + '_ctl',
+                dtype_descr=DEFAULT_DTYPE.descr,
+                size=16,
+            )
             shm = attach_shm_array(tok)
             assert shm.array['close'].tolist() == [1.0, 2.0, 3.0]
             assert in_dev_shm(shm_key)
@@ -376,7 +432,9 @@ def test_killed_creator_is_cleaned_by_resource_tracker(shm_key):
     stayed registered with unlinks the segments."""
     proc = subprocess.Popen(
         [sys.executable, CHILD, 'create', shm_key],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -392,6 +450,7 @@ def test_killed_creator_is_cleaned_by_resource_tracker(shm_key):
 
 
 # -- groups and stepping -----------------------------------------------------------
+
 
 def reference_step(before: list[np.ndarray], period: float) -> list[np.ndarray]:
     out = []
@@ -441,8 +500,10 @@ def test_group_step_matches_reference(shm_key):
 
 
 def test_step_many_mixed_and_overrun(shm_key):
-    with open_shm_group(4, 6, key=shm_key, start=3) as group, \
-         open_shm_array(6, start=3) as alone:
+    with (
+        open_shm_group(4, 6, key=shm_key, start=3) as group,
+        open_shm_array(6, start=3) as alone,
+    ):
         for m in [*group, alone]:
             m.push(rows(1))
         # a subset of the group plus a standalone buffer
@@ -498,7 +559,7 @@ def test_step_thousand_buffers_is_vectorised(shm_key):
 
 
 async def test_step_from_trio_task(shm_key):
-    '''The sampler steps from a trio task: a few periods, readers see them.'''
+    """The sampler steps from a trio task: a few periods, readers see them."""
     with open_shm_group(10, 16, key=shm_key) as group:
         for m in group:
             m.push(rows(1))
@@ -526,9 +587,9 @@ def test_closed_buffer_raises(shm_key):
 
 
 def test_a_step_writes_the_boundary_time_and_marks_a_jump(shm_key):
-    '''Rows get the step's own (boundary) time, not previous + period;
+    """Rows get the step's own (boundary) time, not previous + period;
     a buffer more than a period behind jumps, and the jump is counted;
-    one already at the step's time waits.'''
+    one already at the step's time waits."""
     with open_shm_group(3, 16, key=shm_key) as group:
         for m, t in zip(group, (100.0, 97.0, 101.0), strict=True):
             r = rows(1)
@@ -536,8 +597,17 @@ def test_a_step_writes_the_boundary_time_and_marks_a_jump(shm_key):
             m.push(r)
         plan = StepPlan(list(group))
         assert plan.step(1.0, 101.0) == 2  # the third is already there
-        assert plan.waited == 1 and plan.jumps == 1 and plan.gap_bars == 3 and plan.last_gap == 3
-        assert [m.array['time'].tolist() for m in group] == [[100.0, 101.0], [97.0, 101.0], [101.0]]
+        assert (
+            plan.waited == 1
+            and plan.jumps == 1
+            and plan.gap_bars == 3
+            and plan.last_gap == 3
+        )
+        assert [m.array['time'].tolist() for m in group] == [
+            [100.0, 101.0],
+            [97.0, 101.0],
+            [101.0],
+        ]
         assert plan.step(1.0, 102.0) == 3 and plan.last_gap == 0
         # without a step time: each buffer's next boundary, never drifting
         assert plan.step(0.1) == 3

@@ -1,5 +1,6 @@
-'''The simulated backend: deterministic, paced, well-formed quotes and
-history.'''
+"""The simulated backend: deterministic, paced, well-formed quotes and
+history."""
+
 from __future__ import annotations
 
 import math
@@ -34,12 +35,14 @@ async def test_same_seed_same_quotes(autojump_clock):
 
 
 def untimed(batches: list[dict]) -> list[dict]:
-    '''The batches without their (run-dependent) times.'''
+    """The batches without their (run-dependent) times."""
     return [
         {
             s: {
                 **{k: v for k, v in q.items() if k not in ('time', 'ticks')},
-                'ticks': [{k: v for k, v in t.items() if k != 'time'} for t in q['ticks']],
+                'ticks': [
+                    {k: v for k, v in t.items() if k != 'time'} for t in q['ticks']
+                ],
             }
             for s, q in x.items()
         }
@@ -69,7 +72,16 @@ async def test_quote_fields_and_tick_types(autojump_clock):
     types = set()
     for b in batches:
         q = b['A']
-        assert {'last', 'bid', 'ask', 'bsize', 'asize', 'volume', 'time', 'ticks'} <= set(q)
+        assert {
+            'last',
+            'bid',
+            'ask',
+            'bsize',
+            'asize',
+            'volume',
+            'time',
+            'ticks',
+        } <= set(q)
         assert q['bid'] < q['ask']
         assert q['bsize'] > 0 and q['asize'] > 0
         for t in q['ticks']:
@@ -105,7 +117,9 @@ async def test_zero_and_full_trade_prob(autojump_clock):
     every = await take(100, ['A'], trade_prob=1.0)
     assert not any(t['type'] == 'trade' for b in none for t in b['A']['ticks'])
     assert all(any(t['type'] == 'trade' for t in b['A']['ticks']) for b in every)
-    assert every[-1]['A']['volume'] == sum(t['size'] for b in every for t in b['A']['ticks'] if t['type'] == 'trade')
+    assert every[-1]['A']['volume'] == sum(
+        t['size'] for b in every for t in b['A']['ticks'] if t['type'] == 'trade'
+    )
 
 
 async def test_slow_consumer_far_behind_restarts_schedule(autojump_clock):
@@ -138,7 +152,15 @@ def test_stream_config_is_validated_on_call(kwargs, exc):
         sim.stream_quotes(['A'], **kwargs)
 
 
-@pytest.mark.parametrize('symbols, exc', [('AAPL', TypeError), ([], ValueError), (['A', 'A'], ValueError), ([''], ValueError)])
+@pytest.mark.parametrize(
+    'symbols, exc',
+    [
+        ('AAPL', TypeError),
+        ([], ValueError),
+        (['A', 'A'], ValueError),
+        ([''], ValueError),
+    ],
+)
 def test_symbols_are_validated(symbols, exc):
     with pytest.raises(exc):
         sim.stream_quotes(symbols)
@@ -227,6 +249,11 @@ async def test_the_stream_starts_where_history_ends_and_periods_agree():
 
 async def test_symbol_info():
     info = await sim.symbol_info('A', tick_size=0.25)
-    assert info == {'symbol': 'A', 'tick_size': 0.25, 'lot_size': 1.0, 'asset_type': 'sim'}
+    assert info == {
+        'symbol': 'A',
+        'tick_size': 0.25,
+        'lot_size': 1.0,
+        'asset_type': 'sim',
+    }
     with pytest.raises(ValueError):
         await sim.symbol_info('')

@@ -1,6 +1,7 @@
-'''tractor-services' tests.  The fixtures (``reg_addr``, ``other_addr``)
+"""tractor-services' tests.  The fixtures (``reg_addr``, ``other_addr``)
 and the leak checks come from the package's pytest plugin,
-``tractor_services.testing``.'''
+``tractor_services.testing``."""
+
 from __future__ import annotations
 
 from pathlib import Path

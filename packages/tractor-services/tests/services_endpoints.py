@@ -1,4 +1,5 @@
-'''Context endpoints the tests run as services (imported by subactors).'''
+"""Context endpoints the tests run as services (imported by subactors)."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import trio
 
 @tractor.context
 async def sleeper(ctx, value=None, log_path: str | None = None, tag: str = ''):
-    '''Start, report (pid, value), then serve until cancelled; on teardown
-    append ``tag`` to ``log_path``.'''
+    """Start, report (pid, value), then serve until cancelled; on teardown
+    append ``tag`` to ``log_path``."""
     try:
         await ctx.started((os.getpid(), value))
         await trio.sleep_forever()
@@ -55,7 +56,7 @@ async def returns_soon(ctx, counter_path: str | None = None):
 
 @tractor.context
 async def dies_soon(ctx, counter_path: str | None = None):
-    '''Start, then exit the process abruptly (as a crash would).'''
+    """Start, then exit the process abruptly (as a crash would)."""
     if counter_path:
         with open(counter_path, 'a') as f:
             f.write('x')
@@ -66,7 +67,7 @@ async def dies_soon(ctx, counter_path: str | None = None):
 
 @tractor.context
 async def streamer(ctx, count: int = 2000):
-    '''Send ``count`` messages as fast as possible, then one 'end'.'''
+    """Send ``count`` messages as fast as possible, then one 'end'."""
     await ctx.started(os.getpid())
     async with ctx.open_stream(backpressure=False) as stream:
         for i in range(count):
@@ -87,7 +88,7 @@ def counter(path: str | Path) -> int:
 
 
 async def ask_root_for_services() -> str:
-    '''(in a subactor) What the root's manager says when asked over IPC.'''
+    """(in a subactor) What the root's manager says when asked over IPC."""
     from tractor_services import ServiceError, open_root_mngr
 
     async with open_root_mngr() as mngr:
@@ -100,7 +101,7 @@ async def ask_root_for_services() -> str:
 
 @tractor.context
 async def blocks_its_loop(ctx):
-    '''Start, then block the event loop (as a buggy endpoint would).'''
+    """Start, then block the event loop (as a buggy endpoint would)."""
     import time
 
     await ctx.started((os.getpid(), None))

@@ -1,4 +1,5 @@
-'''The one positive-number check (feedbus and tractor-sampler use it too).'''
+"""The one positive-number check (feedbus and tractor-sampler use it too)."""
+
 import math
 
 import pytest
@@ -11,15 +12,18 @@ def test_positive_finite_numbers_pass_as_given(value):
     assert check_positive('rate', value) is value
 
 
-@pytest.mark.parametrize('value, match', [
-    (0, r'rate=0 must be a positive number'),
-    (-1.5, r'rate=-1.5 must be a positive number'),
-    (math.nan, r'rate=nan must be a positive number'),
-    (math.inf, r'rate=inf must be a positive number, and finite'),
-    (True, r'rate=True must be a positive number, not a bool'),
-    ('1.5', r"rate='1.5' must be a positive number, not a str"),
-    (None, r'rate=None must be a positive number, not a NoneType'),
-])
+@pytest.mark.parametrize(
+    'value, match',
+    [
+        (0, r'rate=0 must be a positive number'),
+        (-1.5, r'rate=-1.5 must be a positive number'),
+        (math.nan, r'rate=nan must be a positive number'),
+        (math.inf, r'rate=inf must be a positive number, and finite'),
+        (True, r'rate=True must be a positive number, not a bool'),
+        ('1.5', r"rate='1.5' must be a positive number, not a str"),
+        (None, r'rate=None must be a positive number, not a NoneType'),
+    ],
+)
 def test_anything_else_is_refused_in_one_line_naming_it(value, match):
     with pytest.raises(ValueError, match=match) as info:
         check_positive('rate', value)
@@ -28,5 +32,7 @@ def test_anything_else_is_refused_in_one_line_naming_it(value, match):
 
 def test_none_when_allowed_and_the_unit_in_the_message():
     assert check_positive('timeout', None, allow_none=True) is None
-    with pytest.raises(ValueError, match='timeout=0 must be a positive number of seconds'):
+    with pytest.raises(
+        ValueError, match='timeout=0 must be a positive number of seconds'
+    ):
         check_positive('timeout', 0, unit='seconds', allow_none=True)

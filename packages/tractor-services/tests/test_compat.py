@@ -1,4 +1,5 @@
-'''The tractor adapter's work-arounds of a5's gaps.'''
+"""The tractor adapter's work-arounds of a5's gaps."""
+
 import pytest
 import trio
 
@@ -9,13 +10,18 @@ import services_endpoints as eps
 
 
 async def test_slow_consumer_neither_kills_context_nor_blocks_connection(reg_addr):
-    '''a5 with backpressure=False kills the context on the first overrun,
+    """a5 with backpressure=False kills the context on the first overrun,
     and with backpressure=True blocks the whole connection: the adapter's
-    stream does neither, and counts what it drops.'''
+    stream does neither, and counts what it drops."""
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        sa = await compat.start_actor(mngr.an, 'producer', enable_modules=['services_endpoints'])
+        sa = await compat.start_actor(
+            mngr.an, 'producer', enable_modules=['services_endpoints']
+        )
         try:
-            async with compat.open_context(sa.portal, eps.streamer, count=3000) as (ctx, _):
+            async with compat.open_context(sa.portal, eps.streamer, count=3000) as (
+                ctx,
+                _,
+            ):
                 async with compat.open_stream(ctx, maxlen=100) as stream:
                     got = [await stream.receive()]
                     # while we lag, the same connection still answers RPC at once
@@ -43,13 +49,18 @@ async def test_context_on_dead_peer_raises_instead_of_hanging(reg_addr):
     import signal
 
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        sa = await compat.start_actor(mngr.an, 'doomed', enable_modules=['services_endpoints'])
+        sa = await compat.start_actor(
+            mngr.an, 'doomed', enable_modules=['services_endpoints']
+        )
         try:
             with trio.fail_after(10):
                 with pytest.raises(ActorDied, match='killed by signal 9'):
                     async with trio.open_nursery() as tn:
                         tn.start_soon(compat.watch_process, sa)
-                        async with compat.open_context(sa.portal, eps.sleeper) as (ctx, (pid, _)):
+                        async with compat.open_context(sa.portal, eps.sleeper) as (
+                            ctx,
+                            (pid, _),
+                        ):
                             os.kill(pid, signal.SIGKILL)
                             await ctx.result()  # a5 alone would wait here forever
         finally:
@@ -80,7 +91,9 @@ def test_resolve_fn_path_errors():
 
 async def test_callers_own_unbound_local_error_is_not_masked(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        sa = await compat.start_actor(mngr.an, 'peer', enable_modules=['services_endpoints'])
+        sa = await compat.start_actor(
+            mngr.an, 'peer', enable_modules=['services_endpoints']
+        )
         try:
             with pytest.raises(UnboundLocalError):
                 async with compat.open_context(sa.portal, eps.sleeper):

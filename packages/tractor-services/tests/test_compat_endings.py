@@ -1,7 +1,8 @@
-'''compat.open_context tells endings apart: a cancel that the far end
+"""compat.open_context tells endings apart: a cancel that the far end
 provoked (its actor stopped) raises DaemonStopped naming it (a5 with the
 old adapter ended the block silently), while the caller's own
-cancellation propagates as itself.'''
+cancellation propagates as itself."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,14 +13,16 @@ from tractor_services import DaemonStopped, PeerGone, compat, open_service_mngr
 
 @compat.context
 async def hold(ctx) -> None:
-    '''(An endpoint.)  Started, then holds until cancelled.'''
+    """(An endpoint.)  Started, then holds until cancelled."""
     await ctx.started(None)
     await trio.sleep_forever()
 
 
 async def test_far_end_stopping_raises_daemon_stopped_naming_it(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        sa = await compat.start_actor(mngr.an, 'holder', enable_modules=['test_compat_endings'])
+        sa = await compat.start_actor(
+            mngr.an, 'holder', enable_modules=['test_compat_endings']
+        )
         try:
             with trio.fail_after(30):
                 with pytest.raises(DaemonStopped, match="actor 'holder'") as info:
@@ -40,7 +43,9 @@ async def _cancel_soon(sa, task_status=trio.TASK_STATUS_IGNORED) -> None:
 
 async def test_the_callers_own_cancellation_propagates_as_itself(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        sa = await compat.start_actor(mngr.an, 'holder2', enable_modules=['test_compat_endings'])
+        sa = await compat.start_actor(
+            mngr.an, 'holder2', enable_modules=['test_compat_endings']
+        )
         try:
             with trio.fail_after(30):
                 with trio.CancelScope() as cs:

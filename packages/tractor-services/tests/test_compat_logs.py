@@ -1,8 +1,9 @@
-'''Expected refusals print no traceback at the default log level: a5 logs
+"""Expected refusals print no traceback at the default log level: a5 logs
 "Actor crashed:" with a traceback for every endpoint that raises (the
 actor serves on), and "Root actor crashed:" around any error leaving a
 root, even one of the user's own code.  The adapter's log filter makes the
-first one line and drops the second; both stay whole at debug level.'''
+first one line and drops the second; both stay whole at debug level."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,16 +15,21 @@ from tractor_services import compat, open_service_mngr
 
 
 async def refuse(value: int) -> int:
-    '''(An endpoint.)  Refuses bad arguments.'''
+    """(An endpoint.)  Refuses bad arguments."""
     if value < 0:
         raise ValueError(f'value must be >= 0, not {value}')
     return value
 
 
-async def test_a_refused_call_is_one_line_on_the_daemon_and_it_serves_on(reg_addr, capfd):
+async def test_a_refused_call_is_one_line_on_the_daemon_and_it_serves_on(
+    reg_addr, capfd
+):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         sa = await compat.start_actor(
-            mngr.an, 'refuser', enable_modules=['test_compat_logs'], loglevel='error',
+            mngr.an,
+            'refuser',
+            enable_modules=['test_compat_logs'],
+            loglevel='error',
         )
         try:
             capfd.readouterr()
@@ -41,7 +47,7 @@ async def test_a_refused_call_is_one_line_on_the_daemon_and_it_serves_on(reg_add
     assert 'call failed: ValueError: value must be >= 0, not -1' in lines[0]
 
 
-PROGRAM = '''
+PROGRAM = """
 import sys, trio
 from tractor_services import compat
 
@@ -50,14 +56,18 @@ async def main(port, level):
         raise KeyError('mine')
 
 trio.run(main, int(sys.argv[1]), sys.argv[2])
-'''
+"""
 
 
 @pytest.mark.parametrize('level', ['error', 'debug'])
-def test_an_error_of_the_users_own_is_not_wrapped_in_root_actor_crashed(other_addr, level):
+def test_an_error_of_the_users_own_is_not_wrapped_in_root_actor_crashed(
+    other_addr, level
+):
     res = subprocess.run(
         [sys.executable, '-c', PROGRAM, str(other_addr[1]), level],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert res.returncode == 1
     # Python's own report of the uncaught error, once

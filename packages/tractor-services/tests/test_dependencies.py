@@ -1,4 +1,5 @@
-'''Declared dependencies: ``start_service(..., requires=[...])``.'''
+"""Declared dependencies: ``start_service(..., requires=[...])``."""
+
 import os
 import signal
 from functools import partial
@@ -20,7 +21,9 @@ def logged(name, log):
     return partial(eps.sleeper, log_path=str(log), tag=name)
 
 
-async def test_dependents_stop_before_what_they_require_whatever_the_start_order(reg_addr, tmp_path):
+async def test_dependents_stop_before_what_they_require_whatever_the_start_order(
+    reg_addr, tmp_path
+):
     log = tmp_path / 'order'
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         await mngr.start_service('base', logged('base', log))
@@ -40,7 +43,10 @@ async def test_dependents_stop_before_what_they_require_whatever_the_start_order
 async def test_a_missing_dependency_fails_the_start_before_anything_spawns(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         await mngr.start_service('there', eps.sleeper)
-        with pytest.raises(MissingDependency, match=r"'app' requires 'nope', which is not running \(running: 'there'\)"):
+        with pytest.raises(
+            MissingDependency,
+            match=r"'app' requires 'nope', which is not running \(running: 'there'\)",
+        ):
             await mngr.start_service('app', eps.sleeper, requires=['there', 'nope'])
         assert 'app' not in mngr and actor_pids('app') == []
         with pytest.raises(TypeError, match='list of service names'):
@@ -60,7 +66,9 @@ async def test_a_start_waits_for_a_restarting_dependency(reg_addr):
         assert base.state == 'running' and base.pid not in (None, pid)
 
 
-async def test_a_dependency_restart_leaves_dependents_running_and_wait_running_tells(reg_addr):
+async def test_a_dependency_restart_leaves_dependents_running_and_wait_running_tells(
+    reg_addr,
+):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         pid, _ = await mngr.start_service('base', eps.sleeper, restart='permanent')
         app_pid, _ = await mngr.start_service('app', eps.sleeper, requires=['base'])
@@ -74,7 +82,12 @@ async def test_a_dependency_restart_leaves_dependents_running_and_wait_running_t
         # stopped for good: a dependent waiting for it is told so at once
         async with trio.open_nursery() as tn:
             tn.start_soon(mngr.cancel_service, 'base')
-            with trio.fail_after(10), pytest.raises(ServiceNotFound, match="'base' is not running and will not restart"):
+            with (
+                trio.fail_after(10),
+                pytest.raises(
+                    ServiceNotFound, match="'base' is not running and will not restart"
+                ),
+            ):
                 await mngr.wait_running('base', not_pid=info.pid)
         with pytest.raises(TimeoutError):
             await mngr.wait_running('app', not_pid=app_pid, timeout=0.05)

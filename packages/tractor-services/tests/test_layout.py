@@ -1,21 +1,24 @@
-'''The repository's layout rules: tractor is imported in one place only,
+"""The repository's layout rules: tractor is imported in one place only,
 ``tractor_services/compat.py`` (the adapter), so that a later tractor is
 a one-file change.  Others write ``@compat.context`` and
-``ctx: compat.Context``.'''
+``ctx: compat.Context``."""
+
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-ADAPTER = ROOT / 'packages' / 'tractor-services' / 'src' / 'tractor_services' / 'compat.py'
+ADAPTER = (
+    ROOT / 'packages' / 'tractor-services' / 'src' / 'tractor_services' / 'compat.py'
+)
 
 #: files known to import tractor still, each to be switched to compat
 #: (empty this once they are)
 
 
 def _imports_tractor(path: Path) -> list[int]:
-    '''Lines of ``path`` that import ``tractor`` or one of its modules.'''
+    """Lines of ``path`` that import ``tractor`` or one of its modules."""
     tree = ast.parse(path.read_text(), str(path))
     lines = []
     for node in ast.walk(tree):
@@ -31,8 +34,8 @@ def _imports_tractor(path: Path) -> list[int]:
 
 
 def offenders() -> dict[str, list[int]]:
-    '''Source files under packages/*/src, other than the adapter, that
-    import tractor: their repository paths and the lines.'''
+    """Source files under packages/*/src, other than the adapter, that
+    import tractor: their repository paths and the lines."""
     found = {}
     for path in sorted(ROOT.glob('packages/*/src/**/*.py')):
         if path == ADAPTER:

@@ -1,4 +1,5 @@
-'''Restart policy logic (pure: trio's mock clock drives the window).'''
+"""Restart policy logic (pure: trio's mock clock drives the window)."""
+
 import pytest
 import trio
 
@@ -14,15 +15,18 @@ def test_restart_rules():
     assert not RestartPolicy().should_restart(failed=True)
 
 
-@pytest.mark.parametrize('kw, match', [
-    ({'restart': 'always'}, 'restart='),
-    ({'max_restarts': -1}, 'max_restarts'),
-    ({'max_restarts': 1.5}, 'max_restarts'),
-    ({'within_s': 0}, 'within_s'),
-    ({'within_s': float('inf')}, 'within_s'),
-    ({'backoff_s': -0.1}, 'backoff_s'),
-    ({'backoff_factor': 0.5}, 'backoff_factor'),
-])
+@pytest.mark.parametrize(
+    'kw, match',
+    [
+        ({'restart': 'always'}, 'restart='),
+        ({'max_restarts': -1}, 'max_restarts'),
+        ({'max_restarts': 1.5}, 'max_restarts'),
+        ({'within_s': 0}, 'within_s'),
+        ({'within_s': float('inf')}, 'within_s'),
+        ({'backoff_s': -0.1}, 'backoff_s'),
+        ({'backoff_factor': 0.5}, 'backoff_factor'),
+    ],
+)
 def test_nonsense_numbers_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         RestartPolicy(**kw)
@@ -45,7 +49,9 @@ def test_backoff_grows_and_caps():
 
 
 async def test_intensity_window_slides_on_trio_clock(autojump_clock):
-    it = RestartIntensity(RestartPolicy(restart='permanent', max_restarts=3, within_s=10))
+    it = RestartIntensity(
+        RestartPolicy(restart='permanent', max_restarts=3, within_s=10)
+    )
     assert all(it.allow(trio.current_time()) for _ in range(3))
     assert not it.allow(trio.current_time())  # a 4th within 10 s: give up
     await trio.sleep(10)

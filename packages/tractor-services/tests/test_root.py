@@ -1,4 +1,5 @@
-'''Root daemons, other programs, find-or-spawn.'''
+"""Root daemons, other programs, find-or-spawn."""
+
 import json
 import signal
 import subprocess
@@ -32,7 +33,9 @@ PROGRAMS = Path(__file__).parent / 'programs'
 async def run_program(*args, timeout: float = 60) -> dict:
     proc = await trio.run_process(
         [sys.executable, str(PROGRAMS / args[0]), *map(str, args[1:])],
-        capture_stdout=True, capture_stderr=True, check=False,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -146,7 +149,9 @@ async def test_maybe_spawn_daemon_from_a_subactor_and_stop_on_exit(other_addr):
         async with maybe_spawn_daemon('kept', eps.sleeper) as portal:
             assert await portal.run(eps.ping) == 'pong'
         assert 'kept' in mngr
-        async with maybe_spawn_daemon('dropped', eps.sleeper, stop_on_exit=True) as portal:
+        async with maybe_spawn_daemon(
+            'dropped', eps.sleeper, stop_on_exit=True
+        ) as portal:
             pid = mngr.info('dropped').pid
         assert 'dropped' not in mngr
         await wait_pid_gone(pid)
@@ -177,7 +182,9 @@ async def test_registry_without_service_manager_is_clear(other_addr):
     async with compat.open_root_actor(other_addr, 'plain_registry'):
         async with compat.open_actor_nursery() as an:
             # a subactor asks the registry (which runs no manager) for services
-            portal = await an.start_actor('asker', enable_modules=['services_endpoints'])
+            portal = await an.start_actor(
+                'asker', enable_modules=['services_endpoints']
+            )
             try:
                 reply = await portal.run(eps.ask_root_for_services)
             finally:
@@ -192,12 +199,13 @@ async def test_list_services_is_a_coroutine_on_the_local_manager_too(other_addr)
         assert [i.name for i in await mngr.list_services()] == ['one']
 
 
-
 @pytest.mark.parametrize('raised', ['error', 'stray_cancel'])
-async def test_maybe_spawn_daemon_never_spawns_on_the_way_out(other_addr, monkeypatch, raised):
-    '''The caller's block raised and the found portal's exit swallowed it (as
+async def test_maybe_spawn_daemon_never_spawns_on_the_way_out(
+    other_addr, monkeypatch, raised
+):
+    """The caller's block raised and the found portal's exit swallowed it (as
     a5's open_portal does with a Cancelled its own relay let escape): the
-    cause reaches the caller, and the root is not asked to spawn anything.'''
+    cause reaches the caller, and the root is not asked to spawn anything."""
     from contextlib import asynccontextmanager
 
     from tractor_services import PeerDisconnected, _root
@@ -224,7 +232,9 @@ async def test_maybe_spawn_daemon_never_spawns_on_the_way_out(other_addr, monkey
                 async with maybe_spawn_daemon('svc', eps.sleeper):
                     raise ValueError('the real cause')
         else:
-            with pytest.raises(PeerDisconnected, match="service 'svc' ended the session from its side"):
+            with pytest.raises(
+                PeerDisconnected, match="service 'svc' ended the session from its side"
+            ):
                 async with maybe_spawn_daemon('svc', eps.sleeper):
                     raise trio.Cancelled._create()
         assert asked == [] and 'svc' not in mngr

@@ -1,4 +1,5 @@
-'''One ServiceMngr per actor: nested, other tasks, reopen, errors.'''
+"""One ServiceMngr per actor: nested, other tasks, reopen, errors."""
+
 import pytest
 import trio
 
@@ -44,7 +45,7 @@ async def test_other_task_gets_same_instance(reg_addr):
 
 
 async def test_concurrent_first_opens_make_one_instance(reg_addr):
-    '''Two tasks entering at once inside a runtime get one manager.'''
+    """Two tasks entering at once inside a runtime get one manager."""
     seen = []
     release = trio.Event()
 

@@ -1,4 +1,5 @@
-'''start_service / cancel_service and bad input.'''
+"""start_service / cancel_service and bad input."""
+
 from functools import partial
 
 import psutil
@@ -19,7 +20,9 @@ import services_endpoints as eps
 
 async def test_started_value_comes_back(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        pid, value = await mngr.start_service('svc', partial(eps.sleeper, value={'a': 1}))
+        pid, value = await mngr.start_service(
+            'svc', partial(eps.sleeper, value={'a': 1})
+        )
         assert value == {'a': 1}
         info = mngr.info('svc')
         assert info.pid == pid and info.state == 'running'
@@ -65,7 +68,10 @@ async def test_cancel_service_reaps_process_and_entry(reg_addr):
         info = await mngr.cancel_service('svc')
         assert info.state == 'stopped'
         assert 'svc' not in mngr
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert (
+            not psutil.pid_exists(pid)
+            or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        )
         assert actor_pids('svc') == []
         # the name can be started again
         await mngr.start_service('svc', eps.sleeper)
@@ -96,19 +102,24 @@ async def test_non_context_endpoint_is_an_error(reg_addr):
 async def test_name_reused_with_other_endpoint_conflicts(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         await mngr.start_service('svc', eps.sleeper)
-        with pytest.raises(ServiceConflict, match='already runs endpoint services_endpoints:sleeper'):
+        with pytest.raises(
+            ServiceConflict, match='already runs endpoint services_endpoints:sleeper'
+        ):
             await mngr.start_service('svc', eps.other_sleeper)
         assert mngr.info('svc').state == 'running'
 
 
-@pytest.mark.parametrize('restart', [
-    {'restart': 'sometimes'},
-    {'restart': 'permanent', 'max_restarts': -1},
-    {'restart': 'permanent', 'within_s': 0},
-    {'restart': 'permanent', 'within_s': float('nan')},
-    {'restart': 'permanent', 'backoff_s': -1},
-    'forever',
-])
+@pytest.mark.parametrize(
+    'restart',
+    [
+        {'restart': 'sometimes'},
+        {'restart': 'permanent', 'max_restarts': -1},
+        {'restart': 'permanent', 'within_s': 0},
+        {'restart': 'permanent', 'within_s': float('nan')},
+        {'restart': 'permanent', 'backoff_s': -1},
+        'forever',
+    ],
+)
 async def test_nonsense_restart_policy_is_an_error(reg_addr, restart):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         with pytest.raises(ValueError, match='RestartPolicy'):
@@ -131,7 +142,9 @@ async def test_unknown_start_actor_kwarg_is_an_error(reg_addr):
 
 async def test_endpoint_raising_after_start_is_recorded_and_removed(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        pid = await mngr.start_service('bad', partial(eps.fail_after_start, msg='kaboom'))
+        pid = await mngr.start_service(
+            'bad', partial(eps.fail_after_start, msg='kaboom')
+        )
         with trio.fail_after(10):
             info = await mngr.wait_for('bad', lambda i: i.state == 'failed')
         assert 'bad' not in mngr
@@ -141,12 +154,18 @@ async def test_endpoint_raising_after_start_is_recorded_and_removed(reg_addr):
         # the manager keeps serving
         await mngr.start_service('good', eps.sleeper)
         assert [i.name for i in await mngr.list_services()] == ['good']
-        assert [i.name for i in await mngr.list_services(include_ended=True)] == ['bad', 'good']
+        assert [i.name for i in await mngr.list_services(include_ended=True)] == [
+            'bad',
+            'good',
+        ]
 
 
 async def test_endpoint_raising_before_start_fails_the_start(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        with pytest.raises(ServiceFailed, match="'early'.*failed to start: RuntimeError: cannot start: bad config"):
+        with pytest.raises(
+            ServiceFailed,
+            match="'early'.*failed to start: RuntimeError: cannot start: bad config",
+        ):
             await mngr.start_service('early', eps.fail_before_start)
         assert 'early' not in mngr
         assert mngr.info('early').state == 'failed'
@@ -156,7 +175,9 @@ async def test_endpoint_raising_before_start_fails_the_start(reg_addr):
 
 async def test_startup_timeout_fails_and_leaves_no_process(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        with pytest.raises(ServiceStartupTimeout, match=r'did not call started\(\) within 1.5 s'):
+        with pytest.raises(
+            ServiceStartupTimeout, match=r'did not call started\(\) within 1.5 s'
+        ):
             await mngr.start_service('slow', eps.never_starts, startup_timeout=1.5)
         assert 'slow' not in mngr
         assert actor_pids('slow') == []

@@ -1,4 +1,5 @@
-'''Supervision: process death, restart policies, ordered shutdown.'''
+"""Supervision: process death, restart policies, ordered shutdown."""
+
 import os
 import signal
 from functools import partial
@@ -20,7 +21,10 @@ async def test_sigkilled_service_is_noticed_and_removed(reg_addr):
         # noticed promptly: no hang anywhere (bounded generously for a loaded box)
         with trio.fail_after(3):
             info = await mngr.wait_for('victim', lambda i: i.state == 'failed')
-        assert info.last_error == f"ActorDied: actor 'victim' (pid {pid}) killed by signal 9"
+        assert (
+            info.last_error
+            == f"ActorDied: actor 'victim' (pid {pid}) killed by signal 9"
+        )
         assert 'victim' not in mngr
         assert mngr.info('bystander').state == 'running'
         # its registry entry is gone too, so find-by-name cannot hand out a corpse
@@ -32,7 +36,9 @@ async def test_permanent_service_comes_back_after_sigkill(reg_addr):
         pid, _ = await mngr.start_service('perm', eps.sleeper, restart='permanent')
         os.kill(pid, signal.SIGKILL)
         with trio.fail_after(10):
-            info = await mngr.wait_for('perm', lambda i: i.restarts == 1 and i.state == 'running')
+            info = await mngr.wait_for(
+                'perm', lambda i: i.restarts == 1 and i.state == 'running'
+            )
         assert info.pid not in (None, pid)
         assert actor_pids('perm') == [info.pid]
         assert 'killed by signal 9' in info.last_error
@@ -44,7 +50,9 @@ async def test_service_that_keeps_dying_makes_manager_give_up(reg_addr, tmp_path
     starts = tmp_path / 'starts'
     policy = RestartPolicy(restart='permanent', max_restarts=2, within_s=60)
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        await mngr.start_service('crashy', partial(eps.dies_soon, counter_path=str(starts)), restart=policy)
+        await mngr.start_service(
+            'crashy', partial(eps.dies_soon, counter_path=str(starts)), restart=policy
+        )
         with trio.fail_after(20):
             info = await mngr.wait_for('crashy', lambda i: i.state == 'failed')
         assert info.last_error.startswith('GaveUp: ')
@@ -60,7 +68,11 @@ async def test_service_that_keeps_dying_makes_manager_give_up(reg_addr, tmp_path
 async def test_transient_restarts_on_failure_not_on_return(reg_addr, tmp_path):
     runs = tmp_path / 'runs'
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        await mngr.start_service('ret', partial(eps.returns_soon, counter_path=str(runs)), restart='transient')
+        await mngr.start_service(
+            'ret',
+            partial(eps.returns_soon, counter_path=str(runs)),
+            restart='transient',
+        )
         with trio.fail_after(10):
             info = await mngr.wait_for('ret', lambda i: i.state == 'stopped')
         assert info.restarts == 0 and eps.counter(runs) == 1
@@ -68,14 +80,18 @@ async def test_transient_restarts_on_failure_not_on_return(reg_addr, tmp_path):
         pid, _ = await mngr.start_service('crash', eps.sleeper, restart='transient')
         os.kill(pid, signal.SIGKILL)
         with trio.fail_after(10):
-            info = await mngr.wait_for('crash', lambda i: i.restarts == 1 and i.state == 'running')
+            info = await mngr.wait_for(
+                'crash', lambda i: i.restarts == 1 and i.state == 'running'
+            )
 
 
 async def test_permanent_restarts_even_on_normal_return(reg_addr, tmp_path):
     runs = tmp_path / 'runs'
     policy = RestartPolicy(restart='permanent', max_restarts=1, within_s=60)
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        await mngr.start_service('ret', partial(eps.returns_soon, counter_path=str(runs)), restart=policy)
+        await mngr.start_service(
+            'ret', partial(eps.returns_soon, counter_path=str(runs)), restart=policy
+        )
         with trio.fail_after(10):
             info = await mngr.wait_for('ret', lambda i: i.state == 'failed')
         assert eps.counter(runs) == 2 and info.restarts == 1
@@ -85,7 +101,9 @@ async def test_services_stop_in_reverse_start_order(reg_addr, tmp_path):
     log = tmp_path / 'order'
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         for tag in ('a', 'b', 'c'):
-            await mngr.start_service(tag, partial(eps.sleeper, log_path=str(log), tag=tag))
+            await mngr.start_service(
+                tag, partial(eps.sleeper, log_path=str(log), tag=tag)
+            )
     assert log.read_text().split() == ['c', 'b', 'a']
 
 
@@ -105,8 +123,8 @@ async def test_peer_cancelling_one_service_stops_only_it(reg_addr):
 
 
 async def test_graceful_stop_times_out_into_hard_kill(reg_addr):
-    '''A service whose process ignores the cancel request is killed after
-    its shutdown timeout, and cancel_service still returns.'''
+    """A service whose process ignores the cancel request is killed after
+    its shutdown timeout, and cancel_service still returns."""
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
         pid, _ = await mngr.start_service('stubborn', eps.sleeper, shutdown_timeout=0.5)
         os.kill(pid, signal.SIGSTOP)  # cannot answer anything now
@@ -147,7 +165,9 @@ async def test_task_service_failure_is_recorded_and_restarted(reg_addr):
         await trio.sleep_forever()
 
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        assert await mngr.start_service_task('flaky', flaky, restart='transient') is None
+        assert (
+            await mngr.start_service_task('flaky', flaky, restart='transient') is None
+        )
         with trio.fail_after(5):
             info = await mngr.wait_for('flaky', lambda i: i.restarts == 2)
         assert info.last_error == 'OSError: disk on fire'
@@ -157,9 +177,13 @@ async def test_task_service_failure_is_recorded_and_restarted(reg_addr):
 
 async def test_ctx_service_on_a_portal_we_did_not_spawn(reg_addr):
     async with open_service_mngr(registry_addr=reg_addr) as mngr:
-        portal = await mngr.an.start_actor('host', enable_modules=['services_endpoints'])
+        portal = await mngr.an.start_actor(
+            'host', enable_modules=['services_endpoints']
+        )
         try:
-            pid, value = await mngr.start_service_ctx('on_host', portal, eps.sleeper, value=7)
+            pid, value = await mngr.start_service_ctx(
+                'on_host', portal, eps.sleeper, value=7
+            )
             assert value == 7
             assert mngr.info('on_host').kind == 'ctx'
             await mngr.cancel_service('on_host')
@@ -170,8 +194,8 @@ async def test_ctx_service_on_a_portal_we_did_not_spawn(reg_addr):
 
 
 async def test_services_outlive_the_thread_that_spawned_them(reg_addr, monkeypatch):
-    '''trio spawns children from worker threads that retire when idle; a
-    child must die with its parent *process*, not with that thread.'''
+    """trio spawns children from worker threads that retire when idle; a
+    child must die with its parent *process*, not with that thread."""
     import threading
 
     from trio._core import _thread_cache

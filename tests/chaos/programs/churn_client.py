@@ -1,4 +1,4 @@
-'''A chaos-suite client: N subscribe/leave cycles on TOPIC of the sim
+"""A chaos-suite client: N subscribe/leave cycles on TOPIC of the sim
 feed at HOST:PORT, from one program, and one JSON line with what happened.
 
 Usage: churn_client.py HOST PORT TOPIC N
@@ -9,7 +9,8 @@ Every 50th cycle is a whole ``tractor_sampler.open_market_feed`` (attach the
 buffers, subscribe to quotes and status, leave); the others subscribe to
 the feed daemon's bus directly (``feedbus.open_feed`` on its portal), a
 new IPC context each time.  Each cycle waits for one quote before it
-leaves, so every subscription is a real one.'''
+leaves, so every subscription is a real one."""
+
 import json
 import sys
 import time
@@ -39,12 +40,16 @@ async def cycles(addr, portal, topic, ids, errors, done):
         try:
             with trio.fail_after(30):
                 if i % FULL_EVERY == 0:
-                    async with open_market_feed([topic], 'sim', registry_addr=addr) as feed:
+                    async with open_market_feed(
+                        [topic], 'sim', registry_addr=addr
+                    ) as feed:
                         async for _ in feed:
                             break
                 else:
                     async with feedbus.open_feed(
-                        portal, [topic], tick_throttle=(50.0 if i % 2 else None),
+                        portal,
+                        [topic],
+                        tick_throttle=(50.0 if i % 2 else None),
                         watch_producer=False,
                     ) as feed:
                         async for _ in feed:
@@ -65,10 +70,21 @@ async def main(host, port, topic, n):
             # CONCURRENCY subscribers come and go at once, each in a loop
             async with trio.open_nursery() as tn:
                 for k in range(CONCURRENCY):
-                    tn.start_soon(cycles, addr, portal, topic, range(k, n, CONCURRENCY),
-                                  errors, done)
-    print(json.dumps({'cycles': len(done), 'elapsed': time.monotonic() - t0, 'errors': errors}),
-          flush=True)
+                    tn.start_soon(
+                        cycles,
+                        addr,
+                        portal,
+                        topic,
+                        range(k, n, CONCURRENCY),
+                        errors,
+                        done,
+                    )
+    print(
+        json.dumps(
+            {'cycles': len(done), 'elapsed': time.monotonic() - t0, 'errors': errors}
+        ),
+        flush=True,
+    )
 
 
 if __name__ == '__main__':

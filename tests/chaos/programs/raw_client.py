@@ -1,10 +1,11 @@
-'''A chaos-suite client that speaks raw tractor to the tree at HOST:PORT:
+"""A chaos-suite client that speaks raw tractor to the tree at HOST:PORT:
 malformed control messages on a feed stream and on a sample stream, and
 endpoint calls with bad arguments.  Prints one JSON line: how many of each
 it sent, how many were refused the documented way, and every answer that
 was not.
 
-Usage: raw_client.py HOST PORT TOPIC N_MALFORMED N_BAD_CALLS'''
+Usage: raw_client.py HOST PORT TOPIC N_MALFORMED N_BAD_CALLS"""
+
 import itertools
 import json
 import math
@@ -23,18 +24,38 @@ REFUSED = ('ValueError', 'TypeError', 'KeyError')
 
 #: control messages a producer must answer with one error reply each
 FEED_JUNK = [
-    42, 'pause', None, [], [1, 2], {}, {'type': 'nope'}, {'type': 123},
-    {'type': 'subscribe'}, {'type': 'subscribe', 'topics': 'AAA'},
-    {'type': 'subscribe', 'topics': [[[[]]]]}, {'type': 'subscribe', 'topics': ['NOPE']},
-    {'type': 'unsubscribe', 'topics': [1, 2]}, {'type': 'set_rate', 'rate': 'fast'},
-    {'type': 'set_rate', 'rate': -1}, {'type': 'set_rate'}, {'type': 'pause', 'id': 'x'},
-    {'type': 'x' * 10_000}, {'type': 'resume', 'id': -1.5},
-    {'id': 7}, b'\x00\xff garbage',
+    42,
+    'pause',
+    None,
+    [],
+    [1, 2],
+    {},
+    {'type': 'nope'},
+    {'type': 123},
+    {'type': 'subscribe'},
+    {'type': 'subscribe', 'topics': 'AAA'},
+    {'type': 'subscribe', 'topics': [[[[]]]]},
+    {'type': 'subscribe', 'topics': ['NOPE']},
+    {'type': 'unsubscribe', 'topics': [1, 2]},
+    {'type': 'set_rate', 'rate': 'fast'},
+    {'type': 'set_rate', 'rate': -1},
+    {'type': 'set_rate'},
+    {'type': 'pause', 'id': 'x'},
+    {'type': 'x' * 10_000},
+    {'type': 'resume', 'id': -1.5},
+    {'id': 7},
+    b'\x00\xff garbage',
 ]
 #: requests samplerd must answer with one error reply each
 SAMPLER_JUNK = [
-    42, None, {}, {'type': 'nope'}, {'type': 'broadcast'}, {'type': 'broadcast', 'msg': 'hi'},
-    {'type': 'broadcast', 'msg': {'type': 'info'}}, {'type': 'broadcast', 'msg': {'type': 'step'}},
+    42,
+    None,
+    {},
+    {'type': 'nope'},
+    {'type': 'broadcast'},
+    {'type': 'broadcast', 'msg': 'hi'},
+    {'type': 'broadcast', 'msg': {'type': 'info'}},
+    {'type': 'broadcast', 'msg': {'type': 'step'}},
     {'type': 'broadcast', 'msg': {'type': 'info', 'info': {}}, 'period_s': 'x'},
     {'type': 'broadcast', 'id': 'x', 'msg': {'type': 'info', 'info': {}}},
 ]
@@ -49,8 +70,8 @@ def _describe(exc):
 
 
 async def junk_on_stream(portal, fn, junk, n, kwargs, out, key):
-    '''Send ``n`` malformed requests on one stream of ``fn``'s context and
-    count the error replies (maps with ``type == 'error'``).'''
+    """Send ``n`` malformed requests on one stream of ``fn``'s context and
+    count the error replies (maps with ``type == 'error'``)."""
     sent = errors = 0
     other = []
     async with compat.open_context(portal, fn, **kwargs) as (ctx, _first):
@@ -63,7 +84,11 @@ async def junk_on_stream(portal, fn, junk, n, kwargs, out, key):
                     async for raw in stream:
                         if isinstance(raw, bytes):
                             continue  # data (steps): not ours to count
-                        if isinstance(raw, dict) and raw.get('type') == 'error' and raw.get('error'):
+                        if (
+                            isinstance(raw, dict)
+                            and raw.get('type') == 'error'
+                            and raw.get('error')
+                        ):
                             errors += 1
                         else:
                             other.append(repr(raw)[:200])
@@ -82,7 +107,7 @@ async def junk_on_stream(portal, fn, junk, n, kwargs, out, key):
 
 
 def bad_calls(topic):
-    '''(endpoint, kwargs, the remote error types that are a refusal)'''
+    """(endpoint, kwargs, the remote error types that are a refusal)"""
     nan = math.nan
     return [
         (open_feed_stream, {'topics': topic}, REFUSED),
@@ -124,7 +149,9 @@ async def bad_call(portals, fn, kwargs, expected, out):
         else:
             out['wrong'].append(f'{fn.__name__}({kwargs!r}): {kind}: {msg}'[:300])
     except BaseException as exc:
-        out['wrong'].append(f'{fn.__name__}({kwargs!r}): {type(exc).__name__}: {exc}'[:300])
+        out['wrong'].append(
+            f'{fn.__name__}({kwargs!r}): {type(exc).__name__}: {exc}'[:300]
+        )
         if not isinstance(exc, getattr(trio, 'MultiError', ())):
             raise
     else:
@@ -136,16 +163,38 @@ async def main(host, port, topic, n_junk, n_calls):
     t0 = time.monotonic()
     out = {}
     async with compat.open_root_actor(addr, 'chaos_raw', loglevel='critical'):
-        async with compat.find_actor(feedd_name('sim'), addr) as feedd, \
-                compat.find_actor('samplerd', addr) as samplerd:
+        async with (
+            compat.find_actor(feedd_name('sim'), addr) as feedd,
+            compat.find_actor('samplerd', addr) as samplerd,
+        ):
             assert feedd is not None and samplerd is not None, 'the tree is not running'
-            await junk_on_stream(feedd, open_feed_stream, FEED_JUNK, n_junk,
-                                 {'topics': [topic]}, out, 'feed_stream')
-            await junk_on_stream(samplerd, register_with_sampler, SAMPLER_JUNK, max(n_junk // 5, 10),
-                                 {'period_s': 1.0}, out, 'sample_stream')
-            portals = {open_feed_stream: feedd, attach_feed: feedd, register_with_sampler: samplerd}
+            await junk_on_stream(
+                feedd,
+                open_feed_stream,
+                FEED_JUNK,
+                n_junk,
+                {'topics': [topic]},
+                out,
+                'feed_stream',
+            )
+            await junk_on_stream(
+                samplerd,
+                register_with_sampler,
+                SAMPLER_JUNK,
+                max(n_junk // 5, 10),
+                {'period_s': 1.0},
+                out,
+                'sample_stream',
+            )
+            portals = {
+                open_feed_stream: feedd,
+                attach_feed: feedd,
+                register_with_sampler: samplerd,
+            }
             calls = {'sent': 0, 'refused': 0, 'wrong': []}
-            for _i, (fn, kwargs, expected) in zip(range(n_calls), itertools.cycle(bad_calls(topic))):
+            for _i, (fn, kwargs, expected) in zip(
+                range(n_calls), itertools.cycle(bad_calls(topic))
+            ):
                 calls['sent'] += 1
                 await bad_call(portals, fn, kwargs, expected, calls)
             calls['wrong'] = calls['wrong'][:10]
@@ -155,4 +204,11 @@ async def main(host, port, topic, n_junk, n_calls):
 
 
 if __name__ == '__main__':
-    trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    trio.run(
+        main,
+        sys.argv[1],
+        int(sys.argv[2]),
+        sys.argv[3],
+        int(sys.argv[4]),
+        int(sys.argv[5]),
+    )

@@ -1,4 +1,4 @@
-'''A chaos-suite subscriber: a separate program on the tree at HOST:PORT
+"""A chaos-suite subscriber: a separate program on the tree at HOST:PORT
 that reads one kind of stream for ever and reports what it sees as JSON
 lines on stdout (the suite reads them).
 
@@ -20,7 +20,8 @@ end) and opens it again, so the suite can time recovery.  Lines:
 - ``{"ev": "ended", "epoch", "t", "error"}``.
 
 Times are ``time.monotonic()``: one system-wide clock on Linux, so the
-suite compares them with its own.'''
+suite compares them with its own."""
+
 import json
 import math
 import os
@@ -37,7 +38,7 @@ def emit(**kw):
 
 
 def _proc_figures():
-    '''(RSS bytes, open fds) of this process.'''
+    """(RSS bytes, open fds) of this process."""
     try:
         with open('/proc/self/statm') as f:
             rss = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -48,8 +49,8 @@ def _proc_figures():
 
 
 def check_bars(shm, period):
-    '''None if the buffer's rows are contiguous (index +1 per row, time
-    +period per row, each on a period boundary), else what is wrong.'''
+    """None if the buffer's rows are contiguous (index +1 per row, time
+    +period per row, each on a period boundary), else what is wrong."""
     arr = shm.array
     if len(arr) < 2:
         return None
@@ -97,11 +98,23 @@ async def reporter(epoch, c, extra):
     while True:
         await trio.sleep(REPORT_S)
         rss, fds = _proc_figures()
-        emit(ev='stats', epoch=epoch, t=time.monotonic(), n=c.n, msgs=c.msgs, gaps=c.gaps,
-             gap_events=c.gap_events, frame_gaps=c.frame_gaps, last_seq=c.last_seq,
-             bars_error=c.bars_error, step_error=c.step_error,
-             index_jumps=c.index_jumps, rss=rss, fds=fds,
-             **(await extra()))
+        emit(
+            ev='stats',
+            epoch=epoch,
+            t=time.monotonic(),
+            n=c.n,
+            msgs=c.msgs,
+            gaps=c.gaps,
+            gap_events=c.gap_events,
+            frame_gaps=c.frame_gaps,
+            last_seq=c.last_seq,
+            bars_error=c.bars_error,
+            step_error=c.step_error,
+            index_jumps=c.index_jumps,
+            rss=rss,
+            fds=fds,
+            **(await extra()),
+        )
 
 
 async def run_feed(addr, mode, topic, tick_rate, throttle, epoch):
@@ -109,7 +122,9 @@ async def run_feed(addr, mode, topic, tick_rate, throttle, epoch):
 
     c = Counts()
     async with open_market_feed(
-        [topic], 'sim', registry_addr=addr,
+        [topic],
+        'sim',
+        registry_addr=addr,
         config={'tick_rate': tick_rate, 'seed': 7},
         tick_throttle=throttle if mode == 'frames' else None,
     ) as feed:
@@ -128,8 +143,12 @@ async def run_feed(addr, mode, topic, tick_rate, throttle, epoch):
                     c.bars_error = err
             with trio.move_on_after(2):
                 st = await feed.quotes.stats()
-                remote.update(dropped=st.dropped, overruns=st.overruns,
-                              delivered=st.delivered, removed=st.removed)
+                remote.update(
+                    dropped=st.dropped,
+                    overruns=st.overruns,
+                    delivered=st.delivered,
+                    removed=st.removed,
+                )
             return {
                 'remote': dict(remote),
                 'local_dropped': feed.quotes.local_stats.dropped,
@@ -188,7 +207,10 @@ async def run_steps(addr, epoch):
                     if prev is not None:
                         if msg.time != prev.time + 1.0 and not c.step_error:
                             c.step_error = f'step time {prev.time} then {msg.time}'
-                        if min(prev.index, msg.index) >= 0 and msg.index != prev.index + 1:
+                        if (
+                            min(prev.index, msg.index) >= 0
+                            and msg.index != prev.index + 1
+                        ):
                             # the buffers behind the index changed (a feed
                             # daemon restarted): counted, judged by the suite
                             c.index_jumps += 1
@@ -221,7 +243,9 @@ async def main(host, port, mode, topic, tick_rate, throttle):
         except Exception as exc:  # report it, then open the stream again
             error = _describe(exc)
         except BaseException as exc:  # a MultiError holding only Exceptions
-            if not all(isinstance(e, Exception) for e in getattr(exc, 'exceptions', [None])):
+            if not all(
+                isinstance(e, Exception) for e in getattr(exc, 'exceptions', [None])
+            ):
                 raise
             error = _describe(exc)
         emit(ev='ended', epoch=epoch, t=time.monotonic(), error=error)
@@ -233,7 +257,14 @@ async def main(host, port, mode, topic, tick_rate, throttle):
 if __name__ == '__main__':
     throttle = float(sys.argv[6]) if len(sys.argv) > 6 else math.nan
     try:
-        trio.run(main, sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]),
-                 None if math.isnan(throttle) else throttle)
+        trio.run(
+            main,
+            sys.argv[1],
+            int(sys.argv[2]),
+            sys.argv[3],
+            sys.argv[4],
+            float(sys.argv[5]),
+            None if math.isnan(throttle) else throttle,
+        )
     except KeyboardInterrupt:
         pass

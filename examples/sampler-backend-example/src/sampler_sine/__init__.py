@@ -1,4 +1,4 @@
-'''
+"""
 tractor-sampler-sine: an example backend plugin for tractor-sampler.
 
 It registers one backend, ``sine``: every symbol's price follows a sine
@@ -15,7 +15,8 @@ base=100.0)``
 ``await symbol_info(symbol, **config)``
     ``{'symbol', 'tick_size', 'lot_size'}``.
 
-'''
+"""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,40 +49,50 @@ MAX_LAG_S = 1.0
 # actor it owns.  With no ``version=`` the listing shows this distribution's
 # version (from its metadata).
 
+
 @tractor_sampler.hookimpl
 def tractor_sampler_register_backends(register: Any) -> None:
-    register(NAME, stream_quotes=stream_quotes, history=history, symbol_info=symbol_info)
+    register(
+        NAME, stream_quotes=stream_quotes, history=history, symbol_info=symbol_info
+    )
 
 
 # -- config --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Wave:
-    '''The price wave: ``base + amplitude * sin(2π t / period_s + phase)``.'''
+    """The price wave: ``base + amplitude * sin(2π t / period_s + phase)``."""
 
     amplitude: float = 1.0
     period_s: float = 10.0
     base: float = 100.0
 
     def price(self, symbol: str, t: float | np.ndarray) -> Any:
-        '''The (unrounded) price of ``symbol`` at epoch time(s) ``t``.'''
-        return self.base + self.amplitude * np.sin(2 * np.pi * t / self.period_s + phase(symbol))
+        """The (unrounded) price of ``symbol`` at epoch time(s) ``t``."""
+        return self.base + self.amplitude * np.sin(
+            2 * np.pi * t / self.period_s + phase(symbol)
+        )
 
 
 def phase(symbol: str) -> float:
-    '''The symbol's phase in [0, 2π).  From a real hash, not ``hash()``,
-    which changes from one process to the next.'''
+    """The symbol's phase in [0, 2π).  From a real hash, not ``hash()``,
+    which changes from one process to the next."""
     digest = hashlib.blake2b(symbol.encode(), digest_size=8).digest()
     return int.from_bytes(digest, 'big') / 2**64 * 2 * math.pi
 
 
-def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True) -> float:
-    '''``value`` as a finite float above (or, not ``strict``, at) ``minimum``.'''
+def _number(
+    name: str, value: Any, *, minimum: float = 0.0, strict: bool = True
+) -> float:
+    """``value`` as a finite float above (or, not ``strict``, at) ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f'{name} must be a number, not {value!r}')
     v = float(value)
     if not math.isfinite(v) or v < minimum or (strict and v == minimum):
-        raise ValueError(f'{name} must be a finite number {">" if strict else ">="} {minimum}, not {value!r}')
+        raise ValueError(
+            f'{name} must be a finite number {">" if strict else ">="} {minimum}, not {value!r}'
+        )
     return v
 
 
@@ -92,8 +103,8 @@ def _config(
     period_s: float = 10.0,
     base: float = 100.0,
 ) -> tuple[float, Wave]:
-    '''Check the backend's config (every function takes the same keys, so
-    one config dict serves them all) and return ``(tick_rate, wave)``.'''
+    """Check the backend's config (every function takes the same keys, so
+    one config dict serves them all) and return ``(tick_rate, wave)``."""
     rate = _number('tick_rate', tick_rate)
     wave = Wave(
         amplitude=_number('amplitude', amplitude, strict=False),
@@ -101,7 +112,9 @@ def _config(
         base=_number('base', base),
     )
     if wave.base - wave.amplitude <= TICK_SIZE:  # the bid must stay above 0
-        raise ValueError(f'base ({base}) must exceed amplitude ({amplitude}) by more than one tick')
+        raise ValueError(
+            f'base ({base}) must exceed amplitude ({amplitude}) by more than one tick'
+        )
     return rate, wave
 
 
@@ -112,12 +125,13 @@ def _check_symbol(symbol: Any) -> str:
 
 
 def _round(price: float) -> float:
-    '''``price`` on the tick grid, as a plain float (quotes travel as
-    msgpack, which knows nothing of numpy scalars).'''
+    """``price`` on the tick grid, as a plain float (quotes travel as
+    msgpack, which knows nothing of numpy scalars)."""
     return round(round(float(price) / TICK_SIZE) * TICK_SIZE, DECIMALS)
 
 
 # -- quotes --------------------------------------------------------------------
+
 
 def stream_quotes(
     symbols: Sequence[str],
@@ -127,22 +141,28 @@ def stream_quotes(
     period_s: float = 10.0,
     base: float = 100.0,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
-    '''A plain function, not an ``async def`` generator: it checks the
+    """A plain function, not an ``async def`` generator: it checks the
     config *now*, so a bad config raises at the call rather than on the
-    first iteration, and returns the async generator doing the work.'''
+    first iteration, and returns the async generator doing the work."""
     if isinstance(symbols, str):
-        raise TypeError(f'symbols must be a list of strings, not the string {symbols!r}')
+        raise TypeError(
+            f'symbols must be a list of strings, not the string {symbols!r}'
+        )
     syms = [_check_symbol(s) for s in symbols]
     if not syms or len(set(syms)) != len(syms):
-        raise ValueError(f'symbols must be a non-empty list without duplicates, not {symbols!r}')
-    rate, wave = _config(tick_rate=tick_rate, amplitude=amplitude, period_s=period_s, base=base)
+        raise ValueError(
+            f'symbols must be a non-empty list without duplicates, not {symbols!r}'
+        )
+    rate, wave = _config(
+        tick_rate=tick_rate, amplitude=amplitude, period_s=period_s, base=base
+    )
     return _stream(syms, rate, wave)
 
 
 class _Quoter:
-    '''One symbol's quotes: top of book around the wave, and a trade every
+    """One symbol's quotes: top of book around the wave, and a trade every
     ``TRADE_EVERY`` quotes (lifting the ask while the wave rises, hitting
-    the bid while it falls).'''
+    the bid while it falls)."""
 
     def __init__(self, symbol: str, wave: Wave) -> None:
         self.symbol = symbol
@@ -165,7 +185,9 @@ class _Quoter:
             rising = self.prev is None or mid >= self.prev
             self.last = ask if rising else bid
             self.volume += LOT_SIZE
-            ticks.append({'type': 'trade', 'price': self.last, 'size': LOT_SIZE, 'time': now})
+            ticks.append(
+                {'type': 'trade', 'price': self.last, 'size': LOT_SIZE, 'time': now}
+            )
         self.prev = mid
         self.n += 1
         return {
@@ -217,7 +239,7 @@ async def history(
     /,
     **config: Any,
 ) -> np.ndarray:
-    '''``count`` bars of ``period_s`` seconds in ``DEFAULT_DTYPE``, oldest
+    """``count`` bars of ``period_s`` seconds in ``DEFAULT_DTYPE``, oldest
     first, on period boundaries, the last one ending at or before
     ``end_time``.  Each bar opens at the wave's price at its start and
     closes at its end (so it opens at the previous close); its high and low
@@ -225,7 +247,7 @@ async def history(
 
     The first four parameters are positional-only (the ``/``) so that
     ``config`` may hold this backend's own ``period_s`` (the wave's), which
-    is not the bar's.'''
+    is not the bar's."""
     p = check_period(period_s)  # tractor-sampler's rule for periods
     _check_symbol(symbol)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
@@ -240,7 +262,9 @@ async def history(
         k_end += 1
     starts = np.arange(k_end - count, k_end, dtype=np.int64) * p
     # the wave across each bar: row i samples [starts[i], starts[i] + p]
-    samples = wave.price(symbol, starts[:, None] + np.linspace(0.0, p, _SAMPLES)[None, :])
+    samples = wave.price(
+        symbol, starts[:, None] + np.linspace(0.0, p, _SAMPLES)[None, :]
+    )
     samples = np.round(np.round(samples / TICK_SIZE) * TICK_SIZE, DECIMALS)
 
     bars = np.zeros(count, dtype=DEFAULT_DTYPE)
@@ -258,7 +282,7 @@ async def history(
 
 
 async def symbol_info(symbol: str, **config: Any) -> dict[str, Any]:
-    '''The symbol's details (the same for every symbol here).'''
+    """The symbol's details (the same for every symbol here)."""
     _check_symbol(symbol)
     _config(**config)
     await trio.lowlevel.checkpoint()

@@ -1,4 +1,4 @@
-'''
+"""
 feedbus: real-time feed subscriptions across tractor actors.
 
 A producer actor publishes quotes per topic on its :class:`FeedsBus`
@@ -7,7 +7,8 @@ Every subscriber has its own bounded outbox and sender task, optionally a
 throttler that delivers tick-framed :class:`Frame` s at a fixed rate.
 See docs/feedbus.md.
 
-'''
+"""
+
 # isort: skip_file
 # (grouped by what a reader looks for, not alphabetically)
 from tractor_services import compat as _compat  # noqa: F401  (tractor import guard)

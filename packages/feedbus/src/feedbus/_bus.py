@@ -1,4 +1,4 @@
-'''
+"""
 The bus: subscribers as sets per topic, and fan-out that neither a broken
 nor a slow subscriber can stall.
 
@@ -23,7 +23,8 @@ Drop rule (documented in docs/feedbus.md):
 before it takes a sequence number, and counts it per topic
 (``FeedsBus.refused``): no subscriber ever sees it.
 
-'''
+"""
+
 from __future__ import annotations
 
 import os
@@ -53,19 +54,24 @@ STALL_TIMEOUT_S: float = 5.0
 
 
 class SubStats(msgspec.Struct, kw_only=True):
-    '''Counters of one subscriber (readable over IPC).'''
+    """Counters of one subscriber (readable over IPC)."""
+
     delivered: int = 0  # quotes delivered (inside frames or batches too)
     messages: int = 0  # IPC messages sent
     conflated: int = 0  # quotes merged into frames by the throttler
-    dropped: int = 0  # quotes dropped: from a full outbox, or still queued when it was removed
+    dropped: int = (
+        0  # quotes dropped: from a full outbox, or still queued when it was removed
+    )
     overruns: int = 0  # times the outbox was full
     requests: int = 0  # control messages received from it
     removed: str | None = None  # why the bus removed it, if it did
-    reason: str | None = None  # the same in one word: 'stalled', 'overrun', 'broken' or 'ended'
+    reason: str | None = (
+        None  # the same in one word: 'stalled', 'overrun', 'broken' or 'ended'
+    )
 
 
 class BadQuote(ValueError):
-    '''``publish()`` refused a quote: it names the topic and the problem.'''
+    """``publish()`` refused a quote: it names the topic and the problem."""
 
 
 #: a subscriber's bounded outbox (and each local reader's buffer): the one
@@ -75,9 +81,10 @@ Outbox = DropOldestQueue
 
 
 class Progress:
-    '''Sends in flight on one subscriber's stream, and how many finished:
+    """Sends in flight on one subscriber's stream, and how many finished:
     what the stall watchdog judges (see ``feedbus._producer``).  Two
-    integer updates per send, nothing more on the hot path.'''
+    integer updates per send, nothing more on the hot path."""
+
     __slots__ = ('busy', 'done', '_idle')
 
     def __init__(self) -> None:
@@ -95,7 +102,7 @@ class Progress:
             self._idle.set()
 
     async def wait_idle(self) -> None:
-        '''Return once no send is in flight.'''
+        """Return once no send is in flight."""
         while self.busy:
             self._idle = trio.Event()
             await self._idle.wait()
@@ -103,7 +110,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Sub:
-    '''One subscription: hashable and immutable, so the bus keeps sets.
+    """One subscription: hashable and immutable, so the bus keeps sets.
 
     ``ipc`` is the subscriber's stream; ``send_chan`` its bounded outbox,
     drained by the subscriber's own task (its throttler when throttled);
@@ -111,7 +118,8 @@ class Sub:
     subscriber allows remote control of its UI.  ``ctl`` queues control
     replies (:meth:`reply`), sent by a task of their own, so the code
     serving requests never blocks on a stalled subscriber; ``progress``
-    tracks every send on ``ipc`` for the stall rule.'''
+    tracks every send on ``ipc`` for the stall rule."""
+
     ipc: compat.MsgStream | compat.SafeStream
     send_chan: Outbox
     throttle_cs: trio.CancelScope
@@ -122,11 +130,13 @@ class Sub:
     progress: Progress = field(default_factory=Progress, compare=False, hash=False)
 
     def reply(self, msg: Any) -> None:
-        '''Queue a control reply (a struct or a map) to this subscriber;
+        """Queue a control reply (a struct or a map) to this subscriber;
         never blocks.  Sent in order, after any data send already in
-        flight.'''
+        flight."""
         if self.ctl is None:
-            raise RuntimeError('this Sub has no reply queue: make it with feedbus.open_sub()')
+            raise RuntimeError(
+                'this Sub has no reply queue: make it with feedbus.open_sub()'
+            )
         try:
             self.ctl.put(msgspec.to_builtins(msg))
         except trio.ClosedResourceError:
@@ -134,14 +144,14 @@ class Sub:
 
     @property
     def rate(self) -> float | None:
-        '''Frames per second when throttled, else ``None``.'''
+        """Frames per second when throttled, else ``None``."""
         return self.throttler.rate if self.throttler is not None else None
 
 
 class FeedsBus:
-    '''Subscribers per topic (``set[Sub]``), the latest quote per topic,
+    """Subscribers per topic (``set[Sub]``), the latest quote per topic,
     and per-topic sequence numbers.  One per producer actor:
-    :func:`get_feed_bus`.'''
+    :func:`get_feed_bus`."""
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Sub]] = {}
@@ -154,19 +164,19 @@ class FeedsBus:
     # --- subscriber sets ------------------------------------------------
 
     def add_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
-        '''Add ``subs`` to ``key``'s set (adding twice is harmless);
-        returns the set.'''
+        """Add ``subs`` to ``key``'s set (adding twice is harmless);
+        returns the set."""
         ss = self._subs.setdefault(key, set())
         ss.update(subs)
         return ss
 
     def get_subs(self, key: str) -> set[Sub]:
-        '''``key``'s subscribers (a copy); an unknown topic creates nothing.'''
+        """``key``'s subscribers (a copy); an unknown topic creates nothing."""
         return set(self._subs.get(key, ()))
 
     def remove_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
-        '''Remove ``subs`` from ``key`` (absent ones are ignored); returns
-        what remains.'''
+        """Remove ``subs`` from ``key`` (absent ones are ignored); returns
+        what remains."""
         ss = self._subs.get(key)
         if ss is None:
             return set()
@@ -176,25 +186,25 @@ class FeedsBus:
         return set(ss)
 
     def subs_items(self) -> Iterator[tuple[str, set[Sub]]]:
-        '''Topics with their subscribers (copies, safe to mutate the bus
-        while iterating).'''
+        """Topics with their subscribers (copies, safe to mutate the bus
+        while iterating)."""
         for key, ss in list(self._subs.items()):
             yield key, set(ss)
 
     def forget_sub(self, sub: Sub) -> None:
-        '''Remove ``sub`` from every topic and close its outbox.'''
+        """Remove ``sub`` from every topic and close its outbox."""
         for key in list(self._subs):
             self.remove_subs(key, (sub,))
         sub.send_chan.close()
 
     def drop_sub(self, sub: Sub, why: str, *, reason: str = 'ended') -> None:
-        '''End ``sub``'s subscription: remove it from every topic, discard
+        """End ``sub``'s subscription: remove it from every topic, discard
         (and count in ``stats.dropped``) what is queued for it, and record
         why.  Its sender finishes the send in flight (never cut), then
         sends it one last message with ``reason`` (one of
         :data:`feedbus.DROP_REASONS`; ``'ended'`` when the producer's own
         code ends it), ``why`` and its final counters, and the
-        subscription ends.'''
+        subscription ends."""
         if reason not in DROP_REASONS:
             raise ValueError(f'reason={reason!r} must be one of {sorted(DROP_REASONS)}')
         stats = sub.stats
@@ -212,17 +222,17 @@ class FeedsBus:
     # --- topics and publishing --------------------------------------------
 
     def add_topic(self, topic: str) -> None:
-        '''Declare a topic this producer serves (subscribing to an unknown
-        topic is an error).'''
+        """Declare a topic this producer serves (subscribing to an unknown
+        topic is an error)."""
         self.topics.add(topic)
 
     def latest(self, topic: str) -> Quote | None:
         return self._latest.get(topic)
 
     def broadcast(self, topic: str, msg: Any) -> int:
-        '''Put any message into the outbox of each of ``topic``'s
+        """Put any message into the outbox of each of ``topic``'s
         subscribers, as is (no sequence number).  Never blocks; returns how
-        many subscribers it reached.'''
+        many subscribers it reached."""
         n = 0
         for sub in list(self._subs.get(topic, ())):
             try:
@@ -238,14 +248,14 @@ class FeedsBus:
         fields: dict[str, Any],
         ticks: list[dict[str, Any]] | None = None,
     ) -> Quote:
-        '''Stamp the next sequence number of ``topic`` and fan the quote out
+        """Stamp the next sequence number of ``topic`` and fan the quote out
         to its subscribers.  Never blocks.
 
         A malformed quote (``fields`` not a dict with string keys, a tick
         that is not a dict with string keys and a string ``'type'``, or a
         value msgpack cannot encode) raises :class:`BadQuote` and is
         counted in :attr:`refused`; it takes no sequence number and no
-        subscriber sees it.'''
+        subscriber sees it."""
         seq = self._seq.get(topic, 0) + 1
         quote = Quote(topic=topic, seq=seq, fields=fields, ticks=ticks or [])
         try:
@@ -263,7 +273,9 @@ class FeedsBus:
                     raise TypeError(f"tick {tick!r} has no string 'type'")
                 for k in tick:
                     if k.__class__ is not str:
-                        raise TypeError(f'tick {tick!r} has a key {k!r} that is not a string')
+                        raise TypeError(
+                            f'tick {tick!r} has a key {k!r} that is not a string'
+                        )
             if topic.__class__ is not str:
                 raise TypeError(f'topic {topic!r} is not a string')
             packed = pack(quote)  # encoded once, shared by every unthrottled subscriber
@@ -295,8 +307,8 @@ _holder = _Holder()
 
 
 def get_feed_bus() -> FeedsBus:
-    '''This actor's one :class:`FeedsBus` (made on first use).  Inside a
-    tractor runtime it also lets peers open ``open_feed_stream`` here.'''
+    """This actor's one :class:`FeedsBus` (made on first use).  Inside a
+    tractor runtime it also lets peers open ``open_feed_stream`` here."""
     if _holder.bus is None or _holder.pid != os.getpid():
         _holder.bus = FeedsBus()
         _holder.pid = os.getpid()
@@ -306,26 +318,33 @@ def get_feed_bus() -> FeedsBus:
 
 
 def reset_feed_bus() -> None:
-    '''Forget this actor's bus (tests, or a producer restarting its feeds).'''
+    """Forget this actor's bus (tests, or a producer restarting its feeds)."""
     _holder.bus = None
 
 
 # --- argument checks (one clear ValueError naming the argument) -------------
 
+
 def check_topics(topics: Any) -> list[str]:
-    '''A non-empty list (or tuple, or set) of topic names.'''
-    if isinstance(topics, (str, bytes)) or not isinstance(topics, (list, tuple, set, frozenset)) or not topics:
+    """A non-empty list (or tuple, or set) of topic names."""
+    if (
+        isinstance(topics, (str, bytes))
+        or not isinstance(topics, (list, tuple, set, frozenset))
+        or not topics
+    ):
         raise ValueError(f'topics={topics!r} must be a non-empty list of topic names')
     bad = [t for t in topics if not isinstance(t, str)]
     if bad:
-        raise ValueError(f'topics={topics!r} must hold topic names (strings), not {bad[0]!r}')
+        raise ValueError(
+            f'topics={topics!r} must hold topic names (strings), not {bad[0]!r}'
+        )
     return list(topics)
 
 
 def check_rate(rate: Any, name: str = 'tick_throttle') -> float | None:
-    '''``None`` (unthrottled) or a positive, finite number of Hz, as a
+    """``None`` (unthrottled) or a positive, finite number of Hz, as a
     float (``'1.5'`` and ``True`` are refused, as every number check of
-    the project refuses them: ``tractor_services.checks``).'''
+    the project refuses them: ``tractor_services.checks``)."""
     value = check_positive(name, rate, unit='Hz', allow_none=True)
     return None if value is None else float(value)
 
@@ -335,7 +354,7 @@ def check_stall_timeout(value: Any) -> float:
 
 
 def check_outbox_size(value: Any, name: str = 'outbox_size') -> int:
-    '''A positive number that is also an ``int``.'''
+    """A positive number that is also an ``int``."""
     check_positive(name, value, unit='messages')
     if not isinstance(value, int):
         raise ValueError(f'{name}={value!r} must be a whole number of messages')
@@ -349,15 +368,21 @@ def check_flag(name: str, value: Any) -> bool:
 
 
 def check_clearing(clearing: Any) -> frozenset[str] | None:
-    '''``None`` (the default set, the caller's to choose) or a collection
-    of tick type names; an empty one means *no* clearing tick types.'''
+    """``None`` (the default set, the caller's to choose) or a collection
+    of tick type names; an empty one means *no* clearing tick types."""
     if clearing is None:
         return None
-    if isinstance(clearing, (str, bytes)) or not isinstance(clearing, (list, tuple, set, frozenset)):
-        raise ValueError(f'clearing={clearing!r} must be a list of tick type names (or None)')
+    if isinstance(clearing, (str, bytes)) or not isinstance(
+        clearing, (list, tuple, set, frozenset)
+    ):
+        raise ValueError(
+            f'clearing={clearing!r} must be a list of tick type names (or None)'
+        )
     bad = [c for c in clearing if not isinstance(c, str)]
     if bad:
-        raise ValueError(f'clearing={clearing!r} must hold tick type names (strings), not {bad[0]!r}')
+        raise ValueError(
+            f'clearing={clearing!r} must hold tick type names (strings), not {bad[0]!r}'
+        )
     return frozenset(clearing)
 
 

@@ -1,9 +1,10 @@
-'''
+"""
 The subscriber side: ``open_feed()`` yields a :class:`Feed` that many
 local tasks can read, and ``maybe_open_feed()`` shares one feed per set of
 topics with per-key reference counts.
 
-'''
+"""
+
 from __future__ import annotations
 
 import contextlib
@@ -50,7 +51,7 @@ log = compat.get_logger('client', 'feedbus')
 
 @dataclass(kw_only=True, eq=False)
 class Feed(StreamReaders):
-    '''A subscription to one producer's topics over one IPC stream.
+    """A subscription to one producer's topics over one IPC stream.
 
     Read it with ``async for msg in feed`` (each ``msg`` a :class:`Quote`
     or, when throttled, a :class:`Frame`; batches are unpacked), or give
@@ -60,7 +61,8 @@ class Feed(StreamReaders):
     ended it), readers raise :class:`SubscriptionDropped` after the
     messages that arrived before, ``feed.dropped`` holds it, requests
     raise it, and ``await feed.stats()`` returns the final counters.
-    '''
+    """
+
     data_decoder = decoder(Union[Quote, Frame])
     end_is_error = True
 
@@ -78,19 +80,21 @@ class Feed(StreamReaders):
     # --- control -----------------------------------------------------------
 
     async def pause(self) -> None:
-        '''Stop delivery; one message on this feed's stream, however many
-        topics it carries.'''
+        """Stop delivery; one message on this feed's stream, however many
+        topics it carries."""
         await self._request(Pause)
 
     async def resume(self) -> None:
         await self._request(Resume)
 
     async def subscribe(self, topics: Iterable[str]) -> dict[str, Quote | None]:
-        '''Add topics; returns their latest quotes.'''
+        """Add topics; returns their latest quotes."""
         topics = list(topics)
         res = await self._request(Subscribe, topics=topics)
         self.topics |= set(topics)
-        return {t: msgspec.convert(q, Quote) if q else None for t, q in (res or {}).items()}
+        return {
+            t: msgspec.convert(q, Quote) if q else None for t, q in (res or {}).items()
+        }
 
     async def unsubscribe(self, topics: Iterable[str]) -> None:
         topics = list(topics)
@@ -98,14 +102,14 @@ class Feed(StreamReaders):
         self.topics -= set(topics)
 
     async def set_rate(self, rate: float) -> None:
-        '''Change this throttled feed's rate (Hz) without resubscribing.'''
+        """Change this throttled feed's rate (Hz) without resubscribing."""
         check_rate(rate)
         await self._request(SetRate, rate=rate)
         self.rate = rate
 
     async def stats(self) -> SubStats:
-        '''This subscriber's counters, as the producer keeps them; once the
-        producer removed it, the final ones (no request is sent).'''
+        """This subscriber's counters, as the producer keeps them; once the
+        producer removed it, the final ones (no request is sent)."""
         try:
             return msgspec.convert(await self._request(GetStats), SubStats)
         except SubscriptionDropped as err:
@@ -130,7 +134,7 @@ class Feed(StreamReaders):
         return Error(id=0, cmd=None, error='the feed stream ended')
 
     async def wait_errors(self, n: int) -> list[Error]:
-        '''Wait until ``n`` unsolicited error replies have arrived.'''
+        """Wait until ``n`` unsolicited error replies have arrived."""
         while len(self.errors) < n:
             await self._error_seen.wait()
         return self.errors
@@ -148,7 +152,7 @@ async def open_feed(
     watch_producer: bool = True,
     **endpoint_kwargs: Any,
 ) -> AsyncIterator[Feed]:
-    '''Subscribe to ``topics`` on the producer behind ``portal``.
+    """Subscribe to ``topics`` on the producer behind ``portal``.
 
     With ``watch_producer`` (and a producer on this host), a producer
     process that dies cancels the block and raises
@@ -157,7 +161,7 @@ async def open_feed(
     readers do as soon as they reach that point).
 
     Arguments are checked here, before anything is sent: a bad one raises
-    one ``ValueError`` naming it.'''
+    one ``ValueError`` naming it."""
     iterable = isinstance(topics, Iterable) and not isinstance(topics, (str, bytes))
     topics = check_topics(list(topics) if iterable else topics)
     check_rate(tick_throttle)
@@ -175,25 +179,33 @@ async def open_feed(
     if watch_producer:
         pid = await portal.run(producer_pid)
         watching = compat.raise_on_peer_exit(pid, 'the feed producer', portal)
-    async with watching, compat.open_context(
-        portal,
-        open_feed_stream,
-        topics=topics,
-        tick_throttle=tick_throttle,
-        allow_remote_ctl_ui=allow_remote_ctl_ui,
-        batch=batch,
-        **endpoint_kwargs,
-    ) as (ctx, first):
+    async with (
+        watching,
+        compat.open_context(
+            portal,
+            open_feed_stream,
+            topics=topics,
+            tick_throttle=tick_throttle,
+            allow_remote_ctl_ui=allow_remote_ctl_ui,
+            batch=batch,
+            **endpoint_kwargs,
+        ) as (ctx, first),
+    ):
         async with compat.open_drained_stream(ctx) as stream:
             feed = Feed(
                 stream=stream,
                 topics=set(topics),
-                first_quotes={t: msgspec.convert(q, Quote) if q else None for t, q in first.items()},
+                first_quotes={
+                    t: msgspec.convert(q, Quote) if q else None
+                    for t, q in first.items()
+                },
                 rate=tick_throttle,
                 buffer=buffer,
             )
             async with feed._running():
-                await compat.send_whole_or_abort(stream, msgspec.to_builtins(Ready()), SEND_GRACE_S)
+                await compat.send_whole_or_abort(
+                    stream, msgspec.to_builtins(Ready()), SEND_GRACE_S
+                )
                 yield feed
                 if feed.dropped is not None:
                     raise feed.dropped
@@ -219,7 +231,7 @@ async def maybe_open_feed(
     tick_throttle: float | None = None,
     allow_remote_ctl_ui: bool = False,
 ) -> AsyncIterator[Feed]:
-    '''Share one feed per (producer, set of topics, rate): the first caller
+    """Share one feed per (producer, set of topics, rate): the first caller
     opens it, later ones reuse it (reference counted per key), and it
     closes when the last user leaves.  The first caller's exit waits for
     the others.
@@ -230,8 +242,13 @@ async def maybe_open_feed(
     for as long as any *other* shared resource has a user, and may never
     close.  The per-key count below is ours and calls nothing of
     tractor's, so it needs no adapter: it would stay as it is on a fixed
-    tractor.'''
-    key = (tuple(portal.channel.uid), frozenset(topics), tick_throttle, allow_remote_ctl_ui)
+    tractor."""
+    key = (
+        tuple(portal.channel.uid),
+        frozenset(topics),
+        tick_throttle,
+        allow_remote_ctl_ui,
+    )
     shared = _cache.get(key)
     if shared is not None:
         await shared.ready.wait()
@@ -247,7 +264,9 @@ async def maybe_open_feed(
     shared = _cache[key] = _Shared(users=1)
     try:
         async with open_feed(
-            portal, topics, tick_throttle=tick_throttle,
+            portal,
+            topics,
+            tick_throttle=tick_throttle,
             allow_remote_ctl_ui=allow_remote_ctl_ui,
         ) as feed:
             shared.feed = feed

@@ -1,4 +1,4 @@
-'''
+"""
 The control protocol a subscriber speaks on its feed stream, and the
 producer's replies.
 
@@ -9,7 +9,8 @@ Data travels as msgpack bytes (:mod:`feedbus._wire`).  Both are validated
 on receipt; a malformed or unknown request gets an :class:`Error` reply
 and the producer keeps serving.
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any, Union
@@ -22,15 +23,15 @@ class _Ctl(msgspec.Struct, frozen=True, kw_only=True, tag_field='type'):
 
 
 class Ready(_Ctl, frozen=True, kw_only=True, tag='ready'):
-    '''The subscriber's stream is open: the producer may start sending.'''
+    """The subscriber's stream is open: the producer may start sending."""
 
 
 class Pause(_Ctl, frozen=True, kw_only=True, tag='pause'):
-    '''Stop delivering (the subscription is kept).'''
+    """Stop delivering (the subscription is kept)."""
 
 
 class Resume(_Ctl, frozen=True, kw_only=True, tag='resume'):
-    '''Deliver again after a pause.'''
+    """Deliver again after a pause."""
 
 
 class Subscribe(_Ctl, frozen=True, kw_only=True, tag='subscribe'):
@@ -42,12 +43,13 @@ class Unsubscribe(_Ctl, frozen=True, kw_only=True, tag='unsubscribe'):
 
 
 class SetRate(_Ctl, frozen=True, kw_only=True, tag='set_rate'):
-    '''Change a throttled subscriber's rate (Hz) without resubscribing.'''
+    """Change a throttled subscriber's rate (Hz) without resubscribing."""
+
     rate: float
 
 
 class GetStats(_Ctl, frozen=True, kw_only=True, tag='get_stats'):
-    '''Ask for this subscriber's counters.'''
+    """Ask for this subscriber's counters."""
 
 
 CtlMsg = Union[Ready, Pause, Resume, Subscribe, Unsubscribe, SetRate, GetStats]
@@ -70,11 +72,12 @@ class Error(_Reply, frozen=True, kw_only=True, tag='error'):
 
 
 class Dropped(_Reply, frozen=True, kw_only=True, tag='dropped'):
-    '''The producer's last message on a stream whose subscriber it removed:
+    """The producer's last message on a stream whose subscriber it removed:
     ``reason`` (see :data:`feedbus._errors.DROP_REASONS`), ``detail``, and
     the subscriber's final counters (a ``SubStats`` as a map).  Sent only
     once every send before it has finished: never cut, never followed by
-    data.'''
+    data."""
+
     reason: str
     detail: str
     stats: dict[str, Any] = {}
@@ -88,7 +91,7 @@ ReplyMsg = Union[Ack, Error]
 
 
 def decode_ctl(obj: Any) -> CtlMsg:
-    '''A subscriber's request, validated; ``ValueError`` names the problem.'''
+    """A subscriber's request, validated; ``ValueError`` names the problem."""
     try:
         return msgspec.convert(obj, CtlMsg)  # type: ignore[arg-type]
     except msgspec.ValidationError as err:
@@ -96,7 +99,7 @@ def decode_ctl(obj: Any) -> CtlMsg:
 
 
 def decode_reply(obj: Any) -> Ack | Error:
-    '''A producer's reply to a request, validated.'''
+    """A producer's reply to a request, validated."""
     try:
         return msgspec.convert(obj, ReplyMsg)  # type: ignore[arg-type]
     except msgspec.ValidationError as err:

@@ -1,9 +1,10 @@
-'''
+"""
 Names that moved off ``feedbus``'s front page, still importable from it
 for one release (until feedbus 0.2) with a ``DeprecationWarning`` naming
 their new home.
 
-'''
+"""
+
 from __future__ import annotations
 
 import importlib
@@ -21,7 +22,7 @@ MOVED: dict[str, str] = {
 
 
 def module_getattr(name: str) -> Any:
-    '''``feedbus.__getattr__``: a moved name, with a warning.'''
+    """``feedbus.__getattr__``: a moved name, with a warning."""
     home = MOVED.get(name)
     if home is None:
         raise AttributeError(f"module 'feedbus' has no attribute {name!r}")

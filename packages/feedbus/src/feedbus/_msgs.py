@@ -1,4 +1,4 @@
-'''
+"""
 The feed protocol's messages.
 
 Every message a producer streams to a subscriber is one member of the
@@ -7,7 +7,8 @@ Every message a producer streams to a subscriber is one member of the
 :func:`decode_feed_msg`. New fields are only ever added with defaults, so
 older peers keep decoding newer messages.
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any, Union
@@ -37,15 +38,15 @@ class _FeedMsgBase(
     kw_only=True,
     tag_field='type',
 ):
-    '''
+    """
     Base of every member of the ``FeedMsg`` union. Subclasses repeat
     ``frozen=True, kw_only=True`` (msgspec inherits them, but mypy's
     dataclass transform wants them spelled out) and give a ``tag``.
-    '''
+    """
 
 
 class Quote(_FeedMsgBase, frozen=True, kw_only=True, tag='quote'):
-    '''
+    """
     One quote update for one topic, as the producer emits it.
 
     ``seq`` counts from 1 per topic, assigned by the producer, so a consumer
@@ -54,7 +55,8 @@ class Quote(_FeedMsgBase, frozen=True, kw_only=True, tag='quote'):
     dict with at least a ``'type'`` key (``{'type': 'trade', 'price': 1.0,
     'size': 2.0}``).
 
-    '''
+    """
+
     topic: str
     seq: int
     fields: dict[str, Any]
@@ -66,7 +68,7 @@ class TopicFrame(
     frozen=True,
     kw_only=True,
 ):
-    '''
+    """
     One topic's share of a throttled :class:`Frame`.
 
     ``ticks``: every tick received for the topic during the period, in
@@ -76,7 +78,8 @@ class TopicFrame(
     input quotes were conflated into this frame; ``first_seq`` / ``last_seq``:
     the sequence numbers of the first and last of them.
 
-    '''
+    """
+
     ticks: list[dict[str, Any]]
     ticks_by_type: dict[str, list[dict[str, Any]]]
     fields: dict[str, Any]
@@ -86,13 +89,14 @@ class TopicFrame(
 
 
 class Frame(_FeedMsgBase, frozen=True, kw_only=True, tag='frame'):
-    '''
+    """
     One throttled delivery: the quotes of one period, conflated per topic.
 
     ``seq`` counts frames per subscriber from 1. ``has_clearing`` says
     whether any topic's ticks include a clearing tick type.
 
-    '''
+    """
+
     seq: int
     topics: dict[str, TopicFrame]
     has_clearing: bool
@@ -102,14 +106,14 @@ FeedMsg = Union[Quote, Frame]
 
 
 def decode_feed_msg(obj: Any) -> Quote | Frame:
-    '''
+    """
     Validate ``obj`` (a decoded mapping, or already a struct) as a member of
     the feed protocol and return the struct.
 
     Raises ``ValueError`` naming the problem when ``obj`` is not a valid
     feed message.
 
-    '''
+    """
     try:
         return msgspec.convert(obj, FeedMsg)
     except msgspec.ValidationError as err:

@@ -1,8 +1,9 @@
-'''
+"""
 The producer side: the ``@compat.context`` endpoint a subscriber opens,
 and a helper that feeds the bus from any async source.
 
-'''
+"""
+
 from __future__ import annotations
 
 import functools
@@ -64,13 +65,13 @@ SEND_GRACE_S: float = 1.0
 
 
 class _Removed(Exception):
-    '''The subscriber was removed while its sender was busy.'''
+    """The subscriber was removed while its sender was busy."""
 
 
 class _Replies(Outbox):
-    '''A subscriber's queue of control replies: one that would overflow
+    """A subscriber's queue of control replies: one that would overflow
     removes the subscriber (``on_full``) rather than lose a reply its
-    request waits for.'''
+    request waits for."""
 
     def __init__(self, on_full: Callable[[], None]) -> None:
         super().__init__(MAX_PENDING_REPLIES, SubStats())
@@ -84,9 +85,11 @@ class _Replies(Outbox):
         super().put(msg)
 
 
-def _sender(stream: compat.MsgStream | compat.SafeStream) -> Callable[[Any], Awaitable[None]]:
-    '''``stream``'s send, never cut part-way (``compat.send_whole``): a
-    ``compat.SafeStream`` already sends that way.'''
+def _sender(
+    stream: compat.MsgStream | compat.SafeStream,
+) -> Callable[[Any], Awaitable[None]]:
+    """``stream``'s send, never cut part-way (``compat.send_whole``): a
+    ``compat.SafeStream`` already sends that way."""
     if isinstance(stream, compat.SafeStream):
         return stream.send
     return functools.partial(compat.send_whole, stream)
@@ -97,7 +100,7 @@ def _raw_stream(stream: compat.MsgStream | compat.SafeStream) -> compat.MsgStrea
 
 
 async def _watch_progress(bus: FeedsBus, sub: Sub, stall_timeout: float) -> None:
-    '''The stall rule, judged by the subscriber's progress.
+    """The stall rule, judged by the subscriber's progress.
 
     Every ``stall_timeout / 4`` s it looks whether a send to ``sub`` is in
     flight and none has finished since its last look; such time adds up,
@@ -107,7 +110,7 @@ async def _watch_progress(bus: FeedsBus, sub: Sub, stall_timeout: float) -> None
     loop) was itself suspended: the subscriber cannot be blamed for that
     gap, so such a look counts one tick, not the time that passed.  No
     deadline on the send itself, which the sender's own pause could expire.
-    One wake-up per tick, none per message.'''
+    One wake-up per tick, none per message."""
     tick = stall_timeout / 4
     late = 2 * tick
     now = trio.current_time
@@ -135,7 +138,7 @@ async def _watch_progress(bus: FeedsBus, sub: Sub, stall_timeout: float) -> None
 
 
 async def _send_replies(sub: Sub, send: Callable[[Any], Awaitable[None]]) -> None:
-    '''Send ``sub``'s queued control replies, in order.'''
+    """Send ``sub``'s queued control replies, in order."""
     assert sub.ctl is not None
     prog = sub.progress
     ctl = sub.ctl
@@ -148,7 +151,12 @@ async def _send_replies(sub: Sub, send: Callable[[Any], Awaitable[None]]) -> Non
                 await send(msg)
             finally:
                 prog.finished()
-    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected):
+    except (
+        trio.EndOfChannel,
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        PeerDisconnected,
+    ):
         return  # broken streams are the data sender's to report
 
 
@@ -160,17 +168,18 @@ async def _deliver(
     send: Callable[[Any], Awaitable[None]],
     done: trio.CancelScope,
 ) -> None:
-    '''The subscriber's own sender task: outbox -> its stream, as msgpack
+    """The subscriber's own sender task: outbox -> its stream, as msgpack
     bytes (see :mod:`feedbus._wire`).  Every send runs to its end (never
     cut: a5 would corrupt the connection); the stall watchdog judges it.
     If the subscriber is removed, the send in flight finishes, then it gets
     one :class:`~feedbus._ctl.Dropped` message saying why, and the
-    subscription ends (``done`` is cancelled).'''
+    subscription ends (``done`` is cancelled)."""
     stats = sub.stats
     prog = sub.progress
     try:
         await ready.wait()
         if sub.throttler is not None:
+
             async def send_frame(frame: Frame) -> None:
                 n = 0
                 for tf in frame.topics.values():
@@ -203,7 +212,11 @@ async def _deliver(
                 stats.delivered += len(items)
     except (trio.EndOfChannel, _Removed):
         pass
-    except (trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected) as err:
+    except (
+        trio.BrokenResourceError,
+        trio.ClosedResourceError,
+        PeerDisconnected,
+    ) as err:
         bus.drop_sub(sub, f'broken: its stream failed: {err!r}', reason='broken')
         done.cancel()
         return
@@ -212,9 +225,15 @@ async def _deliver(
     try:
         prog.started()
         try:
-            await send(_encode(Dropped(
-                reason=stats.reason or 'ended', detail=stats.removed, stats=_encode(stats),
-            )))
+            await send(
+                _encode(
+                    Dropped(
+                        reason=stats.reason or 'ended',
+                        detail=stats.removed,
+                        stats=_encode(stats),
+                    )
+                )
+            )
         finally:
             prog.finished()
     except (trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected):
@@ -234,7 +253,7 @@ async def open_sub(
     stall_timeout: float = STALL_TIMEOUT_S,
     clearing: frozenset[str] | None = CLEARING_TICK_TYPES,
 ) -> AsyncIterator[tuple[Sub, trio.Event]]:
-    '''Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
+    """Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
     outbox and sender task (a throttler when ``rate`` is set), which starts
     sending once the yielded event is set, a reply queue
     (``sub.reply(msg)``) and a stall watchdog.  The caller adds the Sub to
@@ -245,7 +264,7 @@ async def open_sub(
     producer), it gets a last message saying why (once the send in flight
     finished) and the block is cancelled.  If the block ends while a send
     is stuck, the exit waits :data:`SEND_GRACE_S`, then closes the whole
-    connection (``compat.abort_connection``).'''
+    connection (``compat.abort_connection``)."""
     outbox_size = check_outbox_size(outbox_size)
     stall_timeout = check_stall_timeout(stall_timeout)
     clearing = check_clearing(clearing)
@@ -257,17 +276,25 @@ async def open_sub(
         rc_ui=rc_ui,
         stats=stats,
         throttler=Throttler(
-            rate, clearing=CLEARING_TICK_TYPES if clearing is None else clearing,
-        ) if rate is not None else None,
-            ctl=_Replies(lambda: bus.drop_sub(
-            sub, f'overrun: it left {MAX_PENDING_REPLIES} control replies unread', reason='overrun',
-        )),
+            rate,
+            clearing=CLEARING_TICK_TYPES if clearing is None else clearing,
+        )
+        if rate is not None
+        else None,
+        ctl=_Replies(
+            lambda: bus.drop_sub(
+                sub,
+                f'overrun: it left {MAX_PENDING_REPLIES} control replies unread',
+                reason='overrun',
+            )
+        ),
     )
     ctl = sub.ctl
     assert ctl is not None
     send = _sender(stream)
     ready = trio.Event()
     async with trio.open_nursery() as tn:
+
         async def sender() -> None:
             with sub.throttle_cs:
                 await _deliver(bus, sub, ready, batch, send, tn.cancel_scope)
@@ -296,11 +323,11 @@ async def open_sub(
 
 
 def pause_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
-    '''Stop delivering to ``sub`` (its subscription is kept): out of
+    """Stop delivering to ``sub`` (its subscription is kept): out of
     ``topics``' sets, its outbox and its throttler's pending frame
     discarded.  A send already in flight finishes (and reaches the
     subscriber before anything sent after this call, such as the reply to
-    its pause request); nothing else follows until :func:`resume_sub`.'''
+    its pause request); nothing else follows until :func:`resume_sub`."""
     for t in topics:
         bus.remove_subs(t, {sub})
     sub.send_chan.clear()
@@ -309,7 +336,7 @@ def pause_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
 
 
 def resume_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
-    '''Deliver ``topics`` to ``sub`` again after :func:`pause_sub`.'''
+    """Deliver ``topics`` to ``sub`` again after :func:`pause_sub`."""
     if sub.stats.removed is not None:
         return
     for t in topics:
@@ -317,14 +344,16 @@ def resume_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
 
 
 def _latest(bus: FeedsBus, topics: Iterable[str]) -> dict[str, Any]:
-    '''The latest quote of each topic, as maps (``None`` if none yet).'''
+    """The latest quote of each topic, as maps (``None`` if none yet)."""
     return {t: _encode(q) if (q := bus.latest(t)) else None for t in topics}
 
 
 def _check_served(bus: FeedsBus, topics: Iterable[str]) -> None:
     unknown = sorted(set(topics) - bus.topics)
     if unknown:
-        raise ValueError(f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}')
+        raise ValueError(
+            f'unknown topic(s) {unknown}: this producer serves {sorted(bus.topics)}'
+        )
 
 
 #: what a :class:`_Session` method returns for a request that gets no reply
@@ -333,14 +362,15 @@ _NO_REPLY = object()
 
 @dataclass(eq=False)
 class _Session:
-    '''One subscriber's side of the control protocol (:mod:`feedbus.protocol`):
+    """One subscriber's side of the control protocol (:mod:`feedbus.protocol`):
     the topics it asked for, whether it paused, and one method per request.
 
     :meth:`handle` decodes a request, runs its method, and queues the reply
     (``sub.reply``, never blocking): an :class:`Ack` carrying what the
     method returned, or an :class:`Error` when the request is malformed or
     the method refused it (a ``ValueError``).  A method that returns
-    :data:`_NO_REPLY` (``Ready``'s) gets none.'''
+    :data:`_NO_REPLY` (``Ready``'s) gets none."""
+
     bus: FeedsBus
     sub: Sub
     ready: trio.Event
@@ -368,7 +398,7 @@ class _Session:
             self.sub.reply(Ack(id=msg.id, cmd=cmd, result=result))
 
     def on_ready(self, msg: Ready) -> object:
-        '''The subscriber's stream is open: the sender may start.'''
+        """The subscriber's stream is open: the sender may start."""
         self.ready.set()
         return _NO_REPLY
 
@@ -381,8 +411,8 @@ class _Session:
         resume_sub(self.bus, self.sub, self.subscribed)
 
     def on_subscribe(self, msg: Subscribe) -> dict[str, Any]:
-        '''Add topics (delivered at once unless paused); returns their
-        latest quotes.'''
+        """Add topics (delivered at once unless paused); returns their
+        latest quotes."""
         _check_served(self.bus, msg.topics)
         added = set(msg.topics) - self.subscribed
         self.subscribed |= added
@@ -399,7 +429,9 @@ class _Session:
     def on_set_rate(self, msg: SetRate) -> None:
         throttler = self.sub.throttler
         if throttler is None:
-            raise ValueError('this subscription is not throttled: subscribe with tick_throttle to set a rate')
+            raise ValueError(
+                'this subscription is not throttled: subscribe with tick_throttle to set a rate'
+            )
         throttler.rate = msg.rate  # the setter refuses a bad rate (ValueError)
 
     def on_get_stats(self, msg: GetStats) -> dict[str, Any]:
@@ -427,7 +459,7 @@ async def open_feed_stream(
     stall_timeout: float = STALL_TIMEOUT_S,
     clearing: list[str] | None = None,
 ) -> None:
-    '''Subscribe the calling actor to ``topics`` on this actor's bus.
+    """Subscribe the calling actor to ``topics`` on this actor's bus.
 
     Every argument is checked before ``started()``: a bad one is refused
     with one ``ValueError`` naming it.  ``started()`` carries the latest
@@ -439,7 +471,7 @@ async def open_feed_stream(
     stream.  ``clearing``: the tick types that make a throttled frame
     urgent (``None``: the default set; ``[]``: none).
 
-    '''
+    """
     bus = get_feed_bus()
     topics = check_topics(topics)
     rate = check_rate(tick_throttle)
@@ -452,15 +484,19 @@ async def open_feed_stream(
 
     await ctx.started(_latest(bus, topics))
 
-    async with compat.open_stream(ctx) as stream, open_sub(
-        bus, stream,
-        rate=rate,
-        rc_ui=allow_remote_ctl_ui,
-        batch=batch,
-        outbox_size=outbox_size,
-        stall_timeout=stall_timeout,
-        clearing=clearing_set,
-    ) as (sub, ready):
+    async with (
+        compat.open_stream(ctx) as stream,
+        open_sub(
+            bus,
+            stream,
+            rate=rate,
+            rc_ui=allow_remote_ctl_ui,
+            batch=batch,
+            outbox_size=outbox_size,
+            stall_timeout=stall_timeout,
+            clearing=clearing_set,
+        ) as (sub, ready),
+    ):
         session = _Session(bus, sub, ready, set(topics))
         try:
             async for raw in stream:
@@ -470,9 +506,9 @@ async def open_feed_stream(
 
 
 async def producer_pid() -> int:
-    '''(producer) This producer's process id: a subscriber on the same host
+    """(producer) This producer's process id: a subscriber on the same host
     watches it, so a producer that dies ends its feeds instead of leaving
-    them waiting.'''
+    them waiting."""
     await trio.lowlevel.checkpoint()
     return os.getpid()
 
@@ -488,9 +524,9 @@ async def publish_from(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    '''Feed the bus from an async iterator (or receive channel) of
+    """Feed the bus from an async iterator (or receive channel) of
     ``{topic: quote}`` mappings, where a quote is a dict of fields with an
-    optional ``'ticks'`` list.  Topics are declared on first sight.'''
+    optional ``'ticks'`` list.  Topics are declared on first sight."""
     bus = bus or get_feed_bus()
     task_status.started()
     async for batch in source:

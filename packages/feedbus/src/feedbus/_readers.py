@@ -1,4 +1,4 @@
-'''
+"""
 Reading one tractor stream from many local tasks, with requests and
 their replies on the same stream.
 
@@ -14,7 +14,8 @@ last :class:`~feedbus._ctl.Dropped` message: then every reader raises
 before, and so does every request.  Requests are sent whole (never cut
 part-way: a5 would corrupt the connection).
 
-'''
+"""
+
 from __future__ import annotations
 
 import itertools
@@ -39,14 +40,15 @@ SEND_GRACE_S: float = 1.0
 
 @dataclass(kw_only=True, eq=False)
 class StreamReaders:
-    '''Many local readers of one stream, and request/reply over it.
+    """Many local readers of one stream, and request/reply over it.
 
     Subclasses set ``data_decoder`` (a msgspec decoder of the stream's data
     messages) and ``decode_reply`` (a function validating a reply map with
     an ``id``), and may override :meth:`_unsolicited` and
     :meth:`_ended_reply`.  ``dropped`` is set once the producer removed
     this subscriber.  With ``end_is_error``, a stream that the producer
-    ends without a word is treated as dropped too (reason ``'ended'``).'''
+    ends without a word is treated as dropped too (reason ``'ended'``)."""
+
     data_decoder: ClassVar[msgspec.msgpack.Decoder]
     end_is_error: ClassVar[bool] = False
 
@@ -74,15 +76,17 @@ class StreamReaders:
             raise StopAsyncIteration from None
 
     async def receive(self) -> Any:
-        '''The next message for the default reader.'''
+        """The next message for the default reader."""
         if self._default is None:
-            raise RuntimeError('this stream has no reader: it was opened without a data stream')
+            raise RuntimeError(
+                'this stream has no reader: it was opened without a data stream'
+            )
         return await self._default.receive()
 
     @acm
     async def open_reader(self) -> AsyncIterator[Outbox]:
-        '''A reader of its own for one local task: every message from now
-        on, in a bounded buffer that drops (and counts) the oldest.'''
+        """A reader of its own for one local task: every message from now
+        on, in a bounded buffer that drops (and counts) the oldest."""
         reader = Outbox(self.buffer, self.local_stats)
         if self.dropped is not None:
             reader.close(self.dropped)
@@ -96,15 +100,17 @@ class StreamReaders:
     # --- requests ------------------------------------------------------------
 
     async def _ask(self, make: Callable[[int], Any]) -> Any:
-        '''Send ``make(id)`` and return the reply carrying that id;
-        :class:`SubscriptionDropped` once the producer removed us.'''
+        """Send ``make(id)`` and return the reply carrying that id;
+        :class:`SubscriptionDropped` once the producer removed us."""
         if self.dropped is not None:
             raise self.dropped
         rid = next(self._ids)
         slot: dict[str, Any] = {'done': trio.Event()}
         self._pending[rid] = slot
         try:
-            await compat.send_whole_or_abort(self.stream, msgspec.to_builtins(make(rid)), SEND_GRACE_S)
+            await compat.send_whole_or_abort(
+                self.stream, msgspec.to_builtins(make(rid)), SEND_GRACE_S
+            )
             await slot['done'].wait()
         finally:
             self._pending.pop(rid, None)
@@ -114,11 +120,11 @@ class StreamReaders:
 
     @staticmethod
     def decode_reply(raw: Any) -> Any:
-        '''Validate a reply map (it has an ``id``).'''
+        """Validate a reply map (it has an ``id``)."""
         raise NotImplementedError
 
     def _unsolicited(self, reply: Any) -> None:
-        '''A reply nobody waits for (e.g. to a malformed request).'''
+        """A reply nobody waits for (e.g. to a malformed request)."""
 
     def _ended_reply(self) -> Any:
         raise NotImplementedError
@@ -126,8 +132,8 @@ class StreamReaders:
     # --- the pump --------------------------------------------------------------
 
     def _drop(self, err: SubscriptionDropped) -> None:
-        '''The subscription is over: readers raise ``err`` once they have
-        read what they hold, requests raise it.'''
+        """The subscription is over: readers raise ``err`` once they have
+        read what they hold, requests raise it."""
         if self.dropped is None:
             self.dropped = err
         for reader in list(self._readers):
@@ -140,7 +146,9 @@ class StreamReaders:
         try:
             msg = msgspec.convert(raw, Dropped)
         except msgspec.ValidationError as err:
-            msg = Dropped(reason='ended', detail=f'a malformed last message {raw!r}: {err}')
+            msg = Dropped(
+                reason='ended', detail=f'a malformed last message {raw!r}: {err}'
+            )
         stats: Any = msg.stats
         try:
             stats = msgspec.convert(msg.stats, SubStats)
@@ -174,9 +182,13 @@ class StreamReaders:
                 else:
                     self._unsolicited(reply)
             if self.end_is_error and self.dropped is None:
-                self._drop(SubscriptionDropped(
-                    'ended', 'the producer ended the stream without saying why', None,
-                ))
+                self._drop(
+                    SubscriptionDropped(
+                        'ended',
+                        'the producer ended the stream without saying why',
+                        None,
+                    )
+                )
         finally:
             for reader in list(readers):
                 reader.close(self.dropped)
@@ -189,7 +201,7 @@ class StreamReaders:
 
     @acm
     async def _running(self) -> AsyncIterator[None]:
-        '''Run the pump with a default reader while the block runs.'''
+        """Run the pump with a default reader while the block runs."""
         async with trio.open_nursery() as tn, self.open_reader() as default:
             self._default = default
             tn.start_soon(self._pump)

@@ -1,4 +1,4 @@
-'''
+"""
 Per-subscriber throttling with tick framing.
 
 A :class:`Throttler` reads :class:`~feedbus._msgs.Quote` messages from a
@@ -42,7 +42,8 @@ clearing tick or a rate change makes the frame due sooner (or later).
 Pure trio: all time comes from ``trio.current_time()`` and cancel-scope
 deadlines, so ``trio.testing.MockClock`` drives it.
 
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -60,21 +61,30 @@ __all__ = ['ThrottleStats', 'Throttler']
 
 
 def _check_rate(rate: Any) -> float:
-    '''A positive, finite number of Hz (the project's one number check).'''
+    """A positive, finite number of Hz (the project's one number check)."""
     return float(check_positive('rate', rate, unit='Hz'))
 
 
 @dataclass
 class ThrottleStats:
-    '''Counters of one throttler (plain ints, read them at any time).'''
-    frames_sent: int = 0   # frames whose ``send`` returned
-    quotes_in: int = 0     # quotes received (each conflated into some frame)
-    ticks_in: int = 0      # ticks carried by those quotes
+    """Counters of one throttler (plain ints, read them at any time)."""
+
+    frames_sent: int = 0  # frames whose ``send`` returned
+    quotes_in: int = 0  # quotes received (each conflated into some frame)
+    ticks_in: int = 0  # ticks carried by those quotes
 
 
 class _TopicAcc:
-    '''Accumulates one topic's quotes for the pending frame.'''
-    __slots__ = ('ticks', 'ticks_by_type', 'fields', 'n_quotes', 'first_seq', 'last_seq')
+    """Accumulates one topic's quotes for the pending frame."""
+
+    __slots__ = (
+        'ticks',
+        'ticks_by_type',
+        'fields',
+        'n_quotes',
+        'first_seq',
+        'last_seq',
+    )
 
     def __init__(self, first_seq: int) -> None:
         self.ticks: list[dict[str, Any]] = []
@@ -96,7 +106,7 @@ class _TopicAcc:
 
 
 class Throttler:
-    '''
+    """
     Conflate a stream of quotes into at most ``rate`` frames per second.
 
     One throttler serves one subscriber: run :meth:`run` in a task that the
@@ -104,7 +114,7 @@ class Throttler:
     the pending frame is re-timed at once. ``clearing`` is the set of tick
     types that make a frame urgent (default :data:`CLEARING_TICK_TYPES`).
 
-    '''
+    """
 
     def __init__(
         self,
@@ -118,8 +128,8 @@ class Throttler:
 
         self._running = False
         self._frame_seq = 0
-        self._last_sent = -math.inf            # L
-        self._first_at: float | None = None    # F
+        self._last_sent = -math.inf  # L
+        self._first_at: float | None = None  # F
         self._clearing_at: float | None = None  # T
         self._pending: dict[str, _TopicAcc] = {}
         # the cancel scope whose deadline is the pending frame's; the rate
@@ -130,7 +140,7 @@ class Throttler:
 
     @property
     def rate(self) -> float:
-        '''Frames per second at most (Hz). Settable: finite and > 0.'''
+        """Frames per second at most (Hz). Settable: finite and > 0."""
         return self._rate
 
     @rate.setter
@@ -146,7 +156,7 @@ class Throttler:
     # -- frame assembly -----------------------------------------------------
 
     def _deadline(self) -> float:
-        '''When the pending frame is due (only meaningful if one is pending).'''
+        """When the pending frame is due (only meaningful if one is pending)."""
         assert self._first_at is not None
         next_allowed = self._last_sent + self.period
         if self._clearing_at is not None:
@@ -156,8 +166,8 @@ class Throttler:
         return self._first_at + self.period
 
     def _add(self, batch: Sequence[Quote], now: float) -> None:
-        '''Conflate ``batch`` (quotes that arrived by ``now``, in order)
-        into the pending frame.'''
+        """Conflate ``batch`` (quotes that arrived by ``now``, in order)
+        into the pending frame."""
         if not batch:
             return
         if self._first_at is None:
@@ -215,10 +225,10 @@ class Throttler:
         return frame
 
     def discard(self) -> int:
-        '''Drop the pending frame (on pause, or when the subscriber is
+        """Drop the pending frame (on pause, or when the subscriber is
         removed): it is never sent.  Returns how many quotes it held.  The
         schedule (the last frame's time) is kept, so the rate still holds
-        for whatever comes next.'''
+        for whatever comes next."""
         n = sum(acc.n_quotes for acc in self._pending.values())
         self._pending = {}
         self._first_at = None
@@ -236,7 +246,7 @@ class Throttler:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''
+        """
         Receive quotes from ``quotes`` and ``await send(frame)`` for each
         frame, until ``quotes`` ends or is closed; then send the pending
         frame (at its due time, the rate still holds) and return.
@@ -244,7 +254,7 @@ class Throttler:
         Errors raised by ``send`` (e.g. ``trio.BrokenResourceError`` when
         the subscriber is gone) propagate to the caller.
 
-        '''
+        """
         if self._running:
             raise RuntimeError('this Throttler is already running')
         self._running = True
@@ -312,7 +322,9 @@ class Throttler:
                                 while True:
                                     urgent = self._clearing_at is not None
                                     if lazy is not None and (
-                                        urgent or scope.deadline <= self._last_sent + self.period
+                                        urgent
+                                        or scope.deadline
+                                        <= self._last_sent + self.period
                                     ):
                                         # nothing can make this frame due sooner
                                         # (a trade's deadline is max(T, L + P)):

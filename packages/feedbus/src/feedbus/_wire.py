@@ -1,4 +1,4 @@
-'''
+"""
 How data messages travel.
 
 Quotes, frames and batches go over the tractor stream as msgpack
@@ -13,7 +13,8 @@ Why: tractor 0.1.0a5 formats a debug string of every message it sends
 and receives, even when it never logs it; for a dict that costs several
 microseconds per quote, for bytes a fraction of one.
 
-'''
+"""
+
 from __future__ import annotations
 
 import struct
@@ -25,14 +26,14 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 def pack(msg: Any) -> bytes:
-    '''One message (a struct, or already-packed bytes) as msgpack bytes.'''
+    """One message (a struct, or already-packed bytes) as msgpack bytes."""
     if isinstance(msg, bytes):
         return msg
     return _encoder.encode(msg)
 
 
 def pack_many(items: list[Any]) -> bytes:
-    '''Several messages as one msgpack array, without re-encoding any.'''
+    """Several messages as one msgpack array, without re-encoding any."""
     n = len(items)
     if n < 16:
         head = bytes((0x90 | n,))
@@ -44,6 +45,6 @@ def pack_many(items: list[Any]) -> bytes:
 
 
 def decoder(item_type: Any) -> msgspec.msgpack.Decoder:
-    '''A decoder of one ``item_type`` (a struct or a union of tagged
-    structs) or an array of them (a batch).'''
+    """A decoder of one ``item_type`` (a struct or a union of tagged
+    structs) or an array of them (a batch)."""
     return msgspec.msgpack.Decoder(Union[item_type, list[item_type]])  # type: ignore[valid-type]

@@ -1,4 +1,4 @@
-'''
+"""
 The plumbing of feedbus' stream protocol, for building a protocol of your
 own on it (tractor-sampler's sample streams are built this way).
 
@@ -16,7 +16,8 @@ own on it (tractor-sampler's sample streams are built this way).
 
 Data messages travel as msgpack bytes: :mod:`feedbus.wire`.
 
-'''
+"""
+
 from ._bus import Outbox as Outbox
 from ._ctl import DROPPED_TAG as DROPPED_TAG
 from ._ctl import Ack as Ack

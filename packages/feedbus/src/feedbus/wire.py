@@ -1,4 +1,4 @@
-'''
+"""
 feedbus' wire codec: how data messages travel on a feed stream.
 
 Quotes, frames and batches go as msgpack ``bytes``, encoded once by the
@@ -9,7 +9,8 @@ receiver tells the two apart by type.  For a protocol of your own built
 on :class:`feedbus.protocol.StreamReaders` (tractor-sampler's sample
 streams are one).
 
-'''
+"""
+
 from ._wire import decoder as decoder
 from ._wire import pack as pack
 from ._wire import pack_many as pack_many

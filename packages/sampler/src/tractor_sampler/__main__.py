@@ -1,4 +1,5 @@
-'''``python -m tractor_sampler``: the ``samplerd`` command.'''
+"""``python -m tractor_sampler``: the ``samplerd`` command."""
+
 import sys
 
 from ._cli import main

@@ -1,4 +1,4 @@
-'''
+"""
 The ``samplerd`` command (also ``python -m tractor_sampler``).
 
 ::
@@ -13,7 +13,8 @@ Common flags, as ``pikerd`` has them: ``-l/--loglevel``, ``--pdb``,
 or tractor's ``127.0.0.1:1616``).  Ctrl-C and SIGTERM stop everything
 cleanly with exit status 0; errors print one line and exit with 1.
 
-'''
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -55,24 +56,43 @@ LS_WHAT = ('all', *PARTS)
 
 
 class CliError(Exception):
-    '''An error the command reports in one line (exit status 1).'''
+    """An error the command reports in one line (exit status 1)."""
 
 
 # --- arguments ----------------------------------------------------------------
 
+
 def _common(defaults: bool) -> argparse.ArgumentParser:
-    '''The flags every subcommand takes (also before the subcommand).'''
-    d: Callable[[Any], Any] = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    """The flags every subcommand takes (also before the subcommand)."""
+    d: Callable[[Any], Any] = (
+        (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    )
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group('common options')
-    g.add_argument('-l', '--loglevel', default=d(None), metavar='LEVEL',
-                   help="tractor's log level for every actor (e.g. info, runtime, cancel)")
-    g.add_argument('--pdb', action='store_true', default=d(False),
-                   help="tractor's debug mode: crashed actors drop into pdb")
-    g.add_argument('--host', default=d(None),
-                   help='registry host (default: $TRACTOR_REGISTRY_ADDR, else 127.0.0.1)')
-    g.add_argument('--port', type=int, default=d(None),
-                   help='registry port (default: $TRACTOR_REGISTRY_ADDR, else 1616)')
+    g.add_argument(
+        '-l',
+        '--loglevel',
+        default=d(None),
+        metavar='LEVEL',
+        help="tractor's log level for every actor (e.g. info, runtime, cancel)",
+    )
+    g.add_argument(
+        '--pdb',
+        action='store_true',
+        default=d(False),
+        help="tractor's debug mode: crashed actors drop into pdb",
+    )
+    g.add_argument(
+        '--host',
+        default=d(None),
+        help='registry host (default: $TRACTOR_REGISTRY_ADDR, else 127.0.0.1)',
+    )
+    g.add_argument(
+        '--port',
+        type=int,
+        default=d(None),
+        help='registry port (default: $TRACTOR_REGISTRY_ADDR, else 1616)',
+    )
     return p
 
 
@@ -84,21 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
         description='samplerd: shared-memory OHLCV bars stepped and broadcast across tractor actors.',
         epilog='Without a command, `run`. Ctrl-C or SIGTERM stops cleanly (exit status 0).',
     )
-    parser.add_argument('-V', '--version', action='version', version=f'%(prog)s {__version__}')
+    parser.add_argument(
+        '-V', '--version', action='version', version=f'%(prog)s {__version__}'
+    )
     sub = parser.add_subparsers(dest='cmd', metavar='COMMAND')
 
     sub.add_parser(
-        'run', parents=[common],
+        'run',
+        parents=[common],
         help='start the root daemon (registry + service manager) and samplerd',
         description='Start the root daemon at the registry address, with samplerd, and '
-                    'print one ready line. Feed daemons start when clients ask for them.',
+        'print one ready line. Feed daemons start when clients ask for them.',
     )
 
     ls = sub.add_parser(
-        'ls', parents=[common],
+        'ls',
+        parents=[common],
         help='list services, feeds and their subscribers, samplerd, backends',
         description='List what runs under the root daemon (services, feeds with their '
-                    'topics and subscribers, samplerd) and the installed backends.',
+        'topics and subscribers, samplerd) and the installed backends.',
     )
     ls.add_argument('what', nargs='?', default='all', choices=LS_WHAT)
     ls.add_argument('--json', action='store_true', help='print JSON instead of tables')
@@ -110,22 +134,50 @@ def build_parser() -> argparse.ArgumentParser:
         w = sub.add_parser(name, parents=[common], help=help_, description=help_)
         if name == 'watch':
             w.add_argument('topic', help='the symbol to watch')
-            w.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+            w.add_argument(
+                '--backend', default=DEFAULT_BACKEND, help='default: %(default)s'
+            )
         else:
-            w.add_argument('--topics', default='AAA,BBB',
-                           help='comma-separated symbols (default: %(default)s)')
-            w.add_argument('--tick-rate', type=float, default=50.0,
-                           help='simulated quotes per second per symbol (default: %(default)s)')
+            w.add_argument(
+                '--topics',
+                default='AAA,BBB',
+                help='comma-separated symbols (default: %(default)s)',
+            )
+            w.add_argument(
+                '--tick-rate',
+                type=float,
+                default=50.0,
+                help='simulated quotes per second per symbol (default: %(default)s)',
+            )
             w.add_argument('--seed', type=int, default=0, help='the simulation seed')
-        w.add_argument('--period', type=float, default=1.0,
-                       help='bar period to show, 1 or 60 (default: %(default)s)')
-        w.add_argument('--rows', type=int, default=10, help='bars shown (default: %(default)s)')
-        w.add_argument('--fps', type=float, default=None,
-                       help='redraws per second (default: 4 on a terminal, 1 otherwise)')
-        w.add_argument('--duration', type=float, default=None,
-                       help='stop after this many seconds (default: run until Ctrl-C)')
-        w.add_argument('--plugin', action='append', default=[], metavar='MODULE',
-                       help='also load this plugin module in the feed daemon (repeatable)')
+        w.add_argument(
+            '--period',
+            type=float,
+            default=1.0,
+            help='bar period to show, 1 or 60 (default: %(default)s)',
+        )
+        w.add_argument(
+            '--rows', type=int, default=10, help='bars shown (default: %(default)s)'
+        )
+        w.add_argument(
+            '--fps',
+            type=float,
+            default=None,
+            help='redraws per second (default: 4 on a terminal, 1 otherwise)',
+        )
+        w.add_argument(
+            '--duration',
+            type=float,
+            default=None,
+            help='stop after this many seconds (default: run until Ctrl-C)',
+        )
+        w.add_argument(
+            '--plugin',
+            action='append',
+            default=[],
+            metavar='MODULE',
+            help='also load this plugin module in the feed daemon (repeatable)',
+        )
     return parser
 
 
@@ -136,16 +188,19 @@ def registry_addr(args: argparse.Namespace) -> tuple[str, int]:
 
 # --- signals -------------------------------------------------------------------
 
+
 @acm
 async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
-    '''A scope that SIGINT (Ctrl-C) or SIGTERM cancels: the block ends and
+    """A scope that SIGINT (Ctrl-C) or SIGTERM cancels: the block ends and
     everything under it is torn down in order.  Enter it *inside* the root
     actor: the runtime's own teardown must not run in a cancelled scope
-    (it would time out talking to its children, then kill them).'''
+    (it would time out talking to its children, then kill them)."""
     with trio.CancelScope() as cs:
         async with trio.open_nursery() as tn:
             await tn.start(
-                cancel_on_signals, cs, (signal.SIGINT, signal.SIGTERM),
+                cancel_on_signals,
+                cs,
+                (signal.SIGINT, signal.SIGTERM),
             )
             try:
                 yield cs
@@ -154,6 +209,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 
 # --- run ----------------------------------------------------------------------
+
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
@@ -167,32 +223,46 @@ async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
 async def _root(args: argparse.Namespace, addr: tuple[str, int]) -> AsyncIterator[Any]:
     try:
         async with open_service_root(
-            addr, name='samplerd_root', loglevel=args.loglevel,
-            debug_mode=args.pdb, handle_signals=False,
+            addr,
+            name='samplerd_root',
+            loglevel=args.loglevel,
+            debug_mode=args.pdb,
+            handle_signals=False,
         ) as mngr:
             yield mngr
     except RegistryInUse as err:
-        raise CliError(f'{err} (is a samplerd already running there? `samplerd ls` shows it)') from None
+        raise CliError(
+            f'{err} (is a samplerd already running there? `samplerd ls` shows it)'
+        ) from None
 
 
 def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> None:
     print(
         f'{PROG} ready: registry {addr[0]}:{addr[1]}, root pid {os.getpid()}'
         + (f', {extra}' if extra else ''),
-        file=out, flush=True,
+        file=out,
+        flush=True,
     )
 
 
 # --- ls -----------------------------------------------------------------------
 
+
 @acm
-async def _client(args: argparse.Namespace, addr: tuple[str, int], name: str) -> AsyncIterator[None]:
+async def _client(
+    args: argparse.Namespace, addr: tuple[str, int], name: str
+) -> AsyncIterator[None]:
     if not await compat.registry_reachable(addr):
-        raise CliError(f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`')
+        raise CliError(
+            f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`'
+        )
     # a client reports its errors in one line: the runtime's own error logs
     # (tracebacks of what it passes on to us) only with an explicit -l
     async with compat.open_root_actor(
-        addr, name, loglevel=args.loglevel or 'critical', debug_mode=args.pdb,
+        addr,
+        name,
+        loglevel=args.loglevel or 'critical',
+        debug_mode=args.pdb,
     ):
         yield
 
@@ -205,86 +275,185 @@ def list_backends() -> list[BackendInfo]:
 
 
 def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> list[str]:
-    cells = [[str(c) for c in head]] + [[('' if c is None else str(c)) for c in r] for r in rows]
+    cells = [[str(c) for c in head]] + [
+        [('' if c is None else str(c)) for c in r] for r in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    return ['  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return [
+        '  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in cells
+    ]
 
 
 def _ago(t: float | None, now: float) -> str:
     if not t:
         return ''
     s = max(0.0, now - t)
-    return f'{s:.0f}s' if s < 120 else f'{s / 60:.0f}m' if s < 7200 else f'{s / 3600:.1f}h'
+    return (
+        f'{s:.0f}s' if s < 120 else f'{s / 60:.0f}m' if s < 7200 else f'{s / 3600:.1f}h'
+    )
 
 
 def render_ls(report: TreeInfo) -> str:
-    '''``samplerd ls``: the tables of what :func:`introspect` returned.'''
+    """``samplerd ls``: the tables of what :func:`introspect` returned."""
     now = time.time()
     lines: list[str] = [f'registry {report.registry}']
     if report.services is not None:
         lines += ['', 'services']
-        lines += ['  ' + r for r in _table(
-            [(s.name, s.state, s.pid, _ago(s.started_at, now), s.restarts,
-              (s.last_error or '')[:60]) for s in report.services],
-            ('name', 'state', 'pid', 'up', 'restarts', 'last error'),
-        )]
+        lines += [
+            '  ' + r
+            for r in _table(
+                [
+                    (
+                        s.name,
+                        s.state,
+                        s.pid,
+                        _ago(s.started_at, now),
+                        s.restarts,
+                        (s.last_error or '')[:60],
+                    )
+                    for s in report.services
+                ],
+                ('name', 'state', 'pid', 'up', 'restarts', 'last error'),
+            )
+        ]
     if report.feeds is not None:
         lines += ['', 'feeds']
         if not report.feeds:
             lines.append('  (none: a feed daemon starts when a client opens a feed)')
         for f in report.feeds:
-            src = f'{f.dist} {f.version}' if f.dist == 'builtin' and f.version else f.dist
+            src = (
+                f'{f.dist} {f.version}' if f.dist == 'builtin' and f.version else f.dist
+            )
             lines.append(f'  {FEEDD_PREFIX}{f.backend}  ({src})')
             rows = []
             for name, t in f.topics.items():
                 up = max(1e-9, f.time - t.started_at)
-                rows.append((name, t.state, t.last, t.quotes, f'{t.quotes / up:.0f}',
-                             t.trades, t.restarts, len(t.subscribers),
-                             (t.last_error or '')[:60]))
-            lines += ['    ' + r for r in _table(
-                rows, ('topic', 'state', 'last', 'quotes', 'avg q/s', 'trades', 'restarts', 'subs',
-                       'last error'))]
+                rows.append(
+                    (
+                        name,
+                        t.state,
+                        t.last,
+                        t.quotes,
+                        f'{t.quotes / up:.0f}',
+                        t.trades,
+                        t.restarts,
+                        len(t.subscribers),
+                        (t.last_error or '')[:60],
+                    )
+                )
+            lines += [
+                '    ' + r
+                for r in _table(
+                    rows,
+                    (
+                        'topic',
+                        'state',
+                        'last',
+                        'quotes',
+                        'avg q/s',
+                        'trades',
+                        'restarts',
+                        'subs',
+                        'last error',
+                    ),
+                )
+            ]
             for name, t in f.topics.items():
                 if t.subscribers:
                     lines.append(f'    subscribers of {name}')
-                    lines += ['      ' + r for r in _table(
-                        [(s.rate or 'all', s.delivered, s.messages, s.conflated,
-                          s.dropped, s.overruns) for s in t.subscribers],
-                        ('rate Hz', 'delivered', 'messages', 'conflated', 'dropped', 'overruns'),
-                    )]
+                    lines += [
+                        '      ' + r
+                        for r in _table(
+                            [
+                                (
+                                    s.rate or 'all',
+                                    s.delivered,
+                                    s.messages,
+                                    s.conflated,
+                                    s.dropped,
+                                    s.overruns,
+                                )
+                                for s in t.subscribers
+                            ],
+                            (
+                                'rate Hz',
+                                'delivered',
+                                'messages',
+                                'conflated',
+                                'dropped',
+                                'overruns',
+                            ),
+                        )
+                    ]
     if report.samplerd is not None:
         sd = report.samplerd
         lines += ['', f'samplerd  pid {sd.pid}  late steps {sd.late_steps}']
-        lines += ['  ' + r for r in _table(
-            [(f'{p:g}', sd.buffers.get(p, 0), sd.steps.get(p, 0),
-              sd.subscribers.get(f'period:{p:g}', 0)) for p in sd.periods],
-            ('period s', 'buffers', 'steps', 'subscribers'),
-        )]
+        lines += [
+            '  ' + r
+            for r in _table(
+                [
+                    (
+                        f'{p:g}',
+                        sd.buffers.get(p, 0),
+                        sd.steps.get(p, 0),
+                        sd.subscribers.get(f'period:{p:g}', 0),
+                    )
+                    for p in sd.periods
+                ],
+                ('period s', 'buffers', 'steps', 'subscribers'),
+            )
+        ]
     if report.backends is not None:
         lines += ['', 'backends']
-        lines += ['  ' + r for r in _table(
-            [(b.name, b.version or '', b.dist,
-              ', '.join(k for k in ('history', 'symbol_info') if getattr(b, k)) or '-')
-             for b in report.backends],
-            ('name', 'version', 'from', 'also provides'),
-        )]
+        lines += [
+            '  ' + r
+            for r in _table(
+                [
+                    (
+                        b.name,
+                        b.version or '',
+                        b.dist,
+                        ', '.join(
+                            k for k in ('history', 'symbol_info') if getattr(b, k)
+                        )
+                        or '-',
+                    )
+                    for b in report.backends
+                ],
+                ('name', 'version', 'from', 'also provides'),
+            )
+        ]
     lines += bars_and_clock_lines(report)
     return '\n'.join(lines)
 
 
 def bars_and_clock_lines(report: TreeInfo) -> list[str]:
-    '''`samplerd ls`: per topic, the trades its bar writer placed late
+    """`samplerd ls`: per topic, the trades its bar writer placed late
     (correcting closed bars), held (ahead of the open bar), or could not
     place, and samplerd's clock jumps and gaps (docs/reliability.md, "Bars
-    and clocks").'''
+    and clocks")."""
     lines: list[str] = []
     rows = [
-        (name, t.bars.late, t.bars.held, t.bars.corrected, t.bars.unplaced, t.bars.pending)
-        for f in report.feeds or [] for name, t in f.topics.items()
+        (
+            name,
+            t.bars.late,
+            t.bars.held,
+            t.bars.corrected,
+            t.bars.unplaced,
+            t.bars.pending,
+        )
+        for f in report.feeds or []
+        for name, t in f.topics.items()
     ]
     if rows:
         lines += ['', 'bars']
-        lines += ['  ' + r for r in _table(rows, ('topic', 'late', 'held', 'corrected', 'unplaced', 'pending'))]
+        lines += [
+            '  ' + r
+            for r in _table(
+                rows, ('topic', 'late', 'held', 'corrected', 'unplaced', 'pending')
+            )
+        ]
     sd = report.samplerd
     if sd is not None:
         lines.append(
@@ -306,22 +475,29 @@ async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
                 report = await introspect(addr, parts=parts)
             except PluginError as err:
                 raise CliError(str(err)) from None
-    text = json.dumps(to_json_builtins(report), indent=2) if args.json else render_ls(report)
+    text = (
+        json.dumps(to_json_builtins(report), indent=2)
+        if args.json
+        else render_ls(report)
+    )
     print(text, file=out, flush=True)
 
 
 # --- the live view ---------------------------------------------------------------
 
+
 class LiveView:
-    '''Renders a feed's topics: the last bars of one period, last price,
-    ticks/s (over the last few seconds), subscribers and state.'''
+    """Renders a feed's topics: the last bars of one period, last price,
+    ticks/s (over the last few seconds), subscribers and state."""
 
     def __init__(self, feed: MarketFeed, period: float, rows: int) -> None:
         self.feed = feed
         self.period = period
         self.rows = rows
         self.last: dict[str, Any] = {}
-        self.arrivals: dict[str, deque[tuple[float, int]]] = {t: deque() for t in feed.topics}
+        self.arrivals: dict[str, deque[tuple[float, int]]] = {
+            t: deque() for t in feed.topics
+        }
         self.subs: dict[str, int] = {}
         self.state = {t: s.state for t, s in feed.first_status.items()}
 
@@ -349,7 +525,7 @@ class LiveView:
         lines = []
         for topic in self.feed.topics:
             shm = self.feed.buffer(topic, self.period)
-            bars = shm.array[-self.rows:]
+            bars = shm.array[-self.rows :]
             last = self.last.get(topic)
             lines.append(
                 f'{topic}@{self.feed.backend}  last {last if last is not None else "-"}  '
@@ -358,12 +534,19 @@ class LiveView:
             )
             rows = []
             for b in bars:
-                rows.append((
-                    time.strftime('%H:%M:%S', time.localtime(float(b['time']))),
-                    *(_px(b[f]) for f in ('open', 'high', 'low', 'close')),
-                    f"{float(b['volume']):g}",
-                ))
-            lines += ['  ' + r for r in _table(rows, ('time', 'open', 'high', 'low', 'close', 'volume'))]
+                rows.append(
+                    (
+                        time.strftime('%H:%M:%S', time.localtime(float(b['time']))),
+                        *(_px(b[f]) for f in ('open', 'high', 'low', 'close')),
+                        f'{float(b["volume"]):g}',
+                    )
+                )
+            lines += [
+                '  ' + r
+                for r in _table(
+                    rows, ('time', 'open', 'high', 'low', 'close', 'volume')
+                )
+            ]
             lines.append('')
         return '\n'.join(lines)
 
@@ -382,6 +565,7 @@ async def live_view(
     fps = args.fps or (4.0 if tty else 1.0)
     view = LiveView(feed, args.period, args.rows)
     async with trio.open_nursery() as tn:
+
         async def read_quotes() -> None:
             async for msg in feed:
                 view.on_quote(msg)
@@ -416,7 +600,9 @@ async def live_view(
 
 def _check_view_args(args: argparse.Namespace) -> None:
     if args.period not in (1.0, 60.0):
-        raise CliError(f'--period {args.period:g}: the feed daemons keep 1 s and 60 s bars')
+        raise CliError(
+            f'--period {args.period:g}: the feed daemons keep 1 s and 60 s bars'
+        )
     if args.duration is not None and not args.duration > 0:
         raise CliError(f'--duration {args.duration} must be > 0')
     if args.fps is not None and not (0 < args.fps <= 60):
@@ -431,8 +617,12 @@ async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
     async with _client(args, addr, 'samplerd_watch'), _stop_on_signals():
         with trio.move_on_after(args.duration if args.duration else math.inf):
             async with open_market_feed(
-                [args.topic], args.backend, tick_throttle=args.fps or 4.0,
-                registry_addr=addr, plugins=args.plugin, loglevel=args.loglevel,
+                [args.topic],
+                args.backend,
+                tick_throttle=args.fps or 4.0,
+                registry_addr=addr,
+                plugins=args.plugin,
+                loglevel=args.loglevel,
             ) as feed:
                 await live_view(feed, args, out)
 
@@ -440,7 +630,10 @@ async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
 async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     _check_view_args(args)
     if args.host is None and args.port is None:
-        addr = ('127.0.0.1', _free_port())  # a demo of its own, beside any running samplerd
+        addr = (
+            '127.0.0.1',
+            _free_port(),
+        )  # a demo of its own, beside any running samplerd
     else:
         addr = registry_addr(args)
     topics = [t.strip() for t in args.topics.split(',') if t.strip()]
@@ -448,11 +641,19 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
         pid = await spawn_samplerd(addr)
         with trio.move_on_after(args.duration if args.duration else math.inf):
             async with open_market_feed(
-                topics, DEFAULT_BACKEND, tick_throttle=args.fps or 4.0, registry_addr=addr,
-                config={'tick_rate': args.tick_rate, 'seed': args.seed}, plugins=args.plugin,
+                topics,
+                DEFAULT_BACKEND,
+                tick_throttle=args.fps or 4.0,
+                registry_addr=addr,
+                config={'tick_rate': args.tick_rate, 'seed': args.seed},
+                plugins=args.plugin,
                 loglevel=args.loglevel,
             ) as feed:
-                _ready(out, addr, f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}')
+                _ready(
+                    out,
+                    addr,
+                    f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}',
+                )
                 await live_view(feed, args, out)
 
 
@@ -468,7 +669,7 @@ COMMANDS = {'run': cmd_run, 'ls': cmd_ls, 'watch': cmd_watch, 'demo': cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    '''The ``samplerd`` console script; returns the exit status.'''
+    """The ``samplerd`` console script; returns the exit status."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     cmd = COMMANDS[args.cmd or 'run']
@@ -489,7 +690,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return 1
         remote = compat.remote_error_type(err)
         if remote is not None:  # raised in another actor: its type and message
-            print(f'{PROG}: error: {remote}: {compat.remote_error_message(err)}', file=sys.stderr)
+            print(
+                f'{PROG}: error: {remote}: {compat.remote_error_message(err)}',
+                file=sys.stderr,
+            )
             return 1
         raise
     return 0

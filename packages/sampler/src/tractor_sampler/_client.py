@@ -1,8 +1,9 @@
-'''
+"""
 The client side of samplerd: find or spawn it, register buffers with it,
 and read its step stream from several local tasks.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
@@ -28,7 +29,11 @@ SAMPLERD: str = 'samplerd'
 #: how the root's manager restarts samplerd when its process dies or its
 #: endpoint fails (the feed daemons then register their buffers again)
 SAMPLERD_POLICY = RestartPolicy(
-    restart='transient', max_restarts=5, within_s=60.0, backoff_s=0.2, max_backoff_s=5.0,
+    restart='transient',
+    max_restarts=5,
+    within_s=60.0,
+    backoff_s=0.2,
+    max_backoff_s=5.0,
 )
 
 
@@ -36,10 +41,10 @@ async def spawn_samplerd(
     registry_addr: str | tuple[str, int] | None = None,
     **start_kwargs: Any,
 ) -> int:
-    '''Have the root's service manager start samplerd (at most one per
+    """Have the root's service manager start samplerd (at most one per
     tree: the manager's per-name lock makes concurrent calls spawn once),
     restarted by :data:`SAMPLERD_POLICY` unless ``restart`` says otherwise.
-    Returns samplerd's pid.'''
+    Returns samplerd's pid."""
     start_kwargs.setdefault('restart', SAMPLERD_POLICY)
     async with open_root_mngr(registry_addr) as mngr:
         return await mngr.start_service(SAMPLERD, samplerd, **start_kwargs)
@@ -50,22 +55,26 @@ async def maybe_open_samplerd(
     registry_addr: str | tuple[str, int] | None = None,
     **start_kwargs: Any,
 ) -> AsyncIterator[Any]:
-    '''A portal to the tree's samplerd, spawning it through the root's
+    """A portal to the tree's samplerd, spawning it through the root's
     service manager if it is not running (restarted by
     :data:`SAMPLERD_POLICY` unless ``restart`` says otherwise).  Leaving
-    does not stop it.'''
+    does not stop it."""
     start_kwargs.setdefault('restart', SAMPLERD_POLICY)
     async with maybe_spawn_daemon(
-        SAMPLERD, samplerd, registry_addr=registry_addr, **start_kwargs,
+        SAMPLERD,
+        samplerd,
+        registry_addr=registry_addr,
+        **start_kwargs,
     ) as portal:
         yield portal
 
 
 @dataclass(kw_only=True, eq=False)
 class SampleStream(StreamReaders):
-    '''samplerd's step stream: :class:`Step` s of the subscribed periods,
+    """samplerd's step stream: :class:`Step` s of the subscribed periods,
     and :class:`Backfill` / :class:`Info` broadcasts.  Iterate it, or give
-    each local task its own reader with :meth:`open_reader`.'''
+    each local task its own reader with :meth:`open_reader`."""
+
     data_decoder = wire_decoder(Union[Step, Backfill, Info])
     #: samplerd never ends a step stream on its own: an end is an error
     end_is_error = True
@@ -78,23 +87,33 @@ class SampleStream(StreamReaders):
     #: samplerd's pid (a dependent waits for another one after a restart)
     pid: int | None = None
 
-    async def broadcast(self, msg: Backfill | Info | dict, period_s: float | None = None) -> int:
-        '''Have samplerd send ``msg`` to every subscriber of ``period_s``
-        (of every period when ``None``); returns how many it reached.'''
+    async def broadcast(
+        self, msg: Backfill | Info | dict, period_s: float | None = None
+    ) -> int:
+        """Have samplerd send ``msg`` to every subscriber of ``period_s``
+        (of every period when ``None``); returns how many it reached."""
         if isinstance(msg, dict):
             msg = Info(info=msg)
-        reply = await self._ask(lambda rid: BroadcastReq(id=rid, msg=msg, period_s=period_s))
+        reply = await self._ask(
+            lambda rid: BroadcastReq(id=rid, msg=msg, period_s=period_s)
+        )
         if isinstance(reply, Error):
             raise SamplerRefused(reply.error)
         return reply.reached
 
-    async def backfilled(self, topic: str, timeframe: float, start_index: int, end_index: int) -> int:
-        '''Tell every subscriber that ``topic``'s ``timeframe`` buffer got
-        history for rows ``[start_index, end_index)``.'''
-        return await self.broadcast(Backfill(
-            topic=topic, timeframe=check_period(timeframe),
-            start_index=start_index, end_index=end_index,
-        ))
+    async def backfilled(
+        self, topic: str, timeframe: float, start_index: int, end_index: int
+    ) -> int:
+        """Tell every subscriber that ``topic``'s ``timeframe`` buffer got
+        history for rows ``[start_index, end_index)``."""
+        return await self.broadcast(
+            Backfill(
+                topic=topic,
+                timeframe=check_period(timeframe),
+                start_index=start_index,
+                end_index=end_index,
+            )
+        )
 
     def _ended_reply(self) -> Error:
         return Error(id=0, error='the sample stream ended')
@@ -121,11 +140,11 @@ async def open_sample_stream(
     registry_addr: str | tuple[str, int] | None = None,
     buffer: int = 256,
 ) -> AsyncIterator[SampleStream]:
-    '''Start samplerd if needed, register ``shms_by_period`` (``{period:
+    """Start samplerd if needed, register ``shms_by_period`` (``{period:
     buffer or token or a list of them}``) for stepping, and yield its step
     stream for ``period_s`` (plus the registered periods).  Leaving
     unregisters the buffers.  If samplerd's process dies, the block is
-    cancelled and :class:`~tractor_services.PeerGone` raised.'''
+    cancelled and :class:`~tractor_services.PeerGone` raised."""
     if period_s is not None:
         period_s = check_period(period_s)
     async with maybe_open_samplerd(registry_addr) as portal:
@@ -140,20 +159,36 @@ async def open_sample_stream(
             periods = list(first['periods'])
             async with compat.raise_on_peer_exit(first['pid'], SAMPLERD, portal):
                 if not open_index_stream:
-                    yield SampleStream(stream=None, periods=periods, buffer=buffer, pid=first['pid'])
+                    yield SampleStream(
+                        stream=None, periods=periods, buffer=buffer, pid=first['pid']
+                    )
                 else:
                     async with compat.open_drained_stream(ctx) as stream:
-                        ss = SampleStream(stream=stream, periods=periods, buffer=buffer, pid=first['pid'])
-                        async with compat.far_end_endings(
-                            SAMPLERD, 'the step stream', _silent_end,
-                        ), ss._running():
+                        ss = SampleStream(
+                            stream=stream,
+                            periods=periods,
+                            buffer=buffer,
+                            pid=first['pid'],
+                        )
+                        async with (
+                            compat.far_end_endings(
+                                SAMPLERD,
+                                'the step stream',
+                                _silent_end,
+                            ),
+                            ss._running(),
+                        ):
                             yield ss
             await ctx.cancel()
 
 
 def _silent_end(err: BaseException) -> bool:
-    '''The step stream ended without a word (samplerd stopping), as
-    feedbus reports it.'''
+    """The step stream ended without a word (samplerd stopping), as
+    feedbus reports it."""
     from feedbus import SubscriptionDropped
 
-    return isinstance(err, SubscriptionDropped) and err.reason == 'ended' and err.stats is None
+    return (
+        isinstance(err, SubscriptionDropped)
+        and err.reason == 'ended'
+        and err.stats is None
+    )

@@ -1,4 +1,4 @@
-'''
+"""
 The package's old top-level names, kept importable for one release.
 
 ``tractor_sampler.open_feed`` / ``Feed`` collided with feedbus' own
@@ -8,7 +8,8 @@ The IPC endpoints moved to :mod:`tractor_sampler.endpoints`, shared-memory
 groups to :mod:`tractor_sampler.shm`.  Each old name still works and warns
 (``DeprecationWarning``) where it is used.
 
-'''
+"""
+
 from __future__ import annotations
 
 import importlib
@@ -39,8 +40,8 @@ QUIET: dict[str, tuple[str, str]] = {
 
 
 def module_getattr(name: str) -> Any:
-    '''``tractor_sampler.__getattr__``: an old name, with a warning that
-    names the new one.'''
+    """``tractor_sampler.__getattr__``: an old name, with a warning that
+    names the new one."""
     if name in QUIET:
         mod, new = QUIET[name]
         return getattr(importlib.import_module(mod), new)
@@ -49,6 +50,7 @@ def module_getattr(name: str) -> Any:
     mod, new = MOVED[name]
     warnings.warn(
         f'tractor_sampler.{name} is deprecated: use {mod}.{new}',
-        DeprecationWarning, stacklevel=2,
+        DeprecationWarning,
+        stacklevel=2,
     )
     return getattr(importlib.import_module(mod), new)

@@ -1,10 +1,11 @@
-'''
+"""
 The client side of the feed daemons: :func:`open_market_feed` finds (or has the
 root spawn) ``feedd.<backend>``, attaches each topic's buffers read-only
 and subscribes to its quotes and status reports, from any actor or
 another program.
 
-'''
+"""
+
 from __future__ import annotations
 
 import functools
@@ -38,7 +39,9 @@ from .shm import ShmArray, attach_shm_array
 log = compat.get_logger('feed', 'tractor_sampler')
 
 #: how the root's manager restarts a feed daemon whose process dies
-FEEDD_POLICY = RestartPolicy(restart='transient', max_restarts=3, within_s=60.0, backoff_s=0.5)
+FEEDD_POLICY = RestartPolicy(
+    restart='transient', max_restarts=3, within_s=60.0, backoff_s=0.5
+)
 
 
 @acm
@@ -51,17 +54,19 @@ async def maybe_open_feedd(
     plugins: Sequence[str] = (),
     loglevel: str | None = None,
 ) -> AsyncIterator[Any]:
-    '''A portal to ``backend``'s feed daemon, spawned through the root's
+    """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
     streams' ``restart`` policy and extra ``plugins`` modules; a running
     daemon keeps the settings it started with).  Leaving does not stop
-    it.'''
+    it."""
     kwargs: dict[str, Any] = {'backend': backend}
     if buffers:
         kwargs['buffers'] = {repr(check_period(p)): v for p, v in buffers.items()}
     if restart is not None:
         kwargs['restart'] = msgspec.to_builtins(
-            restart if isinstance(restart, RestartPolicy) else msgspec.convert(restart, RestartPolicy)
+            restart
+            if isinstance(restart, RestartPolicy)
+            else msgspec.convert(restart, RestartPolicy)
         )
     if plugins:
         kwargs['plugins'] = list(plugins)
@@ -82,7 +87,8 @@ async def maybe_open_feedd(
 
 @dataclass(kw_only=True, eq=False)
 class StatusStream(StreamReaders):
-    '''The :class:`FeedStatus` reports of a feed's topics.'''
+    """The :class:`FeedStatus` reports of a feed's topics."""
+
     data_decoder = wire_decoder(FeedStatus)
 
     @staticmethod
@@ -95,13 +101,14 @@ class StatusStream(StreamReaders):
 
 @dataclass(kw_only=True, eq=False)
 class MarketFeed:
-    '''Live topics of one backend: per topic its buffers (read-only, by
+    """Live topics of one backend: per topic its buffers (read-only, by
     period), its quote stream and its status.
 
     ``async for msg in feed`` reads the quotes (:class:`feedbus.Quote`, or
     :class:`feedbus.Frame` when throttled); ``feed.quotes`` is the
     underlying :class:`feedbus.Feed` (``pause()``, ``resume()``,
-    ``set_rate()``, ``stats()``, ``open_reader()``).'''
+    ``set_rate()``, ``stats()``, ``open_reader()``)."""
+
     backend: str
     topics: list[str]
     #: topic -> period -> buffer, attached read-only
@@ -116,16 +123,20 @@ class MarketFeed:
     portal: Any = None
 
     def buffer(self, topic: str, period_s: float = 1.0) -> ShmArray:
-        '''``topic``'s buffer of ``period_s`` bars.'''
+        """``topic``'s buffer of ``period_s`` bars."""
         try:
             by_period = self.buffers[topic]
         except KeyError:
-            raise KeyError(f'this feed has no topic {topic!r} (it has {self.topics})') from None
+            raise KeyError(
+                f'this feed has no topic {topic!r} (it has {self.topics})'
+            ) from None
         p = check_period(period_s)
         try:
             return by_period[p]
         except KeyError:
-            raise KeyError(f'{topic!r} has no {p:g} s buffer (periods: {sorted(by_period)})') from None
+            raise KeyError(
+                f'{topic!r} has no {p:g} s buffer (periods: {sorted(by_period)})'
+            ) from None
 
     def __aiter__(self) -> Any:
         return self.quotes.__aiter__()
@@ -137,8 +148,8 @@ class MarketFeed:
         await self.quotes.resume()
 
     async def info(self) -> FeedInfo:
-        '''The feed daemon's backend and topics: states, counters,
-        buffers and subscribers (:class:`~tractor_sampler.FeedInfo`).'''
+        """The feed daemon's backend and topics: states, counters,
+        buffers and subscribers (:class:`~tractor_sampler.FeedInfo`)."""
         return await query_feed(self.portal)
 
 
@@ -157,7 +168,7 @@ async def open_market_feed(
     allow_remote_ctl_ui: bool = False,
     buffer: int = feedbus.OUTBOX_SIZE,
 ) -> AsyncIterator[MarketFeed]:
-    '''Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
+    """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
     ``restart``, ``plugins``), start the topics there if they are not
     running (with the backend ``config``: a topic already running with
@@ -176,15 +187,28 @@ async def open_market_feed(
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
     tractor runtime it boots a client root actor.  Leaving detaches and
-    unsubscribes; the daemon keeps running.'''
+    unsubscribes; the daemon keeps running."""
     names = check_topics(topics)
-    async with _maybe_client_root(registry_addr, loglevel) as registry_addr, maybe_open_feedd(
-        backend, registry_addr=registry_addr, buffers=buffers,
-        restart=restart, plugins=plugins, loglevel=loglevel,
-    ) as portal:
-        async with _refusals_as_value_errors() as entering, compat.open_context(
-            portal, attach_feed, topics=names, config=dict(config) if config else None,
-        ) as (ctx, started):
+    async with (
+        _maybe_client_root(registry_addr, loglevel) as registry_addr,
+        maybe_open_feedd(
+            backend,
+            registry_addr=registry_addr,
+            buffers=buffers,
+            restart=restart,
+            plugins=plugins,
+            loglevel=loglevel,
+        ) as portal,
+    ):
+        async with (
+            _refusals_as_value_errors() as entering,
+            compat.open_context(
+                portal,
+                attach_feed,
+                topics=names,
+                config=dict(config) if config else None,
+            ) as (ctx, started),
+        ):
             entering.done = True  # from here on, errors are the caller's own
             first = started['topics']
             bufs: dict[str, dict[float, ShmArray]] = {}
@@ -194,17 +218,31 @@ async def open_market_feed(
                         float(p): attach_shm_array(tok, readonly=True)
                         for p, tok in first[name]['buffers'].items()
                     }
-                async with compat.raise_on_peer_exit(
-                    started['pid'], f'the feed daemon {feedd_name(backend)}', portal,
-                ), compat.open_drained_stream(ctx) as sstream:
+                async with (
+                    compat.raise_on_peer_exit(
+                        started['pid'],
+                        f'the feed daemon {feedd_name(backend)}',
+                        portal,
+                    ),
+                    compat.open_drained_stream(ctx) as sstream,
+                ):
                     status = StatusStream(stream=sstream, buffer=256)
-                    async with compat.far_end_endings(
-                        feedd_name(backend), f'the feed of {", ".join(names)}', _silent_end,
-                    ), status._running(), feedbus.open_feed(
-                        portal, names, tick_throttle=tick_throttle,
-                        allow_remote_ctl_ui=allow_remote_ctl_ui, buffer=buffer,
-                        watch_producer=False,  # watched above already
-                    ) as quotes:
+                    async with (
+                        compat.far_end_endings(
+                            feedd_name(backend),
+                            f'the feed of {", ".join(names)}',
+                            _silent_end,
+                        ),
+                        status._running(),
+                        feedbus.open_feed(
+                            portal,
+                            names,
+                            tick_throttle=tick_throttle,
+                            allow_remote_ctl_ui=allow_remote_ctl_ui,
+                            buffer=buffer,
+                            watch_producer=False,  # watched above already
+                        ) as quotes,
+                    ):
                         yield MarketFeed(
                             backend=backend,
                             topics=names,
@@ -212,7 +250,8 @@ async def open_market_feed(
                             quotes=quotes,
                             status=status,
                             first_status={
-                                n: msgspec.convert(first[n]['status'], FeedStatus) for n in names
+                                n: msgspec.convert(first[n]['status'], FeedStatus)
+                                for n in names
                             },
                             symbol_info={n: first[n].get('info') for n in names},
                             portal=portal,
@@ -225,11 +264,12 @@ async def open_market_feed(
 
 
 def _silent_end(err: BaseException) -> bool:
-    '''feedbus's ``SubscriptionDropped('ended')`` without counters: the
-    producer task was torn down without a word (its daemon stopping).'''
+    """feedbus's ``SubscriptionDropped('ended')`` without counters: the
+    producer task was torn down without a word (its daemon stopping)."""
     return (
         isinstance(err, feedbus.SubscriptionDropped)
-        and err.reason == 'ended' and err.stats is None
+        and err.reason == 'ended'
+        and err.stats is None
     )
 
 
@@ -240,16 +280,20 @@ class _Entering:
 
 @acm
 async def _refusals_as_value_errors() -> AsyncIterator[_Entering]:
-    '''The feed daemon's refusal of an attach request (a ``ValueError``,
+    """The feed daemon's refusal of an attach request (a ``ValueError``,
     ``TypeError`` or ``KeyError`` raised there before ``started()``) as a
     local ``ValueError`` with its message, instead of the runtime's
-    remote-error wrapper; errors after entering pass through untouched.'''
+    remote-error wrapper; errors after entering pass through untouched."""
     entering = _Entering()
     try:
         yield entering
     except Exception as exc:
         err = compat.unwrap_error(exc)
-        if not entering.done and compat.remote_error_type(err) in ('ValueError', 'TypeError', 'KeyError'):
+        if not entering.done and compat.remote_error_type(err) in (
+            'ValueError',
+            'TypeError',
+            'KeyError',
+        ):
             raise ValueError(compat.remote_error_message(err)) from err
         raise
 
@@ -259,7 +303,7 @@ async def _maybe_client_root(
     registry_addr: str | tuple[str, int] | None,
     loglevel: str | None,
 ) -> AsyncIterator[tuple[str, int] | None]:
-    '''Boot a client root actor in a program that runs none.'''
+    """Boot a client root actor in a program that runs none."""
     if compat.current_actor() is not None:
         yield resolve_registry_addr(registry_addr)
         return

@@ -1,8 +1,9 @@
-'''
+"""
 History: prepend past bars before a buffer's window and tell every
 subscriber which rows changed.
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,11 +14,13 @@ from ._schedule import check_period
 from .shm import ShmArray
 
 
-def prepend_history(shm: ShmArray, bars: np.ndarray, period_s: float) -> tuple[int, int]:
-    '''Prepend ``bars`` (the buffer's dtype, oldest first, one per period,
+def prepend_history(
+    shm: ShmArray, bars: np.ndarray, period_s: float
+) -> tuple[int, int]:
+    """Prepend ``bars`` (the buffer's dtype, oldest first, one per period,
     ending right before the buffer's first row) and number their
     ``index`` field to continue backwards from it.  Returns the changed
-    index range ``(start_index, end_index)`` (end exclusive).'''
+    index range ``(start_index, end_index)`` (end exclusive)."""
     p = check_period(period_s)
     bars = np.asarray(bars)
     if bars.dtype != shm.dtype:
@@ -25,14 +28,18 @@ def prepend_history(shm: ShmArray, bars: np.ndarray, period_s: float) -> tuple[i
         # fields are dropped, missing ones stay zero
         names = bars.dtype.names or ()
         if 'time' not in names:
-            raise ValueError(f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: no time field')
+            raise ValueError(
+                f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: no time field'
+            )
         conv = np.zeros(len(bars), dtype=shm.dtype)
         try:
             for f in shm.dtype.names or ():
                 if f in names:
                     conv[f] = bars[f]
         except (TypeError, ValueError) as err:
-            raise ValueError(f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: {err}') from None
+            raise ValueError(
+                f'history bars of dtype {bars.dtype} do not fit buffer {shm.name!r}: {err}'
+            ) from None
         bars = conv
     if not len(bars):
         raise ValueError('no history bars given')
@@ -45,7 +52,7 @@ def prepend_history(shm: ShmArray, bars: np.ndarray, period_s: float) -> tuple[i
         if abs(times[-1] + p - head['time']) > 1e-6:
             raise ValueError(
                 f"history ends at {times[-1]} but the buffer's first bar is at "
-                f"{head['time']}: they must be one {p} s period apart"
+                f'{head["time"]}: they must be one {p} s period apart'
             )
         end_index = int(head['index'])
     else:
@@ -63,8 +70,8 @@ async def backfill(
     topic: str,
     period_s: float,
 ) -> tuple[int, int]:
-    '''Prepend ``bars`` to ``shm`` and broadcast the backfill event through
-    a sample stream (from :func:`open_sample_stream`).'''
+    """Prepend ``bars`` to ``shm`` and broadcast the backfill event through
+    a sample stream (from :func:`open_sample_stream`)."""
     start, end = prepend_history(shm, bars, period_s)
     await stream.backfilled(topic, period_s, start, end)
     return start, end

@@ -1,4 +1,4 @@
-'''
+"""
 What introspection returns, as typed records: a feed daemon's topics with
 their buffers, bar counters and subscribers (:class:`FeedInfo`), samplerd's
 periods and clock counters (:class:`SamplerInfo`), the installed backends
@@ -11,7 +11,8 @@ rebuilt on receipt with ``msgspec.convert``, which also validates them.
 Fields are only ever added, with defaults.  Maps keyed by a period are
 keyed by the period in seconds (a ``float``).
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,17 +31,19 @@ class _Info(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubscriberInfo(SubStats, kw_only=True):
-    '''One subscriber of a topic's quotes: feedbus' counters
+    """One subscriber of a topic's quotes: feedbus' counters
     (:class:`feedbus.SubStats`: delivered, messages, conflated, dropped,
     overruns, ...) plus its throttle ``rate`` (Hz; ``None``: every quote)
     and whether it allows remote control of its UI.  (Not frozen, as
-    ``SubStats`` is not: a frozen struct cannot extend it.)'''
+    ``SubStats`` is not: a frozen struct cannot extend it.)"""
+
     rate: float | None = None
     rc_ui: bool = False
 
 
 class BufferInfo(_Info, frozen=True, kw_only=True):
-    '''One shared-memory buffer of a topic.'''
+    """One shared-memory buffer of a topic."""
+
     rows: int  # valid rows
     history: int = 0  # history bars prepended at start
     last_time: float = 0.0  # the open bar's time
@@ -48,8 +51,9 @@ class BufferInfo(_Info, frozen=True, kw_only=True):
 
 
 class PeriodBarCounters(_Info, frozen=True, kw_only=True):
-    '''How one buffer's bar writer placed trades (docs/reliability.md,
-    "Bars and clocks").'''
+    """How one buffer's bar writer placed trades (docs/reliability.md,
+    "Bars and clocks")."""
+
     placed: int = 0  # trades written into a bar
     late: int = 0  # after their bar closed: the closed bar corrected
     held: int = 0  # before their bar opened: held, then placed
@@ -61,8 +65,9 @@ class PeriodBarCounters(_Info, frozen=True, kw_only=True):
 
 
 class BarCounters(PeriodBarCounters, frozen=True, kw_only=True):
-    '''A topic's bar writer: the counters summed over its buffers, plus
-    totals and ``by_period``.'''
+    """A topic's bar writer: the counters summed over its buffers, plus
+    totals and ``by_period``."""
+
     trades: int = 0
     volume: str = 'sum'  # how trade volume is taken: 'sum' or 'cumulative'
     bad_times: int = 0
@@ -71,7 +76,8 @@ class BarCounters(PeriodBarCounters, frozen=True, kw_only=True):
 
 
 class TopicInfo(_Info, frozen=True, kw_only=True):
-    '''One topic of a feed daemon.'''
+    """One topic of a feed daemon."""
+
     state: FeedState
     config: dict[str, Any] = {}  # the backend config it streams with
     restarts: int = 0  # of its quote stream
@@ -91,7 +97,8 @@ class TopicInfo(_Info, frozen=True, kw_only=True):
 
 
 class FeedInfo(_Info, frozen=True, kw_only=True):
-    '''A feed daemon (``feedd.<backend>``): its backend and topics.'''
+    """A feed daemon (``feedd.<backend>``): its backend and topics."""
+
     backend: str
     version: str | None = None
     dist: str = ''  # '<distribution> <version>', or 'builtin'
@@ -101,9 +108,10 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
 
 
 class SamplerInfo(_Info, frozen=True, kw_only=True):
-    '''samplerd: its periods, buffers, subscribers and step counters, and
+    """samplerd: its periods, buffers, subscribers and step counters, and
     the counters of stalls and clock jumps (docs/reliability.md, "Bars and
-    clocks").'''
+    clocks")."""
+
     pid: int
     incrementers: int = 0  # incrementer tasks ever run (one)
     periods: list[float] = []
@@ -123,7 +131,8 @@ class SamplerInfo(_Info, frozen=True, kw_only=True):
 
 
 class BackendInfo(_Info, frozen=True, kw_only=True):
-    '''One installed backend.'''
+    """One installed backend."""
+
     name: str
     version: str | None = None
     dist: str = ''  # '<distribution> <version>', or 'builtin'
@@ -132,9 +141,10 @@ class BackendInfo(_Info, frozen=True, kw_only=True):
 
 
 class TreeInfo(_Info, frozen=True, kw_only=True, omit_defaults=True):
-    '''Everything that runs under one root daemon, from
+    """Everything that runs under one root daemon, from
     :func:`~tractor_sampler.introspect`.  A part that was not asked for is
-    ``None``; ``samplerd`` is also ``None`` when it does not run.'''
+    ``None``; ``samplerd`` is also ``None`` when it does not run."""
+
     registry: str  # 'host:port'
     services: list[ServiceInfo] | None = None
     feeds: list[FeedInfo] | None = None
@@ -143,20 +153,23 @@ class TreeInfo(_Info, frozen=True, kw_only=True, omit_defaults=True):
 
 
 def to_wire(info: msgspec.Struct) -> Any:
-    '''An info struct as it travels over IPC (plain maps and lists).'''
+    """An info struct as it travels over IPC (plain maps and lists)."""
     return msgspec.to_builtins(info)
 
 
 def to_json_builtins(info: msgspec.Struct) -> Any:
-    '''An info struct as JSON-ready data: period keys (floats) written
+    """An info struct as JSON-ready data: period keys (floats) written
     ``'1'``, ``'0.5'``, ``'60'``.  ``msgspec.convert(data, type(info),
-    strict=False)`` reads it back.'''
+    strict=False)`` reads it back."""
     return _str_keys(msgspec.to_builtins(info))
 
 
 def _str_keys(v: Any) -> Any:
     if isinstance(v, dict):
-        return {(f'{k:g}' if isinstance(k, float) else str(k)): _str_keys(x) for k, x in v.items()}
+        return {
+            (f'{k:g}' if isinstance(k, float) else str(k)): _str_keys(x)
+            for k, x in v.items()
+        }
     if isinstance(v, list):
         return [_str_keys(x) for x in v]
     return v

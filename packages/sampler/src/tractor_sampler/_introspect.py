@@ -1,10 +1,11 @@
-'''
+"""
 Introspection as a library call: :func:`introspect` asks a running tree
 (the root's service manager, each feed daemon, samplerd) what runs, and
 returns one typed :class:`~tractor_sampler.TreeInfo`.  ``samplerd ls``
 renders it; programs (monitoring, tests) read its fields.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections.abc import Collection
@@ -25,14 +26,14 @@ PARTS: tuple[str, ...] = ('services', 'feeds', 'samplerd', 'backends')
 
 
 async def query_feed(portal: Any) -> FeedInfo:
-    '''A feed daemon's :class:`~tractor_sampler.FeedInfo`, through a portal
-    to it.'''
+    """A feed daemon's :class:`~tractor_sampler.FeedInfo`, through a portal
+    to it."""
     return msgspec.convert(await portal.run(feed_info), FeedInfo)
 
 
 async def query_samplerd(portal: Any) -> SamplerInfo:
-    '''samplerd's :class:`~tractor_sampler.SamplerInfo`, through a portal
-    to it.'''
+    """samplerd's :class:`~tractor_sampler.SamplerInfo`, through a portal
+    to it."""
     return msgspec.convert(await portal.run(sampler_info), SamplerInfo)
 
 
@@ -41,7 +42,7 @@ async def introspect(
     *,
     parts: Collection[str] = PARTS,
 ) -> TreeInfo:
-    '''What runs under the root daemon at ``registry_addr`` (default
+    """What runs under the root daemon at ``registry_addr`` (default
     ``$TRACTOR_REGISTRY_ADDR``, else tractor's): its services, each running
     feed daemon (topics, buffers, bar counters, subscribers), samplerd
     (periods, steps, clock and gap counters), and the backends installed
@@ -50,13 +51,15 @@ async def introspect(
 
     In a program without a tractor runtime it boots a client root actor
     for the call (``ServiceError`` when nothing answers at the address).
-    ``PluginError`` if a backend plugin of this process fails to load.'''
+    ``PluginError`` if a backend plugin of this process fails to load."""
     from ._feed import _maybe_client_root
 
     wanted = set(parts)
     unknown = wanted - set(PARTS)
     if unknown:
-        raise ValueError(f'parts: unknown {sorted(unknown)} (known: {", ".join(PARTS)})')
+        raise ValueError(
+            f'parts: unknown {sorted(unknown)} (known: {", ".join(PARTS)})'
+        )
     if wanted == {'backends'}:  # no tree needed
         addr = resolve_registry_addr(registry_addr)
         return TreeInfo(registry=f'{addr[0]}:{addr[1]}', backends=get_backends().info())

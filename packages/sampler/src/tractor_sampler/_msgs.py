@@ -1,10 +1,11 @@
-'''
+"""
 samplerd's messages: one tagged union for what it streams to subscribers
 (``SampleMsg``) and one for what a registered client may ask of it
 (``SamplerReq``).  Frozen, keyword-only msgspec structs, validated on
 receipt; fields are only ever added with defaults.
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import Any, Literal, Union
@@ -20,14 +21,15 @@ class _Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field='type'):
 
 
 class Step(_Msg, frozen=True, kw_only=True, tag='step'):
-    '''Every buffer of ``period_s`` got a new row: ``index`` is that row's
+    """Every buffer of ``period_s`` got a new row: ``index`` is that row's
     ``index`` field (the same across a period's buffers that were stepped in
     lock-step; ``NO_INDEX`` when none is registered), ``time`` the step's
     wall-clock time (a boundary of the period: a multiple of it plus the
     origin of the buffers stepped, 0 by default).  ``gap`` is the number of
     boundaries with no row before this one: samplerd was stalled (or the
     wall clock jumped) longer than it catches up (``MAX_CATCHUP`` steps), so
-    the row's time jumps ``gap + 1`` periods past the row before it.'''
+    the row's time jumps ``gap + 1`` periods past the row before it."""
+
     period_s: float
     index: int
     time: float
@@ -36,12 +38,13 @@ class Step(_Msg, frozen=True, kw_only=True, tag='step'):
 
 
 class Backfill(_Msg, frozen=True, kw_only=True, tag='backfill'):
-    '''History was prepended to ``topic``'s ``timeframe`` buffer: rows
+    """History was prepended to ``topic``'s ``timeframe`` buffer: rows
     ``start_index`` up to (excluding) ``end_index`` changed, so views of that
     topic and timeframe over that range should redraw.  The typed form of
     piker's ``{'backfilling': (topic, timeframe)}``.  ``reason`` is
     ``'history'`` for prepended history and ``'correction'`` when late
-    trades changed closed bars in that range (see docs/reliability.md).'''
+    trades changed closed bars in that range (see docs/reliability.md)."""
+
     topic: str
     timeframe: float
     start_index: int
@@ -50,7 +53,8 @@ class Backfill(_Msg, frozen=True, kw_only=True, tag='backfill'):
 
 
 class Info(_Msg, frozen=True, kw_only=True, tag='info'):
-    '''Any other message a client asked samplerd to broadcast.'''
+    """Any other message a client asked samplerd to broadcast."""
+
     info: dict[str, Any]
 
 
@@ -62,12 +66,13 @@ FeedState = Literal['starting', 'up', 'restarting', 'failed', 'ended']
 
 
 class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
-    '''A feed daemon's report on one topic, sent to the topic's
+    """A feed daemon's report on one topic, sent to the topic's
     subscribers whenever it changes: ``'up'`` (the backend's quote stream
     runs), ``'restarting'`` (it raised or ended, ``error`` says how, and the
     daemon's restart policy restarts it), ``'failed'`` (it raised and the
     policy gave up: no more quotes) or ``'ended'`` (it ended normally and
-    is not restarted).  ``restarts`` counts the restarts so far.'''
+    is not restarted).  ``restarts`` counts the restarts so far."""
+
     topic: str
     state: FeedState
     restarts: int = 0
@@ -76,8 +81,9 @@ class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
 
 
 class BroadcastReq(_Msg, frozen=True, kw_only=True, tag='broadcast'):
-    '''Ask samplerd to send ``msg`` to every subscriber of ``period_s``
-    (every period when ``None``).'''
+    """Ask samplerd to send ``msg`` to every subscriber of ``period_s``
+    (every period when ``None``)."""
+
     msg: Backfill | Info
     period_s: float | None = None
     id: int = 0

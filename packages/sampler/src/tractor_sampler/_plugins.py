@@ -1,4 +1,4 @@
-'''
+"""
 Loading backend plugins.
 
 :func:`load_backends` makes a pluggy ``PluginManager`` for
@@ -19,7 +19,8 @@ own, so every failure names the distribution at fault:
 which third-party plugins load; set and empty, none do.  The built-in
 backends always load.  Naming a plugin that is not installed is an error.
 
-'''
+"""
+
 from __future__ import annotations
 
 import builtins
@@ -51,10 +52,10 @@ _MISSING: Any = object()
 
 
 def config_for(fn: Callable[..., Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    '''``config`` limited to the keywords ``fn`` takes: one backend config
+    """``config`` limited to the keywords ``fn`` takes: one backend config
     is shared by ``stream_quotes`` (which gets it all), ``history`` and
     ``symbol_info`` (which get what they accept).  The feed daemon and the
-    conformance kit both pass config through this one filter.'''
+    conformance kit both pass config through this one filter."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -67,7 +68,7 @@ def config_for(fn: Callable[..., Any], config: Mapping[str, Any]) -> dict[str, A
 
 @dataclass(frozen=True)
 class Backend:
-    '''One registered backend.'''
+    """One registered backend."""
 
     name: str
     stream_quotes: StreamQuotes
@@ -80,12 +81,14 @@ class Backend:
 
 
 class BackendRegistry(Mapping[str, Backend]):
-    '''The loaded backends by name.  ``registry[name]`` and
+    """The loaded backends by name.  ``registry[name]`` and
     ``registry.get(name)`` raise :class:`UnknownBackend` (a ``KeyError``)
     listing the installed names; ``get(name, default)`` returns the
-    default instead.'''
+    default instead."""
 
-    def __init__(self, backends: Mapping[str, Backend], plugins: Mapping[str, str]) -> None:
+    def __init__(
+        self, backends: Mapping[str, Backend], plugins: Mapping[str, str]
+    ) -> None:
         self._backends = dict(backends)
         #: plugin name -> distribution label, for every plugin loaded
         self.plugins: dict[str, str] = dict(plugins)
@@ -114,19 +117,22 @@ class BackendRegistry(Mapping[str, Backend]):
         return self._backends.get(name, default)
 
     def info(self) -> builtins.list[BackendInfo]:
-        '''One :class:`~tractor_sampler.BackendInfo` per backend, sorted by
+        """One :class:`~tractor_sampler.BackendInfo` per backend, sorted by
         name: ``name``, ``version``, ``dist`` and which optional parts it
-        has.'''
+        has."""
         return [
             BackendInfo(
-                name=b.name, version=b.version, dist=b.dist,
-                history=b.history is not None, symbol_info=b.symbol_info is not None,
+                name=b.name,
+                version=b.version,
+                dist=b.dist,
+                history=b.history is not None,
+                symbol_info=b.symbol_info is not None,
             )
             for _, b in sorted(self._backends.items())
         ]
 
     def list(self) -> builtins.list[dict[str, Any]]:
-        ''':meth:`info` as plain dicts.'''
+        """:meth:`info` as plain dicts."""
         return [msgspec.to_builtins(i) for i in self.info()]
 
     def __repr__(self) -> str:
@@ -134,10 +140,10 @@ class BackendRegistry(Mapping[str, Backend]):
 
 
 class _PluginManager(pluggy.PluginManager):
-    '''Also treats unmarked ``tractor_sampler_*`` functions as hook
+    """Also treats unmarked ``tractor_sampler_*`` functions as hook
     implementations (as pytest does for ``pytest_*``), so a misspelled,
     unmarked hook is reported by ``check_pending()`` instead of being
-    silently ignored.'''
+    silently ignored."""
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -180,13 +186,13 @@ def load_backends(
     entry_points: Iterable[Any] | None = None,
     extra: Iterable[Any] = (),
 ) -> BackendRegistry:
-    '''Load every backend plugin and return the registry.
+    """Load every backend plugin and return the registry.
 
     ``entry_points`` replaces the installed ``tractor_sampler`` entry points
     (objects with ``.name``, ``.load()`` and ``.dist`` with ``.name`` and
     ``.version``); ``extra`` adds plugin objects (modules), each labelled
     ``'extra'``, never filtered by the environment variable (tests use it to
-    register a plugin for one test).'''
+    register a plugin for one test)."""
     pm = _PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     #: plugin name -> (distribution label, distribution version)
@@ -200,9 +206,13 @@ def load_backends(
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
-            raise PluginError(f'{label}: plugin {name!r} implements a hook wrongly: {err}') from err
+            raise PluginError(
+                f'{label}: plugin {name!r} implements a hook wrongly: {err}'
+            ) from err
         except Exception as err:
-            raise PluginError(f'{label}: plugin {name!r} failed to register: {err}') from err
+            raise PluginError(
+                f'{label}: plugin {name!r} failed to register: {err}'
+            ) from err
         dists[name] = (label, version)
 
     for name, plugin in _builtin_plugins():
@@ -241,8 +251,14 @@ def load_backends(
         pm.check_pending()
     except pluggy.PluginValidationError as err:
         pname = pm.get_name(err.plugin)
-        label = dists.get(pname, ('unknown distribution', None))[0] if pname else 'unknown distribution'
-        raise PluginError(f'{label}: plugin {pname!r} has an unknown hook (misspelled?): {err}') from err
+        label = (
+            dists.get(pname, ('unknown distribution', None))[0]
+            if pname
+            else 'unknown distribution'
+        )
+        raise PluginError(
+            f'{label}: plugin {pname!r} has an unknown hook (misspelled?): {err}'
+        ) from err
 
     backends: dict[str, Backend] = {}
     for impl in pm.hook.tractor_sampler_register_backends.get_hookimpls():
@@ -280,7 +296,9 @@ def _make_register(
         if not isinstance(name, str) or not name:
             raise PluginError(f'{where} registered a backend with a bad name {name!r}')
         if not callable(stream_quotes):
-            raise PluginError(f'{where}: backend {name!r}: stream_quotes is not callable')
+            raise PluginError(
+                f'{where}: backend {name!r}: stream_quotes is not callable'
+            )
         for what, fn in (('history', history), ('symbol_info', symbol_info)):
             if fn is not None and not callable(fn):
                 raise PluginError(f'{where}: backend {name!r}: {what} is not callable')
@@ -308,8 +326,8 @@ _extra: list[Any] = []
 
 
 def get_backends(*, refresh: bool = False) -> BackendRegistry:
-    '''The registry of this process, loaded on first use (plus any plugin
-    :func:`registered_plugin` adds).'''
+    """The registry of this process, loaded on first use (plus any plugin
+    :func:`registered_plugin` adds)."""
     global _cached
     if _cached is None or refresh:
         _cached = load_backends(extra=list(_extra))
@@ -317,14 +335,14 @@ def get_backends(*, refresh: bool = False) -> BackendRegistry:
 
 
 def get_backend(name: str = DEFAULT_BACKEND) -> Backend:
-    '''One backend of the process registry, by name (default ``'sim'``).'''
+    """One backend of the process registry, by name (default ``'sim'``)."""
     return get_backends()[name]
 
 
 @contextlib.contextmanager
 def registered_plugin(*plugins: ModuleType | Any) -> Iterator[BackendRegistry]:
-    '''Register plugin objects (modules) in the process registry for the
-    duration of the block (a test fixture's body), yielding the registry.'''
+    """Register plugin objects (modules) in the process registry for the
+    duration of the block (a test fixture's body), yielding the registry."""
     global _cached
     _extra.extend(plugins)
     _cached = None

@@ -1,9 +1,10 @@
-'''
+"""
 The ``Sampler``: samplerd's singleton.  It holds the buffers registered
 per period, steps them all from one incrementer task it owns, and
 broadcasts each step to the subscribers of that period.
 
-'''
+"""
+
 from __future__ import annotations
 
 import os
@@ -48,9 +49,9 @@ def period_topic(period_s: float) -> str:
 
 
 class Sampler:
-    '''Buffers and subscribers per period, one incrementer.
+    """Buffers and subscribers per period, one incrementer.
 
-    Get the running one with :func:`get_sampler` (inside samplerd).'''
+    Get the running one with :func:`get_sampler` (inside samplerd)."""
 
     def __init__(
         self,
@@ -74,7 +75,9 @@ class Sampler:
         self.aligned = 0
         #: buffers no longer stepped because they filled up (or were closed),
         #: per period; they leave with their registration
-        self._set_aside: defaultdict[float, dict[tuple[str, int], ShmArray]] = defaultdict(dict)
+        self._set_aside: defaultdict[float, dict[tuple[str, int], ShmArray]] = (
+            defaultdict(dict)
+        )
         self.set_aside = 0
         #: per period: steps whose rows jumped over boundaries after a long
         #: stall or clock jump (the row marks the gap: ``Step.gap``), and the
@@ -97,13 +100,17 @@ class Sampler:
         if token.members > 1:
             group = self._groups.get(token.shm_name)
             if group is None:
-                group = self._groups[token.shm_name] = attach_shm_group(token, readonly=False)
+                group = self._groups[token.shm_name] = attach_shm_group(
+                    token, readonly=False
+                )
             return group[token.member]
         return attach_shm_array(token, readonly=False)
 
-    def add_buffer(self, period_s: float, token: ShmToken | dict) -> tuple[float, str, int]:
-        '''Step this buffer every ``period_s`` (attaching it writable); a
-        buffer registered twice is stepped once.  Returns its key.'''
+    def add_buffer(
+        self, period_s: float, token: ShmToken | dict
+    ) -> tuple[float, str, int]:
+        """Step this buffer every ``period_s`` (attaching it writable); a
+        buffer registered twice is stepped once.  Returns its key."""
         p = check_period(period_s)
         token = ShmToken.from_msg(token)
         key = (p, token.shm_name, token.member)
@@ -120,12 +127,12 @@ class Sampler:
         return key
 
     def _align(self, shm: ShmArray, p: float) -> int:
-        '''Bring a newly registered buffer up to the open bar: a buffer
+        """Bring a newly registered buffer up to the open bar: a buffer
         whose last row is up to :data:`MAX_ALIGN_ROWS` periods older than
         the bar the next step closes (its owner filled it just before a
         boundary passed) gets the missing rows now, as steps would have made
         them, so every later step lands on the right boundary.  Returns how
-        many rows it appended.'''
+        many rows it appended."""
         if not len(shm) or 'time' not in (shm.dtype.names or ()):
             return 0
         grid = Grid.of(p, shm.token)
@@ -166,8 +173,8 @@ class Sampler:
         self._maybe_drop_period(p)
 
     def listen(self, period_s: float) -> float:
-        '''Keep stepping ``period_s`` while someone subscribes to it, even
-        with no buffer (broadcasts then carry ``NO_INDEX``).'''
+        """Keep stepping ``period_s`` while someone subscribes to it, even
+        with no buffer (broadcasts then carry ``NO_INDEX``)."""
         p = check_period(period_s)
         self._listeners[p] += 1
         self.schedule.add(p)
@@ -197,13 +204,15 @@ class Sampler:
             del self._plans[lane]
 
     def _lane_bufs(self, p: float, step_time: float) -> dict[tuple[str, int], ShmArray]:
-        '''The buffers of period ``p`` whose boundaries ``step_time`` is on.'''
+        """The buffers of period ``p`` whose boundaries ``step_time`` is on."""
         bufs = self._bufs.get(p)
         if not bufs:
             return {}
         tenths = round(p * 10)
         o = round(step_time * 10) % tenths
-        return {key: shm for key, shm in bufs.items() if Grid.of(p, shm.token).origin == o}
+        return {
+            key: shm for key, shm in bufs.items() if Grid.of(p, shm.token).origin == o
+        }
 
     # --- stepping -----------------------------------------------------------
 
@@ -212,15 +221,15 @@ class Sampler:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''The one incrementer: each step appends a row to every buffer of
-        the period that is due, then broadcasts the step.'''
+        """The one incrementer: each step appends a row to every buffer of
+        the period that is due, then broadcasts the step."""
         self.incrementers += 1
         await self.schedule.run(self._step, task_status=task_status)
 
     async def _step(self, period_s: float, step_time: float) -> None:
-        '''Append the row of boundary ``step_time`` to every buffer of the
+        """Append the row of boundary ``step_time`` to every buffer of the
         period, then broadcast the step (with the gap its rows jumped, if
-        any).'''
+        any)."""
         bufs = self._lane_bufs(period_s, step_time)
         lane = (period_s, round(step_time * 10) % round(period_s * 10))
         gap = 0
@@ -234,7 +243,8 @@ class Sampler:
                 # step the others: set the culprits aside (they are not
                 # stepped again until re-registered) and step once more
                 bad = [
-                    key for key, shm in bufs.items()
+                    key
+                    for key, shm in bufs.items()
                     if shm.closed or (len(shm) and shm.last >= shm.size)
                 ]
                 for key in bad:
@@ -258,8 +268,8 @@ class Sampler:
         self.broadcast(period_s, time_stamp=step_time, gap=gap)
 
     def _step_plan(self, plan: StepPlan, period_s: float, step_time: float) -> int:
-        '''One step of ``plan`` at ``step_time``; counts and returns the gap
-        (boundaries its rows jumped over).'''
+        """One step of ``plan`` at ``step_time``; counts and returns the gap
+        (boundaries its rows jumped over)."""
         waited = plan.waited
         plan.step(period_s, step_time)
         self.waited += plan.waited - waited
@@ -274,8 +284,8 @@ class Sampler:
         return gap
 
     def _index(self, period_s: float, step_time: float | None = None) -> int:
-        '''The last index of the period's buffers (of the lane
-        ``step_time`` is on, when given and a buffer is on it).'''
+        """The last index of the period's buffers (of the lane
+        ``step_time`` is on, when given and a buffer is on it)."""
         bufs = self._lane_bufs(period_s, step_time) if step_time is not None else None
         for shm in (bufs or self._bufs.get(period_s, {})).values():
             if len(shm):
@@ -289,10 +299,10 @@ class Sampler:
         info: dict[str, Any] | None = None,
         gap: int = 0,
     ) -> int:
-        '''Send a :class:`Step` (the period's latest index and time, plus
+        """Send a :class:`Step` (the period's latest index and time, plus
         ``info``) to every subscriber of ``period_s``.  Never blocks;
         returns how many subscribers it reached.  Before any buffer of the
-        period is registered the index is ``NO_INDEX`` (-1).'''
+        period is registered the index is ``NO_INDEX`` (-1)."""
         p = check_period(period_s)
         msg = Step(
             period_s=p,
@@ -304,8 +314,8 @@ class Sampler:
         return self.bus.broadcast(period_topic(p), msg)
 
     def broadcast_all(self, msg: Backfill | Info, period_s: float | None = None) -> int:
-        '''Send ``msg`` to the subscribers of ``period_s``, or of every
-        period (each subscriber once).'''
+        """Send ``msg`` to the subscribers of ``period_s``, or of every
+        period (each subscriber once)."""
         if period_s is not None:
             return self.bus.broadcast(period_topic(period_s), msg)
         seen: set = set()
@@ -337,8 +347,8 @@ class Sampler:
         }
 
     def clock_info(self) -> dict[str, Any]:
-        '''The stepping counters for stalls and clock jumps (see
-        docs/reliability.md, "Bars and clocks").'''
+        """The stepping counters for stalls and clock jumps (see
+        docs/reliability.md, "Bars and clocks")."""
         st = self.schedule.stats
         return {
             'clock_jumps': st.clock_jumps,
@@ -358,7 +368,7 @@ _holder = _Holder()
 
 
 def get_sampler() -> Sampler:
-    '''samplerd's :class:`Sampler`; a clear error anywhere else.'''
+    """samplerd's :class:`Sampler`; a clear error anywhere else."""
     if _holder.sampler is None:
         raise NoSampler(
             'no Sampler runs in this actor: samplerd hosts it '
@@ -369,7 +379,7 @@ def get_sampler() -> Sampler:
 
 @acm
 async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
-    '''Make this actor's Sampler and run its one incrementer until exit.'''
+    """Make this actor's Sampler and run its one incrementer until exit."""
     if _holder.sampler is not None:
         raise AlreadyRunning('a Sampler already runs in this actor')
     sampler = _holder.sampler = Sampler(**kwargs)
@@ -385,13 +395,20 @@ async def open_sampler(**kwargs: Any) -> AsyncIterator[Sampler]:
 
 
 @compat.context
-async def samplerd(ctx: compat.Context, keep_lateness: int = 0, spin_s: float = SPIN_S) -> None:
-    '''samplerd's root endpoint (supervised by the root's service
-    manager): hosts the Sampler and its incrementer.'''
-    if isinstance(keep_lateness, bool) or not isinstance(keep_lateness, int) or keep_lateness < 0:
+async def samplerd(
+    ctx: compat.Context, keep_lateness: int = 0, spin_s: float = SPIN_S
+) -> None:
+    """samplerd's root endpoint (supervised by the root's service
+    manager): hosts the Sampler and its incrementer."""
+    if (
+        isinstance(keep_lateness, bool)
+        or not isinstance(keep_lateness, int)
+        or keep_lateness < 0
+    ):
         raise ValueError(f'keep_lateness={keep_lateness!r} must be an int >= 0')
     if (
-        isinstance(spin_s, bool) or not isinstance(spin_s, (int, float))
+        isinstance(spin_s, bool)
+        or not isinstance(spin_s, (int, float))
         or not 0 <= spin_s <= 0.1
     ):
         raise ValueError(f'spin_s={spin_s!r} must be a number of seconds in [0, 0.1]')
@@ -403,10 +420,10 @@ async def samplerd(ctx: compat.Context, keep_lateness: int = 0, spin_s: float = 
 
 
 async def sampler_info() -> dict[str, Any]:
-    '''(samplerd) What runs: incrementer count, periods, buffers,
+    """(samplerd) What runs: incrementer count, periods, buffers,
     subscribers, steps, clock and gap counters: a
     :class:`~tractor_sampler.SamplerInfo` in its IPC form (validated
-    against the struct here; ``introspect()`` rebuilds it).'''
+    against the struct here; ``introspect()`` rebuilds it)."""
     return to_wire(msgspec.convert(get_sampler().info(), SamplerInfo))
 
 
@@ -414,7 +431,9 @@ def _parse_shms(shms_by_period: Any) -> list[tuple[float, ShmToken]]:
     if shms_by_period is None:
         return []
     if not isinstance(shms_by_period, dict):
-        raise ValueError(f'shms_by_period must map periods to tokens (or lists of them), not {shms_by_period!r}')
+        raise ValueError(
+            f'shms_by_period must map periods to tokens (or lists of them), not {shms_by_period!r}'
+        )
     out = []
     for raw_p, toks in shms_by_period.items():
         try:
@@ -434,11 +453,14 @@ async def register_with_sampler(
     open_index_stream: bool = True,
     sub_for_broadcasts: bool = True,
 ) -> None:
-    '''(samplerd) Register buffers by token per period, optionally stream
+    """(samplerd) Register buffers by token per period, optionally stream
     the steps of ``period_s`` and of the registered periods, serve
-    requests to broadcast to all, and unregister on exit.'''
+    requests to broadcast to all, and unregister on exit."""
     sampler = get_sampler()
-    for name, flag in (('open_index_stream', open_index_stream), ('sub_for_broadcasts', sub_for_broadcasts)):
+    for name, flag in (
+        ('open_index_stream', open_index_stream),
+        ('sub_for_broadcasts', sub_for_broadcasts),
+    ):
         if not isinstance(flag, bool):
             raise ValueError(f'{name}={flag!r} must be True or False')
     regs = _parse_shms(shms_by_period)
@@ -454,14 +476,19 @@ async def register_with_sampler(
         for p in listen:
             listening.append(sampler.listen(p))
         periods = sorted({p for p, _ in regs} | set(listen))
-        await ctx.started({
-            'periods': periods,
-            'steps': {p: sampler.schedule.next_step(p)[1] for p in periods},
-            'pid': os.getpid(),
-        })
+        await ctx.started(
+            {
+                'periods': periods,
+                'steps': {p: sampler.schedule.next_step(p)[1] for p in periods},
+                'pid': os.getpid(),
+            }
+        )
         if not open_index_stream:
             await trio.sleep_forever()
-        async with compat.open_stream(ctx) as stream, open_sub(sampler.bus, stream, batch=False) as (sub, ready):
+        async with (
+            compat.open_stream(ctx) as stream,
+            open_sub(sampler.bus, stream, batch=False) as (sub, ready),
+        ):
             if sub_for_broadcasts:
                 for p in periods:
                     sampler.bus.add_subs(period_topic(p), {sub})
@@ -473,10 +500,23 @@ async def register_with_sampler(
                         reached = sampler.broadcast_all(req.msg, req.period_s)
                     except ValueError as err:
                         rid = raw.get('id', 0) if isinstance(raw, dict) else 0
-                        await stream.send(msgspec.to_builtins(Error(id=rid if isinstance(rid, int) else 0, error=str(err))))
+                        await stream.send(
+                            msgspec.to_builtins(
+                                Error(
+                                    id=rid if isinstance(rid, int) else 0,
+                                    error=str(err),
+                                )
+                            )
+                        )
                         continue
-                    await stream.send(msgspec.to_builtins(Ack(id=req.id, reached=reached)))
-            except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send(
+                        msgspec.to_builtins(Ack(id=req.id, reached=reached))
+                    )
+            except (
+                PeerDisconnected,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ):
                 pass  # the registrant went away: unregister below
     finally:
         for key in keys:

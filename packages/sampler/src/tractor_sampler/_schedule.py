@@ -1,4 +1,4 @@
-'''
+"""
 When steps happen: absolute deadlines aligned to each period's wall-clock
 boundaries, from trio's clock.
 
@@ -38,7 +38,8 @@ boundaries for at most ``spin_s`` of CPU per step.
 Periods: any multiple of 0.1 s from ``MIN_PERIOD_S`` (0.1 s) to
 ``MAX_PERIOD_S`` (one day).
 
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,7 @@ CLOCK_CHECK_S: float = 1.0
 
 
 def check_period(period_s: object) -> float:
-    '''``period_s`` as a float, or a ``ValueError`` saying what is wrong.'''
+    """``period_s`` as a float, or a ``ValueError`` saying what is wrong."""
     if isinstance(period_s, bool) or not isinstance(period_s, (int, float)):
         raise ValueError(f'period {period_s!r} is not a number of seconds')
     p = float(period_s)
@@ -79,15 +80,15 @@ def check_period(period_s: object) -> float:
 
 
 def bar_time(tenths: int, k: int, origin: int = 0) -> float:
-    '''Bar ``k``'s start for a period of ``tenths`` tenths of a second
+    """Bar ``k``'s start for a period of ``tenths`` tenths of a second
     whose boundaries lie ``origin`` tenths past its multiples: the float
-    nearest ``(k * tenths + origin) / 10`` (what samplerd writes).'''
+    nearest ``(k * tenths + origin) / 10`` (what samplerd writes)."""
     return (k * tenths + origin) / 10
 
 
 def bar_of(t: float, tenths: int, origin: int = 0) -> int:
-    '''The bar number ``k`` with ``bar_time(k) <= t < bar_time(k + 1)``
-    (``t`` finite).'''
+    """The bar number ``k`` with ``bar_time(k) <= t < bar_time(k + 1)``
+    (``t`` finite)."""
     k = math.floor((t * 10 - origin) / tenths)
     if (k * tenths + origin) / 10 > t:
         k -= 1
@@ -100,13 +101,15 @@ STAMPS = ('open', 'close')
 
 
 def check_origin(origin_s: object) -> float:
-    '''``origin_s`` (seconds past each period's multiples where its bars
-    start) as a float, or a ``ValueError`` saying what is wrong.'''
+    """``origin_s`` (seconds past each period's multiples where its bars
+    start) as a float, or a ``ValueError`` saying what is wrong."""
     if isinstance(origin_s, bool) or not isinstance(origin_s, (int, float)):
         raise ValueError(f'origin {origin_s!r} is not a number of seconds')
     o = float(origin_s)
     if not (math.isfinite(o) and 0 <= o < MAX_PERIOD_S):
-        raise ValueError(f'origin {origin_s!r} must be from 0 to {MAX_PERIOD_S:.0f} s (excluded)')
+        raise ValueError(
+            f'origin {origin_s!r} must be from 0 to {MAX_PERIOD_S:.0f} s (excluded)'
+        )
     tenths = round(o * 10)
     if abs(tenths - o * 10) > 1e-6:
         raise ValueError(f'origin {origin_s!r} is not a multiple of {MIN_PERIOD_S} s')
@@ -114,22 +117,26 @@ def check_origin(origin_s: object) -> float:
 
 
 def check_stamp(stamp: object) -> str:
-    '''``'open'`` or ``'close'``, or a ``ValueError``.'''
+    """``'open'`` or ``'close'``, or a ``ValueError``."""
     if stamp not in STAMPS:
-        raise ValueError(f"stamp {stamp!r} must be 'open' (a row's time is its bar's start) or 'close' (its end)")
+        raise ValueError(
+            f"stamp {stamp!r} must be 'open' (a row's time is its bar's start) or 'close' (its end)"
+        )
     return stamp  # type: ignore[return-value]
 
 
 class Grid:
-    '''Where one buffer's bars lie: period ``tenths``, boundaries at
+    """Where one buffer's bars lie: period ``tenths``, boundaries at
     ``origin + k * period`` (``origin`` in tenths, reduced below the
     period), rows stamped with their bar's start (``'open'``) or end
     (``'close'``).  Bar ``k`` spans ``[start(k), start(k + 1))``; its row's
-    time is ``row_time(k)``.'''
+    time is ``row_time(k)``."""
 
     __slots__ = ('tenths', 'origin', 'close', 'p')
 
-    def __init__(self, period_s: float, origin_s: float = 0.0, stamp: str = 'open') -> None:
+    def __init__(
+        self, period_s: float, origin_s: float = 0.0, stamp: str = 'open'
+    ) -> None:
         self.p = check_period(period_s)
         self.tenths = round(self.p * 10)
         self.origin = round(check_origin(origin_s) * 10) % self.tenths
@@ -137,22 +144,24 @@ class Grid:
 
     @classmethod
     def of(cls, period_s: float, token: object) -> Grid:
-        '''The grid of a buffer of ``period_s`` from its token's
-        ``origin`` and ``stamp`` (defaults for objects without them).'''
-        return cls(period_s, getattr(token, 'origin', 0.0), getattr(token, 'stamp', 'open'))
+        """The grid of a buffer of ``period_s`` from its token's
+        ``origin`` and ``stamp`` (defaults for objects without them)."""
+        return cls(
+            period_s, getattr(token, 'origin', 0.0), getattr(token, 'stamp', 'open')
+        )
 
     def start(self, k: int) -> float:
         return (k * self.tenths + self.origin) / 10
 
     def bar_of(self, t: float) -> int:
-        '''The bar a trade at ``t`` is in.'''
+        """The bar a trade at ``t`` is in."""
         return bar_of(t, self.tenths, self.origin)
 
     def row_time(self, k: int) -> float:
         return ((k + self.close) * self.tenths + self.origin) / 10
 
     def row_bar(self, t: float) -> int:
-        '''The bar of the row whose time is ``t`` (on the grid).'''
+        """The bar of the row whose time is ``t`` (on the grid)."""
         return bar_of(t, self.tenths, self.origin) - self.close
 
 
@@ -172,8 +181,8 @@ OnStep = Callable[[float, float], Awaitable[None]]
 
 
 class Schedule:
-    '''The deadlines of every registered period; one :meth:`run` task steps
-    them all.'''
+    """The deadlines of every registered period; one :meth:`run` task steps
+    them all."""
 
     def __init__(
         self,
@@ -204,7 +213,7 @@ class Schedule:
 
     @property
     def lanes(self) -> list[tuple[float, float]]:
-        '''``(period, origin)`` of every lane stepped.'''
+        """``(period, origin)`` of every lane stepped."""
         return sorted((p, o / 10) for p, o in self._next)
 
     @staticmethod
@@ -218,8 +227,8 @@ class Schedule:
         return self._offset
 
     def reanchor(self) -> float:
-        '''Map trio's clock onto the wall clock afresh; a change larger than
-        :data:`CLOCK_JUMP_S` is counted as a jump.  Returns the change.'''
+        """Map trio's clock onto the wall clock afresh; a change larger than
+        :data:`CLOCK_JUMP_S` is counted as a jump.  Returns the change."""
         offset = self._wall() - trio.current_time()
         old = self._offset
         self._offset = offset
@@ -237,18 +246,18 @@ class Schedule:
 
     @staticmethod
     def step_time(period: float, k: int, origin: int = 0) -> float:
-        '''Wall time of step ``k`` (of the lane ``origin`` tenths past the
+        """Wall time of step ``k`` (of the lane ``origin`` tenths past the
         period's multiples): computed in tenths of a second, so a 0.2 s
-        period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001).'''
+        period's steps are 0.2, 0.4, 0.6 (not 0.6000000000000001)."""
         return bar_time(round(period * 10), k, origin)
 
     def deadline(self, period: float, k: int, origin: int = 0) -> float:
-        '''trio time of step ``k`` of ``period`` (lane ``origin``, tenths).'''
+        """trio time of step ``k`` of ``period`` (lane ``origin``, tenths)."""
         return self.step_time(period, k, origin) - self._sync()
 
     def add(self, period_s: float, origin_s: float = 0.0) -> float:
-        '''Start stepping ``period_s`` on the boundaries ``origin_s`` past
-        its multiples (a lane), from the next one.'''
+        """Start stepping ``period_s`` on the boundaries ``origin_s`` past
+        its multiples (a lane), from the next one."""
         lane = self._lane(period_s, origin_s)
         if lane not in self._next:
             p, o = lane
@@ -257,8 +266,8 @@ class Schedule:
         return lane[0]
 
     def remove(self, period_s: float, origin_s: float | None = None) -> None:
-        '''Stop stepping a lane of ``period_s`` (every lane when
-        ``origin_s`` is None).'''
+        """Stop stepping a lane of ``period_s`` (every lane when
+        ``origin_s`` is None)."""
         if origin_s is None:
             p = check_period(period_s)
             for lane in [lane for lane in self._next if lane[0] == p]:
@@ -268,8 +277,8 @@ class Schedule:
         self._changed.set()
 
     def next_step(self, period_s: float, origin_s: float = 0.0) -> tuple[int, float]:
-        '''(index, wall time) of ``period_s``'s next step (on the lane
-        ``origin_s``).'''
+        """(index, wall time) of ``period_s``'s next step (on the lane
+        ``origin_s``)."""
         p, o = lane = self._lane(period_s, origin_s)
         k = self._next[lane]
         return k, self.step_time(p, k, o)
@@ -280,9 +289,9 @@ class Schedule:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''Forever: sleep until the earliest deadline, then call
+        """Forever: sleep until the earliest deadline, then call
         ``on_step(period, step_wall_time)`` for every step due, shorter
-        periods first, missed ones caught up in order.'''
+        periods first, missed ones caught up in order."""
         task_status.started()
         while True:
             self._changed = trio.Event()
@@ -295,7 +304,9 @@ class Schedule:
             if now < due_at - self.spin_s:
                 # sleep until the deadline (or the next clock check), or
                 # until the set of periods changes: then recompute
-                with trio.move_on_at(min(due_at - self.spin_s, now + self.clock_check_s)):
+                with trio.move_on_at(
+                    min(due_at - self.spin_s, now + self.clock_check_s)
+                ):
                     await self._changed.wait()
                 continue
             # timers wake ~1 ms late on an idle machine: with spin_s, wake

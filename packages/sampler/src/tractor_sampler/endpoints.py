@@ -1,4 +1,4 @@
-'''
+"""
 The IPC endpoints of tractor-sampler: the functions the daemons serve to
 other actors, for code that talks to samplerd or a feed daemon directly
 (``portal.run(...)``, ``portal.open_context(...)``, or a service manager's
@@ -22,7 +22,8 @@ a feed daemon (service name ``feedd.<backend>``):
 - :func:`feed_info`: its topics, a :class:`~tractor_sampler.FeedInfo` in its
   IPC form.
 
-'''
+"""
+
 from ._feedd import attach_feed as attach_feed
 from ._feedd import feed_info as feed_info
 from ._feedd import feedd as feedd
@@ -30,4 +31,11 @@ from ._sampler import register_with_sampler as register_with_sampler
 from ._sampler import sampler_info as sampler_info
 from ._sampler import samplerd as samplerd
 
-__all__ = ['attach_feed', 'feed_info', 'feedd', 'register_with_sampler', 'sampler_info', 'samplerd']
+__all__ = [
+    'attach_feed',
+    'feed_info',
+    'feedd',
+    'register_with_sampler',
+    'sampler_info',
+    'samplerd',
+]

@@ -1,4 +1,4 @@
-'''
+"""
 The backend hook specification.
 
 One string, :data:`PROJECT`, names the pluggy project, the markers, the
@@ -14,7 +14,8 @@ functions, published under the ``tractor_sampler`` entry-point group::
 
 See ``docs/hooks.md`` for the reference and the call contracts.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,8 +38,8 @@ SymbolInfo = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class Register(Protocol):
-    '''The callback a plugin's :func:`tractor_sampler_register_backends`
-    receives.'''
+    """The callback a plugin's :func:`tractor_sampler_register_backends`
+    receives."""
 
     def __call__(
         self,
@@ -53,7 +54,7 @@ class Register(Protocol):
 
 @hookspec
 def tractor_sampler_register_backends(register: Register) -> None:
-    '''Register this plugin's backends: call ``register(name, *,
+    """Register this plugin's backends: call ``register(name, *,
     stream_quotes, history=None, symbol_info=None, version=None)`` once per
     backend.  Names are unique across all installed plugins.
 
@@ -71,4 +72,4 @@ def tractor_sampler_register_backends(register: Register) -> None:
       ``end_time``.
     - ``await symbol_info(symbol, **config)`` returns a dict with at least
       ``'symbol'``, ``'tick_size'`` and ``'lot_size'``.
-    '''
+    """

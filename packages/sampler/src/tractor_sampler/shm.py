@@ -1,4 +1,4 @@
-'''
+"""
 Shared-memory OHLCV buffers: numpy structured arrays in named POSIX
 shared-memory segments, with their valid window also in shared memory so
 every process that attaches sees the same rows.
@@ -76,7 +76,8 @@ standalone buffers still cost one step each; allocate them in a group to
 get the vectorised path).  Members with an empty window have no previous
 close and are skipped.  A step that would overrun any member's end raises
 :class:`ShmOverrun` before anything is written.
-'''
+"""
+
 from __future__ import annotations
 
 import atexit
@@ -112,15 +113,17 @@ __all__ = [
     'step_many',
 ]
 
-def_ohlcv_dtype = np.dtype([
-    ('index', 'i8'),
-    ('time', 'f8'),
-    ('open', 'f8'),
-    ('high', 'f8'),
-    ('low', 'f8'),
-    ('close', 'f8'),
-    ('volume', 'f8'),
-])
+def_ohlcv_dtype = np.dtype(
+    [
+        ('index', 'i8'),
+        ('time', 'f8'),
+        ('open', 'f8'),
+        ('high', 'f8'),
+        ('low', 'f8'),
+        ('close', 'f8'),
+        ('volume', 'f8'),
+    ]
+)
 DEFAULT_DTYPE = def_ohlcv_dtype
 
 #: prefix of generated segment names (recognisable in ``/dev/shm``);
@@ -137,14 +140,15 @@ _H_MAGIC, _H_VERSION, _H_MEMBERS, _H_SIZE, _H_ITEMSIZE, _H_DTYPE_CRC = range(6)
 
 
 class ShmOverrun(ValueError):
-    '''A push or step that does not fit in the buffer's free space.'''
+    """A push or step that does not fit in the buffer's free space."""
 
 
 # -- dtype descriptions (msgpack friendly) ---------------------------------
 
+
 def _canon_descr(descr: Any) -> tuple:
-    '''A numpy ``dtype.descr`` (or its msgpack'd form, lists for tuples) as
-    a hashable tuple of ``(name, format[, shape])`` tuples.'''
+    """A numpy ``dtype.descr`` (or its msgpack'd form, lists for tuples) as
+    a hashable tuple of ``(name, format[, shape])`` tuples."""
     if not isinstance(descr, (list, tuple)) or not descr:
         raise ValueError(f'dtype description must be a non-empty list, got {descr!r}')
     out: list[tuple] = []
@@ -190,8 +194,9 @@ def _dtype_crc(descr: tuple) -> int:
 
 # -- the token ---------------------------------------------------------------
 
+
 class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
-    '''Everything another process needs to attach a buffer; travels over
+    """Everything another process needs to attach a buffer; travels over
     IPC as a plain map (``msgspec.to_builtins`` / msgpack) and comes back
     with :meth:`from_msg` or ``msgspec.convert(msg, ShmToken)``.
 
@@ -206,7 +211,8 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     buffer with ``origin=30.0`` has bars from :30 to :30), and each row's
     ``time`` its bar's start (``'open'``) or end (``'close'``).  The
     defaults are the plain grid, and tokens without them decode to it.
-    '''
+    """
+
     shm_name: str
     shm_ctl_name: str
     dtype_descr: tuple
@@ -234,7 +240,9 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
         try:
             np.dtype(_descr_to_numpy(descr))
         except (TypeError, ValueError) as err:
-            raise ValueError(f'invalid dtype description {self.dtype_descr!r}: {err}') from err
+            raise ValueError(
+                f'invalid dtype description {self.dtype_descr!r}: {err}'
+            ) from err
         msgspec.structs.force_setattr(self, 'dtype_descr', descr)
 
     @property
@@ -243,7 +251,7 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_msg(cls, msg: ShmToken | dict | Any) -> ShmToken:
-        '''Rebuild a token from its IPC form; ``ValueError`` if malformed.'''
+        """Rebuild a token from its IPC form; ``ValueError`` if malformed."""
         if isinstance(msg, cls):
             return msg
         try:
@@ -345,7 +353,7 @@ def _new_key() -> str:
 
 
 class _Segments:
-    '''The two segments of one data block, shared by its members.'''
+    """The two segments of one data block, shared by its members."""
 
     def __init__(
         self,
@@ -476,7 +484,9 @@ def _attach(token: ShmToken | dict, readonly: bool) -> _Segments:
                 'control segment (or not initialised yet)'
             )
         seg_members, seg_size, seg_itemsize = (
-            header[_H_MEMBERS], header[_H_SIZE], header[_H_ITEMSIZE]
+            header[_H_MEMBERS],
+            header[_H_SIZE],
+            header[_H_ITEMSIZE],
         )
         if (
             (seg_members, seg_size, seg_itemsize)
@@ -504,13 +514,16 @@ def _attach(token: ShmToken | dict, readonly: bool) -> _Segments:
 
 # -- one buffer ----------------------------------------------------------------
 
+
 class ShmArray:
-    '''One buffer: a window ``[first:last]`` of a structured array in shared
+    """One buffer: a window ``[first:last]`` of a structured array in shared
     memory.  Make one with :func:`open_shm_array` (creator) or
     :func:`attach_shm_array` (any process), or take a member of a
-    :class:`ShmGroup`.'''
+    :class:`ShmGroup`."""
 
-    def __init__(self, segs: _Segments, member: int = 0, *, group: bool = False) -> None:
+    def __init__(
+        self, segs: _Segments, member: int = 0, *, group: bool = False
+    ) -> None:
         self._segs = segs
         self._member = member
         self._in_group = group
@@ -525,8 +538,10 @@ class ShmArray:
 
     @property
     def name(self) -> str:
-        return self._token.shm_name if self._token.members == 1 else (
-            f'{self._token.shm_name}[{self._member}]'
+        return (
+            self._token.shm_name
+            if self._token.members == 1
+            else (f'{self._token.shm_name}[{self._member}]')
         )
 
     @property
@@ -562,7 +577,7 @@ class ShmArray:
 
     @property
     def last(self) -> int:
-        '''One past the last valid row.'''
+        """One past the last valid row."""
         return self._bounds()[1]
 
     def __len__(self) -> int:
@@ -571,36 +586,36 @@ class ShmArray:
 
     @property
     def array(self) -> np.ndarray:
-        '''The valid rows (a view, read-only for read-only attachments).'''
+        """The valid rows (a view, read-only for read-only attachments)."""
         first, last = self._bounds()
         return self._rows[first:last]
 
     @property
     def rows(self) -> np.ndarray:
-        '''All ``size`` rows of the buffer's storage (a view into shared
+        """All ``size`` rows of the buffer's storage (a view into shared
         memory; read-only for read-only attachments).  Rows outside the
         window are unspecified.  For a hot path that fetches this once and
         indexes it by position (the bar writer): reading ``window`` for the
         bounds each time costs one ``tolist()`` and no checks.  Writers
-        must write rows before moving the window over them.'''
+        must write rows before moving the window over them."""
         if self._segs.closed:
             raise ValueError(f'shm buffer {self.name!r} is closed')
         return self._rows
 
     @property
     def window(self) -> np.ndarray:
-        '''The live ``(first, last)`` pair in shared memory, a ``(2,)``
+        """The live ``(first, last)`` pair in shared memory, a ``(2,)``
         int64 view (``window.tolist()`` reads both at once): what
         :attr:`first`/:attr:`last` read, without their closed check, for
         a hot path that fetches it once.  Read it, never write it (only
-        :meth:`push` and samplerd's steps move the window).'''
+        :meth:`push` and samplerd's steps move the window)."""
         if self._segs.closed:
             raise ValueError(f'shm buffer {self.name!r} is closed')
         return self._window
 
     @property
     def last_row(self) -> np.void:
-        '''The current (last) row; a view, so writers can update it in place.'''
+        """The current (last) row; a view, so writers can update it in place."""
         first, last = self._bounds()
         if last <= first:
             raise IndexError(f'shm buffer {self.name!r} is empty')
@@ -635,10 +650,10 @@ class ShmArray:
         return out
 
     def push(self, rows: Any, prepend: bool = False) -> int:
-        '''Append ``rows`` after the window (or, with ``prepend``, insert
+        """Append ``rows`` after the window (or, with ``prepend``, insert
         them before it); returns the new ``last`` (or ``first``).  Rows of
         another structured dtype are copied field by field (missing fields
-        are zero).  Raises :class:`ShmOverrun` if they do not fit.'''
+        are zero).  Raises :class:`ShmOverrun` if they do not fit."""
         self._check_writable()
         arr = self._as_rows(rows)
         n = len(arr)
@@ -649,7 +664,7 @@ class ShmArray:
                     f'shm buffer {self.name!r}: cannot prepend {n} rows before '
                     f'row {first}: only {first} free at the start (size {self.size})'
                 )
-            self._rows[first - n:first] = arr
+            self._rows[first - n : first] = arr
             self._window[0] = first - n
             return first - n
         free = self.size - last
@@ -658,16 +673,16 @@ class ShmArray:
                 f'shm buffer {self.name!r}: cannot append {n} rows after row '
                 f'{last}: only {free} free at the end (size {self.size})'
             )
-        self._rows[last:last + n] = arr
+        self._rows[last : last + n] = arr
         self._window[1] = last + n
         return last + n
 
     def close(self) -> None:
-        '''Drop this process' mapping (a group member closes the group's).'''
+        """Drop this process' mapping (a group member closes the group's)."""
         self._segs.close()
 
     def destroy(self) -> None:
-        '''Unlink the segments (creator only) and close.'''
+        """Unlink the segments (creator only) and close."""
         if self._in_group:
             raise PermissionError(
                 f'shm buffer {self.name!r} is a member of a group: destroy the group'
@@ -699,7 +714,7 @@ def open_shm_array(
     origin: float = 0.0,
     stamp: str = 'open',
 ) -> ShmArray:
-    '''Create a buffer of ``size`` rows (the caller owns it: it is unlinked
+    """Create a buffer of ``size`` rows (the caller owns it: it is unlinked
     on :meth:`ShmArray.destroy`, on leaving ``with``, or at process exit).
 
     ``key`` names the data segment (default ``tsamp_<pid>_<random>``, the
@@ -708,7 +723,7 @@ def open_shm_array(
     :data:`DEFAULT_DTYPE`; the empty window starts at ``start`` (default
     ``size // 2``: room for history before it and live rows after it).
     ``readonly`` makes the creator's own handle read-only.  ``origin`` and
-    ``stamp`` go into the token: where its bars lie (see :class:`ShmToken`).'''
+    ``stamp`` go into the token: where its bars lie (see :class:`ShmToken`)."""
     segs = _create(1, size, key, dtype, start, origin, stamp)
     if readonly:
         ro = _Segments(segs.data, segs.ctl_seg, segs.token, readonly=True, owner=True)
@@ -718,11 +733,11 @@ def open_shm_array(
 
 
 def attach_shm_array(token: ShmToken | dict, readonly: bool = True) -> ShmArray:
-    '''Attach the buffer ``token`` names (a :class:`ShmToken` or its IPC
+    """Attach the buffer ``token`` names (a :class:`ShmToken` or its IPC
     dict), read-only by default.  The attachment never unlinks the segment.
 
     Raises ``FileNotFoundError`` if the segment does not exist and
-    ``ValueError`` if the token is malformed or does not match it.'''
+    ``ValueError`` if the token is malformed or does not match it."""
     segs = _attach(token, readonly)
     return ShmArray(segs, segs.token.member, group=segs.token.members > 1)
 
@@ -733,8 +748,8 @@ _STEP_FIELDS = ('time', 'close')
 
 
 class StepPlan:
-    '''Precomputed stepping for a fixed set of buffers: one vectorised step
-    per distinct data segment (see the module docstring).'''
+    """Precomputed stepping for a fixed set of buffers: one vectorised step
+    per distinct data segment (see the module docstring)."""
 
     def __init__(self, shms: Sequence[ShmArray]) -> None:
         by_seg: dict[int, tuple[_Segments, list[int]]] = {}
@@ -764,7 +779,7 @@ class StepPlan:
         self.last_gap = 0
 
     def step(self, period_s: float, step_time: float | None = None) -> int:
-        '''Append one row to every non-empty buffer, with time
+        """Append one row to every non-empty buffer, with time
         ``step_time`` (a boundary of the period: samplerd passes the step's
         own time), or, when ``None``, each buffer's next boundary after its
         last row.  Returns how many buffers got a row.
@@ -779,7 +794,7 @@ class StepPlan:
         Each buffer's token says where its bars lie (``origin``,
         ``stamp``): its rows are on its own boundaries, and a buffer
         stamped ``'close'`` gets the row of the bar opening at
-        ``step_time``, whose time is ``step_time`` plus a period.'''
+        ``step_time``, whose time is ``step_time`` plus a period."""
         tenths = round(check_period(period_s) * 10)
         # check every part first, so an overrun writes nothing anywhere
         todo = []
@@ -808,7 +823,13 @@ class StepPlan:
             go = times > prev
             if not go.all():
                 self.waited += int((~go).sum())
-                idx, last, new, prev_k, times = idx[go], last[go], new[go], prev_k[go], times[go]
+                idx, last, new, prev_k, times = (
+                    idx[go],
+                    last[go],
+                    new[go],
+                    prev_k[go],
+                    times[go],
+                )
             full = last >= segs.token.size
             if full.any():
                 raise ShmOverrun(
@@ -844,30 +865,35 @@ class StepPlan:
         return stepped
 
 
-def step_many(shms: Sequence[ShmArray], period_s: float, step_time: float | None = None) -> int:
-    '''Step every buffer in ``shms`` once (one vectorised step per data
+def step_many(
+    shms: Sequence[ShmArray], period_s: float, step_time: float | None = None
+) -> int:
+    """Step every buffer in ``shms`` once (one vectorised step per data
     segment; see :meth:`StepPlan.step`); returns how many were stepped.
     For a fixed set stepped every period, build a :class:`StepPlan` once
-    instead.'''
+    instead."""
     return StepPlan(shms).step(period_s, step_time)
 
 
 # -- groups ----------------------------------------------------------------------
 
+
 class ShmGroup:
-    '''``members`` buffers of one dtype and size in one data segment, each
+    """``members`` buffers of one dtype and size in one data segment, each
     with its own window; :meth:`step` appends a row to all of them in one
     numpy operation per column.  Members are ordinary :class:`ShmArray` s
-    (``group[i]``) whose tokens attach them alone in another process.'''
+    (``group[i]``) whose tokens attach them alone in another process."""
 
     def __init__(self, segs: _Segments) -> None:
         self._segs = segs
-        self._members = [ShmArray(segs, i, group=True) for i in range(segs.token.members)]
+        self._members = [
+            ShmArray(segs, i, group=True) for i in range(segs.token.members)
+        ]
         self._plan: StepPlan | None = None
 
     @property
     def token(self) -> ShmToken:
-        '''The group's token (member 0); ``token.for_member(i)`` for others.'''
+        """The group's token (member 0); ``token.for_member(i)`` for others."""
         return self._segs.token
 
     @property
@@ -876,13 +902,13 @@ class ShmGroup:
 
     @property
     def block(self) -> np.ndarray:
-        '''The whole ``(members, size)`` block (rows outside each member's
-        window are unspecified).'''
+        """The whole ``(members, size)`` block (rows outside each member's
+        window are unspecified)."""
         return self._segs.block
 
     @property
     def windows(self) -> np.ndarray:
-        '''``(members, 2)`` view of every member's ``(first, last)``.'''
+        """``(members, 2)`` view of every member's ``(first, last)``."""
         return self._segs.windows
 
     @property
@@ -899,8 +925,8 @@ class ShmGroup:
         return iter(self._members)
 
     def step(self, period_s: float, step_time: float | None = None) -> int:
-        '''Append one row to every non-empty member (see
-        :meth:`StepPlan.step`); returns how many.'''
+        """Append one row to every non-empty member (see
+        :meth:`StepPlan.step`); returns how many."""
         if self._plan is None:
             self._plan = StepPlan(self._members)
         return self._plan.step(period_s, step_time)
@@ -937,14 +963,14 @@ def open_shm_group(
     origin: float = 0.0,
     stamp: str = 'open',
 ) -> ShmGroup:
-    '''Create ``members`` buffers of ``size`` rows in one segment (owned
+    """Create ``members`` buffers of ``size`` rows in one segment (owned
     like :func:`open_shm_array`'s); every window starts empty at ``start``
     (default ``size // 2``); every member's bars lie on ``origin`` and
-    ``stamp`` (see :class:`ShmToken`).'''
+    ``stamp`` (see :class:`ShmToken`)."""
     return ShmGroup(_create(members, size, key, dtype, start, origin, stamp))
 
 
 def attach_shm_group(token: ShmToken | dict, readonly: bool = False) -> ShmGroup:
-    '''Attach a whole group by any member's token (writable by default: the
-    sampler steps it).'''
+    """Attach a whole group by any member's token (writable by default: the
+    sampler steps it)."""
     return ShmGroup(_attach(token, readonly))

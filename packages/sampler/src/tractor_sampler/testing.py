@@ -1,4 +1,4 @@
-'''
+"""
 The backend conformance kit: checks a backend plugin against the contracts
 of ``docs/hooks.md`` the way the feed daemon relies on them.
 
@@ -17,7 +17,8 @@ with ``trio.run`` itself, so the kit works in any pytest setup, with or
 without pytest-trio (``trio_mode`` included).  Every failure says what is
 wrong and how to fix the backend.
 
-'''
+"""
+
 from __future__ import annotations
 
 import contextlib
@@ -60,13 +61,13 @@ _BARS_EXAMPLE = 'np.zeros(count, dtype=tractor_sampler.shm.DEFAULT_DTYPE), fille
 
 
 class ConformanceError(AssertionError):
-    '''The backend raised where the contract says it must not; the message
-    says how to fix it, the chained exception is the backend's own.'''
+    """The backend raised where the contract says it must not; the message
+    says how to fix it, the chained exception is the backend's own."""
 
 
 def _fail(msg: str) -> NoReturn:
-    '''Fail the check with ``msg`` alone: no traceback, and no exception
-    it was raised while handling (the message says it all).'''
+    """Fail the check with ``msg`` alone: no traceback, and no exception
+    it was raised while handling (the message says it all)."""
     try:
         pytest.fail(msg, pytrace=False)
     except pytest.fail.Exception as exc:
@@ -82,9 +83,9 @@ def _is_finite(x: Any) -> TypeGuard[float]:
 
 
 class _Watchdog:
-    '''Bounds each step of a check from outside its event loop (which runs
+    """Bounds each step of a check from outside its event loop (which runs
     in a thread), so a backend that ignores trio's cancellation or blocks
-    the loop fails the check instead of hanging the test run.'''
+    the loop fails the check instead of hanging the test run."""
 
     def __init__(self, timeout: float) -> None:
         self._cond = threading.Condition()
@@ -95,7 +96,7 @@ class _Watchdog:
         self._deadline = time.monotonic() + self.limit
 
     def enter(self, step: str, seconds: float) -> None:
-        '''The loop starts ``step``, which it bounds by ``seconds`` itself.'''
+        """The loop starts ``step``, which it bounds by ``seconds`` itself."""
         with self._cond:
             self.step = step
             self.limit = seconds + self._grace
@@ -107,8 +108,8 @@ class _Watchdog:
             self._cond.notify_all()
 
     def wait(self) -> str | None:
-        '''Wait for the loop to finish; the step it is stuck in if it
-        overruns that step's deadline, else ``None``.'''
+        """Wait for the loop to finish; the step it is stuck in if it
+        overruns that step's deadline, else ``None``."""
         with self._cond:
             while not self._done:
                 left = self._deadline - time.monotonic()
@@ -119,7 +120,7 @@ class _Watchdog:
 
 
 class BackendConformance:
-    '''Conformance checks for one registered backend.
+    """Conformance checks for one registered backend.
 
     Subclass it in a test module (the class name must start with ``Test``
     for pytest to collect it) and set :attr:`backend`::
@@ -164,7 +165,7 @@ class BackendConformance:
     Every wait is bounded by :attr:`timeout`; a backend that ignores
     cancellation or blocks the event loop fails after twice that (the event
     loop runs in a daemon thread, left behind if it is stuck).
-    '''
+    """
 
     #: the registered backend name (required)
     backend: str = ''
@@ -187,7 +188,7 @@ class BackendConformance:
     # -- the registry ---------------------------------------------------------
 
     def load_registry(self) -> BackendRegistry:
-        '''The backends, as the feed daemon loads them (plus :attr:`plugin`).'''
+        """The backends, as the feed daemon loads them (plus :attr:`plugin`)."""
         try:
             return load_backends(extra=[self.plugin] if self.plugin is not None else ())
         except PluginError as err:
@@ -203,7 +204,7 @@ class BackendConformance:
             ) from err
 
     def get_backend(self) -> Backend:
-        '''The backend under test, or a failure saying how to register it.'''
+        """The backend under test, or a failure saying how to register it."""
         name = self.backend
         if not name or not isinstance(name, str):
             _fail(
@@ -218,13 +219,14 @@ class BackendConformance:
         env = os.environ.get(ENV_VAR)
         env_note = (
             f' ${ENV_VAR} is set to {env!r}: only the plugins it names load.'
-            if env is not None else ''
+            if env is not None
+            else ''
         )
         if self.plugin is not None:
             how = (
                 f'The plugin {self.plugin!r} loaded but did not register it: its '
                 f'`{PROJECT}_register_backends(register)` hook (marked with '
-                f"`tractor_sampler.hookimpl`) must call `register({name!r}, "
+                f'`tractor_sampler.hookimpl`) must call `register({name!r}, '
                 f'stream_quotes=...)`.'
             )
         else:
@@ -246,8 +248,8 @@ class BackendConformance:
     # -- running ----------------------------------------------------------------
 
     def run_checks(self, fn: Callable[[], Awaitable[None]]) -> None:
-        '''Run ``fn`` with ``trio.run`` in a thread, bounding every step
-        :meth:`_step` announces from outside the loop.'''
+        """Run ``fn`` with ``trio.run`` in a thread, bounding every step
+        :meth:`_step` announces from outside the loop."""
         watch = self._watch = _Watchdog(self.timeout)
         errors: list[BaseException] = []
 
@@ -285,9 +287,13 @@ class BackendConformance:
 
     # -- calls ----------------------------------------------------------------
 
-    def _call_repr(self, fn: str, *args: Any, config: Mapping[str, Any] | None = None) -> str:
+    def _call_repr(
+        self, fn: str, *args: Any, config: Mapping[str, Any] | None = None
+    ) -> str:
         parts = [repr(a) for a in args]
-        parts += [f'{k}={v!r}' for k, v in (self.config if config is None else config).items()]
+        parts += [
+            f'{k}={v!r}' for k, v in (self.config if config is None else config).items()
+        ]
         return f'{fn}({", ".join(parts)})'
 
     def _example_batch(self) -> str:
@@ -298,8 +304,8 @@ class BackendConformance:
         )
 
     def _start_stream(self, be: Backend, config: Mapping[str, Any]) -> tuple[Any, str]:
-        '''Call ``stream_quotes``; the iterator (checked to be one) and how
-        the call reads in messages.'''
+        """Call ``stream_quotes``; the iterator (checked to be one) and how
+        the call reads in messages."""
         syms = list(self.symbols)
         call = self._call_repr('stream_quotes', syms, config=config)
         self._step(f'the call {call}')
@@ -323,8 +329,9 @@ class BackendConformance:
             )
         if not hasattr(it, '__anext__'):
             also = (
-                ' It is async iterable but not an iterator: return '
-                '`obj.__aiter__()`.' if hasattr(it, '__aiter__') else ''
+                ' It is async iterable but not an iterator: return `obj.__aiter__()`.'
+                if hasattr(it, '__aiter__')
+                else ''
             )
             _fail(
                 f'{call} returned {type(it).__name__}, which has no __anext__: '
@@ -341,7 +348,7 @@ class BackendConformance:
 
     @contextlib.asynccontextmanager
     async def _open_stream(self, be: Backend) -> AsyncIterator[tuple[Any, str]]:
-        '''A checked stream, closed (and the close checked) on exit.'''
+        """A checked stream, closed (and the close checked) on exit."""
         it, call = self._start_stream(be, self.config)
         try:
             yield it, call
@@ -407,7 +414,7 @@ class BackendConformance:
     # -- the checks -----------------------------------------------------------
 
     def test_backend_registered(self) -> None:
-        '''The backend is found by name, and names its distribution.'''
+        """The backend is found by name, and names its distribution."""
         be = self.get_backend()
         assert be.name == self.backend
         if not isinstance(be.dist, str) or not be.dist:
@@ -418,8 +425,8 @@ class BackendConformance:
             )
 
     def test_stream_quotes_returns_async_iterator(self) -> None:
-        '''``stream_quotes(symbols, **config)`` returns an async iterator at
-        once, without being awaited.'''
+        """``stream_quotes(symbols, **config)`` returns an async iterator at
+        once, without being awaited."""
         be = self.get_backend()
 
         async def check() -> None:
@@ -429,9 +436,9 @@ class BackendConformance:
         self.run_checks(check)
 
     def test_stream_quotes_rejects_unknown_config(self) -> None:
-        '''An unknown config keyword raises ``TypeError`` or ``ValueError``:
+        """An unknown config keyword raises ``TypeError`` or ``ValueError``:
         on the call, as the contract says, or (tolerated, with a warning) on
-        the first iteration.'''
+        the first iteration."""
         be = self.get_backend()
         config = {**self.config, BOGUS_OPTION: 1}
         syms = list(self.symbols)
@@ -494,8 +501,8 @@ class BackendConformance:
         self.run_checks(check)
 
     def test_first_batch_has_every_symbol(self) -> None:
-        '''The first batch holds a quote for every requested symbol: the feed
-        daemon takes each subscriber's initial quote from it.'''
+        """The first batch holds a quote for every requested symbol: the feed
+        daemon takes each subscriber's initial quote from it."""
         be = self.get_backend()
 
         async def check() -> None:
@@ -516,9 +523,9 @@ class BackendConformance:
         self.run_checks(check)
 
     def test_quote_messages(self) -> None:
-        ''':attr:`batches` batches are ``{symbol: quote}`` dicts of requested
+        """:attr:`batches` batches are ``{symbol: quote}`` dicts of requested
         symbols; quotes are msgpack-encodable dicts with str keys, well-formed
-        ``ticks`` and ``time``.'''
+        ``ticks`` and ``time``."""
         be = self.get_backend()
 
         async def check() -> None:
@@ -537,7 +544,7 @@ class BackendConformance:
         self.run_checks(check)
 
     def quote_problems(self, batch: Any) -> list[str]:
-        '''What is wrong with one batch, each with its fix.'''
+        """What is wrong with one batch, each with its fix."""
         if not isinstance(batch, dict):
             return [
                 f'the batch is a {type(batch).__name__}; yield dicts mapping each '
@@ -566,7 +573,9 @@ class BackendConformance:
         problems: list[str] = []
         bad_keys = [k for k in quote if not isinstance(k, str)]
         if bad_keys:
-            problems.append(f'field names {bad_keys!r} are not str; name fields with str keys')
+            problems.append(
+                f'field names {bad_keys!r} are not str; name fields with str keys'
+            )
         for key, value in quote.items():
             try:
                 msgspec.msgpack.encode(value)
@@ -595,9 +604,9 @@ class BackendConformance:
         return problems
 
     def test_cancellation(self) -> None:
-        '''A consumer cancelled while it waits for the next batch gets control
+        """A consumer cancelled while it waits for the next batch gets control
         back promptly; closing the stream then completes without raising; a
-        fresh stream opens and yields afterwards.'''
+        fresh stream opens and yields afterwards."""
         be = self.get_backend()
 
         async def check() -> None:
@@ -612,9 +621,9 @@ class BackendConformance:
         self.run_checks(check)
 
     async def _cancel_waiting(self, it: Any, call: str) -> None:
-        '''Cancel the consumer (its cancel scope is cancelled before it calls
+        """Cancel the consumer (its cancel scope is cancelled before it calls
         ``__anext__``, so the cancel lands at the backend's first checkpoint,
-        where it waits) and time how long ``__anext__`` takes to give up.'''
+        where it waits) and time how long ``__anext__`` takes to give up."""
         for _ in range(self.batches):
             self._step(f"{call}'s __anext__() after the consumer was cancelled")
             start = trio.current_time()
@@ -652,14 +661,14 @@ class BackendConformance:
         )
 
     def test_history(self) -> None:
-        '''For every period of :attr:`periods`, ``history`` returns
+        """For every period of :attr:`periods`, ``history`` returns
         :attr:`history_count` bars the feed daemon can backfill: a structured
         array with every field of ``DEFAULT_DTYPE``, one bar per period on
         period boundaries, oldest first, the last one ending at the last
         period boundary at or before ``end_time`` (where the daemon's open
         bar starts), finite OHLC with low <= open, close <= high, volume >= 0;
         and ``prepend_history`` puts every field into a ``DEFAULT_DTYPE``
-        buffer under its own name.'''
+        buffer under its own name."""
         be = self.get_backend()
         if be.history is None:
             pytest.skip(f'backend {self.backend!r} registers no history')
@@ -671,14 +680,22 @@ class BackendConformance:
         async def check() -> None:
             for period in self.periods:
                 call = self._call_repr(
-                    'history', symbol, float(period), end_time, self.history_count,
+                    'history',
+                    symbol,
+                    float(period),
+                    end_time,
+                    self.history_count,
                     config=config,
                 )
                 self._step(f'awaiting {call}')
                 with trio.move_on_after(self.timeout):
                     try:
                         bars = await history(
-                            symbol, float(period), end_time, self.history_count, **config
+                            symbol,
+                            float(period),
+                            end_time,
+                            self.history_count,
+                            **config,
                         )
                     except Exception as err:
                         raise ConformanceError(
@@ -711,7 +728,9 @@ class BackendConformance:
                 f'{call} returned bars without the fields {missing} (it has '
                 f'{list(names)}); return the fields of DEFAULT_DTYPE: {example}.'
             )
-        not_numeric = [f for f in DEFAULT_DTYPE.names if bars.dtype[f].kind not in 'iuf']
+        not_numeric = [
+            f for f in DEFAULT_DTYPE.names if bars.dtype[f].kind not in 'iuf'
+        ]
         if not_numeric:
             _fail(
                 f'{call}: fields {not_numeric} are not numeric '
@@ -726,7 +745,9 @@ class BackendConformance:
             )
         times = bars['time'].astype(float)
         if not np.isfinite(times).all():
-            _fail(f"{call}: 'time' holds non-finite values; give each bar its start in epoch seconds.")
+            _fail(
+                f"{call}: 'time' holds non-finite values; give each bar its start in epoch seconds."
+            )
         if len(times) > 1:
             steps = np.diff(times)
             bad = np.flatnonzero(np.abs(steps - period) > 1e-6)
@@ -756,13 +777,13 @@ class BackendConformance:
                 _fail(
                     f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
                     f'after end_time; return only bars that end at or before end_time '
-                    f'(the bar in progress is the feed daemon\'s).'
+                    f"(the bar in progress is the feed daemon's)."
                 )
             if abs(last_end - open_bar) > 1e-6:
                 _fail(
                     f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
                     f'not at the last period boundary before end_time ({open_bar!r}), '
-                    f'where the feed daemon\'s open bar starts: it prepends history '
+                    f"where the feed daemon's open bar starts: it prepends history "
                     f'right before that bar, so end with the last complete bar '
                     f'(starting at {open_bar - period!r}; fill quiet periods with flat '
                     f'bars: O=H=L=C=previous close, volume 0).'
@@ -771,8 +792,12 @@ class BackendConformance:
             col = bars[f].astype(float)
             if not np.isfinite(col).all():
                 i = int(np.flatnonzero(~np.isfinite(col))[0])
-                _fail(f'{call}: bar #{i} has {f} = {float(col[i])!r}; give every bar finite prices and volume.')
-        o, h, lo, c, v = (bars[f].astype(float) for f in ('open', 'high', 'low', 'close', 'volume'))
+                _fail(
+                    f'{call}: bar #{i} has {f} = {float(col[i])!r}; give every bar finite prices and volume.'
+                )
+        o, h, lo, c, v = (
+            bars[f].astype(float) for f in ('open', 'high', 'low', 'close', 'volume')
+        )
         for what, bad_rows in (
             ('low > min(open, close)', lo > np.minimum(o, c)),
             ('high < max(open, close)', h < np.maximum(o, c)),
@@ -788,10 +813,12 @@ class BackendConformance:
                 )
         self._check_backfill(bars, call, period, open_bar)
 
-    def _check_backfill(self, bars: np.ndarray, call: str, period: float, open_bar: float) -> None:
-        '''Backfill the bars as the feed daemon does: prepend them (with
+    def _check_backfill(
+        self, bars: np.ndarray, call: str, period: float, open_bar: float
+    ) -> None:
+        """Backfill the bars as the feed daemon does: prepend them (with
         ``prepend_history``) into a ``DEFAULT_DTYPE`` buffer holding the open
-        bar; every field must arrive under its own name.'''
+        bar; every field must arrive under its own name."""
         if not len(bars):
             return
         fix = f'return exactly DEFAULT_DTYPE: {_BARS_EXAMPLE}'
@@ -811,13 +838,13 @@ class BackendConformance:
             for f in DEFAULT_DTYPE.names[1:]:  # prepend_history renumbers 'index'
                 if not np.array_equal(got[f], bars[f].astype(got.dtype[f])):
                     _fail(
-                        f'{call}: backfilled into a DEFAULT_DTYPE buffer, the bars\' '
+                        f"{call}: backfilled into a DEFAULT_DTYPE buffer, the bars' "
                         f'{f!r} values do not arrive intact (dtype {bars.dtype}); {fix}.'
                     )
 
     def test_symbol_info(self) -> None:
-        '''For every symbol, ``symbol_info`` returns a msgpack-encodable dict
-        with ``symbol`` and positive ``tick_size`` and ``lot_size``.'''
+        """For every symbol, ``symbol_info`` returns a msgpack-encodable dict
+        with ``symbol`` and positive ``tick_size`` and ``lot_size``."""
         be = self.get_backend()
         if be.symbol_info is None:
             pytest.skip(f'backend {self.backend!r} registers no symbol_info')
@@ -845,11 +872,15 @@ class BackendConformance:
     def _check_info(self, info: Any, call: str) -> None:
         example = "{'symbol': 'AAA', 'tick_size': 0.01, 'lot_size': 1.0}"
         if not isinstance(info, dict):
-            _fail(f'{call} returned a {type(info).__name__}; return a dict, e.g. {example}.')
+            _fail(
+                f'{call} returned a {type(info).__name__}; return a dict, e.g. {example}.'
+            )
         problems: list[str] = []
         sym = info.get('symbol')
         if not isinstance(sym, str) or not sym:
-            problems.append(f"'symbol' is {sym!r}; give the symbol's name as a non-empty str")
+            problems.append(
+                f"'symbol' is {sym!r}; give the symbol's name as a non-empty str"
+            )
         for key in ('tick_size', 'lot_size'):
             value = info.get(key)
             if not (_is_finite(value) and value > 0):
@@ -885,12 +916,20 @@ def _tick_problems(tick: Any) -> list[str]:
         )
     price = tick.get('price')
     if not _is_finite(price):
-        problems.append(f"'price' is {price!r} ({tick!r}); give every tick a finite int or float 'price'")
+        problems.append(
+            f"'price' is {price!r} ({tick!r}); give every tick a finite int or float 'price'"
+        )
     elif kind in CLEARING_TICK_TYPES and price <= 0:
-        problems.append(f"a {kind!r} tick has price {price!r}; trades must have a price > 0")
+        problems.append(
+            f'a {kind!r} tick has price {price!r}; trades must have a price > 0'
+        )
     size = tick.get('size')
     if not (_is_finite(size) and size >= 0):
-        problems.append(f"'size' is {size!r} ({tick!r}); give every tick a finite 'size' >= 0")
+        problems.append(
+            f"'size' is {size!r} ({tick!r}); give every tick a finite 'size' >= 0"
+        )
     if 'time' in tick and not (_is_finite(tick['time']) and tick['time'] > 0):
-        problems.append(f"'time' is {tick['time']!r}; make it a finite float > 0: epoch seconds")
+        problems.append(
+            f"'time' is {tick['time']!r}; make it a finite float > 0: epoch seconds"
+        )
     return problems

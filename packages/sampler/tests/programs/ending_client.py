@@ -1,9 +1,10 @@
-'''A separate program attached to the tree at HOST:PORT until it ends:
+"""A separate program attached to the tree at HOST:PORT until it ends:
 ``feed`` (open_market_feed of AAA) or ``samples`` (open_sample_stream of 1 s
 steps).  Prints ``attached`` once reading, then how the block ended:
 ``ended silently`` (exit 0: what a5 alone does when the daemon stops), or
 ``ended by <type>: <message>`` (exit 2) for a PeerGone.
-Usage: ending_client.py HOST PORT feed|samples'''
+Usage: ending_client.py HOST PORT feed|samples"""
+
 import sys
 
 import trio

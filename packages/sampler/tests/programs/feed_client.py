@@ -1,7 +1,8 @@
-'''A separate program: open the feed of TOPIC on the samplerd at HOST:PORT
+"""A separate program: open the feed of TOPIC on the samplerd at HOST:PORT
 (its feed daemon is found, or spawned, through the registry), read N
 quotes, and print what it saw as one JSON line.
-Usage: feed_client.py HOST PORT TOPIC N'''
+Usage: feed_client.py HOST PORT TOPIC N"""
+
 import json
 import sys
 

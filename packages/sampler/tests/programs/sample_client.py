@@ -1,6 +1,7 @@
-'''A separate program: open a sample stream on the tree at HOST:PORT
+"""A separate program: open a sample stream on the tree at HOST:PORT
 (samplerd is found, or spawned, through the registry) and print the
-steps it reads as one JSON line.  Usage: sample_client.py HOST PORT N'''
+steps it reads as one JSON line.  Usage: sample_client.py HOST PORT N"""
+
 import json
 import sys
 

@@ -1,4 +1,4 @@
-'''
+"""
 tractor-services: supervised daemon services for the tractor actor runtime.
 
 ``open_service_root()`` starts a root daemon (registry + manager);
@@ -7,7 +7,7 @@ context on it by an OTP-style :class:`RestartPolicy`;
 ``maybe_spawn_daemon()`` finds a service by name from any actor or
 program, or has the root spawn it.  See docs/services.md.
 
-'''
+"""
 # isort: skip_file
 # (grouped by what a reader looks for, not alphabetically)
 

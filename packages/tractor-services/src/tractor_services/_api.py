@@ -1,11 +1,12 @@
-'''
+"""
 :class:`ServiceMngrAPI`: what the local :class:`~tractor_services.ServiceMngr`
 and the :class:`~tractor_services.RemoteServiceMngr` (a root's manager
 driven over IPC) have in common: the same method names, all coroutines.
 Code handed "the root's manager" (``open_root_mngr()``,
 ``maybe_open_service_root()``) is typed with it and works with either.
 
-'''
+"""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
 @runtime_checkable
 class ServiceMngrAPI(Protocol):
-    '''A service manager, local or remote.'''
+    """A service manager, local or remote."""
 
     async def start_service(
         self,
@@ -30,16 +31,16 @@ class ServiceMngrAPI(Protocol):
         shutdown_timeout: float = ...,
         **start_actor_kwargs: Any,
     ) -> Any:
-        '''Spawn ``daemon_name`` running the context endpoint ``ctx_ep``
-        (once per name) and supervise it; returns its started value.'''
+        """Spawn ``daemon_name`` running the context endpoint ``ctx_ep``
+        (once per name) and supervise it; returns its started value."""
         ...
 
     async def cancel_service(self, name: str) -> ServiceInfo:
-        '''Stop ``name``; returns its final record once it is gone.'''
+        """Stop ``name``; returns its final record once it is gone."""
         ...
 
     async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        '''The running services in start order (and the ended ones).'''
+        """The running services in start order (and the ended ones)."""
         ...
 
     async def wait_running(
@@ -49,9 +50,14 @@ class ServiceMngrAPI(Protocol):
         not_pid: int | None = None,
         timeout: float | None = None,
     ) -> ServiceInfo:
-        '''Wait until ``name`` runs (in a process other than ``not_pid``).'''
+        """Wait until ``name`` runs (in a process other than ``not_pid``)."""
         ...
 
 
 #: the methods every manager has, all coroutines (tests check both classes)
-API_METHODS: tuple[str, ...] = ('start_service', 'cancel_service', 'list_services', 'wait_running')
+API_METHODS: tuple[str, ...] = (
+    'start_service',
+    'cancel_service',
+    'list_services',
+    'wait_running',
+)

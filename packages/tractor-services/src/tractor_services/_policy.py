@@ -1,4 +1,4 @@
-'''
+"""
 Restart policies, modelled on Erlang/OTP child specifications.
 
 - ``permanent``: always restarted, whether the endpoint returned or failed.
@@ -12,7 +12,8 @@ it (state ``failed``, error :class:`~tractor_services.GaveUp`).  Between
 restarts it waits ``backoff_s``, multiplied by ``backoff_factor`` for each
 consecutive restart, capped at ``max_backoff_s``.
 
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,9 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
                 f'restart={self.restart!r} is not one of '
                 "'permanent', 'transient', 'temporary'"
             )
-        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int):
+        if isinstance(self.max_restarts, bool) or not isinstance(
+            self.max_restarts, int
+        ):
             raise bad(f'max_restarts={self.max_restarts!r} must be an int')
         if self.max_restarts < 0:
             raise bad(f'max_restarts={self.max_restarts} must be >= 0')
@@ -50,21 +53,26 @@ class RestartPolicy(msgspec.Struct, frozen=True, kw_only=True):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
                 raise bad(f'{name}={v!r} must be a number')
         if not (0 < self.within_s < math.inf):
-            raise bad(f'within_s={self.within_s} must be a positive, finite number of seconds')
+            raise bad(
+                f'within_s={self.within_s} must be a positive, finite number of seconds'
+            )
         if self.backoff_s < 0 or self.max_backoff_s < 0:
             raise bad('backoff_s and max_backoff_s must be >= 0')
         if self.backoff_factor < 1:
             raise bad(f'backoff_factor={self.backoff_factor} must be >= 1')
 
     def should_restart(self, failed: bool) -> bool:
-        '''Does this policy restart a service that ended (``failed`` or not)?'''
+        """Does this policy restart a service that ended (``failed`` or not)?"""
         return self.restart == 'permanent' or (self.restart == 'transient' and failed)
 
     def backoff(self, consecutive: int) -> float:
-        '''Seconds to wait before restart number ``consecutive`` (1-based).'''
+        """Seconds to wait before restart number ``consecutive`` (1-based)."""
         if self.backoff_s == 0:
             return 0.0
-        return min(self.backoff_s * self.backoff_factor ** (consecutive - 1), self.max_backoff_s)
+        return min(
+            self.backoff_s * self.backoff_factor ** (consecutive - 1),
+            self.max_backoff_s,
+        )
 
 
 TEMPORARY = RestartPolicy()
@@ -73,7 +81,7 @@ TRANSIENT = RestartPolicy(restart='transient')
 
 
 def as_policy(policy: RestartPolicy | str | dict | None) -> RestartPolicy:
-    '''Accept a policy, one of its restart names, or its fields as a dict.'''
+    """Accept a policy, one of its restart names, or its fields as a dict."""
     if policy is None:
         return TEMPORARY
     if isinstance(policy, RestartPolicy):
@@ -85,11 +93,13 @@ def as_policy(policy: RestartPolicy | str | dict | None) -> RestartPolicy:
             return msgspec.convert(policy, RestartPolicy)
         except msgspec.ValidationError as err:
             raise ValueError(f'RestartPolicy: {err}') from None
-    raise TypeError(f'restart policy must be a RestartPolicy, a str or a dict, not {policy!r}')
+    raise TypeError(
+        f'restart policy must be a RestartPolicy, a str or a dict, not {policy!r}'
+    )
 
 
 class RestartIntensity:
-    '''Counts restarts in a sliding window on trio's clock.'''
+    """Counts restarts in a sliding window on trio's clock."""
 
     def __init__(self, policy: RestartPolicy):
         self.policy = policy
@@ -97,7 +107,7 @@ class RestartIntensity:
         self.consecutive = 0
 
     def allow(self, now: float) -> bool:
-        '''Record a restart at ``now``; ``False`` means intensity exceeded.'''
+        """Record a restart at ``now``; ``False`` means intensity exceeded."""
         window = self.policy.within_s
         while self._times and now - self._times[0] >= window:
             self._times.popleft()

@@ -1,9 +1,10 @@
-'''
+"""
 Processes and signals: waiting for a process of this host to exit,
 killing one, a daemon root's SIGTERM handler, this process's memory.
 Plain trio and the OS; nothing here depends on tractor.
 
-'''
+"""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import trio
 
 
 async def wait_pid_exit(pid: int, poll_s: float = 0.1) -> None:
-    '''Return once process ``pid`` of this host has exited (a zombie
-    counts as exited): on a pidfd where there is one, else by polling.'''
+    """Return once process ``pid`` of this host has exited (a zombie
+    counts as exited): on a pidfd where there is one, else by polling."""
     fd: int | None = None
     if hasattr(os, 'pidfd_open'):
         try:
@@ -41,8 +42,8 @@ async def wait_pid_exit(pid: int, poll_s: float = 0.1) -> None:
 
 
 async def hard_kill(proc: trio.Process) -> None:
-    '''SIGKILL ``proc`` (if it still runs) and reap it, whatever
-    cancellation is under way.'''
+    """SIGKILL ``proc`` (if it still runs) and reap it, whatever
+    cancellation is under way."""
     with trio.CancelScope(shield=True):
         if proc.returncode is None:
             proc.kill()
@@ -55,9 +56,9 @@ async def cancel_on_signals(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    '''Cancel ``cancel_scope`` (a daemon root's tree) when one of ``signals``
+    """Cancel ``cancel_scope`` (a daemon root's tree) when one of ``signals``
     arrives.  (*a5: a SIGTERMed root orphans its subactors*; a root that
-    cancels its tree on SIGTERM stops them in order.)'''
+    cancels its tree on SIGTERM stops them in order.)"""
     from . import compat  # for tractor's log tree; compat imports this module
 
     with trio.open_signal_receiver(*signals) as received:
@@ -71,7 +72,7 @@ async def cancel_on_signals(
 
 
 def rss_bytes() -> int | None:
-    '''This process's resident set size (Linux), else ``None``.'''
+    """This process's resident set size (Linux), else ``None``."""
     try:
         with open('/proc/self/statm') as f:
             return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')

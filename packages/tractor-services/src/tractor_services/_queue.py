@@ -1,4 +1,4 @@
-'''
+"""
 The one bounded queue that drops its oldest message: a sender that must
 never block (a fan-out, a stream pump) puts into it, one task receives.
 
@@ -10,7 +10,8 @@ and the event in ``stats.overruns`` (one drop per overrun here; a caller
 may add drops of its own to the same ``stats``).  Nothing is lost
 silently.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections import deque
@@ -23,30 +24,32 @@ __all__ = ['DropCounts', 'DropOldestQueue', 'QueueStats']
 
 
 class DropCounts(Protocol):
-    '''Where a queue counts what it dropped: any object with these two
+    """Where a queue counts what it dropped: any object with these two
     integer attributes (feedbus' ``SubStats``, compat's ``StreamStats``,
     or a :class:`QueueStats`), shared by several queues if the caller
-    wants one total.'''
+    wants one total."""
+
     dropped: int
     overruns: int
 
 
 @dataclass
 class QueueStats:
-    '''A queue's own counters, when the caller gives none.'''
+    """A queue's own counters, when the caller gives none."""
+
     dropped: int = 0
     overruns: int = 0
 
 
 class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
-    '''A bounded queue that never blocks its sender: when full, the oldest
+    """A bounded queue that never blocks its sender: when full, the oldest
     message is dropped and counted (see the module's docstring).
 
     ``put`` never blocks; ``receive`` waits for a message.  ``close(err)``
     ends it: no more puts (they raise ``trio.ClosedResourceError``), the
     receiver gets what is queued, then ``err`` if given, else
     ``trio.EndOfChannel``.  ``take_one`` / ``take_all`` / ``wait_nonempty``
-    / ``wait_filled`` let a sender task batch what has piled up.'''
+    / ``wait_filled`` let a sender task batch what has piled up."""
 
     def __init__(self, maxlen: int, stats: DropCounts | None = None) -> None:
         if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen <= 0:
@@ -74,7 +77,7 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
     # --- the sender's side ------------------------------------------------------
 
     def put(self, msg: Any) -> None:
-        '''Queue ``msg``, dropping (and counting) the oldest when full.'''
+        """Queue ``msg``, dropping (and counting) the oldest when full."""
         if self._closed:
             raise trio.ClosedResourceError('queue closed')
         q = self._q
@@ -88,8 +91,8 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
             self._filled.set()
 
     def close(self, error: BaseException | None = None) -> None:
-        '''No more puts; the receiver gets what is queued, then ``error``
-        (if given: the first close decides) or ``trio.EndOfChannel``.'''
+        """No more puts; the receiver gets what is queued, then ``error``
+        (if given: the first close decides) or ``trio.EndOfChannel``."""
         if not self._closed:
             self._error = error
         self._closed = True
@@ -97,8 +100,8 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
         self._filled.set()
 
     def clear(self) -> None:
-        '''Discard what is queued, uncounted: for a caller that discards on
-        purpose (a pause) or counts the discarded itself (``len`` first).'''
+        """Discard what is queued, uncounted: for a caller that discards on
+        purpose (a pause) or counts the discarded itself (``len`` first)."""
         self._q.clear()
 
     # --- the receiver's side ------------------------------------------------------
@@ -107,8 +110,8 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
         return self._error or trio.EndOfChannel()
 
     async def wait_nonempty(self) -> None:
-        '''Return once a message is queued; the end (see :meth:`close`)
-        once closed and empty.'''
+        """Return once a message is queued; the end (see :meth:`close`)
+        once closed and empty."""
         while not self._q:
             if self._closed:
                 raise self._end()
@@ -117,8 +120,8 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
             await self._ready.wait()
 
     async def wait_filled(self, n: int) -> None:
-        '''Wait until ``n`` messages are queued (or the queue closes),
-        without waking on every put; the end once closed and empty.'''
+        """Wait until ``n`` messages are queued (or the queue closes),
+        without waking on every put; the end once closed and empty."""
         if self._closed and not self._q:
             raise self._end()
         await trio.lowlevel.checkpoint()
@@ -130,11 +133,11 @@ class DropOldestQueue(trio.abc.ReceiveChannel[Any]):
                 self._high_water = None
 
     def take_one(self) -> Any:
-        '''The oldest message (``IndexError`` when empty).'''
+        """The oldest message (``IndexError`` when empty)."""
         return self._q.popleft()
 
     def take_all(self) -> list[Any]:
-        '''Everything queued, oldest first.'''
+        """Everything queued, oldest first."""
         items = list(self._q)
         self._q.clear()
         return items

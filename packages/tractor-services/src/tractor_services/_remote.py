@@ -1,4 +1,4 @@
-'''
+"""
 The service manager over IPC.
 
 Every actor with an open :class:`ServiceMngr` exposes the functions below
@@ -8,7 +8,8 @@ or another program drives a root's manager with the same API as a local
 one.  Endpoints travel by their import path (``'pkg.mod:func'``); the
 root must be able to import them.
 
-'''
+"""
+
 from __future__ import annotations
 
 import builtins
@@ -25,7 +26,8 @@ from ._policy import RestartPolicy
 
 
 class StartRequest(msgspec.Struct, frozen=True, kw_only=True):
-    '''What a peer sends to have a root's manager start a service.'''
+    """What a peer sends to have a root's manager start a service."""
+
     name: str
     endpoint: str  # 'pkg.mod:func', a @tractor.context function
     kwargs: dict[str, Any] = {}
@@ -37,18 +39,20 @@ class StartRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def start_service(**request: Any) -> dict[str, Any]:
-    '''(runs in the manager's actor) Start a service from a peer's
-    :class:`StartRequest`; returns its started value and record.'''
+    """(runs in the manager's actor) Start a service from a peer's
+    :class:`StartRequest`; returns its started value and record."""
     try:
         req = msgspec.convert(request, StartRequest)
     except msgspec.ValidationError as err:
         raise ValueError(f'malformed start request {request!r}: {err}') from None
     fn = resolve_fn_path(req.endpoint)
     timeouts = {
-        k: v for k, v in (
+        k: v
+        for k, v in (
             ('startup_timeout', req.startup_timeout),
             ('shutdown_timeout', req.shutdown_timeout),
-        ) if v is not None
+        )
+        if v is not None
     }
     if 'bind_addr' in req.start_actor_kwargs:
         req.start_actor_kwargs['bind_addr'] = tuple(req.start_actor_kwargs['bind_addr'])
@@ -80,26 +84,30 @@ async def wait_running(
     # "not coming back" is an answer, not a failure: returned, so that a5
     # does not log the call as a crash
     try:
-        info = await get_service_mngr().wait_running(name, not_pid=not_pid, timeout=timeout)
+        info = await get_service_mngr().wait_running(
+            name, not_pid=not_pid, timeout=timeout
+        )
     except (_errors.ServiceNotFound, TimeoutError) as err:
         return {'error': type(err).__name__, 'message': str(err)}
     return {'info': msgspec.to_builtins(info)}
 
 
 def _local_error(err: BaseException) -> BaseException:
-    '''Rebuild a peer's tractor-services (or builtin) error locally so
-    callers catch the same types as with a local manager.'''
+    """Rebuild a peer's tractor-services (or builtin) error locally so
+    callers catch the same types as with a local manager."""
     name = compat.remote_error_type(err)
     cls = getattr(_errors, name or '', None)
     if not (isinstance(cls, type) and issubclass(cls, _errors.ServiceError)):
-        cls = getattr(builtins, name or '', None)  # the manager's own errors, or a builtin
+        cls = getattr(
+            builtins, name or '', None
+        )  # the manager's own errors, or a builtin
     if isinstance(cls, type) and issubclass(cls, Exception) and name != 'Exception':
         return cls(compat.remote_error_message(err))
     return err
 
 
 class RemoteServiceMngr:
-    '''A peer's :class:`ServiceMngr`, driven over a portal to its actor.'''
+    """A peer's :class:`ServiceMngr`, driven over a portal to its actor."""
 
     def __init__(self, portal: compat.Portal):
         self.portal = portal
@@ -115,8 +123,8 @@ class RemoteServiceMngr:
         shutdown_timeout: float | None = None,
         **start_actor_kwargs: Any,
     ) -> Any:
-        '''As :meth:`ServiceMngr.start_service`; ``ctx_ep`` may also be an
-        import path ``'pkg.mod:func'``.'''
+        """As :meth:`ServiceMngr.start_service`; ``ctx_ep`` may also be an
+        import path ``'pkg.mod:func'``."""
         from ._policy import as_policy
 
         kwargs: dict[str, Any]
@@ -149,11 +157,17 @@ class RemoteServiceMngr:
         not_pid: int | None = None,
         timeout: float | None = None,
     ) -> ServiceInfo:
-        '''As :meth:`ServiceMngr.wait_running` (the wait happens in the
-        manager's actor).'''
-        reply = await self._run(wait_running, name=name, not_pid=not_pid, timeout=timeout)
+        """As :meth:`ServiceMngr.wait_running` (the wait happens in the
+        manager's actor)."""
+        reply = await self._run(
+            wait_running, name=name, not_pid=not_pid, timeout=timeout
+        )
         if 'error' in reply:
-            cls = TimeoutError if reply['error'] == 'TimeoutError' else _errors.ServiceNotFound
+            cls = (
+                TimeoutError
+                if reply['error'] == 'TimeoutError'
+                else _errors.ServiceNotFound
+            )
             raise cls(reply['message'])
         return msgspec.convert(reply['info'], ServiceInfo)
 

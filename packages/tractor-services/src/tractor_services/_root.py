@@ -1,4 +1,4 @@
-'''
+"""
 Root daemons and find-or-spawn.
 
 A *service root* is the root actor of a tree: it hosts the registry at a
@@ -6,7 +6,8 @@ known address and a :class:`ServiceMngr`.  Any actor, in its tree or in
 another program pointed at the same registry address, can find a service
 by name or have the root's manager spawn it.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
@@ -42,7 +43,7 @@ async def open_service_root(
     enable_modules: list[str] | tuple[str, ...] = (),
     handle_signals: bool = True,
 ) -> AsyncIterator[ServiceMngr]:
-    '''Start a root actor that hosts the registry at ``registry_addr`` (or
+    """Start a root actor that hosts the registry at ``registry_addr`` (or
     ``$TRACTOR_REGISTRY_ADDR``, or tractor's default) and its manager.
 
     With ``handle_signals`` SIGTERM tears the tree down: services stop in
@@ -50,7 +51,7 @@ async def open_service_root(
     :class:`RegistryInUse` if a registry already answers there (use
     :func:`maybe_open_service_root` to attach instead).
 
-    '''
+    """
     if compat.current_actor() is not None:
         raise ServiceError(
             'open_service_root() starts a new root actor, but this process '
@@ -81,9 +82,9 @@ async def open_service_root(
 async def open_root_mngr(
     registry_addr: str | tuple[str, int] | None = None,
 ) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
-    '''The root's manager: the local one when this actor is the registry
+    """The root's manager: the local one when this actor is the registry
     and has one open, else a :class:`RemoteServiceMngr` talking to the
-    registry actor.  Needs a running tractor runtime.'''
+    registry actor.  Needs a running tractor runtime."""
     addr = resolve_registry_addr(registry_addr)
     if compat.is_registry() and _holder.mngr is not None:
         yield _holder.mngr
@@ -106,10 +107,10 @@ async def maybe_open_service_root(
     loglevel: str | None = None,
     **root_kwargs: Any,
 ) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
-    '''Attach to the service root at ``registry_addr`` if one runs there,
+    """Attach to the service root at ``registry_addr`` if one runs there,
     else become it.  Yields the local :class:`ServiceMngr` when this
     process is the root, else a :class:`RemoteServiceMngr`; both have
-    ``start_service``, ``cancel_service`` and ``list_services``.'''
+    ``start_service``, ``cancel_service`` and ``list_services``."""
     addr = resolve_registry_addr(registry_addr)
     if compat.current_actor() is not None:
         async with open_root_mngr(addr) as mngr:
@@ -120,7 +121,9 @@ async def maybe_open_service_root(
             async with open_root_mngr(addr) as mngr:
                 yield mngr
         return
-    async with open_service_root(addr, name=name, loglevel=loglevel, **root_kwargs) as mngr:
+    async with open_service_root(
+        addr, name=name, loglevel=loglevel, **root_kwargs
+    ) as mngr:
         yield mngr
 
 
@@ -133,7 +136,7 @@ async def maybe_spawn_daemon(
     stop_on_exit: bool = False,
     **start_kwargs: Any,
 ) -> AsyncIterator[Any]:
-    '''Find ``service_name`` through the registry, or have the root's
+    """Find ``service_name`` through the registry, or have the root's
     manager spawn it running ``service_ep``; wait for it and yield a
     portal to it.
 
@@ -145,7 +148,7 @@ async def maybe_spawn_daemon(
     (one that was already running is never stopped by us).  Runs in any
     actor, or boots a client root actor in a program that has none.
 
-    '''
+    """
     addr = resolve_registry_addr(registry_addr)
     if compat.current_actor() is None:
         if not await compat.registry_reachable(addr):
@@ -155,8 +158,11 @@ async def maybe_spawn_daemon(
             )
         async with compat.open_root_actor(addr, 'service_client'):
             async with maybe_spawn_daemon(
-                service_name, service_ep, registry_addr=addr,
-                stop_on_exit=stop_on_exit, **start_kwargs,
+                service_name,
+                service_ep,
+                registry_addr=addr,
+                stop_on_exit=stop_on_exit,
+                **start_kwargs,
             ) as portal:
                 yield portal
         return
@@ -194,10 +200,10 @@ async def maybe_spawn_daemon(
 
 
 class _Body:
-    '''What the caller's block raised, kept so that it reaches the caller
+    """What the caller's block raised, kept so that it reaches the caller
     even when a portal's exit swallows it (a5's ``open_portal`` cancels its
     nursery on exit, and that cancelled scope swallows a ``Cancelled`` that
-    a5's own cancel relay let escape from the caller's block).'''
+    a5's own cancel relay let escape from the caller's block)."""
 
     def __init__(self) -> None:
         self.error: BaseException | None = None
@@ -211,7 +217,7 @@ class _Body:
             raise
 
     def reraise(self, name: str) -> None:
-        '''Raise what the block raised if it did not propagate.'''
+        """Raise what the block raised if it did not propagate."""
         err = self.error
         if err is None:
             return

@@ -1,4 +1,4 @@
-'''
+"""
 The one restart loop: run something, and run it again by a
 :class:`~tractor_services.RestartPolicy` when it ends.
 
@@ -8,7 +8,8 @@ knows nothing of what it runs; ``run_once`` does the work and tells of
 its own progress (only it knows when it is up), and ``on_state`` hears
 every decision the loop takes.
 
-'''
+"""
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,8 @@ Decision = Literal['restarting', 'stopped', 'failed']
 
 @dataclass(frozen=True)
 class Supervision:
-    '''What ``on_state`` hears after each run: the decision taken, and why.'''
+    """What ``on_state`` hears after each run: the decision taken, and why."""
+
     #: ``'restarting'`` (a restart follows after ``backoff`` seconds),
     #: ``'stopped'`` (it returned, and the policy does not restart that; or
     #: ``stop()`` said so) or ``'failed'`` (it raised and the policy does
@@ -50,7 +52,7 @@ async def supervise(
     stop: Callable[[], bool] | None = None,
     fatal: Callable[[Exception], bool] | None = None,
 ) -> Supervision:
-    '''Run ``run_once()`` and run it again while ``policy`` says so;
+    """Run ``run_once()`` and run it again while ``policy`` says so;
     return the final :class:`Supervision` (``stopped`` or ``failed``).
 
     After each run (it returned, or raised an ``Exception``):
@@ -72,7 +74,7 @@ async def supervise(
     ``on_state`` is called with each decision (``restarting`` each time,
     then the final one) before the loop acts on it; it must not block.
     Cancellation (and any ``BaseException``) propagates from wherever
-    the loop is, the run included.'''
+    the loop is, the run included."""
     intensity = RestartIntensity(policy)
     restarts = 0
 

@@ -1,9 +1,10 @@
-'''
+"""
 Argument checks shared by tractor-services, feedbus and tractor-sampler,
 so that one kind of bad input is refused in one way everywhere: before
 anything starts, with one line naming the argument and its value.
 
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -12,11 +13,19 @@ from typing import Literal, overload
 
 @overload
 def check_positive(
-    name: str, value: object, *, unit: str = '', allow_none: Literal[False] = False,
+    name: str,
+    value: object,
+    *,
+    unit: str = '',
+    allow_none: Literal[False] = False,
 ) -> float: ...
 @overload
 def check_positive(
-    name: str, value: object, *, unit: str = '', allow_none: bool,
+    name: str,
+    value: object,
+    *,
+    unit: str = '',
+    allow_none: bool,
 ) -> float | None: ...
 
 
@@ -27,7 +36,7 @@ def check_positive(
     unit: str = '',
     allow_none: bool = False,
 ) -> float | None:
-    '''``value`` if it is a positive, finite number (an ``int`` or a
+    """``value`` if it is a positive, finite number (an ``int`` or a
     ``float``), else ``ValueError`` naming ``name`` and the value.
 
     Refused: ``bool`` (``True`` is no duration), strings (even ``'1.5'``:
@@ -36,7 +45,7 @@ def check_positive(
     optional setting left out).  ``unit`` names what the number counts,
     for the message: ``'seconds'``, ``'Hz'``.
 
-    The value is returned as given (an ``int`` stays an ``int``).'''
+    The value is returned as given (an ``int`` stays an ``int``)."""
     if value is None and allow_none:
         return None
     of = f' of {unit}' if unit else ''

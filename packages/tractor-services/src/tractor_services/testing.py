@@ -1,4 +1,4 @@
-'''
+"""
 Test helpers for code built on tractor-services, and its pytest plugin.
 
 Installed, tractor-services registers this module with pytest (a
@@ -21,7 +21,8 @@ Other helpers: :func:`importable_by_subactors` (call it from a
 :func:`wait_gone`, :func:`actor_pids`, :func:`pid_alive`,
 :func:`wait_pid_gone`.
 
-'''
+"""
+
 from __future__ import annotations
 
 import os
@@ -37,7 +38,9 @@ try:
 except ImportError:  # pragma: no cover - the `testing` extra brings it
     psutil = None  # type: ignore[assignment]
 
-_NO_PSUTIL = 'tractor-services: psutil is not installed: no check for leaked child processes'
+_NO_PSUTIL = (
+    'tractor-services: psutil is not installed: no check for leaked child processes'
+)
 
 
 def pytest_report_header(config: Any) -> str | None:
@@ -45,9 +48,9 @@ def pytest_report_header(config: Any) -> str | None:
 
 
 def importable_by_subactors(path: str | os.PathLike) -> None:
-    '''Let this process and the actors it spawns import modules from
+    """Let this process and the actors it spawns import modules from
     ``path`` (subactors import endpoints by module name, and inherit the
-    environment).'''
+    environment)."""
     path = str(path)
     os.environ['PYTHONPATH'] = os.pathsep.join(
         p for p in (path, os.environ.get('PYTHONPATH', '')) if p
@@ -64,19 +67,19 @@ def free_port(host: str = '127.0.0.1') -> int:
 
 @pytest.fixture(scope='session')
 def reg_addr() -> tuple[str, int]:
-    '''A registry address on a free random port, for this test session.'''
+    """A registry address on a free random port, for this test session."""
     return ('127.0.0.1', free_port())
 
 
 @pytest.fixture
 def other_addr() -> tuple[str, int]:
-    '''A second free address, for tests that run their own root daemon.'''
+    """A second free address, for tests that run their own root daemon."""
     return ('127.0.0.1', free_port())
 
 
 def _ours(p: Any) -> bool:
-    '''Not the stdlib's resource tracker (it lives until the interpreter
-    exits, by design).'''
+    """Not the stdlib's resource tracker (it lives until the interpreter
+    exits, by design)."""
     try:
         return not any('resource_tracker' in a for a in p.cmdline())
     except psutil.Error:
@@ -88,7 +91,7 @@ def children() -> set[int]:
 
 
 def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
-    '''Wait for ``pids`` to exit; returns those still alive.'''
+    """Wait for ``pids`` to exit; returns those still alive."""
     alive = [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
     _, still = psutil.wait_procs(alive, timeout=timeout)
     return {p.pid for p in still}
@@ -96,7 +99,7 @@ def wait_gone(pids: set[int], timeout: float = 10.0) -> set[int]:
 
 @pytest.fixture(autouse=True)
 def no_leaked_children():
-    '''Every test reaps what it spawned (leftovers are killed, then fail it).'''
+    """Every test reaps what it spawned (leftovers are killed, then fail it)."""
     if psutil is None:
         yield
         return
@@ -109,7 +112,7 @@ def no_leaked_children():
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
-    '''Fail the session if anything it spawned is still alive at its end.'''
+    """Fail the session if anything it spawned is still alive at its end."""
     if psutil is None:
         return
     leaked = wait_gone(children())
@@ -119,7 +122,7 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 
 
 def actor_pids(name: str) -> list[int]:
-    '''Live subactor processes of ours spawned under ``name``.'''
+    """Live subactor processes of ours spawned under ``name``."""
     pids = []
     for p in psutil.Process().children(recursive=True):
         try:

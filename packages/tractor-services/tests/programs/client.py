@@ -1,5 +1,6 @@
-'''A separate program: find-or-spawn a service through the registry.
-Usage: client.py HOST PORT NAME'''
+"""A separate program: find-or-spawn a service through the registry.
+Usage: client.py HOST PORT NAME"""
+
 import json
 import sys
 
@@ -11,7 +12,9 @@ import services_endpoints as eps
 
 
 async def main(host: str, port: int, name: str) -> None:
-    async with maybe_spawn_daemon(name, 'services_endpoints:sleeper', registry_addr=(host, port)) as portal:
+    async with maybe_spawn_daemon(
+        name, 'services_endpoints:sleeper', registry_addr=(host, port)
+    ) as portal:
         pong = await portal.run(eps.ping)
         uid = list(portal.channel.uid)
     print(json.dumps({'pong': pong, 'uid': uid}), flush=True)

@@ -1,5 +1,6 @@
-'''A root daemon with two services; prints one JSON line with their pids
-when ready.  Usage: daemon.py HOST PORT'''
+"""A root daemon with two services; prints one JSON line with their pids
+when ready.  Usage: daemon.py HOST PORT"""
+
 import json
 import os
 import sys
@@ -18,8 +19,13 @@ async def main(host: str, port: int) -> None:
             pid, _ = await mngr.start_service(name, eps.sleeper)
             pids[name] = pid
         # one whose event loop is stuck: it must die with the root all the same
-        pids['stuck'], _ = await mngr.start_service('stuck', eps.blocks_its_loop, shutdown_timeout=1)
-        print(json.dumps({'ready': True, 'root': os.getpid(), 'services': pids}), flush=True)
+        pids['stuck'], _ = await mngr.start_service(
+            'stuck', eps.blocks_its_loop, shutdown_timeout=1
+        )
+        print(
+            json.dumps({'ready': True, 'root': os.getpid(), 'services': pids}),
+            flush=True,
+        )
         await trio.sleep_forever()
     print(json.dumps({'stopped': True}), flush=True)
 

@@ -1,4 +1,4 @@
-'''
+"""
 The simulated backend, ``sim``: seeded, deterministic, no network.  The
 default backend everywhere.
 
@@ -40,7 +40,8 @@ bar's close, and 1 s and 1 min bars agree at their common boundaries.
 ``await symbol_info(symbol, *, tick_size=0.01, lot_size=1.0)`` returns
 ``{'symbol', 'tick_size', 'lot_size', 'asset_type': 'sim'}``.
 
-'''
+"""
+
 from __future__ import annotations
 
 import hashlib
@@ -91,7 +92,9 @@ def _check_positive(name: str, value: float) -> float:
 
 def _check_symbols(symbols: Sequence[str]) -> list[str]:
     if isinstance(symbols, str):
-        raise TypeError(f'symbols must be a list of strings, not the string {symbols!r}')
+        raise TypeError(
+            f'symbols must be a list of strings, not the string {symbols!r}'
+        )
     syms = list(symbols)
     if not syms:
         raise ValueError('no symbols given')
@@ -119,8 +122,8 @@ def stream_quotes(
     anchored: bool = True,
     clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
-    '''Validate the config (raising here, not on the first iteration) and
-    return the quote stream; see the module docstring.'''
+    """Validate the config (raising here, not on the first iteration) and
+    return the quote stream; see the module docstring."""
     syms = _check_symbols(symbols)
     rate = _check_positive('tick_rate', tick_rate)
     if not 0.0 <= float(trade_prob) <= 1.0:
@@ -130,13 +133,25 @@ def stream_quotes(
     lot = _check_positive('lot_size', lot_size)
     if price < tick:
         raise ValueError(f'start_price {price} is below one tick ({tick})')
-    return _stream(syms, int(seed), rate, float(trade_prob), price, tick, lot, bool(anchored), clock)
+    return _stream(
+        syms,
+        int(seed),
+        rate,
+        float(trade_prob),
+        price,
+        tick,
+        lot,
+        bool(anchored),
+        clock,
+    )
 
 
 class _Book:
-    '''One symbol's simulated book; prices in ticks.'''
+    """One symbol's simulated book; prices in ticks."""
 
-    def __init__(self, seed: int, symbol: str, price: float, tick: float, lot: float, rate: float) -> None:
+    def __init__(
+        self, seed: int, symbol: str, price: float, tick: float, lot: float, rate: float
+    ) -> None:
         self.rng = random.Random(f'{seed}:{symbol}')
         self.tick = tick
         self.lot = lot
@@ -203,9 +218,12 @@ async def _stream(
     t0 = clock()
     books = {
         s: _Book(
-            seed, s,
+            seed,
+            s,
             path_price(s, t0, seed=seed, start_price=price) if anchored else price,
-            tick, lot, rate,
+            tick,
+            lot,
+            rate,
         )
         for s in symbols
     }
@@ -245,7 +263,7 @@ def _key(*parts: object) -> np.uint64:
 
 
 def _uniform(key: np.uint64, n: np.ndarray) -> np.ndarray:
-    '''splitmix64 of ``key + n`` mapped to [-1, 1); vectorised, pure.'''
+    """splitmix64 of ``key + n`` mapped to [-1, 1); vectorised, pure."""
     with np.errstate(over='ignore'):
         z = n.astype(np.int64).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + key
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -255,11 +273,11 @@ def _uniform(key: np.uint64, n: np.ndarray) -> np.ndarray:
 
 
 def _log_price(key: np.uint64, t: np.ndarray) -> np.ndarray:
-    '''Log-price offset at times ``t`` (seconds): value noise summed over
+    """Log-price offset at times ``t`` (seconds): value noise summed over
     octaves with amplitude ~ sqrt(wavelength), like a random walk.  One
     path per (seed, symbol), whatever the bar period, so 1 s and 1 min
     history agree at their common boundaries, and the live stream starts
-    where they end.'''
+    where they end."""
     t = np.asarray(t, dtype=np.float64)
     out = np.zeros(t.shape)
     for o in range(_OCTAVES):
@@ -274,10 +292,14 @@ def _log_price(key: np.uint64, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def path_price(symbol: str, t: float, *, seed: int = 0, start_price: float = 100.0) -> float:
-    '''The simulated price of ``symbol`` at wall time ``t``: what history
-    bars open and close on, and where a live stream starts.'''
-    return float(start_price * math.exp(_log_price(_key(seed, symbol), np.array([t]))[0]))
+def path_price(
+    symbol: str, t: float, *, seed: int = 0, start_price: float = 100.0
+) -> float:
+    """The simulated price of ``symbol`` at wall time ``t``: what history
+    bars open and close on, and where a live stream starts."""
+    return float(
+        start_price * math.exp(_log_price(_key(seed, symbol), np.array([t]))[0])
+    )
 
 
 async def history(
@@ -290,8 +312,8 @@ async def history(
     start_price: float = 100.0,
     tick_size: float = 0.01,
 ) -> np.ndarray:
-    '''``count`` deterministic OHLCV bars ending at or before ``end_time``;
-    see the module docstring.'''
+    """``count`` deterministic OHLCV bars ending at or before ``end_time``;
+    see the module docstring."""
     p = check_period(period_s)
     if not isinstance(symbol, str) or not symbol:
         raise ValueError(f'bad symbol {symbol!r}')
@@ -308,7 +330,9 @@ async def history(
     k = np.arange(k_end - count, k_end + 1, dtype=np.int64)  # count + 1 boundaries
     key = _key(seed, symbol)
     dec = _decimals(tick)
-    edges = np.round(np.maximum(price * np.exp(_log_price(key, k * p)), tick) / tick) * tick
+    edges = (
+        np.round(np.maximum(price * np.exp(_log_price(key, k * p)), tick) / tick) * tick
+    )
     opens, closes = edges[:-1], edges[1:]
     body_hi = np.maximum(opens, closes)
     body_lo = np.minimum(opens, closes)
@@ -337,7 +361,7 @@ async def symbol_info(
     tick_size: float = 0.01,
     lot_size: float = 1.0,
 ) -> dict[str, Any]:
-    '''The simulated symbol's details.'''
+    """The simulated symbol's details."""
     if not isinstance(symbol, str) or not symbol:
         raise ValueError(f'bad symbol {symbol!r}')
     await trio.lowlevel.checkpoint()
