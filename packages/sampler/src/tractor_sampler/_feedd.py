@@ -1,4 +1,4 @@
-'''
+"""
 The feed daemon: one per backend, registered as ``feedd.<backend>``,
 spawned and supervised by the root's service manager and found through
 the registry.
@@ -38,7 +38,8 @@ arrived meanwhile are placed into them) and registers the buffers again:
 request, or its restart policy gave up) the topics are reported ``failed``
 and torn down.
 
-'''
+"""
+
 from __future__ import annotations
 
 import importlib
@@ -97,17 +98,21 @@ SAMPLERD_BACK_TIMEOUT_S = 60.0
 
 #: how a topic's quote stream is restarted when it raises
 DEFAULT_STREAM_POLICY = RestartPolicy(
-    restart='transient', max_restarts=5, within_s=60.0, backoff_s=0.5, max_backoff_s=10.0,
+    restart='transient',
+    max_restarts=5,
+    within_s=60.0,
+    backoff_s=0.5,
+    max_backoff_s=10.0,
 )
 
 
 def feedd_name(backend: str) -> str:
-    '''The service name of ``backend``'s feed daemon.'''
+    """The service name of ``backend``'s feed daemon."""
     return f'{FEEDD_PREFIX}{backend}'
 
 
 def check_topics(topics: Any) -> list[str]:
-    '''A non-empty list of distinct, non-empty topic names.'''
+    """A non-empty list of distinct, non-empty topic names."""
     if isinstance(topics, str) or not isinstance(topics, Iterable):
         raise TypeError(f'topics must be a list of symbol names, not {topics!r}')
     out = list(topics)
@@ -122,19 +127,24 @@ def check_topics(topics: Any) -> list[str]:
 
 
 class BufferSpec(tuple):
-    '''One buffer of a topic: ``(rows, history)`` (a tuple, so it unpacks
+    """One buffer of a topic: ``(rows, history)`` (a tuple, so it unpacks
     and compares like the plain form) plus its bar options: ``composite``,
     the source period it is built from (``None``: built from trades; see
     :class:`~tractor_sampler._ohlc.OHLCWriter`).  Equal to a plain
-    ``(rows, history)`` tuple only when its options are the defaults.'''
+    ``(rows, history)`` tuple only when its options are the defaults."""
 
     composite: float | None
     origin: float
     stamp: str
 
     def __new__(
-        cls, rows: int, history: int, *,
-        composite: float | None = None, origin: float = 0.0, stamp: str = 'open',
+        cls,
+        rows: int,
+        history: int,
+        *,
+        composite: float | None = None,
+        origin: float = 0.0,
+        stamp: str = 'open',
     ) -> BufferSpec:
         self = super().__new__(cls, (rows, history))
         self.composite, self.origin, self.stamp = composite, origin, stamp
@@ -142,7 +152,7 @@ class BufferSpec(tuple):
 
     @property
     def options(self) -> dict[str, Any]:
-        '''The options that are not the defaults, by their dict-form keys.'''
+        """The options that are not the defaults, by their dict-form keys."""
         opts: dict[str, Any] = {}
         if self.composite is not None:
             opts['from'] = self.composite
@@ -172,17 +182,19 @@ _SPEC_KEYS = ('rows', 'history', 'from', 'origin', 'stamp')
 
 
 def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
-    '''``{period: (rows, history)}``, ``{period: rows}`` (no history) or
+    """``{period: (rows, history)}``, ``{period: rows}`` (no history) or
     ``{period: {'rows': n, 'history': m, 'from': source_period, 'origin':
     s, 'stamp': 'open' | 'close'}}`` (the dict form: ``from`` makes a
     composite buffer built from the source period's bars, ``origin`` starts
     its bars ``s`` seconds past the period's multiples, ``stamp='close'``
     stamps each row with its bar's end; see docs/sampler.md); a
-    :class:`BufferSpec` per period.'''
+    :class:`BufferSpec` per period."""
     if buffers is None:
         buffers = DEFAULT_BUFFERS
     if not isinstance(buffers, dict) or not buffers:
-        raise ValueError(f'buffers must map periods to (rows, history bars), not {buffers!r}')
+        raise ValueError(
+            f'buffers must map periods to (rows, history bars), not {buffers!r}'
+        )
     out: dict[float, BufferSpec] = {}
     for raw_p, spec in buffers.items():
         try:
@@ -201,16 +213,21 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
             if unknown or 'rows' not in spec:
                 raise ValueError(
                     f'buffers[{p}]: {spec!r} must have rows and may have '
-                    f'{", ".join(_SPEC_KEYS[1:])}' + (f', not {unknown}' if unknown else '')
+                    f'{", ".join(_SPEC_KEYS[1:])}'
+                    + (f', not {unknown}' if unknown else '')
                 )
             rows, hist = spec['rows'], spec.get('history', 0)
             opts = {k: spec[k] for k in _SPEC_KEYS[2:] if spec.get(k) is not None}
         else:
-            raise ValueError(f'buffers[{p}]: {spec!r} must be rows, (rows, history bars) or a dict')
+            raise ValueError(
+                f'buffers[{p}]: {spec!r} must be rows, (rows, history bars) or a dict'
+            )
         if not (isinstance(rows, int) and rows >= 4):
             raise ValueError(f'buffers[{p}]: rows={rows!r} must be an int >= 4')
         if not (isinstance(hist, int) and 0 <= hist <= rows // 2):
-            raise ValueError(f'buffers[{p}]: history={hist!r} must be an int in [0, rows // 2]')
+            raise ValueError(
+                f'buffers[{p}]: history={hist!r} must be an int in [0, rows // 2]'
+            )
         src = opts.get('from')
         if src is not None:
             try:
@@ -226,24 +243,36 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
     composite = {p: s.composite for p, s in out.items() if s.composite is not None}
     for p, src in composite.items():
         if src not in out:
-            raise ValueError(f'buffers[{p}]: from={src:g} names no buffer (periods: {sorted(out)})')
+            raise ValueError(
+                f'buffers[{p}]: from={src:g} names no buffer (periods: {sorted(out)})'
+            )
         if src in composite:
-            raise ValueError(f'buffers[{p}]: from={src:g} is itself composite: build from a buffer of trades')
+            raise ValueError(
+                f'buffers[{p}]: from={src:g} is itself composite: build from a buffer of trades'
+            )
         tp, ts = round(p * 10), round(src * 10)
         if tp <= ts or tp % ts:
-            raise ValueError(f'buffers[{p}]: from={src:g}: the period must be a whole multiple of the source period, and longer')
+            raise ValueError(
+                f'buffers[{p}]: from={src:g}: the period must be a whole multiple of the source period, and longer'
+            )
         if (Grid(p, out[p].origin).origin - Grid(src, out[src].origin).origin) % ts:
-            raise ValueError(f'buffers[{p}]: from={src:g}: its bars must start on the source\'s boundaries (origin)')
+            raise ValueError(
+                f"buffers[{p}]: from={src:g}: its bars must start on the source's boundaries (origin)"
+            )
     return out
 
 
 def composite_of(buffers: dict[float, BufferSpec]) -> dict[float, float]:
-    '''The ``composite=`` argument of a topic's :class:`OHLCWriter`.'''
-    return {p: s.composite for p, s in buffers.items() if getattr(s, 'composite', None) is not None}
+    """The ``composite=`` argument of a topic's :class:`OHLCWriter`."""
+    return {
+        p: s.composite
+        for p, s in buffers.items()
+        if s.composite is not None
+    }
 
 
 async def _aclose(source: Any, name: str) -> None:
-    '''Close a backend's quote stream (shielded, bounded).'''
+    """Close a backend's quote stream (shielded, bounded)."""
     aclose = getattr(source, 'aclose', None)
     if aclose is None:
         return
@@ -255,15 +284,15 @@ async def _aclose(source: Any, name: str) -> None:
 
 
 def _on_grid(bars: np.ndarray | None, grid: Grid, name: str) -> np.ndarray | None:
-    '''A backend's history (bars stamped on their start, on the period's
+    """A backend's history (bars stamped on their start, on the period's
     multiples) for a buffer on ``grid``: stamped on close, the times move
-    one period on; on another origin it does not fit (logged, no backfill).'''
+    one period on; on another origin it does not fit (logged, no backfill)."""
     if bars is None or not len(bars) or 'time' not in (bars.dtype.names or ()):
         return bars
     if grid.origin:
         log.warning(
-            f'{name}: history for {grid.p:g} s bars is on the period\'s multiples, '
-            f'the buffer\'s bars start {grid.origin / 10:g} s past them: no backfill'
+            f"{name}: history for {grid.p:g} s bars is on the period's multiples, "
+            f"the buffer's bars start {grid.origin / 10:g} s past them: no backfill"
         )
         return None
     if grid.close:
@@ -273,9 +302,9 @@ def _on_grid(bars: np.ndarray | None, grid: Grid, name: str) -> np.ndarray | Non
 
 
 def _fill_to(bars: np.ndarray, open_t: float, p: float) -> np.ndarray:
-    '''History ending before the bar preceding ``open_t`` (fetching it
+    """History ending before the bar preceding ``open_t`` (fetching it
     took a while), continued with flat bars at the last close, so it meets
-    the open bar.'''
+    the open bar."""
     if not len(bars) or 'time' not in (bars.dtype.names or ()):
         return bars
     missing = round((open_t - p - float(bars['time'][-1])) / p)
@@ -302,9 +331,9 @@ _SAMPLERD_LOST = (
 
 
 def samplerd_lost(err: BaseException) -> BaseException | None:
-    '''The error that says samplerd went away, if that (and cancellations)
+    """The error that says samplerd went away, if that (and cancellations)
     is all ``err`` holds, else ``None``.  a5 raises groups here (e.g. its
-    ``ContextCancelled`` with our ``SamplerGone``): caught by content.'''
+    ``ContextCancelled`` with our ``SamplerGone``): caught by content."""
     found = [e for e in error_leaves(err) if not isinstance(e, trio.Cancelled)]
     if not found or not all(isinstance(e, _SAMPLERD_LOST) for e in found):
         return None
@@ -317,15 +346,17 @@ def samplerd_lost(err: BaseException) -> BaseException | None:
 
 
 def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
-    '''Append the rows of the boundaries nobody stepped (samplerd was
+    """Append the rows of the boundaries nobody stepped (samplerd was
     away) up to the bar holding ``now``, as samplerd's steps would have
     made them (index + 1, time + period, flat at the last close, no
-    volume); returns how many.  Bounded by the room left.'''
+    volume); returns how many.  Bounded by the room left."""
     if not len(shm) or 'time' not in (shm.dtype.names or ()):
         return 0
     grid = Grid.of(period_s, shm.token)  # the token says where its bars lie
     open_t = grid.row_time(grid.bar_of(now))
-    n = min(round((open_t - float(shm.last_row['time'])) / period_s), shm.size - shm.last)
+    n = min(
+        round((open_t - float(shm.last_row['time'])) / period_s), shm.size - shm.last
+    )
     if n <= 0:
         return 0
     plan = StepPlan([shm])
@@ -336,7 +367,8 @@ def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
 
 @dataclass(eq=False)
 class Topic:
-    '''One topic of a feed daemon.'''
+    """One topic of a feed daemon."""
+
     name: str
     shms: dict[float, ShmArray]
     writer: OHLCWriter
@@ -361,15 +393,18 @@ class Topic:
 
     def status(self) -> FeedStatus:
         return FeedStatus(
-            topic=self.name, state=self.state, restarts=self.restarts,
-            error=None if self.state == 'up' else self.last_error, time=time.time(),
+            topic=self.name,
+            state=self.state,
+            restarts=self.restarts,
+            error=None if self.state == 'up' else self.last_error,
+            time=time.time(),
         )
 
 
 class FeedDaemon:
-    '''The feed daemon's state: its backend, topics, feed bus and the bus
+    """The feed daemon's state: its backend, topics, feed bus and the bus
     its status reports go out on.  Get it with :func:`get_feed_daemon`
-    inside ``feedd.<backend>``.'''
+    inside ``feedd.<backend>``."""
 
     def __init__(
         self,
@@ -393,12 +428,14 @@ class FeedDaemon:
 
     # --- topics -----------------------------------------------------------
 
-    async def ensure_topic(self, name: str, config: dict[str, Any] | None = None) -> Topic:
-        '''The running topic ``name``, started first (with ``config``) if
+    async def ensure_topic(
+        self, name: str, config: dict[str, Any] | None = None
+    ) -> Topic:
+        """The running topic ``name``, started first (with ``config``) if
         needed; concurrent calls start it once.  Raises ``ValueError``
         naming the problem when the backend does not know the symbol or
         refuses the config (nothing is started then), or when the topic
-        already runs with another config.'''
+        already runs with another config."""
         config = dict(config or {})
         lock = self._locks.setdefault(name, trio.Lock())
         async with lock:
@@ -412,7 +449,9 @@ class FeedDaemon:
                 )
             return topic
 
-    async def _symbol_info(self, name: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    async def _symbol_info(
+        self, name: str, config: dict[str, Any]
+    ) -> dict[str, Any] | None:
         fn = self.backend.symbol_info
         if fn is None:
             return None
@@ -424,7 +463,9 @@ class FeedDaemon:
             ) from err
         return dict(info) if info is not None else None
 
-    async def _history(self, name: str, now: float, config: dict[str, Any]) -> dict[float, np.ndarray]:
+    async def _history(
+        self, name: str, now: float, config: dict[str, Any]
+    ) -> dict[float, np.ndarray]:
         fn = self.backend.history
         out: dict[float, np.ndarray] = {}
         if fn is None:
@@ -433,9 +474,13 @@ class FeedDaemon:
             if not count:
                 continue
             try:
-                bars = np.asarray(await fn(name, p, now, count, **config_for(fn, config)))
+                bars = np.asarray(
+                    await fn(name, p, now, count, **config_for(fn, config))
+                )
             except Exception as err:
-                log.error(f'{name}: history for {p} s bars failed, no backfill: {describe_error(err)}')
+                log.error(
+                    f'{name}: history for {p} s bars failed, no backfill: {describe_error(err)}'
+                )
                 continue
             if len(bars):
                 out[p] = bars
@@ -464,7 +509,9 @@ class FeedDaemon:
             for p, (rows, _) in self.buffers.items():
                 spec = self.buffers[p]
                 shms[p] = open_shm_array(
-                    rows, origin=getattr(spec, 'origin', 0.0), stamp=getattr(spec, 'stamp', 'open'),
+                    rows,
+                    origin=getattr(spec, 'origin', 0.0),
+                    stamp=getattr(spec, 'stamp', 'open'),
                 )
             asked = time.time()
             history = await self._history(name, asked, config)
@@ -486,7 +533,15 @@ class FeedDaemon:
                 for f in ('open', 'high', 'low', 'close'):
                     row[f] = seed
                 shm.push(row)
-            topic = Topic(name=name, shms=shms, writer=OHLCWriter(shms, volume=volume_mode(info), composite=composite_of(self.buffers)), info=info, config=config)
+            topic = Topic(
+                name=name,
+                shms=shms,
+                writer=OHLCWriter(
+                    shms, volume=volume_mode(info), composite=composite_of(self.buffers)
+                ),
+                info=info,
+                config=config,
+            )
             self.bus.add_topic(name)
             try:
                 async with trio.open_nursery() as tn:
@@ -514,11 +569,11 @@ class FeedDaemon:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''Keep ``topic``'s buffers registered with samplerd: register them
+        """Keep ``topic``'s buffers registered with samplerd: register them
         (and backfill ``history``), fold its steps into the bar writer, and
         when samplerd goes away wait for it to run again, fill the bars it
         missed and register again.  If it is not coming back, report the
-        topic ``failed`` and cancel ``topic_scope`` (the topic's teardown).'''
+        topic ``failed`` and cancel ``topic_scope`` (the topic's teardown)."""
         first = True
         while True:
             pid: int | None = None
@@ -532,7 +587,9 @@ class FeedDaemon:
                     else:
                         topic.sampler_restarts += 1
                         topic.sampler_error = None
-                        log.info(f'{topic.name}: registered again with samplerd (pid {pid})')
+                        log.info(
+                            f'{topic.name}: registered again with samplerd (pid {pid})'
+                        )
                         self._publish(topic)
                     await self._fold_steps(topic, steps)
             except BaseException as err:
@@ -552,7 +609,8 @@ class FeedDaemon:
             if why_not is not None:
                 log.error(f'{topic.name}: samplerd is not coming back: {why_not}')
                 self._report(
-                    topic, 'failed',
+                    topic,
+                    'failed',
                     f'samplerd (pid {pid}) is gone ({why_not}): nothing steps the buffers any more',
                 )
                 topic_scope.cancel()
@@ -573,13 +631,15 @@ class FeedDaemon:
                 await backfill(steps, topic.shms[p], bars, topic=topic.name, period_s=p)
                 topic.history[p] = len(bars)
             except (ValueError, TypeError) as err:
-                log.error(f'{topic.name}: history for {p} s bars does not fit, no backfill: {err}')
+                log.error(
+                    f'{topic.name}: history for {p} s bars does not fit, no backfill: {err}'
+                )
 
     async def _samplerd_back(self, lost_pid: int | None) -> str | None:
-        '''Wait until the root's manager runs samplerd again (in a process
+        """Wait until the root's manager runs samplerd again (in a process
         other than ``lost_pid``); ``None`` then, else why it is not coming
         back.  One question to the root per lost samplerd, however many
-        topics wait.'''
+        topics wait."""
         wait = self._sampler_waits.get(lost_pid)
         if wait is None:
             wait = self._sampler_waits[lost_pid] = (trio.Event(), [None])
@@ -595,7 +655,9 @@ class FeedDaemon:
         done, result = wait
         try:
             async with open_root_mngr() as mngr:
-                await mngr.wait_running(SAMPLERD, not_pid=lost_pid, timeout=SAMPLERD_BACK_TIMEOUT_S)
+                await mngr.wait_running(
+                    SAMPLERD, not_pid=lost_pid, timeout=SAMPLERD_BACK_TIMEOUT_S
+                )
         except Exception as err:  # not coming back, or no root to ask
             result[0] = describe_error(compat.unwrap_error(err))
         finally:
@@ -613,16 +675,16 @@ class FeedDaemon:
         raise SamplerGone('the step stream from samplerd ended')
 
     def _report(self, topic: Topic, state: FeedState, error: str | None = None) -> None:
-        '''The quote stream's state changed: publish the topic's.'''
+        """The quote stream's state changed: publish the topic's."""
         topic.stream_state = state
         if error is not None:
             topic.last_error = error
         self._publish(topic, state)
 
     def _publish(self, topic: Topic, state: FeedState | None = None) -> None:
-        '''Tell the topic's status subscribers its state: the quote
+        """Tell the topic's status subscribers its state: the quote
         stream's, except that an ``up`` stream whose buffers samplerd does
-        not step right now is ``restarting`` (the error says why).'''
+        not step right now is ``restarting`` (the error says why)."""
         state = state or topic.stream_state
         if state in ('up', 'starting') and topic.sampler_error is not None:
             state = 'restarting'
@@ -634,14 +696,16 @@ class FeedDaemon:
             # its subscribers are done with it: a later instance of the topic
             # (new buffers) is for the clients that open it then
             del self.topics[topic.name]
-            self.status_bus.remove_subs(topic.name, self.status_bus.get_subs(topic.name))
+            self.status_bus.remove_subs(
+                topic.name, self.status_bus.get_subs(topic.name)
+            )
             self.bus.remove_subs(topic.name, self.bus.get_subs(topic.name))
 
     async def _run_stream(self, topic: Topic, source: Any) -> None:
-        '''Run the backend's quote stream for ``topic`` (``source`` is the
+        """Run the backend's quote stream for ``topic`` (``source`` is the
         first one), restarting it by the daemon's policy
         (:func:`tractor_services.supervise`, the service manager's restart
-        loop); returns when the policy says stop.'''
+        loop); returns when the policy says stop."""
         policy = self.policy
         fn = self.backend.stream_quotes
 
@@ -665,7 +729,8 @@ class FeedDaemon:
             if isinstance(sup.error, GaveUp):
                 last = sup.error.__cause__
                 self._report(
-                    topic, 'failed',
+                    topic,
+                    'failed',
                     f'gave up after {sup.restarts} restarts (at most '
                     f'{policy.max_restarts} in {policy.within_s:g} s); last error: '
                     f'{describe_error(last) if last is not None else "the quote stream ended"}',
@@ -683,15 +748,17 @@ class FeedDaemon:
     # --- introspection ------------------------------------------------------
 
     def info(self) -> FeedInfo:
-        '''The daemon's backend and topics: per topic its state, counters,
-        buffers and subscribers (see :class:`~tractor_sampler.FeedInfo`).'''
+        """The daemon's backend and topics: per topic its state, counters,
+        buffers and subscribers (see :class:`~tractor_sampler.FeedInfo`)."""
         b = self.backend
         topics = {}
         for name, t in sorted(self.topics.items()):
             latest = self.bus.latest(name)
             last = latest.fields.get('last') if latest is not None else None
             subs = [
-                SubscriberInfo(rate=sub.rate, rc_ui=sub.rc_ui, **msgspec.structs.asdict(sub.stats))
+                SubscriberInfo(
+                    rate=sub.rate, rc_ui=sub.rc_ui, **msgspec.structs.asdict(sub.stats)
+                )
                 for sub in self.bus.get_subs(name)
             ]
             topics[name] = TopicInfo(
@@ -701,7 +768,9 @@ class FeedDaemon:
                 last_error=t.last_error,
                 started_at=t.started_at,
                 quotes=latest.seq if latest is not None else 0,
-                last=last if isinstance(last, (int, float)) and not isinstance(last, bool) else None,
+                last=last
+                if isinstance(last, (int, float)) and not isinstance(last, bool)
+                else None,
                 trades=t.writer.trades,
                 late_trades=t.writer.late_trades,
                 unplaced_trades=t.writer.unplaced_trades,
@@ -722,8 +791,12 @@ class FeedDaemon:
                 subscribers=sorted(subs, key=lambda s: -s.delivered),
             )
         return FeedInfo(
-            backend=b.name, version=b.version, dist=b.dist,
-            pid=os.getpid(), time=time.time(), topics=topics,
+            backend=b.name,
+            version=b.version,
+            dist=b.dist,
+            pid=os.getpid(),
+            time=time.time(),
+            topics=topics,
         )
 
 
@@ -738,7 +811,7 @@ _holder = _Holder()
 
 
 def get_feed_daemon() -> FeedDaemon:
-    '''This actor's :class:`FeedDaemon`; a clear error anywhere else.'''
+    """This actor's :class:`FeedDaemon`; a clear error anywhere else."""
     if _holder.daemon is None:
         raise NoFeedDaemon(
             'no feed daemon runs in this actor: the feedd.<backend> service '
@@ -748,9 +821,9 @@ def get_feed_daemon() -> FeedDaemon:
 
 
 async def wait_feed_daemon(timeout: float = READY_TIMEOUT_S) -> FeedDaemon:
-    '''This actor's :class:`FeedDaemon`, once it serves: the actor is
+    """This actor's :class:`FeedDaemon`, once it serves: the actor is
     registered (so clients find it) before the daemon has loaded its
-    plugins and made sure samplerd runs.'''
+    plugins and made sure samplerd runs."""
     with trio.move_on_after(timeout):
         await _holder.ready.wait()
     return get_feed_daemon()
@@ -779,26 +852,33 @@ async def feedd(
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
 ) -> None:
-    '''The feed daemon's root endpoint (supervised by the root's service
+    """The feed daemon's root endpoint (supervised by the root's service
     manager as ``feedd.<backend>``): loads the backend (plus the plugin
     modules named in ``plugins``, for backends not installed as entry
     points), then serves topics until cancelled.
 
     ``buffers`` maps periods to ``(rows, history bars)``; ``restart`` is
     the quote streams' :class:`RestartPolicy` as a dict.  (The backend's
-    config comes per topic, from the client that starts it.)'''
+    config comes per topic, from the client that starts it.)"""
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'backend={backend!r} must be a backend name')
     if plugins is not None and (
-        not isinstance(plugins, list) or not all(isinstance(m, str) and m for m in plugins)
+        not isinstance(plugins, list)
+        or not all(isinstance(m, str) and m for m in plugins)
     ):
         raise ValueError(f'plugins={plugins!r} must be a list of module names')
     if restart is not None and not isinstance(restart, dict):
         raise ValueError(f'restart={restart!r} must be a restart policy as a dict')
     try:
-        policy = msgspec.convert(restart, RestartPolicy) if restart else DEFAULT_STREAM_POLICY
+        policy = (
+            msgspec.convert(restart, RestartPolicy)
+            if restart
+            else DEFAULT_STREAM_POLICY
+        )
     except (msgspec.ValidationError, TypeError, ValueError) as err:
-        raise ValueError(f'restart={restart!r} is not a restart policy: {err}') from None
+        raise ValueError(
+            f'restart={restart!r} is not a restart policy: {err}'
+        ) from None
     checked_buffers = check_buffers(buffers)
     be = _load(backend, plugins or ())
     compat.expose_module(__name__)
@@ -810,7 +890,9 @@ async def feedd(
         _holder.daemon = FeedDaemon(be, tn, buffers=checked_buffers, policy=policy)
         _holder.ready.set()
         try:
-            await ctx.started({'pid': os.getpid(), 'backend': be.name, 'version': be.version})
+            await ctx.started(
+                {'pid': os.getpid(), 'backend': be.name, 'version': be.version}
+            )
             await trio.sleep_forever()
         finally:
             _holder.daemon = None
@@ -824,10 +906,10 @@ async def attach_feed(
     topics: list[str],
     config: dict[str, Any] | None = None,
 ) -> None:
-    '''(feedd) Start ``topics`` if needed (with the backend ``config``);
+    """(feedd) Start ``topics`` if needed (with the backend ``config``);
     ``started()`` carries this daemon's pid and, per topic, its buffer
     tokens by period and its latest status; then the stream carries every :class:`FeedStatus`
-    change of those topics until the client leaves.'''
+    change of those topics until the client leaves."""
     daemon = await wait_feed_daemon()
     names = check_topics(topics)
     if config is not None and not isinstance(config, dict):
@@ -841,16 +923,25 @@ async def attach_feed(
             'info': t.info,
         }
     await ctx.started({'pid': os.getpid(), 'topics': started})
-    async with compat.open_stream(ctx) as stream, open_sub(daemon.status_bus, stream, batch=False) as (sub, ready):
+    async with (
+        compat.open_stream(ctx) as stream,
+        open_sub(daemon.status_bus, stream, batch=False) as (sub, ready),
+    ):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})
             now_t = daemon.topics.get(name)
             # what changed between started() and now (a report sent before
             # we subscribed would be lost): the current status, once more
-            sub.send_chan.put(now_t.status() if now_t is not None else FeedStatus(
-                topic=name, state='failed', error='the topic ended while this client attached',
-                time=time.time(),
-            ))
+            sub.send_chan.put(
+                now_t.status()
+                if now_t is not None
+                else FeedStatus(
+                    topic=name,
+                    state='failed',
+                    error='the topic ended while this client attached',
+                    time=time.time(),
+                )
+            )
         ready.set()
         try:
             async for _ in stream:
@@ -860,7 +951,7 @@ async def attach_feed(
 
 
 async def feed_info() -> dict[str, Any]:
-    '''(feedd) The daemon's backend, topics, their buffers, states,
+    """(feedd) The daemon's backend, topics, their buffers, states,
     counters and subscribers: a :class:`~tractor_sampler.FeedInfo` in its
-    IPC form (``MarketFeed.info()`` and ``introspect()`` rebuild it).'''
+    IPC form (``MarketFeed.info()`` and ``introspect()`` rebuild it)."""
     return to_wire(get_feed_daemon().info())

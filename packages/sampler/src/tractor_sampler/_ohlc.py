@@ -1,4 +1,4 @@
-'''
+"""
 Writing trades into bars, in the feed daemon, next to samplerd stepping
 the same buffers.
 
@@ -57,7 +57,8 @@ Every counter is per buffer (period) and summed per topic in
 :meth:`OHLCWriter.stats`, which the feed daemon's ``info()`` (and
 ``samplerd ls``) shows.
 
-'''
+"""
+
 from __future__ import annotations
 
 import math
@@ -88,31 +89,38 @@ MAX_HELD: int = 20_000
 Trade = tuple[float, float, float]  # (time, price, size)
 
 
-def volume_mode(symbol_info: dict[str, Any] | None) -> str:
-    '''The volume mode a backend chose in its ``symbol_info`` (key
+#: how a writer takes trade volume (see :class:`OHLCWriter`)
+VolumeMode = Literal['sum', 'cumulative']
+
+
+def volume_mode(symbol_info: dict[str, Any] | None) -> VolumeMode:
+    """The volume mode a backend chose in its ``symbol_info`` (key
     ``'volume'``), ``'sum'`` when it says nothing; ``ValueError`` naming a
-    bad one.'''
+    bad one."""
     mode = (symbol_info or {}).get('volume', 'sum')
     if mode not in VOLUME_MODES:
         raise ValueError(
             f"symbol_info volume={mode!r} must be one of {VOLUME_MODES}: 'sum' adds the "
             "trades' sizes, 'cumulative' takes the increase of the ticks' running total"
         )
-    return mode
+    return 'cumulative' if mode == 'cumulative' else 'sum'
 
 
 @dataclass
 class BarStats:
-    '''Counters of one buffer's trades (see the module docstring).'''
+    """Counters of one buffer's trades (see the module docstring)."""
+
     placed: int = 0  # trades written into a bar
     late: int = 0  # arrived after their bar closed: the closed bar corrected
     held: int = 0  # arrived before their bar opened: held, then placed
     corrected: int = 0  # closed rows the writer changed (late trades, held trades after a catch-up, carried closes)
-    unplaced: int = 0  # in no bar: too old, skipped by a jump, bad time, or too far ahead
+    unplaced: int = (
+        0  # in no bar: too old, skipped by a jump, bad time, or too far ahead
+    )
 
 
 class _Bars:
-    '''The writer's state for one buffer.'''
+    """The writer's state for one buffer."""
 
     def __init__(self, period: float, shm: ShmArray) -> None:
         self.p = period
@@ -120,7 +128,12 @@ class _Bars:
         # where the bars lie (the token's origin and stamp): bar_of for
         # trades, row_bar/row_time for the rows' times
         self.grid = g = Grid.of(period, shm.token)
-        self.bar_of, self.row_bar, self.row_time, self.start = g.bar_of, g.row_bar, g.row_time, g.start
+        self.bar_of, self.row_bar, self.row_time, self.start = (
+            g.bar_of,
+            g.row_bar,
+            g.row_time,
+            g.start,
+        )
         self.shm = shm
         self.rows = shm.rows  # fetched once: the hot path indexes them
         self.win = shm.window
@@ -154,8 +167,8 @@ class _Bars:
         self.stats = BarStats()
 
     def find(self, k: int, first: int, last: int) -> int:
-        '''The row of bar ``k`` (``last_k - k`` rows back when no jump lies
-        between), or -1 when no row has that bar (skipped by a jump).'''
+        """The row of bar ``k`` (``last_k - k`` rows back when no jump lies
+        between), or -1 when no row has that bar (skipped by a jump)."""
         times = self.times
         want = self.row_time(k)
         pos = last - 1 - (self.last_k - k)
@@ -172,15 +185,15 @@ class _Bars:
 
 
 class OHLCWriter:
-    '''Writes one topic's clearing ticks into the bars of each of its
-    buffers (one per period), by the rule in the module docstring.'''
+    """Writes one topic's clearing ticks into the bars of each of its
+    buffers (one per period), by the rule in the module docstring."""
 
     def __init__(
         self,
         shms_by_period: dict[float, ShmArray],
         *,
         clearing: Iterable[str] = CLEARING_TICK_TYPES,
-        volume: Literal['sum', 'cumulative'] = 'sum',
+        volume: VolumeMode = 'sum',
         wall: Callable[[], float] = time.time,
         max_ahead_s: float = MAX_AHEAD_S,
         max_held: int = MAX_HELD,
@@ -202,7 +215,9 @@ class OHLCWriter:
         for p, shm in shms_by_period.items():
             p = check_period(p)
             if shm.readonly:
-                raise PermissionError(f'shm buffer {shm.name!r} is read-only: the writer needs it writable')
+                raise PermissionError(
+                    f'shm buffer {shm.name!r} is read-only: the writer needs it writable'
+                )
             missing = [f for f in _FIELDS if f not in (shm.dtype.names or ())]
             if missing:
                 raise ValueError(f'shm buffer {shm.name!r} lacks fields {missing}')
@@ -227,9 +242,11 @@ class OHLCWriter:
 
     # --- the hot path ------------------------------------------------------
 
-    def write(self, ticks: Iterable[dict[str, Any]] | None, now: float | None = None) -> int:
-        '''Fold the clearing ticks among ``ticks`` into the buffers; returns
-        how many there were.'''
+    def write(
+        self, ticks: Iterable[dict[str, Any]] | None, now: float | None = None
+    ) -> int:
+        """Fold the clearing ticks among ``ticks`` into the buffers; returns
+        how many there were."""
         if not ticks:
             return 0
         clearing = self.clearing
@@ -265,17 +282,21 @@ class OHLCWriter:
         return len(trades)
 
     def _link(self, composite: dict[float, float]) -> None:
-        '''Tie each composite buffer to its source (checked: both are the
+        """Tie each composite buffer to its source (checked: both are the
         writer's, the period a whole multiple of the source's, the source
-        built from trades).'''
+        built from trades)."""
         if not isinstance(composite, dict):
-            raise ValueError(f'composite={composite!r} must map periods to source periods')
+            raise ValueError(
+                f'composite={composite!r} must map periods to source periods'
+            )
         by_p = {b.p: b for b in self._bufs}
         for q, p in composite.items():
             q, p = check_period(q), check_period(p)
             for what, per in (('composite', q), ('source', p)):
                 if per not in by_p:
-                    raise ValueError(f'composite {q:g} s from {p:g} s: no {what} buffer of {per:g} s')
+                    raise ValueError(
+                        f'composite {q:g} s from {p:g} s: no {what} buffer of {per:g} s'
+                    )
             c, s = by_p[q], by_p[p]
             if c.tenths <= s.tenths or c.tenths % s.tenths:
                 raise ValueError(
@@ -283,7 +304,9 @@ class OHLCWriter:
                     'of the source period, and longer'
                 )
             if p in composite:
-                raise ValueError(f'composite {q:g} s from {p:g} s: the source is itself composite')
+                raise ValueError(
+                    f'composite {q:g} s from {p:g} s: the source is itself composite'
+                )
             if (c.grid.origin - s.grid.origin) % s.tenths:
                 raise ValueError(
                     f'composite {q:g} s from {p:g} s: its bars must start on source bar '
@@ -295,10 +318,10 @@ class OHLCWriter:
             s.targets.append(c)
 
     def _settle(self, b: _Bars) -> tuple[int, int] | None:
-        '''Catch up with rows samplerd appended since the last look: empty
+        """Catch up with rows samplerd appended since the last look: empty
         ones take the close before them (samplerd may have copied it before
         the last trade of that bar was written), then held trades whose bar
-        now has a row are placed.  Returns the window, None while empty.'''
+        now has a row are placed.  Returns the window, None while empty."""
         first, last = b.win.tolist()
         if last <= first:
             return None
@@ -339,7 +362,7 @@ class OHLCWriter:
         room = self.max_held - len(b.held)
         if room < len(trades):
             b.stats.unplaced += len(trades) - max(room, 0)
-            trades = trades[:max(room, 0)]
+            trades = trades[: max(room, 0)]
         if not trades:
             return
         if count:
@@ -348,9 +371,11 @@ class OHLCWriter:
         b.held_k = k if not b.held else min(b.held_k, k)
         b.held.extend(trades)
 
-    def _place(self, b: _Bars, trades: list[Trade], first: int, last: int, arrived: bool) -> None:
-        '''Fold ``trades`` (arrival order) into their bars; hold those
-        ahead of the last row.'''
+    def _place(
+        self, b: _Bars, trades: list[Trade], first: int, last: int, arrived: bool
+    ) -> None:
+        """Fold ``trades`` (arrival order) into their bars; hold those
+        ahead of the last row."""
         last_k, trade_bar = b.last_k, b.bar_of
         rows = b.rows
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
@@ -408,7 +433,10 @@ class OHLCWriter:
         ks = None
         if b.targets and st.placed != placed:  # the source bars that changed
             times = b.times
-            ks = {last_k if pos == open_pos else b.row_bar(float(times[pos])) for pos in mods}
+            ks = {
+                last_k if pos == open_pos else b.row_bar(float(times[pos]))
+                for pos in mods
+            }
         closed = []
         for pos, row in mods.items():
             if pos < open_pos:
@@ -431,9 +459,9 @@ class OHLCWriter:
     # --- composite bars -------------------------------------------------------
 
     def _propagate(self, c: _Bars, ks: set[int]) -> None:
-        '''Source bars ``ks`` changed: rebuild the bars of composite ``c``
+        """Source bars ``ks`` changed: rebuild the bars of composite ``c``
         that hold them (bars it has no row for yet are built when their
-        row appears, in :meth:`_settle`).'''
+        row appears, in :meth:`_settle`)."""
         win = self._settle(c)
         if win is None:
             return
@@ -446,8 +474,8 @@ class OHLCWriter:
             self._rebuild(c, kc, *win)
 
     def _agg(self, s: _Bars, k_lo: int, k_hi: int, into: list | None) -> list | None:
-        '''Fold the traded source bars ``[k_lo, k_hi)`` (time order) into
-        ``into`` (``[open, high, low, close, volume]`` or None).'''
+        """Fold the traded source bars ``[k_lo, k_hi)`` (time order) into
+        ``into`` (``[open, high, low, close, volume]`` or None)."""
         if k_hi <= k_lo or s.seen <= s.first:
             return into
         first, last = s.first, s.seen
@@ -462,11 +490,15 @@ class OHLCWriter:
             row = s.rows[pos].item()
             if row_bar(row[self._idx[0]]) not in traded:
                 continue
-            into = self._fold(into, row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol])
+            into = self._fold(
+                into, row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol]
+            )
         return into
 
     @staticmethod
-    def _fold(into: list | None, o: float, h: float, lo: float, c: float, v: float) -> list:
+    def _fold(
+        into: list | None, o: float, h: float, lo: float, c: float, v: float
+    ) -> list:
         if into is None:
             return [o, h, lo, c, v]
         if h > into[1]:
@@ -478,9 +510,9 @@ class OHLCWriter:
         return into
 
     def _rebuild(self, c: _Bars, kc: int, first: int, last: int) -> None:
-        '''Composite bar ``kc``: the aggregate of its traded source bars.
+        """Composite bar ``kc``: the aggregate of its traded source bars.
         Its open bar adds the source's open bar to the cached aggregate of
-        the closed ones; a closed bar is aggregated afresh (a correction).'''
+        the closed ones; a closed bar is aggregated afresh (a correction)."""
         if kc > c.last_k or kc < c.first_k:
             return  # no row yet (built when it appears), or history
         s, r = c.src, c.ratio
@@ -499,8 +531,17 @@ class OHLCWriter:
             agg = None if c.base is None else list(c.base)
             if k_lo <= s.last_k < k_hi and s.last_k in s.traded and s.seen > s.first:
                 _, i_open, i_high, i_low, i_close, i_vol = self._idx
-                srow = s.open_row if s.open_row is not None else s.rows[s.seen - 1].item()
-                agg = self._fold(agg, srow[i_open], srow[i_high], srow[i_low], srow[i_close], srow[i_vol])
+                srow = (
+                    s.open_row if s.open_row is not None else s.rows[s.seen - 1].item()
+                )
+                agg = self._fold(
+                    agg,
+                    srow[i_open],
+                    srow[i_high],
+                    srow[i_low],
+                    srow[i_close],
+                    srow[i_vol],
+                )
         else:
             pos = c.find(kc, first, last)
             if pos < 0:
@@ -509,9 +550,16 @@ class OHLCWriter:
         if agg is None:
             return  # no trade yet: flat at the close before it
         _, i_open, i_high, i_low, i_close, i_vol = self._idx
-        row = c.open_row if pos == open_pos and c.open_row is not None else list(c.rows[pos].item())
+        row = (
+            c.open_row
+            if pos == open_pos and c.open_row is not None
+            else list(c.rows[pos].item())
+        )
         new = (agg[0], agg[1], agg[2], agg[3], agg[4])
-        if kc in c.traded and (row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol]) == new:
+        if (
+            kc in c.traded
+            and (row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol]) == new
+        ):
             return
         c.traded.add(kc)
         row[i_open], row[i_high], row[i_low], row[i_close], row[i_vol] = new
@@ -524,8 +572,8 @@ class OHLCWriter:
             self._carry(c, pos, last)
 
     def _carry(self, b: _Bars, pos: int, last: int) -> None:
-        '''Rows after ``pos`` up to the next traded one (or the end) that
-        got no trade take the close before them.'''
+        """Rows after ``pos`` up to the next traded one (or the end) that
+        got no trade take the close before them."""
         rows, row_bar, traded = b.rows, b.row_bar, b.traded
         i_time, i_open, i_high, i_low, i_close, i_vol = self._idx
         close = rows[pos]['close']
@@ -559,16 +607,16 @@ class OHLCWriter:
     # --- steps and corrections ------------------------------------------------
 
     def on_step(self, period_s: float | None = None) -> None:
-        '''samplerd appended rows to ``period_s``'s buffer (every buffer
-        when ``None``): settle them (see :meth:`_settle`).'''
+        """samplerd appended rows to ``period_s``'s buffer (every buffer
+        when ``None``): settle them (see :meth:`_settle`)."""
         p = None if period_s is None else check_period(period_s)
         for b in self._bufs:
             if p is None or b.p == p:
                 self._settle(b)
 
     def take_corrections(self) -> list[tuple[float, int, int]]:
-        '''``(period, start_index, end_index)`` (end exclusive, the rows'
-        ``index`` field) of the closed rows changed since the last call.'''
+        """``(period, start_index, end_index)`` (end exclusive, the rows'
+        ``index`` field) of the closed rows changed since the last call."""
         out = []
         for b in self._bufs:
             if b.dirty is None:
@@ -581,7 +629,7 @@ class OHLCWriter:
 
     @property
     def pending(self) -> int:
-        '''Trades held for bars samplerd has not opened yet.'''
+        """Trades held for bars samplerd has not opened yet."""
         return sum(len(b.held) for b in self._bufs)
 
     @property
@@ -593,15 +641,25 @@ class OHLCWriter:
         return sum(b.stats.unplaced for b in self._bufs)
 
     def stats(self) -> dict[str, Any]:
-        '''The counters: totals over the buffers and ``by_period``.'''
+        """The counters: totals over the buffers and ``by_period``."""
         by = {
-            repr(b.p): {**asdict(b.stats), 'pending': len(b.held), **({'from': b.src.p} if b.src else {})}
+            repr(b.p): {
+                **asdict(b.stats),
+                'pending': len(b.held),
+                **({'from': b.src.p} if b.src else {}),
+            }
             for b in self._bufs
         }
-        tot = {k: sum(v[k] for v in by.values()) for k in ('placed', 'late', 'held', 'corrected', 'unplaced', 'pending')}
+        tot = {
+            k: sum(v[k] for v in by.values())
+            for k in ('placed', 'late', 'held', 'corrected', 'unplaced', 'pending')
+        }
         return {
-            'trades': self.trades, 'volume': self.volume, **tot,
-            'bad_times': self.bad_times, 'corrections_lost': self.corrections_lost,
+            'trades': self.trades,
+            'volume': self.volume,
+            **tot,
+            'bad_times': self.bad_times,
+            'corrections_lost': self.corrections_lost,
             'by_period': by,
         }
 
@@ -614,11 +672,11 @@ async def sample_and_broadcast(
     wall: Callable[[], float] = time.time,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    '''The feed daemon's loop: for every ``{topic: quote}`` from the
+    """The feed daemon's loop: for every ``{topic: quote}`` from the
     backend, fold its clearing ticks into the topic's bars, then publish the
     quote on the feed bus (throttled subscribers get it through their
     throttler).  A quote is a dict of fields with an optional ``'ticks'``
-    list.'''
+    list."""
     bus = bus or get_feed_bus()
     task_status.started()
     async for batch in source:
@@ -633,25 +691,33 @@ async def sample_and_broadcast(
 
 
 async def broadcast_corrections(writer: OHLCWriter, stream: Any, topic: str) -> int:
-    '''Tell every subscriber, through a sample stream (from
+    """Tell every subscriber, through a sample stream (from
     :func:`open_sample_stream`), which closed rows of ``topic``'s buffers
     the writer corrected since the last call: a
     :class:`~tractor_sampler.Backfill` with ``reason='correction'`` per
     buffer, so views redraw those rows.  The feed daemon calls it after
     each step it folds in.  Returns how many it sent; a refusal from
-    samplerd is logged (the rows stay corrected, only the redraw is lost).'''
+    samplerd is logged (the rows stay corrected, only the redraw is lost)."""
     from ._client import SamplerError
     from ._msgs import Backfill
 
     sent = 0
     for p, start, end in writer.take_corrections():
         try:
-            await stream.broadcast(Backfill(
-                topic=topic, timeframe=p, start_index=start, end_index=end, reason='correction',
-            ))
+            await stream.broadcast(
+                Backfill(
+                    topic=topic,
+                    timeframe=p,
+                    start_index=start,
+                    end_index=end,
+                    reason='correction',
+                )
+            )
         except SamplerError as err:
             writer.corrections_lost += 1
-            log.warning(f'{topic}: corrected {p:g} s rows [{start}, {end}) not broadcast: {err}')
+            log.warning(
+                f'{topic}: corrected {p:g} s rows [{start}, {end}) not broadcast: {err}'
+            )
             continue
         sent += 1
     return sent

@@ -1,8 +1,9 @@
-'''
+"""
 ``ServiceMngr``: one per actor, it spawns daemon subactors and supervises
 a context opened on each one's portal.
 
-'''
+"""
+
 from __future__ import annotations
 
 import inspect
@@ -50,7 +51,8 @@ HISTORY_LEN: int = 100
 
 
 class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    '''What introspection tells of one service (travels over IPC).'''
+    """What introspection tells of one service (travels over IPC)."""
+
     name: str
     kind: Kind
     endpoint: str
@@ -98,9 +100,9 @@ class _Service:
             kind=self.kind,
             endpoint=self.endpoint,
             state=self.state,
-            uid=sa.uid if alive and sa else (
-                tuple(self.portal.channel.uid) if self.portal is not None else None
-            ),
+            uid=sa.uid
+            if alive and sa
+            else (tuple(self.portal.channel.uid) if self.portal is not None else None),
             pid=sa.pid if alive and sa else None,
             started_at=self.started_at,
             restarts=self.restarts,
@@ -112,15 +114,15 @@ class _Service:
 
 
 def resolve_endpoint(ctx_ep: Any) -> tuple[Callable, dict[str, Any]]:
-    '''Split a ``@tractor.context`` function, or a ``functools.partial`` of
-    one, into the function and its keyword arguments.'''
+    """Split a ``@tractor.context`` function, or a ``functools.partial`` of
+    one, into the function and its keyword arguments."""
     kwargs: dict[str, Any] = {}
     fn = ctx_ep
     while isinstance(fn, partial):
         if fn.args:
             raise TypeError(
                 f'endpoint partial {ctx_ep!r} has positional arguments {fn.args!r}: '
-                'pass the endpoint\'s arguments as keywords, e.g. '
+                "pass the endpoint's arguments as keywords, e.g. "
                 'partial(ep, name=value)'
             )
         kwargs = {**(fn.keywords or {}), **kwargs}
@@ -142,7 +144,7 @@ def _takes_task_status(fn: Callable) -> bool:
 
 
 class ServiceMngr:
-    '''Spawns and supervises this actor's daemon services.
+    """Spawns and supervises this actor's daemon services.
 
     Get it with :func:`open_service_mngr` (which creates it) or
     :func:`get_service_mngr`.  ``an`` is its actor nursery and ``tn`` the
@@ -150,9 +152,11 @@ class ServiceMngr:
     spawned in a nursery of its own inside ``tn`` so that cancelling one
     reaps exactly that process.
 
-    '''
+    """
 
-    def __init__(self, an: compat.ActorNursery, tn: trio.Nursery, registry_addr: tuple[str, int]):
+    def __init__(
+        self, an: compat.ActorNursery, tn: trio.Nursery, registry_addr: tuple[str, int]
+    ):
         self.an = an
         self.tn = tn
         self.registry_addr = registry_addr
@@ -169,9 +173,9 @@ class ServiceMngr:
         return name in self._services
 
     async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
-        '''Running services in start order; with ``include_ended`` also the
+        """Running services in start order; with ``include_ended`` also the
         most recent ended ones (stopped or failed), oldest first.  A
-        coroutine, as on :class:`RemoteServiceMngr`.'''
+        coroutine, as on :class:`RemoteServiceMngr`."""
         await trio.lowlevel.checkpoint()
         return self._list(include_ended)
 
@@ -180,8 +184,8 @@ class ServiceMngr:
         return [*self._history, *live] if include_ended else live
 
     def info(self, name: str, include_ended: bool = True) -> ServiceInfo:
-        '''A running service's record, else (``include_ended``) its latest
-        ended one.'''
+        """A running service's record, else (``include_ended``) its latest
+        ended one."""
         svc = self._services.get(name)
         if svc is not None:
             return svc.info()
@@ -192,7 +196,7 @@ class ServiceMngr:
         raise self._not_found(name)
 
     def portal(self, name: str) -> Any:
-        '''The portal to a running actor service.'''
+        """The portal to a running actor service."""
         svc = self._get(name)
         if svc.spawned is not None:
             return svc.spawned.portal
@@ -205,7 +209,7 @@ class ServiceMngr:
         name: str,
         predicate: Callable[[ServiceInfo], bool],
     ) -> ServiceInfo:
-        '''Wait until ``name``'s record satisfies ``predicate``.'''
+        """Wait until ``name``'s record satisfies ``predicate``."""
         while True:
             changed = self._changed
             try:
@@ -223,7 +227,7 @@ class ServiceMngr:
         not_pid: int | None = None,
         timeout: float | None = None,
     ) -> ServiceInfo:
-        '''Wait until ``name`` runs (in a process other than ``not_pid``,
+        """Wait until ``name`` runs (in a process other than ``not_pid``,
         when given) and return its record.
 
         This is how a dependent learns that a service it requires is back:
@@ -231,7 +235,7 @@ class ServiceMngr:
         exits), then waits here with the pid it lost.  Raises
         :class:`ServiceNotFound` as soon as ``name`` is not going to run
         again (it is not running, starting or restarting: it was stopped,
-        failed or gave up), and ``TimeoutError`` after ``timeout`` seconds.'''
+        failed or gave up), and ``TimeoutError`` after ``timeout`` seconds."""
         with trio.move_on_after(math.inf if timeout is None else timeout):
             while True:
                 changed = self._changed
@@ -244,17 +248,25 @@ class ServiceMngr:
                         )
                     except ServiceNotFound:
                         why = ''
-                    raise ServiceNotFound(f'service {name!r} is not running and will not restart{why}')
+                    raise ServiceNotFound(
+                        f'service {name!r} is not running and will not restart{why}'
+                    )
                 if svc.state == 'running':
                     info = svc.info()
-                    if not_pid is None or info.pid not in (None, not_pid) or svc.kind != 'actor':
+                    if (
+                        not_pid is None
+                        or info.pid not in (None, not_pid)
+                        or svc.kind != 'actor'
+                    ):
                         return info
                 await changed.wait()
         raise TimeoutError(f'service {name!r} did not run again within {timeout} s')
 
     def _not_found(self, name: str) -> ServiceNotFound:
         known = ', '.join(repr(n) for n in self._order) or 'none'
-        return ServiceNotFound(f'no service named {name!r} is running (running: {known})')
+        return ServiceNotFound(
+            f'no service named {name!r} is running (running: {known})'
+        )
 
     def _get(self, name: str) -> _Service:
         try:
@@ -294,10 +306,12 @@ class ServiceMngr:
         if self._closing:
             raise NoServiceMngr('the service manager is shutting down')
 
-    async def _await_requires(self, name: str, requires: tuple[str, ...], timeout: float) -> None:
-        '''Return once every service in ``requires`` runs; one that is
+    async def _await_requires(
+        self, name: str, requires: tuple[str, ...], timeout: float
+    ) -> None:
+        """Return once every service in ``requires`` runs; one that is
         starting or restarting is waited for (up to ``timeout``), one that is
-        not there at all fails the start at once.'''
+        not there at all fails the start at once."""
         with trio.move_on_after(timeout) as cs:
             for dep in requires:
                 while True:
@@ -329,7 +343,7 @@ class ServiceMngr:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         **start_actor_kwargs: Any,
     ) -> Any:
-        '''Spawn ``daemon_name`` as a subactor and supervise ``ctx_ep`` (a
+        """Spawn ``daemon_name`` as a subactor and supervise ``ctx_ep`` (a
         ``@tractor.context`` function or a ``partial`` of one whose keywords
         are its arguments) opened on its portal.  Returns the value the
         endpoint passed to ``started()``.
@@ -348,18 +362,31 @@ class ServiceMngr:
         required service's restart does not restart this one: it learns
         of the loss itself and waits with :meth:`wait_running`.
 
-        '''
+        """
         fn, kwargs = resolve_endpoint(ctx_ep)
-        unknown = set(start_actor_kwargs) - {'enable_modules', 'loglevel', 'bind_addr', 'debug_mode'}
+        unknown = set(start_actor_kwargs) - {
+            'enable_modules',
+            'loglevel',
+            'bind_addr',
+            'debug_mode',
+        }
         if unknown:
-            raise TypeError(f'start_service() got unknown start_actor arguments: {sorted(unknown)}')
+            raise TypeError(
+                f'start_service() got unknown start_actor arguments: {sorted(unknown)}'
+            )
         mods = list(start_actor_kwargs.pop('enable_modules', None) or [])
         if fn.__module__ not in mods:
             mods.insert(0, fn.__module__)
         start_actor_kwargs['enable_modules'] = mods
         svc = self._new_service(
-            'actor', daemon_name, fn, kwargs, restart=restart, requires=requires,
-            startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout,
+            'actor',
+            daemon_name,
+            fn,
+            kwargs,
+            restart=restart,
+            requires=requires,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
             start_kwargs=start_actor_kwargs,
         )
         return await self._start(svc, self._run_actor)
@@ -376,14 +403,20 @@ class ServiceMngr:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         **kwargs: Any,
     ) -> Any:
-        '''Supervise a context opened with ``ctx_fn(**kwargs)`` on a portal
+        """Supervise a context opened with ``ctx_fn(**kwargs)`` on a portal
         that someone else spawned.  Cancelling it cancels the context, not
         the actor.  Returns the started value.  ``requires`` as for
-        :meth:`start_service`.'''
+        :meth:`start_service`."""
         fn, pkw = resolve_endpoint(ctx_fn)
         svc = self._new_service(
-            'ctx', name, fn, {**pkw, **kwargs}, restart=restart, requires=requires,
-            startup_timeout=startup_timeout, shutdown_timeout=shutdown_timeout,
+            'ctx',
+            name,
+            fn,
+            {**pkw, **kwargs},
+            restart=restart,
+            requires=requires,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
             portal=portal,
         )
         return await self._start(svc, self._run_ctx)
@@ -398,20 +431,28 @@ class ServiceMngr:
         startup_timeout: float = STARTUP_TIMEOUT_S,
         **kwargs: Any,
     ) -> Any:
-        '''Run the local async function ``fn(**kwargs)`` as a supervised
+        """Run the local async function ``fn(**kwargs)`` as a supervised
         service.  If ``fn`` takes ``task_status``, the value it passes to
         ``task_status.started()`` is returned; otherwise ``None`` once it
-        is scheduled.  ``requires`` as for :meth:`start_service`.'''
+        is scheduled.  ``requires`` as for :meth:`start_service`."""
         if isinstance(fn, partial):
             kwargs = {**(fn.keywords or {}), **kwargs}
             if fn.args:
-                raise TypeError(f'task partial {fn!r} has positional arguments: pass keywords')
+                raise TypeError(
+                    f'task partial {fn!r} has positional arguments: pass keywords'
+                )
             fn = fn.func
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f'{fn!r} is not an async function')
         svc = self._new_service(
-            'task', name, fn, kwargs, restart=restart, requires=requires,
-            startup_timeout=startup_timeout, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            'task',
+            name,
+            fn,
+            kwargs,
+            restart=restart,
+            requires=requires,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         return await self._start(svc, self._run_task)
 
@@ -428,22 +469,29 @@ class ServiceMngr:
         shutdown_timeout: float,
         **fields: Any,
     ) -> _Service:
-        '''The preamble of every ``start_*``: check the arguments they
-        share (nothing has started yet) and make the service's record.'''
+        """The preamble of every ``start_*``: check the arguments they
+        share (nothing has started yet) and make the service's record."""
         policy = as_policy(restart)
         deps = _check_requires(name, requires)
         check_positive('startup_timeout', startup_timeout, unit='seconds')
         check_positive('shutdown_timeout', shutdown_timeout, unit='seconds')
         self._check_open()
         return _Service(
-            name=name, kind=kind, endpoint=fn_path(fn), target=fn, kwargs=kwargs,
-            policy=policy, startup_timeout=startup_timeout,
-            shutdown_timeout=shutdown_timeout, requires=deps, **fields,
+            name=name,
+            kind=kind,
+            endpoint=fn_path(fn),
+            target=fn,
+            kwargs=kwargs,
+            policy=policy,
+            startup_timeout=startup_timeout,
+            shutdown_timeout=shutdown_timeout,
+            requires=deps,
+            **fields,
         )
 
     async def _start(self, svc: _Service, run_once: Callable) -> Any:
-        '''Start ``svc`` under supervision, once per name: a name that
-        already runs the same endpoint returns its started value.'''
+        """Start ``svc`` under supervision, once per name: a name that
+        already runs the same endpoint returns its started value."""
         async with self._lock(svc.name):
             if (running := self._reuse(svc.name, svc.endpoint)) is not None:
                 return running.first
@@ -466,10 +514,10 @@ class ServiceMngr:
         run_once: Callable,
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        '''Run ``svc`` and restart it by its policy (:func:`supervise`)
+        """Run ``svc`` and restart it by its policy (:func:`supervise`)
         until it ends, gives up or is cancelled; then remove its entry.
         A failure before the service ever started goes to the caller of
-        ``start_*`` instead, and is not restarted.'''
+        ``start_*`` instead, and is not restarted."""
         final: State = 'stopped'
 
         async def once() -> None:
@@ -514,7 +562,9 @@ class ServiceMngr:
             with svc.cs:
                 try:
                     end = await supervise(
-                        once, svc.policy, on_state=on_state,
+                        once,
+                        svc.policy,
+                        on_state=on_state,
                         stop=lambda: svc.stopping or self._closing,
                         fatal=lambda err: svc.started_at is None,
                     )
@@ -534,7 +584,11 @@ class ServiceMngr:
         svc.last_traceback = compat.remote_traceback(err)
         log.error(
             f'service {svc.name!r} ({svc.endpoint}) failed: {svc.last_error}'
-            + (f'\nremote traceback:\n{svc.last_traceback}' if svc.last_traceback else ''),
+            + (
+                f'\nremote traceback:\n{svc.last_traceback}'
+                if svc.last_traceback
+                else ''
+            ),
         )
         self._notify()
 
@@ -549,8 +603,8 @@ class ServiceMngr:
         self._notify()
 
     async def _run_actor(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
-        '''One life of an actor service: spawn, open the context, hold it
-        until it returns, fails, the process dies, or we are cancelled.'''
+        """One life of an actor service: spawn, open the context, hold it
+        until it returns, fails, the process dies, or we are cancelled."""
         sa: compat.SpawnedActor | None = None
         error: Exception | None = None
         result: Any = None
@@ -566,7 +620,9 @@ class ServiceMngr:
                     async with trio.open_nursery() as tn:
                         tn.start_soon(compat.watch_process, sa)
                         async with compat.open_context(
-                            sa.portal, svc.target, **svc.kwargs,
+                            sa.portal,
+                            svc.target,
+                            **svc.kwargs,
                         ) as (ctx, first):
                             startup.deadline = math.inf
                             self._started(svc, first, status)
@@ -591,22 +647,33 @@ class ServiceMngr:
 
     async def _run_ctx(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
         portal = svc.portal
+        assert portal is not None, 'a context service runs on a spawned actor'
 
         async def _watch() -> None:
             await compat.wait_disconnected(portal)
-            raise PeerDisconnected(f'peer {portal.channel.uid} of service {svc.name!r} went away')
+            raise PeerDisconnected(
+                f'peer {portal.channel.uid} of service {svc.name!r} went away'
+            )
 
-        with trio.CancelScope(deadline=trio.current_time() + svc.startup_timeout) as startup:
+        with trio.CancelScope(
+            deadline=trio.current_time() + svc.startup_timeout
+        ) as startup:
             async with trio.open_nursery() as tn:
                 tn.start_soon(_watch)
-                async with compat.open_context(portal, svc.target, **svc.kwargs) as (ctx, first):
+                async with compat.open_context(portal, svc.target, **svc.kwargs) as (
+                    ctx,
+                    first,
+                ):
                     startup.deadline = math.inf
                     self._started(svc, first, status)
                     try:
                         result = await compat.context_result(ctx)
                     finally:
                         if svc.stopping and portal.channel.connected():
-                            with trio.CancelScope(shield=True), trio.move_on_after(svc.shutdown_timeout):
+                            with (
+                                trio.CancelScope(shield=True),
+                                trio.move_on_after(svc.shutdown_timeout),
+                            ):
                                 await ctx.cancel()
                 tn.cancel_scope.cancel()
             return result
@@ -618,7 +685,9 @@ class ServiceMngr:
     async def _run_task(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
         fn = svc.target
         if _takes_task_status(fn):
-            with trio.CancelScope(deadline=trio.current_time() + svc.startup_timeout) as startup:
+            with trio.CancelScope(
+                deadline=trio.current_time() + svc.startup_timeout
+            ) as startup:
                 async with trio.open_nursery() as tn:
                     first = await tn.start(partial(fn, **svc.kwargs))
                     startup.deadline = math.inf
@@ -632,7 +701,9 @@ class ServiceMngr:
         self._started(svc, None, status)
         return await fn(**svc.kwargs)
 
-    def _started(self, svc: _Service, first: Any, status: trio.TaskStatus | None) -> None:
+    def _started(
+        self, svc: _Service, first: Any, status: trio.TaskStatus | None
+    ) -> None:
         if svc.started_at is None and svc.name in self._order:
             # order by when starting *finished*: a service that another one
             # started while starting up stops after it
@@ -648,9 +719,9 @@ class ServiceMngr:
     # --- stopping -----------------------------------------------------------
 
     async def cancel_service(self, name: str) -> ServiceInfo:
-        '''Stop ``name`` (gracefully, then by force after its shutdown
+        """Stop ``name`` (gracefully, then by force after its shutdown
         timeout) and return once its process is reaped and its entry gone.
-        Returns its final record.'''
+        Returns its final record."""
         svc = self._get(name)
         svc.stopping = True
         self._set_state(svc, 'stopping')
@@ -660,9 +731,9 @@ class ServiceMngr:
         return self.info(name)
 
     def stop_order(self) -> list[str]:
-        '''The order :meth:`_shutdown` stops the running services in:
+        """The order :meth:`_shutdown` stops the running services in:
         dependents before the services they require, otherwise reverse
-        start order.'''
+        start order."""
         left = [n for n in self._order if n in self._services]
         out: list[str] = []
         while left:
@@ -673,8 +744,8 @@ class ServiceMngr:
         return out
 
     async def _shutdown(self) -> None:
-        '''Stop every service, one at a time: dependents before what they
-        require, otherwise in reverse start order.'''
+        """Stop every service, one at a time: dependents before what they
+        require, otherwise in reverse start order."""
         self._closing = True
         with trio.CancelScope(shield=True):
             while order := self.stop_order():
@@ -682,7 +753,7 @@ class ServiceMngr:
 
 
 def _check_requires(name: str, requires: Any) -> tuple[str, ...]:
-    '''``requires`` as a tuple of distinct service names, not ``name``.'''
+    """``requires`` as a tuple of distinct service names, not ``name``."""
     if isinstance(requires, str) or not isinstance(requires, Iterable):
         raise TypeError(f'requires={requires!r} must be a list of service names')
     out: list[str] = []
@@ -698,10 +769,12 @@ def _check_requires(name: str, requires: Any) -> tuple[str, ...]:
 
 # --- the per-actor singleton ------------------------------------------------
 
+
 @dataclass
 class _Holder:
-    '''This actor's manager; reset when its outermost ``open_service_mngr``
-    exits.'''
+    """This actor's manager; reset when its outermost ``open_service_mngr``
+    exits."""
+
     mngr: ServiceMngr | None = None
     opening: trio.Event | None = None  # set once an opener succeeded or failed
     pid: int = 0
@@ -711,8 +784,8 @@ _holder = _Holder()
 
 
 def get_service_mngr() -> ServiceMngr:
-    '''This actor's :class:`ServiceMngr`.  Raises :class:`NoServiceMngr` if
-    :func:`open_service_mngr` has not been entered.'''
+    """This actor's :class:`ServiceMngr`.  Raises :class:`NoServiceMngr` if
+    :func:`open_service_mngr` has not been entered."""
     mngr = _holder.mngr
     if mngr is None or _holder.pid != os.getpid():
         raise NoServiceMngr(
@@ -731,7 +804,7 @@ async def open_service_mngr(
     debug_mode: bool = False,
     **root_kwargs: Any,
 ) -> AsyncIterator[ServiceMngr]:
-    '''Open (or re-enter) this actor's one :class:`ServiceMngr`.
+    """Open (or re-enter) this actor's one :class:`ServiceMngr`.
 
     Nested entries, in this task or another, get the same instance; the
     outermost entry owns it and, on exit, stops every service (dependents
@@ -741,7 +814,7 @@ async def open_service_mngr(
     ``name``, ``loglevel``, ``debug_mode`` configure it; inside a running
     runtime they are ignored).
 
-    '''
+    """
     if _holder.pid != os.getpid():
         _holder.__init__()  # type: ignore[misc]  # a new process has no manager
         _holder.pid = os.getpid()
@@ -753,7 +826,9 @@ async def open_service_mngr(
 
     opening = _holder.opening = trio.Event()
     try:
-        async with _maybe_open_root(registry_addr, name, loglevel, debug_mode, root_kwargs):
+        async with _maybe_open_root(
+            registry_addr, name, loglevel, debug_mode, root_kwargs
+        ):
             compat.quiet_runtime_logs()
             compat.expose_module('tractor_services._remote')
             reg_addr = resolve_registry_addr(registry_addr)
@@ -786,6 +861,10 @@ async def _maybe_open_root(
         return
     addr = resolve_registry_addr(registry_addr)
     async with compat.open_root_actor(
-        addr, name, loglevel=loglevel, debug_mode=debug_mode, **root_kwargs,
+        addr,
+        name,
+        loglevel=loglevel,
+        debug_mode=debug_mode,
+        **root_kwargs,
     ):
         yield

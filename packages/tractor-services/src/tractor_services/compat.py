@@ -1,4 +1,4 @@
-'''
+"""
 The tractor adapter.
 
 This module holds exactly two things, so that moving to a later tractor is
@@ -47,7 +47,8 @@ The a5 work-arounds:
   warnings at import*: :func:`quiet_runtime_logs`,
   :func:`ignore_runtime_warnings`.
 
-'''
+"""
+
 from __future__ import annotations
 
 import contextvars
@@ -63,7 +64,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import trio
 
@@ -83,7 +84,7 @@ from ._queue import DropOldestQueue
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-_INSTALL_HINT = '''\
+_INSTALL_HINT = """\
 tractor is not installed.  tractor 0.1.0a5 (the only release) requires
 pdbpp from a git URL, so it is an extra rather than a hard requirement.
 Install it with one of:
@@ -93,7 +94,7 @@ Install it with one of:
     pip install --no-deps tractor==0.1.0a5
         (after `pip install tractor-services`, which brings tractor's
         own requirements)
-'''
+"""
 
 try:
     with warnings.catch_warnings():
@@ -110,15 +111,14 @@ except ImportError as err:  # pragma: no cover - exercised by the pip recipe
 
 TRACTOR_VERSION: str = getattr(tractor, '__version__', '0.1.0a5')
 
-Actor = tractor._actor.Actor
-ActorNursery = tractor._supervise.ActorNursery
-Portal = tractor.Portal
-Context = tractor.Context
-MsgStream = tractor.MsgStream
-RemoteActorError = tractor.RemoteActorError
-ContextCancelled = tractor.ContextCancelled
-Channel = tractor._ipc.Channel
-#: the decorator of a context endpoint: ``@compat.context``
+Actor: TypeAlias = tractor._actor.Actor
+ActorNursery: TypeAlias = tractor._supervise.ActorNursery
+Portal: TypeAlias = tractor.Portal
+Context: TypeAlias = tractor.Context
+MsgStream: TypeAlias = tractor.MsgStream
+RemoteActorError: TypeAlias = tractor.RemoteActorError
+ContextCancelled: TypeAlias = tractor.ContextCancelled
+Channel: TypeAlias = tractor._ipc.Channel
 context = tractor.context
 
 #: seconds a child gets to tear down after its parent died, before SIGKILL
@@ -126,7 +126,7 @@ CHILD_GRACE_S: int = 3
 
 
 def get_logger(name: str, root: str) -> logging.Logger:
-    '''One logger per package and subsystem, under tractor's log tree.'''
+    """One logger per package and subsystem, under tractor's log tree."""
     return _tractor_get_logger(name, _root_name=root)
 
 
@@ -135,20 +135,21 @@ log = get_logger('compat', 'tractor_services')
 
 # --- runtime ----------------------------------------------------------------
 
+
 def current_actor() -> Actor | None:
-    '''This process's actor, or ``None`` outside a tractor runtime.'''
+    """This process's actor, or ``None`` outside a tractor runtime."""
     return _tractor_state.current_actor(err_on_no_runtime=False)
 
 
 def is_registry() -> bool:
-    '''Is this actor the registry (a5: the "arbiter")?'''
+    """Is this actor the registry (a5: the "arbiter")?"""
     actor = current_actor()
     return bool(actor is not None and actor.is_arbiter)
 
 
 def runtime_registry_addr() -> tuple[str, int] | None:
-    '''The registry address the running actor uses, or ``None`` outside a
-    runtime (a5 calls it ``_arb_addr``).'''
+    """The registry address the running actor uses, or ``None`` outside a
+    runtime (a5 calls it ``_arb_addr``)."""
     actor = current_actor()
     return None if actor is None else tuple(actor._arb_addr)  # type: ignore[return-value]
 
@@ -172,14 +173,14 @@ async def registry_reachable(
     addr: tuple[str, int],
     timeout: float = REGISTRY_TIMEOUT_S,
 ) -> bool:
-    '''Does a tractor registry answer at ``addr``?  ``False`` when nothing
+    """Does a tractor registry answer at ``addr``?  ``False`` when nothing
     listens there; ``True`` when a5's uid exchange and a registry query
     both get their answers within ``timeout`` seconds; else
     :class:`RegistryUnreachable` saying what answered.
 
     *a5 (and a plain TCP connect) take anything listening for a registry,
     and its own handshake has no deadline*: an HTTP server, a silent
-    listener or a SIGSTOPped daemon made every client hang for ever.'''
+    listener or a SIGSTOPped daemon made every client hang for ever."""
     host, port = addr
     where = f'{host}:{port}'
     with trio.move_on_after(timeout):
@@ -206,8 +207,8 @@ async def registry_reachable(
 
 
 async def _ask_registry(stream: trio.SocketStream, where: str) -> None:
-    '''a5's wire protocol by hand (4-byte little-endian length, msgpack):
-    exchange uids, then call the registry's ``get_registry``.'''
+    """a5's wire protocol by hand (4-byte little-endian length, msgpack):
+    exchange uids, then call the registry's ``get_registry``."""
     import struct
     import uuid
 
@@ -228,22 +229,28 @@ async def _ask_registry(stream: trio.SocketStream, where: str) -> None:
                 if size > _PROBE_MAX_MSG:
                     raise _NotTractor(f'it sent {bytes(buf[:16])!r}')
                 if len(buf) >= 4 + size:
-                    raw = bytes(buf[4:4 + size])
-                    del buf[:4 + size]
+                    raw = bytes(buf[4 : 4 + size])
+                    del buf[: 4 + size]
                     try:
                         return decode(raw)
                     except msgspec.DecodeError:
                         raise _NotTractor(f'it sent {raw[:16]!r}') from None
             chunk = await stream.receive_some()
             if not chunk:
-                raise _NotTractor('it closed the connection'
-                                  + (f' after sending {bytes(buf[:16])!r}' if buf else ''))
+                raise _NotTractor(
+                    'it closed the connection'
+                    + (f' after sending {bytes(buf[:16])!r}' if buf else '')
+                )
             buf.extend(chunk)
 
     uid = ('registry_probe', str(uuid.uuid4()))
     await send(uid)
     peer = await recv()
-    if not (isinstance(peer, list) and len(peer) == 2 and all(isinstance(x, str) for x in peer)):
+    if not (
+        isinstance(peer, list)
+        and len(peer) == 2
+        and all(isinstance(x, str) for x in peer)
+    ):
         raise _NotTractor(f'its first message was {peer!r:.60}, not an actor id')
     cid = str(uuid.uuid4())
     await send({'cmd': ('self', 'get_registry', {}, list(uid), cid)})
@@ -252,11 +259,11 @@ async def _ask_registry(stream: trio.SocketStream, where: str) -> None:
         if not isinstance(msg, dict) or msg.get('cid') != cid:
             continue
         if 'error' in msg:
-            raise _NotTractor(f'it is the tractor actor {peer[0]!r}, which keeps no registry')
+            raise _NotTractor(
+                f'it is the tractor actor {peer[0]!r}, which keeps no registry'
+            )
         if 'return' in msg:
             return
-
-
 
 
 @acm
@@ -268,8 +275,8 @@ async def open_root_actor(
     debug_mode: bool = False,
     enable_modules: Iterable[str] = (),
 ) -> AsyncIterator[Actor]:
-    '''Boot this process's root actor; it is the registry unless one
-    already answers at ``registry_addr``.'''
+    """Boot this process's root actor; it is the registry unless one
+    already answers at ``registry_addr``."""
     async with tractor.open_root_actor(
         arbiter_addr=registry_addr,
         name=name,
@@ -283,16 +290,18 @@ async def open_root_actor(
 
 @acm
 async def open_actor_nursery() -> AsyncIterator[ActorNursery]:
-    '''An actor nursery in the running runtime.'''
+    """An actor nursery in the running runtime."""
     async with tractor.open_nursery() as an:
         yield an
 
 
 # --- spawning ----------------------------------------------------------------
 
+
 @dataclass
 class SpawnedActor:
-    '''A child actor with the handles supervision needs.'''
+    """A child actor with the handles supervision needs."""
+
     portal: Portal
     proc: trio.Process
     uid: tuple[str, str]
@@ -311,7 +320,7 @@ async def start_actor(
     bind_addr: tuple[str, int] | None = None,
     debug_mode: bool | None = None,
 ) -> SpawnedActor:
-    '''Spawn a daemon actor and install its parent-death guard.'''
+    """Spawn a daemon actor and install its parent-death guard."""
     kwargs: dict[str, Any] = {}
     if bind_addr is not None:
         kwargs['bind_addr'] = parse_addr(bind_addr)
@@ -330,18 +339,24 @@ async def start_actor(
     return SpawnedActor(portal=portal, proc=proc, uid=uid)  # type: ignore[arg-type]
 
 
-
 # a5's modules that touch ``trio.MultiError`` (deprecated since trio 0.22)
 _NOISY_MODULES = (
-    'tractor', 'tractor._actor', 'tractor._exceptions', 'tractor._portal',
-    'tractor._root', 'tractor._spawn', 'tractor._streaming', 'tractor._supervise',
-    'tractor._entry', 'tractor._debug',
+    'tractor',
+    'tractor._actor',
+    'tractor._exceptions',
+    'tractor._portal',
+    'tractor._root',
+    'tractor._spawn',
+    'tractor._streaming',
+    'tractor._supervise',
+    'tractor._entry',
+    'tractor._debug',
 )
 
 
 def _quiet_child_warnings() -> None:
-    '''Children import tractor directly: give them (through the inherited
-    environment) filters for a5's deprecation warnings, and only those.'''
+    """Children import tractor directly: give them (through the inherited
+    environment) filters for a5's deprecation warnings, and only those."""
     current = os.environ.get('PYTHONWARNINGS', '')
     if 'FutureWarning:tractor' in current:
         return
@@ -350,7 +365,7 @@ def _quiet_child_warnings() -> None:
 
 
 async def _install_child_guard(parent_pid: int) -> None:
-    '''(Runs in the child.)  Die with the parent: when the parent process
+    """(Runs in the child.)  Die with the parent: when the parent process
     exits, or SIGTERM arrives, cancel this actor's tree, and end the process
     outright if that has not finished within ``CHILD_GRACE_S``.
 
@@ -361,7 +376,7 @@ async def _install_child_guard(parent_pid: int) -> None:
     elsewhere it polls ``getppid()``), so even an actor whose event loop is
     stuck dies with its parent.  ``PR_SET_PDEATHSIG`` would be simpler but
     fires when the *thread* that spawned us exits, and trio spawns from
-    worker threads that retire after 10 s idle.'''
+    worker threads that retire after 10 s idle."""
     quiet_runtime_logs()
     token = trio.lowlevel.current_trio_token()
     actor = tractor.current_actor()
@@ -408,10 +423,8 @@ async def _install_child_guard(parent_pid: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-
-
 async def watch_process(sa: SpawnedActor) -> None:
-    '''Return never; raise :class:`ActorDied` as soon as the process exits.'''
+    """Return never; raise :class:`ActorDied` as soon as the process exits."""
     await sa.proc.wait()
     # a5 takes ~0.5 s to notice the dead channel, and meanwhile leaving the
     # context sends the corpse a cancel request with a shielded 0.5 s wait.
@@ -422,35 +435,37 @@ async def watch_process(sa: SpawnedActor) -> None:
 
 
 def mark_disconnected(chan: Channel) -> None:
-    '''Make a5 treat ``chan`` (whose peer is known dead) as disconnected.'''
+    """Make a5 treat ``chan`` (whose peer is known dead) as disconnected."""
     chan.connected = lambda: False
 
 
 async def wait_disconnected(portal: Portal, poll_s: float = 0.05) -> None:
-    '''Return once the portal's channel is gone (a peer we did not spawn).'''
+    """Return once the portal's channel is gone (a peer we did not spawn)."""
     actor = tractor.current_actor()
     chan = portal.channel
     while chan.connected() and chan.uid in actor._peers:
         await trio.sleep(poll_s)
 
 
-
-
 def _same_host(chan: Channel) -> bool:
-    '''Is the peer behind ``chan`` on this host (a loopback address, or
-    the one our end of the connection has)?'''
+    """Is the peer behind ``chan`` on this host (a loopback address, or
+    the one our end of the connection has)?"""
     try:
         raddr, laddr = chan.raddr[0], chan.laddr[0]
     except (AttributeError, TypeError, IndexError):
         return True  # no addresses to tell by: assume the usual, one host
-    return raddr == laddr or raddr in ('127.0.0.1', '::1', 'localhost') or raddr.startswith('127.')
-
-
+    return (
+        raddr == laddr
+        or raddr in ('127.0.0.1', '::1', 'localhost')
+        or raddr.startswith('127.')
+    )
 
 
 @acm
-async def raise_on_peer_exit(pid: int, what: str, portal: Portal | None = None) -> AsyncIterator[None]:
-    '''Run the block; if process ``pid`` (a peer on this host, reached
+async def raise_on_peer_exit(
+    pid: int, what: str, portal: Portal | None = None
+) -> AsyncIterator[None]:
+    """Run the block; if process ``pid`` (a peer on this host, reached
     through ``portal``) exits meanwhile, cancel the block and raise
     :class:`PeerGone`.
 
@@ -460,11 +475,12 @@ async def raise_on_peer_exit(pid: int, what: str, portal: Portal | None = None) 
     is the dependable signal (peers that share memory with us are on this
     host anyway), and the portal's channel is then marked disconnected so
     that every context on it exits at once.  A peer on another host (by
-    the portal's addresses) is not watched: the block runs as it is.'''
+    the portal's addresses) is not watched: the block runs as it is."""
     if portal is not None and not _same_host(portal.channel):
         yield
         return
     async with trio.open_nursery() as tn:
+
         async def watch() -> None:
             await wait_pid_exit(pid)
             if portal is not None:
@@ -478,11 +494,9 @@ async def raise_on_peer_exit(pid: int, what: str, portal: Portal | None = None) 
             tn.cancel_scope.cancel()
 
 
-
-
 async def cancel_actor(sa: SpawnedActor, timeout: float) -> None:
-    '''Ask the actor to cancel itself, wait ``timeout`` s for its process to
-    exit, then kill it.  Returns once the process is reaped.'''
+    """Ask the actor to cancel itself, wait ``timeout`` s for its process to
+    exit, then kill it.  Returns once the process is reaped."""
     with trio.CancelScope(shield=True):
         with trio.move_on_after(timeout):
             if sa.proc.returncode is None and sa.portal.channel.connected():
@@ -497,13 +511,10 @@ async def cancel_actor(sa: SpawnedActor, timeout: float) -> None:
 
 # --- contexts ---------------------------------------------------------------
 
+
 def is_context_fn(fn: Any) -> bool:
-    '''Is ``fn`` decorated with ``@compat.context``?'''
+    """Is ``fn`` decorated with ``@compat.context``?"""
     return bool(getattr(fn, '_tractor_context_function', False))
-
-
-
-
 
 
 @acm
@@ -512,7 +523,7 @@ async def open_context(
     fn: Callable,
     **kwargs: Any,
 ) -> AsyncIterator[tuple[Context, Any]]:
-    '''``Portal.open_context`` whose endings are all told:
+    """``Portal.open_context`` whose endings are all told:
 
     - a cancellation provoked by the far end (its actor stopped) raises
       :class:`DaemonStopped`.  *a5 cancels the caller's body with its own
@@ -525,7 +536,7 @@ async def open_context(
     - an error raised by the body propagates as itself, not hidden behind
       the ``ContextCancelled`` that a5's cancel-on-exit provokes;
     - a dead peer raises :class:`PeerDisconnected` instead of a5's
-      ``UnboundLocalError``.'''
+      ``UnboundLocalError``."""
     body_raised = False
     body_exc: BaseException | None = None
     ctx_ref: Context | None = None
@@ -549,8 +560,10 @@ async def open_context(
         if ctx_ref is None:  # refused before started(): a5 keeps its entry
             _forget_ctx(portal.actor, portal.channel, _NEW_CTX.get())
         if (
-            body_exc is not None and _far_end_cancel(body_exc) is None
-            and not only_cancelled(body_exc) and _only_cancels_besides(exc, body_exc)
+            body_exc is not None
+            and _far_end_cancel(body_exc) is None
+            and not only_cancelled(body_exc)
+            and _only_cancels_besides(exc, body_exc)
         ):
             raise body_exc from None  # the body's own error, not what leaving provoked
         cc = _far_end_cancel(exc)
@@ -573,11 +586,11 @@ async def far_end_endings(
     what: str,
     is_silent_end: Callable[[BaseException], bool],
 ) -> AsyncIterator[None]:
-    '''Raise :class:`DaemonStopped` (naming ``peer``) for an error of the
+    """Raise :class:`DaemonStopped` (naming ``peer``) for an error of the
     block that ``is_silent_end`` says is the far end ending ``what``
     without a word: the same ending as the far end's cancel, which races
     it (*a5 delivers a stream's end and the context's cancel in either
-    order when an actor stops*).'''
+    order when an actor stops*)."""
     try:
         yield
     except BaseException as exc:
@@ -590,8 +603,8 @@ async def far_end_endings(
 
 
 def _far_end_cancel(exc: BaseException) -> BaseException | None:
-    '''The ``ContextCancelled`` in ``exc`` if that (and cancellations) is
-    all there is, else ``None``.'''
+    """The ``ContextCancelled`` in ``exc`` if that (and cancellations) is
+    all there is, else ``None``."""
     if isinstance(exc, tractor.ContextCancelled):
         return exc
     if isinstance(exc, BaseExceptionGroup):
@@ -607,10 +620,8 @@ def _far_end_cancel(exc: BaseException) -> BaseException | None:
     return None
 
 
-
-
 def _only_cancels_besides(exc: BaseException, own: BaseException) -> bool:
-    '''Is ``exc`` made of ``own``'s errors plus cancellations only?'''
+    """Is ``exc`` made of ``own``'s errors plus cancellations only?"""
     mine = {id(e) for e in error_leaves(own)}
     return all(
         id(e) in mine or isinstance(e, (trio.Cancelled, tractor.ContextCancelled))
@@ -618,16 +629,14 @@ def _only_cancels_besides(exc: BaseException, own: BaseException) -> bool:
     )
 
 
-
-
 async def context_result(ctx: Context) -> Any:
-    '''The context's final result (a5: ``ctx.result()``; later
-    tractors: ``ctx.wait_for_result()``).'''
+    """The context's final result (a5: ``ctx.result()``; later
+    tractors: ``ctx.wait_for_result()``)."""
     return await ctx.result()
 
 
 def remote_error_type(err: BaseException) -> str | None:
-    '''The remote exception's type name carried by a ``RemoteActorError``.'''
+    """The remote exception's type name carried by a ``RemoteActorError``."""
     if not isinstance(err, tractor.RemoteActorError):
         return None
     msgdata = getattr(err, 'msgdata', None) or {}
@@ -636,11 +645,11 @@ def remote_error_type(err: BaseException) -> str | None:
 
 
 def remote_error_message(err: BaseException) -> str:
-    '''The remote exception's own message (the last line of its traceback).'''
+    """The remote exception's own message (the last line of its traceback)."""
     tb = (remote_traceback(err) or '').strip()
     last = tb.splitlines()[-1] if tb else str(err)
     name = remote_error_type(err)
-    for prefix in (f'{name}: ', ):
+    for prefix in (f'{name}: ',):
         if name and prefix in last:
             return last.split(prefix, 1)[1]
     return last
@@ -652,8 +661,8 @@ def remote_traceback(err: BaseException) -> str | None:
 
 
 def unwrap_error(err: BaseException) -> BaseException:
-    '''The first real error inside an exception group (a5 often raises one
-    remote error twice, from the context and from its nursery).'''
+    """The first real error inside an exception group (a5 often raises one
+    remote error twice, from the context and from its nursery)."""
     while isinstance(err, BaseExceptionGroup):
         leaves = [e for e in err.exceptions if not isinstance(e, trio.Cancelled)]
         if not leaves:
@@ -669,6 +678,7 @@ def is_cancellation(err: BaseException) -> bool:
 
 # --- registry ---------------------------------------------------------------
 
+
 @acm
 async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Portal]:
     async with tractor.get_arbiter(*addr) as portal:
@@ -680,9 +690,9 @@ async def find_actor_addr(
     addr: tuple[str, int],
     timeout: float = REGISTRY_TIMEOUT_S,
 ) -> tuple[str, int] | None:
-    '''Ask the registry at ``addr`` where ``name`` is; an answer that
+    """Ask the registry at ``addr`` where ``name`` is; an answer that
     does not come within ``timeout`` s raises :class:`RegistryUnreachable`
-    (*a5's query waits for ever on a frozen registry*).'''
+    (*a5's query waits for ever on a frozen registry*)."""
     with trio.move_on_after(timeout):
         async with _open_registry(addr) as reg:
             sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
@@ -707,7 +717,7 @@ async def find_actor(
     name: str,
     addr: tuple[str, int],
 ) -> AsyncIterator[Portal | None]:
-    '''A portal to the actor registered as ``name``, or ``None``.'''
+    """A portal to the actor registered as ``name``, or ``None``."""
     sockaddr = await find_actor_addr(name, addr)
     if sockaddr is None:
         yield None
@@ -722,7 +732,7 @@ async def wait_for_actor(
     addr: tuple[str, int],
     poll_s: float = 0.02,
 ) -> AsyncIterator[Portal]:
-    '''Wait for ``name`` to register, then yield a portal to it.'''
+    """Wait for ``name`` to register, then yield a portal to it."""
     while (sockaddr := await find_actor_addr(name, addr)) is None:
         await trio.sleep(poll_s)
     async with open_portal(sockaddr) as portal:
@@ -730,7 +740,7 @@ async def wait_for_actor(
 
 
 async def unregister_actor(uid: tuple[str, str], addr: tuple[str, int]) -> None:
-    '''Drop a (dead) actor's registry entry; absent entries are fine.'''
+    """Drop a (dead) actor's registry entry; absent entries are fine."""
     with trio.CancelScope(shield=True), trio.move_on_after(2):
         try:
             async with _open_registry(addr) as reg:
@@ -741,8 +751,9 @@ async def unregister_actor(uid: tuple[str, str], addr: tuple[str, int]) -> None:
 
 # --- sending ------------------------------------------------------------------
 
+
 async def send_whole(stream: MsgStream, msg: Any) -> None:
-    '''Send ``msg`` on ``stream`` (a stream of a connection that other
+    """Send ``msg`` on ``stream`` (a stream of a connection that other
     streams and RPCs share) and never cut it part-way.
 
     *a5 frames each message with a 4-byte length and writes it with one
@@ -751,7 +762,7 @@ async def send_whole(stream: MsgStream, msg: Any) -> None:
     every stream and RPC on that connection dies with it.  So the send is
     shielded from cancellation.  Bound it another way: judge the peer by
     its progress (feedbus's stall rule) and, for a send still stuck when
-    its owner must go, :func:`abort_connection`.'''
+    its owner must go, :func:`abort_connection`."""
     with trio.CancelScope(shield=True):
         await stream.send(msg)
 
@@ -765,11 +776,11 @@ def _transport_socket(stream: Any) -> Any:
 
 
 def abort_connection(stream: MsgStream | Portal | Channel) -> None:
-    '''Close the whole connection under ``stream`` (a ``MsgStream``, a
+    """Close the whole connection under ``stream`` (a ``MsgStream``, a
     ``Portal`` or a channel) at once: a send blocked on it raises
     ``trio.ClosedResourceError`` and the peer sees the connection end, never
     half a message followed by silence.  For a send stuck on a peer that
-    stopped reading when its owner must go (see :func:`send_whole`).'''
+    stopped reading when its owner must go (see :func:`send_whole`)."""
     chan, sock = _transport_socket(stream)
     if sock is not None:
         sock.close()  # trio wakes every task blocked on the socket
@@ -778,12 +789,12 @@ def abort_connection(stream: MsgStream | Portal | Channel) -> None:
 
 
 async def send_whole_or_abort(stream: MsgStream, msg: Any, grace: float) -> None:
-    ''':func:`send_whole`, for a caller that may be cancelled meanwhile:
+    """:func:`send_whole`, for a caller that may be cancelled meanwhile:
     the send still finishes whole, but if it is stuck (the peer stopped
     reading) the caller's cancellation waits at most ``grace`` seconds for
     it, then :func:`abort_connection` ends it (the peer sees a disconnect)
     and the caller's ``Cancelled`` goes on.  Costs a task per send: for
-    requests, not for a data path.'''
+    requests, not for a data path."""
     done = trio.Event()
     aborted = False
 
@@ -812,6 +823,7 @@ async def send_whole_or_abort(stream: MsgStream, msg: Any, grace: float) -> None
 
 # --- streams ----------------------------------------------------------------
 
+
 @dataclass
 class StreamStats:
     received: int = 0
@@ -821,11 +833,12 @@ class StreamStats:
 
 @dataclass(eq=False)
 class SafeStream:
-    '''A ``MsgStream`` drained into a bounded local buffer.
+    """A ``MsgStream`` drained into a bounded local buffer.
 
     The connection never waits on the consumer and a burst never overruns
     the context: when the buffer (tractor_services' one drop-oldest queue)
-    is full the oldest message is dropped and counted in :attr:`stats`.'''
+    is full the oldest message is dropped and counted in :attr:`stats`."""
+
     stream: MsgStream
     maxlen: int
     stats: StreamStats = field(default_factory=StreamStats)
@@ -872,9 +885,11 @@ async def open_stream(
     ctx: Context,
     maxlen: int = 1024,
 ) -> AsyncIterator[SafeStream]:
-    '''Open the context's stream without connection-wide backpressure and
-    without overruns killing the context (see :class:`SafeStream`).'''
-    async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
+    """Open the context's stream without connection-wide backpressure and
+    without overruns killing the context (see :class:`SafeStream`)."""
+    async with ctx.open_stream(
+        backpressure=False, msg_buffer_size=_CTX_QUEUE
+    ) as stream:
         try:
             safe = SafeStream(stream, maxlen)
             async with trio.open_nursery() as tn:
@@ -889,11 +904,13 @@ async def open_stream(
 
 @acm
 async def open_drained_stream(ctx: Context) -> AsyncIterator[MsgStream]:
-    '''The context's raw stream, for a caller whose receive loop never
+    """The context's raw stream, for a caller whose receive loop never
     blocks between receives (it hands messages to bounded queues of its
     own): no connection backpressure, a large context queue, and no extra
-    pump task.  Anyone else should use :func:`open_stream`.'''
-    async with ctx.open_stream(backpressure=False, msg_buffer_size=_CTX_QUEUE) as stream:
+    pump task.  Anyone else should use :func:`open_stream`."""
+    async with ctx.open_stream(
+        backpressure=False, msg_buffer_size=_CTX_QUEUE
+    ) as stream:
         try:
             yield stream
         finally:
@@ -902,19 +919,22 @@ async def open_drained_stream(ctx: Context) -> AsyncIterator[MsgStream]:
 
 # --- stopping a child ----------------------------------------------------------
 
+
 def _install_prompt_hard_kill() -> None:
-    '''*a5's hard reap of a child still alive (one whose spawn was
+    """*a5's hard reap of a child still alive (one whose spawn was
     cancelled, e.g. by Ctrl-C 0.7 s into ``samplerd demo``) waits 3 s for
     a process it never asked to stop, then logs ``#ZOMBIE_LORD_IS_HERE``
     at CRITICAL and kills it.*  Ask it first: SIGTERM (a child that got as
     far as our guard tears its tree down; one still starting ends at
-    once), then SIGKILL what is left after :data:`CHILD_GRACE_S`.'''
+    once), then SIGKILL what is left after :data:`CHILD_GRACE_S`."""
     from tractor import _spawn as a5_spawn
 
     if getattr(a5_spawn.do_hard_kill, '_asks_first', False):
         return
 
-    async def do_hard_kill(proc: trio.Process, terminate_after: int = CHILD_GRACE_S) -> None:
+    async def do_hard_kill(
+        proc: trio.Process, terminate_after: int = CHILD_GRACE_S
+    ) -> None:
         with trio.CancelScope(shield=True):
             if proc.returncode is None:
                 proc.terminate()
@@ -935,11 +955,13 @@ _install_prompt_hard_kill()
 # --- bookkeeping of finished calls --------------------------------------------
 
 #: the context a5 created last in this task (see :func:`_install_forgetful_rpc`)
-_NEW_CTX: contextvars.ContextVar[Any] = contextvars.ContextVar('tractor_services_new_ctx', default=None)
+_NEW_CTX: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    'tractor_services_new_ctx', default=None
+)
 
 
 def _install_forgetful_rpc() -> None:
-    '''*a5 keeps an entry in ``actor._contexts`` for every ``Portal.run``
+    """*a5 keeps an entry in ``actor._contexts`` for every ``Portal.run``
     and every cancel request, on both ends, and removes it only for context
     endpoints* (~2 KB per call: a watcher polling once a second grew a
     daemon by ~180 MB a day).  Drop the entry when the call is over:
@@ -951,7 +973,7 @@ def _install_forgetful_rpc() -> None:
       requests), and around ``Actor.start_remote_task`` when the call is
       refused at once (its ``get_context`` is remembered per task, so the
       entry of a context refused before ``started()`` is dropped by
-      :func:`open_context` too).'''
+      :func:`open_context` too)."""
     from tractor import _actor as a5_actor
 
     if getattr(a5_actor._invoke, '_forgets_calls', False):
@@ -962,16 +984,27 @@ def _install_forgetful_rpc() -> None:
     a5_return_once = tractor.Portal._return_once
 
     async def _invoke(
-        actor: Any, cid: str, chan: Any, func: Callable, kwargs: dict[str, Any],
-        is_rpc: bool = True, task_status: Any = trio.TASK_STATUS_IGNORED,
+        actor: Any,
+        cid: str,
+        chan: Any,
+        func: Callable,
+        kwargs: dict[str, Any],
+        is_rpc: bool = True,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
         try:
-            await a5_invoke(actor, cid, chan, func, kwargs, is_rpc=is_rpc, task_status=task_status)
+            await a5_invoke(
+                actor, cid, chan, func, kwargs, is_rpc=is_rpc, task_status=task_status
+            )
         finally:
-            if not getattr(func, '_tractor_context_function', False):  # a5 pops those itself
+            if not getattr(
+                func, '_tractor_context_function', False
+            ):  # a5 pops those itself
                 actor._contexts.pop((chan.uid, cid), None)
 
-    def get_context(self: Any, chan: Any, cid: str, msg_buffer_size: int | None = None) -> Any:
+    def get_context(
+        self: Any, chan: Any, cid: str, msg_buffer_size: int | None = None
+    ) -> Any:
         ctx = a5_get_context(self, chan, cid, msg_buffer_size=msg_buffer_size)
         _NEW_CTX.set(ctx)
         return ctx
@@ -1003,9 +1036,9 @@ def _forget_ctx(actor: Any, chan: Any, ctx: Any) -> None:
 
 
 def _forget_stream(ctx: Any, stream: Any) -> None:
-    '''*a5's caller-side ``open_stream`` never removes its stream from
+    """*a5's caller-side ``open_stream`` never removes its stream from
     ``portal._streams``* (it removes the wrong object, then logs "Stream
-    was already destroyed?"): remove it.'''
+    was already destroyed?"): remove it."""
     portal = getattr(ctx, '_portal', None)
     if portal is not None:
         portal._streams.discard(stream)
@@ -1015,14 +1048,14 @@ _install_forgetful_rpc()
 
 
 async def runtime_counts() -> dict[str, int | None]:
-    '''(Runs in any actor: the adapter is an RPC module of every actor we
+    """(Runs in any actor: the adapter is an RPC module of every actor we
     spawn.)  The sizes of a5's per-call bookkeeping and this process's
-    resident memory, for leak checks.'''
+    resident memory, for leak checks."""
     return local_runtime_counts()
 
 
 def local_runtime_counts() -> dict[str, int | None]:
-    ''':func:`runtime_counts` of this actor.'''
+    """:func:`runtime_counts` of this actor."""
     actor = tractor.current_actor()
     return {
         'contexts': len(actor._contexts),
@@ -1030,8 +1063,6 @@ def local_runtime_counts() -> dict[str, int | None]:
         'peer_channels': sum(len(chans) for chans in actor._peers.values()),
         'rss': rss_bytes(),
     }
-
-
 
 
 # --- logging ----------------------------------------------------------------
@@ -1047,12 +1078,12 @@ _ECHOES = (
 
 
 def _runtime_verbose() -> bool:
-    '''Is tractor's log at debug level (or finer)?'''
+    """Is tractor's log at debug level (or finer)?"""
     return logging.getLogger('tractor').getEffectiveLevel() <= logging.DEBUG
 
 
 class _QuietCancels(logging.Filter):
-    '''Keep a5's noise out of the default log level:
+    """Keep a5's noise out of the default log level:
 
     - *a5 logs a full traceback at ERROR for every ``ctx.cancel()``*: those
       records are dropped;
@@ -1062,7 +1093,7 @@ class _QuietCancels(logging.Filter):
     - *a5 logs an error again at each hop on its way to the caller* (the
       "Root actor crashed" of a client, even around an error of the user's
       own code; a relayed context error; a nursery's): dropped, the caller
-      reports it; kept at debug level.'''
+      reports it; kept at debug level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -1078,7 +1109,9 @@ class _QuietCancels(logging.Filter):
         if msg.startswith('Actor crashed') and exc is not None:
             err = unwrap_error(exc)
             text = str(err).strip().splitlines()
-            record.msg = f'call failed: {type(err).__name__}' + (f': {text[0]}' if text else '')
+            record.msg = f'call failed: {type(err).__name__}' + (
+                f': {text[0]}' if text else ''
+            )
             record.args = ()
             record.exc_info = None
             record.exc_text = None
@@ -1086,7 +1119,7 @@ class _QuietCancels(logging.Filter):
 
 
 def quiet_runtime_logs() -> None:
-    '''Keep a5's cancellation noise out of the default log level.'''
+    """Keep a5's cancellation noise out of the default log level."""
     logger = logging.getLogger('tractor')
     # the logger's own filter sees records logged on 'tractor' itself; the
     # handlers' see those of its children ('tractor._portal', ...), and a5
@@ -1097,9 +1130,11 @@ def quiet_runtime_logs() -> None:
 
 
 def ignore_runtime_warnings() -> None:
-    '''a5 uses ``trio.MultiError``, deprecated since trio 0.22.'''
+    """a5 uses ``trio.MultiError``, deprecated since trio 0.22."""
     for mod in _NOISY_MODULES:
-        warnings.filterwarnings('ignore', category=trio.TrioDeprecationWarning, module=mod)
+        warnings.filterwarnings(
+            'ignore', category=trio.TrioDeprecationWarning, module=mod
+        )
 
 
 ignore_runtime_warnings()
@@ -1107,9 +1142,10 @@ ignore_runtime_warnings()
 
 # --- RPC modules --------------------------------------------------------------
 
+
 def expose_module(modname: str) -> None:
-    '''Let peers call functions in ``modname`` on this actor (a5 fixes its
-    RPC modules at startup; this adds one to a running actor).'''
+    """Let peers call functions in ``modname`` on this actor (a5 fixes its
+    RPC modules at startup; this adds one to a running actor)."""
     import importlib
 
     actor = tractor.current_actor()
@@ -1119,24 +1155,63 @@ def expose_module(modname: str) -> None:
 
 __all__ = [
     # the runtime's names
-    'TRACTOR_VERSION', 'Actor', 'ActorNursery', 'Channel', 'Context', 'ContextCancelled',
-    'MsgStream', 'Portal', 'RemoteActorError', 'context', 'get_logger',
+    'TRACTOR_VERSION',
+    'Actor',
+    'ActorNursery',
+    'Channel',
+    'Context',
+    'ContextCancelled',
+    'MsgStream',
+    'Portal',
+    'RemoteActorError',
+    'context',
+    'get_logger',
     # runtime
-    'CHILD_GRACE_S', 'current_actor', 'expose_module', 'is_registry',
-    'open_actor_nursery', 'open_root_actor', 'runtime_registry_addr',
+    'CHILD_GRACE_S',
+    'current_actor',
+    'expose_module',
+    'is_registry',
+    'open_actor_nursery',
+    'open_root_actor',
+    'runtime_registry_addr',
     # spawning and stopping
-    'SpawnedActor', 'cancel_actor', 'start_actor',
+    'SpawnedActor',
+    'cancel_actor',
+    'start_actor',
     # dead peers
-    'mark_disconnected', 'raise_on_peer_exit', 'wait_disconnected', 'watch_process',
+    'mark_disconnected',
+    'raise_on_peer_exit',
+    'wait_disconnected',
+    'watch_process',
     # contexts and remote errors
-    'context_result', 'far_end_endings', 'is_cancellation', 'is_context_fn', 'open_context',
-    'remote_error_message', 'remote_error_type', 'remote_traceback', 'unwrap_error',
+    'context_result',
+    'far_end_endings',
+    'is_cancellation',
+    'is_context_fn',
+    'open_context',
+    'remote_error_message',
+    'remote_error_type',
+    'remote_traceback',
+    'unwrap_error',
     # the registry
-    'REGISTRY_TIMEOUT_S', 'find_actor', 'find_actor_addr', 'open_portal',
-    'registry_reachable', 'unregister_actor', 'wait_for_actor',
+    'REGISTRY_TIMEOUT_S',
+    'find_actor',
+    'find_actor_addr',
+    'open_portal',
+    'registry_reachable',
+    'unregister_actor',
+    'wait_for_actor',
     # sending and streams
-    'SafeStream', 'StreamStats', 'abort_connection', 'open_drained_stream', 'open_stream',
-    'send_whole', 'send_whole_or_abort',
+    'SafeStream',
+    'StreamStats',
+    'abort_connection',
+    'open_drained_stream',
+    'open_stream',
+    'send_whole',
+    'send_whole_or_abort',
     # a5's bookkeeping and logs
-    'ignore_runtime_warnings', 'local_runtime_counts', 'quiet_runtime_logs', 'runtime_counts',
+    'ignore_runtime_warnings',
+    'local_runtime_counts',
+    'quiet_runtime_logs',
+    'runtime_counts',
 ]
