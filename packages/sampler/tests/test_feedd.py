@@ -141,6 +141,37 @@ async def test_unknown_backend_is_a_clear_error(other_addr):
         assert feedd_name('nope') not in mngr
 
 
+async def test_bad_buffers_are_refused_naming_the_buffer_before_anything_starts(
+    other_addr,
+):
+    bad = {1.0: 256, 60.0: {'rows': 64, 'from': 5.0}}
+    # no root at the address: refused before a client root boots or asks
+    with pytest.raises(ValueError, match=r'buffers\[60.0\]: from=5 names no buffer'):
+        async with open_market_feed(['AAA'], buffers=bad, registry_addr=other_addr):
+            pass
+    async with open_service_root(other_addr) as mngr:
+        with pytest.raises(ValueError, match=r'buffers\[1.0\]: rows=2 must be an int'):
+            async with open_market_feed(['AAA'], buffers={1.0: 2}):
+                pass
+        # neither samplerd nor a feed daemon was spawned for it
+        assert [s.name for s in await mngr.list_services()] == []
+
+
+def test_buffers_travel_in_their_checked_dict_form():
+    from tractor_sampler._feed import buffers_msg
+    from tractor_sampler._feedd import check_buffers
+
+    spec = {1: (100, 10), 3: {'rows': 50, 'from': 1, 'stamp': 'close'}}
+    msg = buffers_msg(spec)
+    assert msg == {
+        '1.0': {'rows': 100, 'history': 10},
+        '3.0': {'rows': 50, 'history': 0, 'from': 1.0, 'stamp': 'close'},
+    }
+    # the daemon's check gives back the same specs, options and all
+    assert check_buffers(msg) == check_buffers(spec)
+    assert buffers_msg(check_buffers(spec)) == msg
+
+
 async def test_unknown_symbol_is_refused_and_the_daemon_serves_on(other_addr):
     async with open_service_root(other_addr):
         kw = {'backend': 'picky', 'plugins': ['flaky_backends'], 'buffers': BUFS}

@@ -28,7 +28,7 @@ from tractor_services import (
 )
 
 from ._client import SAMPLERD, maybe_open_samplerd
-from ._feedd import attach_feed, check_topics, feedd, feedd_name
+from ._feedd import attach_feed, check_buffers, check_topics, feedd, feedd_name
 from ._info import FeedInfo
 from ._introspect import query_feed
 from ._msgs import FeedStatus
@@ -42,6 +42,14 @@ log = compat.get_logger('feed', 'tractor_sampler')
 FEEDD_POLICY = RestartPolicy(
     restart='transient', max_restarts=3, within_s=60.0, backoff_s=0.5
 )
+
+
+def buffers_msg(buffers: Any) -> dict[str, dict[str, Any]]:
+    """``buffers`` checked here, before anything starts (the daemon would
+    refuse bad ones only once spawned): a ``ValueError`` naming the buffer;
+    else their IPC form, ``{repr(period): {'rows': n, 'history': m,
+    **options}}``, which the daemon checks again."""
+    return {repr(p): spec.to_msg() for p, spec in check_buffers(buffers).items()}
 
 
 @acm
@@ -60,8 +68,8 @@ async def maybe_open_feedd(
     daemon keeps the settings it started with).  Leaving does not stop
     it."""
     kwargs: dict[str, Any] = {'backend': backend}
-    if buffers:
-        kwargs['buffers'] = {repr(check_period(p)): v for p, v in buffers.items()}
+    if buffers is not None:
+        kwargs['buffers'] = buffers_msg(buffers)
     if restart is not None:
         kwargs['restart'] = msgspec.to_builtins(
             restart
@@ -189,6 +197,8 @@ async def open_market_feed(
     tractor runtime it boots a client root actor.  Leaving detaches and
     unsubscribes; the daemon keeps running."""
     names = check_topics(topics)
+    if buffers is not None:
+        buffers_msg(buffers)  # a bad one is refused before a root boots
     async with (
         _maybe_client_root(registry_addr, loglevel) as registry_addr,
         maybe_open_feedd(

@@ -162,6 +162,11 @@ class BufferSpec(tuple):
             opts['stamp'] = self.stamp
         return opts
 
+    def to_msg(self) -> dict[str, Any]:
+        """The dict form (``{'rows': n, 'history': m, **options}``), which
+        :func:`check_buffers` takes back: what travels to the daemon."""
+        return {'rows': self[0], 'history': self[1], **self.options}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, tuple) or tuple(self) != tuple(other):
             return False
@@ -264,11 +269,7 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
 
 def composite_of(buffers: dict[float, BufferSpec]) -> dict[float, float]:
     """The ``composite=`` argument of a topic's :class:`OHLCWriter`."""
-    return {
-        p: s.composite
-        for p, s in buffers.items()
-        if s.composite is not None
-    }
+    return {p: s.composite for p, s in buffers.items() if s.composite is not None}
 
 
 async def _aclose(source: Any, name: str) -> None:
