@@ -43,6 +43,9 @@ The a5 work-arounds:
 - *Every call leaves bookkeeping behind* (``actor._contexts``,
   ``portal._streams``): :func:`_install_forgetful_rpc`,
   :func:`_forget_stream`.
+- *Every message sent or received is formatted into a debug string,
+  whole, though nothing logs it*: :func:`_install_quiet_messages` (the
+  strings are built only at tractor's ``transport`` log level).
 - *Tracebacks at ERROR for every cancel and refused call; deprecation
   warnings at import*: :func:`quiet_runtime_logs`,
   :func:`ignore_runtime_warnings`.
@@ -50,14 +53,19 @@ The a5 work-arounds:
 """
 
 from __future__ import annotations
+import __future__
 
+import ast
 import contextvars
+import importlib
+import inspect
 import logging
 import math
 import os
 import select
 import signal
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -1045,6 +1053,103 @@ def _forget_stream(ctx: Any, stream: Any) -> None:
 
 
 _install_forgetful_rpc()
+
+
+# --- debug strings of every message --------------------------------------------
+
+#: a5's transport and runtime log levels (``tractor.log.LEVELS``)
+_TRANSPORT_LEVEL = 5
+_RUNTIME_LEVEL = 15
+
+#: where a5 formats a debug string of every message it sends or receives:
+#: (module, class, method, the log calls in it to guard)
+_MESSAGE_LOG_SITES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    # f"send `{item}`": the whole message, on every send
+    ('tractor._ipc', 'Channel', 'send', ('log.transport(',)),
+    # f"received header {size}", f"received {msg_bytes}": the raw bytes
+    ('tractor._ipc', 'MsgpackTCPStream', '_iter_packets', ('log.transport(',)),
+    # f"Received msg {msg} from {chan.uid}", and a "Waiting on next msg"
+    # line after each one delivered to a context
+    (
+        'tractor._actor',
+        'Actor',
+        '_process_messages',
+        ('log.transport(', 'log.runtime('),
+    ),
+    # f"Delivering {msg} from {chan.uid} to caller {cid}"
+    ('tractor._actor', 'Actor', '_push_result', ('log.runtime(',)),
+)
+
+#: (class, method name) -> (a5's method, ours); filled at the first install
+_MESSAGE_METHODS: dict[tuple[type, str], tuple[Any, Any]] = {}
+
+
+def _guard_log_calls(func: Any, calls: tuple[str, ...]) -> Any:
+    """``func`` (an a5 method) recompiled from its own source with every
+    ``log.<level>(...)`` call in ``calls`` made conditional on that level
+    being enabled (``log.isEnabledFor(n) and log.<level>(...)``): the
+    f-string argument is then only built when the line is logged.  Same
+    file name and line numbers as a5's, so tracebacks still point there.
+    ``None`` if the source is not a5's as expected (a later tractor)."""
+    try:
+        src = textwrap.dedent(inspect.getsource(func))
+        filename = inspect.getsourcefile(func)
+    except (OSError, TypeError):  # pragma: no cover - no source shipped
+        return None
+    if 'super()' in src or '__class__' in src:
+        return None  # would need the class cell a recompiled function lacks
+    levels = {'log.transport(': _TRANSPORT_LEVEL, 'log.runtime(': _RUNTIME_LEVEL}
+    for call in calls:
+        if call not in src:
+            return None
+        src = src.replace(call, f'log.isEnabledFor({levels[call]}) and {call}')
+    tree = ast.parse(src)
+    ast.increment_lineno(tree, func.__code__.co_firstlineno - 1)
+    code = compile(
+        tree,
+        filename or '<a5>',
+        'exec',
+        # a5's modules defer annotations: so must their recompiled methods
+        flags=__future__.annotations.compiler_flag,
+        dont_inherit=True,
+    )
+    ns: dict[str, Any] = {}
+    exec(code, func.__globals__, ns)  # noqa: S102 - a5's own source, edited above
+    new = ns[func.__name__]
+    new.__qualname__ = func.__qualname__
+    new.__doc__ = func.__doc__
+    new._guards_log_strings = True
+    return new
+
+
+def _install_quiet_messages(quiet: bool = True) -> None:
+    """*a5 formats a debug string of every message it sends and receives,
+    whole (``f"send `{item}`"`` in ``Channel.send``; on the receive path
+    the raw bytes in ``MsgpackTCPStream._iter_packets`` and the decoded
+    message in ``Actor._process_messages`` and ``Actor._push_result``),
+    even though nothing logs them*: its cost grows with the message (a
+    128-quote batch: ~100 µs to send, ~350 µs to receive) and was up to a
+    third of a busy feed's CPU.  Those methods are replaced by a5's own
+    code with each such log call guarded by its level, so the lines are
+    still logged, whole, when tractor's log is at ``transport`` level.
+
+    Installed at import (in every actor we spawn, which imports this
+    module).  ``quiet=False`` puts a5's methods back: for the before /
+    after figures of ``benchmarks/bench_feedbus.py`` only."""
+    if not _MESSAGE_METHODS:
+        for modname, clsname, meth, calls in _MESSAGE_LOG_SITES:
+            cls = getattr(importlib.import_module(modname), clsname)
+            a5_meth = cls.__dict__[meth]
+            ours = _guard_log_calls(a5_meth, calls)
+            if ours is None:  # pragma: no cover - not a5's source
+                log.debug(f'{clsname}.{meth}: not as in tractor 0.1.0a5, left alone')
+                continue
+            _MESSAGE_METHODS[(cls, meth)] = (a5_meth, ours)
+    for (cls, meth), (a5_meth, ours) in _MESSAGE_METHODS.items():
+        setattr(cls, meth, ours if quiet else a5_meth)
+
+
+_install_quiet_messages()
 
 
 async def runtime_counts() -> dict[str, int | None]:
