@@ -63,10 +63,14 @@ Doing that with a few numpy operations per buffer costs a Python loop of
 1000 iterations for 1000 buffers.  Instead, buffers of one dtype and size
 are allocated as members of one :class:`ShmGroup` (:func:`open_shm_group`):
 one data segment holding a ``(members, size)`` block plus the per-member
-windows in one ``(members, 2)`` int64 array.  A step is then one numpy
-operation per column on ``(members,)`` fancy-indexed slices: gather the
-last rows, compute the new rows, scatter them one slot further, bump the
-``last`` column.  Members keep their own windows (backfill can prepend
+windows in one ``(members, 2)`` int64 array.  A step is then a few numpy
+operations on ``(members,)`` arrays: gather the last rows, compute the new
+rows, scatter them one slot further, bump the ``last`` column.  The rows
+move as bytes: the plan knows each member's flat row offset in the block,
+and one ``np.take`` / ``np.put`` on the block viewed as plain ``void``
+items of the row's size copies them (advanced indexing on the structured
+dtype copies field by field, several times slower); a plan over a whole
+group reads and writes the windows as one slice.  Members keep their own windows (backfill can prepend
 different amounts per member), and each member is still an ordinary
 :class:`ShmArray` with its own token that another process can attach alone.
 
@@ -747,6 +751,40 @@ def attach_shm_array(token: ShmToken | dict, readonly: bool = True) -> ShmArray:
 _STEP_FIELDS = ('time', 'close')
 
 
+class _Part:
+    """One data segment's buffers in a :class:`StepPlan`, with what its
+    step needs worked out once: the members (sorted), the flat offset of
+    each member's row 0 in the segment's ``(members * size,)`` row array,
+    and, when the members are one contiguous run (a whole group), the slice
+    that reads and writes their windows without a gather or a scatter."""
+
+    __slots__ = ('_rows', 'base', 'dtype', 'members', 'names', 'run', 'segs')
+
+    def __init__(self, segs: _Segments, members: np.ndarray) -> None:
+        self.segs = segs
+        self.members = members
+        self.dtype = segs.token.dtype
+        self.names = frozenset(self.dtype.names or ())
+        self._rows: np.ndarray | None = None
+        self.base = members.astype(np.int64) * segs.token.size
+        n = len(members)
+        self.run: slice | None = (
+            slice(int(members[0]), int(members[-1]) + 1)
+            if n and int(members[-1]) - int(members[0]) == n - 1
+            else None
+        )
+
+    def rows(self) -> np.ndarray:
+        """The segment's ``members * size`` rows as one flat array of
+        ``void`` items of the row's size: ``np.take`` / ``np.put`` on it
+        copy whole rows as bytes (made on first use: the segment is open
+        then; a closed segment is refused before this is reached)."""
+        if self._rows is None:
+            void = np.dtype((np.void, self.dtype.itemsize))
+            self._rows = self.segs.block.reshape(-1).view(void)
+        return self._rows
+
+
 class StepPlan:
     """Precomputed stepping for a fixed set of buffers: one vectorised step
     per distinct data segment (see the module docstring)."""
@@ -756,7 +794,7 @@ class StepPlan:
         for shm in shms:
             segs = shm._segs
             by_seg.setdefault(id(segs), (segs, []))[1].append(shm._member)
-        self._parts: list[tuple[_Segments, np.ndarray]] = []
+        self._parts: list[_Part] = []
         for segs, members in by_seg.values():
             names = segs.token.dtype.names or ()
             missing = [f for f in _STEP_FIELDS if f not in names]
@@ -768,7 +806,9 @@ class StepPlan:
                 raise PermissionError(
                     f'shm buffer {segs.token.shm_name!r} is attached read-only: cannot step'
                 )
-            self._parts.append((segs, np.unique(np.asarray(members, dtype=np.intp))))
+            self._parts.append(
+                _Part(segs, np.unique(np.asarray(members, dtype=np.intp)))
+            )
         #: rows not appended because the buffer's last row was already at or
         #: after the step's time
         self.waited = 0
@@ -794,62 +834,92 @@ class StepPlan:
         Each buffer's token says where its bars lie (``origin``,
         ``stamp``): its rows are on its own boundaries, and a buffer
         stamped ``'close'`` gets the row of the bar opening at
-        ``step_time``, whose time is ``step_time`` plus a period."""
+        ``step_time``, whose time is ``step_time`` plus a period.
+
+        Rows move as raw bytes: the current rows are gathered with one
+        ``np.take`` on flat row offsets of the segment's block viewed as
+        plain ``void`` items (advanced indexing on the structured dtype
+        itself copies field by field, several times slower), the new rows
+        are computed on that copy, and one ``np.put`` writes them."""
         tenths = round(check_period(period_s) * 10)
         # check every part first, so an overrun writes nothing anywhere
         todo = []
         gap = 0
-        for segs, members in self._parts:
+        for part in self._parts:
+            segs = part.segs
             if segs.closed:
                 raise ValueError(f'shm buffer {segs.token.shm_name!r} is closed')
-            win = segs.windows[members]  # (k, 2) copy
-            sel = win[:, 1] > win[:, 0]
-            idx = members[sel]
-            last = win[sel, 1]
-            new = segs.block[idx, last - 1]  # (k,) copy of the current rows
-            prev = new['time']
             tok = segs.token
+            run = part.run
+            # (k, 2) copy of the windows: one read, whatever writes them next
+            win = segs.windows[run] if run is not None else segs.windows[part.members]
+            last = win[:, 1].copy() if run is not None else win[:, 1]
+            sel = last > win[:, 0]
+            base = part.base
+            # member positions in the part, only when not all of them step
+            pos: np.ndarray | None = None
+            if not sel.all():
+                pos = np.flatnonzero(sel)
+                if not len(pos):
+                    continue
+                run = None
+                base, last = base[pos], last[pos]
+            src = base + last - 1
+            raw = part.rows().take(src)  # (k,) copy of the current rows
+            new = raw.view(part.dtype)
+            prev = new['time']
             o = round(tok.origin * 10) % tenths
             # bar numbers in float64: exact integers, and (k * tenths + o) / 10
             # is the float nearest the boundary, as the schedule's step times
-            prev_k = np.rint((prev * 10 - o) / tenths)
+            times: np.ndarray | float
             if step_time is None:
-                times = ((prev_k + 1) * tenths + o) / 10
+                times = ((np.rint((prev * 10 - o) / tenths) + 1) * tenths + o) / 10
+                go = times > prev
+                if go.all():
+                    go = None
             else:
                 t = float(step_time)
                 if tok.stamp == 'close':  # in tenths: the float nearest the end
                     t = (round(t * 10) + tenths) / 10
-                times = np.full(len(idx), t)
-            go = times > prev
-            if not go.all():
-                self.waited += int((~go).sum())
-                idx, last, new, prev_k, times = (
-                    idx[go],
-                    last[go],
-                    new[go],
-                    prev_k[go],
-                    times[go],
-                )
-            full = last >= segs.token.size
-            if full.any():
+                times = t
+                # one reduction when every buffer is behind t (NaN is not)
+                go = None if prev.max() < t else t > prev
+            if go is not None:
+                keep = np.flatnonzero(go)
+                self.waited += len(go) - len(keep)
+                if not len(keep):
+                    continue
+                pos = keep if pos is None else pos[keep]
+                run = None
+                last, src, prev = last[keep], src[keep], prev[keep]
+                raw = raw[keep]
+                new = raw.view(part.dtype)
+                if step_time is None:
+                    times = times[keep]  # type: ignore[index]
+            if last.max() >= tok.size:
+                idx = part.members if pos is None else part.members[pos]
                 raise ShmOverrun(
-                    f'shm buffer {segs.token.shm_name!r}: cannot step members '
-                    f'{idx[full].tolist()[:10]}: 0 rows free at the end '
-                    f'(size {segs.token.size})'
+                    f'shm buffer {tok.shm_name!r}: cannot step members '
+                    f'{idx[last >= tok.size].tolist()[:10]}: 0 rows free at the end '
+                    f'(size {tok.size})'
                 )
-            if step_time is not None and len(idx):
-                skipped = np.rint((times * 10 - o) / tenths) - prev_k - 1
-                jumped = skipped > 0
-                if jumped.any():
-                    self.jumps += int(jumped.sum())
+            if step_time is not None:
+                # the step's bar number less each buffer's, less one: the
+                # boundaries its row jumps over (the most: the oldest row's)
+                t_k = round((t * 10 - o) / tenths)
+                most = t_k - round((float(prev.min()) * 10 - o) / tenths) - 1
+                if most > 0:
+                    skipped = t_k - np.rint((prev * 10 - o) / tenths) - 1
+                    jumped = skipped > 0
+                    self.jumps += int(np.count_nonzero(jumped))
                     self.gap_bars += int(skipped[jumped].sum())
-                    gap = max(gap, int(skipped.max()))
-            todo.append((segs, idx, last, new, times))
+                    gap = max(gap, most)
+            todo.append((part, pos, run, last, src, raw, new, times))
         self.last_gap = gap
         stepped = 0
-        for segs, idx, last, new, times in todo:
-            block = segs.block
-            names = new.dtype.names or ()
+        for part, pos, run, last, src, raw, new, times in todo:
+            segs = part.segs
+            names = part.names
             close = new['close']
             for f in ('open', 'high', 'low'):
                 if f in names:
@@ -859,9 +929,14 @@ class StepPlan:
             if 'index' in names:
                 new['index'] += 1
             new['time'] = times
-            block[idx, last] = new
-            segs.windows[idx, 1] = last + 1  # after the rows: readers see whole rows
-            stepped += len(idx)
+            part.rows().put(src + 1, raw)
+            # after the rows: readers see whole rows
+            if run is not None:
+                segs.windows[run, 1] = last + 1
+            else:
+                idx = part.members if pos is None else part.members[pos]
+                segs.windows[idx, 1] = last + 1
+            stepped += len(last)
         return stepped
 
 
