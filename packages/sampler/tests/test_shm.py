@@ -612,3 +612,94 @@ def test_a_step_writes_the_boundary_time_and_marks_a_jump(shm_key):
         # without a step time: each buffer's next boundary, never drifting
         assert plan.step(0.1) == 3
         assert group[0].array['time'][-1] == 102.1
+
+
+#: rows of 60 bytes, fields beyond OHLCV (not a multiple of 8: the stepping
+#: moves rows as raw bytes, whatever their size)
+ODD_DTYPE = np.dtype(DEFAULT_DTYPE.descr + [('flag', 'u1'), ('tag', 'S3')])
+
+
+def reference_one(
+    arr: np.ndarray, period: float, step_time: float | None, stamp: str
+) -> tuple[np.ndarray, str | int]:
+    """One buffer stepped by the documented rules, row by row: its rows
+    after the step and what happened ('empty', 'waited' or the boundaries
+    its new row jumped over)."""
+    if not len(arr):
+        return arr.copy(), 'empty'
+    prev = float(arr[-1]['time'])
+    if step_time is None:
+        t = (round(prev / period) + 1) * period
+    else:
+        t = step_time + (period if stamp == 'close' else 0.0)
+    if t <= prev:
+        return arr.copy(), 'waited'
+    new = arr[-1:].copy()
+    new['index'] += 1
+    new['time'] = t
+    new['open'] = new['high'] = new['low'] = arr[-1]['close']
+    new['volume'] = 0
+    return np.concatenate([arr, new]), round((t - prev) / period) - 1
+
+
+def test_plans_on_subsets_odd_rows_and_mixed_states_match_the_reference(shm_key):
+    """Every way a plan meets its buffers at once: a whole group, a
+    contiguous run of members not starting at 0, scattered members, and a
+    standalone buffer, in one plan; rows of an odd size with extra fields
+    (copied along); members empty, already at the step's time (waiting),
+    one period behind, several behind (a jump), and a close-stamped group.
+    Each step leaves exactly the rows, counters and return value a
+    per-buffer reference gives."""
+    rng = np.random.default_rng(12)
+    with (
+        open_shm_group(10, 40, key=shm_key, dtype=ODD_DTYPE) as whole,
+        open_shm_group(12, 40, dtype=ODD_DTYPE) as runs,
+        open_shm_group(6, 40, dtype=ODD_DTYPE, stamp='close') as closing,
+        open_shm_array(40, dtype=ODD_DTYPE) as alone,
+    ):
+        bufs = [*whole, *runs[3:8], runs[0], runs[9], runs[11], *closing, alone]
+        for i, shm in enumerate([*whole, *runs, *closing, alone]):
+            n = int(rng.integers(0, 3))  # some stay empty
+            if not n:
+                continue
+            r = np.zeros(n, dtype=ODD_DTYPE)
+            r['index'] = np.arange(n) + 10 * i
+            # last rows from 4 periods behind the first step to at it
+            r['time'] = 100.0 + np.arange(n) - int(rng.integers(0, 5))
+            r['close'] = rng.normal(100, 5, n)
+            r['high'] = r['close'] + 1
+            r['volume'] = rng.integers(1, 50, n)
+            r['flag'] = i
+            r['tag'] = f't{i}'.encode()
+            shm.push(r)
+        outside = [runs[i].array.copy() for i in (1, 2, 8, 10)]
+        plan = StepPlan(bufs)
+        waited = jumps = gap_bars = 0
+        for step_time in (101.0, 102.0, 106.0, None, 106.0, 107.0):
+            expected, outcomes = [], []
+            for shm in bufs:
+                rows_after, what = reference_one(
+                    shm.array.copy(), 1.0, step_time, shm.token.stamp
+                )
+                expected.append(rows_after)
+                outcomes.append(what)
+            stepped = sum(isinstance(w, int) for w in outcomes)
+            gaps = [w for w in outcomes if isinstance(w, int) and w > 0]
+            waited += outcomes.count('waited')
+            if step_time is not None:
+                jumps += len(gaps)
+                gap_bars += sum(gaps)
+            assert plan.step(1.0, step_time) == stepped
+            for shm, exp in zip(bufs, expected, strict=True):
+                np.testing.assert_array_equal(shm.array, exp)
+            assert (plan.waited, plan.jumps, plan.gap_bars) == (
+                waited,
+                jumps,
+                gap_bars,
+            )
+            if step_time is not None:
+                assert plan.last_gap == max(gaps, default=0)
+        # every state came up, and members outside the plan were not touched
+        assert waited and jumps and any(not len(shm) for shm in bufs)
+        for i, before in zip((1, 2, 8, 10), outside, strict=True):
+            np.testing.assert_array_equal(runs[i].array, before)
