@@ -23,7 +23,8 @@ from typing import Any
 import tractor
 import trio
 
-from feedbus import FeedsBus, get_feed_bus, open_feed
+from feedbus import FeedsBus, Quote, get_feed_bus, open_feed
+from feedbus.wire import pack_many
 from tractor_services import compat, resolve_registry_addr
 
 PRODUCER = 'fb_prod'
@@ -116,6 +117,33 @@ async def _raw_send(topic: str, n: int) -> dict[str, Any]:
         for s in streams:
             await s.send(d)
     return {'t0': t0, 't_pub': time.perf_counter(), 'streams': len(streams)}
+
+
+def _batch(k: int) -> bytes:
+    """A batch of ``k`` 20-field one-tick quotes, as feedbus sends it."""
+    return pack_many(
+        [
+            Quote(topic='t', seq=i + 1, fields=_FIELDS[i], ticks=_TICKS[i])
+            for i in range(k)
+        ]
+    )
+
+
+async def _raw_bytes(topic: str, k: int, n: int) -> dict[str, Any]:
+    """Send a ``k``-quote batch ``n`` times to the raw stream of ``topic``;
+    this process's CPU time per send."""
+    (stream,) = _raw[topic]
+    data = _batch(k)
+    c0 = time.process_time()
+    for _ in range(n):
+        await stream.send(data)
+    return {'cpu': time.process_time() - c0}
+
+
+def _a5_strings(on: bool) -> None:
+    """a5's own message methods (``on``), or the adapter's, for the
+    connections opened from now on."""
+    compat._install_quiet_messages(not on)
 
 
 def _tick_pool(seed: int, size: int = 4096) -> list[dict[str, Any]]:
@@ -214,6 +242,11 @@ async def producer_ctl(ctx: tractor.Context) -> None:
                 res = {'cpu': time.process_time()}
             elif op == 'publish':
                 res = await _publish(bus, cmd['topic'], cmd['n'])
+            elif op == 'raw_bytes':
+                res = await _raw_bytes(cmd['topic'], cmd['k'], cmd['n'])
+            elif op == 'a5_strings':
+                _a5_strings(cmd['on'])
+                res = {}
             elif op == 'raw':
                 res = await _raw_send(cmd['topic'], cmd['n'])
             elif op == 'paced':
@@ -258,6 +291,38 @@ async def _sub_raw(portal: Any, ctl: Any, topic: str, n: int) -> dict[str, Any]:
         'messages': count,
         'cpu': cpu,
     }
+
+
+async def _sub_raw_bytes(
+    portal: Any, ctl: Any, topic: str, n: int, on: bool
+) -> dict[str, Any]:
+    """Receive ``n`` messages on a raw stream over a connection of its own
+    (so that its receive path runs the message methods chosen by ``on``,
+    a5's or the adapter's, on both ends); CPU time from the first to the
+    last."""
+    _a5_strings(on)
+    count = 0
+    try:
+        async with (
+            compat.open_portal(portal.channel.raddr) as own,
+            compat.open_context(own, raw_source, topic=topic) as (pctx, _),
+            pctx.open_stream() as ps,
+        ):
+            await ps.send('hello')
+            assert await ps.receive() == 'ack'
+            await ctl.send('ready')
+            c0 = 0.0
+            async for _ in ps:
+                if count == 0:
+                    c0 = time.process_time()
+                count += 1
+                if count >= n:
+                    break
+            cpu = time.process_time() - c0
+            await ps.send('bye')
+    finally:
+        _a5_strings(False)
+    return {'count': count, 'cpu': cpu}
 
 
 async def _sub_feed(
@@ -337,6 +402,10 @@ async def sub_ctl(ctx: tractor.Context) -> None:
                     prof.enable()
                 if kind == 'raw':
                     res = await _sub_raw(portal, ctl, topic, cmd['n'])
+                elif kind == 'raw_bytes':
+                    res = await _sub_raw_bytes(
+                        portal, ctl, topic, cmd['n'], cmd['a5_strings']
+                    )
                 elif kind in ('fb', 'fb_batch'):
                     res = await _sub_feed(
                         portal, ctl, topic, cmd['n'], kind == 'fb_batch'
