@@ -271,7 +271,7 @@ def bench(session: nox.Session) -> None:
     if not benches:
         session.log('no benchmarks/bench_*.py files: nothing to run')
         return
-    _install(session, *_editable(ALL_PACKAGES), 'numpy', *TEST_DEPS)
+    _install(session, *_editable(ALL_PACKAGES), 'numpy', 'matplotlib', *TEST_DEPS)
     for bench_file in benches:
         session.run('python', str(bench_file.relative_to(ROOT)), *session.posargs)
 
