@@ -78,7 +78,8 @@ async def stable_snapshot(shms: dict) -> dict:
         while True:
             a = {p: shm.array.copy() for p, shm in shms.items()}
             b = {p: shm.array.copy() for p, shm in shms.items()}
-            if all(len(a[p]) == len(b[p]) and (a[p] == b[p]).all() for p in a):
+            # by bytes: a flat bar with no history is NaN, never equal to itself
+            if all(a[p].tobytes() == b[p].tobytes() for p in a):
                 return a
             await trio.sleep(0.01)
 
@@ -262,3 +263,49 @@ def test_filling_missed_bars_follows_the_grid():
         # now is in the bar 270-330: rows for 90-150, 150-210, 210-270, 270-330
         assert fill_missed_bars(shm, 60.0, now=275.0) == 4
         assert shm.array['time'].tolist() == [90.0, 150.0, 210.0, 270.0, 330.0]
+
+
+# --- the first live bar: partial when the topic starts mid-bar ---------------
+
+
+def test_buffers_take_skip_first_partial():
+    got = check_buffers({1: 100, 60: {'rows': 50, 'skip_first_partial': True}})
+    assert got[60.0].skip_first_partial and not got[1.0].skip_first_partial
+    assert got[60.0].options == {'skip_first_partial': True}
+    assert check_buffers({60: got[60.0].to_msg()}) == {60.0: got[60.0]}
+    with pytest.raises(ValueError, match=r'buffers\[60.0\]: skip_first_partial=1'):
+        check_buffers({60: {'rows': 50, 'skip_first_partial': 1}})
+
+
+async def test_the_feed_daemon_marks_the_partial_first_bar_and_can_skip_it(
+    other_addr,
+):
+    buffers = {1.0: 256, 3.0: {'rows': 64, 'skip_first_partial': True}}
+    async with open_service_root(other_addr):
+        async with open_market_feed(['AAA'], config=FAST, buffers=buffers) as feed:
+            shms = feed.buffers['AAA']
+            with trio.fail_after(40):
+                while len(shms[3.0]) < 4:
+                    await trio.sleep(0.1)
+            snap = await stable_snapshot(shms)
+            info = await feed.info()
+    for p, shm in shms.items():
+        tok = shm.token
+        # no history: the first live bar is the first row; the topic did
+        # not start exactly on a boundary
+        assert tok.first_live == int(snap[p]['index'][0]) and tok.first_partial, p
+        assert tok.partial_index == tok.first_live
+        assert info.topics['AAA'].buffers[p].token == tok
+    s1, s3 = snap[1.0], snap[3.0]
+    first = s3[0]
+    # skipped: flat at the seed (no history: NaN), no volume
+    assert first['volume'] == 0.0 and math.isnan(first['close'])
+    span = (s1['time'] >= first['time']) & (s1['time'] < first['time'] + 3.0)
+    dropped = info.topics['AAA'].bars.by_period[3.0].unplaced
+    assert (dropped > 0) == (s1['volume'][span].sum() > 0)
+    # the whole bars after it have every trade, as the 1 s bars do
+    for row in s3[1:-1]:
+        t = float(row['time'])
+        src = s1[(s1['time'] >= t) & (s1['time'] < t + 3.0)]
+        assert len(src) == 3
+        assert math.isclose(float(row['volume']), float(src['volume'].sum())), t

@@ -8,7 +8,9 @@ written here.  With ``composite`` the longer period's buffer is built
 from the shorter one's bars: each of its bars must equal the aggregate of
 its source bars (those the plain resampler gave trades).  Each buffer
 also gets a random ``origin`` (bars starting that far past the period's
-multiples) and ``stamp`` (rows stamped with their bar's start or end)."""
+multiples) and ``stamp`` (rows stamped with their bar's start or end),
+and may skip its first, partial, bar (``skip_partial``: the feed starts
+mid-bar; those trades are counted unplaced, the bar stays flat)."""
 
 from __future__ import annotations
 
@@ -100,6 +102,7 @@ stall_st = st.tuples(
     stamps=st.tuples(
         st.sampled_from(['open', 'close']), st.sampled_from(['open', 'close'])
     ),
+    skips=st.tuples(st.booleans(), st.booleans()),
 )
 def test_bars_equal_a_plain_resampler_whatever_the_clock(
     periods,
@@ -113,8 +116,10 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
     composite,
     origin,
     stamps,
+    skips,
 ):
     p1 = periods[0]
+    skipped = {p for p, skip in zip(periods, skips, strict=True) if skip}
     stamp = dict(zip(periods, stamps, strict=True))
     ORIGIN.clear()
     ORIGIN.update({p: round(origin * 10) % round(p * 10) for p in periods})
@@ -151,6 +156,8 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 shm.push(row)
                 sampler.add_buffer(p, shm.token)
             writer = OHLCWriter(shms, composite={periods[1]: p1} if composite else None)
+            # the feed starts at W0, mid-bar: those buffers skip that bar
+            writer.skip_partial(W0, skipped)
             tx, rx = trio.open_memory_channel(math.inf)
             n = [0]
             quiet = [False]
@@ -240,7 +247,9 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 ref.bars = {}
                 for k1, bar in sorted(src_bars.items()):
                     ref.bars.setdefault((k1 - shift) // r, []).extend(bar)
-            elif composite:
+            # a skipped partial bar gets no trade (W0 is on no boundary)
+            dropped = len(ref.bars.pop(bar_at(p, W0), [])) if p in skipped else 0
+            if composite and not built:
                 src_bars.update({k: v for k, v in ref.bars.items() if k in have})
             prev = SEED
             placed = 0
@@ -265,7 +274,7 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 assert got == want, (p, i, k, got, want)
                 prev = want[3]
             ahead = sum(len(v) for kk, v in ref.bars.items() if kk > ks[-1])
-            lost = sum(
+            lost = dropped + sum(
                 len(v) for kk, v in ref.bars.items() if kk <= ks[-1] and kk not in have
             )
             s = stats[repr(p)]
@@ -291,6 +300,8 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 event('rows jumped a gap')
         if origin:
             event('bars off the multiples (origin)')
+        if skipped:
+            event('a partial first bar skipped')
         if 'close' in stamps:
             event('rows stamped on close')
         if sampler.schedule.stats.clock_jumps:

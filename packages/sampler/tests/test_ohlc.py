@@ -361,3 +361,35 @@ def test_composite_buffers_are_checked():
         # a chain: 2 s from 1 s is fine, but then nothing is built from 2 s
         with pytest.raises(ValueError, match='itself composite'):
             OHLCWriter({1.0: s1, 2.0: s2, 4.0: s3}, composite={2.0: 1.0, 4.0: 2.0})
+
+
+def test_skip_partial_writes_no_trade_into_a_bar_the_feed_joined_mid_way():
+    with (
+        open_shm_array(16, start=0) as s1,
+        open_shm_array(16, start=0) as s3,
+        open_shm_array(16, start=0) as whole,
+    ):
+        for shm in (s1, s3, whole):
+            seed(shm)
+        w = OHLCWriter({1.0: s1, 3.0: s3})
+        w.skip_partial(T0 + 0.5, [1.0, 3.0])  # joined half a second in
+        trades = [
+            {'type': 'trade', 'price': 101.0, 'size': 1.0, 'time': T0 + 0.6},
+            {'type': 'trade', 'price': 102.0, 'size': 2.0, 'time': T0 + 1.2},
+        ]
+        w.write(trades[:1])
+        step_many([s1], 1.0, T0 + 1.0)
+        w.on_step(1.0)
+        w.write(trades[1:])
+        # 1 s: the partial bar stays flat; the next one is whole
+        assert s1.array[['close', 'volume']].tolist() == [(100.0, 0.0), (102.0, 2.0)]
+        # 3 s: its first bar holds T0 + 0.5 too: both trades left out
+        assert s3.array[['close', 'volume']].tolist() == [(100.0, 0.0)]
+        assert w.stats()['by_period']['1.0']['unplaced'] == 1
+        assert w.stats()['by_period']['3.0']['unplaced'] == 2
+        # a feed that starts exactly on a boundary has a whole first bar
+        w2 = OHLCWriter({1.0: whole})
+        w2.skip_partial(T0)
+        w2.write(trades[:1])
+        assert whole.array[['close', 'volume']].tolist() == [(101.0, 1.0)]
+        assert w2.stats()['unplaced'] == 0

@@ -161,6 +161,29 @@ def test_token_ipc_roundtrip(shm_key):
         assert ShmToken.from_msg(json.loads(json.dumps(tok.to_msg()))) == tok
 
 
+def test_the_creator_marks_the_first_live_bar_in_the_token(shm_key):
+    with open_shm_array(4, key=shm_key) as shm:
+        old = shm.token
+        assert (old.first_live, old.first_partial, old.partial_index) == (
+            None,
+            False,
+            None,
+        )
+        tok = shm.mark_live(7, partial=True)
+        assert shm.token is tok and (tok.first_live, tok.first_partial) == (7, True)
+        assert tok.partial_index == 7
+        assert ShmToken.from_msg(ipc(tok)) == tok  # travels with it
+        assert ShmToken.from_msg(old.to_msg()).first_live is None
+        reader = attach_shm_array(ipc(tok))  # same segments, either token
+        try:
+            assert reader.token == tok
+            with pytest.raises(PermissionError, match='only its creator marks it'):
+                reader.mark_live(0, partial=False)
+        finally:
+            reader.close()
+        assert shm.mark_live(7, partial=False).partial_index is None
+
+
 @pytest.mark.parametrize(
     'bad',
     [

@@ -136,6 +136,7 @@ class BufferSpec(tuple):
     composite: float | None
     origin: float
     stamp: str
+    skip_first_partial: bool
 
     def __new__(
         cls,
@@ -145,9 +146,11 @@ class BufferSpec(tuple):
         composite: float | None = None,
         origin: float = 0.0,
         stamp: str = 'open',
+        skip_first_partial: bool = False,
     ) -> BufferSpec:
         self = super().__new__(cls, (rows, history))
         self.composite, self.origin, self.stamp = composite, origin, stamp
+        self.skip_first_partial = skip_first_partial
         return self
 
     @property
@@ -160,6 +163,8 @@ class BufferSpec(tuple):
             opts['origin'] = self.origin
         if self.stamp != 'open':
             opts['stamp'] = self.stamp
+        if self.skip_first_partial:
+            opts['skip_first_partial'] = True
         return opts
 
     def to_msg(self) -> dict[str, Any]:
@@ -183,17 +188,19 @@ class BufferSpec(tuple):
 
 
 #: the keys of a buffer's dict form
-_SPEC_KEYS = ('rows', 'history', 'from', 'origin', 'stamp')
+_SPEC_KEYS = ('rows', 'history', 'from', 'origin', 'stamp', 'skip_first_partial')
 
 
 def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
     """``{period: (rows, history)}``, ``{period: rows}`` (no history) or
     ``{period: {'rows': n, 'history': m, 'from': source_period, 'origin':
-    s, 'stamp': 'open' | 'close'}}`` (the dict form: ``from`` makes a
-    composite buffer built from the source period's bars, ``origin`` starts
-    its bars ``s`` seconds past the period's multiples, ``stamp='close'``
-    stamps each row with its bar's end; see docs/sampler.md); a
-    :class:`BufferSpec` per period."""
+    s, 'stamp': 'open' | 'close', 'skip_first_partial': bool}}`` (the dict
+    form: ``from`` makes a composite buffer built from the source period's
+    bars, ``origin`` starts its bars ``s`` seconds past the period's
+    multiples, ``stamp='close'`` stamps each row with its bar's end,
+    ``skip_first_partial`` writes no trade into the first live bar when
+    the topic started mid-bar; see docs/sampler.md); a :class:`BufferSpec`
+    per period."""
     if buffers is None:
         buffers = DEFAULT_BUFFERS
     if not isinstance(buffers, dict) or not buffers:
@@ -244,7 +251,19 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
             stamp = check_stamp(opts.get('stamp', 'open'))
         except ValueError as err:
             raise ValueError(f'buffers[{p}]: {err}') from None
-        out[p] = BufferSpec(rows, hist, composite=src, origin=origin, stamp=stamp)
+        skip = opts.get('skip_first_partial', False)
+        if not isinstance(skip, bool):
+            raise ValueError(
+                f'buffers[{p}]: skip_first_partial={skip!r} must be True or False'
+            )
+        out[p] = BufferSpec(
+            rows,
+            hist,
+            composite=src,
+            origin=origin,
+            stamp=stamp,
+            skip_first_partial=skip,
+        )
     composite = {p: s.composite for p, s in out.items() if s.composite is not None}
     for p, src in composite.items():
         if src not in out:
@@ -548,6 +567,7 @@ class FeedDaemon:
                 async with trio.open_nursery() as tn:
                     # registered (and backfilled) before any client sees it
                     await tn.start(self._keep_sampled, topic, history, tn.cancel_scope)
+                    self._mark_live(topic, time.time())
                     self.topics[name] = topic
                     task_status.started(topic)
                     handed_over = True
@@ -561,6 +581,27 @@ class FeedDaemon:
                 await _aclose(source, name)
             for shm in shms.values():
                 shm.destroy()
+
+    def _mark_live(self, topic: Topic, t: float) -> None:
+        """The quote stream starts at ``t`` (right after this): mark in each
+        buffer's token the first live bar, the one holding ``t``, and
+        whether it started before ``t`` (partial); buffers with
+        ``skip_first_partial`` get no trade of a partial one.  Before any
+        client has the tokens (samplerd's copy needs no mark)."""
+        skip = []
+        for p, shm in topic.shms.items():
+            grid = Grid.of(p, shm.token)
+            k = grid.bar_of(t)
+            partial = grid.start(k) != t
+            # the seeded open bar (after the history prepended); no gap in a
+            # new buffer: one index per bar from it
+            seeded = shm.array[topic.history.get(p, 0)]
+            live = int(seeded['index']) + k - grid.row_bar(float(seeded['time']))
+            shm.mark_live(live, partial)
+            if partial and self.buffers[p].skip_first_partial:
+                skip.append(p)
+        if skip:
+            topic.writer.skip_partial(t, skip)
 
     async def _keep_sampled(
         self,

@@ -23,8 +23,9 @@ The rule, for every trade whatever its time (see docs/reliability.md):
   ours): the trade is held (counted in ``held``) and placed when a row for
   its bar appears, in arrival order.
 - It cannot be placed (counted in ``unplaced``): its bar is older than the
-  writer's first live bar (history is the backend's) or has left the
-  buffer, its bar was skipped when samplerd jumped over a long stall,
+  writer's first live bar (history is the backend's), or is a partial
+  first live bar the buffer skips (:meth:`OHLCWriter.skip_partial`), or has
+  left the buffer, its bar was skipped when samplerd jumped over a long stall,
   its time is not a finite number, or it is more than ``max_ahead_s``
   ahead of the last row or beyond ``max_held`` held trades (nobody steps
   the buffer: the writer does not hoard).
@@ -139,6 +140,7 @@ class _Bars:
         self.win = shm.window
         self.times = self.rows['time']  # a view: no copy
         self.origin: int | None = None  # bar number of the first live row
+        self.skip_to: int | None = None  # trades of bars before it are not written
         self.traded: set[int] = set()  # bars that got a trade
         self.seen = 0  # window end the writer has settled up to
         self.last_k = 0  # bar number of the last row (when seen > 0)
@@ -339,17 +341,48 @@ class OHLCWriter:
                 self._carry(b, max(start, first + 1) - 1, last)
             if first != b.first:  # history was prepended (or the first look)
                 b.first = first
-                b.first_k = max(b.origin, b.row_bar(float(b.times[first])))
+                b.first_k = self._first_k(b, first)
             if b.src is not None:  # new rows of a composite: from the source's
                 for pos in range(max(start, first), last):
                     self._rebuild(b, b.row_bar(float(b.times[pos])), first, last)
         if first != b.first:  # history was prepended (or the first look)
             b.first = first
-            b.first_k = max(b.origin, b.row_bar(float(b.times[first])))
+            b.first_k = self._first_k(b, first)
+        if b.last_k < b.first_k:  # the open bar is skipped: no fast path
+            b.open_lo = b.open_hi = math.inf
         if b.held and b.held_k <= b.last_k:
             held, b.held = b.held, []
             self._place(b, held, first, last, arrived=False)
         return first, last
+
+    @staticmethod
+    def _first_k(b: _Bars, first: int) -> int:
+        """The first bar a trade may go into: the first live one, not
+        history, nor a skipped partial bar (see :meth:`skip_partial`)."""
+        assert b.origin is not None
+        k = max(b.origin, b.row_bar(float(b.times[first])))
+        return k if b.skip_to is None else max(k, b.skip_to)
+
+    def skip_partial(self, t: float, periods: Iterable[float] | None = None) -> None:
+        """From now on write no trade into a bar that started before ``t``
+        (in the buffers of ``periods``; every buffer when ``None``), as
+        NautilusTrader's ``skip_first_non_full_bar``: the feed started at
+        ``t``, so the bar holding it, unless it starts exactly at ``t``,
+        would hold only part of its trades.  That bar stays flat at the
+        close before it, volume 0 (a composite's, too); its trades are
+        counted ``unplaced``."""
+        t = float(t)
+        want = None if periods is None else {check_period(p) for p in periods}
+        for b in self._bufs:
+            if want is not None and b.p not in want:
+                continue
+            k = b.bar_of(t)
+            k += b.start(k) != t  # a bar starting at t is whole
+            b.skip_to = k if b.skip_to is None else max(b.skip_to, k)
+            b.first = -1  # first_k again, at the next settle
+            if b.seen:  # the open bar's bounds again (it may be skipped now)
+                b.open_lo, b.open_hi = b.start(b.last_k), b.start(b.last_k + 1)
+            self._settle(b)
 
     def _apply(self, b: _Bars, trades: list[Trade]) -> None:
         win = self._settle(b)
@@ -400,11 +433,11 @@ class OHLCWriter:
                     else:
                         ahead.append(trade)
                     continue
-                pos = open_pos if k == last_k else -1
-            if pos < 0:  # a closed bar
-                if k < first_k:
+                if k < first_k:  # history, or a skipped partial bar
                     st.unplaced += 1
                     continue
+                pos = open_pos if k == last_k else -1
+            if pos < 0:  # a closed bar
                 pos = b.find(k, first, last)
                 if pos < 0:
                     st.unplaced += 1

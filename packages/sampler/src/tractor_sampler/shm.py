@@ -215,6 +215,15 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     buffer with ``origin=30.0`` has bars from :30 to :30), and each row's
     ``time`` its bar's start (``'open'``) or end (``'close'``).  The
     defaults are the plain grid, and tokens without them decode to it.
+
+    ``first_live`` and ``first_partial`` mark where live bars begin (the
+    feed daemon sets them with :meth:`ShmArray.mark_live` before it hands
+    the token out): the ``index`` of the first live bar (rows before it
+    are history; ``None``: not marked), and whether that bar started
+    mid-bar, so it holds only the trades since the feed started (or none,
+    with the buffer option ``skip_first_partial``).  A reader that wants
+    whole bars only drops the row whose ``index`` is ``first_live`` when
+    ``first_partial`` is set.
     """
 
     shm_name: str
@@ -225,6 +234,8 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     member: int = 0
     origin: float = 0.0
     stamp: str = 'open'
+    first_live: int | None = None
+    first_partial: bool = False
 
     def __post_init__(self) -> None:
         for field in ('shm_name', 'shm_ctl_name'):
@@ -268,6 +279,12 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
 
     def for_member(self, member: int) -> ShmToken:
         return msgspec.structs.replace(self, member=member)
+
+    @property
+    def partial_index(self) -> int | None:
+        """The ``index`` of the partial first live bar, ``None`` when there
+        is none (the first live bar is whole, or the buffer is not marked)."""
+        return self.first_live if self.first_partial else None
 
 
 # -- segments ----------------------------------------------------------------
@@ -538,6 +555,24 @@ class ShmArray:
     # -- identity
     @property
     def token(self) -> ShmToken:
+        return self._token
+
+    def mark_live(self, first_live: int, partial: bool) -> ShmToken:
+        """(creator) Record in this buffer's token where its live bars
+        begin (see :class:`ShmToken`): the ``index`` of the first live bar
+        and whether it started mid-bar.  Call it before handing the token
+        out: tokens given out earlier keep their old marks (the segments
+        are the same).  Returns the new token."""
+        if not self._segs.owner:
+            raise PermissionError(
+                f'shm buffer {self.name!r} was attached, not created, here: '
+                'only its creator marks it'
+            )
+        if not isinstance(first_live, int) or isinstance(first_live, bool):
+            raise TypeError(f'first_live={first_live!r} must be a row index (int)')
+        self._token = msgspec.structs.replace(
+            self._token, first_live=first_live, first_partial=bool(partial)
+        )
         return self._token
 
     @property
