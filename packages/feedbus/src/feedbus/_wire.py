@@ -9,9 +9,11 @@ msgpack array made by concatenating already-encoded items behind an
 array header.  Control requests and their replies stay plain msgpack
 maps, so a receiver tells them apart by type (``bytes`` or not).
 
-Why: tractor 0.1.0a5 formats a debug string of every message it sends
-and receives, even when it never logs it; for a dict that costs several
-microseconds per quote, for bytes a fraction of one.
+Why: a quote is encoded once however many subscribers get it, and a
+batch costs one frame on the connection.  (tractor 0.1.0a5 also formats a
+debug string of every message it sends and receives, a cost that grows
+with the message: the adapter removes it, see
+``tractor_services.compat._install_quiet_messages``.)
 
 """
 
