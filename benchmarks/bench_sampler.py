@@ -252,10 +252,12 @@ def bench_curve(cfg: argparse.Namespace) -> dict[str, Any]:
     size = cfg.batch + 8
     out: dict[int, dict[str, list[float]]] = {}
     itemsize = 0
+    load = [os.getloadavg()[0]]  # others' work on the machine, for the note
     for n in cfg.curve:
         out[n], itemsize = _curve_point(n, size, cfg)
         print(f'    {n:>6,} buffers: done', flush=True)
-    return {'times': out, 'size': size, 'itemsize': itemsize}
+    load.append(os.getloadavg()[0])
+    return {'times': out, 'size': size, 'itemsize': itemsize, 'load': load}
 
 
 def _loop_row(n: int, k: int, p: float) -> np.ndarray:
@@ -707,7 +709,11 @@ def curve_report(
         'every stepping kind ends with the same rows (checked).  From '
         f'{ns[0]:,} to {ns[-1]:,} buffers a step grows by about '
         f'{grow * 1e9:,.0f} ns per buffer: with few buffers a step costs the fixed '
-        'cost of its few dozen numpy calls, with many the bytes it moves.'
+        'cost of its few dozen numpy calls, with many the bytes it moves.  The '
+        'machine was shared: its 1-minute load average was '
+        f'{curve["load"][0]:.1f} before the curve and {curve["load"][1]:.1f} after '
+        f'({os.cpu_count()} CPUs): a loop of milliseconds is preempted more often '
+        'than a step of microseconds, so the ratios vary with the load.'
     )
     img = None
     if draw:
