@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import msgspec
@@ -565,20 +564,17 @@ def test_group_member_attachable_alone(shm_key):
     assert not in_dev_shm(shm_key)
 
 
-def test_step_thousand_buffers_is_vectorised(shm_key):
+def test_step_thousand_buffers_of_a_group_at_once(shm_key):
+    # (how fast: benchmarks/bench_sampler.py, against a per-buffer loop)
     with open_shm_group(1000, 64, key=shm_key, start=0) as group:
         group.block[:, 0] = rows(1)[0]
         group.windows[:, 1] = 1
         plan = StepPlan(list(group))
-        t0 = time.perf_counter()
         for _ in range(20):
             assert plan.step(1.0) == 1000
-        per_step = (time.perf_counter() - t0) / 20
         assert (group.windows[:, 1] == 21).all()
         np.testing.assert_array_equal(group.block[:, 20]['time'], np.full(1000, 20.0))
         np.testing.assert_array_equal(group.block[:, 20]['index'], np.full(1000, 20))
-        # a Python loop of numpy ops per buffer takes several ms for 1000
-        assert per_step < 0.005, per_step
 
 
 async def test_step_from_trio_task(shm_key):
