@@ -40,13 +40,14 @@ async def main(registry: str | None) -> None:
 
             # every quote, numbered per topic
             seen = {t: 0 for t in feed.topics}
+            last = {}
             async for quote in feed:
                 seen[quote.topic] += 1
+                last[quote.topic] = quote
                 if min(seen.values()) >= 25:
                     break
-            print(
-                f'quotes: {seen}, last AAA bid/ask {quote.fields["bid"]}/{quote.fields["ask"]}'
-            )
+            aaa_q = last['AAA'].fields
+            print(f'quotes: {seen}, last AAA bid/ask {aaa_q["bid"]}/{aaa_q["ask"]}')
 
             # samplerd's steps: each opens a new 1 s bar in every buffer
             async with open_sample_stream(1.0) as steps:

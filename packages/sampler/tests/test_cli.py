@@ -263,3 +263,29 @@ def test_console_script_is_declared():
     [ep] = [e for e in entry_points(group='console_scripts') if e.name == 'samplerd']
     assert ep.value == 'tractor_sampler._cli:main'
     assert os.path.exists(Path(sys.executable).parent / 'samplerd')
+
+
+async def test_a_reader_that_goes_away_ends_ls_quietly():
+    # `samplerd ls backends | head -0`: the pipe is closed before it writes
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    try:
+        with trio.fail_after(60):
+            res = await trio.run_process(
+                [*SAMPLERD, 'ls', 'backends'],
+                stdout=write_fd,
+                capture_stderr=True,
+                check=False,
+            )
+    finally:
+        os.close(write_fd)
+    assert res.returncode == 128 + signal.SIGPIPE
+    assert res.stderr.decode() == ''
+
+
+@pytest.mark.parametrize('port', ['-5', '70000', 'http'])
+async def test_a_bad_port_is_refused_in_one_line(port):
+    res = await run_cli('--port', port, 'ls')
+    err = res.stderr.decode()
+    assert res.returncode == 2
+    assert '--port: ' in err and 'Traceback' not in err, err

@@ -89,11 +89,22 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     )
     g.add_argument(
         '--port',
-        type=int,
+        type=_port,
         default=d(None),
         help='registry port (default: $TRACTOR_REGISTRY_ADDR, else 1616)',
     )
     return p
+
+
+def _port(text: str) -> int:
+    """``--port``: a TCP port number, 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a port number') from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f'{port} is out of range (0 to 65535)')
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -675,12 +686,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     cmd = COMMANDS[args.cmd or 'run']
     try:
         trio.run(cmd, args, out)
+        out.flush()
     except KeyboardInterrupt:
         return 0
     except BaseException as exc:
         err = compat.unwrap_error(exc)
         if isinstance(err, KeyboardInterrupt):
             return 0
+        if isinstance(err, BrokenPipeError):
+            # the reader went away (`samplerd ls | head`): stop quietly, as a
+            # process killed by SIGPIPE would, and keep the interpreter's
+            # final flush from complaining again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 128 + signal.SIGPIPE
         if isinstance(err, (CliError, PeerDisconnected, RegistryUnreachable)):
             # a peer that went away says so in its own words (naming it)
             print(f'{PROG}: error: {err}', file=sys.stderr)
