@@ -159,11 +159,27 @@ def test_stream_config_is_validated_on_call(kwargs, exc):
         ([], ValueError),
         (['A', 'A'], ValueError),
         ([''], ValueError),
+        ([' '], ValueError),
+        (['AAA,BBB'], ValueError),
+        (['AAA BBB'], ValueError),
+        (['A' * 33], ValueError),
     ],
 )
 def test_symbols_are_validated(symbols, exc):
     with pytest.raises(exc):
         sim.stream_quotes(symbols)
+
+
+@pytest.mark.parametrize('symbol', [' ', 'AAA,BBB', 'A\tB', ''])
+async def test_a_mistyped_symbol_is_refused_by_every_hook(symbol):
+    with pytest.raises(ValueError, match='bad symbol'):
+        await sim.symbol_info(symbol)
+    with pytest.raises(ValueError, match='bad symbol'):
+        await sim.history(symbol, 1.0, 1_700_000_000.0, 10)
+
+
+def test_symbols_of_real_venues_pass():
+    assert sim.stream_quotes(['AAA', 'BTC/USD', 'ES.F', 'eur_usd', 'X:Y-Z']) is not None
 
 
 @pytest.mark.parametrize('period', [0.5, 1.0, 60.0, 3600.0])

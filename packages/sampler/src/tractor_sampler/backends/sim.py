@@ -40,6 +40,9 @@ bar's close, and 1 s and 1 min bars agree at their common boundaries.
 ``await symbol_info(symbol, *, tick_size=0.01, lot_size=1.0)`` returns
 ``{'symbol', 'tick_size', 'lot_size', 'asset_type': 'sim'}``.
 
+A symbol is 1 to 32 letters, digits and ``. _ - / :``; anything else (a
+space, ``'AAA,BBB'``) is refused with a ``ValueError`` naming it.
+
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -90,6 +94,20 @@ def _check_positive(name: str, value: float) -> float:
     return v
 
 
+#: what a simulated symbol may look like: 1 to 32 letters, digits and
+#: ``. _ - / :`` (``AAA``, ``BTC/USD``, ``ES.F``); a space or a comma is a
+#: typo (``'AAA,BBB'`` is two symbols), refused rather than simulated
+_SYMBOL = re.compile(r'[A-Za-z0-9._\-/:]{1,32}')
+
+
+def _check_symbol(symbol: object) -> str:
+    if not isinstance(symbol, str) or not _SYMBOL.fullmatch(symbol):
+        raise ValueError(
+            f'bad symbol {symbol!r}: a symbol is 1 to 32 letters, digits and . _ - / :'
+        )
+    return symbol
+
+
 def _check_symbols(symbols: Sequence[str]) -> list[str]:
     if isinstance(symbols, str):
         raise TypeError(
@@ -99,8 +117,7 @@ def _check_symbols(symbols: Sequence[str]) -> list[str]:
     if not syms:
         raise ValueError('no symbols given')
     for s in syms:
-        if not isinstance(s, str) or not s:
-            raise ValueError(f'bad symbol {s!r}')
+        _check_symbol(s)
     if len(set(syms)) != len(syms):
         raise ValueError(f'duplicate symbols in {syms!r}')
     return syms
@@ -315,8 +332,7 @@ async def history(
     """``count`` deterministic OHLCV bars ending at or before ``end_time``;
     see the module docstring."""
     p = check_period(period_s)
-    if not isinstance(symbol, str) or not symbol:
-        raise ValueError(f'bad symbol {symbol!r}')
+    _check_symbol(symbol)
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
         raise ValueError(f'count must be an int >= 0, not {count!r}')
     if not math.isfinite(end_time):
@@ -362,8 +378,7 @@ async def symbol_info(
     lot_size: float = 1.0,
 ) -> dict[str, Any]:
     """The simulated symbol's details."""
-    if not isinstance(symbol, str) or not symbol:
-        raise ValueError(f'bad symbol {symbol!r}')
+    _check_symbol(symbol)
     await trio.lowlevel.checkpoint()
     return {
         'symbol': symbol,
