@@ -289,3 +289,12 @@ async def test_a_bad_port_is_refused_in_one_line(port):
     err = res.stderr.decode()
     assert res.returncode == 2
     assert '--port: ' in err and 'Traceback' not in err, err
+
+
+def test_a_long_value_does_not_widen_every_ls_row():
+    from tractor_sampler._cli import CELL_MAX, _table
+
+    lines = _table([('A' * 5000, 'up', 1), ('BBB', 'up', 2)], ('topic', 'state', 'n'))
+    assert max(len(line) for line in lines) <= CELL_MAX + 20
+    assert lines[1].startswith('A' * (CELL_MAX - 1) + '…')
+    assert lines[2].split() == ['BBB', 'up', '2']

@@ -285,10 +285,18 @@ def list_backends() -> list[BackendInfo]:
         raise CliError(str(err)) from None
 
 
+#: the widest a table cell gets in `samplerd ls` (a longer one, e.g. a long
+#: topic name, is cut with an ellipsis; `--json` has it whole)
+CELL_MAX = 60
+
+
+def _cell(value: Any) -> str:
+    text = '' if value is None else str(value)
+    return text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + '…'
+
+
 def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> list[str]:
-    cells = [[str(c) for c in head]] + [
-        [('' if c is None else str(c)) for c in r] for r in rows
-    ]
+    cells = [[str(c) for c in head]] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
     return [
         '  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
