@@ -482,3 +482,15 @@ def test_missed_bars_are_filled_on_the_boundaries_up_to_the_open_bar():
         # never more rows than there is room for
         room = shm.size - shm.last
         assert fill_missed_bars(shm, 1.0, 1000.0) == room > 0 and shm.last == shm.size
+
+
+async def test_a_broken_plugin_does_not_stop_the_sim_feed(other_addr):
+    async with open_service_root(other_addr):
+        async with open_market_feed(
+            ['AAA'], config=FAST, buffers=BUFS, plugins=['raising_plugin']
+        ) as feed:
+            assert feed.first_status['AAA'].state == 'up'
+            with trio.fail_after(20):
+                async for q in feed:
+                    assert q.topic == 'AAA'
+                    break

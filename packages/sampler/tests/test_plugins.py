@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import types
 from pathlib import Path
 
 import pytest
+import trio
 
 from tractor_sampler import _plugins, hookspecs
 from tractor_sampler._plugins import (
@@ -320,3 +323,52 @@ def test_docs_have_a_heading_per_hook():
     assert not missing, (
         f'docs/hooks.md lacks a "## <hook>" heading for {sorted(missing)}'
     )
+
+
+def test_a_broken_plugin_is_left_out_and_the_rest_works_when_not_strict():
+    good = FakeEntryPoint('good', backend_module('good_mod', 'good-backend'))
+    broken = FakeEntryPoint(
+        'bad', ImportError('no module named venue_sdk'), dist='bad-feeds'
+    )
+    with pytest.raises(PluginError, match='bad-feeds'):
+        load(good, broken)  # strict by default: the first failure is raised
+    reg = load(good, broken, strict=False)
+    assert 'good-backend' in reg and 'sim' in reg
+    assert list(reg.broken) == ['bad']
+    assert 'bad-feeds' in reg.broken['bad'] and 'venue_sdk' in reg.broken['bad']
+    [entry] = [i for i in reg.info() if i.error is not None]
+    assert entry.name == 'bad' and 'venue_sdk' in entry.error
+    # asking for a backend it may have provided says why it is missing
+    with pytest.raises(KeyError, match='broken plugins left out: .*venue_sdk'):
+        reg['bad-backend']
+
+
+def test_a_plugin_whose_register_hook_raises_leaves_nothing_half_registered():
+    def explode(register):
+        register('half', stream_quotes=_quotes)
+        raise RuntimeError('venue down')
+
+    mod = types.ModuleType('explodes')
+    explode.__name__ = 'tractor_sampler_register_backends'
+    mod.tractor_sampler_register_backends = hookimpl(explode)
+    reg = load(FakeEntryPoint('explodes', mod), strict=False)
+    assert 'half' not in reg and 'sim' in reg
+    assert 'venue down' in reg.broken['explodes']
+
+
+async def test_ls_backends_lists_a_broken_plugin_in_one_line_and_the_rest():
+    env = {**os.environ, _plugins.ENV_VAR: 'not-installed-anywhere'}
+    with trio.fail_after(60):
+        res = await trio.run_process(
+            [sys.executable, '-m', 'tractor_sampler', 'ls', 'backends'],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=env,
+        )
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr.decode()
+    assert 'sim' in out
+    [line] = [ln for ln in out.splitlines() if 'BROKEN' in ln]
+    assert "'not-installed-anywhere'" in line and 'not installed' in line
+    assert 'Traceback' not in res.stderr.decode()

@@ -439,9 +439,16 @@ def render_ls(report: TreeInfo) -> str:
                         or '-',
                     )
                     for b in report.backends
+                    if b.error is None
                 ],
                 ('name', 'version', 'from', 'also provides'),
             )
+        ]
+        # a broken plugin: one whole line each (left out, the rest works)
+        lines += [
+            f'  BROKEN plugin {b.name!r}: {b.error}'
+            for b in report.backends
+            if b.error is not None
         ]
     lines += bars_and_clock_lines(report)
     return '\n'.join(lines)

@@ -14,7 +14,7 @@ checks raise ``ValueError``/``TypeError`` naming the argument, and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class SamplerError(Exception):
@@ -54,11 +54,21 @@ class PluginError(SamplerError):
 class UnknownBackend(SamplerError, KeyError):
     """No backend of that name is installed."""
 
-    def __init__(self, name: str, installed: Iterable[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        installed: Iterable[str],
+        broken: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.installed = sorted(installed)
+        #: plugins left out because they are broken, with why
+        self.broken = dict(broken or {})
         super().__init__(name)
 
     def __str__(self) -> str:
         names = ', '.join(self.installed) or 'none'
-        return f'no backend named {self.name!r} (installed: {names})'
+        text = f'no backend named {self.name!r} (installed: {names})'
+        if self.broken:
+            text += '; broken plugins left out: ' + '; '.join(self.broken.values())
+        return text

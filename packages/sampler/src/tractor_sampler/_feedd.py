@@ -883,7 +883,8 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
                 f'{os.getcwd()}): {describe_error(err)}; it must be importable where the '
                 'root daemon runs (install it, or start the root with it on PYTHONPATH)'
             ) from err
-    return load_backends(extra=extra)[backend]
+    # a broken plugin of another backend does not stop this one
+    return load_backends(extra=extra, strict=False)[backend]
 
 
 @compat.context

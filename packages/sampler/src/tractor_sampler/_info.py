@@ -138,6 +138,8 @@ class BackendInfo(_Info, frozen=True, kw_only=True):
     dist: str = ''  # '<distribution> <version>', or 'builtin'
     history: bool = False  # it provides history
     symbol_info: bool = False  # it checks symbols
+    #: a broken plugin, left out: why (``name`` is then the plugin's name)
+    error: str | None = None
 
 
 class TreeInfo(_Info, frozen=True, kw_only=True, omit_defaults=True):

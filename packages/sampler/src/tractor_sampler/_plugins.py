@@ -36,10 +36,14 @@ from typing import Any, TypeVar, overload
 import msgspec
 import pluggy
 
+from tractor_services import compat
+
 from . import hookspecs
 from ._errors import PluginError, UnknownBackend
 from ._info import BackendInfo
 from .hookspecs import HOOK_PREFIX, PROJECT, History, StreamQuotes, SymbolInfo
+
+log = compat.get_logger('plugins', 'tractor_sampler')
 
 ENV_VAR = 'TRACTOR_SAMPLER_PLUGINS'
 #: the backend everything uses unless told otherwise
@@ -87,17 +91,22 @@ class BackendRegistry(Mapping[str, Backend]):
     default instead."""
 
     def __init__(
-        self, backends: Mapping[str, Backend], plugins: Mapping[str, str]
+        self,
+        backends: Mapping[str, Backend],
+        plugins: Mapping[str, str],
+        broken: Mapping[str, str] | None = None,
     ) -> None:
         self._backends = dict(backends)
         #: plugin name -> distribution label, for every plugin loaded
         self.plugins: dict[str, str] = dict(plugins)
+        #: plugin name -> why it was left out (``load_backends(strict=False)``)
+        self.broken: dict[str, str] = dict(broken or {})
 
     def __getitem__(self, name: str) -> Backend:
         try:
             return self._backends[name]
         except KeyError:
-            raise UnknownBackend(name, self._backends) from None
+            raise UnknownBackend(name, self._backends, self.broken) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._backends)
@@ -129,11 +138,18 @@ class BackendRegistry(Mapping[str, Backend]):
                 symbol_info=b.symbol_info is not None,
             )
             for _, b in sorted(self._backends.items())
+        ] + [
+            BackendInfo(name=name, dist='', error=why)
+            for name, why in sorted(self.broken.items())
         ]
 
     def list(self) -> builtins.list[dict[str, Any]]:
-        """:meth:`info` as plain dicts."""
-        return [msgspec.to_builtins(i) for i in self.info()]
+        """:meth:`info` as plain dicts (``error`` only for a broken plugin)."""
+        out = [msgspec.to_builtins(i) for i in self.info()]
+        for d in out:
+            if d.get('error') is None:
+                d.pop('error', None)
+        return out
 
     def __repr__(self) -> str:
         return f'BackendRegistry({sorted(self._backends)})'
@@ -185,8 +201,15 @@ def load_backends(
     env: str = ENV_VAR,
     entry_points: Iterable[Any] | None = None,
     extra: Iterable[Any] = (),
+    strict: bool = True,
 ) -> BackendRegistry:
     """Load every backend plugin and return the registry.
+
+    With ``strict`` (the default) the first broken plugin raises
+    :class:`PluginError` naming its distribution.  Without it (the
+    daemons and the ``samplerd`` command) a broken plugin is left out,
+    logged in one line and listed in the registry's ``broken`` (and by
+    ``samplerd ls backends``), and every other backend works.
 
     ``entry_points`` replaces the installed ``tractor_sampler`` entry points
     (objects with ``.name``, ``.load()`` and ``.dist`` with ``.name`` and
@@ -197,8 +220,24 @@ def load_backends(
     pm.add_hookspecs(hookspecs)
     #: plugin name -> (distribution label, distribution version)
     dists: dict[str, tuple[str, str | None]] = {}
+    broken: dict[str, str] = {}
+
+    def refuse(name: str, err: PluginError) -> None:
+        """Strict: raise; else leave the plugin out, told once."""
+        if strict:
+            raise err
+        broken[name] = str(err)
+        if pm.has_plugin(name):
+            pm.unregister(name=name)
+        log.warning(f'backend plugin left out: {err}')
 
     def add(plugin: Any, name: str, label: str, version: str | None) -> None:
+        try:
+            _add(plugin, name, label, version)
+        except PluginError as err:
+            refuse(name, err)
+
+    def _add(plugin: Any, name: str, label: str, version: str | None) -> None:
         if name in dists:
             raise PluginError(
                 f'{label}: plugin name {name!r} is already taken by {dists[name][0]}'
@@ -226,10 +265,12 @@ def load_backends(
         missing = selected - {ep.name for ep in eps}
         if missing:
             installed = ', '.join(sorted(ep.name for ep in eps)) or 'none'
-            raise PluginError(
+            err = PluginError(
                 f'{env} names plugins that are not installed: '
                 f'{", ".join(sorted(missing))} (installed: {installed})'
             )
+            for name in sorted(missing):
+                refuse(name, err)
     for ep in eps:
         if selected is not None and ep.name not in selected:
             continue
@@ -237,45 +278,66 @@ def load_backends(
         try:
             plugin = ep.load()
         except Exception as err:
-            raise PluginError(
+            failed = PluginError(
                 f'{label}: entry point {ep.name!r} failed to import: '
                 f'{type(err).__name__}: {err}'
-            ) from err
+            )
+            failed.__cause__ = err
+            refuse(ep.name, failed)
+            continue
         add(plugin, ep.name, label, _dist_version(ep))
 
     for i, plugin in enumerate(extra):
         name = getattr(plugin, '__name__', None) or f'extra-{i}'
         add(plugin, name, 'extra', None)
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as err:
-        pname = pm.get_name(err.plugin)
-        label = (
-            dists.get(pname, ('unknown distribution', None))[0]
-            if pname
-            else 'unknown distribution'
-        )
-        raise PluginError(
-            f'{label}: plugin {pname!r} has an unknown hook (misspelled?): {err}'
-        ) from err
+    while True:
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as err:
+            pname = pm.get_name(err.plugin)
+            label = (
+                dists.get(pname, ('unknown distribution', None))[0]
+                if pname
+                else 'unknown distribution'
+            )
+            failed = PluginError(
+                f'{label}: plugin {pname!r} has an unknown hook (misspelled?): {err}'
+            )
+            failed.__cause__ = err
+            if strict or pname is None:
+                raise failed from err
+            refuse(pname, failed)
 
     backends: dict[str, Backend] = {}
     for impl in pm.hook.tractor_sampler_register_backends.get_hookimpls():
         label, dist_version = dists[impl.plugin_name]
         register = _make_register(backends, impl.plugin_name, label, dist_version)
         args = {'register': register}
+        before = dict(backends)
         try:
             impl.function(**{a: args[a] for a in impl.argnames})
-        except PluginError:
-            raise
         except Exception as err:
-            raise PluginError(
-                f'{label}: plugin {impl.plugin_name!r}: '
-                f'tractor_sampler_register_backends raised {type(err).__name__}: {err}'
-            ) from err
+            failed = (
+                err
+                if isinstance(err, PluginError)
+                else PluginError(
+                    f'{label}: plugin {impl.plugin_name!r}: '
+                    f'tractor_sampler_register_backends raised {type(err).__name__}: {err}'
+                )
+            )
+            if failed is not err:
+                failed.__cause__ = err
+            backends.clear()  # what this plugin registered before it failed goes
+            backends.update(before)
+            refuse(impl.plugin_name, failed)
 
-    return BackendRegistry(backends, {n: d[0] for n, d in dists.items()})
+    return BackendRegistry(
+        backends,
+        {n: d[0] for n, d in dists.items() if n not in broken},
+        broken,
+    )
 
 
 def _make_register(
@@ -330,7 +392,7 @@ def get_backends(*, refresh: bool = False) -> BackendRegistry:
     :func:`registered_plugin` adds)."""
     global _cached
     if _cached is None or refresh:
-        _cached = load_backends(extra=list(_extra))
+        _cached = load_backends(extra=list(_extra), strict=False)
     return _cached
 
 
