@@ -68,6 +68,7 @@ from tractor_services import (
 )
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
+from ._conform import BarsProblem, check_bars
 from ._errors import NoFeedDaemon, SamplerGone
 from ._history import backfill
 from ._info import BarCounters, BufferInfo, FeedInfo, SubscriberInfo, TopicInfo, to_wire
@@ -445,6 +446,8 @@ class FeedDaemon:
         self._locks: dict[str, trio.Lock] = {}
         # lost samplerd pid -> (set when we know, why it is not back or None)
         self._sampler_waits: dict[int | None, tuple[trio.Event, list[str | None]]] = {}
+        #: history calls whose bars broke the contract (named in the log)
+        self.bad_history = 0
 
     # --- topics -----------------------------------------------------------
 
@@ -493,14 +496,19 @@ class FeedDaemon:
         for p, (_, count) in self.buffers.items():
             if not count:
                 continue
+            call = f'backend {self.backend.name!r}: history({name!r}, {p:g}, ...)'
             try:
-                bars = np.asarray(
-                    await fn(name, p, now, count, **config_for(fn, config))
-                )
+                bars = await fn(name, p, now, count, **config_for(fn, config))
             except Exception as err:
-                log.error(
-                    f'{name}: history for {p} s bars failed, no backfill: {describe_error(err)}'
-                )
+                log.error(f'{call} failed, no backfill: {describe_error(err)}')
+                continue
+            try:
+                # the conformance kit's own checks: a backend breaking the
+                # contract is named here, not deep inside numpy later
+                check_bars(bars, call, p, now, exact_end=False)
+            except BarsProblem as problem:
+                log.error(f'{problem} (no backfill for {name!r})')
+                self.bad_history += 1
                 continue
             if len(bars):
                 out[p] = bars
@@ -839,6 +847,7 @@ class FeedDaemon:
             pid=os.getpid(),
             time=time.time(),
             topics=topics,
+            bad_history=self.bad_history,
         )
 
 

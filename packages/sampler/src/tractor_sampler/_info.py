@@ -105,6 +105,8 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
     pid: int
     time: float  # wall clock when this was taken
     topics: dict[str, TopicInfo] = {}
+    #: history calls whose bars broke the backend contract (no backfill)
+    bad_history: int = 0
 
 
 class SamplerInfo(_Info, frozen=True, kw_only=True):

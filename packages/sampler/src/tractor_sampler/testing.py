@@ -39,6 +39,7 @@ import trio
 from feedbus import CLEARING_TICK_TYPES
 from tractor_services import describe_error
 
+from ._conform import _BARS_EXAMPLE, BarsProblem, check_bars
 from ._history import prepend_history
 from ._plugins import (
     ENV_VAR,
@@ -57,7 +58,6 @@ __all__ = ['BackendConformance', 'ConformanceError']
 BOGUS_OPTION = 'conformance_bogus_option'
 #: at most this many problems are listed per failure
 MAX_PROBLEMS = 10
-_BARS_EXAMPLE = 'np.zeros(count, dtype=tractor_sampler.shm.DEFAULT_DTYPE), filled in'
 
 
 class ConformanceError(AssertionError):
@@ -713,104 +713,12 @@ class BackendConformance:
         self.run_checks(check)
 
     def _check_bars(self, bars: Any, call: str, period: float, end_time: float) -> None:
-        example = _BARS_EXAMPLE
-        if not isinstance(bars, np.ndarray) or bars.dtype.names is None:
-            _fail(
-                f'{call} returned {type(bars).__name__}'
-                + (f' of dtype {bars.dtype}' if isinstance(bars, np.ndarray) else '')
-                + f'; return a numpy structured array: {example}.'
+        try:
+            open_bar = check_bars(
+                bars, call, period, end_time, count=self.history_count
             )
-        names = bars.dtype.names
-        assert DEFAULT_DTYPE.names is not None
-        missing = [f for f in DEFAULT_DTYPE.names if f not in names]
-        if missing:
-            _fail(
-                f'{call} returned bars without the fields {missing} (it has '
-                f'{list(names)}); return the fields of DEFAULT_DTYPE: {example}.'
-            )
-        not_numeric = [
-            f for f in DEFAULT_DTYPE.names if bars.dtype[f].kind not in 'iuf'
-        ]
-        if not_numeric:
-            _fail(
-                f'{call}: fields {not_numeric} are not numeric '
-                f'({[str(bars.dtype[f]) for f in not_numeric]}); use the dtypes of '
-                f'DEFAULT_DTYPE: {example}.'
-            )
-        if bars.ndim != 1 or len(bars) != self.history_count:
-            _fail(
-                f'{call} returned {bars.shape} bars; return a 1-d array of exactly '
-                f'count={self.history_count} bars: the latest complete ones ending '
-                f'at or before end_time, oldest first (fill gaps with flat bars).'
-            )
-        times = bars['time'].astype(float)
-        if not np.isfinite(times).all():
-            _fail(
-                f"{call}: 'time' holds non-finite values; give each bar its start in epoch seconds."
-            )
-        if len(times) > 1:
-            steps = np.diff(times)
-            bad = np.flatnonzero(np.abs(steps - period) > 1e-6)
-            if len(bad):
-                i = int(bad[0])
-                order = 'oldest first, ' if steps[i] <= 0 else ''
-                _fail(
-                    f'{call}: bar #{i + 1} starts {steps[i]:g} s after bar #{i} '
-                    f'({float(times[i])!r} -> {float(times[i + 1])!r}); bars must be {order}one per '
-                    f'period, each starting exactly {period:g} s after the previous '
-                    f'(fill gaps with flat bars: O=H=L=C=previous close, volume 0).'
-                )
-        off = np.abs(times / period - np.round(times / period))
-        bad = np.flatnonzero(off > 1e-6)
-        if len(bad):
-            i = int(bad[0])
-            _fail(
-                f'{call}: bar #{i} starts at {float(times[i])!r}, not on a {period:g} s '
-                f'period boundary; bar times must be multiples of the period '
-                f'(e.g. math.floor(t / period_s) * period_s), as samplerd steps '
-                f'the buffers on wall-clock boundaries.'
-            )
-        open_bar = math.floor(end_time / period + 1e-9) * period
-        if len(times):
-            last_end = float(times[-1]) + period
-            if last_end > end_time + 1e-6:
-                _fail(
-                    f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
-                    f'after end_time; return only bars that end at or before end_time '
-                    f"(the bar in progress is the feed daemon's)."
-                )
-            if abs(last_end - open_bar) > 1e-6:
-                _fail(
-                    f'{call}: the last bar (at {float(times[-1])!r}) ends at {last_end!r}, '
-                    f'not at the last period boundary before end_time ({open_bar!r}), '
-                    f"where the feed daemon's open bar starts: it prepends history "
-                    f'right before that bar, so end with the last complete bar '
-                    f'(starting at {open_bar - period!r}; fill quiet periods with flat '
-                    f'bars: O=H=L=C=previous close, volume 0).'
-                )
-        for f in ('open', 'high', 'low', 'close', 'volume'):
-            col = bars[f].astype(float)
-            if not np.isfinite(col).all():
-                i = int(np.flatnonzero(~np.isfinite(col))[0])
-                _fail(
-                    f'{call}: bar #{i} has {f} = {float(col[i])!r}; give every bar finite prices and volume.'
-                )
-        o, h, lo, c, v = (
-            bars[f].astype(float) for f in ('open', 'high', 'low', 'close', 'volume')
-        )
-        for what, bad_rows in (
-            ('low > min(open, close)', lo > np.minimum(o, c)),
-            ('high < max(open, close)', h < np.maximum(o, c)),
-            ('volume < 0', v < 0),
-        ):
-            if bad_rows.any():
-                i = int(np.flatnonzero(bad_rows)[0])
-                _fail(
-                    f'{call}: bar #{i} has {what} (open={float(o[i])!r}, high={float(h[i])!r}, '
-                    f'low={float(lo[i])!r}, close={float(c[i])!r}, volume={float(v[i])!r}); the low must be '
-                    f'the lowest price of the bar, the high the highest, the volume '
-                    f'the size traded (>= 0).'
-                )
+        except BarsProblem as problem:
+            _fail(str(problem))
         self._check_backfill(bars, call, period, open_bar)
 
     def _check_backfill(
