@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import trio
+from bar_checks import aggregate
 
 from tractor_sampler import open_sample_stream, open_shm_array
 from tractor_sampler._msgs import Step
@@ -22,21 +23,6 @@ from tractor_services import open_service_root
 from tractor_services.testing import actor_pids
 
 FIELDS = ('open', 'high', 'low', 'close', 'volume')
-
-
-def aggregate(rows: np.ndarray) -> tuple | None:
-    """The composite of 1 s ``rows``, computed here: over those that
-    traded (the simulated venue never trades size 0)."""
-    sel = rows[rows['volume'] > 0]
-    if not len(sel):
-        return None
-    return (
-        float(sel['open'][0]),
-        float(sel['high'].max()),
-        float(sel['low'].min()),
-        float(sel['close'][-1]),
-        float(sel['volume'].sum()),
-    )
 
 
 async def test_every_composite_bar_equals_its_source_bars_with_samplerd_stepping(

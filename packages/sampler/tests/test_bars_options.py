@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import trio
+from bar_checks import aggregate
 
 from tractor_sampler import open_market_feed
 from tractor_sampler._feedd import BufferSpec, check_buffers, composite_of
@@ -54,21 +55,6 @@ def test_buffers_take_a_composite_spec():
 def test_a_bad_composite_spec_is_refused_naming_it(spec, match):
     with pytest.raises(ValueError, match=match):
         check_buffers(spec)
-
-
-def aggregate(rows: np.ndarray) -> tuple | None:
-    """The composite of source ``rows``: over those that traded (the
-    simulated venue trades sizes >= 1)."""
-    sel = rows[rows['volume'] > 0]
-    if not len(sel):
-        return None
-    return (
-        float(sel['open'][0]),
-        float(sel['high'].max()),
-        float(sel['low'].min()),
-        float(sel['close'][-1]),
-        float(sel['volume'].sum()),
-    )
 
 
 async def stable_snapshot(shms: dict) -> dict:
