@@ -51,6 +51,7 @@ PUBLIC = {
     'default_registry_addr',
     'parse_addr',
     'resolve_registry_addr',
+    'host_id',
     # a bounded queue
     'DropOldestQueue',
     # daemon processes
