@@ -155,11 +155,18 @@ class ServiceMngr:
     """
 
     def __init__(
-        self, an: compat.ActorNursery, tn: trio.Nursery, registry_addr: tuple[str, int]
+        self,
+        an: compat.ActorNursery,
+        tn: trio.Nursery,
+        registry_addr: tuple[str, int],
+        service_host: str | None = None,
     ):
         self.an = an
         self.tn = tn
         self.registry_addr = registry_addr
+        #: the address every service this manager spawns binds and
+        #: registers (``None``: tractor's default, 127.0.0.1)
+        self.service_host = service_host
         self._services: dict[str, _Service] = {}
         self._order: list[str] = []  # start order, for reverse-order shutdown
         self._locks: dict[str, trio.Lock] = {}
@@ -602,6 +609,15 @@ class ServiceMngr:
         svc.done.set()
         self._notify()
 
+    def _spawn_kwargs(self, svc: _Service) -> dict[str, Any]:
+        """``start_actor`` arguments of ``svc``: a service binds (and
+        registers) an ephemeral port on :attr:`service_host` unless its
+        start named a ``bind_addr`` of its own."""
+        kwargs = dict(svc.start_kwargs)
+        if kwargs.get('bind_addr') is None:
+            kwargs['bind_addr'] = compat.service_bind_addr(self.service_host)
+        return kwargs
+
     async def _run_actor(self, svc: _Service, status: trio.TaskStatus | None) -> Any:
         """One life of an actor service: spawn, open the context, hold it
         until it returns, fails, the process dies, or we are cancelled."""
@@ -614,7 +630,9 @@ class ServiceMngr:
                 with trio.CancelScope(
                     deadline=trio.current_time() + svc.startup_timeout,
                 ) as startup:
-                    sa = await compat.start_actor(an, svc.name, **svc.start_kwargs)
+                    sa = await compat.start_actor(
+                        an, svc.name, **self._spawn_kwargs(svc)
+                    )
                     svc.spawned = sa
                     self._notify()
                     async with trio.open_nursery() as tn:
@@ -802,9 +820,15 @@ async def open_service_mngr(
     name: str = 'service_root',
     loglevel: str | None = None,
     debug_mode: bool = False,
+    service_host: str | None = None,
     **root_kwargs: Any,
 ) -> AsyncIterator[ServiceMngr]:
     """Open (or re-enter) this actor's one :class:`ServiceMngr`.
+
+    Every service it spawns binds and registers ``service_host`` (default:
+    the address this actor itself is bound to: for a service root, the
+    registry's host), so a root on a routable address has a tree that
+    other hosts reach.  A wildcard is refused.
 
     Nested entries, in this task or another, get the same instance; the
     outermost entry owns it and, on exit, stops every service (dependents
@@ -824,6 +848,10 @@ async def open_service_mngr(
         yield _holder.mngr
         return
 
+    if service_host is not None:
+        compat.service_bind_addr(
+            service_host
+        )  # refuse a wildcard before anything starts
     opening = _holder.opening = trio.Event()
     try:
         async with _maybe_open_root(
@@ -833,7 +861,9 @@ async def open_service_mngr(
             compat.expose_module('tractor_services._remote')
             reg_addr = resolve_registry_addr(registry_addr)
             async with compat.open_actor_nursery() as an, trio.open_nursery() as tn:
-                mngr = _holder.mngr = ServiceMngr(an, tn, reg_addr)
+                mngr = _holder.mngr = ServiceMngr(
+                    an, tn, reg_addr, service_host or compat.own_host()
+                )
                 opening.set()
                 try:
                     yield mngr

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from . import compat
-from ._addr import resolve_registry_addr
+from ._addr import check_bind_host, check_registry_host, resolve_registry_addr
 from ._errors import (
     NoServiceRoot,
     PeerDisconnected,
@@ -42,9 +42,17 @@ async def open_service_root(
     debug_mode: bool = False,
     enable_modules: list[str] | tuple[str, ...] = (),
     handle_signals: bool = True,
+    service_host: str | None = None,
 ) -> AsyncIterator[ServiceMngr]:
     """Start a root actor that hosts the registry at ``registry_addr`` (or
     ``$TRACTOR_REGISTRY_ADDR``, or tractor's default) and its manager.
+
+    Every service the manager spawns binds and registers ``service_host``
+    (default: the registry's host): a root on a routable address (not
+    ``127.0.0.1``) makes its whole tree reachable from other hosts.  A
+    wildcard registry or service host (``0.0.0.0``), or a registry host
+    that is not this host's, is refused with :class:`AddressError`
+    before anything starts.
 
     With ``handle_signals`` SIGTERM tears the tree down: services stop in
     reverse start order and the block exits normally.  Raises
@@ -58,6 +66,10 @@ async def open_service_root(
             'already runs one: use open_service_mngr() inside it'
         )
     addr = resolve_registry_addr(registry_addr)
+    check_registry_host(addr)
+    service_host = check_bind_host(
+        addr[0] if service_host is None else service_host, 'service host'
+    )
     if await compat.registry_reachable(addr):
         raise RegistryInUse(
             f'a registry already answers at {addr[0]}:{addr[1]}: attach to it '
@@ -69,6 +81,7 @@ async def open_service_root(
         loglevel=loglevel,
         debug_mode=debug_mode,
         enable_modules=list(enable_modules),
+        service_host=service_host,
     ) as mngr:
         if not compat.is_registry():
             raise RegistryInUse(f'another root took {addr[0]}:{addr[1]} first')

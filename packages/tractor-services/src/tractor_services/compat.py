@@ -35,6 +35,11 @@ The a5 work-arounds:
   :func:`open_stream` / :func:`open_drained_stream` never apply
   connection backpressure; :class:`SafeStream` drops the oldest message
   (counted) instead of overrunning.
+- *Across hosts: a client root binds the registry's host (Errno 99
+  elsewhere); ``start_actor`` binds and registers ``127.0.0.1``; a
+  registry's own lookups ignore the address given*:
+  :func:`_install_root_bind` (a client binds the address that routes to
+  the registry), :func:`service_bind_addr`, :func:`_open_registry`.
 - *A send cancelled part-way kills the connection*: :func:`send_whole`,
   :func:`send_whole_or_abort`, :func:`abort_connection`.
 - *A killed root orphans its children; a cancelled spawn is reaped as a
@@ -76,13 +81,20 @@ from typing import Any, TypeAlias
 
 import trio
 
-from ._addr import parse_addr
+from ._addr import (
+    check_bind_host,
+    check_reachable,
+    client_bind_host,
+    is_loopback,
+    parse_addr,
+)
 from ._errors import (
     ActorDied,
     DaemonStopped,
     PeerDisconnected,
     PeerGone,
     RegistryUnreachable,
+    ServiceNotFound,
     error_leaves,
     only_cancelled,
 )
@@ -282,18 +294,27 @@ async def open_root_actor(
     loglevel: str | None = None,
     debug_mode: bool = False,
     enable_modules: Iterable[str] = (),
+    bind_host: str | None = None,
 ) -> AsyncIterator[Actor]:
     """Boot this process's root actor; it is the registry unless one
-    already answers at ``registry_addr``."""
-    async with tractor.open_root_actor(
-        arbiter_addr=registry_addr,
-        name=name,
-        loglevel=loglevel,
-        debug_mode=debug_mode,
-        enable_modules=list(enable_modules),
-    ) as actor:
-        quiet_runtime_logs()
-        yield actor
+    already answers at ``registry_addr``.  As a client it binds
+    ``bind_host`` (default: ``$TRACTOR_BIND_HOST``, else the local
+    address that routes to the registry; see :func:`_install_root_bind`)."""
+    host = check_bind_host(registry_addr[0], 'registry host')
+    client_host = client_bind_host((host, registry_addr[1]), bind_host)
+    token = _ROOT_BIND_HOST.set(client_host)
+    try:
+        async with tractor.open_root_actor(
+            arbiter_addr=registry_addr,
+            name=name,
+            loglevel=loglevel,
+            debug_mode=debug_mode,
+            enable_modules=list(enable_modules),
+        ) as actor:
+            quiet_runtime_logs()
+            yield actor
+    finally:
+        _ROOT_BIND_HOST.reset(token)
 
 
 @acm
@@ -301,6 +322,75 @@ async def open_actor_nursery() -> AsyncIterator[ActorNursery]:
     """An actor nursery in the running runtime."""
     async with tractor.open_nursery() as an:
         yield an
+
+
+# --- addresses across hosts -----------------------------------------------------
+
+#: the address a client root binds (set by :func:`open_root_actor` for the
+#: root's own startup task; see :func:`_install_root_bind`)
+_ROOT_BIND_HOST: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    'tractor_services_root_bind_host', default=None
+)
+
+
+def _install_root_bind() -> None:
+    """*a5 binds a client root (one that found a registry) to
+    ``(registry_host, 0)``: on any other host than the registry's that is
+    ``OSError: [Errno 99] Cannot assign requested address``.*  The root's
+    startup (``Actor._async_main`` without a parent) binds the host
+    :func:`open_root_actor` chose instead: the local address that routes
+    to the registry.  A root that is the registry binds the registry's
+    address, as before; subactors bind what their parent passed."""
+    Actor_ = tractor._actor.Actor
+    if getattr(Actor_._async_main, '_binds_route', False):
+        return
+    orig = Actor_._async_main
+
+    async def _async_main(
+        self: Any,
+        accept_addr: tuple[str, int] | None = None,
+        parent_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        host = _ROOT_BIND_HOST.get()
+        if (
+            parent_addr is None
+            and accept_addr is not None
+            and host is not None
+            and not self.is_arbiter
+        ):
+            accept_addr = (host, accept_addr[1])
+        return await orig(
+            self, accept_addr=accept_addr, parent_addr=parent_addr, **kwargs
+        )
+
+    _async_main._binds_route = True  # type: ignore[attr-defined]
+    Actor_._async_main = _async_main
+
+
+_install_root_bind()
+
+
+def own_host() -> str | None:
+    """The host this actor's channel server is bound to (the address it
+    registered), or ``None`` outside a runtime."""
+    actor = current_actor()
+    if actor is None:
+        return None
+    try:
+        return str(actor.accept_addr[0])
+    except (AttributeError, IndexError, OSError, TypeError):
+        return None
+
+
+def service_bind_addr(service_host: str | None) -> tuple[str, int] | None:
+    """The ``bind_addr`` a service spawned by a manager gets: an ephemeral
+    port on ``service_host`` (*a5's ``start_actor`` binds and registers
+    ``127.0.0.1`` by default, unreachable from other hosts*).  ``None``
+    keeps a5's default."""
+    if service_host is None:
+        return None
+    return (check_bind_host(service_host, 'service host'), 0)
 
 
 # --- spawning ----------------------------------------------------------------
@@ -331,7 +421,8 @@ async def start_actor(
     """Spawn a daemon actor and install its parent-death guard."""
     kwargs: dict[str, Any] = {}
     if bind_addr is not None:
-        kwargs['bind_addr'] = parse_addr(bind_addr)
+        host, port = parse_addr(bind_addr)
+        kwargs['bind_addr'] = (check_bind_host(host, 'service bind address'), port)
     if debug_mode is not None:
         kwargs['debug_mode'] = debug_mode
     _quiet_child_warnings()
@@ -689,8 +780,32 @@ def is_cancellation(err: BaseException) -> bool:
 
 @acm
 async def _open_registry(addr: tuple[str, int]) -> AsyncIterator[Portal]:
-    async with tractor.get_arbiter(*addr) as portal:
+    """A portal to the registry at ``addr``.  *a5's ``get_arbiter``, in
+    an actor that is itself a registry, answers from its own registry
+    whatever address it is given*: a program on host b with a registry of
+    its own never reached host a's.  Only this actor's own registry
+    address is answered locally; any other is connected to."""
+    actor = current_actor()
+    if actor is not None and actor.is_arbiter and _is_own_addr(actor, addr):
+        async with tractor.get_arbiter(*addr) as portal:
+            yield portal
+        return
+    async with open_portal(addr) as portal:
         yield portal
+
+
+def _is_own_addr(actor: Actor, addr: tuple[str, int]) -> bool:
+    """Is ``addr`` where this actor listens (its registry address)?"""
+    own = {tuple(actor._arb_addr)}
+    try:
+        own.add(tuple(actor.accept_addr))
+    except (AttributeError, IndexError, OSError, TypeError):
+        pass
+    host, port = addr
+    if (host, port) in own:
+        return True
+    # ``localhost`` and the like: the same port on one of our loopbacks
+    return any(p == port and is_loopback(h) and is_loopback(host) for h, p in own)
 
 
 async def find_actor_addr(
@@ -698,13 +813,25 @@ async def find_actor_addr(
     addr: tuple[str, int],
     timeout: float = REGISTRY_TIMEOUT_S,
 ) -> tuple[str, int] | None:
-    """Ask the registry at ``addr`` where ``name`` is; an answer that
-    does not come within ``timeout`` s raises :class:`RegistryUnreachable`
-    (*a5's query waits for ever on a frozen registry*)."""
+    """Ask the registry at ``addr`` (that one, even from an actor that is
+    a registry itself) where ``name`` is; an answer that does not come
+    within ``timeout`` s raises :class:`RegistryUnreachable` (*a5's query
+    waits for ever on a frozen registry*).  A loopback address that an
+    actor on another host registered raises
+    :class:`~tractor_services._addr.UnreachableService` saying how to
+    start its root."""
+    addr = parse_addr(addr)
     with trio.move_on_after(timeout):
-        async with _open_registry(addr) as reg:
-            sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
-        return tuple(sockaddr) if sockaddr else None  # type: ignore[return-value]
+        try:
+            async with _open_registry(addr) as reg:
+                sockaddr = await reg.run_from_ns('self', 'find_actor', name=name)
+        except OSError as err:
+            raise RegistryUnreachable(
+                f'cannot reach the registry at {addr[0]}:{addr[1]}: {err}'
+            ) from None
+        if not sockaddr:
+            return None
+        return check_reachable(name, parse_addr(sockaddr), addr)
     raise RegistryUnreachable(
         f'no answer from the registry at {addr[0]}:{addr[1]} within {timeout:g} s'
     )
@@ -734,15 +861,29 @@ async def find_actor(
         yield portal
 
 
+#: seconds :func:`wait_for_actor` waits for a name to appear by default
+WAIT_FOR_ACTOR_S: float = 60.0
+
+
 @acm
 async def wait_for_actor(
     name: str,
     addr: tuple[str, int],
     poll_s: float = 0.02,
+    timeout: float = WAIT_FOR_ACTOR_S,
 ) -> AsyncIterator[Portal]:
-    """Wait for ``name`` to register, then yield a portal to it."""
-    while (sockaddr := await find_actor_addr(name, addr)) is None:
-        await trio.sleep(poll_s)
+    """Wait for ``name`` to register, then yield a portal to it.  *a5's
+    ``wait_for_actor`` has no deadline*: after ``timeout`` s without the
+    name, :class:`ServiceNotFound` (each query also has its own)."""
+    sockaddr: tuple[str, int] | None = None
+    with trio.move_on_after(timeout):
+        while (sockaddr := await find_actor_addr(name, addr)) is None:
+            await trio.sleep(poll_s)
+    if sockaddr is None:
+        raise ServiceNotFound(
+            f'{name!r} did not register in the registry at {addr[0]}:{addr[1]} '
+            f'within {timeout:g} s'
+        )
     async with open_portal(sockaddr) as portal:
         yield portal
 
@@ -1279,6 +1420,9 @@ __all__ = [
     'open_actor_nursery',
     'open_root_actor',
     'runtime_registry_addr',
+    # addresses across hosts
+    'own_host',
+    'service_bind_addr',
     # spawning and stopping
     'SpawnedActor',
     'cancel_actor',
@@ -1304,6 +1448,7 @@ __all__ = [
     'find_actor_addr',
     'open_portal',
     'registry_reachable',
+    'WAIT_FOR_ACTOR_S',
     'unregister_actor',
     'wait_for_actor',
     # sending and streams
