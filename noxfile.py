@@ -288,3 +288,20 @@ def chaos(session: nox.Session) -> None:
     session.run(
         'pytest', 'tests/chaos', '-p', 'no:cacheprovider', *session.posargs, env=env
     )
+
+
+@nox.session(python=PY)
+def multihost(session: nox.Session) -> None:
+    """The multi-host tests (``tests/multihost``): hosts as network, pid and
+    mount namespaces on a private bridge.  Needs root; skipped with the
+    reason where namespaces cannot be made."""
+    _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
+    session.run(
+        'pytest',
+        '-m',
+        'multihost',
+        'tests/multihost',
+        '-p',
+        'no:cacheprovider',
+        *session.posargs,
+    )

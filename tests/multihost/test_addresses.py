@@ -1,0 +1,167 @@
+"""Addresses across hosts (issue #13, item 1): a root started on a
+routable address is reachable, with its whole tree, from another host."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from _hosts import PYTHON, Network, read_line, stop
+
+pytestmark = pytest.mark.multihost
+
+PORT = 6161
+
+
+async def _samplerd(net: Network, host: str = 'a') -> trio.Process:
+    """``samplerd run --host <host's address>`` on ``host``, once ready."""
+    h = net[host]
+    proc = await h.start(
+        PYTHON, '-m', 'tractor_sampler', 'run', '--host', h.addr, '--port', str(PORT)
+    )
+    line = await read_line(proc)
+    assert 'samplerd ready' in line and f'{h.addr}:{PORT}' in line, line
+    return proc
+
+
+def _json(res) -> dict:
+    assert res.returncode == 0, (res.stdout.decode() + res.stderr.decode())[-3000:]
+    return json.loads(res.stdout.decode().strip().splitlines()[-1])
+
+
+async def test_hosts_do_not_share_shm_or_pids(net: Network):
+    """The harness itself: each host has its own /dev/shm and pid
+    namespace, or the other tests could pass falsely."""
+    a, b = net['a'], net['b']
+    await a.run('sh', '-c', 'echo x > /dev/shm/only_on_a', check=True)
+    res = await b.run('ls', '/dev/shm')
+    assert 'only_on_a' not in res.stdout.decode()
+    res = await a.run('sh', '-c', 'echo $$')
+    assert int(res.stdout) < 100  # a fresh pid namespace
+    # and b reaches a on the bridge, while nothing routes out
+    res = await b.run(PYTHON, '-c', _CONNECT_CHECK.format(addr=a.addr))
+    assert res.stdout.decode().split() == ['refused', 'unreachable'], res
+
+
+_CONNECT_CHECK = """
+import socket
+try:
+    socket.create_connection(('{addr}', 9), timeout=10)
+except ConnectionRefusedError:
+    print('refused')
+try:
+    socket.create_connection(('1.1.1.1', 9), timeout=10)
+except OSError as e:
+    print('unreachable' if e.errno == 101 else repr(e))
+"""
+
+
+async def test_ls_from_another_host(net: Network):
+    root = await _samplerd(net)
+    try:
+        res = await net['b'].run(
+            PYTHON,
+            '-m',
+            'tractor_sampler',
+            'ls',
+            'services',
+            '--json',
+            '--host',
+            net['a'].addr,
+            '--port',
+            str(PORT),
+        )
+        out = res.stdout.decode()
+        assert res.returncode == 0, (out + res.stderr.decode())[-3000:]
+        assert 'samplerd' in out
+    finally:
+        assert await stop(root) == 0
+
+
+async def test_quotes_from_another_host(net: Network):
+    """b subscribes to the feed daemon the root on a spawned: the daemon
+    registered a's routable address, b's client root bound b's."""
+    a, b = net['a'], net['b']
+    root = await _samplerd(net)
+    holder = None
+    try:
+        holder = await a.start(
+            PYTHON, str(_program('hold_feed.py')), a.addr, str(PORT), 'AAA'
+        )
+        assert json.loads(await read_line(holder))['ready']
+        out = _json(
+            await b.run(
+                PYTHON, str(_program('quotes.py')), a.addr, str(PORT), 'AAA', '3'
+            )
+        )
+        assert out['bound'][0] == b.addr
+        assert out['feedd'][0] == a.addr
+        assert len(out['received']) == 3
+    finally:
+        if holder is not None:
+            await stop(holder)
+        assert await stop(root) == 0
+
+
+async def test_own_registry_on_b_finds_a_service_on_a(net: Network):
+    """A program on b that is a registry itself asks a's registry (a5
+    answered from its own and a5's wait never ended)."""
+    a, b = net['a'], net['b']
+    root = await _samplerd(net)
+    try:
+        out = _json(
+            await b.run(
+                PYTHON,
+                str(_program('own_registry.py')),
+                b.addr,
+                a.addr,
+                str(PORT),
+                'samplerd',
+                timeout=90,
+            )
+        )
+        assert out['found'] and out['found'][0] == a.addr, out
+        missing = _json(
+            await b.run(
+                PYTHON,
+                str(_program('own_registry.py')),
+                b.addr,
+                a.addr,
+                str(PORT),
+                'no_such_service',
+                timeout=90,
+            )
+        )
+        assert missing == {'found': None}
+    finally:
+        assert await stop(root) == 0
+
+
+async def test_loopback_registration_is_a_clear_error_on_another_host(net: Network):
+    a, b = net['a'], net['b']
+    root = await a.start(PYTHON, str(_program('loopback_root.py')), a.addr, str(PORT))
+    try:
+        assert json.loads(await read_line(root))['ready']
+        out = _json(
+            await b.run(
+                PYTHON,
+                str(_program('own_registry.py')),
+                b.addr,
+                a.addr,
+                str(PORT),
+                'lonely',
+                timeout=90,
+            )
+        )
+        assert out['error'] == 'UnreachableService', out
+        assert '127.0.0.1' in out['message']
+        assert 'samplerd run --host' in out['message']
+    finally:
+        await stop(root)
+
+
+def _program(name: str):
+    from _hosts import PROGRAMS
+
+    return PROGRAMS / name
