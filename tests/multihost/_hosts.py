@@ -31,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import trio
@@ -150,11 +151,12 @@ class Host:
                 env=_env(),
             )
 
-    async def start(self, *cmd: str) -> trio.Process:
+    async def start(self, *cmd: str, stderr: Any = None) -> trio.Process:
         """Start ``cmd`` inside this host, stdout piped (see
-        :func:`read_line`); it is killed with the host at teardown."""
+        :func:`read_line`), stderr to ``stderr`` (a file) if given; it is
+        killed with the host at teardown."""
         proc = await trio.lowlevel.open_process(
-            self.argv(*cmd), stdout=subprocess.PIPE, env=_env()
+            self.argv(*cmd), stdout=subprocess.PIPE, stderr=stderr, env=_env()
         )
         self.procs.append(proc)
         return proc

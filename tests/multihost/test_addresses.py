@@ -14,11 +14,19 @@ pytestmark = pytest.mark.multihost
 PORT = 6161
 
 
-async def _samplerd(net: Network, host: str = 'a') -> trio.Process:
+async def _samplerd(net: Network, host: str = 'a', stderr=None) -> trio.Process:
     """``samplerd run --host <host's address>`` on ``host``, once ready."""
     h = net[host]
     proc = await h.start(
-        PYTHON, '-m', 'tractor_sampler', 'run', '--host', h.addr, '--port', str(PORT)
+        PYTHON,
+        '-m',
+        'tractor_sampler',
+        'run',
+        '--host',
+        h.addr,
+        '--port',
+        str(PORT),
+        stderr=stderr,
     )
     line = await read_line(proc)
     assert 'samplerd ready' in line and f'{h.addr}:{PORT}' in line, line
@@ -57,9 +65,13 @@ except OSError as e:
 """
 
 
-async def test_ls_from_another_host(net: Network):
-    root = await _samplerd(net)
+async def test_ls_from_another_host(net: Network, tmp_path):
+    with open(tmp_path / 'stderr', 'wb') as err:
+        root = await _samplerd(net, stderr=err)
     try:
+        # a root on a routable address says it is exposed
+        warning = (tmp_path / 'stderr').read_text()
+        assert 'warning' in warning and f'{net["a"].addr}:{PORT}' in warning
         res = await net['b'].run(
             PYTHON,
             '-m',

@@ -39,6 +39,7 @@ from tractor_services import (
     cancel_on_signals,
     compat,
     default_registry_addr,
+    is_loopback,
     open_service_root,
 )
 
@@ -85,7 +86,9 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     g.add_argument(
         '--host',
         default=d(None),
-        help='registry host (default: $TRACTOR_REGISTRY_ADDR, else 127.0.0.1)',
+        help='registry host (default: $TRACTOR_REGISTRY_ADDR, else 127.0.0.1); '
+        '`run` binds it and its services bind it too: give a routable address '
+        '(not 0.0.0.0) to reach the tree from other hosts',
     )
     g.add_argument(
         '--port',
@@ -225,9 +228,24 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
     async with _root(args, addr), _stop_on_signals():
+        _warn_if_exposed(addr)
         pid = await spawn_samplerd(addr)
         _ready(out, addr, f'samplerd pid {pid}')
         await trio.sleep_forever()
+
+
+def _warn_if_exposed(addr: tuple[str, int], err: TextIO | None = None) -> None:
+    """A root on a non-loopback ``--host`` is reachable from other hosts
+    (that is what it is for: docs/multihost.md): say so on stderr, once."""
+    if is_loopback(addr[0]):
+        return
+    print(
+        f'{PROG}: warning: the root listens on {addr[0]}:{addr[1]}, not on loopback: '
+        'anyone who can reach that port can list, start and stop its services; '
+        'firewall it to the hosts that need it (docs/multihost.md)',
+        file=err or sys.stderr,
+        flush=True,
+    )
 
 
 @acm

@@ -61,6 +61,9 @@ from ._errors import error_leaves as error_leaves
 from ._addr import default_registry_addr as default_registry_addr
 from ._addr import parse_addr as parse_addr
 from ._addr import resolve_registry_addr as resolve_registry_addr
+from ._addr import is_loopback as is_loopback
+from ._addr import AddressError as AddressError
+from ._addr import UnreachableService as UnreachableService
 from ._host import host_id as host_id  # same id: we share /dev/shm
 
 # --- a bounded queue that never blocks its sender ----------------------------------------------
