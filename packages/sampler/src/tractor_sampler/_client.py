@@ -16,7 +16,16 @@ from feedbus.wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
 
 from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)
-from ._msgs import Backfill, BroadcastReq, Error, Info, Step, decode_sample_msg
+from ._msgs import (
+    AddBuffersReq,
+    Backfill,
+    BroadcastReq,
+    Error,
+    Info,
+    RemoveBuffersReq,
+    Step,
+    decode_sample_msg,
+)
 from ._sampler import register_with_sampler, samplerd
 from ._schedule import check_period
 from .shm import ShmArray, ShmToken
@@ -114,6 +123,26 @@ class SampleStream(StreamReaders):
                 end_index=end_index,
             )
         )
+
+    async def add_buffers(self, shms_by_period: dict[float, Any]) -> int:
+        """Have samplerd step these buffers too (``{period: buffer or
+        token or a list of them}``), all or none (:class:`SamplerRefused`
+        naming the problem); the steps of their periods come on this stream
+        from then on, and leaving it unregisters them.  Returns how many."""
+        tokens = _tokens(shms_by_period)
+        reply = await self._ask(lambda rid: AddBuffersReq(id=rid, buffers=tokens))
+        if isinstance(reply, Error):
+            raise SamplerRefused(reply.error)
+        return reply.reached
+
+    async def remove_buffers(self, shms_by_period: dict[float, Any]) -> int:
+        """Have samplerd stop stepping buffers added on this stream; once
+        this returns it never writes them again.  Returns how many."""
+        tokens = _tokens(shms_by_period)
+        reply = await self._ask(lambda rid: RemoveBuffersReq(id=rid, buffers=tokens))
+        if isinstance(reply, Error):
+            raise SamplerRefused(reply.error)
+        return reply.reached
 
     def _ended_reply(self) -> Error:
         return Error(id=0, error='the sample stream ended')

@@ -33,8 +33,9 @@ from ._info import FeedInfo
 from ._introspect import query_feed
 from ._msgs import FeedStatus
 from ._plugins import DEFAULT_BACKEND
+from ._pool import check_group_members
 from ._schedule import check_period
-from .shm import ShmArray, attach_shm_array
+from .shm import ShmArray, ShmGroup, ShmToken, attach_shm_array, attach_shm_group
 
 log = compat.get_logger('feed', 'tractor_sampler')
 
@@ -42,6 +43,47 @@ log = compat.get_logger('feed', 'tractor_sampler')
 FEEDD_POLICY = RestartPolicy(
     restart='transient', max_restarts=3, within_s=60.0, backoff_s=0.5
 )
+
+
+#: the feed daemons' buffer groups this process has attached (read-only),
+#: by data segment name: [group, members handed out]; a group is attached
+#: once however many topics (and feeds) use it, and closed with its last
+_attached_groups: dict[str, list[Any]] = {}
+
+
+def attach_buffer(token: ShmToken | dict) -> ShmArray:
+    """A read-only handle on the buffer ``token`` names: a member of a
+    group through this process' one attachment of the group (see
+    :func:`release_buffer`), a standalone buffer on its own."""
+    tok = ShmToken.from_msg(token)
+    if tok.members == 1:
+        return attach_shm_array(tok, readonly=True)
+    entry = _attached_groups.get(tok.shm_name)
+    if entry is None or entry[0].closed:
+        entry = _attached_groups[tok.shm_name] = [
+            attach_shm_group(tok, readonly=True),
+            0,
+        ]
+    group: ShmGroup = entry[0]
+    shm = group.member(tok.member, token=tok)
+    entry[1] += 1
+    return shm
+
+
+def release_buffer(shm: ShmArray) -> None:
+    """Done with a handle from :func:`attach_buffer`: a group is closed
+    when its last member handle is released."""
+    tok = shm.token
+    if tok.members == 1:
+        shm.close()
+        return
+    entry = _attached_groups.get(tok.shm_name)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _attached_groups[tok.shm_name]
+        entry[0].close()
 
 
 def buffers_msg(buffers: Any) -> dict[str, dict[str, Any]]:
@@ -61,13 +103,17 @@ async def maybe_open_feedd(
     restart: RestartPolicy | dict | None = None,
     plugins: Sequence[str] = (),
     loglevel: str | None = None,
+    group_members: int | None = None,
 ) -> AsyncIterator[Any]:
     """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
-    streams' ``restart`` policy and extra ``plugins`` modules; a running
-    daemon keeps the settings it started with).  Leaving does not stop
-    it."""
+    streams' ``restart`` policy, extra ``plugins`` modules and
+    ``group_members``, the slots of each shared-memory group of buffers;
+    a running daemon keeps the settings it started with).  Leaving does
+    not stop it."""
     kwargs: dict[str, Any] = {'backend': backend}
+    if group_members is not None:
+        kwargs['group_members'] = check_group_members(group_members)
     if buffers is not None:
         kwargs['buffers'] = buffers_msg(buffers)
     if restart is not None:
@@ -175,6 +221,7 @@ async def open_market_feed(
     loglevel: str | None = None,
     allow_remote_ctl_ui: bool = False,
     buffer: int = feedbus.OUTBOX_SIZE,
+    group_members: int | None = None,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -199,6 +246,8 @@ async def open_market_feed(
     names = check_topics(topics)
     if buffers is not None:
         buffers_msg(buffers)  # a bad one is refused before a root boots
+    if group_members is not None:
+        check_group_members(group_members)
     async with (
         _maybe_client_root(registry_addr, loglevel) as registry_addr,
         maybe_open_feedd(
@@ -208,6 +257,7 @@ async def open_market_feed(
             restart=restart,
             plugins=plugins,
             loglevel=loglevel,
+            group_members=group_members,
         ) as portal,
     ):
         async with (
@@ -224,10 +274,9 @@ async def open_market_feed(
             bufs: dict[str, dict[float, ShmArray]] = {}
             try:
                 for name in names:
-                    bufs[name] = {
-                        float(p): attach_shm_array(tok, readonly=True)
-                        for p, tok in first[name]['buffers'].items()
-                    }
+                    bufs[name] = {}
+                    for p, tok in first[name]['buffers'].items():
+                        bufs[name][float(p)] = attach_buffer(tok)
                 async with (
                     compat.raise_on_peer_exit(
                         started['pid'],
@@ -269,7 +318,7 @@ async def open_market_feed(
             finally:
                 for by_period in bufs.values():
                     for shm in by_period.values():
-                        shm.close()
+                        release_buffer(shm)
             await ctx.cancel()
 
 
@@ -303,6 +352,7 @@ async def _refusals_as_value_errors() -> AsyncIterator[_Entering]:
             'ValueError',
             'TypeError',
             'KeyError',
+            'NoShmSpace',  # a ValueError: /dev/shm is too full for the topic
         ):
             raise ValueError(compat.remote_error_message(err)) from err
         raise

@@ -46,6 +46,7 @@ import importlib
 import math
 import os
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,14 +70,15 @@ from tractor_services import (
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._conform import BarsProblem, check_bars
-from ._errors import NoFeedDaemon, SamplerGone
-from ._history import backfill
+from ._errors import NoFeedDaemon, SamplerError, SamplerGone, SamplerRefused
+from ._history import prepend_history
 from ._info import BarCounters, BufferInfo, FeedInfo, SubscriberInfo, TopicInfo, to_wire
 from ._msgs import FeedState, FeedStatus, Step
 from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volume_mode
 from ._plugins import DEFAULT_BACKEND, Backend, config_for, load_backends
+from ._pool import DEFAULT_GROUP_MEMBERS, BufferPool, GroupKey, check_group_members
 from ._schedule import Grid, check_origin, check_period, check_stamp
-from .shm import ShmArray, StepPlan, open_shm_array
+from .shm import ShmArray, StepPlan
 
 log = compat.get_logger('feedd', 'tractor_sampler')
 
@@ -96,6 +98,12 @@ READY_TIMEOUT_S = 30.0
 #: how long topics wait for samplerd to run again after it went away
 #: (the manager says at once when it is not coming back)
 SAMPLERD_BACK_TIMEOUT_S = 60.0
+
+#: at most this many buffers per add/remove request to samplerd
+MAX_BATCH: int = 2000
+
+#: at most this many topics of one attach request start at once
+START_CONCURRENCY: int = 256
 
 #: how a topic's quote stream is restarted when it raises
 DEFAULT_STREAM_POLICY = RestartPolicy(
@@ -386,6 +394,47 @@ def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
     return n
 
 
+def fill_missed_bars_many(shms: list[ShmArray], period_s: float, now: float) -> list[int]:
+    """:func:`fill_missed_bars` for many buffers of one period: the
+    buffers of one group whose last rows are at the same time (after an
+    outage, all of a daemon's topics) are filled by one vectorised plan;
+    returns the rows appended to each."""
+    out = [0] * len(shms)
+    buckets: dict[tuple[str, float], list[int]] = defaultdict(list)
+    for i, shm in enumerate(shms):
+        if len(shm) and 'time' in (shm.dtype.names or ()):
+            buckets[(shm.token.shm_name, float(shm.last_row['time']))].append(i)
+    for (_, last_t), idx in buckets.items():
+        first = shms[idx[0]]
+        grid = Grid.of(period_s, first.token)
+        open_t = grid.row_time(grid.bar_of(now))
+        n = round((open_t - last_t) / period_s)
+        room = min(shms[i].size - shms[i].last for i in idx)
+        if n <= 0:
+            continue
+        if n > room:  # some have no room for all: one by one, bounded
+            for i in idx:
+                out[i] = fill_missed_bars(shms[i], period_s, now)
+            continue
+        plan = StepPlan([shms[i] for i in idx])
+        for _ in range(n):
+            plan.step(period_s)
+        for i in idx:
+            out[i] = n
+    return out
+
+
+@dataclass(eq=False)
+class _Req:
+    """A topic's buffers to add to (or remove from) samplerd's stepping,
+    queued for the daemon's one sample stream (sent in batches)."""
+
+    kind: str  # 'add' | 'remove'
+    topic: Topic
+    done: trio.Event = field(default_factory=trio.Event)
+    error: str | None = None
+
+
 @dataclass(eq=False)
 class Topic:
     """One topic of a feed daemon."""
@@ -402,7 +451,8 @@ class Topic:
     started_at: float = field(default_factory=time.time)
     #: history bars prepended per period
     history: dict[float, int] = field(default_factory=dict)
-    steps: int = 0
+    #: the daemon's step count (all periods of the topic) when it registered
+    steps_base: int = 0
     #: the quote stream's own state ('up', 'restarting', ...)
     stream_state: FeedState = 'starting'
     #: why samplerd does not step the buffers right now (None: it does)
@@ -411,6 +461,8 @@ class Topic:
     sampler_restarts: int = 0
     #: rows appended for boundaries samplerd missed while it was away
     filled_bars: int = 0
+    #: the topic's task (cancelled when samplerd is not coming back)
+    scope: trio.CancelScope | None = None
 
     def status(self) -> FeedStatus:
         return FeedStatus(
@@ -435,9 +487,13 @@ class FeedDaemon:
         buffers: dict[float, Any] | None = None,
         policy: RestartPolicy = DEFAULT_STREAM_POLICY,
         bus: FeedsBus | None = None,
+        group_members: int = DEFAULT_GROUP_MEMBERS,
+        pool: BufferPool | None = None,
     ) -> None:
         self.backend = backend
         self.buffers = check_buffers(buffers)
+        #: every topic's buffers, one group per spec (see _pool.py)
+        self.pool = pool or BufferPool(check_group_members(group_members))
         self.policy = policy
         self.bus = bus or get_feed_bus()
         self.status_bus = FeedsBus()
@@ -448,6 +504,21 @@ class FeedDaemon:
         self._sampler_waits: dict[int | None, tuple[trio.Event, list[str | None]]] = {}
         #: history calls whose bars broke the contract (named in the log)
         self.bad_history = 0
+        # the daemon's one registration with samplerd (see _run_link): its
+        # step stream while registered, the topics whose buffers it steps,
+        # and the adds/removes queued for it
+        self._steps: SampleStream | None = None
+        self._link_up = trio.Event()
+        self._link_lock = trio.Lock()
+        self._link_running = False
+        self._sampled: dict[Topic, None] = {}
+        self._reqs: list[_Req] = []
+        self._reqs_wake = trio.Event()
+        #: per period: topics whose writer has work at the next step
+        self._work: defaultdict[float, set[Topic]] = defaultdict(set)
+        #: steps received per period; registrations opened with samplerd
+        self.steps: Counter[float] = Counter()
+        self.sampler_registrations = 0
 
     # --- topics -----------------------------------------------------------
 
@@ -533,13 +604,21 @@ class FeedDaemon:
             ) from err
         shms: dict[float, ShmArray] = {}
         handed_over = False  # the source belongs to _run_stream from then on
+        topic: Topic | None = None
         try:
-            for p, (rows, _) in self.buffers.items():
-                spec = self.buffers[p]
-                shms[p] = open_shm_array(
-                    rows,
-                    origin=getattr(spec, 'origin', 0.0),
-                    stamp=getattr(spec, 'stamp', 'open'),
+            # refused here rather than a SIGBUS when a sparse page is touched
+            self.pool.check_space(
+                sum(self.pool.touch_bytes(r, h) for r, h in self.buffers.values()),
+                f'topic {name!r} of backend {self.backend.name!r}',
+            )
+            for p, spec in self.buffers.items():
+                shms[p] = self.pool.take(
+                    GroupKey(
+                        p,
+                        spec[0],
+                        getattr(spec, 'origin', 0.0),
+                        getattr(spec, 'stamp', 'open'),
+                    )
                 )
             asked = time.time()
             history = await self._history(name, asked, config)
@@ -570,25 +649,42 @@ class FeedDaemon:
                 info=info,
                 config=config,
             )
+            topic.writer.on_trades = self._work_marker(topic)
             self.bus.add_topic(name)
             try:
-                async with trio.open_nursery() as tn:
+                with trio.CancelScope() as topic.scope:
                     # registered (and backfilled) before any client sees it
-                    await tn.start(self._keep_sampled, topic, history, tn.cancel_scope)
+                    await self._register(topic)
+                    await self._backfill(topic, history)
                     self._mark_live(topic, time.time())
                     self.topics[name] = topic
                     task_status.started(topic)
                     handed_over = True
                     await self._run_stream(topic, source)
-                    tn.cancel_scope.cancel()
             finally:
                 if self.topics.get(name) is topic:
                     del self.topics[name]
         finally:
             if not handed_over:
                 await _aclose(source, name)
+            if topic is not None:
+                for work in self._work.values():
+                    work.discard(topic)
+                await self._unregister(topic)
             for shm in shms.values():
-                shm.destroy()
+                self.pool.give_back(shm)
+
+    def _work_marker(self, topic: Topic) -> Any:
+        """The writer's ``on_trades``: the topic has work at the next step
+        of each of its periods (see :meth:`_fold_steps`)."""
+        # the sets stay the same objects (_fold_steps empties them in place)
+        sets = [self._work[p] for p in topic.shms]
+
+        def mark() -> None:
+            for work in sets:
+                work.add(topic)
+
+        return mark
 
     def _mark_live(self, topic: Topic, t: float) -> None:
         """The quote stream starts at ``t`` (right after this): mark in each
@@ -611,79 +707,216 @@ class FeedDaemon:
         if skip:
             topic.writer.skip_partial(t, skip)
 
-    async def _keep_sampled(
-        self,
-        topic: Topic,
-        history: dict[float, np.ndarray],
-        topic_scope: trio.CancelScope,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Keep ``topic``'s buffers registered with samplerd: register them
-        (and backfill ``history``), fold its steps into the bar writer, and
-        when samplerd goes away wait for it to run again, fill the bars it
-        missed and register again.  If it is not coming back, report the
-        topic ``failed`` and cancel ``topic_scope`` (the topic's teardown)."""
-        first = True
-        while True:
-            pid: int | None = None
-            try:
-                async with open_sample_stream(shms_by_period=topic.shms) as steps:
-                    pid = steps.pid
-                    if first:
-                        await self._backfill(topic, steps, history)
-                        first = False
-                        task_status.started()
-                    else:
-                        topic.sampler_restarts += 1
-                        topic.sampler_error = None
-                        log.info(
-                            f'{topic.name}: registered again with samplerd (pid {pid})'
-                        )
-                        self._publish(topic)
-                    await self._fold_steps(topic, steps)
-            except BaseException as err:
-                lost = None if first else samplerd_lost(err)
-                if lost is None:
-                    raise
-                cause = describe_error(lost)
-            else:
-                # a5 may end the block quietly when samplerd cancelled it
-                cause = 'its sample stream ended'
-            topic.sampler_error = (
-                f'samplerd (pid {pid}) went away ({cause}): waiting for it to restart'
-            )
-            log.warning(f'{topic.name}: {topic.sampler_error}')
-            self._publish(topic)
-            why_not = await self._samplerd_back(pid)
-            if why_not is not None:
-                log.error(f'{topic.name}: samplerd is not coming back: {why_not}')
-                self._report(
-                    topic,
-                    'failed',
-                    f'samplerd (pid {pid}) is gone ({why_not}): nothing steps the buffers any more',
-                )
-                topic_scope.cancel()
-                return
-            now = time.time()
-            for p, shm in topic.shms.items():
-                topic.filled_bars += fill_missed_bars(shm, p, now)
-            topic.writer.on_step()  # trades held for those bars go in now
+    # --- the daemon's one registration with samplerd ---------------------
 
-    async def _backfill(
-        self,
-        topic: Topic,
-        steps: SampleStream,
-        history: dict[float, np.ndarray],
+    async def _register(self, topic: Topic) -> None:
+        """Have samplerd step ``topic``'s buffers (through the daemon's one
+        sample stream, in a batch with the other topics starting now);
+        samplerd aligns a buffer registered right after a boundary.  Raises
+        ``ValueError`` when samplerd refuses them, or it is not running and
+        not coming back."""
+        async with self._link_lock:
+            if not self._link_running:
+                await self._tn.start(self._run_link)
+        await self._request('add', topic)
+        topic.steps_base = sum(self.steps[p] for p in topic.shms)
+
+    async def _unregister(self, topic: Topic) -> None:
+        """Have samplerd stop stepping ``topic``'s buffers (so their slots
+        can be reused); nothing to do when the registration is gone."""
+        if topic not in self._sampled and not any(
+            r.topic is topic for r in self._reqs
+        ):
+            return
+        if not self._link_running:
+            self._sampled.pop(topic, None)
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await self._request('remove', topic, raise_error=False)
+        self._sampled.pop(topic, None)
+
+    async def _request(self, kind: str, topic: Topic, raise_error: bool = True) -> None:
+        req = _Req(kind, topic)
+        self._reqs.append(req)
+        self._reqs_wake.set()
+        await req.done.wait()
+        if req.error is not None and raise_error:
+            raise ValueError(
+                f'{topic.name}: samplerd did not take its buffers: {req.error}'
+            )
+
+    async def _send_reqs(self, steps: SampleStream) -> None:
+        """Send the queued adds and removes, in order, several topics per
+        request, and answer each once samplerd acked it."""
+        while True:
+            if not self._reqs:
+                self._reqs_wake = trio.Event()
+                await self._reqs_wake.wait()
+                continue
+            kind = self._reqs[0].kind
+            batch: list[_Req] = []
+            n = 0
+            for r in self._reqs:
+                if r.kind != kind or n >= MAX_BATCH:
+                    break
+                batch.append(r)
+                n += len(r.topic.shms)
+            tokens: dict[float, list[ShmArray]] = defaultdict(list)
+            for r in batch:
+                for p, shm in r.topic.shms.items():
+                    tokens[p].append(shm)
+            error = None
+            try:
+                if kind == 'add':
+                    await steps.add_buffers(tokens)
+                else:
+                    await steps.remove_buffers(tokens)
+            except SamplerRefused as err:
+                error = str(err)
+            del self._reqs[: len(batch)]
+            for r in batch:
+                r.error = error
+                if error is None:
+                    if kind == 'add':
+                        self._sampled[r.topic] = None
+                    else:
+                        self._sampled.pop(r.topic, None)
+                r.done.set()
+
+    def _end_reqs(self, error: str | None = None) -> None:
+        """The registration is gone: removes are done (samplerd dropped
+        everything with it); with ``error`` the adds fail too."""
+        keep = []
+        for r in self._reqs:
+            if r.kind == 'remove':
+                self._sampled.pop(r.topic, None)
+                r.done.set()
+            elif error is not None:
+                r.error = error
+                r.done.set()
+            else:
+                keep.append(r)
+        self._reqs[:] = keep
+
+    async def _run_link(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """The daemon's one registration with samplerd: one sample stream
+        for all its periods and topics (buffers are added and removed by
+        requests on it), its steps folded into the writers with work.  When
+        samplerd goes away: every topic is reported ``restarting``, and once
+        samplerd runs again the rows it missed are filled (vectorised, per
+        group) and all buffers registered again at once.  If it is not
+        coming back, every topic is reported ``failed`` and torn down."""
+        self._link_running = True
+        first = True
+        try:
+            while True:
+                pid: int | None = None
+                try:
+                    async with open_sample_stream() as steps:
+                        self.sampler_registrations += 1
+                        pid = steps.pid
+                        async with trio.open_nursery() as n:
+                            if not first:
+                                await self._register_again(steps)
+                            self._steps = steps
+                            self._link_up.set()
+                            n.start_soon(self._send_reqs, steps)
+                            if first:
+                                first = False
+                                task_status.started()
+                            await self._fold_steps(steps)
+                except BaseException as err:
+                    lost = None if first else samplerd_lost(err)
+                    if lost is None:
+                        raise
+                    cause = describe_error(lost)
+                else:
+                    # a5 may end the block quietly when samplerd cancelled it
+                    cause = 'its sample stream ended'
+                self._steps = None
+                self._link_up = trio.Event()
+                self._end_reqs()
+                error = f'samplerd (pid {pid}) went away ({cause}): waiting for it to restart'
+                log.warning(
+                    f'{self.backend.name}: {error} ({len(self._sampled)} topics)'
+                )
+                for topic in self._sampled:
+                    topic.sampler_error = error
+                    self._publish(topic)
+                why_not = await self._samplerd_back(pid)
+                if why_not is not None:
+                    log.error(
+                        f'{self.backend.name}: samplerd is not coming back: {why_not}'
+                    )
+                    gone = (
+                        f'samplerd (pid {pid}) is gone ({why_not}): nothing steps '
+                        'the buffers any more'
+                    )
+                    self._end_reqs(gone)
+                    for topic in list(self._sampled):
+                        self._report(topic, 'failed', gone)
+                        if topic.scope is not None:
+                            topic.scope.cancel()
+                    self._sampled.clear()
+                    return
+                self._fill_missed(time.time())
+        finally:
+            self._link_running = False
+            self._steps = None
+            self._link_up = trio.Event()
+            self._end_reqs('the feed daemon stopped')
+
+    async def _register_again(self, steps: SampleStream) -> None:
+        """After a samplerd restart: every topic's buffers, in batches."""
+        topics = list(self._sampled)
+        for i in range(0, len(topics), max(1, MAX_BATCH // max(1, len(self.buffers)))):
+            chunk = topics[i : i + max(1, MAX_BATCH // max(1, len(self.buffers)))]
+            tokens: dict[float, list[ShmArray]] = defaultdict(list)
+            for topic in chunk:
+                for p, shm in topic.shms.items():
+                    tokens[p].append(shm)
+            await steps.add_buffers(tokens)
+        for topic in topics:
+            topic.sampler_restarts += 1
+            topic.sampler_error = None
+            self._publish(topic)
+        log.info(
+            f'{self.backend.name}: {len(topics)} topics registered again with '
+            f'samplerd (pid {steps.pid})'
+        )
+
+    def _fill_missed(self, now: float) -> None:
+        """The rows of the boundaries samplerd missed, for every topic (one
+        vectorised plan per group and last row time), then the trades held
+        for those bars go in."""
+        topics = list(self._sampled)
+        for p in self.buffers:
+            have = [t for t in topics if p in t.shms]
+            counts = fill_missed_bars_many([t.shms[p] for t in have], p, now)
+            for t, n in zip(have, counts):
+                t.filled_bars += n
+        for t in topics:
+            t.writer.on_step()
+
+    async def _backfill(self, topic: Topic, history: dict[float, np.ndarray]) -> None:
         for p, bars in history.items():
             try:
-                await backfill(steps, topic.shms[p], bars, topic=topic.name, period_s=p)
+                start, end = prepend_history(topic.shms[p], bars, p)
                 topic.history[p] = len(bars)
             except (ValueError, TypeError) as err:
                 log.error(
                     f'{topic.name}: history for {p} s bars does not fit, no backfill: {err}'
                 )
+                continue
+            steps = self._steps
+            if steps is None:
+                continue  # samplerd is away: nobody to tell
+            try:
+                await steps.backfilled(topic.name, p, start, end)
+            except SamplerError as err:
+                log.warning(f'{topic.name}: backfill of {p:g} s not broadcast: {err}')
 
     async def _samplerd_back(self, lost_pid: int | None) -> str | None:
         """Wait until the root's manager runs samplerd again (in a process
@@ -715,13 +948,29 @@ class FeedDaemon:
                 del self._sampler_waits[lost_pid]
             done.set()
 
-    async def _fold_steps(self, topic: Topic, steps: SampleStream) -> None:
+    async def _fold_steps(self, steps: SampleStream) -> None:
+        """samplerd's steps, one per period and boundary for all topics:
+        only the writers with work (trades since their last step, trades
+        held, corrections to broadcast) settle; the others' rows are right
+        as samplerd made them (see :meth:`OHLCWriter.needs_step`)."""
         async for msg in steps:
-            if isinstance(msg, Step):
-                topic.writer.on_step(msg.period_s)
-                topic.steps += 1
-                # closed bars late trades changed: views redraw them
-                await broadcast_corrections(topic.writer, steps, topic.name)
+            if not isinstance(msg, Step):
+                continue
+            p = msg.period_s
+            self.steps[p] += 1
+            work = self._work.get(p)
+            if not work:
+                continue
+            todo = list(work)
+            work.clear()  # in place: writers' markers hold this set
+            for topic in todo:
+                w = topic.writer
+                w.on_step(p)
+                if w.has_corrections:
+                    # closed bars late trades changed: views redraw them
+                    await broadcast_corrections(w, steps, topic.name)
+                if w.needs_step(p) and self.topics.get(topic.name) is topic:
+                    work.add(topic)
         raise SamplerGone('the step stream from samplerd ended')
 
     def _report(self, topic: Topic, state: FeedState, error: str | None = None) -> None:
@@ -826,7 +1075,7 @@ class FeedDaemon:
                 unplaced_trades=t.writer.unplaced_trades,
                 # late/held/corrected/unplaced, summed and per period
                 bars=msgspec.convert(t.writer.stats(), BarCounters, strict=False),
-                steps=t.steps,
+                steps=sum(self.steps[p] for p in t.shms) - t.steps_base,
                 sampler_restarts=t.sampler_restarts,
                 filled_bars=t.filled_bars,
                 buffers={
@@ -848,6 +1097,9 @@ class FeedDaemon:
             time=time.time(),
             topics=topics,
             bad_history=self.bad_history,
+            pool=self.pool.stats(),
+            sampler_registrations=self.sampler_registrations,
+            steps=dict(self.steps),
         )
 
 
@@ -903,6 +1155,7 @@ async def feedd(
     buffers: dict[Any, Any] | None = None,
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
+    group_members: int = DEFAULT_GROUP_MEMBERS,
 ) -> None:
     """The feed daemon's root endpoint (supervised by the root's service
     manager as ``feedd.<backend>``): loads the backend (plus the plugin
@@ -910,8 +1163,10 @@ async def feedd(
     points), then serves topics until cancelled.
 
     ``buffers`` maps periods to ``(rows, history bars)``; ``restart`` is
-    the quote streams' :class:`RestartPolicy` as a dict.  (The backend's
-    config comes per topic, from the client that starts it.)"""
+    the quote streams' :class:`RestartPolicy` as a dict; ``group_members``
+    the member slots of each shared-memory group of buffers (sparse: see
+    docs/sampler.md, "Buffers in groups").  (The backend's config comes
+    per topic, from the client that starts it.)"""
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'backend={backend!r} must be a backend name')
     if plugins is not None and (
@@ -932,24 +1187,31 @@ async def feedd(
             f'restart={restart!r} is not a restart policy: {err}'
         ) from None
     checked_buffers = check_buffers(buffers)
+    members = check_group_members(group_members)
     be = _load(backend, plugins or ())
     compat.expose_module(__name__)
     # samplerd first (clients start it before us, and declare that we
     # require it, so the root's manager stops us before it; a daemon started
     # some other way makes sure of it here)
     await spawn_samplerd()
-    async with trio.open_nursery() as tn:
-        _holder.daemon = FeedDaemon(be, tn, buffers=checked_buffers, policy=policy)
-        _holder.ready.set()
-        try:
-            await ctx.started(
-                {'pid': os.getpid(), 'backend': be.name, 'version': be.version}
+    pool = BufferPool(members)
+    try:
+        async with trio.open_nursery() as tn:
+            _holder.daemon = FeedDaemon(
+                be, tn, buffers=checked_buffers, policy=policy, pool=pool
             )
-            await trio.sleep_forever()
-        finally:
-            _holder.daemon = None
-            _holder.ready = trio.Event()
-            tn.cancel_scope.cancel()
+            _holder.ready.set()
+            try:
+                await ctx.started(
+                    {'pid': os.getpid(), 'backend': be.name, 'version': be.version}
+                )
+                await trio.sleep_forever()
+            finally:
+                _holder.daemon = None
+                _holder.ready = trio.Event()
+                tn.cancel_scope.cancel()
+    finally:
+        pool.close()
 
 
 @compat.context
@@ -967,13 +1229,32 @@ async def attach_feed(
     if config is not None and not isinstance(config, dict):
         raise TypeError(f'config must be a dict of backend options, not {config!r}')
     started: dict[str, Any] = {}
-    for name in names:
-        t = await daemon.ensure_topic(name, config)
+    # topics start concurrently (their registrations with samplerd go in
+    # batches); a refusal of one does not stop the others, the first
+    # (in the order asked) is raised once all are done
+    errors: dict[str, Exception] = {}
+    limit = trio.CapacityLimiter(START_CONCURRENCY)
+
+    async def start(name: str) -> None:
+        async with limit:
+            try:
+                t = await daemon.ensure_topic(name, config)
+            except Exception as err:
+                errors[name] = err
+                return
         started[name] = {
             'buffers': {repr(p): shm.token.to_msg() for p, shm in t.shms.items()},
             'status': msgspec.to_builtins(t.status()),
             'info': t.info,
         }
+
+    async with trio.open_nursery() as n:
+        for name in names:
+            n.start_soon(start, name)
+    for name in names:
+        if name in errors:
+            raise errors[name]
+    started = {name: started[name] for name in names}
     await ctx.started({'pid': os.getpid(), 'topics': started})
     async with (
         compat.open_stream(ctx) as stream,

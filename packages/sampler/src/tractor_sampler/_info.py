@@ -107,6 +107,14 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
     topics: dict[str, TopicInfo] = {}
     #: history calls whose bars broke the backend contract (no backfill)
     bad_history: int = 0
+    #: the shared-memory groups holding the topics' buffers: ``groups``,
+    #: ``slots`` (in all), ``used``, ``refused`` (topics refused for want
+    #: of /dev/shm space); see docs/sampler.md, "Buffers in groups"
+    pool: dict[str, int] = {}
+    #: registrations the daemon opened with samplerd (one, plus one per
+    #: samplerd restart), and the steps it received per period
+    sampler_registrations: int = 0
+    steps: dict[float, int] = {}
 
 
 class SamplerInfo(_Info, frozen=True, kw_only=True):

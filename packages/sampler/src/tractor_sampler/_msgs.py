@@ -89,6 +89,29 @@ class BroadcastReq(_Msg, frozen=True, kw_only=True, tag='broadcast'):
     id: int = 0
 
 
+class AddBuffersReq(_Msg, frozen=True, kw_only=True, tag='add_buffers'):
+    """Ask samplerd to step more buffers for this registration (a feed
+    daemon registers once and adds its topics' buffers as they start):
+    ``buffers`` maps a period (its ``repr``) to the tokens (IPC form) of
+    the buffers to step every period.  All or none: a token that does not
+    attach is an :class:`Error` and nothing of the request is added.  The
+    :class:`Ack`'s ``reached`` is how many were added; the registration's
+    step stream carries the steps of their periods from then on."""
+
+    buffers: dict[str, list[dict[str, Any]]]
+    id: int = 0
+
+
+class RemoveBuffersReq(_Msg, frozen=True, kw_only=True, tag='remove_buffers'):
+    """Ask samplerd to stop stepping buffers this registration added
+    (``buffers`` as in :class:`AddBuffersReq`; ones it does not hold are
+    ignored).  Once acked, samplerd never writes them again: their slots
+    may be reused.  The :class:`Ack`'s ``reached`` is how many it removed."""
+
+    buffers: dict[str, list[dict[str, Any]]]
+    id: int = 0
+
+
 class Ack(_Msg, frozen=True, kw_only=True, tag='ack'):
     id: int
     reached: int = 0  # subscribers the broadcast reached
@@ -99,7 +122,7 @@ class Error(_Msg, frozen=True, kw_only=True, tag='error'):
     error: str
 
 
-SamplerReq = BroadcastReq
+SamplerReq = Union[BroadcastReq, AddBuffersReq, RemoveBuffersReq]
 SamplerReply = Union[Step, Backfill, Info, Ack, Error]
 
 
@@ -110,8 +133,10 @@ def decode_sample_msg(obj: Any) -> Step | Backfill | Info | Ack | Error:
         raise ValueError(f'malformed sampler message: {err}') from None
 
 
-def decode_request(obj: Any) -> BroadcastReq:
+def decode_request(obj: Any) -> BroadcastReq | AddBuffersReq | RemoveBuffersReq:
+    if isinstance(obj, dict) and 'type' not in obj:
+        obj = {**obj, 'type': 'broadcast'}  # the untagged form of old clients
     try:
-        return msgspec.convert(obj, BroadcastReq)
+        return msgspec.convert(obj, SamplerReq)  # type: ignore[arg-type]
     except msgspec.ValidationError as err:
         raise ValueError(f'malformed sampler request {obj!r}: {err}') from None

@@ -241,6 +241,10 @@ class OHLCWriter:
         self.corrections_lost = 0
         #: clearing ticks whose time is not a finite number (in no bar)
         self.bad_times = 0
+        #: called (no arguments) after every write that had trades: the feed
+        #: daemon then knows this writer has work at the next step (see
+        #: :meth:`needs_step`) and settles only writers with work
+        self.on_trades: Callable[[], None] | None = None
 
     # --- the hot path ------------------------------------------------------
 
@@ -281,6 +285,8 @@ class OHLCWriter:
         if trades:
             for b in self._direct:
                 self._apply(b, trades)
+            if self.on_trades is not None:
+                self.on_trades()
         return len(trades)
 
     def _link(self, composite: dict[float, float]) -> None:
@@ -646,6 +652,21 @@ class OHLCWriter:
         for b in self._bufs:
             if p is None or b.p == p:
                 self._settle(b)
+
+    def needs_step(self, period_s: float) -> bool:
+        """Whether :meth:`on_step` of ``period_s`` still has work after it
+        ran: trades held for bars not open yet, or corrections not taken.
+        A writer that got no trade since its last ``on_step`` and needs none
+        may skip steps: the rows samplerd appends are already right (flat
+        at a close nobody changed), and the next write settles them first."""
+        p = check_period(period_s)
+        return any(
+            (b.held or b.dirty is not None) for b in self._bufs if b.p == p
+        )
+
+    @property
+    def has_corrections(self) -> bool:
+        return any(b.dirty is not None for b in self._bufs)
 
     def take_corrections(self) -> list[tuple[float, int, int]]:
         """``(period, start_index, end_index)`` (end exclusive, the rows'

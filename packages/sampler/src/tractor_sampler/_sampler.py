@@ -23,7 +23,17 @@ from tractor_services import PeerDisconnected, compat
 
 from ._errors import AlreadyRunning, NoSampler
 from ._info import SamplerInfo, to_wire
-from ._msgs import NO_INDEX, Ack, Backfill, Error, Info, Step, decode_request
+from ._msgs import (
+    NO_INDEX,
+    Ack,
+    AddBuffersReq,
+    Backfill,
+    Error,
+    Info,
+    RemoveBuffersReq,
+    Step,
+    decode_request,
+)
 from ._schedule import Grid, Schedule, check_period
 from .shm import (
     ShmArray,
@@ -65,6 +75,11 @@ class Sampler:
         self._bufs: dict[float, dict[tuple[str, int], ShmArray]] = {}
         self._refs: Counter[tuple[float, str, int]] = Counter()
         self._groups: dict[str, ShmGroup] = {}
+        # registered members per group: a group is closed with its last one
+        self._group_users: Counter[str] = Counter()
+        # per period, its buffers by lane (origin in tenths), worked out on
+        # the first step after an add or a remove, not on every step
+        self._lanes: dict[float, dict[int, dict[tuple[str, int], ShmArray]]] = {}
         # one plan per lane (period, origin in tenths): a period's buffers
         # whose bars start at other offsets are stepped on their own boundaries
         self._plans: dict[tuple[float, int], StepPlan] = {}
@@ -123,8 +138,33 @@ class Sampler:
             shm = bufs[(token.shm_name, token.member)] = self._attach(token)
             self._drop_plans(p)
             self._align(shm, p)
+        if not self._refs[key] and token.members > 1:
+            self._group_users[token.shm_name] += 1
         self._refs[key] += 1
         return key
+
+    def add_buffers(self, regs: list[tuple[float, ShmToken]]) -> list[tuple[float, str, int]]:
+        """:meth:`add_buffer` for each, all or none: when one fails (its
+        token does not attach) the ones added before it are removed and the
+        error raised."""
+        keys: list[tuple[float, str, int]] = []
+        try:
+            for p, token in regs:
+                keys.append(self.add_buffer(p, token))
+        except BaseException:
+            self.remove_buffers(keys)
+            raise
+        return keys
+
+    def remove_buffers(self, keys: list[tuple[float, str, int]]) -> None:
+        """:meth:`remove_buffer` for each; the periods' lanes are worked
+        out once for all of them."""
+        periods = set()
+        for key in keys:
+            self.remove_buffer(key, tidy=False)
+            periods.add(key[0])
+        for p in periods:
+            self._maybe_drop_period(p)
 
     def _align(self, shm: ShmArray, p: float) -> int:
         """Bring a newly registered buffer up to the open bar: a buffer
@@ -158,7 +198,7 @@ class Sampler:
         log.info(f'{shm.name}: appended {n} row(s) to reach the open {p} s bar')
         return n
 
-    def remove_buffer(self, key: tuple[float, str, int]) -> None:
+    def remove_buffer(self, key: tuple[float, str, int], tidy: bool = True) -> None:
         self._refs[key] -= 1
         if self._refs[key] > 0:
             return
@@ -168,9 +208,17 @@ class Sampler:
         if shm is None:
             shm = self._set_aside.get(p, {}).pop((name, member), None)
         self._drop_plans(p)
-        if shm is not None and name not in self._groups:
+        if name in self._groups:
+            self._group_users[name] -= 1
+            if self._group_users[name] <= 0:
+                # its last registered member: unmap it (its owner may have
+                # unlinked it already; the memory goes with our mapping)
+                del self._group_users[name]
+                self._groups.pop(name).close()
+        elif shm is not None:
             shm.close()
-        self._maybe_drop_period(p)
+        if tidy:
+            self._maybe_drop_period(p)
 
     def listen(self, period_s: float) -> float:
         """Keep stepping ``period_s`` while someone subscribes to it, even
@@ -192,7 +240,7 @@ class Sampler:
             self.schedule.remove(p)
             return
         # lanes of the period no buffer (nor, for origin 0, listener) uses
-        used = {Grid.of(p, shm.token).origin for shm in self._bufs.get(p, {}).values()}
+        used = {o for o, bufs in self._lanes_of(p).items() if bufs}
         if self._listeners[p] > 0:
             used.add(0)
         for lp, o in self.schedule.lanes:
@@ -200,19 +248,31 @@ class Sampler:
                 self.schedule.remove(p, o)
 
     def _drop_plans(self, p: float) -> None:
+        """The period's buffers changed: its step plans and lanes are
+        worked out again at its next step."""
         for lane in [lane for lane in self._plans if lane[0] == p]:
             del self._plans[lane]
+        self._lanes.pop(p, None)
+
+    def _lanes_of(self, p: float) -> dict[int, dict[tuple[str, int], ShmArray]]:
+        """The period's buffers by lane (origin in tenths), cached until
+        its buffers change (see :meth:`_drop_plans`)."""
+        lanes = self._lanes.get(p)
+        if lanes is None:
+            lanes = {}
+            for key, shm in self._bufs.get(p, {}).items():
+                o = Grid.of(p, shm.token).origin
+                lanes.setdefault(o, {})[key] = shm
+            self._lanes[p] = lanes
+        return lanes
 
     def _lane_bufs(self, p: float, step_time: float) -> dict[tuple[str, int], ShmArray]:
         """The buffers of period ``p`` whose boundaries ``step_time`` is on."""
-        bufs = self._bufs.get(p)
-        if not bufs:
+        if not self._bufs.get(p):
             return {}
         tenths = round(p * 10)
         o = round(step_time * 10) % tenths
-        return {
-            key: shm for key, shm in bufs.items() if Grid.of(p, shm.token).origin == o
-        }
+        return self._lanes_of(p).get(o, {})
 
     # --- stepping -----------------------------------------------------------
 
@@ -247,6 +307,7 @@ class Sampler:
                     for key, shm in bufs.items()
                     if shm.closed or (len(shm) and shm.last >= shm.size)
                 ]
+                bufs = dict(bufs)  # a copy: the cached lane is dropped below
                 for key in bad:
                     log.error(
                         f'shm buffer {key[0]!r} (period {period_s:g} s) is '
@@ -255,6 +316,8 @@ class Sampler:
                     self._set_aside[period_s][key] = bufs.pop(key)
                     self._bufs[period_s].pop(key, None)
                     self.set_aside += 1
+                if bad:
+                    self._drop_plans(period_s)
                 self._plans.pop(lane, None)
                 if bad and bufs:
                     plan = self._plans[lane] = StepPlan(list(bufs.values()))
@@ -468,11 +531,35 @@ async def register_with_sampler(
         listen = [check_period(period_s)] if period_s is not None else []
     except ValueError as err:
         raise ValueError(f'period_s: {err}') from None
-    keys = []
+    # this registration's buffers (a key added twice is removed twice)
+    keys: Counter[tuple[float, str, int]] = Counter()
     listening: list[float] = []
+    subscribed: set[float] = set()
+
+    def serve(req: Any, sub: Any) -> int:
+        """One request: a broadcast, or buffers added or removed."""
+        if isinstance(req, AddBuffersReq):
+            added = sampler.add_buffers(_parse_shms(req.buffers))
+            keys.update(added)
+            if sub_for_broadcasts:
+                for p in {k[0] for k in added} - subscribed:
+                    sampler.bus.add_subs(period_topic(p), {sub})
+                    subscribed.add(p)
+            return len(added)
+        if isinstance(req, RemoveBuffersReq):
+            mine = []
+            for p, token in _parse_shms(req.buffers):
+                key = (p, token.shm_name, token.member)
+                if keys[key] > 0:
+                    keys[key] -= 1
+                    mine.append(key)
+            sampler.remove_buffers(mine)
+            return len(mine)
+        return sampler.broadcast_all(req.msg, req.period_s)
+
     try:
         for p, token in regs:
-            keys.append(sampler.add_buffer(p, token))
+            keys[sampler.add_buffer(p, token)] += 1
         for p in listen:
             listening.append(sampler.listen(p))
         periods = sorted({p for p, _ in regs} | set(listen))
@@ -492,13 +579,14 @@ async def register_with_sampler(
             if sub_for_broadcasts:
                 for p in periods:
                     sampler.bus.add_subs(period_topic(p), {sub})
+                    subscribed.add(p)
             ready.set()
             try:
                 async for raw in stream:
                     try:
                         req = decode_request(raw)
-                        reached = sampler.broadcast_all(req.msg, req.period_s)
-                    except ValueError as err:
+                        reached = serve(req, sub)
+                    except (ValueError, FileNotFoundError) as err:
                         rid = raw.get('id', 0) if isinstance(raw, dict) else 0
                         await stream.send(
                             msgspec.to_builtins(
@@ -519,7 +607,6 @@ async def register_with_sampler(
             ):
                 pass  # the registrant went away: unregister below
     finally:
-        for key in keys:
-            sampler.remove_buffer(key)
+        sampler.remove_buffers(list(keys.elements()))
         for p in listening:
             sampler.unlisten(p)

@@ -94,7 +94,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import numpy as np
@@ -543,12 +543,25 @@ class ShmArray:
     :class:`ShmGroup`."""
 
     def __init__(
-        self, segs: _Segments, member: int = 0, *, group: bool = False
+        self,
+        segs: _Segments,
+        member: int = 0,
+        *,
+        group: bool = False,
+        token: ShmToken | None = None,
     ) -> None:
         self._segs = segs
         self._member = member
         self._in_group = group
-        self._token = segs.token.for_member(member)
+        # a member attached through its group keeps the marks of the token
+        # it was handed (``first_live``...), when given
+        self._token = (
+            segs.token.for_member(member)
+            if token is None
+            else msgspec.structs.replace(
+                token, shm_name=segs.token.shm_name, member=member
+            )
+        )
         self._rows: np.ndarray = segs.block[member]
         self._window: np.ndarray = segs.windows[member]
 
@@ -996,9 +1009,9 @@ class ShmGroup:
 
     def __init__(self, segs: _Segments) -> None:
         self._segs = segs
-        self._members = [
-            ShmArray(segs, i, group=True) for i in range(segs.token.members)
-        ]
+        # made on first use: a group of large capacity (the feed daemon's
+        # pools) costs no object per member nobody uses
+        self._members: list[ShmArray | None] = [None] * segs.token.members
         self._plan: StepPlan | None = None
 
     @property
@@ -1008,7 +1021,54 @@ class ShmGroup:
 
     @property
     def tokens(self) -> list[ShmToken]:
-        return [m.token for m in self._members]
+        return [m.token for m in self]
+
+    @property
+    def name(self) -> str:
+        """The data segment's name (what attachments are cached by)."""
+        return self._segs.token.shm_name
+
+    @property
+    def closed(self) -> bool:
+        return self._segs.closed
+
+    def member(self, i: int, token: ShmToken | None = None) -> ShmArray:
+        """A new handle on member ``i`` (``token``: the member's token as
+        handed out, whose marks it keeps; see :meth:`ShmArray.mark_live`).
+        Handles of one group share its mapping: close the group, not them."""
+        if not 0 <= i < len(self._members):
+            raise IndexError(f'{self!r} has no member {i}')
+        return ShmArray(self._segs, i, group=True, token=token)
+
+    def reset_member(self, i: int, start: int | None = None) -> None:
+        """(creator) Empty member ``i`` for reuse: its window goes back to
+        ``[start, start)`` (default ``size // 2``), then the memory its rows
+        touched is given back to the system (``madvise(MADV_REMOVE)`` on
+        the whole pages inside the member's rows: tmpfs frees them and they
+        read as zeros again), so a free slot costs no ``/dev/shm`` space."""
+        segs = self._segs
+        if not segs.owner or segs.readonly:
+            raise PermissionError(f'{self!r}: only its creator resets members')
+        size = segs.token.size
+        start = size // 2 if start is None else start
+        if not 0 <= start <= size:
+            raise ValueError(f'start must be in [0, {size}], got {start}')
+        segs.windows[i] = (start, start)
+        self._members[i] = None  # a stale handle's token marks go with it
+        self._plan = None
+        mm = getattr(segs.data, '_mmap', None)
+        advice = getattr(mmap, 'MADV_REMOVE', None)
+        if mm is None or advice is None:
+            return
+        row = segs.token.dtype.itemsize
+        page = mmap.PAGESIZE
+        lo = -(-(i * size * row) // page) * page
+        hi = ((i + 1) * size * row) // page * page
+        if hi > lo:
+            try:
+                mm.madvise(advice, lo, hi - lo)
+            except OSError:  # not tmpfs (nothing to give back there)
+                pass
 
     @property
     def block(self) -> np.ndarray:
@@ -1028,17 +1088,30 @@ class ShmGroup:
     def __len__(self) -> int:
         return len(self._members)
 
-    def __getitem__(self, i: int) -> ShmArray:
-        return self._members[i]
+    @overload
+    def __getitem__(self, i: int) -> ShmArray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[ShmArray]: ...
+
+    def __getitem__(self, i: int | slice) -> ShmArray | list[ShmArray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self._members)))]
+        if i < 0:
+            i += len(self._members)
+        m = self._members[i]
+        if m is None:
+            m = self._members[i] = ShmArray(self._segs, i, group=True)
+        return m
 
     def __iter__(self) -> Iterator[ShmArray]:
-        return iter(self._members)
+        return (self[i] for i in range(len(self._members)))
 
     def step(self, period_s: float, step_time: float | None = None) -> int:
         """Append one row to every non-empty member (see
         :meth:`StepPlan.step`); returns how many."""
         if self._plan is None:
-            self._plan = StepPlan(self._members)
+            self._plan = StepPlan(list(self))
         return self._plan.step(period_s, step_time)
 
     def close(self) -> None:
