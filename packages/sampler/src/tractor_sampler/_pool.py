@@ -79,6 +79,8 @@ class _Group:
     group: ShmGroup
     #: free member slots, lowest first (members stay packed at the front)
     free: list[int] = field(default_factory=list)
+    #: the same, to look up
+    free_set: set[int] = field(default_factory=set)
 
     @property
     def used(self) -> int:
@@ -146,7 +148,7 @@ class BufferPool:
                 origin=key.origin,
                 stamp=key.stamp,
             )
-            g = _Group(key, group, list(range(self.members)))
+            g = _Group(key, group, list(range(self.members)), set(range(self.members)))
             groups.append(g)
             self._by_name[group.name] = g
             log.info(
@@ -154,6 +156,7 @@ class BufferPool:
                 f'{self.members} slots of {key.rows} rows'
             )
         member = heapq.heappop(g.free)
+        g.free_set.discard(member)
         return g.group.member(member)
 
     def give_back(self, shm: ShmArray) -> None:
@@ -164,10 +167,11 @@ class BufferPool:
         if g is None or g.group.closed:
             return
         m = shm.token.member
-        if m in g.free:
+        if m in g.free_set:
             return
         g.group.reset_member(m)
         heapq.heappush(g.free, m)
+        g.free_set.add(m)
 
     # --- introspection and teardown ------------------------------------------------
 
