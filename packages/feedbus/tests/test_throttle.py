@@ -297,6 +297,42 @@ async def test_dense_churn_delivers_the_full_rate(
     assert sum(f.topics['AAA'].n_quotes for _, f in run.frames) == len(schedule)
 
 
+class TaskSteps(trio.abc.Instrument):
+    """Counts how often trio runs the task whose name ends with ``name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.name):
+            self.steps += 1
+
+
+@pytest.mark.parametrize('tick_types', [['bid', 'ask'], ['bid', 'trade']])
+def test_dense_flow_wakes_the_throttler_once_per_frame(tick_types: list[str]) -> None:
+    # from an outbox, steady flow costs one wake-up per frame (its due time)
+    # and one checkpoint, never a wake-up per quote nor one on the first
+    # quote after each frame: trio's scheduling is most of a frame's CPU
+    rate, secs = 60.0, 5.0
+    schedule = [
+        (i * 0.001, make_quote('AAA', i + 1, tick_types))
+        for i in range(int(secs / 0.001))
+    ]
+    steps = TaskSteps('Throttler.run')
+    run = trio.run(
+        functools.partial(feed_and_throttle, rate, schedule, outbox=True),
+        clock=trio.testing.MockClock(autojump_threshold=0),
+        instruments=[steps],
+    )
+    n = len(run.frames)
+    assert n >= rate * secs * 0.99
+    assert sum(f.topics['AAA'].n_quotes for _, f in run.frames) == len(schedule)
+    # the first frame (before the flow is steady: a wake-up per arrival,
+    # ~17 of them) and the close cost a few more
+    assert steps.steps <= 2 * n + 25, (steps.steps, n)
+
+
 class LateWakeupClock(trio.abc.Clock):
     """
     Virtual time that, once every task is blocked, jumps to the next
@@ -547,6 +583,134 @@ async def test_send_errors_propagate(autojump_clock: Any) -> None:
             await send_ch.send(make_quote('AAA', 1, ['trade']))
             await trio.sleep(1)
     assert thr.stats.frames_sent == 0
+
+
+async def test_rate_change_in_the_window_after_a_frame(autojump_clock: Any) -> None:
+    # from an outbox, quotes queued after a frame wait for the window's end
+    # (L + P), which a rate change moves at once
+    thr = Throttler(1.0)
+    frames: list[float] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append(trio.current_time())
+
+    box = Outbox(64, SubStats())
+    start = trio.current_time()
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box, send)
+        box.put(make_quote('AAA', 1, ['trade']))  # due at once: L = 0
+        await trio.sleep(0.1)
+        box.put(make_quote('AAA', 2, ['bid']))  # due at L + 1.0
+        await trio.sleep(0.1)
+        thr.rate = 10.0  # now due at L + 0.1: past, goes at once
+        await trio.sleep(0.01)
+        assert [t - start for t in frames] == pytest.approx([0.0, 0.2])
+
+        box.put(make_quote('AAA', 3, ['trade']))  # due at 0.2 + 0.1
+        await trio.sleep(0.05)
+        thr.rate = 0.5  # re-timed to 0.2 + 2.0
+        await trio.sleep(1.0)
+        assert len(frames) == 2
+        await trio.sleep(1.0)
+        assert [t - start for t in frames] == pytest.approx([0.0, 0.2, 2.2])
+        box.close()
+    assert thr.stats.quotes_in == 3
+
+
+@pytest.mark.parametrize('outbox', [False, True])
+async def test_discard_drops_the_pending_frame_and_keeps_the_rate(
+    autojump_clock: Any,
+    outbox: bool,
+) -> None:
+    thr = Throttler(1.0)
+    frames: list[tuple[float, Frame]] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append((trio.current_time(), frame))
+
+    box = Outbox(64, SubStats())
+    send_ch, recv_ch = trio.open_memory_channel[Quote](math.inf)
+
+    async def put(quote: Quote) -> None:
+        if outbox:
+            box.put(quote)
+        else:
+            await send_ch.send(quote)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box if outbox else recv_ch, send)
+        await put(make_quote('AAA', 1, ['trade']))  # sent at 0
+        await trio.sleep(0.1)
+        await put(make_quote('AAA', 2, ['trade']))
+        await put(make_quote('AAA', 3, ['bid']))
+        await trio.sleep(0.1)
+        # a pause: the caller empties its outbox, the throttler its frame
+        box.clear()
+        thr.discard()
+        await trio.sleep(0.1)
+        await put(make_quote('AAA', 4, ['trade']))  # due at L + P = 1.0
+        await trio.sleep(2.0)
+        box.close()
+        await send_ch.aclose()
+    assert [t - start for t, _ in frames] == pytest.approx([0.0, 1.0])
+    last = frames[1][1].topics['AAA']
+    assert (last.first_seq, last.last_seq, last.n_quotes) == (4, 4, 1)
+
+
+async def test_a_burst_within_one_period_is_taken_in_not_dropped(
+    autojump_clock: Any,
+) -> None:
+    # the throttler sleeps to the window's end, but takes in a half-full
+    # outbox at once: bursts of up to its size per period lose nothing
+    thr = Throttler(1.0)
+    frames: list[tuple[float, Frame]] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append((trio.current_time(), frame))
+
+    box = Outbox(8, SubStats())
+    start = trio.current_time()
+    seq = 0
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box, send)
+        seq += 1
+        box.put(make_quote('AAA', seq, ['trade']))  # sent at 0
+        for _ in range(10):
+            await trio.sleep(0.05)
+            for _ in range(6):  # 60 in the window, 6 at a time
+                seq += 1
+                box.put(make_quote('AAA', seq, ['bid']))
+        box.close()
+    assert box.stats.dropped == 0
+    assert [t - start for t, _ in frames] == pytest.approx([0.0, 1.0])
+    assert frames[1][1].topics['AAA'].n_quotes == 60
+
+
+async def test_quotes_queued_during_a_slow_send_go_when_it_returns(
+    autojump_clock: Any,
+) -> None:
+    thr = Throttler(10.0)
+    frames: list[tuple[float, Frame]] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append((trio.current_time(), frame))
+        if len(frames) == 1:
+            await trio.sleep(1.0)  # ten periods
+
+    box = Outbox(64, SubStats())
+    start = trio.current_time()
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box, send)
+        box.put(make_quote('AAA', 1, ['trade']))  # sent at 0, returns at 1.0
+        await trio.sleep(0.5)
+        box.put(make_quote('AAA', 2, ['bid']))
+        await trio.sleep(1.0)
+        box.close()
+    # the rate holds (a period or more since the last send began), and
+    # nothing waits longer than it must
+    assert [t - start for t, _ in frames] == pytest.approx([0.0, 1.0])
+    assert frames[1][1].topics['AAA'].first_seq == 2
 
 
 async def test_custom_clearing_set(autojump_clock: Any) -> None:

@@ -31,13 +31,23 @@ one period. A frame that went out a period or more late
 (the previous ``send`` blocked that long, or a rate change made it overdue)
 restarts the schedule from the time it went out.
 
-Input: any ``trio.abc.ReceiveChannel``. One that also has ``take_all()``
-(everything queued, at once, without blocking) and ``wait_nonempty()``
-(block until something is queued; ``trio.EndOfChannel`` once closed and
-empty), as :class:`feedbus._bus.Outbox` does, is drained in bulk: one
-wake-up takes in everything queued. Either way, one cancel scope covers all
-the waiting for one pending frame; it is moved, not replaced, when a
-clearing tick or a rate change makes the frame due sooner (or later).
+Input: any ``trio.abc.ReceiveChannel`` (one wake-up per quote). One that
+also queues, with ``take_all()`` (everything queued, at once, without
+blocking), ``wait_nonempty()`` (block until something is queued;
+``trio.EndOfChannel`` once closed and empty) and ``wait_filled(n)`` (block
+until ``n`` are queued), as :class:`feedbus._bus.Outbox` does, costs one
+wake-up per frame in steady flow: after a frame went at ``L``, whatever
+arrives before ``L + P`` is due at ``L + P`` exactly (churn, and a trade
+too: ``max(T, L + P)``), so the throttler sleeps to ``L + P`` without
+looking at arrivals (waking early only if the queue fills halfway, so
+nothing is dropped) and takes everything in at once. Only when nothing was
+queued at ``L + P`` (a quiet source) does it wake on arrivals: on the
+first (``F``), then on each until a clearing tick or ``F + P``. What
+queued up while a ``send`` ran past ``L + P`` goes out as soon as the send
+returns. Trio's scheduling (a cancel scope, a wake-up) is most of what a
+frame costs, so the loop keeps to one of each per frame; a rate change
+moves the deadline being waited for, and :meth:`Throttler.discard` ends
+the wait.
 
 Pure trio: all time comes from ``trio.current_time()`` and cancel-scope
 deadlines, so ``trio.testing.MockClock`` drives it.
@@ -135,6 +145,7 @@ class Throttler:
         # the cancel scope whose deadline is the pending frame's; the rate
         # setter moves it so a new rate applies without restarting anything
         self._wait_scope: trio.CancelScope | None = None
+        self._wait_deadline: Callable[[], float] = self._deadline
 
     # -- rate ---------------------------------------------------------------
 
@@ -146,8 +157,9 @@ class Throttler:
     @rate.setter
     def rate(self, rate: float) -> None:
         self._rate = _check_rate(rate)
-        if self._wait_scope is not None and self._pending:
-            self._wait_scope.deadline = self._deadline()
+        scope = self._wait_scope
+        if scope is not None and not scope.cancel_called:
+            scope.deadline = self._wait_deadline()
 
     @property
     def period(self) -> float:
@@ -270,32 +282,148 @@ class Throttler:
         quotes: trio.abc.ReceiveChannel[Quote],
         send: Callable[[Frame], Awaitable[None]],
     ) -> None:
-        current_time = trio.current_time
-        add = self._add
         take_all = getattr(quotes, 'take_all', None)
         wait_nonempty = getattr(quotes, 'wait_nonempty', None)
-        drain: Callable[[], list[Quote]] | None = None
-
         wait_filled = getattr(quotes, 'wait_filled', None)
-        lazy: Callable[[int], Awaitable[None]] | None = None
-        take_queued: Callable[[], list[Quote]] = list
-        if callable(wait_filled) and callable(take_all):
-            lazy, take_queued = wait_filled, take_all
-        high_water = max(1, getattr(quotes, 'maxlen', 2) // 2)
-
-        if callable(take_all) and callable(wait_nonempty):
-            # an Outbox: one wake-up takes in everything queued
-            drain = take_all
-            wait = wait_nonempty
-
-            async def take_in() -> None:
-                await wait()
-                add(take_all(), current_time())
+        if callable(take_all) and callable(wait_nonempty) and callable(wait_filled):
+            await self._loop_bulk(
+                take_all,
+                wait_nonempty,
+                wait_filled,
+                max(1, getattr(quotes, 'maxlen', 2) // 2),
+                send,
+            )
         else:
-            receive = quotes.receive
+            await self._loop_each(quotes.receive, send)
 
-            async def take_in() -> None:
-                add((await receive(),), current_time())
+    async def _send(
+        self, send: Callable[[Frame], Awaitable[None]], due: float, now: float
+    ) -> None:
+        """Send the pending frame, due at ``due``; ``now`` is when."""
+        frame = self._take_frame()
+        # L: the due time, so that timer lateness does not accumulate;
+        # the actual time if the frame is a period or more late
+        self._last_sent = due if now - due < self.period else now
+        await send(frame)
+        self.stats.frames_sent += 1
+
+    async def _wait_until(
+        self,
+        deadline: Callable[[], float],
+        wait: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """``await wait()`` until ``deadline()`` (re-read by the rate
+        setter, see :meth:`_retime`), or until :meth:`discard` stops it.
+        Returns False once the source has ended (closed and empty)."""
+        with trio.CancelScope(deadline=deadline()) as scope:
+            self._wait_scope = scope
+            self._wait_deadline = deadline
+            try:
+                await wait()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return False
+            finally:
+                self._wait_scope = None
+        return True
+
+    async def _loop_bulk(
+        self,
+        take_all: Callable[[], list[Quote]],
+        wait_nonempty: Callable[[], Awaitable[None]],
+        wait_filled: Callable[[int], Awaitable[None]],
+        high_water: int,
+        send: Callable[[Frame], Awaitable[None]],
+    ) -> None:
+        """The loop for a source that queues (an :class:`~feedbus._bus.Outbox`).
+
+        Steady flow costs one wake-up per frame: after a frame went at
+        ``L``, anything arriving before ``L + P`` is due at ``L + P``
+        exactly (churn: its first quote came before ``L + P``; a trade:
+        ``max(T, L + P)``), so nothing that arrives can make it due sooner
+        and the throttler sleeps to ``L + P`` (waking early only when the
+        queue fills halfway, so nothing is dropped) and takes in
+        everything at once.  Only after a quiet spell, when nothing was
+        queued at ``L + P``, does it wake on arrivals: on the first quote
+        (``F``), then on each until a clearing tick or ``F + P``."""
+        current_time = trio.current_time
+        add = self._add
+        open_ = True
+
+        def window_end() -> float:
+            return self._last_sent + self.period
+
+        async def wait_high() -> None:
+            await wait_filled(high_water)
+
+        while True:
+            if self._last_sent > -math.inf:
+                # 1. the window after the last frame: sleep to its end
+                end = window_end()
+                while open_ and current_time() < end:
+                    open_ = await self._wait_until(window_end, wait_high)
+                    add(take_all(), min(current_time(), end))
+                    end = window_end()
+                # what arrived by now goes at the window's end (by the
+                # time it is taken in here, that cannot change)
+                add(take_all(), min(current_time(), end))
+                if self._pending:
+                    if not open_:
+                        # the source ended: the pending frame still
+                        # waits for its due time (the rate holds on close)
+                        await self._flush(send)
+                        return
+                    await self._send(send, end, current_time())
+                    continue
+                if not open_:
+                    return
+
+            # 2. quiet: wait for the first quote (F), without a timer
+            try:
+                await wait_nonempty()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            add(take_all(), current_time())
+
+            # 3. churn due at F + P: take in each arrival until then, in
+            # case a clearing tick makes it due at once
+            while open_ and self._pending and self._clearing_at is None:
+                if current_time() >= self._deadline():
+                    break
+                open_ = await self._wait_until(self._deadline, wait_nonempty)
+                add(take_all(), current_time())
+            if not self._pending:
+                continue  # discard()ed
+            if not open_:
+                await self._flush(send)
+                return
+            due = self._deadline()
+            now = current_time()
+            if due > now:
+                # a slower rate moved L + P past a clearing tick: the
+                # frame is due at the end of the window
+                continue
+            await self._send(send, due, now)
+
+    async def _flush(self, send: Callable[[Frame], Awaitable[None]]) -> None:
+        """The source ended: send the pending frame at its due time."""
+        while self._pending:
+            due = self._deadline()
+            if due > trio.current_time():
+                await self._wait_until(self._deadline, trio.sleep_forever)
+                continue
+            await self._send(send, due, trio.current_time())
+
+    async def _loop_each(
+        self,
+        receive: Callable[[], Awaitable[Quote]],
+        send: Callable[[Frame], Awaitable[None]],
+    ) -> None:
+        """The loop for any other channel: one wake-up per quote."""
+        current_time = trio.current_time
+        add = self._add
+
+        async def take_in() -> None:
+            add((await receive(),), current_time())
 
         source_open = True
         while True:
@@ -316,24 +444,12 @@ class Throttler:
                 # a rate change (the setter) moves
                 with trio.CancelScope(deadline=due) as scope:
                     self._wait_scope = scope
+                    self._wait_deadline = self._deadline
                     try:
                         if source_open:
                             try:
                                 while True:
                                     urgent = self._clearing_at is not None
-                                    if lazy is not None and (
-                                        urgent
-                                        or scope.deadline
-                                        <= self._last_sent + self.period
-                                    ):
-                                        # nothing can make this frame due sooner
-                                        # (a trade's deadline is max(T, L + P)):
-                                        # sleep to the deadline and drain once,
-                                        # waking early only if the outbox fills
-                                        # halfway, so nothing is dropped
-                                        await lazy(high_water)
-                                        add(take_queued(), current_time())
-                                        continue
                                     await take_in()
                                     if not urgent and self._clearing_at is not None:
                                         scope.deadline = self._deadline()
@@ -349,15 +465,4 @@ class Throttler:
                     # a rate change moved the deadline back out (the scope
                     # had already fired): keep waiting
                     continue
-
-            now = current_time()
-            if drain is not None and source_open:
-                # what arrived by now belongs in this frame (it cannot
-                # change when the frame was due)
-                add(drain(), now)
-            frame = self._take_frame()
-            # L: the due time, so that timer lateness does not accumulate;
-            # the actual time if the frame is a period or more late
-            self._last_sent = due if now - due < 1.0 / self._rate else now
-            await send(frame)
-            self.stats.frames_sent += 1
+            await self._send(send, due, current_time())
