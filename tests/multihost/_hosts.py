@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,9 @@ class Host:
     holder: subprocess.Popen | None = None
     pid1: int | None = None  # the holder's `sleep`, pid 1 inside the host
     procs: list[trio.Process] = field(default_factory=list)
+    #: this host's $XDG_RUNTIME_DIR (a root writes its token file there);
+    #: /tmp itself is shared by the hosts
+    runtime_dir: Path | None = None
 
     def argv(self, *cmd: str) -> list[str]:
         """``cmd`` run inside this host."""
@@ -139,16 +143,21 @@ class Host:
         return self.argv(PYTHON, *args)
 
     async def run(
-        self, *cmd: str, timeout: float = 120, check: bool = False
+        self,
+        *cmd: str,
+        timeout: float = 120,
+        check: bool = False,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
-        """Run ``cmd`` inside this host to its end; output captured."""
+        """Run ``cmd`` inside this host to its end (``env``: more
+        environment variables); output captured."""
         with trio.fail_after(timeout):
             return await trio.run_process(
                 self.argv(*cmd),
                 capture_stdout=True,
                 capture_stderr=True,
                 check=check,
-                env=_env(),
+                env=self.env(**(env or {})),
             )
 
     async def start(self, *cmd: str, stderr: Any = None) -> trio.Process:
@@ -156,14 +165,35 @@ class Host:
         :func:`read_line`), stderr to ``stderr`` (a file) if given; it is
         killed with the host at teardown."""
         proc = await trio.lowlevel.open_process(
-            self.argv(*cmd), stdout=subprocess.PIPE, stderr=stderr, env=_env()
+            self.argv(*cmd), stdout=subprocess.PIPE, stderr=stderr, env=self.env()
         )
         self.procs.append(proc)
         return proc
 
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment of commands in this host: this session's, with
+        the test programs importable, this host's runtime folder, and no
+        registry address or token of its own."""
+        env = dict(os.environ)
+        for name in (
+            'TRACTOR_REGISTRY_ADDR',
+            'TRACTOR_BIND_HOST',
+            'TRACTOR_SERVICES_TOKEN',
+            'TRACTOR_SERVICES_TOKEN_FILE',
+            'TRACTOR_SERVICES_ALLOW_MODULES',
+        ):
+            env.pop(name, None)
+        env['PYTHONPATH'] = os.pathsep.join(
+            p for p in (str(PROGRAMS), env.get('PYTHONPATH', '')) if p
+        )
+        env['XDG_RUNTIME_DIR'] = str(self.runtime_dir)
+        env.update(extra)
+        return env
+
     # --- lifetime (Network calls these) -----------------------------------------
 
     def _up(self) -> None:
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix=f'{self.ns}_run_'))
         mount = 'mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm'
         self.holder = subprocess.Popen(
             [
@@ -219,18 +249,8 @@ class Host:
             except ProcessLookupError:
                 pass
         self.pid1 = None
-
-
-def _env() -> dict[str, str]:
-    """The environment of commands in a host: this session's, with the
-    test programs importable, and no registry address of its own."""
-    env = dict(os.environ)
-    env.pop('TRACTOR_REGISTRY_ADDR', None)
-    env.pop('TRACTOR_BIND_HOST', None)
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (str(PROGRAMS), env.get('PYTHONPATH', '')) if p
-    )
-    return env
+        if self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 class Network:

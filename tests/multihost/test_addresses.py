@@ -4,6 +4,7 @@ routable address is reachable, with its whole tree, from another host."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import trio
@@ -72,6 +73,7 @@ async def test_ls_from_another_host(net: Network, tmp_path):
         # a root on a routable address says it is exposed
         warning = (tmp_path / 'stderr').read_text()
         assert 'warning' in warning and f'{net["a"].addr}:{PORT}' in warning
+        assert '.token' in warning and 'TRACTOR_SERVICES_TOKEN' in warning
         res = await net['b'].run(
             PYTHON,
             '-m',
@@ -177,3 +179,42 @@ def _program(name: str):
     from _hosts import PROGRAMS
 
     return PROGRAMS / name
+
+
+async def test_remote_control_of_an_exposed_root_needs_its_token(net: Network):
+    """A root on a routable address is guarded: from b, starting or
+    cancelling a service needs the token the root wrote on a, and only the
+    packages' own endpoints (or those the operator allows) start."""
+    a, b = net['a'], net['b']
+    root = await _samplerd(net)
+    try:
+        token_path = (
+            a.runtime_dir / f'tractor-services-{os.getuid()}' / f'{a.addr}_{PORT}.token'
+        )
+        token = token_path.read_text().strip()
+        steps = [
+            [None, 'start', 'feedd.sim', FEEDD],
+            [None, 'cancel', 'samplerd', None],
+            [token, 'start', 'intruder', 'mh_endpoints:idle'],
+            [token, 'start', 'feedd.sim', FEEDD],
+            [token, 'cancel', 'feedd.sim', None],
+        ]
+        res = await b.run(
+            PYTHON,
+            str(_program('control.py')),
+            a.addr,
+            str(PORT),
+            *map(json.dumps, steps),
+        )
+        out = json.loads((res.stdout.decode().strip().splitlines() or ['null'])[-1])
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        assert [o[0] for o in out[:3]] == ['Unauthorized'] * 3, out
+        assert 'no token given' in out[0][1]
+        assert 'no token given' in out[1][1]
+        assert "'mh_endpoints' is not among" in out[2][1]
+        assert out[3:] == ['ok', 'ok'], out
+    finally:
+        assert await stop(root) == 0
+
+
+FEEDD = 'tractor_sampler.endpoints:feedd'

@@ -45,6 +45,9 @@ PUBLIC = {
     'PeerGone',
     'DaemonStopped',
     'RegistryUnreachable',
+    'AddressError',
+    'UnreachableService',
+    'Unauthorized',
     'describe_error',
     'error_leaves',
     # addresses
@@ -52,6 +55,7 @@ PUBLIC = {
     'parse_addr',
     'resolve_registry_addr',
     'host_id',
+    'is_loopback',
     # a bounded queue
     'DropOldestQueue',
     # daemon processes
@@ -74,7 +78,7 @@ def test_the_public_names_are_pinned():
 def test_every_error_has_the_one_base_class():
     errors = [getattr(tractor_services, n) for n in PUBLIC]
     errors = [e for e in errors if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 16
+    assert len(errors) == 19
     assert all(issubclass(e, tractor_services.TractorServicesError) for e in errors)
 
 

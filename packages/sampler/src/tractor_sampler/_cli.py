@@ -227,22 +227,31 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
-    async with _root(args, addr), _stop_on_signals():
-        _warn_if_exposed(addr)
+    async with _root(args, addr) as mngr, _stop_on_signals():
+        _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
         _ready(out, addr, f'samplerd pid {pid}')
         await trio.sleep_forever()
 
 
-def _warn_if_exposed(addr: tuple[str, int], err: TextIO | None = None) -> None:
+def _warn_if_exposed(
+    addr: tuple[str, int], token_file: Any = None, err: TextIO | None = None
+) -> None:
     """A root on a non-loopback ``--host`` is reachable from other hosts
-    (that is what it is for: docs/multihost.md): say so on stderr, once."""
+    (that is what it is for: docs/multihost.md): say so on stderr, once,
+    with where its token is."""
     if is_loopback(addr[0]):
         return
+    token = (
+        f"starting and stopping them needs the root's token, in {token_file} "
+        '(give it to clients on other hosts as $TRACTOR_SERVICES_TOKEN); '
+        if token_file
+        else ''
+    )
     print(
         f'{PROG}: warning: the root listens on {addr[0]}:{addr[1]}, not on loopback: '
-        'anyone who can reach that port can list, start and stop its services; '
-        'firewall it to the hosts that need it (docs/multihost.md)',
+        f'anyone who can reach that port can list its services; {token}'
+        'firewall the port to the hosts that need it (docs/multihost.md)',
         file=err or sys.stderr,
         flush=True,
     )

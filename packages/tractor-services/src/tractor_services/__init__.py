@@ -54,6 +54,7 @@ from ._errors import ActorDied as ActorDied
 from ._errors import PeerGone as PeerGone
 from ._errors import DaemonStopped as DaemonStopped
 from ._errors import RegistryUnreachable as RegistryUnreachable
+from ._remote import Unauthorized as Unauthorized
 from ._errors import describe_error as describe_error
 from ._errors import error_leaves as error_leaves
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -167,6 +168,13 @@ class ServiceMngr:
         #: the address every service this manager spawns binds and
         #: registers (``None``: tractor's default, 127.0.0.1)
         self.service_host = service_host
+        #: the shared secret a peer must send to start or cancel a service
+        #: (``None``: unguarded; see ``_remote``)
+        self.token: str | None = None
+        #: module prefixes a guarded manager spawns endpoints from for peers
+        self.allowed_modules: tuple[str, ...] = ()
+        #: where a guarded root wrote its token for this host's clients
+        self.token_file: Path | None = None
         self._services: dict[str, _Service] = {}
         self._order: list[str] = []  # start order, for reverse-order shutdown
         self._locks: dict[str, trio.Lock] = {}
@@ -821,6 +829,8 @@ async def open_service_mngr(
     loglevel: str | None = None,
     debug_mode: bool = False,
     service_host: str | None = None,
+    token: str | None = None,
+    allow_modules: Iterable[str] = (),
     **root_kwargs: Any,
 ) -> AsyncIterator[ServiceMngr]:
     """Open (or re-enter) this actor's one :class:`ServiceMngr`.
@@ -829,6 +839,11 @@ async def open_service_mngr(
     the address this actor itself is bound to: for a service root, the
     registry's host), so a root on a routable address has a tree that
     other hosts reach.  A wildcard is refused.
+
+    With a ``token`` the manager is guarded: a peer must send it to start
+    or cancel a service, and may start endpoints only from the modules
+    ``_remote.allowed_modules(allow_modules)`` lists (its own code, in
+    this actor, is not limited).
 
     Nested entries, in this task or another, get the same instance; the
     outermost entry owns it and, on exit, stops every service (dependents
@@ -861,9 +876,13 @@ async def open_service_mngr(
             compat.expose_module('tractor_services._remote')
             reg_addr = resolve_registry_addr(registry_addr)
             async with compat.open_actor_nursery() as an, trio.open_nursery() as tn:
-                mngr = _holder.mngr = ServiceMngr(
-                    an, tn, reg_addr, service_host or compat.own_host()
-                )
+                mngr = ServiceMngr(an, tn, reg_addr, service_host or compat.own_host())
+                if token is not None:
+                    from ._remote import allowed_modules
+
+                    mngr.token = token
+                    mngr.allowed_modules = allowed_modules(allow_modules)
+                _holder.mngr = mngr
                 opening.set()
                 try:
                     yield mngr

@@ -10,14 +10,20 @@ by name or have the root's manager spawn it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager as acm
+from contextlib import contextmanager
 from typing import Any
 
 import trio
 
 from . import compat
-from ._addr import check_bind_host, check_registry_host, resolve_registry_addr
+from ._addr import (
+    check_bind_host,
+    check_registry_host,
+    is_loopback,
+    resolve_registry_addr,
+)
 from ._errors import (
     NoServiceRoot,
     PeerDisconnected,
@@ -28,7 +34,7 @@ from ._errors import (
 )
 from ._mngr import ServiceMngr, _holder, open_service_mngr
 from ._proc import cancel_on_signals
-from ._remote import RemoteServiceMngr
+from ._remote import RemoteServiceMngr, new_token, resolve_token, write_token_file
 
 log = compat.get_logger('root', 'tractor_services')
 
@@ -43,6 +49,8 @@ async def open_service_root(
     enable_modules: list[str] | tuple[str, ...] = (),
     handle_signals: bool = True,
     service_host: str | None = None,
+    token: str | None = None,
+    allow_modules: list[str] | tuple[str, ...] = (),
 ) -> AsyncIterator[ServiceMngr]:
     """Start a root actor that hosts the registry at ``registry_addr`` (or
     ``$TRACTOR_REGISTRY_ADDR``, or tractor's default) and its manager.
@@ -53,6 +61,16 @@ async def open_service_root(
     wildcard registry or service host (``0.0.0.0``), or a registry host
     that is not this host's, is refused with :class:`AddressError`
     before anything starts.
+
+    A root is *guarded* when it has a ``token`` (a shared secret: the
+    argument, ``$TRACTOR_SERVICES_TOKEN`` or the file
+    ``$TRACTOR_SERVICES_TOKEN_FILE`` names); one on a non-loopback address
+    always is (it makes a random token when given none).  A guarded root
+    starts or cancels a service for a peer only with its token, and only
+    endpoints from its packages' modules plus ``allow_modules`` (and
+    ``$TRACTOR_SERVICES_ALLOW_MODULES``); it writes the token to
+    :func:`~tractor_services._remote.token_file` for clients on its own
+    host (removed on exit).
 
     With ``handle_signals`` SIGTERM tears the tree down: services stop in
     reverse start order and the block exits normally.  Raises
@@ -70,6 +88,9 @@ async def open_service_root(
     service_host = check_bind_host(
         addr[0] if service_host is None else service_host, 'service host'
     )
+    token = resolve_token(token)
+    if token is None and not (is_loopback(addr[0]) and is_loopback(service_host)):
+        token = new_token()
     if await compat.registry_reachable(addr):
         raise RegistryInUse(
             f'a registry already answers at {addr[0]}:{addr[1]}: attach to it '
@@ -82,22 +103,47 @@ async def open_service_root(
         debug_mode=debug_mode,
         enable_modules=list(enable_modules),
         service_host=service_host,
+        token=token,
+        allow_modules=allow_modules,
     ) as mngr:
         if not compat.is_registry():
             raise RegistryInUse(f'another root took {addr[0]}:{addr[1]} first')
-        with trio.CancelScope() as cs:
+        with _token_file(mngr, addr, token), trio.CancelScope() as cs:
             if handle_signals:
                 await mngr.tn.start(cancel_on_signals, cs)
             yield mngr
 
 
+@contextmanager
+def _token_file(
+    mngr: ServiceMngr, addr: tuple[str, int], token: str | None
+) -> Iterator[None]:
+    """The root's token in its file for this host's clients, while it runs."""
+    if token is None:
+        yield
+        return
+    path = mngr.token_file = write_token_file(addr, token)
+    log.info(f'the service root is guarded: its token is in {path}')
+    try:
+        yield
+    finally:
+        try:
+            if path.read_text().strip() == token:
+                path.unlink()
+        except OSError:
+            pass
+
+
 @acm
 async def open_root_mngr(
     registry_addr: str | tuple[str, int] | None = None,
+    token: str | None = None,
 ) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
     """The root's manager: the local one when this actor is the registry
     and has one open, else a :class:`RemoteServiceMngr` talking to the
-    registry actor.  Needs a running tractor runtime."""
+    registry actor, sending ``token`` (default: see
+    :func:`~tractor_services._remote.resolve_token`) to a guarded root.
+    Needs a running tractor runtime."""
     addr = resolve_registry_addr(registry_addr)
     if compat.is_registry() and _holder.mngr is not None:
         yield _holder.mngr
@@ -107,8 +153,9 @@ async def open_root_mngr(
             f'no service root answers at {addr[0]}:{addr[1]}: start one with '
             'open_service_root() or maybe_open_service_root()'
         )
+    token = resolve_token(token, addr)
     async with compat.open_portal(addr) as portal:
-        yield RemoteServiceMngr(portal)
+        yield RemoteServiceMngr(portal, token)
 
 
 @acm
