@@ -78,11 +78,17 @@ async def subscriber(
     topics: list[str],
     tick_throttle: float | None = None,
     stall_timeout: float = 5.0,
+    ring: bool = True,
 ) -> None:
-    """Subscribe to the producer and count what arrives."""
+    """Subscribe to the producer and count what arrives (``ring=False``:
+    through the stream even on the producer's host)."""
     async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
         async with open_feed(
-            portal, topics, tick_throttle=tick_throttle, stall_timeout=stall_timeout
+            portal,
+            topics,
+            tick_throttle=tick_throttle,
+            stall_timeout=stall_timeout,
+            ring=ring,
         ) as feed:
             await ctx.started(os.getpid())
             async for _ in feed:
@@ -127,7 +133,7 @@ async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
         async def run_a() -> None:
             try:
                 async with open_feed(
-                    portal, ['a'], tick_throttle=10, stall_timeout=1.0
+                    portal, ['a'], tick_throttle=10, stall_timeout=1.0, ring=False
                 ) as fa:
                     try:
                         async for _ in fa:
@@ -146,7 +152,7 @@ async def two_feeds(ctx: tractor.Context, producer_name: str) -> None:
                         break
 
         async def run_b() -> None:
-            async with open_feed(portal, ['b'], stall_timeout=60.0) as fb:
+            async with open_feed(portal, ['b'], stall_timeout=60.0, ring=False) as fb:
                 async for q in fb:
                     rep['b'] += 1
                     rep['b_seq'] = q.seq

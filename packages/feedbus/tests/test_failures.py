@@ -75,8 +75,12 @@ async def test_stalled_subscriber_does_not_slow_others_and_is_dropped(reg_addr):
         for name in ('stuck', 'ok'):
             pids[name] = await mngr.start_service(
                 name,
-                partial(
-                    fe.subscriber, producer_name='prod', topics=['a'], stall_timeout=1.0
+                partial(  # the stall rule is the TCP path's (a ring reader just lags)
+                    fe.subscriber,
+                    producer_name='prod',
+                    topics=['a'],
+                    stall_timeout=1.0,
+                    ring=False,
                 ),
             )
 

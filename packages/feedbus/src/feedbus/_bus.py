@@ -40,6 +40,7 @@ from tractor_services.checks import check_positive
 
 from ._errors import DROP_REASONS
 from ._msgs import Quote
+from ._ring import RING_BYTES, RingWriter, topic_id
 from ._wire import pack
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class SubStats(msgspec.Struct, kw_only=True):
     reason: str | None = (
         None  # the same in one word: 'stalled', 'overrun', 'broken' or 'ended'
     )
+    ring: bool = False  # it reads the shared-memory quote ring (a local subscriber)
+    gaps: int = 0  # times it fell more than the ring behind (ring subscribers)
 
 
 class BadQuote(ValueError):
@@ -128,6 +131,9 @@ class Sub:
     throttler: Throttler | None = field(default=None, compare=False, hash=False)
     ctl: Outbox | None = field(default=None, compare=False, hash=False)
     progress: Progress = field(default_factory=Progress, compare=False, hash=False)
+    #: its reader slot in the bus's quote ring when it reads the ring (a
+    #: local subscriber: the bus writes its quotes there, not to its outbox)
+    ring_slot: int | None = field(default=None, compare=False, hash=False)
 
     def reply(self, msg: Any) -> None:
         """Queue a control reply (a struct or a map) to this subscriber;
@@ -155,6 +161,13 @@ class FeedsBus:
 
     def __init__(self) -> None:
         self._subs: dict[str, set[Sub]] = {}
+        # ring subscribers per topic: the ring carries their quotes
+        self._ring_subs: dict[str, set[Sub]] = {}
+        self._tids: dict[str, int] = {}
+        #: the quote ring, while local subscribers read it (see feedbus._ring)
+        self.ring: RingWriter | None = None
+        #: its data size in bytes (for the next ring made)
+        self.ring_bytes: int = RING_BYTES
         self._latest: dict[str, Quote] = {}
         self._seq: dict[str, int] = {}
         self.topics: set[str] = set()
@@ -166,34 +179,81 @@ class FeedsBus:
     def add_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
         """Add ``subs`` to ``key``'s set (adding twice is harmless);
         returns the set."""
+        subs = list(subs)
         ss = self._subs.setdefault(key, set())
-        ss.update(subs)
-        return ss
+        ss.update(s for s in subs if s.ring_slot is None)
+        rs = {s for s in subs if s.ring_slot is not None}
+        if rs:
+            self._ring_subs.setdefault(key, set()).update(rs)
+        if not ss:
+            del self._subs[key]
+        return ss | self._ring_subs.get(key, set())
 
     def get_subs(self, key: str) -> set[Sub]:
-        """``key``'s subscribers (a copy); an unknown topic creates nothing."""
-        return set(self._subs.get(key, ()))
+        """``key``'s subscribers (a copy); an unknown topic creates nothing.
+        Ring subscribers' counters are brought up to date from the ring."""
+        rs = self._ring_subs.get(key, ())
+        self._refresh(rs)
+        return set(self._subs.get(key, ())) | set(rs)
 
     def remove_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
         """Remove ``subs`` from ``key`` (absent ones are ignored); returns
         what remains."""
-        ss = self._subs.get(key)
-        if ss is None:
-            return set()
-        ss.difference_update(subs)
-        if not ss:
-            del self._subs[key]
-        return set(ss)
+        subs = list(subs)
+        left: set[Sub] = set()
+        for table in (self._subs, self._ring_subs):
+            ss = table.get(key)
+            if ss is None:
+                continue
+            ss.difference_update(subs)
+            if not ss:
+                del table[key]
+            left |= ss
+        return left
 
     def subs_items(self) -> Iterator[tuple[str, set[Sub]]]:
         """Topics with their subscribers (copies, safe to mutate the bus
         while iterating)."""
-        for key, ss in list(self._subs.items()):
-            yield key, set(ss)
+        for key in list({**self._subs, **self._ring_subs}):
+            yield key, self.get_subs(key)
+
+    # --- the quote ring (local subscribers) --------------------------------------
+
+    def ring_slot(self) -> int | None:
+        """A reader slot in the quote ring (made on first use), or ``None``
+        when the ring serves as many readers as it can (the subscriber
+        then takes the TCP path)."""
+        if self.ring is None:
+            self.ring = RingWriter(self.ring_bytes)
+        return self.ring.claim_slot()
+
+    def free_ring_slot(self, slot: int) -> None:
+        """Give a slot back; the last one closes and unlinks the ring."""
+        ring = self.ring
+        if ring is None:
+            return
+        ring.free_slot(slot)
+        if not ring._slots:
+            self.ring = None
+            ring.close()
+
+    def _refresh(self, subs: Iterable[Sub]) -> None:
+        """Copy ring readers' counters from their slots into their stats."""
+        ring = self.ring
+        if ring is None:
+            return
+        for sub in subs:
+            if sub.ring_slot is not None:
+                _, delivered, gaps, dropped, _pos, messages, conflated, _ = ring.slot(
+                    sub.ring_slot
+                )
+                st = sub.stats
+                st.delivered, st.gaps, st.dropped = delivered, gaps, dropped
+                st.messages, st.conflated = messages, conflated
 
     def forget_sub(self, sub: Sub) -> None:
         """Remove ``sub`` from every topic and close its outbox."""
-        for key in list(self._subs):
+        for key in list({**self._subs, **self._ring_subs}):
             self.remove_subs(key, (sub,))
         sub.send_chan.close()
 
@@ -286,6 +346,13 @@ class FeedsBus:
         self._seq[topic] = seq
         self.topics.add(topic)
         self._latest[topic] = quote
+        if topic in self._ring_subs:
+            ring = self.ring
+            if ring is not None:
+                tid = self._tids.get(topic)
+                if tid is None:
+                    tid = self._tids[topic] = topic_id(topic)
+                ring.write(tid, packed)  # once, however many local readers
         subs = self._subs.get(topic)
         if subs:
             for sub in list(subs):

@@ -8,6 +8,7 @@ topics with per-key reference counts.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from typing import Any, Union
 import msgspec
 import trio
 
-from tractor_services import compat
+from tractor_services import compat, host_id
 
 from ._bus import (
     OUTBOX_SIZE,
+    Outbox,
     SubStats,
     check_clearing,
     check_flag,
@@ -41,10 +43,19 @@ from ._ctl import (
     decode_reply,
 )
 from ._errors import FeedError, SubscriptionDropped
-from ._msgs import Frame, Quote
+from ._msgs import CLEARING_TICK_TYPES, Frame, Quote
 from ._producer import open_feed_stream, producer_pid
 from ._readers import SEND_GRACE_S, StreamReaders
+from ._ring import RingGone, RingReader, RingToken
+from ._throttle import Throttler
 from ._wire import decoder
+
+#: seconds a ring reader that found its ring gone waits before it ends the
+#: feed itself, when the producer's process is watched: the watch names
+#: the death first (``PeerGone``)
+RING_GONE_GRACE_S: float = 2.0
+
+_quote_decode = msgspec.msgpack.Decoder(Quote).decode
 
 log = compat.get_logger('client', 'feedbus')
 
@@ -61,6 +72,10 @@ class Feed(StreamReaders):
     ended it), readers raise :class:`SubscriptionDropped` after the
     messages that arrived before, ``feed.dropped`` holds it, requests
     raise it, and ``await feed.stats()`` returns the final counters.
+
+    ``feed.ring`` says whether quotes come through the producer's
+    shared-memory ring (a producer on this host) rather than the stream;
+    either way they read alike.
     """
 
     data_decoder = decoder(Union[Quote, Frame])
@@ -76,22 +91,45 @@ class Feed(StreamReaders):
     #: error replies to requests nobody waits for (e.g. malformed ones)
     errors: list[Error] = field(default_factory=list)
     _error_seen: trio.Event = field(default_factory=trio.Event)
+    #: the ring to read, when the producer is on this host (else ``None``)
+    ring_token: RingToken | None = None
+    #: tick types that make a frame urgent (ring feeds frame on this side)
+    clearing: frozenset[str] = CLEARING_TICK_TYPES
+    #: the producer's process is watched (its death raises ``PeerGone``)
+    watched: bool = False
+    _ring_reader: RingReader | None = None
+    _throttler: Throttler | None = None
+    _ring_queue_stats: SubStats = field(default_factory=SubStats)
+
+    @property
+    def ring(self) -> bool:
+        """Quotes come through the shared-memory ring."""
+        return self.ring_token is not None
 
     # --- control -----------------------------------------------------------
 
     async def pause(self) -> None:
         """Stop delivery; one message on this feed's stream, however many
         topics it carries."""
+        rr = self._ring_reader
+        if rr is not None:  # a ring feed stops on its own side at once
+            rr.pause()
+            if self._throttler is not None:
+                self._throttler.discard()
         await self._request(Pause)
 
     async def resume(self) -> None:
         await self._request(Resume)
+        if self._ring_reader is not None:
+            self._ring_reader.resume()
 
     async def subscribe(self, topics: Iterable[str]) -> dict[str, Quote | None]:
         """Add topics; returns their latest quotes."""
         topics = list(topics)
         res = await self._request(Subscribe, topics=topics)
         self.topics |= set(topics)
+        if self._ring_reader is not None:
+            self._ring_reader.set_topics(self.topics)
         return {
             t: msgspec.convert(q, Quote) if q else None for t, q in (res or {}).items()
         }
@@ -100,22 +138,113 @@ class Feed(StreamReaders):
         topics = list(topics)
         await self._request(Unsubscribe, topics=topics)
         self.topics -= set(topics)
+        if self._ring_reader is not None:
+            self._ring_reader.set_topics(self.topics)
 
     async def set_rate(self, rate: float) -> None:
         """Change this throttled feed's rate (Hz) without resubscribing."""
         check_rate(rate)
         await self._request(SetRate, rate=rate)
         self.rate = rate
+        if self._throttler is not None:
+            self._throttler.rate = rate
 
     async def stats(self) -> SubStats:
         """This subscriber's counters, as the producer keeps them; once the
-        producer removed it, the final ones (no request is sent)."""
+        producer removed it, the final ones (no request is sent).  A ring
+        feed's delivery counters (delivered, messages, conflated, dropped,
+        overruns, gaps) are its own, kept on this side."""
         try:
-            return msgspec.convert(await self._request(GetStats), SubStats)
+            stats = msgspec.convert(await self._request(GetStats), SubStats)
         except SubscriptionDropped as err:
-            if isinstance(err.stats, SubStats):
-                return err.stats
-            raise
+            if not isinstance(err.stats, SubStats):
+                raise
+            stats = err.stats
+        return self._ring_counters(stats)
+
+    def _ring_counters(self, stats: SubStats) -> SubStats:
+        rr = self._ring_reader
+        if rr is None:
+            return stats
+        q = self._ring_queue_stats
+        stats.ring = True
+        stats.delivered = rr.delivered
+        stats.messages = rr.messages
+        stats.conflated = rr.conflated
+        stats.gaps = rr.gaps
+        stats.dropped = rr.dropped + q.dropped
+        stats.overruns = q.overruns
+        return stats
+
+    # --- the ring -----------------------------------------------------------------
+
+    @acm
+    async def _running(self) -> AsyncIterator[None]:
+        async with super()._running():
+            if self.ring_token is None:
+                yield
+                return
+            reader = RingReader(self.ring_token, set(self.topics), _quote_decode)
+            self._ring_reader = reader
+            try:
+                async with trio.open_nursery() as tn:
+                    tn.start_soon(self._ring_pump, reader)
+                    try:
+                        yield
+                    finally:
+                        tn.cancel_scope.cancel()
+            finally:
+                reader.close()
+
+    def _deliver_local(self, msgs: list[Any]) -> None:
+        for r in list(self._readers):
+            try:
+                for m in msgs:
+                    r.put(m)
+            except trio.ClosedResourceError:
+                pass
+
+    async def _ring_pump(self, reader: RingReader) -> None:
+        """Read the ring into the local readers (this subscriber's own
+        framing when throttled), until the feed ends; a ring that goes
+        away ends the feed with :class:`SubscriptionDropped`."""
+        try:
+            if self.rate is None:
+                while self.dropped is None:
+                    batch = await reader.read()
+                    if self.dropped is not None:
+                        break
+                    self.received += 1
+                    reader.messages += 1
+                    reader.delivered += len(batch)
+                    self._deliver_local(batch)
+                    reader.publish_counters()
+                return
+            quotes = Outbox(self.buffer, self._ring_queue_stats)
+            throttler = self._throttler = Throttler(self.rate, clearing=self.clearing)
+
+            async def send_frame(frame: Frame) -> None:
+                n = 0
+                for tf in frame.topics.values():
+                    n += tf.n_quotes
+                self.received += 1
+                reader.messages += 1
+                reader.delivered += n
+                reader.conflated += n - len(frame.topics)
+                self._deliver_local([frame])
+                reader.publish_counters()
+                await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as tn:
+                tn.start_soon(throttler.run, quotes, send_frame)
+                while self.dropped is None:
+                    for m in await reader.read():
+                        quotes.put(m)
+                quotes.close()
+        except RingGone as err:
+            if self.dropped is None and self.watched:
+                await trio.sleep(RING_GONE_GRACE_S)
+            self._drop(SubscriptionDropped('broken', str(err), None))
 
     async def _request(self, kind: type, **kw: Any) -> Any:
         reply = await self._ask(lambda rid: kind(id=rid, **kw))
@@ -150,9 +279,16 @@ async def open_feed(
     batch: bool = True,
     buffer: int = OUTBOX_SIZE,
     watch_producer: bool = True,
+    ring: bool = True,
     **endpoint_kwargs: Any,
 ) -> AsyncIterator[Feed]:
     """Subscribe to ``topics`` on the producer behind ``portal``.
+
+    ``ring`` (default on): if the producer shares this host's memory (the
+    same :func:`tractor_services.host_id`), quotes come through its
+    shared-memory ring and this side frames them; otherwise, and with
+    ``ring=False``, through the stream.  Control (pause, resume, stats,
+    a drop) always travels on the stream.
 
     With ``watch_producer`` (and a producer on this host), a producer
     process that dies cancels the block and raises
@@ -168,6 +304,7 @@ async def open_feed(
     check_flag('allow_remote_ctl_ui', allow_remote_ctl_ui)
     check_flag('batch', batch)
     check_outbox_size(buffer, 'buffer')
+    check_flag('ring', ring)
     for name, check in (
         ('outbox_size', check_outbox_size),
         ('stall_timeout', check_stall_timeout),
@@ -175,6 +312,11 @@ async def open_feed(
     ):
         if name in endpoint_kwargs:
             check(endpoint_kwargs[name])
+    clearing = endpoint_kwargs.get('clearing')
+    here = host_id() if ring else None
+    if here is not None:
+        endpoint_kwargs['ring_host'] = here
+        endpoint_kwargs['ring_pid'] = os.getpid()
     watching: Any = contextlib.nullcontext()
     if watch_producer:
         pid = await portal.run(producer_pid)
@@ -191,6 +333,11 @@ async def open_feed(
             **endpoint_kwargs,
         ) as (ctx, first),
     ):
+        token = None
+        if here is not None:
+            token = first.get('ring')
+            token = msgspec.convert(token, RingToken) if token else None
+            first = first['latest']
         async with compat.open_drained_stream(ctx) as stream:
             feed = Feed(
                 stream=stream,
@@ -201,6 +348,11 @@ async def open_feed(
                 },
                 rate=tick_throttle,
                 buffer=buffer,
+                ring_token=token,
+                clearing=CLEARING_TICK_TYPES
+                if clearing is None
+                else frozenset(clearing),
+                watched=watch_producer,
             )
             async with feed._running():
                 await compat.send_whole_or_abort(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import msgspec
 import trio
 
-from tractor_services import PeerDisconnected, compat
+from tractor_services import PeerDisconnected, compat, host_id
 
 from ._bus import (
     OUTBOX_SIZE,
@@ -252,6 +252,7 @@ async def open_sub(
     outbox_size: int = OUTBOX_SIZE,
     stall_timeout: float = STALL_TIMEOUT_S,
     clearing: frozenset[str] | None = CLEARING_TICK_TYPES,
+    ring_slot: int | None = None,
 ) -> AsyncIterator[tuple[Sub, trio.Event]]:
     """Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
     outbox and sender task (a throttler when ``rate`` is set), which starts
@@ -264,11 +265,16 @@ async def open_sub(
     producer), it gets a last message saying why (once the send in flight
     finished) and the block is cancelled.  If the block ends while a send
     is stuck, the exit waits :data:`SEND_GRACE_S`, then closes the whole
-    connection (``compat.abort_connection``)."""
+    connection (``compat.abort_connection``).
+
+    ``ring_slot``: the subscriber reads the bus's quote ring from this
+    reader slot (``bus.ring_slot()``): its quotes go there, not to its
+    outbox, and it frames them on its own side (its throttler here only
+    holds the rate, for listings and ``SetRate``: nothing feeds it)."""
     outbox_size = check_outbox_size(outbox_size)
     stall_timeout = check_stall_timeout(stall_timeout)
     clearing = check_clearing(clearing)
-    stats = SubStats()
+    stats = SubStats(ring=ring_slot is not None)
     sub = Sub(
         ipc=stream,
         send_chan=Outbox(outbox_size, stats),
@@ -288,6 +294,7 @@ async def open_sub(
                 reason='overrun',
             )
         ),
+        ring_slot=ring_slot,
     )
     ctl = sub.ctl
     assert ctl is not None
@@ -435,6 +442,7 @@ class _Session:
         throttler.rate = msg.rate  # the setter refuses a bad rate (ValueError)
 
     def on_get_stats(self, msg: GetStats) -> dict[str, Any]:
+        self.bus._refresh((self.sub,))
         return _encode(self.sub.stats)
 
     _methods: ClassVar[dict[type, Callable[[_Session, Any], Any]]] = {
@@ -458,6 +466,8 @@ async def open_feed_stream(
     outbox_size: int = OUTBOX_SIZE,
     stall_timeout: float = STALL_TIMEOUT_S,
     clearing: list[str] | None = None,
+    ring_host: str | None = None,
+    ring_pid: int | None = None,
 ) -> None:
     """Subscribe the calling actor to ``topics`` on this actor's bus.
 
@@ -471,6 +481,17 @@ async def open_feed_stream(
     stream.  ``clearing``: the tick types that make a throttled frame
     urgent (``None``: the default set; ``[]``: none).
 
+    ``ring_host``: the subscriber's :func:`tractor_services.host_id`, given
+    when it can read the shared-memory quote ring.  Then ``started()``
+    carries ``{'latest': ..., 'host_id': ours, 'ring': token}``, where the
+    token (a :class:`feedbus._ring.RingToken` as a map) is ``None`` unless
+    the ids match (the same ``/dev/shm``) and the ring has a reader slot
+    free: with a token, quotes travel through the ring and the subscriber
+    frames them itself; the stream carries the control protocol only.
+    ``ring_pid``: the subscriber's process id, watched while it reads the
+    ring (nothing else would tell that it died: no data goes to it on the
+    stream); a pid that is not a live process here gets no ring.
+
     """
     bus = get_feed_bus()
     topics = check_topics(topics)
@@ -481,28 +502,110 @@ async def open_feed_stream(
     stall_timeout = check_stall_timeout(stall_timeout)
     clearing_set = check_clearing(clearing)
     _check_served(bus, topics)
+    if ring_host is not None and not isinstance(ring_host, str):
+        raise ValueError(f'ring_host={ring_host!r} must be a host id (a string)')
+    if ring_pid is not None and (
+        not isinstance(ring_pid, int) or isinstance(ring_pid, bool) or ring_pid <= 0
+    ):
+        raise ValueError(f'ring_pid={ring_pid!r} must be a process id')
 
-    await ctx.started(_latest(bus, topics))
-
-    async with (
-        compat.open_stream(ctx) as stream,
-        open_sub(
+    slot: int | None = None
+    if ring_host is None:
+        await ctx.started(_latest(bus, topics))
+    else:
+        here = host_id()
+        if here is not None and ring_host == here and _alive(ring_pid):
+            slot = bus.ring_slot()
+        token = None
+        if slot is not None:
+            assert bus.ring is not None
+            token = _encode(bus.ring.token(slot))
+        await ctx.started(
+            {'latest': _latest(bus, topics), 'host_id': here, 'ring': token}
+        )
+    try:
+        await _serve(
+            ctx,
             bus,
-            stream,
+            topics,
             rate=rate,
             rc_ui=allow_remote_ctl_ui,
             batch=batch,
             outbox_size=outbox_size,
             stall_timeout=stall_timeout,
             clearing=clearing_set,
+            ring_slot=slot,
+            ring_pid=ring_pid,
+        )
+    finally:
+        if slot is not None:
+            bus.free_ring_slot(slot)
+
+
+async def _serve(
+    ctx: compat.Context,
+    bus: FeedsBus,
+    topics: list[str],
+    *,
+    rate: float | None,
+    rc_ui: bool,
+    batch: bool,
+    outbox_size: int,
+    stall_timeout: float,
+    clearing: frozenset[str] | None,
+    ring_slot: int | None,
+    ring_pid: int | None = None,
+) -> None:
+    """Stream to one subscriber and serve its requests until it leaves."""
+    async with (
+        compat.open_stream(ctx) as stream,
+        open_sub(
+            bus,
+            stream,
+            rate=rate,
+            rc_ui=rc_ui,
+            batch=batch,
+            outbox_size=outbox_size,
+            stall_timeout=stall_timeout,
+            clearing=clearing,
+            ring_slot=ring_slot,
         ) as (sub, ready),
     ):
         session = _Session(bus, sub, ready, set(topics))
-        try:
-            async for raw in stream:
-                session.handle(raw)
-        except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the subscriber went away: open_sub() forgets it
+        async with trio.open_nursery() as tn:
+            if ring_slot is not None and ring_pid is not None:
+                tn.start_soon(_watch_reader, bus, sub, ring_pid)
+            try:
+                async for raw in stream:
+                    session.handle(raw)
+            except (
+                PeerDisconnected,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+            ):
+                pass  # the subscriber went away: open_sub() forgets it
+            tn.cancel_scope.cancel()
+
+
+def _alive(pid: int | None) -> bool:
+    """Is ``pid`` a process we can see (the same pid namespace)?"""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+async def _watch_reader(bus: FeedsBus, sub: Sub, pid: int) -> None:
+    """A ring subscriber gets no data on its stream, so a send cannot
+    find it dead (and a5 never ends a dead peer's stream): its process is
+    watched instead, and its death removes it (reason ``'broken'``)."""
+    await compat.wait_pid_exit(pid)
+    bus.drop_sub(sub, f'broken: its process (pid {pid}) exited', reason='broken')
 
 
 async def producer_pid() -> int:

@@ -1,0 +1,307 @@
+"""The shared-memory quote ring: local subscribers read each quote from
+one ring per producer (feedbus._ring), see their gaps, learn of a dead
+producer, and no segment outlives the producer on any exit path."""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import partial
+from pathlib import Path
+
+import feedbus_endpoints as fe
+import msgspec
+import pytest
+import tractor
+import trio
+
+from feedbus import Frame, Quote, SubscriptionDropped, _ring, get_feed_bus, open_feed
+from tractor_services import compat, open_service_mngr, resolve_registry_addr
+
+SHM = Path('/dev/shm')
+pytestmark = pytest.mark.skipif(not SHM.is_dir(), reason='needs /dev/shm')
+
+# this session's ring segments carry a prefix of their own (inherited by
+# the actors it spawns), so the check below sees exactly ours
+PREFIX = os.environ.setdefault(_ring.KEY_PREFIX_ENV, f'feedbus_t{os.getpid()}_')
+
+
+def rings() -> set[str]:
+    return {p.name for p in SHM.iterdir() if p.name.startswith(PREFIX)}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_rings():
+    before = rings()
+    yield
+    leaked = rings() - before
+    for name in leaked:
+        (SHM / name).unlink(missing_ok=True)
+    assert not leaked, f'test left ring segments behind: {sorted(leaked)}'
+
+
+async def wait_until(pred, timeout=30.0, poll=0.02):
+    """Wait (bounded) for a condition another process makes true."""
+    with trio.fail_after(timeout):
+        while not await pred():
+            await trio.sleep(poll)
+
+
+# --- endpoints (subactors import this module by name) ------------------------------
+
+
+@tractor.context
+async def ring_producer(
+    ctx: tractor.Context,
+    topics: list[str],
+    per_ms: int = 1,
+    pad: int = 0,
+    ring_bytes: int = _ring.RING_BYTES,
+) -> None:
+    """Publish ``per_ms`` quotes per topic every millisecond into a ring
+    of ``ring_bytes``."""
+    bus = get_feed_bus()
+    bus.ring_bytes = ring_bytes
+    for t in topics:
+        bus.add_topic(t)
+
+    async def produce() -> None:
+        n = 0
+        while True:
+            for _ in range(per_ms):
+                n += 1
+                for t in topics:
+                    bus.publish(t, {'n': n, 'pad': 'x' * pad}, [{'type': 'bid'}])
+            await trio.sleep(0.001)
+
+    async with trio.open_nursery() as tn:
+        tn.start_soon(produce)
+        await ctx.started(os.getpid())
+        await trio.sleep_forever()
+
+
+async def bus_report() -> dict[str, list[dict]]:
+    """(in the producer) Each topic's subscribers' counters."""
+    return {
+        t: [msgspec.to_builtins(sub.stats) for sub in subs]
+        for t, subs in get_feed_bus().subs_items()
+    }
+
+
+async def published(topic: str) -> int:
+    """(in the producer) The last sequence number published on ``topic``."""
+    return get_feed_bus()._seq.get(topic, 0)
+
+
+_received = {'msgs': 0}
+
+
+async def received() -> int:
+    """(in a subscriber) How many messages it has read so far."""
+    return _received['msgs']
+
+
+@tractor.context
+async def ring_subscriber(ctx: tractor.Context, producer_name: str) -> None:
+    """A ring subscriber that counts what it reads (``fe.received``)."""
+    async with compat.find_actor(producer_name, resolve_registry_addr()) as portal:
+        async with open_feed(portal, ['a']) as feed:
+            assert feed.ring
+            await ctx.started(os.getpid())
+            async for _ in feed:
+                _received['msgs'] += 1
+
+
+# --- tests --------------------------------------------------------------------------
+
+
+async def test_many_subscribers_read_every_quote_in_order(reg_addr):
+    """Eight local subscribers (two throttled) on one producer: each reads
+    through the ring, every quote of its topics in order, no gap; the
+    producer's one ring serves them all, and lists them."""
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service(
+            'prod', partial(fe.producer, topics=['a', 'b'], hz=300)
+        )
+        portal = mngr.portal('prod')
+        got: dict[int, list] = {}
+        feeds = []
+        before = rings()
+        listed = trio.Event()
+
+        async def sub(i: int, task_status=trio.TASK_STATUS_IGNORED) -> None:
+            rate = 20 if i >= 6 else None
+            async with open_feed(portal, ['a', 'b'], tick_throttle=rate) as feed:
+                assert feed.ring
+                feeds.append(feed)
+                task_status.started()
+                await listed.wait()  # (its reader buffers meanwhile)
+                out = got[i] = []
+                async for msg in feed:
+                    out.append(msg)
+                    if len(out) == (200 if rate is None else 10):
+                        break
+                stats = await feed.stats()
+                assert stats.ring and stats.gaps == 0 and stats.dropped == 0
+                assert stats.delivered >= len(out)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as tn:
+                for i in range(8):
+                    await tn.start(sub, i)
+                report = await portal.run(fe.bus_report)
+                assert len(report['a']) == 8
+                assert all(s['ring'] for s in report['a'])
+                assert len(rings() - before) == 1  # one ring for all
+                listed.set()
+        for i, msgs in got.items():
+            if i < 6:
+                assert all(isinstance(m, Quote) for m in msgs)
+                for topic in ('a', 'b'):
+                    seqs = [m.seq for m in msgs if m.topic == topic]
+                    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), i
+            else:
+                assert all(isinstance(m, Frame) for m in msgs)
+                for topic in ('a', 'b'):
+                    tfs = [f.topics[topic] for f in msgs if topic in f.topics]
+                    for prev, nxt in zip(tfs, tfs[1:], strict=False):
+                        assert nxt.first_seq == prev.last_seq + 1  # nothing lost
+
+        # the last reader gone, the ring is unlinked (the producer lives on)
+        async def unlinked():
+            return not (rings() - before)
+
+        await wait_until(unlinked)
+
+
+async def test_ring_false_takes_the_stream(reg_addr):
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service('prod', partial(fe.producer, topics=['a'], hz=300))
+        portal = mngr.portal('prod')
+        async with open_feed(portal, ['a'], ring=False) as feed:
+            assert not feed.ring
+            with trio.fail_after(20):
+                await feed.receive()
+            assert not (await feed.stats()).ring
+            assert not rings()
+        with pytest.raises(ValueError, match='ring='):
+            async with open_feed(portal, ['a'], ring='yes'):
+                pass
+
+
+async def test_a_stalled_reader_gets_a_counted_gap_the_others_do_not(reg_addr):
+    """A subscriber stopped (SIGSTOP) while the producer writes more than
+    its ring holds finds a gap when it runs again: counted in its stats
+    (as the producer lists them), its subscription kept; the other one
+    reads on all along without a gap."""
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service(
+            'prod',
+            partial(ring_producer, topics=['a'], per_ms=2, pad=200, ring_bytes=65536),
+        )
+        prod = mngr.portal('prod')
+        pids = {}
+        for name in ('stuck', 'ok'):
+            pids[name] = await mngr.start_service(
+                name, partial(ring_subscriber, producer_name='prod')
+            )
+
+        async def both_reading():
+            subs = (await prod.run(bus_report)).get('a', [])
+            return len(subs) == 2 and all(s['delivered'] > 0 for s in subs)
+
+        await wait_until(both_reading)
+        os.kill(pids['stuck'], signal.SIGSTOP)
+        try:
+            p0 = await prod.run(published, topic='a')
+
+            async def lapped():  # well over 64 KiB of records written since
+                return await prod.run(published, topic='a') > p0 + 1000
+
+            await wait_until(lapped)
+            ok = mngr.portal('ok')
+            r0 = await ok.run(received)
+            await wait_until(lambda: _more(ok, r0 + 200))
+        finally:
+            os.kill(pids['stuck'], signal.SIGCONT)
+
+        async def one_gap():
+            subs = (await prod.run(bus_report)).get('a', [])
+            return len(subs) == 2 and any(s['gaps'] for s in subs)
+
+        await wait_until(one_gap)
+        subs = (await prod.run(bus_report))['a']
+        assert sorted(s['gaps'] > 0 for s in subs) == [False, True]
+        stuck = next(s for s in subs if s['gaps'])
+        assert stuck['removed'] is None and stuck['dropped'] > 0
+
+
+async def _more(portal, n: int) -> bool:
+    return await portal.run(received) >= n
+
+
+async def test_a_sigkilled_producers_ring_reader_gets_a_clear_error(reg_addr):
+    """Even unwatched (``watch_producer=False``), a ring subscriber of a
+    SIGKILLed producer ends with SubscriptionDropped within a bounded time,
+    and the ring is unlinked (by the producer's resource tracker)."""
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        pid = await mngr.start_service(
+            'prod', partial(fe.producer, topics=['a'], hz=200)
+        )
+        async with compat.find_actor('prod', mngr.registry_addr) as portal:
+            names = []
+            with trio.fail_after(30):
+                with pytest.raises(SubscriptionDropped, match='ring') as info:
+                    async with open_feed(portal, ['a'], watch_producer=False) as feed:
+                        assert feed.ring
+                        await feed.receive()
+                        names = rings()
+                        os.kill(pid, signal.SIGKILL)
+                        async for _ in feed:
+                            pass
+            assert info.value.reason == 'broken'
+            assert names
+
+            async def gone():
+                return not (names & rings())
+
+            await wait_until(gone)
+            compat.mark_disconnected(portal.channel)
+
+
+@pytest.mark.parametrize('how', ['cancelled', 'sigterm'])
+async def test_the_ring_is_unlinked_when_the_producer_stops(reg_addr, how):
+    """A producer cancelled (or sent SIGTERM) while a ring subscriber
+    reads unlinks its ring; the subscriber gets a clear error."""
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        pid = await mngr.start_service(
+            'prod', partial(fe.producer, topics=['a'], hz=200)
+        )
+        portal = mngr.portal('prod')
+        with trio.fail_after(30):
+            try:
+                async with open_feed(portal, ['a']) as feed:
+                    assert feed.ring
+                    await feed.receive()
+                    names = rings()
+                    assert names
+                    if how == 'cancelled':
+                        await mngr.cancel_service('prod')
+                    else:
+                        os.kill(pid, signal.SIGTERM)
+                    async for _ in feed:
+                        pass
+            except Exception as err:  # noqa: BLE001 - any clear error will do
+                assert (
+                    'exited' in str(err) or 'dropped' in str(err) or 'ring' in str(err)
+                ), repr(err)
+
+            async def gone():
+                return not (set(names) & rings())
+
+            await wait_until(gone)
+
+
+def test_ring_token_round_trips():
+    tok = _ring.RingToken(name='x', cap=4096, start=8, start_count=1, slot=3)
+    assert msgspec.convert(msgspec.to_builtins(tok), _ring.RingToken) == tok
