@@ -111,6 +111,72 @@ def test_too_little_free_space_is_one_clear_refusal_before_any_slot():
         pool.close()
 
 
+# --- the daemon's step fold ---------------------------------------------------
+
+
+class FakeWriter:
+    """Counts the steps it is given; ``held`` says it still has work."""
+
+    def __init__(self, held: bool = False) -> None:
+        self.steps: list[float] = []
+        self.held = held
+        self.on_trades = None
+        self.has_corrections = False
+
+    def on_step(self, period_s=None):
+        self.steps.append(period_s)
+
+    def needs_step(self, period_s):
+        return self.held
+
+
+class FakeSteps:
+    def __init__(self, msgs):
+        self.msgs = list(msgs)
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await trio.lowlevel.checkpoint()
+        if not self.msgs:
+            raise StopAsyncIteration
+        return self.msgs.pop(0)
+
+
+async def test_a_step_settles_only_the_writers_with_work_not_every_topic():
+    from tractor_sampler import Step
+    from tractor_sampler._errors import SamplerGone
+    from tractor_sampler._feedd import FeedDaemon, Topic
+    from tractor_sampler._plugins import load_backends
+
+    async with trio.open_nursery() as tn:
+        d = FeedDaemon(load_backends()['sim'], tn, buffers={1.0: 64, 60.0: 16})
+        topics = []
+        for i in range(1000):
+            t = Topic(name=f'T{i}', shms={1.0: None, 60.0: None}, writer=FakeWriter())
+            t.writer.on_trades = d._work_marker(t)
+            d.topics[t.name] = t
+            topics.append(t)
+        topics[7].writer.held = True  # trades held for a bar not open yet
+        for i in (3, 7, 500):
+            topics[i].writer.on_trades()  # what a write with trades does
+        steps = [Step(period_s=1.0, index=k, time=100.0 + k) for k in range(3)]
+        with pytest.raises(SamplerGone):
+            await d._fold_steps(FakeSteps(steps))
+        # the first step settles the three with trades, later ones only the
+        # one still holding trades; nobody else is looked at
+        assert {i: t.writer.steps for i, t in enumerate(topics) if t.writer.steps} == {
+            3: [1.0],
+            7: [1.0, 1.0, 1.0],
+            500: [1.0],
+        }
+        assert d.steps == {1.0: 3}
+        # their 60 s bars are settled at the next 60 s step
+        assert {t.name for t in d._work[60.0]} == {'T3', 'T7', 'T500'}
+        tn.cancel_scope.cancel()
+
+
 # --- many topics on one daemon ------------------------------------------------
 
 

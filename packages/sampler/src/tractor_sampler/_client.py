@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass
 from typing import Any, Union
 
+import msgspec
+
 from feedbus.protocol import StreamReaders
 from feedbus.wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
@@ -18,6 +20,7 @@ from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_roo
 from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)
 from ._msgs import (
     AddBuffersReq,
+    GroupMembers,
     Backfill,
     BroadcastReq,
     Error,
@@ -129,8 +132,10 @@ class SampleStream(StreamReaders):
         token or a list of them}``), all or none (:class:`SamplerRefused`
         naming the problem); the steps of their periods come on this stream
         from then on, and leaving it unregisters them.  Returns how many."""
-        tokens = _tokens(shms_by_period)
-        reply = await self._ask(lambda rid: AddBuffersReq(id=rid, buffers=tokens))
+        tokens, groups = _group_tokens(shms_by_period)
+        reply = await self._ask(
+            lambda rid: AddBuffersReq(id=rid, buffers=tokens, groups=groups)
+        )
         if isinstance(reply, Error):
             raise SamplerRefused(reply.error)
         return reply.reached
@@ -138,8 +143,10 @@ class SampleStream(StreamReaders):
     async def remove_buffers(self, shms_by_period: dict[float, Any]) -> int:
         """Have samplerd stop stepping buffers added on this stream; once
         this returns it never writes them again.  Returns how many."""
-        tokens = _tokens(shms_by_period)
-        reply = await self._ask(lambda rid: RemoveBuffersReq(id=rid, buffers=tokens))
+        tokens, groups = _group_tokens(shms_by_period)
+        reply = await self._ask(
+            lambda rid: RemoveBuffersReq(id=rid, buffers=tokens, groups=groups)
+        )
         if isinstance(reply, Error):
             raise SamplerRefused(reply.error)
         return reply.reached
@@ -157,6 +164,38 @@ def _tokens(shms_by_period: dict[float, Any] | None) -> dict[str, list[dict]]:
             for s in items
         ]
     return out
+
+
+def _group_tokens(
+    shms_by_period: dict[float, Any],
+) -> tuple[dict[str, list[dict]], dict[str, list[GroupMembers]]]:
+    """Tokens by period, the members of shm groups folded into one token
+    per group and their member numbers (see :class:`AddBuffersReq`)."""
+    tokens: dict[str, list[dict]] = {}
+    groups: dict[str, list[GroupMembers]] = {}
+    for p, shms in (shms_by_period or {}).items():
+        key = repr(check_period(p))
+        items: Iterable[Any] = shms if isinstance(shms, (list, tuple)) else [shms]
+        by_group: dict[str, tuple[ShmToken, list[int]]] = {}
+        for s in items:
+            tok = s.token if isinstance(s, ShmArray) else ShmToken.from_msg(s)
+            if tok.members > 1:
+                by_group.setdefault(tok.shm_name, (tok, []))[1].append(tok.member)
+            else:
+                tokens.setdefault(key, []).append(tok.to_msg())
+        if by_group:
+            groups[key] = [
+                GroupMembers(
+                    token=msgspec.to_builtins(
+                        msgspec.structs.replace(
+                            tok, member=0, first_live=None, first_partial=False
+                        )
+                    ),
+                    members=members,
+                )
+                for tok, members in by_group.values()
+            ]
+    return tokens, groups
 
 
 @acm

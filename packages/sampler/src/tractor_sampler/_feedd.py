@@ -42,12 +42,14 @@ and torn down.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import math
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +105,7 @@ SAMPLERD_BACK_TIMEOUT_S = 60.0
 MAX_BATCH: int = 2000
 
 #: at most this many topics of one attach request start at once
-START_CONCURRENCY: int = 256
+START_CONCURRENCY: int = 2000
 
 #: how a topic's quote stream is restarted when it raises
 DEFAULT_STREAM_POLICY = RestartPolicy(
@@ -113,6 +115,40 @@ DEFAULT_STREAM_POLICY = RestartPolicy(
     backoff_s=0.5,
     max_backoff_s=10.0,
 )
+
+
+#: an attach request of at least this many topics starts them with the
+#: cyclic garbage collector paused (see _gc_paused)
+GC_PAUSE_TOPICS: int = 64
+
+#: attach requests running with the collector paused (and whether it
+#: was enabled before the first)
+_gc_pauses = 0
+_gc_was_enabled = True
+
+
+@contextmanager
+def _gc_paused(pause: bool) -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while many topics start:
+    each start allocates thousands of objects that live on (tasks, bars
+    writers, buffers), so the collector would run full collections over an
+    ever larger heap again and again (measured: a third of the time to open
+    4,000 topics).  Nothing is freed late: what starting leaves as cyclic
+    garbage is collected once the last paused start is done."""
+    global _gc_pauses, _gc_was_enabled
+    if not pause:
+        yield
+        return
+    if not _gc_pauses:
+        _gc_was_enabled = gc.isenabled()
+        gc.disable()
+    _gc_pauses += 1
+    try:
+        yield
+    finally:
+        _gc_pauses -= 1
+        if not _gc_pauses and _gc_was_enabled:
+            gc.enable()
 
 
 def feedd_name(backend: str) -> str:
@@ -519,6 +555,7 @@ class FeedDaemon:
         #: steps received per period; registrations opened with samplerd
         self.steps: Counter[float] = Counter()
         self.sampler_registrations = 0
+        self._config_keys: dict[tuple[Any, tuple[str, ...]], tuple[str, ...]] = {}
 
     # --- topics -----------------------------------------------------------
 
@@ -543,6 +580,15 @@ class FeedDaemon:
                 )
             return topic
 
+    def _config_for(self, fn: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """:func:`config_for`, its signature inspection done once per hook
+        and set of config keys (not once per topic)."""
+        key = (fn, tuple(config))
+        keep = self._config_keys.get(key)
+        if keep is None:
+            keep = self._config_keys[key] = tuple(config_for(fn, config))
+        return {k: config[k] for k in keep}
+
     async def _symbol_info(
         self, name: str, config: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -550,7 +596,7 @@ class FeedDaemon:
         if fn is None:
             return None
         try:
-            info = await fn(name, **config_for(fn, config))
+            info = await fn(name, **self._config_for(fn, config))
         except Exception as err:
             raise ValueError(
                 f'backend {self.backend.name!r} does not know symbol {name!r}: {describe_error(err)}'
@@ -569,7 +615,7 @@ class FeedDaemon:
                 continue
             call = f'backend {self.backend.name!r}: history({name!r}, {p:g}, ...)'
             try:
-                bars = await fn(name, p, now, count, **config_for(fn, config))
+                bars = await fn(name, p, now, count, **self._config_for(fn, config))
             except Exception as err:
                 log.error(f'{call} failed, no backfill: {describe_error(err)}')
                 continue
@@ -1248,9 +1294,10 @@ async def attach_feed(
             'info': t.info,
         }
 
-    async with trio.open_nursery() as n:
-        for name in names:
-            n.start_soon(start, name)
+    with _gc_paused(len(names) >= GC_PAUSE_TOPICS):
+        async with trio.open_nursery() as n:
+            for name in names:
+                n.start_soon(start, name)
     for name in names:
         if name in errors:
             raise errors[name]

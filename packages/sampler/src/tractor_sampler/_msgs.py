@@ -89,16 +89,27 @@ class BroadcastReq(_Msg, frozen=True, kw_only=True, tag='broadcast'):
     id: int = 0
 
 
+class GroupMembers(msgspec.Struct, frozen=True, kw_only=True):
+    """Members of one shm group in a request: the group's token (any
+    member's, IPC form) once, and the member numbers."""
+
+    token: dict[str, Any]
+    members: list[int]
+
+
 class AddBuffersReq(_Msg, frozen=True, kw_only=True, tag='add_buffers'):
     """Ask samplerd to step more buffers for this registration (a feed
     daemon registers once and adds its topics' buffers as they start):
     ``buffers`` maps a period (its ``repr``) to the tokens (IPC form) of
-    the buffers to step every period.  All or none: a token that does not
-    attach is an :class:`Error` and nothing of the request is added.  The
-    :class:`Ack`'s ``reached`` is how many were added; the registration's
-    step stream carries the steps of their periods from then on."""
+    the buffers to step every period, ``groups`` to members of shm groups
+    (a token per group, not per member: a batch of thousands stays small).
+    All or none: a token that does not attach is an :class:`Error` and
+    nothing of the request is added.  The :class:`Ack`'s ``reached`` is
+    how many were added; the registration's step stream carries the steps
+    of their periods from then on."""
 
-    buffers: dict[str, list[dict[str, Any]]]
+    buffers: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[GroupMembers]] = {}
     id: int = 0
 
 
@@ -108,7 +119,8 @@ class RemoveBuffersReq(_Msg, frozen=True, kw_only=True, tag='remove_buffers'):
     ignored).  Once acked, samplerd never writes them again: their slots
     may be reused.  The :class:`Ack`'s ``reached`` is how many it removed."""
 
-    buffers: dict[str, list[dict[str, Any]]]
+    buffers: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[GroupMembers]] = {}
     id: int = 0
 
 

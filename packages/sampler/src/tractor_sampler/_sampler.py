@@ -508,6 +508,29 @@ def _parse_shms(shms_by_period: Any) -> list[tuple[float, ShmToken]]:
     return out
 
 
+def _parse_req(req: AddBuffersReq | RemoveBuffersReq) -> list[tuple[float, ShmToken]]:
+    """The tokens of an add or remove request: its ``buffers`` and the
+    members of its ``groups``."""
+    out = _parse_shms(req.buffers)
+    for raw_p, entries in req.groups.items():
+        try:
+            p = check_period(float(raw_p))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f'groups: {err}') from None
+        for entry in entries:
+            base = ShmToken.from_msg(entry.token)
+            for m in entry.members:
+                if isinstance(m, bool) or not isinstance(m, int):
+                    raise ValueError(f'groups: member {m!r} is not an int')
+                if not 0 <= m < base.members:
+                    raise ValueError(
+                        f'groups: {base.shm_name!r} has no member {m} '
+                        f'(it has {base.members})'
+                    )
+                out.append((p, base.for_member(m)))
+    return out
+
+
 @compat.context
 async def register_with_sampler(
     ctx: compat.Context,
@@ -539,7 +562,7 @@ async def register_with_sampler(
     def serve(req: Any, sub: Any) -> int:
         """One request: a broadcast, or buffers added or removed."""
         if isinstance(req, AddBuffersReq):
-            added = sampler.add_buffers(_parse_shms(req.buffers))
+            added = sampler.add_buffers(_parse_req(req))
             keys.update(added)
             if sub_for_broadcasts:
                 for p in {k[0] for k in added} - subscribed:
@@ -548,7 +571,7 @@ async def register_with_sampler(
             return len(added)
         if isinstance(req, RemoveBuffersReq):
             mine = []
-            for p, token in _parse_shms(req.buffers):
+            for p, token in _parse_req(req):
                 key = (p, token.shm_name, token.member)
                 if keys[key] > 0:
                     keys[key] -= 1

@@ -199,6 +199,10 @@ def _dtype_crc(descr: tuple) -> int:
 # -- the token ---------------------------------------------------------------
 
 
+#: checked dtype descriptions (canonical form) and their dtypes
+_DTYPES: dict[tuple, np.dtype] = {}
+
+
 class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
     """Everything another process needs to attach a buffer; travels over
     IPC as a plain map (``msgspec.to_builtins`` / msgpack) and comes back
@@ -249,20 +253,34 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 f'ShmToken.member must be in [0, {self.members}), got {self.member}'
             )
-        msgspec.structs.force_setattr(self, 'origin', check_origin(self.origin))
-        check_stamp(self.stamp)
-        descr = _canon_descr(self.dtype_descr)
+        if type(self.origin) is not float or self.origin:
+            msgspec.structs.force_setattr(self, 'origin', check_origin(self.origin))
+        if self.stamp != 'open':
+            check_stamp(self.stamp)
+        descr = self.dtype_descr
+        # a description seen before (every member's token, every topic's)
+        # is not canonicalised and checked again: thousands of tokens a second
         try:
-            np.dtype(_descr_to_numpy(descr))
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f'invalid dtype description {self.dtype_descr!r}: {err}'
-            ) from err
-        msgspec.structs.force_setattr(self, 'dtype_descr', descr)
+            known = isinstance(descr, tuple) and descr in _DTYPES
+        except TypeError:  # lists inside: not canonical
+            known = False
+        if not known:
+            descr = _canon_descr(descr)
+            if descr not in _DTYPES:
+                try:
+                    dt = np.dtype(_descr_to_numpy(descr))
+                except (TypeError, ValueError) as err:
+                    raise ValueError(
+                        f'invalid dtype description {self.dtype_descr!r}: {err}'
+                    ) from err
+                if len(_DTYPES) < 256:
+                    _DTYPES[descr] = dt
+            msgspec.structs.force_setattr(self, 'dtype_descr', descr)
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(_descr_to_numpy(self.dtype_descr))
+        dt = _DTYPES.get(self.dtype_descr)
+        return dt if dt is not None else np.dtype(_descr_to_numpy(self.dtype_descr))
 
     @classmethod
     def from_msg(cls, msg: ShmToken | dict | Any) -> ShmToken:
