@@ -117,7 +117,7 @@ RING_BYTES: int = 8 << 20
 SLOTS: int = 256
 SLOT_WORDS = 8
 #: a reader's polling backoff, seconds
-POLL_MIN_S: float = 0.0005
+POLL_MIN_S: float = 0.001
 POLL_MAX_S: float = 0.004
 #: seconds between liveness checks of an idle ring
 LIVE_CHECK_S: float = 0.25
@@ -486,6 +486,9 @@ class RingReader:
         waiting for at least one record.  :class:`RingGone` once the ring
         is closed or gone."""
         att = self._att
+        # always a checkpoint: a reader that never waits (a busy ring) must
+        # still let its consumers run
+        await trio.lowlevel.checkpoint()
         while True:
             if self.paused:
                 await self._resumed.wait()
