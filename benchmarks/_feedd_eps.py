@@ -233,3 +233,45 @@ async def sub_ctl(ctx: tractor.Context, registry_addr: list) -> None:
                 else:
                     raise ValueError(f'unknown kind {cmd["kind"]!r}')
                 await ctl.send(res)
+
+
+# --- topics per feed daemon ---------------------------------------------------
+
+#: the buffers of the topics curve: a short history each, so /dev/shm
+#: touched per topic shows the rows it uses (not a topic's capacity)
+TOPIC_BUFFERS = {1.0: (4096, 0), 60.0: (512, 0)}
+
+
+def proc_figures(pid: int, shm_prefix: str | None = None) -> dict[str, Any]:
+    """What one process holds: file descriptors (all, and those on
+    /dev/shm), anonymous resident memory (``RssAnon``, private) in bytes."""
+    fds = shm = 0
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        fds += 1
+        try:
+            target = os.readlink(f'/proc/{pid}/fd/{fd}')
+        except OSError:
+            continue
+        if target.startswith('/dev/shm/') and (
+            shm_prefix is None or target.startswith(f'/dev/shm/{shm_prefix}')
+        ):
+            shm += 1
+    anon = 0
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            if line.startswith('RssAnon:'):
+                anon = int(line.split()[1]) * 1024
+    return {'fds': fds, 'shm_fds': shm, 'rss_anon': anon}
+
+
+def shm_touched(names: set[str]) -> int:
+    """Bytes of /dev/shm the segments ``names`` (and their control
+    segments) have allocated: tmpfs allocates touched pages only."""
+    total = 0
+    for name in names:
+        for n in (name, name + '_ctl'):
+            try:
+                total += os.stat(f'/dev/shm/{n}').st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total

@@ -32,6 +32,16 @@ CPU time of every process (``psutil``, sampled by the root at the window's
 ends).  Kinds are interleaved, their order rotated every round, after one
 unrecorded warm-up round; figures are medians over rounds.
 
+**Topics per feed daemon** (a curve, 1 to 10,000 topics, run first;
+``--only-topics`` runs it alone, ``--no-topics`` leaves it out): per topic
+count a fresh service root, ``feedd.sim`` with that many topics opened by
+one ``open_market_feed`` call, measuring the time to open them, the file
+descriptors of the daemon, samplerd and the client, the daemon's
+anonymous RSS and the /dev/shm pages touched per topic, and samplerd's
+step latency to a subscriber with the topics registered against one
+buffer alone in the same run; a table and a plot
+(``docs/img/feedd_topics.png``) inside the feedd section.
+
 The ``__main__`` guard is required: subactors re-run this file.
 
     python benchmarks/bench_feedd.py            # full size, writes docs
@@ -384,6 +394,121 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+# --- topics per feed daemon ------------------------------------------------------
+
+
+async def _step_latency(steps: Any, n: int) -> list[float]:
+    """Arrival minus boundary of the next ``n`` 1 s steps (seconds)."""
+    from tractor_sampler import Step
+
+    out: list[float] = []
+    # a reader of its own: only the steps from now on (the default reader
+    # holds the ones that came while the topics opened)
+    with trio.fail_after(n * 3 + 30):
+        async with steps.open_reader() as rx:
+            while len(out) < n:
+                msg = await rx.receive()
+                if isinstance(msg, Step) and msg.period_s == 1.0:
+                    out.append(time.time() - msg.time)
+    return out
+
+
+async def run_topics(cfg: argparse.Namespace) -> dict[str, Any]:
+    """The topics curve: per topic count, a fresh service root; samplerd's
+    step latency to a subscriber (this process) with one buffer of its
+    own registered, then with the topics' buffers too; the time to open
+    the topics (one ``open_market_feed`` call); file descriptors of the
+    daemon, samplerd and this client; the daemon's anonymous RSS and the
+    /dev/shm pages touched, per topic."""
+    import numpy as np
+
+    import _feedd_eps as eps
+    from tractor_sampler import (
+        feedd_name,
+        maybe_open_feedd,
+        open_market_feed,
+        open_sample_stream,
+        open_shm_array,
+    )
+    from tractor_services import open_service_root
+
+    compat.quiet_runtime_logs()
+    points = []
+    for n in cfg.topics:
+        addr = ('127.0.0.1', free_port())
+        async with open_service_root(addr, name='bench_feedd_topics') as mngr:
+            compat.quiet_runtime_logs()
+            async with maybe_open_feedd(
+                'sim', buffers=eps.TOPIC_BUFFERS, group_members=cfg.group_members
+            ):
+                pass
+            feedd_pid = mngr.info(feedd_name('sim')).pid
+            sd_pid = mngr.info('samplerd').pid
+            empty = eps.proc_figures(feedd_pid)
+            with open_shm_array(64, start=0) as one:
+                row = np.zeros(1, dtype=one.dtype)
+                row['time'] = math.floor(time.time())
+                row['close'] = 100.0
+                one.push(row)
+                async with open_sample_stream(1.0, {1.0: one}) as steps:
+                    base = await _step_latency(steps, cfg.steps)
+                    topics = [f'S{i:05d}' for i in range(n)]
+                    t0 = time.perf_counter()
+                    async with open_market_feed(
+                        topics,
+                        config={
+                            'tick_rate': cfg.topic_rate,
+                            'trade_prob': 0.5,
+                            'anchored': False,
+                        },
+                        buffers=eps.TOPIC_BUFFERS,
+                    ) as feed:
+                        t_open = time.perf_counter() - t0
+                        lat = await _step_latency(steps, cfg.steps)
+                        names = {
+                            feed.buffer(t, p).token.shm_name
+                            for t in topics
+                            for p in eps.TOPIC_BUFFERS
+                        }
+                        info = await feed.info()
+                        d = eps.proc_figures(feedd_pid)
+                        point = {
+                            'n': n,
+                            'open_s': t_open,
+                            'base': base,
+                            'lat': lat,
+                            'groups': len(names),
+                            'registrations': info.sampler_registrations,
+                            'daemon': d,
+                            'daemon_empty': empty,
+                            'samplerd': eps.proc_figures(sd_pid),
+                            'client': eps.proc_figures(os.getpid()),
+                            'rss_per_topic': (d['rss_anon'] - empty['rss_anon']) / n,
+                            'shm_per_topic': eps.shm_touched(names) / n,
+                        }
+            await mngr.cancel_service(feedd_name('sim'))
+        points.append(point)
+        b50, b99 = rp_pct(point['base'], 50), rp_pct(point['base'], 99)
+        l50, l99 = rp_pct(point['lat'], 50), rp_pct(point['lat'], 99)
+        print(
+            f'  {n:>6,} topics: open {t_open:.2f} s; step latency p50/p99 '
+            f'{l50 * 1e3:.2f}/{l99 * 1e3:.2f} ms (one buffer: {b50 * 1e3:.2f}/'
+            f'{b99 * 1e3:.2f}); fds daemon {d["fds"]} ({d["shm_fds"]} shm), samplerd '
+            f'{point["samplerd"]["fds"]} ({point["samplerd"]["shm_fds"]} shm), client '
+            f'{point["client"]["fds"]} ({point["client"]["shm_fds"]} shm); RSS/topic '
+            f'{point["rss_per_topic"] / 1e3:.1f} KB; /dev/shm/topic '
+            f'{point["shm_per_topic"] / 1e3:.1f} KB; {point["groups"]} groups',
+            flush=True,
+        )
+    return {'points': points}
+
+
+def rp_pct(samples: list[float], q: float) -> float:
+    import _report as rp
+
+    return rp.percentile(samples, q) if samples else math.nan
+
+
 def _rate_label(rate: float) -> str:
     return 'max' if rate >= MAX_RATE else f'{rate:,.0f}/s'
 
@@ -406,6 +531,159 @@ def _line(kind: str, g: dict[str, Any]) -> str:
 
 
 # --- reporting --------------------------------------------------------------
+
+
+#: the topics curve's own markers inside the feedd section: a run with
+#: ``--only-topics`` rewrites just these, a run with ``--no-topics`` keeps them
+TOPICS_KEY = 'feedd-topics'
+TOPICS_START, TOPICS_END = (
+    f'<!-- bench:{TOPICS_KEY}:start -->',
+    f'<!-- bench:{TOPICS_KEY}:end -->',
+)
+
+
+def _topics_block_in_doc() -> str:
+    """The topics curve's block as docs/benchmarks.md has it now ('' if none)."""
+    import _report as rp
+
+    if not rp.DOC.exists():
+        return ''
+    text = rp.DOC.read_text()
+    i, j = text.find(TOPICS_START), text.find(TOPICS_END)
+    return text[i : j + len(TOPICS_END)] if 0 <= i < j else ''
+
+
+def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
+    """The topics curve as markdown (a table, the targets, a plot)."""
+    import _plots
+    import _report as rp
+    import tractor_sampler
+
+    pct = rp.percentile
+    pts = res['points']
+    h = [
+        'topics',
+        'open, s (ms per topic)',
+        'step p50 / p99, N topics',
+        'step p50 / p99, one buffer',
+        'p99 ratio',
+        'fds: daemon / samplerd / client (on /dev/shm)',
+        'daemon RSS per topic',
+        '/dev/shm per topic',
+        'groups',
+    ]
+    rows = []
+    for q in pts:
+        n = q['n']
+        l50, l99 = pct(q['lat'], 50), pct(q['lat'], 99)
+        b50, b99 = pct(q['base'], 50), pct(q['base'], 99)
+        fd = ' / '.join(
+            f'{q[k]["fds"]} ({q[k]["shm_fds"]})' for k in ('daemon', 'samplerd', 'client')
+        )
+        rows.append(
+            [
+                f'{n:,}',
+                f'{q["open_s"]:.2f} ({q["open_s"] / n * 1e3:.2f})',
+                f'{l50 * 1e3:.2f} / {l99 * 1e3:.2f} ms',
+                f'{b50 * 1e3:.2f} / {b99 * 1e3:.2f} ms',
+                f'{l99 / b99:.2f}×' if b99 > 0 else '–',
+                fd,
+                f'{q["rss_per_topic"] / 1e3:.1f} KB' if n >= 100 else '–',
+                f'{q["shm_per_topic"] / 1e3:.1f} KB',
+                str(q['groups']),
+            ]
+        )
+    big = max(pts, key=lambda q: q['n'])
+    n = big['n']
+    l99, b99 = pct(big['lat'], 99), pct(big['base'], 99)
+    rss = big['rss_per_topic']
+
+    def met(ok: bool) -> str:
+        return 'met' if ok else '**not met**'
+
+    targets = [
+        f'{n:,} topics open in {big["open_s"]:.1f} s (target ≤ 10 s at 10,000: '
+        f'{met(n >= 10_000 and big["open_s"] <= 10)})',
+        f'samplerd step → subscriber p99 {l99 * 1e3:.2f} ms with {n:,} topics '
+        f'registered, {l99 / b99:.2f}× one buffer in the same run (target < 5 ms and '
+        f'≤ 2×: {met(l99 < 0.005 and l99 <= 2 * b99)})',
+        f'the daemon\'s anonymous RSS per topic {rss / 1e3:.1f} KB (target ≤ 50 KB: '
+        f'{met(rss <= 50e3)})',
+        f'/dev/shm touched per topic {big["shm_per_topic"] / 1e3:.1f} KB at {n:,} '
+        'topics: two pages (the seeded row of each of its two buffers: a topic '
+        'touches the pages of the rows it uses, not its capacity) plus its share '
+        "of the groups' control segments (64 KB per group of 4096 slots, which "
+        'is what the figure at 1 topic is)',
+        'file descriptors per process stay flat from 1 topic to '
+        f'{n:,}: {big["daemon"]["fds"]} in the daemon, {big["samplerd"]["fds"]} in '
+        f'samplerd, {big["client"]["fds"]} in the client (a group is 2 segments; '
+        f'{big["groups"]} groups at {n:,} topics with {cfg.group_members} slots each)',
+        f'one registration with samplerd per daemon '
+        f'({big["registrations"]} at {n:,} topics)',
+    ]
+    load = res.get('load', ())
+    note = (
+        f'Per topic count a fresh service root; {cfg.steps} 1 s steps per latency '
+        'window, measured at a subscriber of samplerd (this process) that '
+        'registered one buffer of its own: first alone (the baseline, "one '
+        'buffer"), then with the topics registered too.  The topics are sim '
+        f'symbols opened by one `open_market_feed` call (`tick_rate` '
+        f'{cfg.topic_rate:g}, `anchored=False`: the sim starts at its start price '
+        'instead of computing its history path per symbol, and no history bars: '
+        'the sim computes 3 ms of history per topic, which would be the '
+        'backend\'s cost, not the daemon\'s), buffers '
+        f'{ {p: r for p, (r, _) in eps_buffers().items()} } rows.  RSS is the '
+        "daemon's RssAnon (private anonymous memory) after the topics opened "
+        'less before, per topic; /dev/shm is the blocks tmpfs allocated to the '
+        'groups, per topic.  The machine was shared with other test runs and '
+        'loaded'
+        + (
+            f' (load average {load[0]:.1f} at the start, {load[1]:.1f} at the end)'
+            if len(load) == 2
+            else ''
+        )
+        + ': latency figures are noisy.'
+    )
+    plot = _plots.save_curves(
+        'feedd_topics',
+        [q['n'] for q in pts],
+        {
+            'open, ms per topic': [q['open_s'] / q['n'] * 1e3 for q in pts],
+            'step p99, ms (N topics)': [pct(q['lat'], 99) * 1e3 for q in pts],
+            'step p99, ms (one buffer)': [pct(q['base'], 99) * 1e3 for q in pts],
+            'daemon RSS per topic, KB': [
+                max(q['rss_per_topic'], 1.0) / 1e3 if q['n'] >= 100 else math.nan
+                for q in pts
+            ],
+            'fds in the daemon': [q['daemon']['fds'] for q in pts],
+        },
+        title='One feed daemon, 1 to 10,000 topics',
+        xlabel='topics on the daemon',
+        ylabel='(unit in the legend)',
+        styles={'step p99, ms (one buffer)': 'k--'},
+        note=f'tractor-sampler {tractor_sampler.__version__}; machine shared and loaded',
+    )
+    parts = [
+        '### Topics per feed daemon',
+        rp.md_table(h, rows),
+        '\n'.join(f'- {t}' for t in targets),
+    ]
+    if plot is not None:
+        parts.append('![topics per feed daemon](img/feedd_topics.png)')
+    parts.append(rp.wrap(note))
+    print()
+    print(rp.text_table(h, rows))
+    print()
+    print('\n'.join(targets))
+    if plot is None:
+        print('  matplotlib is not installed: docs/img/feedd_topics.png not redrawn')
+    return '\n\n'.join(parts)
+
+
+def eps_buffers() -> dict[float, tuple[int, int]]:
+    import _feedd_eps as eps
+
+    return eps.TOPIC_BUFFERS
 
 
 def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> None:
@@ -603,6 +881,15 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> None:
             rp.wrap(machine),
         ]
     )
+    # the topics curve's block: this run's, or the one the doc has
+    topics = res.get('topics_md')
+    block = (
+        f'{TOPICS_START}\n{topics}\n{TOPICS_END}'
+        if topics is not None
+        else _topics_block_in_doc()
+    )
+    if block:
+        body += '\n\n' + block
     print()
     print(rp.text_table(h1, rows1))
     print()
@@ -844,12 +1131,43 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help='write docs/benchmarks.md (default: yes, unless --quick)',
     )
+    p.add_argument(
+        '--topics',
+        type=lambda v: [int(x) for x in v.split(',')],
+        default=[1, 10, 100, 1000, 10_000],
+        help='the topics curve: topic counts (default 1,10,100,1000,10000)',
+    )
+    p.add_argument(
+        '--topic-rate',
+        type=float,
+        default=0.05,
+        help="the topics curve: each topic's sim tick_rate (quotes/s)",
+    )
+    p.add_argument(
+        '--steps', type=int, default=15, help='the topics curve: steps per latency window'
+    )
+    p.add_argument(
+        '--group-members',
+        type=int,
+        default=4096,
+        help="the topics curve: the feed daemon's slots per buffer group",
+    )
+    p.add_argument(
+        '--only-topics',
+        action='store_true',
+        help='run the topics curve alone (rewrites only its figures)',
+    )
+    p.add_argument(
+        '--no-topics', action='store_true', help='leave the topics curve out'
+    )
     # nox passes the same posargs to every benchmark: tolerate other ones' flags
     cfg, unknown = p.parse_known_args(argv)
     if unknown:
         print(f'warning: ignoring unknown arguments {unknown}', file=sys.stderr)
     if cfg.quick:
         cfg.secs, cfg.warm, cfg.warm_secs, cfg.rounds = 1.0, 0.4, 0.5, 1
+        cfg.topics = [n for n in cfg.topics if n <= 1000] or [1]
+        cfg.steps = min(cfg.steps, 5)
     write = (not cfg.quick) if cfg.write is None else cfg.write
     importable_by_subactors(HERE)
 
@@ -859,7 +1177,36 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0 = time.perf_counter()
+    topics_md = None
+    if not cfg.no_topics:
+        print(
+            f'bench_feedd: topics per feed daemon {cfg.topics}, '
+            f'{cfg.group_members} slots per group',
+            flush=True,
+        )
+        load0 = os.getloadavg()[0]
+        tres = trio.run(run_topics, cfg)
+        tres['load'] = (load0, os.getloadavg()[0])
+        topics_md = topics_report(tres, cfg)
+        if cfg.only_topics:
+            if write:
+                import _report as rp
+
+                if _topics_block_in_doc():
+                    path = rp.write_section(TOPICS_KEY, 'topics per feed daemon', topics_md)
+                else:  # first time: inside the feedd section
+                    text = rp.DOC.read_text()
+                    end = '<!-- bench:feedd:end -->'
+                    text = text.replace(
+                        end, f'{TOPICS_START}\n{topics_md}\n{TOPICS_END}\n{end}', 1
+                    )
+                    rp.DOC.write_text(text)
+                    path = rp.DOC
+                print(f'figures written to {path}')
+            print(f'bench_feedd took {time.perf_counter() - t0:.1f} s')
+            return 0
     res = trio.run(run, cfg)
+    res['topics_md'] = topics_md
     report(res, cfg, write)
     print(f'bench_feedd took {time.perf_counter() - t0:.1f} s')
     return 0
