@@ -66,6 +66,7 @@ from tractor_services import (
     compat,
     describe_error,
     error_leaves,
+    host_id,
     open_root_mngr,
     supervise,
 )
@@ -761,9 +762,10 @@ class FeedDaemon:
         samplerd aligns a buffer registered right after a boundary.  Raises
         ``ValueError`` when samplerd refuses them, or it is not running and
         not coming back."""
-        async with self._link_lock:
-            if not self._link_running:
-                await self._tn.start(self._run_link)
+        if not self._link_running:
+            async with self._link_lock:
+                if not self._link_running:
+                    await self._tn.start(self._run_link)
         await self._request('add', topic)
         topic.steps_base = sum(self.steps[p] for p in topic.shms)
 
@@ -1236,6 +1238,7 @@ async def feedd(
     members = check_group_members(group_members)
     be = _load(backend, plugins or ())
     compat.expose_module(__name__)
+    compat.expose_module('tractor_sampler._remote')  # stream_bars: remote clients
     # samplerd first (clients start it before us, and declare that we
     # require it, so the root's manager stops us before it; a daemon started
     # some other way makes sure of it here)
@@ -1302,7 +1305,8 @@ async def attach_feed(
         if name in errors:
             raise errors[name]
     started = {name: started[name] for name in names}
-    await ctx.started({'pid': os.getpid(), 'topics': started})
+    # host_id: a client with another one cannot attach our buffers (_remote.py)
+    await ctx.started({'pid': os.getpid(), 'host_id': host_id(), 'topics': started})
     async with (
         compat.open_stream(ctx) as stream,
         open_sub(daemon.status_bus, stream, batch=False) as (sub, ready),
