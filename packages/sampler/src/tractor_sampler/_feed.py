@@ -34,6 +34,12 @@ from ._introspect import query_feed
 from ._msgs import FeedStatus
 from ._plugins import DEFAULT_BACKEND
 from ._pool import check_group_members
+from ._remote import (
+    DEFAULT_SNAPSHOT_ROWS,
+    check_rows,
+    maybe_open_remote_bars,
+    remote_bars_wanted,
+)
 from ._schedule import check_period
 from .shm import ShmArray, ShmGroup, ShmToken, attach_shm_array, attach_shm_group
 
@@ -222,6 +228,8 @@ async def open_market_feed(
     allow_remote_ctl_ui: bool = False,
     buffer: int = feedbus.OUTBOX_SIZE,
     group_members: int | None = None,
+    remote_bars: bool | None = None,
+    remote_rows: int = DEFAULT_SNAPSHOT_ROWS,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -239,6 +247,12 @@ async def open_market_feed(
     :class:`~tractor_services.PeerGone` raised (the root's manager restarts
     the daemon; open the feed again).
 
+    On another host than the feed daemon (its host id is not ours) the
+    buffers come by stream instead of shared memory: a snapshot of the last
+    ``remote_rows`` rows, then every change, into in-process buffers with
+    the same read API (see :mod:`tractor_sampler._remote`);
+    ``remote_bars=True`` forces that on one host, ``False`` forbids it.
+
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
     tractor runtime it boots a client root actor.  Leaving detaches and
@@ -248,6 +262,7 @@ async def open_market_feed(
         buffers_msg(buffers)  # a bad one is refused before a root boots
     if group_members is not None:
         check_group_members(group_members)
+    check_rows(remote_rows)
     async with (
         _maybe_client_root(registry_addr, loglevel) as registry_addr,
         maybe_open_feedd(
@@ -272,8 +287,9 @@ async def open_market_feed(
             entering.done = True  # from here on, errors are the caller's own
             first = started['topics']
             bufs: dict[str, dict[float, ShmArray]] = {}
+            remote = remote_bars_wanted(remote_bars, started)
             try:
-                for name in names:
+                for name in () if remote else names:
                     bufs[name] = {}
                     for p, tok in first[name]['buffers'].items():
                         bufs[name][float(p)] = attach_buffer(tok)
@@ -284,6 +300,13 @@ async def open_market_feed(
                         portal,
                     ),
                     compat.open_drained_stream(ctx) as sstream,
+                    maybe_open_remote_bars(
+                        remote,
+                        portal,
+                        names,
+                        what=f'the feed daemon {feedd_name(backend)}',
+                        rows=remote_rows,
+                    ) as rbufs,
                 ):
                     status = StatusStream(stream=sstream, buffer=256)
                     async with (
@@ -305,7 +328,7 @@ async def open_market_feed(
                         yield MarketFeed(
                             backend=backend,
                             topics=names,
-                            buffers=bufs,
+                            buffers=rbufs if rbufs is not None else bufs,  # type: ignore[arg-type]
                             quotes=quotes,
                             status=status,
                             first_status={
