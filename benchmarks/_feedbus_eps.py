@@ -356,15 +356,19 @@ async def _sub_feed(
 
 
 async def _sub_throttled(
-    portal: Any, ctl: Any, topic: str, rate: float
+    portal: Any, ctl: Any, topic: str, rate: float, ring: bool = True
 ) -> dict[str, Any]:
+    """A throttled subscriber: framed by the producer (``ring=False``, the
+    stream) or on this side (the shared-memory ring, when it is local).
+    ``cpu``: this process's CPU time from subscribed to the last frame."""
     times: list[float] = []
     trades = 0
     trade_size = 0.0
     quotes = 0
-    async with open_feed(portal, [topic], tick_throttle=rate) as feed:
+    async with open_feed(portal, [topic], tick_throttle=rate, ring=ring) as feed:
         await feed.stats()
         await ctl.send('ready')
+        c0 = time.process_time()
         async for fr in feed:
             times.append(time.perf_counter())
             tf = fr.topics.get(topic)
@@ -376,14 +380,18 @@ async def _sub_throttled(
                 trade_size += t['size']
             if 'end' in tf.ticks_by_type:
                 break
+        cpu = time.process_time() - c0
         st = await feed.stats()
         local = feed.local_stats.dropped
+        on_ring = feed.ring
     return {
         'times': times,
         'trades': trades,
         'trade_size': trade_size,
         'quotes': quotes,
         'dropped': st.dropped + local,
+        'cpu': cpu,
+        'ring': on_ring,
     }
 
 
@@ -411,7 +419,9 @@ async def sub_ctl(ctx: tractor.Context) -> None:
                         portal, ctl, topic, cmd['n'], kind == 'fb_batch'
                     )
                 elif kind == 'throttled':
-                    res = await _sub_throttled(portal, ctl, topic, cmd['rate'])
+                    res = await _sub_throttled(
+                        portal, ctl, topic, cmd['rate'], cmd.get('ring', True)
+                    )
                 else:
                     raise ValueError(f'unknown kind {kind!r}')
                 if prof is not None:
