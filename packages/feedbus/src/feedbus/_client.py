@@ -55,6 +55,10 @@ from ._wire import decoder
 #: the death first (``PeerGone``)
 RING_GONE_GRACE_S: float = 2.0
 
+#: how often a ring feed whose local readers are more than half full looks
+#: again whether they have room (the backlog meanwhile stays in the ring)
+RING_BACKLOG_POLL_S: float = 0.001
+
 _quote_decode = msgspec.msgpack.Decoder(Quote).decode
 
 log = compat.get_logger('client', 'feedbus')
@@ -204,6 +208,18 @@ class Feed(StreamReaders):
             except trio.ClosedResourceError:
                 pass
 
+    async def _room(self, reader: RingReader) -> int:
+        """Room in the fullest local reader, waiting (polling every
+        millisecond) while it is more than half full, the backlog staying in
+        the ring; but never until the ring is half lapped: then a local
+        reader that does not keep up loses its oldest (counted), as on the
+        stream path, rather than the whole feed a gap."""
+        while True:
+            fullest = max((len(r) for r in self._readers), default=0)
+            if fullest <= self.buffer // 2 or reader.lag() > reader.token.cap // 2:
+                return max(self.buffer - fullest, 1)
+            await trio.sleep(RING_BACKLOG_POLL_S)
+
     async def _ring_pump(self, reader: RingReader) -> None:
         """Read the ring into the local readers (this subscriber's own
         framing when throttled), until the feed ends; a ring that goes
@@ -211,7 +227,11 @@ class Feed(StreamReaders):
         try:
             if self.rate is None:
                 while self.dropped is None:
-                    batch = await reader.read()
+                    # the ring holds the backlog: read no more than the
+                    # fullest local reader has room for (a reader that
+                    # falls more than the ring behind gets a gap)
+                    room = await self._room(reader)
+                    batch = await reader.read(room)
                     if self.dropped is not None:
                         break
                     self.received += 1

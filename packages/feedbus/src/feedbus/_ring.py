@@ -466,6 +466,10 @@ class RingReader:
         self.pos = head
         self.next_gseq = count + 1
 
+    def lag(self) -> int:
+        """Bytes committed that this reader has not read yet."""
+        return self._att.head() - self.pos
+
     def publish_counters(self) -> None:
         """Write this reader's counters into its slot (for the producer)."""
         struct.pack_into(
@@ -480,11 +484,11 @@ class RingReader:
             self.conflated,
         )
 
-    async def read(self) -> list[Any]:
+    async def read(self, limit: int = MAX_BATCH) -> list[Any]:
         """The next quotes of this reader's topics, in order: everything
-        committed since the last read (at most :data:`MAX_BATCH` records),
-        waiting for at least one record.  :class:`RingGone` once the ring
-        is closed or gone."""
+        committed since the last read (at most ``limit`` records), waiting
+        for at least one record.  :class:`RingGone` once the ring is closed
+        or gone."""
         att = self._att
         # always a checkpoint: a reader that never waits (a busy ring) must
         # still let its consumers run
@@ -496,11 +500,11 @@ class RingReader:
             await att.wait_past(self.pos)
             if self.paused:
                 continue
-            out = self._take()
+            out = self._take(limit)
             if out:
                 return out
 
-    def _take(self) -> list[Any]:
+    def _take(self, limit: int = MAX_BATCH) -> list[Any]:
         att = self._att
         buf = att.buf
         cap = self.token.cap
@@ -517,7 +521,7 @@ class RingReader:
         got: list[Any] = []
         n = 0
         bad = False
-        while pos < head and n < MAX_BATCH:
+        while pos < head and n < limit:
             off = pos % cap
             room = cap - off
             if room < REC.size:
