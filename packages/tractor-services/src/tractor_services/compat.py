@@ -21,7 +21,10 @@ The a5 work-arounds:
 - *A dead peer makes a receiver hang forever*: :func:`watch_process`
   turns a child's death (even by SIGKILL) into ``ActorDied`` within
   milliseconds; :func:`wait_disconnected` and :func:`raise_on_peer_exit`
-  do the same for a peer we did not spawn.
+  do the same for a peer we did not spawn; across hosts
+  :func:`watch_remote_peer` ends the block when the connection ends
+  (:func:`_install_loop_end_marks`), and keepalive bounds a dead host or
+  a cut link (:func:`_install_keepalive`).
 - *Leaving a context whose peer died raises ``UnboundLocalError``; the
   far end's cancel is swallowed or replaces the body's own error*:
   :func:`open_context` and :func:`far_end_endings` tell every ending
@@ -574,9 +577,12 @@ async def raise_on_peer_exit(
     is the dependable signal (peers that share memory with us are on this
     host anyway), and the portal's channel is then marked disconnected so
     that every context on it exits at once.  A peer on another host (by
-    the portal's addresses) is not watched: the block runs as it is."""
+    the portal's addresses) has no pid of ours to watch: the block is
+    cancelled and :class:`PeerGone` raised when the connection to it ends
+    instead (see :func:`watch_remote_peer`)."""
     if portal is not None and not _same_host(portal.channel):
-        yield
+        async with watch_remote_peer(portal, what):
+            yield
         return
     async with trio.open_nursery() as tn:
 
@@ -585,6 +591,138 @@ async def raise_on_peer_exit(
             if portal is not None:
                 mark_disconnected(portal.channel)
             raise PeerGone(f'{what} (pid {pid}) exited')
+
+        tn.start_soon(watch)
+        try:
+            yield
+        finally:
+            tn.cancel_scope.cancel()
+
+
+# --- liveness across hosts ----------------------------------------------------
+
+#: TCP keepalive of connections to other hosts: probes after this many
+#: idle seconds, this often, this many unanswered before the connection
+#: fails; unacknowledged data fails it after TCP_USER_TIMEOUT_MS.  A dead
+#: host or a cut link thus ends the connection within ~3 s, traffic or not.
+KEEPALIVE_IDLE_S: int = 1
+KEEPALIVE_INTERVAL_S: int = 1
+KEEPALIVE_PROBES: int = 2
+TCP_USER_TIMEOUT_MS: int = 3000
+
+
+def set_keepalive(sock: Any) -> None:
+    """Turn on :data:`KEEPALIVE_IDLE_S` & co. on ``sock`` (a TCP socket to
+    another host); options this platform lacks are skipped."""
+    import socket as _socket
+
+    opts = [
+        (_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1),
+        (_socket.IPPROTO_TCP, getattr(_socket, 'TCP_KEEPIDLE', None), KEEPALIVE_IDLE_S),
+        (
+            _socket.IPPROTO_TCP,
+            getattr(_socket, 'TCP_KEEPINTVL', None),
+            KEEPALIVE_INTERVAL_S,
+        ),
+        (_socket.IPPROTO_TCP, getattr(_socket, 'TCP_KEEPCNT', None), KEEPALIVE_PROBES),
+        (
+            _socket.IPPROTO_TCP,
+            getattr(_socket, 'TCP_USER_TIMEOUT', None),
+            TCP_USER_TIMEOUT_MS,
+        ),
+    ]
+    for level, opt, value in opts:
+        if opt is None:
+            continue
+        try:
+            sock.setsockopt(level, opt, value)
+        except OSError as err:  # pragma: no cover - platform without it
+            log.debug(f'keepalive option {opt} not set: {err}')
+
+
+def _install_keepalive() -> None:
+    """*a5's connections have no keepalive: a client of a dead host, or
+    across a cut link, waits for ever.*  Every a5 TCP transport to a peer
+    on another host (not loopback) gets :func:`set_keepalive` when it is
+    made, accepted or connected."""
+    from tractor import _ipc as a5_ipc
+
+    cls = a5_ipc.MsgpackTCPStream
+    if getattr(cls.__init__, '_keeps_alive', False):
+        return
+    orig = cls.__init__
+
+    def __init__(self: Any, stream: Any, *args: Any, **kwargs: Any) -> None:
+        orig(self, stream, *args, **kwargs)
+        try:
+            peer = stream.socket.getpeername()[0]
+        except (AttributeError, OSError, IndexError):
+            return
+        if not is_loopback(str(peer)):
+            set_keepalive(stream.socket)
+
+    __init__._keeps_alive = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+_install_keepalive()
+
+
+def _loop_ended(chan: Channel) -> trio.Event:
+    """The event set when a5's message loop on ``chan`` ends."""
+    ev = getattr(chan, '_tsvc_loop_ended', None)
+    if ev is None:
+        ev = chan._tsvc_loop_ended = trio.Event()
+    return ev
+
+
+def _install_loop_end_marks() -> None:
+    """*a5 ends a channel's message loop when its connection closes or
+    fails (EOF, reset, a keepalive timeout), but tells no stream or
+    context on it: their receivers wait for ever.*  Mark the end on the
+    channel (:func:`_loop_ended`) so :func:`watch_remote_peer` can turn it
+    into :class:`PeerGone`."""
+    Actor_ = tractor._actor.Actor
+    if getattr(Actor_._process_messages, '_marks_end', False):
+        return
+    orig = Actor_._process_messages
+
+    async def _process_messages(
+        self: Any,
+        chan: Any,
+        shield: bool = False,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> Any:
+        try:
+            return await orig(self, chan, shield=shield, task_status=task_status)
+        finally:
+            _loop_ended(chan).set()
+
+    _process_messages._marks_end = True  # type: ignore[attr-defined]
+    Actor_._process_messages = _process_messages
+
+
+# (installed after _install_quiet_messages, below: that one rebuilds a5's
+# own ``_process_messages`` from its source, and this wraps the result)
+
+
+@acm
+async def watch_remote_peer(portal: Portal, what: str) -> AsyncIterator[None]:
+    """Run the block; if the connection behind ``portal`` ends meanwhile
+    (its peer's process died, its host went away or the link was cut: a
+    keepalive failure within ~3 s, see :func:`set_keepalive`), cancel the
+    block and raise :class:`PeerGone`."""
+    chan = portal.channel
+    ended = _loop_ended(chan)
+    async with trio.open_nursery() as tn:
+
+        async def watch() -> None:
+            await ended.wait()
+            mark_disconnected(chan)
+            where = ':'.join(map(str, chan.raddr or ())) or 'another host'
+            raise PeerGone(
+                f'{what} at {where} went away (its connection closed or timed out)'
+            )
 
         tn.start_soon(watch)
         try:
@@ -831,10 +969,55 @@ async def find_actor_addr(
             ) from None
         if not sockaddr:
             return None
-        return check_reachable(name, parse_addr(sockaddr), addr)
+        found = check_reachable(name, parse_addr(sockaddr), addr)
+        if _elsewhere(found, addr) and not await actor_answers(found):
+            log.info(
+                f'the registry at {addr[0]}:{addr[1]} has a stale entry for {name!r} '
+                f'({found[0]}:{found[1]} does not answer): not handed out'
+            )
+            return None
+        return found
     raise RegistryUnreachable(
         f'no answer from the registry at {addr[0]}:{addr[1]} within {timeout:g} s'
     )
+
+
+#: seconds an actor on another host than its registry has to answer a
+#: lookup's check (a connect and a5's id exchange)
+VERIFY_TIMEOUT_S: float = 2.0
+
+
+def _elsewhere(sockaddr: tuple[str, int], registry_addr: tuple[str, int]) -> bool:
+    """Is the actor at ``sockaddr`` on another host than its registry (so
+    that the registry cannot know it died: *a5 keeps a dead actor's entry*)?"""
+    return not is_loopback(sockaddr[0]) and sockaddr[0] != registry_addr[0]
+
+
+async def actor_answers(
+    sockaddr: tuple[str, int], timeout: float = VERIFY_TIMEOUT_S
+) -> bool:
+    """Does a tractor actor answer at ``sockaddr`` within ``timeout`` s (a
+    connect and a5's id exchange)?  A dead host, a cut link, a closed port
+    or a silent listener all answer ``False``."""
+    import struct
+    import uuid
+
+    import msgspec
+
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(*sockaddr)
+        except OSError:
+            return False
+        async with stream:
+            data = msgspec.msgpack.encode(['liveness_probe', str(uuid.uuid4())])
+            try:
+                await stream.send_all(struct.pack('<I', len(data)) + data)
+                head = await stream.receive_some(4)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return False
+            return len(head) > 0
+    return False
 
 
 @acm
@@ -1291,6 +1474,7 @@ def _install_quiet_messages(quiet: bool = True) -> None:
 
 
 _install_quiet_messages()
+_install_loop_end_marks()  # wraps the quiet message loop (liveness across hosts)
 
 
 async def runtime_counts() -> dict[str, int | None]:
@@ -1428,8 +1612,11 @@ __all__ = [
     'cancel_actor',
     'start_actor',
     # dead peers
+    'KEEPALIVE_IDLE_S',
     'mark_disconnected',
     'raise_on_peer_exit',
+    'set_keepalive',
+    'watch_remote_peer',
     'wait_disconnected',
     'watch_process',
     # contexts and remote errors
@@ -1444,6 +1631,8 @@ __all__ = [
     'unwrap_error',
     # the registry
     'REGISTRY_TIMEOUT_S',
+    'VERIFY_TIMEOUT_S',
+    'actor_answers',
     'find_actor',
     'find_actor_addr',
     'open_portal',
