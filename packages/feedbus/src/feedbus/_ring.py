@@ -94,6 +94,7 @@ import struct
 import sys
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -123,6 +124,8 @@ POLL_MAX_S: float = 0.004
 LIVE_CHECK_S: float = 0.25
 #: records one read takes at most before it lets other tasks run
 MAX_BATCH = 1024
+#: decoded quotes a subscribing process keeps for its other readers
+DECODED_KEPT = 8192
 
 _MAGIC = 0x666565646275_0001  # "feedbu" + 1
 _VERSION = 1
@@ -333,6 +336,10 @@ class _Attachment:
         self.ino = self._ino()
         _release(seg)  # one descriptor (the mapping's) per process and ring
         self.users = 0
+        # quotes decoded by this process's readers, by record number: each
+        # record is decoded once per process, however many feeds read it
+        self.decoded: dict[int, Any] = {}
+        self._decoded_order: deque[int] = deque()
         self.polling = False
         self.moved = trio.Event()
         self.dead: str | None = None
@@ -347,6 +354,16 @@ class _Attachment:
 
     def head(self) -> int:
         return _Q.unpack_from(self.buf, W_HEAD * 8)[0]
+
+    def remember(self, new: list[tuple[int, Any]]) -> None:
+        """Keep quotes decoded from records found intact (at most
+        :data:`DECODED_KEPT`, the oldest forgotten first)."""
+        decoded, order = self.decoded, self._decoded_order
+        for gseq, msg in new:
+            decoded[gseq] = msg
+            order.append(gseq)
+        while len(order) > DECODED_KEPT:
+            decoded.pop(order.popleft(), None)
 
     def check_alive(self) -> None:
         if self.dead is None:
@@ -519,6 +536,8 @@ class RingReader:
         pos = self.pos
         gseq = self.next_gseq
         got: list[Any] = []
+        decoded = att.decoded
+        new: list[tuple[int, Any]] = []
         n = 0
         bad = False
         while pos < head and n < limit:
@@ -536,11 +555,14 @@ class RingReader:
                 bad = True  # overwritten under us: the check below decides
                 break
             if tid in tids:
-                try:
-                    msg = decode(buf[at + 16 : at + 16 + length])
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    bad = True
-                    break
+                msg = decoded.get(rseq)
+                if msg is None:
+                    try:
+                        msg = decode(buf[at + 16 : at + 16 + length])
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        bad = True
+                        break
+                    new.append((rseq, msg))
                 if msg.topic in topics:
                     got.append(msg)
             pos += (REC.size + length + 7) & ~7
@@ -553,6 +575,8 @@ class RingReader:
             return []
         self.pos = pos
         self.next_gseq = gseq
+        if new:
+            att.remember(new)
         out = []
         last_seq = self._last_seq
         for msg in got:
