@@ -4,8 +4,10 @@ feedbus: real-time feed subscriptions across tractor actors.
 A producer actor publishes quotes per topic on its :class:`FeedsBus`
 (``get_feed_bus()``); subscribers open :func:`open_feed` on its portal.
 Every subscriber has its own bounded outbox and sender task, optionally a
-throttler that delivers tick-framed :class:`Frame` s at a fixed rate.
-See docs/feedbus.md.
+throttler that delivers tick-framed :class:`Frame` s at a fixed rate; on
+the producer's host, it reads a shared-memory quote ring and frames on its
+own side instead (``open_feed(ring=False)``: the stream).  See
+docs/feedbus.md.
 
 """
 
