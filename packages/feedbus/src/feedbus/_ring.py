@@ -208,7 +208,9 @@ class RingWriter:
         seg = SharedMemory(name=self.name, create=True, size=DATA_AT + nbytes)
         with _created_lock:
             _created[self.name] = seg
+        _release(seg)  # the mapping keeps a descriptor of its own
         self._seg = seg
+        assert seg.buf is not None
         self.buf: memoryview = seg.buf
         buf = self.buf
         for w, v in (
@@ -328,6 +330,7 @@ class _Attachment:
             raise RingGone(f'the quote ring {name!r} is gone') from None
         self.name = name
         self.seg = seg
+        assert seg.buf is not None
         self.buf: memoryview = seg.buf
         magic, _version, seg_cap = struct.unpack_from('<3q', self.buf, 0)
         if magic != _MAGIC or seg_cap != cap:
