@@ -52,3 +52,36 @@ async def test_remote_client_bars_equal_the_feed_hosts_row_for_row(net: Network)
             with trio.move_on_after(30):
                 await holder.wait()
         assert await stop(root) == 0
+
+
+async def test_a_cut_link_ends_a_remote_clients_bars_with_peer_gone(net: Network):
+    """b's bars come by stream from a; when b's link is cut the feed ends
+    with PeerGone (heartbeats, or keepalive: whichever notices first), and
+    reads of the buffer raise it too, not a stale copy."""
+    a, b = net['a'], net['b']
+    root = await a.start(
+        PYTHON, '-m', 'tractor_sampler', 'run', '--host', a.addr, '--port', str(PORT)
+    )
+    holder = client = None
+    try:
+        assert 'samplerd ready' in await read_line(root)
+        holder = await a.start(
+            PYTHON, str(PROGRAMS / 'bars_dump.py'), a.addr, str(PORT), 'AAA', '1000000'
+        )
+        assert json.loads(await read_line(holder))['ready']
+        client = await b.start(
+            PYTHON, str(PROGRAMS / 'bars_until_gone.py'), a.addr, str(PORT), 'AAA'
+        )
+        assert json.loads(await read_line(client)) == {'ready': True, 'remote': True}
+        net.cut('b')
+        out = json.loads(await read_line(client, timeout=60))
+        assert out['lost'] == 'PeerGone', out
+        assert out['read'] == 'PeerGone', out
+    finally:
+        net.heal('b')
+        for proc in (client, holder):
+            if proc is not None:
+                proc.kill()
+                with trio.move_on_after(30):
+                    await proc.wait()
+        assert await stop(root) == 0

@@ -511,8 +511,15 @@ async def open_remote_bars(
                 yield bufs
                 n.cancel_scope.cancel()
         finally:
+            # the connection ended under us (another watch, e.g. keepalive
+            # across hosts, ended the feed): reads say so, not just "closed"
+            gone = None
+            if not portal.channel.connected():
+                gone = PeerGone(f'{what} went away (its connection ended)')
             for by_period in bufs.values():
                 for buf in by_period.values():
+                    if gone is not None:
+                        buf._gone(gone)
                     buf.close()
         await ctx.cancel()
 
