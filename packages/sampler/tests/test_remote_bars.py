@@ -139,11 +139,22 @@ def test_same_host_is_decided_by_host_id_and_can_be_forced(monkeypatch):
         remote_bars_wanted(None, {})
 
 
-async def test_bad_remote_rows_is_refused_before_anything_starts():
-    with pytest.raises(ValueError, match='remote_rows=0'):
-        async with open_market_feed(
-            ['AAA'], registry_addr=('127.0.0.1', 1), remote_rows=0
-        ):
+@pytest.mark.parametrize(
+    'kwargs, env, message',
+    [
+        ({'remote_rows': 0}, None, 'remote_rows=0'),
+        ({'remote_bars': 'yes'}, None, 'remote_bars='),
+        ({}, 'maybe', REMOTE_BARS_ENV),
+    ],
+)
+async def test_bad_remote_options_are_refused_before_anything_starts(
+    kwargs, env, message, monkeypatch
+):
+    if env is not None:
+        monkeypatch.setenv(REMOTE_BARS_ENV, env)
+    # nothing answers at port 1: a refusal after a start would say so
+    with pytest.raises(ValueError, match=message):
+        async with open_market_feed(['AAA'], registry_addr=('127.0.0.1', 1), **kwargs):
             pass
 
 

@@ -36,7 +36,7 @@ from ._plugins import DEFAULT_BACKEND
 from ._pool import check_group_members
 from ._remote import (
     DEFAULT_SNAPSHOT_ROWS,
-    check_rows,
+    check_remote,
     maybe_open_remote_bars,
     remote_bars_wanted,
 )
@@ -262,7 +262,7 @@ async def open_market_feed(
         buffers_msg(buffers)  # a bad one is refused before a root boots
     if group_members is not None:
         check_group_members(group_members)
-    check_rows(remote_rows)
+    check_remote(remote_bars, remote_rows)
     async with (
         _maybe_client_root(registry_addr, loglevel) as registry_addr,
         maybe_open_feedd(

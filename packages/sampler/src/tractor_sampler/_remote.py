@@ -83,6 +83,24 @@ def check_rows(rows: Any) -> int:
     return rows
 
 
+def _env_choice() -> bool | None:
+    env = os.environ.get(REMOTE_BARS_ENV, '').strip()
+    if not env:
+        return None
+    if env not in ('0', '1'):
+        raise ValueError(f'${REMOTE_BARS_ENV}={env!r} must be 0 or 1')
+    return env == '1'
+
+
+def check_remote(remote_bars: Any, remote_rows: Any) -> None:
+    """``open_market_feed``'s ``remote_bars`` / ``remote_rows`` and
+    :data:`REMOTE_BARS_ENV`, checked before anything starts."""
+    if remote_bars not in (None, True, False):
+        raise ValueError(f'remote_bars={remote_bars!r} must be None, True or False')
+    check_rows(remote_rows)
+    _env_choice()
+
+
 def remote_bars_wanted(asked: bool | None, started: dict[str, Any]) -> bool:
     """Does a client take its bars by stream?  ``asked`` if given, else
     :data:`REMOTE_BARS_ENV` if set, else when the feed daemon's host id
@@ -90,11 +108,9 @@ def remote_bars_wanted(asked: bool | None, started: dict[str, Any]) -> bool:
     reports none is taken to share our memory (as before host ids)."""
     if asked is not None:
         return bool(asked)
-    env = os.environ.get(REMOTE_BARS_ENV, '').strip()
-    if env:
-        if env not in ('0', '1'):
-            raise ValueError(f'${REMOTE_BARS_ENV}={env!r} must be 0 or 1')
-        return env == '1'
+    env = _env_choice()
+    if env is not None:
+        return env
     theirs = started.get('host_id')
     return theirs is not None and theirs != host_id()
 
