@@ -658,6 +658,38 @@ async def test_discard_drops_the_pending_frame_and_keeps_the_rate(
     assert (last.first_seq, last.last_seq, last.n_quotes) == (4, 4, 1)
 
 
+async def test_discard_drops_what_is_queued_for_the_frame_too(
+    autojump_clock: Any,
+) -> None:
+    # from an outbox the quotes of the pending frame may still be queued
+    # (taken in when the frame is due): discard() drops and counts them too,
+    # so a caller that only calls discard() (a feed framing on its own
+    # side) sends nothing after its pause
+    thr = Throttler(2.0)
+    frames: list[tuple[float, Frame]] = []
+
+    async def send(frame: Frame) -> None:
+        frames.append((trio.current_time(), frame))
+
+    box = Outbox(64, SubStats())
+    async with trio.open_nursery() as tn:
+        await tn.start(thr.run, box, send)
+        box.put(make_quote('AAA', 1, ['trade']))  # sent at once
+        await trio.sleep(0.01)
+        for seq in range(2, 6):
+            box.put(make_quote('AAA', seq, ['bid']))
+            await trio.sleep(0.01)
+        assert thr.discard() == 4
+        assert len(box) == 0
+        await trio.sleep(5.0)  # ten periods
+        assert len(frames) == 1
+        box.put(make_quote('AAA', 6, ['bid']))
+        box.close()
+    assert [f.topics['AAA'].first_seq for _, f in frames] == [1, 6]
+    assert thr.discard() == 0  # not running: nothing queued is its to clear
+    assert thr.stats.quotes_in == 2
+
+
 async def test_a_burst_within_one_period_is_taken_in_not_dropped(
     autojump_clock: Any,
 ) -> None:

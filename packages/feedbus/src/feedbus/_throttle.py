@@ -59,7 +59,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -115,6 +115,14 @@ class _TopicAcc:
         )
 
 
+class _Queue(Protocol):
+    """What :meth:`Throttler.discard` needs of a bulk-drained queue."""
+
+    def __len__(self) -> int: ...
+
+    def clear(self) -> None: ...
+
+
 #: a placeholder before :meth:`Throttler._add` looks up its first topic
 _NO_ACC = _TopicAcc(0)
 
@@ -150,6 +158,8 @@ class Throttler:
         # setter moves it so a new rate applies without restarting anything
         self._wait_scope: trio.CancelScope | None = None
         self._wait_deadline: Callable[[], float] = self._deadline
+        # the queue run() drains in bulk, while it runs: discard() clears it
+        self._queued: _Queue | None = None
 
     # -- rate ---------------------------------------------------------------
 
@@ -252,8 +262,16 @@ class Throttler:
         """Drop the pending frame (on pause, or when the subscriber is
         removed): it is never sent.  Returns how many quotes it held.  The
         schedule (the last frame's time) is kept, so the rate still holds
-        for whatever comes next."""
+        for whatever comes next.
+
+        From a queue that :meth:`run` drains in bulk, what is queued belongs
+        to the pending frame too (the throttler takes it in only when the
+        frame is due): it is cleared and counted here as well."""
         n = sum(acc.n_quotes for acc in self._pending.values())
+        queued = self._queued
+        if queued is not None:
+            n += len(queued)
+            queued.clear()
         self._pending = {}
         self._first_at = None
         self._clearing_at = None
@@ -288,6 +306,7 @@ class Throttler:
         finally:
             self._running = False
             self._wait_scope = None
+            self._queued = None
 
     async def _loop(
         self,
@@ -297,7 +316,14 @@ class Throttler:
         take_all = getattr(quotes, 'take_all', None)
         wait_nonempty = getattr(quotes, 'wait_nonempty', None)
         wait_filled = getattr(quotes, 'wait_filled', None)
-        if callable(take_all) and callable(wait_nonempty) and callable(wait_filled):
+        clear = getattr(quotes, 'clear', None)
+        if (
+            callable(take_all)
+            and callable(wait_nonempty)
+            and callable(wait_filled)
+            and callable(clear)
+        ):
+            self._queued = quotes  # type: ignore[assignment]
             await self._loop_bulk(
                 take_all,
                 wait_nonempty,
