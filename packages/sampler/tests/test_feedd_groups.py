@@ -4,6 +4,7 @@ daemon across real actors."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -107,6 +108,36 @@ def test_too_little_free_space_is_one_clear_refusal_before_any_slot():
         assert isinstance(err.value, ValueError)
         assert pool.stats() == {'groups': 0, 'slots': 0, 'used': 0, 'refused': 1}
         pool.check_space(999_999, 'fits')  # no error
+    finally:
+        pool.close()
+
+
+def test_buffers_seeded_bars_ago_are_filled_to_the_open_bar_before_registering():
+    """A daemon busy starting thousands of topics may register a buffer
+    more bars after seeding it than samplerd aligns by itself: the rows of
+    the boundaries that passed are filled first, so no gap opens."""
+    import time
+
+    from tractor_sampler._feedd import _fill_to_now
+
+    pool = BufferPool(8)
+    try:
+        now = time.time()
+        shms = [pool.take(GroupKey(1.0, 64)) for _ in range(3)]
+        for i, shm in enumerate(shms):
+            row = np.zeros(1, dtype=shm.dtype)
+            row['index'] = 10 * i
+            row['time'] = math.floor(now) - 6  # seeded six bars ago
+            row['close'] = 100.0 + i
+            shm.push(row)
+        n = _fill_to_now({1.0: shms})
+        assert n >= 3 * 6
+        for i, shm in enumerate(shms):
+            rows = shm.array
+            assert rows['time'][-1] >= math.floor(now)
+            assert list(np.diff(rows['time'])) == [1.0] * (len(rows) - 1)
+            assert list(rows['index']) == list(range(10 * i, 10 * i + len(rows)))
+            assert (rows['close'] == 100.0 + i).all() and (rows['volume'] == 0).all()
     finally:
         pool.close()
 

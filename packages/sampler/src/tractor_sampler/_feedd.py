@@ -461,6 +461,20 @@ def fill_missed_bars_many(shms: list[ShmArray], period_s: float, now: float) -> 
     return out
 
 
+def _fill_to_now(shms_by_period: dict[float, list[ShmArray]]) -> int:
+    """Right before buffers are registered with samplerd: the rows of the
+    boundaries that passed since they were seeded (a busy daemon starting
+    thousands of topics can take longer than samplerd aligns by itself,
+    :data:`~tractor_sampler._sampler.MAX_ALIGN_ROWS` bars), flat at the
+    last close as samplerd's steps make them, so no gap opens; returns
+    how many rows."""
+    now = time.time()
+    return sum(
+        sum(fill_missed_bars_many(list(shms), p, now))
+        for p, shms in shms_by_period.items()
+    )
+
+
 @dataclass(eq=False)
 class _Started:
     """A topic task's ``task_status``: set when it serves (or failed to)."""
@@ -859,6 +873,7 @@ class FeedDaemon:
             error = None
             try:
                 if kind == 'add':
+                    _fill_to_now(tokens)
                     await steps.add_buffers(tokens)
                 else:
                     await steps.remove_buffers(tokens)
@@ -968,6 +983,7 @@ class FeedDaemon:
             for topic in chunk:
                 for p, shm in topic.shms.items():
                     tokens[p].append(shm)
+            _fill_to_now(tokens)
             await steps.add_buffers(tokens)
         for topic in topics:
             topic.sampler_restarts += 1
@@ -1279,6 +1295,8 @@ async def feedd(
         ) from None
     checked_buffers = check_buffers(buffers)
     members = check_group_members(group_members)
+    if await _maybe_mirror(ctx, backend, members):
+        return
     be = _load(backend, plugins or ())
     compat.expose_module(__name__)
     compat.expose_module('tractor_sampler._remote')  # stream_bars: remote clients
@@ -1304,6 +1322,20 @@ async def feedd(
                 tn.cancel_scope.cancel()
     finally:
         pool.close()
+
+
+async def _maybe_mirror(ctx: compat.Context, backend: str, members: int) -> bool:
+    """In a root started with an upstream (``samplerd run --upstream``,
+    :data:`~tractor_sampler._mirror.UPSTREAM_ENV`): serve a relay mirror of
+    the upstream's ``feedd.<backend>`` instead of a local feed daemon, until
+    cancelled (see :mod:`tractor_sampler._mirror`); ``False`` otherwise."""
+    from ._mirror import run_mirror, upstream_from_env
+
+    upstream = upstream_from_env()
+    if upstream is None:
+        return False
+    await run_mirror(ctx, backend, upstream, members)
+    return True
 
 
 @compat.context
