@@ -123,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest='cmd', metavar='COMMAND')
 
-    sub.add_parser(
+    run = sub.add_parser(
         'run',
         parents=[common],
         help='start the root daemon (registry + service manager) and samplerd',
         description='Start the root daemon at the registry address, with samplerd, and '
         'print one ready line. Feed daemons start when clients ask for them.',
     )
+    _add_upstream(run)
 
     ls = sub.add_parser(
         'ls',
@@ -227,11 +228,45 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
+    _set_upstream(args)
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
-        _ready(out, addr, f'samplerd pid {pid}')
+        _ready(out, addr, f'samplerd pid {pid}' + _upstream_note(args))
         await trio.sleep_forever()
+
+
+def _add_upstream(run: argparse.ArgumentParser) -> None:
+    """``run --upstream HOST:PORT``: the relay mirror (docs/multihost.md)."""
+    run.add_argument(
+        '--upstream',
+        default=None,
+        metavar='HOST:PORT',
+        help="mirror the feed daemons of the root at HOST:PORT: this root's feed "
+        'daemons take quotes and bars from there and keep local shared-memory '
+        "buffers for this host's clients (docs/multihost.md, \"The relay mirror\")",
+    )
+
+
+def _set_upstream(args: argparse.Namespace) -> None:
+    """``--upstream`` checked (one line naming the problem, before
+    anything starts) and set in this root's environment, which the feed
+    daemons it spawns inherit (they run as relay mirrors then)."""
+    from ._mirror import UPSTREAM_ENV, parse_upstream
+
+    text = getattr(args, 'upstream', None)
+    if text is None:
+        return
+    try:
+        host, port = parse_upstream(text)
+    except ValueError as err:
+        raise CliError(f'--upstream: {err}') from None
+    os.environ[UPSTREAM_ENV] = f'{host}:{port}'
+
+
+def _upstream_note(args: argparse.Namespace) -> str:
+    text = getattr(args, 'upstream', None)
+    return f', mirroring {text}' if text else ''
 
 
 def _warn_if_exposed(

@@ -1,0 +1,478 @@
+"""
+The relay mirror: a feed daemon on host b whose topics come from the
+feed daemon of the same backend on host a (issue #13, item 4).
+
+``samplerd run --host B --upstream A:P`` sets :data:`UPSTREAM_ENV` in b's
+root; every ``feedd.<backend>`` b's root spawns (when a client on b opens
+a feed, as today) then runs :func:`run_mirror` instead of a local feed
+daemon.  It registers as ``feedd.<backend>`` in b's registry and answers
+``attach_feed``, ``stream_bars`` and ``feed_info`` like any feed daemon
+(it *is* a :class:`~tractor_sampler._feedd.FeedDaemon` whose topics are
+served differently), so ``open_market_feed`` on b works unchanged and
+attaches the mirror's LOCAL shared-memory buffers.
+
+Per topic the mirror holds one session with a's feed daemon (found
+through a's registry, started there if needed): a's ``attach_feed``
+(a's status reports), a's ``stream_bars`` (the bars) and one feedbus
+subscription (the quotes, republished on the mirror's bus).  However
+many clients on b read a topic, a sends it to b once.
+
+Bars are never rebuilt from trades: the buffers are seeded from
+``stream_bars``' snapshot of a's buffers (history and the open bar), and
+every row ``stream_bars`` sends (the open row's updates, each row a's
+samplerd step closes, corrections of closed rows) is copied byte for
+byte into the same row of the local buffer.  The local buffers are NOT
+registered with b's samplerd: rows come from a alone, so no step on b's
+clock can add a row a did not make (b's samplerd still broadcasts its
+steps to b's sample-stream subscribers; see docs/multihost.md, "The relay
+mirror").
+
+When a goes away (its feed daemon's connection ends, ``PeerGone``, or
+nothing heard for :data:`~tractor_sampler._remote.SILENCE_S`) the topic
+is reported ``restarting`` and the mirror subscribes again, backing off
+from :data:`BACKOFF_S` to :data:`MAX_BACKOFF_S`; once a serves the topic
+again the local buffers are re-seeded in place (same shared memory, so
+b's clients keep their attachments) and the topic is ``up``.
+
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import numpy as np
+import trio
+
+import feedbus
+from tractor_services import PeerGone, compat, describe_error
+
+from ._feedd import (
+    DEFAULT_STREAM_POLICY,
+    FeedDaemon,
+    Topic,
+    _holder,
+    attach_feed,
+    feedd_name,
+)
+from ._msgs import FeedStatus
+from ._ohlc import OHLCWriter
+from ._plugins import Backend
+from ._pool import BufferPool, GroupKey
+from ._remote import HEARTBEAT_S, SILENCE_S, stream_bars
+from .shm import ShmArray, ShmToken
+
+log = compat.get_logger('mirror', 'tractor_sampler')
+
+#: ``host:port`` of the upstream root: set, feed daemons spawned by this
+#: root (and its children) mirror that root's feed daemons
+UPSTREAM_ENV = 'TRACTOR_SAMPLER_UPSTREAM'
+
+#: rows of each of a's buffers asked for in the snapshot (its whole window,
+#: up to this many: history and live bars)
+MIRROR_ROWS: int = 200_000
+
+#: updates a second asked of a's ``stream_bars``
+MIRROR_RATE: float = 50.0
+
+#: backoff between attempts to subscribe to a again
+BACKOFF_S: float = 0.5
+MAX_BACKOFF_S: float = 5.0
+
+
+class UpstreamLost(Exception):
+    """The upstream stopped serving a mirrored topic (its topic failed or
+    ended there, or its bars stream went wrong): subscribe again."""
+
+
+def parse_upstream(text: Any) -> tuple[str, int]:
+    """``'host:port'`` (the upstream root's registry) as an address; a
+    ``ValueError`` naming the problem otherwise."""
+    if isinstance(text, (tuple, list)) and len(text) == 2:
+        host, port = text
+    elif isinstance(text, str):
+        host, sep, port = text.strip().rpartition(':')
+        if not sep or not host:
+            raise ValueError(
+                f'upstream {text!r} must be HOST:PORT (the upstream root\'s registry)'
+            )
+    else:
+        raise ValueError(f'upstream {text!r} must be HOST:PORT')
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise ValueError(f'upstream {text!r}: {port!r} is not a port number') from None
+    if not 0 < port <= 65535:
+        raise ValueError(f'upstream {text!r}: port {port} is out of range (1 to 65535)')
+    host = str(host).strip('[]')
+    if host in ('0.0.0.0', '::', ''):
+        raise ValueError(
+            f'upstream {text!r}: {host!r} is a wildcard, not the address of a root'
+        )
+    return host, port
+
+
+def upstream_from_env() -> tuple[str, int] | None:
+    """The upstream :data:`UPSTREAM_ENV` names, or ``None`` when unset."""
+    text = os.environ.get(UPSTREAM_ENV, '').strip()
+    if not text:
+        return None
+    try:
+        return parse_upstream(text)
+    except ValueError as err:
+        raise ValueError(f'${UPSTREAM_ENV}: {err}') from None
+
+
+@contextmanager
+def upstream_env(upstream: str | tuple[str, int] | None) -> Iterator[None]:
+    """Set :data:`UPSTREAM_ENV` for the block (the root's children inherit
+    it), as ``samplerd run --upstream`` does; nothing with ``None``."""
+    if upstream is None:
+        yield
+        return
+    host, port = parse_upstream(upstream)
+    old = os.environ.get(UPSTREAM_ENV)
+    os.environ[UPSTREAM_ENV] = f'{host}:{port}'
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(UPSTREAM_ENV, None)
+        else:
+            os.environ[UPSTREAM_ENV] = old
+
+
+def _no_quotes(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError('a mirror takes its quotes from its upstream')
+
+
+class _Seeded:
+    """One local buffer mirroring one of a's: ``off`` maps a's row
+    positions to ours (ours = a's + off)."""
+
+    def __init__(self, shm: ShmArray) -> None:
+        self.shm = shm
+        self.off = 0
+        self.dtype = shm.dtype
+
+    def seed(self, snap: dict[str, Any], reset: Any) -> None:
+        """Fill the (emptied) buffer with a's snapshot rows ``[lo, last)``:
+        rows before a's middle are prepended, the rest appended, so that
+        with a whole window positions match a's."""
+        reset(self.shm)
+        tok = ShmToken.from_msg(snap['token'])
+        if tok.dtype != self.dtype:
+            raise UpstreamLost(
+                f'the upstream buffer has dtype {tok.dtype}, the mirror {self.dtype}'
+            )
+        lo, last = int(snap['lo']), int(snap['last'])
+        rows = np.frombuffer(snap['rows'], dtype=self.dtype)
+        if len(rows) != last - lo:
+            raise UpstreamLost(f'a snapshot of {len(rows)} rows for [{lo}, {last})')
+        mid = self.shm.first
+        split = min(max(tok.size // 2, lo), last)
+        if split - lo > mid:  # more history than room before the middle
+            split = lo + mid
+        if split > lo:
+            self.shm.push(rows[: split - lo], prepend=True)
+        if last > split:
+            self.shm.push(rows[split - lo :])
+        self.off = mid - split
+        if tok.first_live is not None:
+            self.shm.mark_live(tok.first_live, tok.first_partial)
+
+    def apply(self, lo: int, last: int, data: bytes) -> None:
+        """a's rows ``[lo, last)`` (the end of its window): written over
+        ours in place, the new ones appended."""
+        rows = np.frombuffer(data, dtype=self.dtype)
+        if len(rows) != last - lo:
+            raise UpstreamLost(f'{len(rows)} rows for [{lo}, {last})')
+        shm = self.shm
+        first, have = shm.window.tolist()
+        my_lo, my_last = lo + self.off, last + self.off
+        if my_lo > have:
+            raise UpstreamLost(f'rows from {lo} but the mirror ends at {have - self.off}')
+        start = max(my_lo, first)
+        end = min(my_last, have)
+        if start < end:
+            shm.rows[start:end] = rows[start - my_lo : end - my_lo]
+        if my_last > have:
+            shm.push(rows[have - my_lo :])
+
+
+class MirrorDaemon(FeedDaemon):
+    """A feed daemon whose topics are copies of the upstream's (see the
+    module docstring): what ``attach_feed``, ``stream_bars`` and
+    ``feed_info`` see is a :class:`FeedDaemon`; only how a topic is served
+    differs (:meth:`_serve_topic`)."""
+
+    def __init__(
+        self,
+        backend: str,
+        tn: trio.Nursery,
+        upstream: tuple[str, int],
+        *,
+        pool: BufferPool | None = None,
+    ) -> None:
+        be = Backend(
+            name=backend,
+            stream_quotes=_no_quotes,
+            dist=f'mirror of {upstream[0]}:{upstream[1]}',
+        )
+        super().__init__(be, tn, policy=DEFAULT_STREAM_POLICY, pool=pool)
+        self.upstream = upstream
+        self.what = f'the upstream feed daemon {feedd_name(backend)} at {upstream[0]}:{upstream[1]}'
+        #: pools by dtype (a backend's buffers may have fields of their own)
+        self._pools: dict[str, BufferPool] = {}
+        #: sessions with the upstream opened, per topic (the first included)
+        self.sessions: dict[str, int] = {}
+
+    # --- buffers ------------------------------------------------------------
+
+    def _pool_for(self, dtype: np.dtype) -> BufferPool:
+        if dtype == self.pool.dtype:
+            return self.pool
+        key = str(dtype.descr)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = BufferPool(self.pool.members, dtype=dtype)
+        return pool
+
+    def _reset(self, shm: ShmArray) -> None:
+        """Empty ``shm`` for a (re-)seed, keeping its slot (b's clients hold
+        its token): its group's ``reset_member``."""
+        for pool in (self.pool, *self._pools.values()):
+            g = pool._by_name.get(shm.token.shm_name)
+            if g is not None:
+                g.group.reset_member(shm.token.member)
+                return
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+    # --- topics ---------------------------------------------------------------
+
+    async def _serve_topic(
+        self,
+        name: str,
+        config: dict[str, Any],
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``name`` from the upstream until cancelled: one session at
+        a time (:meth:`_session`), again with backoff whenever a goes away.
+        The first session's errors before it serves are the client's
+        (an unknown symbol upstream, an unreachable upstream)."""
+        state: dict[str, Any] = {'topic': None, 'seeded': {}, 'task_status': task_status}
+        backoff = BACKOFF_S
+        try:
+            while True:
+                served = [False]
+                try:
+                    await self._session(name, config, state, served)
+                    err: BaseException = UpstreamLost('the upstream session ended')
+                except BaseException as exc:  # a5 raises groups: by content below
+                    await trio.lowlevel.checkpoint_if_cancelled()  # ours goes on
+                    if state['task_status'] is not None:
+                        raise  # before it served: the client's error
+                    err = compat.unwrap_error(exc)
+                topic: Topic = state['topic']
+                if self.topics.get(name) is not topic:
+                    return  # torn down meanwhile
+                if served[0]:
+                    backoff = BACKOFF_S
+                topic.restarts += 1
+                why = f'{self.what} went away ({describe_error(err)}): subscribing again'
+                log.warning(f'{name}: {why}')
+                self._report(topic, 'restarting', why)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        finally:
+            topic = state['topic']
+            if topic is not None and self.topics.get(name) is topic:
+                del self.topics[name]
+            for seeded in state['seeded'].values():
+                self._pool_for(seeded.dtype).give_back(seeded.shm)
+
+    async def _session(
+        self,
+        name: str,
+        config: dict[str, Any],
+        state: dict[str, Any],
+        served: list[bool],
+    ) -> None:
+        """One subscription to the upstream's topic: seed (or re-seed) the
+        buffers from its snapshot, then copy its rows, relay its quotes and
+        follow its status until it goes away."""
+        from ._feed import StatusStream, maybe_open_feedd
+
+        self.sessions[name] = self.sessions.get(name, 0) + 1
+        async with maybe_open_feedd(self.backend.name, registry_addr=self.upstream) as portal:
+            async with compat.open_context(
+                portal, attach_feed, topics=[name], config=config or None
+            ) as (actx, started):
+                first = started['topics'][name]
+                async with (
+                    compat.raise_on_peer_exit(started['pid'], self.what, portal),
+                    compat.open_context(
+                        portal,
+                        stream_bars,
+                        topics=[name],
+                        rows=MIRROR_ROWS,
+                        rate=MIRROR_RATE,
+                    ) as (bctx, bstarted),
+                ):
+                    snaps = bstarted['bars'][name]
+                    self._seed(name, config, state, snaps, first.get('info'))
+                    topic: Topic = state['topic']
+                    async with (
+                        compat.open_drained_stream(bctx) as bstream,
+                        compat.open_drained_stream(actx) as sstream,
+                        feedbus.open_feed(
+                            portal, [name], watch_producer=False
+                        ) as quotes,
+                        trio.open_nursery() as n,
+                    ):
+                        status = StatusStream(stream=sstream, buffer=256)
+                        async with status._running():
+                            n.start_soon(self._copy_rows, name, state['seeded'], bstream)
+                            n.start_soon(self._relay_quotes, quotes)
+                            first_status = msgspec.convert(first['status'], FeedStatus)
+                            self._follow(topic, first_status)
+                            if state['task_status'] is not None:
+                                state['task_status'].started(topic)
+                                state['task_status'] = None
+                            served[0] = True
+                            async for st in status:
+                                if isinstance(st, FeedStatus):
+                                    self._follow(topic, st)
+                            raise UpstreamLost('its status stream ended')
+
+    def _seed(
+        self,
+        name: str,
+        config: dict[str, Any],
+        state: dict[str, Any],
+        snaps: dict[str, Any],
+        info: dict[str, Any] | None,
+    ) -> None:
+        """The local buffers from a's snapshot: taken on the first session,
+        emptied and filled again in place on the next ones."""
+        seeded: dict[float, _Seeded] = state['seeded']
+        for p_key, snap in snaps.items():
+            p = float(p_key)
+            if p not in seeded:
+                if state['topic'] is not None:
+                    continue  # a period a's topic did not have before
+                tok = ShmToken.from_msg(snap['token'])
+                pool = self._pool_for(tok.dtype)
+                shm = pool.take(GroupKey(p, tok.size, tok.origin, tok.stamp))
+                seeded[p] = _Seeded(shm)
+            seeded[p].seed(snap, self._reset)
+        if state['topic'] is None:
+            shms = {p: s.shm for p, s in seeded.items()}
+            topic = Topic(
+                name=name,
+                shms=shms,
+                # never written: rows come from the upstream; it answers
+                # the counters feed_info reports
+                writer=OHLCWriter(shms),
+                info=info,
+                config=config,
+            )
+            self.bus.add_topic(name)
+            self.topics[name] = topic
+            state['topic'] = topic
+
+    def _follow(self, topic: Topic, st: FeedStatus) -> None:
+        """The upstream topic's status is ours (``up``, ``restarting`` with
+        its error); a topic that failed or ended there is subscribed again."""
+        if st.state in ('failed', 'ended'):
+            raise UpstreamLost(f'its topic {st.state}: {st.error}')
+        self._report(topic, st.state, st.error)
+
+    async def _copy_rows(
+        self, name: str, seeded: dict[float, _Seeded], stream: Any
+    ) -> None:
+        """a's rows into ours as they come; nothing for :data:`SILENCE_S`
+        (a's heartbeats come every :data:`HEARTBEAT_S`) is a's going away."""
+        while True:
+            with trio.move_on_after(SILENCE_S) as cs:
+                msg = await stream.receive()
+            if cs.cancelled_caught:
+                raise PeerGone(
+                    f'{self.what} sent nothing for {SILENCE_S:g} s (heartbeats every '
+                    f'{HEARTBEAT_S:g} s)'
+                )
+            if msg.get('type') != 'rows':
+                continue
+            for p, lo, last, data in msg['topics'].get(name, ()):
+                s = seeded.get(float(p))
+                if s is not None:
+                    s.apply(int(lo), int(last), data)
+
+    async def _relay_quotes(self, quotes: Any) -> None:
+        """a's quotes onto the mirror's bus (b's subscribers, throttled or
+        not, as from any feed daemon)."""
+        async for q in quotes:
+            if isinstance(q, feedbus.Quote):
+                self.bus.publish(q.topic, q.fields, q.ticks)
+        raise UpstreamLost('its quote stream ended')
+
+
+async def run_mirror(
+    ctx: Any,
+    backend: str,
+    upstream: tuple[str, int],
+    group_members: int,
+) -> None:
+    """The body of ``feedd`` in a root with an upstream: serve
+    :class:`MirrorDaemon` as this actor's feed daemon until cancelled."""
+    from ._client import spawn_samplerd
+    from ._pool import check_group_members
+
+    compat.expose_module('tractor_sampler._feedd')  # attach_feed, feed_info
+    compat.expose_module('tractor_sampler._remote')  # stream_bars
+    # b's samplerd: it steps no mirrored buffer, but its steps go to b's
+    # sample-stream subscribers (docs/multihost.md, "The relay mirror")
+    await spawn_samplerd()
+    pool = BufferPool(check_group_members(group_members))
+    daemon: MirrorDaemon | None = None
+    try:
+        async with trio.open_nursery() as tn:
+            daemon = MirrorDaemon(backend, tn, upstream, pool=pool)
+            _holder.daemon = daemon
+            _holder.ready.set()
+            try:
+                await ctx.started(
+                    {
+                        'pid': os.getpid(),
+                        'backend': backend,
+                        'version': None,
+                        'upstream': f'{upstream[0]}:{upstream[1]}',
+                    }
+                )
+                await trio.sleep_forever()
+            finally:
+                _holder.daemon = None
+                _holder.ready = trio.Event()
+                tn.cancel_scope.cancel()
+    finally:
+        if daemon is not None:
+            daemon.close()
+        pool.close()
+
+
+__all__ = [
+    'UPSTREAM_ENV',
+    'MirrorDaemon',
+    'UpstreamLost',
+    'parse_upstream',
+    'run_mirror',
+    'upstream_env',
+    'upstream_from_env',
+]
