@@ -114,6 +114,19 @@ async def prod_publish(topic: str, n: int, rate: float) -> dict[str, float]:
 # --- in a subscriber actor ------------------------------------------------------------
 
 
+_state: dict[str, Any] = {'done': 0, 'release': trio.Event()}
+
+
+async def sub_done() -> int:
+    """(in a subscriber actor) Its feeds that have the last quote."""
+    return _state['done']
+
+
+async def sub_release() -> None:
+    """(in a subscriber actor) Let its feeds end."""
+    _state['release'].set()
+
+
 async def sub_read(
     reg: list, topic: str, feeds: int, ring: bool, n: int, idle_s: float = 3.0
 ) -> list[dict[str, Any]]:
@@ -122,6 +135,8 @@ async def sub_read(
     from feedbus import open_feed
 
     out: list[dict[str, Any]] = []
+    _state['done'] = 0
+    _state['release'] = trio.Event()
     async with compat.find_actor(PRODUCER, tuple(reg)) as portal:
 
         async def one(task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -142,6 +157,8 @@ async def sub_read(
                     lat.append(now - q.fields['t'])
                     if q.fields['i'] == n - 1:
                         break
+                _state['done'] += 1
+                await _state['release'].wait()  # the producer's CPU is read first
                 st = await feed.stats()
                 out.append(
                     {
@@ -216,7 +233,14 @@ async def phase(
                 await trio.sleep(0.05)
         c0 = await prod.run(me.prod_cpu)
         pub = await prod.run(me.prod_publish, topic=topic, n=n, rate=rate)
-    pub['cpu'] = await prod.run(me.prod_cpu) - c0
+        # the producer's CPU once every subscriber has the last quote (not
+        # counting their stats requests and unsubscribing after)
+        with trio.fail_after(600):
+            while sum([await sp.run(me.sub_done) for sp in subs[:k]]) < s:
+                await trio.sleep(0.05)
+        pub['cpu'] = await prod.run(me.prod_cpu) - c0
+        for sp in subs[:k]:
+            await sp.run(me.sub_release)
     feeds = [f for r in results for f in r]
     lat = sorted(x for f in feeds for x in f['lat'])
     rates = [f['got'] / max(f['last'] - pub['start'], 1e-9) for f in feeds if f['got']]

@@ -55,9 +55,10 @@ from ._wire import decoder
 #: the death first (``PeerGone``)
 RING_GONE_GRACE_S: float = 2.0
 
-#: how often a ring feed whose local readers are more than half full looks
-#: again whether they have room (the backlog meanwhile stays in the ring)
-RING_BACKLOG_POLL_S: float = 0.001
+#: the longest a ring feed whose local readers are more than half full
+#: waits before it looks again whether they have room (the backlog
+#: meanwhile stays in the ring)
+RING_BACKLOG_POLL_S: float = 0.008
 
 _quote_decode = msgspec.msgpack.Decoder(Quote).decode
 
@@ -209,16 +210,23 @@ class Feed(StreamReaders):
                 pass
 
     async def _room(self, reader: RingReader) -> int:
-        """Room in the fullest local reader, waiting (polling every
-        millisecond) while it is more than half full, the backlog staying in
-        the ring; but never until the ring is half lapped: then a local
-        reader that does not keep up loses its oldest (counted), as on the
-        stream path, rather than the whole feed a gap."""
+        """Room in the fullest local reader, waiting while it is more than
+        half full, the backlog staying in the ring; but never until the
+        ring is half lapped: then a local reader that does not keep up
+        loses its oldest (counted), as on the stream path, rather than the
+        whole feed a gap.  It waits by yielding a few times (a consumer
+        that is reading drains its buffer in one turn), then by sleeping
+        1 ms, doubling up to :data:`RING_BACKLOG_POLL_S`."""
+        tries = 0
         while True:
             fullest = max((len(r) for r in self._readers), default=0)
             if fullest <= self.buffer // 2 or reader.lag() > reader.token.cap // 2:
                 return max(self.buffer - fullest, 1)
-            await trio.sleep(RING_BACKLOG_POLL_S)
+            tries += 1
+            if tries <= 3:
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.sleep(min(0.001 * 2 ** (tries - 4), RING_BACKLOG_POLL_S))
 
     async def _ring_pump(self, reader: RingReader) -> None:
         """Read the ring into the local readers (this subscriber's own
