@@ -10,6 +10,9 @@ comes in through the ``[tractor]`` extra of tractor-services.
   made by ``python -m venv`` (not uv).
 - ``integration``: all packages, the top-level ``tests/``.
 - ``lint``: ruff and mypy.  ``docs``: sphinx with ``-W``.
+- ``chaos``: the fault tests (``tests/chaos``).  ``multihost``: the tests
+  across hosts (``tests/multihost``: network, pid and mount namespaces; they
+  need root and are skipped with the reason elsewhere).
 - ``bench``: every ``benchmarks/bench_*.py`` (not run by default).
 
 Interpreters: the per-package sessions run on every Python of the matrix
@@ -42,6 +45,7 @@ nox.options.sessions = [
     'lint',
     'docs',
     'chaos',
+    'multihost',
 ]
 
 ROOT = Path(__file__).parent
