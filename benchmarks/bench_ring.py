@@ -13,7 +13,8 @@ phases per (S, path), the paths interleaved:
    from a full outbox, the ring counts gaps: both are reported), and the
    producer's CPU time per published quote (``time.process_time`` of its
    process from the first publish until every subscriber has the last
-   quote, so its sends to TCP subscribers count);
+   quote, so its sends to TCP subscribers count, less its idle CPU with
+   the same subscribers connected, read over ``IDLE_S`` before);
 2. paced at ``--rate`` quotes/s: the latency from publish to arrival
    (p50 / p99 over every quote of every subscriber; wall clocks of one
    host).
@@ -55,6 +56,8 @@ PATHS = ('ring', 'tcp')
 CPU_GOAL = 1.2
 RATE_GOAL = 2.0
 MAX_SUB_ACTORS = 4
+#: seconds of nothing published over which the producer's idle CPU is read
+IDLE_S = 1.0
 
 
 def _fields(i: int) -> dict[str, Any]:
@@ -78,6 +81,12 @@ async def prod_subs(topic: str) -> int:
     from feedbus import get_feed_bus
 
     return len(get_feed_bus().get_subs(topic))
+
+
+async def prod_total_subs() -> int:
+    from feedbus import get_feed_bus
+
+    return sum(len(s) for _, s in get_feed_bus().subs_items())
 
 
 async def prod_cpu() -> float:
@@ -231,14 +240,21 @@ async def phase(
         with trio.fail_after(120):
             while await prod.run(me.prod_subs, topic=topic) < s:
                 await trio.sleep(0.05)
-        c0 = await prod.run(me.prod_cpu)
+        # the producer's CPU per second with these subscribers and nothing
+        # published (its runtime, their watchdogs): not a cost of quotes
+        i0, w0 = await prod.run(me.prod_cpu), time.monotonic()
+        await trio.sleep(IDLE_S)
+        idle_rate = (await prod.run(me.prod_cpu) - i0) / (time.monotonic() - w0)
+        c0, w0 = await prod.run(me.prod_cpu), time.monotonic()
         pub = await prod.run(me.prod_publish, topic=topic, n=n, rate=rate)
         # the producer's CPU once every subscriber has the last quote (not
         # counting their stats requests and unsubscribing after)
         with trio.fail_after(600):
             while sum([await sp.run(me.sub_done) for sp in subs[:k]]) < s:
                 await trio.sleep(0.05)
-        pub['cpu'] = await prod.run(me.prod_cpu) - c0
+        raw = await prod.run(me.prod_cpu) - c0
+        pub['cpu_raw'] = raw
+        pub['cpu'] = max(raw - idle_rate * (time.monotonic() - w0), 0.0)
         for sp in subs[:k]:
             await sp.run(me.sub_release)
     feeds = [f for r in results for f in r]
@@ -246,6 +262,7 @@ async def phase(
     rates = [f['got'] / max(f['last'] - pub['start'], 1e-9) for f in feeds if f['got']]
     return {
         'cpu_per_q': pub['cpu'] / n,
+        'cpu_raw_per_q': pub['cpu_raw'] / n,
         'rate_per_sub': sum(rates) / len(rates) if rates else 0.0,
         'p50': lat[len(lat) // 2] if lat else float('nan'),
         'p99': lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float('nan'),
@@ -294,10 +311,15 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
                         f'  S={s:3d} {path:4s}: {flat["rate_per_sub"]:9,.0f} q/s/sub '
                         f'(gaps {flat["gaps"]}, dropped {flat["dropped"]}, '
                         f'published in {flat["pub_wall"]:.2f} s, got {flat["got"]:.0f}), '
-                        f'cpu {flat["cpu_per_q"] * 1e6:6.1f} us/q, '
+                        f'cpu {flat["cpu_per_q"] * 1e6:6.1f} us/q '
+                        f'(raw {flat["cpu_raw_per_q"] * 1e6:.1f}), '
                         f'p50 {paced["p50"] * 1e3:6.2f} ms p99 {paced["p99"] * 1e3:6.2f} ms',
                         flush=True,
                     )
+        # let the last subscriptions end before their actors go (quiet logs)
+        with trio.move_on_after(30):
+            while await prod.run(me.prod_total_subs):
+                await trio.sleep(0.05)
         await an.cancel()
     return res
 
@@ -414,7 +436,9 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
                 f'process, {limit:,.0f}/s; figures in brackets are fractions of it '
                 '(CPU: multiples of one encode+decode). Producer CPU: its process '
                 'time from the first publish (flat out) until every subscriber has '
-                'the last quote, per quote (its sends to TCP subscribers included). '
+                'the last quote (its sends to TCP subscribers included), less what '
+                f'it spends idle with the same subscribers ({IDLE_S:g} s measured '
+                'before each trial), per quote. '
                 'The machine is shared (2 '
                 'cores, loaded by other test runs): absolute figures are noisy.'
             ),

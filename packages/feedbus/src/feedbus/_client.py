@@ -270,8 +270,11 @@ class Feed(StreamReaders):
                         quotes.put(m)
                 quotes.close()
         except RingGone as err:
-            if self.dropped is None and self.watched:
-                await trio.sleep(RING_GONE_GRACE_S)
+            if self.dropped is None:
+                # whoever watches the producer's process (we, or the
+                # caller, as tractor-sampler's market feeds do) names its
+                # death first
+                await trio.sleep(RING_GONE_GRACE_S if self.watched else 1.0)
             self._drop(SubscriptionDropped('broken', str(err), None))
 
     async def _request(self, kind: type, **kw: Any) -> Any:
