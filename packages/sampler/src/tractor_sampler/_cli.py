@@ -244,7 +244,7 @@ def _add_upstream(run: argparse.ArgumentParser) -> None:
         metavar='HOST:PORT',
         help="mirror the feed daemons of the root at HOST:PORT: this root's feed "
         'daemons take quotes and bars from there and keep local shared-memory '
-        "buffers for this host's clients (docs/multihost.md, \"The relay mirror\")",
+        'buffers for this host\'s clients (docs/multihost.md, "The relay mirror")',
     )
 
 

@@ -97,7 +97,7 @@ def parse_upstream(text: Any) -> tuple[str, int]:
         host, sep, port = text.strip().rpartition(':')
         if not sep or not host:
             raise ValueError(
-                f'upstream {text!r} must be HOST:PORT (the upstream root\'s registry)'
+                f"upstream {text!r} must be HOST:PORT (the upstream root's registry)"
             )
     else:
         raise ValueError(f'upstream {text!r} must be HOST:PORT')
@@ -194,7 +194,9 @@ class _Seeded:
         first, have = shm.window.tolist()
         my_lo, my_last = lo + self.off, last + self.off
         if my_lo > have:
-            raise UpstreamLost(f'rows from {lo} but the mirror ends at {have - self.off}')
+            raise UpstreamLost(
+                f'rows from {lo} but the mirror ends at {have - self.off}'
+            )
         start = max(my_lo, first)
         end = min(my_last, have)
         if start < end:
@@ -267,7 +269,11 @@ class MirrorDaemon(FeedDaemon):
         a time (:meth:`_session`), again with backoff whenever a goes away.
         The first session's errors before it serves are the client's
         (an unknown symbol upstream, an unreachable upstream)."""
-        state: dict[str, Any] = {'topic': None, 'seeded': {}, 'task_status': task_status}
+        state: dict[str, Any] = {
+            'topic': None,
+            'seeded': {},
+            'task_status': task_status,
+        }
         backoff = BACKOFF_S
         try:
             while True:
@@ -286,7 +292,9 @@ class MirrorDaemon(FeedDaemon):
                 if served[0]:
                     backoff = BACKOFF_S
                 topic.restarts += 1
-                why = f'{self.what} went away ({describe_error(err)}): subscribing again'
+                why = (
+                    f'{self.what} went away ({describe_error(err)}): subscribing again'
+                )
                 log.warning(f'{name}: {why}')
                 self._report(topic, 'restarting', why)
                 await trio.sleep(backoff)
@@ -311,7 +319,9 @@ class MirrorDaemon(FeedDaemon):
         from ._feed import StatusStream, maybe_open_feedd
 
         self.sessions[name] = self.sessions.get(name, 0) + 1
-        async with maybe_open_feedd(self.backend.name, registry_addr=self.upstream) as portal:
+        async with maybe_open_feedd(
+            self.backend.name, registry_addr=self.upstream
+        ) as portal:
             async with compat.open_context(
                 portal, attach_feed, topics=[name], config=config or None
             ) as (actx, started):
@@ -339,7 +349,9 @@ class MirrorDaemon(FeedDaemon):
                     ):
                         status = StatusStream(stream=sstream, buffer=256)
                         async with status._running():
-                            n.start_soon(self._copy_rows, name, state['seeded'], bstream)
+                            n.start_soon(
+                                self._copy_rows, name, state['seeded'], bstream
+                            )
                             n.start_soon(self._relay_quotes, quotes)
                             first_status = msgspec.convert(first['status'], FeedStatus)
                             self._follow(topic, first_status)

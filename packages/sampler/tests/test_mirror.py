@@ -1,0 +1,178 @@
+"""The relay mirror (issue #13, item 4) on one host: a second root,
+``samplerd run --upstream`` the first, whose feed daemon copies the first
+one's topics into shared memory of its own.  (Across hosts:
+tests/multihost/test_mirror.py.)  The mirror always takes its bars by
+stream (``stream_bars``), on one host as on another, so nothing needs
+forcing here."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import trio
+
+from tractor_sampler._mirror import UPSTREAM_ENV, parse_upstream, upstream_env
+from tractor_services.testing import free_port, wait_gone
+
+PROGRAMS = Path(__file__).parent / 'programs'
+SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
+
+
+class Proc:
+    """A process whose stdout is read line by line (its family remembered,
+    to check that nothing outlives it)."""
+
+    def __init__(self, *cmd: str) -> None:
+        self.p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.family: set[int] = set()
+
+    async def read_until(self, pred, timeout: float = 90) -> str:
+        with trio.fail_after(timeout):
+            while True:
+                line = await trio.to_thread.run_sync(
+                    self.p.stdout.readline, abandon_on_cancel=True
+                )
+                self.remember_family()
+                if not line:
+                    raise AssertionError(
+                        f'{self.p.args} ended (status {self.p.wait()}); stderr:\n'
+                        f'{self.p.stderr.read()[-3000:]}'
+                    )
+                if pred(line):
+                    return line
+
+    def remember_family(self) -> None:
+        try:
+            self.family |= {
+                c.pid for c in psutil.Process(self.p.pid).children(recursive=True)
+            }
+        except psutil.NoSuchProcess:
+            pass
+
+    async def stop(self, timeout: float = 60) -> int:
+        self.remember_family()
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        with trio.fail_after(timeout):
+            return await trio.to_thread.run_sync(self.p.wait)
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def root(port: int, *extra: str) -> Proc:
+    return Proc(*SAMPLERD, 'run', '--port', str(port), '-l', 'warning', *extra)
+
+
+def test_upstream_is_checked_in_one_line():
+    assert parse_upstream('10.0.0.1:6161') == ('10.0.0.1', 6161)
+    for bad, says in (
+        ('10.0.0.1', 'must be HOST:PORT'),
+        ('10.0.0.1:x', 'is not a port number'),
+        ('10.0.0.1:0', 'out of range'),
+        ('0.0.0.0:6161', 'wildcard'),
+    ):
+        with pytest.raises(ValueError, match=says):
+            parse_upstream(bad)
+    res = subprocess.run(
+        [*SAMPLERD, 'run', '--port', str(free_port()), '--upstream', 'nowhere'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    err = res.stderr.strip()
+    assert res.returncode == 1 and len(err.splitlines()) == 1, err
+    assert err == (
+        "samplerd: error: --upstream: upstream 'nowhere' must be HOST:PORT "
+        "(the upstream root's registry)"
+    )
+
+
+def test_upstream_env_is_set_for_the_block_only(monkeypatch):
+    monkeypatch.delenv(UPSTREAM_ENV, raising=False)
+    import os
+
+    with upstream_env('127.0.0.1:7'):
+        assert os.environ[UPSTREAM_ENV] == '127.0.0.1:7'
+    assert UPSTREAM_ENV not in os.environ
+
+
+async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follows_the_upstream_away_and_back():
+    up_port, mirror_port = free_port(), free_port()
+    procs: list[Proc] = []
+    up = root(up_port)
+    procs.append(up)
+    try:
+        await up.read_until(lambda line: 'samplerd ready' in line)
+        mirror = root(mirror_port, '--upstream', f'127.0.0.1:{up_port}')
+        procs.append(mirror)
+        ready = await mirror.read_until(lambda line: 'samplerd ready' in line)
+        assert f'mirroring 127.0.0.1:{up_port}' in ready
+
+        # one client with both feeds: through the mirror, and the upstream's own
+        with trio.fail_after(180):
+            res = await trio.run_process(
+                [
+                    sys.executable,
+                    str(PROGRAMS / 'mirror_bars.py'),
+                    '127.0.0.1',
+                    str(mirror_port),
+                    str(up_port),
+                    'AAA',
+                    '4',
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        out = json.loads(res.stdout.decode().strip().splitlines()[-1])
+        # the mirror's buffers are its own shared memory, its feed daemon a mirror
+        assert out['mirror_shm'] and out['upstream_shm']
+        assert out['backend_dist'] == f'mirror of 127.0.0.1:{up_port}'
+        # the mirror's tree steps its sample-stream subscribers
+        assert out['steps'] >= 2
+        for p in ('1.0', '60.0'):
+            got, want = out['mirror'][p], out['upstream'][p]
+            # the history and every bar closed since: the upstream's, byte for byte
+            assert len(got) >= 1000, (p, len(got))
+            assert {i: want.get(i) for i in got} == got, p
+
+        # the upstream stops: the mirror's topic is restarting; it comes back with it
+        watch = Proc(
+            sys.executable,
+            str(PROGRAMS / 'mirror_watch.py'),
+            '127.0.0.1',
+            str(mirror_port),
+            'AAA',
+        )
+        procs.append(watch)
+        first = json.loads(await watch.read_until(lambda line: '"ready"' in line))
+        assert first == {'ready': True, 'shm': True, 'state': 'up'}
+        assert await up.stop() == 0
+        assert not wait_gone(up.family), 'the upstream root left processes behind'
+        line = await watch.read_until(lambda line: '"restarting"' in line)
+        assert 'went away' in json.loads(line)['error']
+        up = root(up_port)
+        procs.append(up)
+        await up.read_until(lambda line: 'samplerd ready' in line)
+        back = json.loads(await watch.read_until(lambda line: '"up"' in line))
+        assert back['error'] is None
+        assert await watch.stop() == 0
+        assert await mirror.stop() == 0
+        assert await up.stop() == 0
+    finally:
+        for proc in procs:
+            proc.kill()
+    family = set().union(*(p.family for p in procs))
+    assert not wait_gone(family), 'processes left behind'
