@@ -350,8 +350,8 @@ class Throttler:
         deadline: Callable[[], float],
         wait: Callable[[], Awaitable[None]],
     ) -> bool:
-        """``await wait()`` until ``deadline()`` (re-read by the rate
-        setter, see :meth:`_retime`), or until :meth:`discard` stops it.
+        """``await wait()`` until ``deadline()`` (which the rate setter
+        calls again to move the wait), or until :meth:`discard` stops it.
         Returns False once the source has ended (closed and empty)."""
         with trio.CancelScope(deadline=deadline()) as scope:
             self._wait_scope = scope
