@@ -106,6 +106,21 @@ def test_a_local_buffer_follows_steps_open_row_updates_and_corrections(shm_key):
         )
 
 
+def test_a_correction_further_back_than_the_tail_is_sent_by_the_sweep(shm_key):
+    with open_shm_array(4096, shm_key) as shm:
+        _fill(shm, 300)
+        tail = _Tail(_T(), 1.0, shm, 256)
+        buf = _copy(tail, 256)
+        shm.rows[shm.last - 100]['low'] = 1.5  # a late trade, 100 bars back
+        assert not _sync(tail, buf, full=True)  # beyond the tail's 64 rows
+        assert _sync(tail, buf, full=True) is False
+        tail_poll = tail.poll(False, sweep=True)
+        assert tail_poll is not None and tail_poll[1] == shm.last - 100
+        buf._apply(*tail_poll[1:])
+        assert buf.array.tobytes() == shm.array[-len(buf) :].tobytes()
+        assert tail.poll(False, sweep=True) is None  # sent: nothing more
+
+
 def test_a_local_buffer_is_read_only_and_raises_peer_gone_once_gone(shm_key):
     with open_shm_array(64, shm_key) as shm:
         _fill(shm, 4)

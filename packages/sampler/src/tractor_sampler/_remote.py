@@ -24,7 +24,8 @@ The feed daemon's side is :func:`stream_bars`, a context endpoint beside
   afterwards: a late trade's correction, trades held for the step), so
   every closed row ends as the feed daemon's own, row for row.  Changes
   are found by comparing the last :data:`TAIL_ROWS` rows with what was
-  sent (closed rows changed further back than that are not resent);
+  sent every tick, and every :data:`SWEEP_S` seconds the last ``rows``
+  rows too, by a checksum per row;
 - a heartbeat when nothing else was sent for :data:`HEARTBEAT_S` (1 s).
 
 The client's side, :func:`open_remote_bars`, applies each message to its
@@ -70,6 +71,9 @@ HEARTBEAT_S: float = 1.0
 SILENCE_S: float = 3.0
 #: rows at the end of each buffer compared with what was sent, every tick
 TAIL_ROWS: int = 64
+#: every this often all the rows a client holds (up to its snapshot size)
+#: are compared with what was sent, by a checksum per row
+SWEEP_S: float = 5.0
 #: force (``1``) or forbid (``0``) bars by stream, whatever the host ids say
 REMOTE_BARS_ENV = 'TRACTOR_SAMPLER_REMOTE_BARS'
 
@@ -291,24 +295,47 @@ class LocalBuffer:
 # --- the feed daemon's side ----------------------------------------------------
 
 
-class _Tail:
-    """What one subscription has sent of one buffer: its window end and a
-    copy of its last :data:`TAIL_ROWS` rows, to send only what changed."""
+_WEIGHTS: dict[int, np.ndarray] = {}
 
-    def __init__(self, topic: Any, period: float, shm: ShmArray) -> None:
+
+def _row_sums(rows: np.ndarray) -> np.ndarray:
+    """A 64-bit checksum per row (its bytes times fixed odd weights,
+    summed): any change of one byte changes it, a change of several
+    almost surely.  8 bytes a row to remember what a client holds."""
+    size = rows.dtype.itemsize
+    w = _WEIGHTS.get(size)
+    if w is None:
+        rng = np.random.default_rng(0x7EA5)
+        w = _WEIGHTS[size] = rng.integers(1, 2**62, size=size, dtype=np.uint64) | 1
+    b = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), size)
+    return (b.astype(np.uint64) * w).sum(axis=1, dtype=np.uint64)
+
+
+class _Tail:
+    """What one subscription has sent of one buffer, to send only what
+    changed: its window end, a copy of its last :data:`TAIL_ROWS` rows
+    (compared every tick) and a checksum of each row the client holds, up
+    to its snapshot size (compared every :data:`SWEEP_S`)."""
+
+    def __init__(
+        self, topic: Any, period: float, shm: ShmArray, rows: int = TAIL_ROWS
+    ) -> None:
         self.topic = topic
         self.name = topic.name
         self.period = period
         self.shm = shm
+        self.rows = max(rows, TAIL_ROWS)
         self.void = np.dtype((np.void, shm.dtype.itemsize))
         self.last = 0
         self.base = 0
         self.copy = np.zeros(0, dtype=shm.dtype)
+        self.sbase = 0
+        self.sums = np.zeros(0, dtype=np.uint64)
 
     def snapshot(self, rows: int) -> dict[str, Any]:
         first, last = self.shm.window.tolist()
         lo = max(first, last - rows)
-        self._keep(first, last)
+        self._keep(first, last, lo)
         return {
             'token': self.shm.token.to_msg(),
             'first': first,
@@ -317,20 +344,32 @@ class _Tail:
             'rows': self.shm.rows[lo:last].tobytes(),
         }
 
-    def _keep(self, first: int, last: int) -> None:
+    def _keep(self, first: int, last: int, sent: int) -> None:
+        """Rows ``[sent, last)`` went out: remember them."""
+        rows = self.shm.rows
         self.base = max(first, last - TAIL_ROWS)
-        self.copy = self.shm.rows[self.base : last].copy()
+        self.copy = rows[self.base : last].copy()
+        sbase = max(first, last - self.rows)
+        sums = np.empty(last - sbase, dtype=np.uint64)
+        kept = max(sbase, min(sent, self.last))
+        if sbase < self.sbase:  # cannot happen (windows only grow): redo
+            kept = sbase
+        if kept > sbase:
+            sums[: kept - sbase] = self.sums[sbase - self.sbase : kept - self.sbase]
+        sums[kept - sbase :] = _row_sums(rows[kept:last])
+        self.sbase, self.sums = sbase, sums
         self.last = last
 
-    def poll(self, full: bool) -> list[Any] | None:
+    def poll(self, full: bool, sweep: bool = False) -> list[Any] | None:
         """``[period, lo, last, bytes]`` of what changed since the last
         poll, or ``None``.  Without ``full`` a window that did not move and
-        an open row that did not change are taken as no change."""
+        an open row that did not change are taken as no change; with
+        ``sweep`` every row the client holds is checked (by checksum)."""
         first, last = self.shm.window.tolist()
         rows = self.shm.rows
         if last <= first:
             return None
-        if not full and last == self.last and len(self.copy):
+        if not (full or sweep) and last == self.last and len(self.copy):
             if rows[last - 1 : last].tobytes() == self.copy[-1:].tobytes():
                 return None
         lo = None
@@ -341,13 +380,21 @@ class _Tail:
             changed = np.flatnonzero(old != new)
             if len(changed):
                 lo = r0 + int(changed[0])
+        if sweep:
+            r0 = max(first, self.sbase)
+            r1 = min(self.last, last, self.base if lo is None else lo)
+            if r0 < r1:
+                sums = self.sums[r0 - self.sbase : r1 - self.sbase]
+                changed = np.flatnonzero(sums != _row_sums(rows[r0:r1]))
+                if len(changed):
+                    lo = r0 + int(changed[0])
         if last > self.last:
             lo = self.last if lo is None else min(lo, self.last)
             lo = max(lo, first)
         if lo is None:
             return None
         data = rows[lo:last].tobytes()
-        self._keep(first, last)
+        self._keep(first, last, lo)
         return [self.period, lo, last, data]
 
 
@@ -392,7 +439,7 @@ async def stream_bars(
             raise ValueError(f'topic {name!r} does not run in this feed daemon')
         snap[name] = {}
         for p, shm in t.shms.items():
-            tail = _Tail(t, p, shm)
+            tail = _Tail(t, p, shm, rows)
             snap[name][repr(p)] = tail.snapshot(rows)
             tails.append(tail)
     await ctx.started(
@@ -420,7 +467,8 @@ async def stream_bars(
 
             n.start_soon(drain)
             period = 1.0 / rate
-            full_every = max(1, round(rate))  # a full comparison once a second
+            full_every = max(1, round(rate))  # the tail's rows once a second
+            sweep_every = max(1, round(rate * SWEEP_S))  # all of them
             tick = 0
             next_t = last_sent = trio.current_time()
             while True:
@@ -431,6 +479,7 @@ async def stream_bars(
                     next_t = now
                 tick += 1
                 full = tick % full_every == 0
+                sweep = tick % sweep_every == 0
                 updates: dict[str, list[Any]] = {}
                 for tail in list(tails):
                     if daemon.topics.get(tail.name) is not tail.topic:
@@ -438,7 +487,7 @@ async def stream_bars(
                             tail
                         )  # ended here: its slots are not its own any more
                         continue
-                    u = tail.poll(full)
+                    u = tail.poll(full, sweep)
                     if u is not None:
                         updates.setdefault(tail.name, []).append(u)
                 msg: dict[str, Any] | None = None
