@@ -150,8 +150,8 @@ def _no_quotes(*args: Any, **kwargs: Any) -> Any:
 
 
 class _Seeded:
-    """One local buffer mirroring one of a's: ``off`` maps a's row
-    positions to ours (ours = a's + off)."""
+    """One local buffer mirroring one of a's, of the same size: a's rows go
+    to the same positions (``off``, ours less a's, stays 0)."""
 
     def __init__(self, shm: ShmArray) -> None:
         self.shm = shm
@@ -159,28 +159,23 @@ class _Seeded:
         self.dtype = shm.dtype
 
     def seed(self, snap: dict[str, Any], reset: Any) -> None:
-        """Fill the (emptied) buffer with a's snapshot rows ``[lo, last)``:
-        rows before a's middle are prepended, the rest appended, so that
-        with a whole window positions match a's."""
-        reset(self.shm)
+        """Fill the buffer with a's snapshot rows ``[lo, last)``: emptied
+        with its window starting at ``lo`` (``reset``), then the rows in one
+        push (written before the window moves over them)."""
         tok = ShmToken.from_msg(snap['token'])
-        if tok.dtype != self.dtype:
+        if tok.dtype != self.dtype or tok.size != self.shm.size:
             raise UpstreamLost(
-                f'the upstream buffer has dtype {tok.dtype}, the mirror {self.dtype}'
+                f'the upstream buffer ({tok.size} rows of {tok.dtype}) does not fit '
+                f"the mirror's ({self.shm.size} rows of {self.dtype})"
             )
         lo, last = int(snap['lo']), int(snap['last'])
         rows = np.frombuffer(snap['rows'], dtype=self.dtype)
-        if len(rows) != last - lo:
+        if len(rows) != last - lo or not 0 <= lo <= last <= self.shm.size:
             raise UpstreamLost(f'a snapshot of {len(rows)} rows for [{lo}, {last})')
-        mid = self.shm.first
-        split = min(max(tok.size // 2, lo), last)
-        if split - lo > mid:  # more history than room before the middle
-            split = lo + mid
-        if split > lo:
-            self.shm.push(rows[: split - lo], prepend=True)
-        if last > split:
-            self.shm.push(rows[split - lo :])
-        self.off = mid - split
+        reset(self.shm, lo)
+        if len(rows):
+            self.shm.push(rows)
+        self.off = 0
         if tok.first_live is not None:
             self.shm.mark_live(tok.first_live, tok.first_partial)
 
@@ -243,14 +238,16 @@ class MirrorDaemon(FeedDaemon):
             pool = self._pools[key] = BufferPool(self.pool.members, dtype=dtype)
         return pool
 
-    def _reset(self, shm: ShmArray) -> None:
-        """Empty ``shm`` for a (re-)seed, keeping its slot (b's clients hold
-        its token): its group's ``reset_member``."""
+    def _reset(self, shm: ShmArray, start: int) -> None:
+        """Empty ``shm`` for a (re-)seed, its window at ``[start, start)``,
+        keeping its slot (b's clients hold its token): its group's
+        ``reset_member`` (the pool's group, looked up by name)."""
         for pool in (self.pool, *self._pools.values()):
             g = pool._by_name.get(shm.token.shm_name)
             if g is not None:
-                g.group.reset_member(shm.token.member)
+                g.group.reset_member(shm.token.member, start)
                 return
+        raise UpstreamLost(f'{shm.name}: no group of the mirror holds it')
 
     def close(self) -> None:
         for pool in self._pools.values():
