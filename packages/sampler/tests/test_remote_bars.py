@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import trio
 from tractor_sampler import open_market_feed
 from tractor_sampler._remote import (
     REMOTE_BARS_ENV,
+    SILENCE_S,
     LocalBuffer,
     _Tail,
     remote_bars_wanted,
@@ -256,3 +258,20 @@ async def test_a_silent_feed_daemon_is_peer_gone_for_a_remote_client(other_addr)
         finally:
             if pid is not None:
                 os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_stall_of_the_client_itself_is_not_peer_gone(other_addr):
+    """The client's own event loop blocked past the silence limit (the
+    daemon sent on meanwhile): the messages that arrived are read, no
+    PeerGone."""
+    async with open_service_root(other_addr):
+        async with open_market_feed(
+            ['AAA'], config=FAST, buffers=BUFS, remote_bars=True
+        ) as feed:
+            buf = feed.buffer('AAA')
+            await wait_until(lambda: buf.updates > 0)
+            time.sleep(SILENCE_S + 1.5)  # noqa: ASYNC251 (this process stalls)
+            n = buf.updates
+            # updates go on (past the watch's grace), and reads work
+            await wait_until(lambda: buf.updates > n + 20)
+            assert len(buf) > 0

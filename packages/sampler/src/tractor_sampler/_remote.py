@@ -69,6 +69,9 @@ MAX_RATE: float = 100.0
 HEARTBEAT_S: float = 1.0
 #: a client raises PeerGone after this long without any message
 SILENCE_S: float = 3.0
+#: a silence watch that wakes this much past its deadline (this process
+#: stalled) gives the messages that arrived meanwhile this long to be read
+STALL_GRACE_S: float = 0.5
 #: rows at the end of each buffer compared with what was sent, every tick
 TAIL_ROWS: int = 64
 #: every this often all the rows a client holds (up to its snapshot size)
@@ -556,11 +559,20 @@ async def open_remote_bars(
                                     buf._apply(lo, last, data)
 
                 async def watch() -> None:
+                    stalled = False
                     while True:
                         deadline = heard[0] + silence_s
-                        if trio.current_time() >= deadline:
+                        now = trio.current_time()
+                        if now < deadline:
+                            stalled = False
+                            await trio.sleep_until(deadline)
+                        elif now - deadline > STALL_GRACE_S and not stalled:
+                            # we woke late: this process stalled, not the
+                            # daemon; what arrived meanwhile is read first
+                            stalled = True
+                            await trio.sleep(STALL_GRACE_S)
+                        else:
                             break
-                        await trio.sleep_until(deadline)
                     err = PeerGone(
                         f'{what} sent nothing for {silence_s:g} s (heartbeats every '
                         f'{HEARTBEAT_S:g} s): its host went silent or the link is cut'
