@@ -583,6 +583,9 @@ class FeedDaemon:
         #: steps received per period; registrations opened with samplerd
         self.steps: Counter[float] = Counter()
         self.sampler_registrations = 0
+        #: set when the whole daemon stops: topics then skip giving their
+        #: slots back one by one (samplerd drops the registration anyway)
+        self.closing = False
         self._config_keys: dict[tuple[Any, tuple[str, ...]], tuple[str, ...]] = {}
 
     # --- topics -----------------------------------------------------------
@@ -771,12 +774,14 @@ class FeedDaemon:
         finally:
             if not handed_over:
                 await _aclose(source, name)
-            if topic is not None:
+            # (when the whole daemon stops, the pool unlinks every group at once)
+            if topic is not None and not self.closing:
                 for work in self._work.values():
                     work.discard(topic)
                 await self._unregister(topic)
-            for shm in shms.values():
-                self.pool.give_back(shm)
+            if not self.closing:
+                for shm in shms.values():
+                    self.pool.give_back(shm)
 
     def _work_marker(self, topic: Topic) -> Any:
         """The writer's ``on_trades``: the topic has work at the next step
@@ -1317,6 +1322,8 @@ async def feedd(
                 )
                 await trio.sleep_forever()
             finally:
+                if _holder.daemon is not None:
+                    _holder.daemon.closing = True
                 _holder.daemon = None
                 _holder.ready = trio.Event()
                 tn.cancel_scope.cancel()
