@@ -33,6 +33,7 @@ ENDPOINTS = [
     'register_with_sampler',
     'sampler_info',
     'samplerd',
+    'stream_bars',
 ]
 
 

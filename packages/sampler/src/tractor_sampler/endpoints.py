@@ -20,13 +20,16 @@ a feed daemon (service name ``feedd.<backend>``):
 - :func:`attach_feed`: ``@tractor.context`` that starts topics and streams
   their status reports;
 - :func:`feed_info`: its topics, a :class:`~tractor_sampler.FeedInfo` in its
-  IPC form.
+  IPC form;
+- :func:`stream_bars`: ``@tractor.context`` that streams running topics'
+  buffers to a client on another host (a snapshot, then every change).
 
 """
 
 from ._feedd import attach_feed as attach_feed
 from ._feedd import feed_info as feed_info
 from ._feedd import feedd as feedd
+from ._remote import stream_bars as stream_bars
 from ._sampler import register_with_sampler as register_with_sampler
 from ._sampler import sampler_info as sampler_info
 from ._sampler import samplerd as samplerd
@@ -38,4 +41,5 @@ __all__ = [
     'register_with_sampler',
     'sampler_info',
     'samplerd',
+    'stream_bars',
 ]
