@@ -422,6 +422,22 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
         styles={'limit: Quote encode+decode/s': 'k--'},
         note=f'N={cfg.n} flat out; latency paced at {cfg.rate:g}/s',
     )
+    plot_cpu = save_curves(
+        'ring_cpu',
+        list(cfg.subs),
+        {
+            'ring: producer CPU per quote': [
+                fig['ring:cpu'][s] * 1e6 for s in cfg.subs
+            ],
+            'TCP: producer CPU per quote': [fig['tcp:cpu'][s] * 1e6 for s in cfg.subs],
+            'one Quote encode+decode': [1e6 / limit for _ in cfg.subs],
+        },
+        title='Producer CPU per published quote: ring vs TCP',
+        xlabel='local subscribers',
+        ylabel='µs per quote',
+        styles={'one Quote encode+decode': 'k--'},
+        note=f'N={cfg.n} flat out, net of the idle producer',
+    )
     body = '\n\n'.join(
         [
             wrap(
@@ -448,6 +464,9 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
                 [(g[0], g[1], g[2], 'yes' if g[3] else '**no**') for g in goals],
             ),
             '![local subscribers: ring vs TCP](img/ring.png)' if plot else '',
+            '![producer CPU per quote: ring vs TCP](img/ring_cpu.png)'
+            if plot_cpu
+            else '',
             machine_line(),
         ]
     )
