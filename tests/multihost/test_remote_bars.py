@@ -85,3 +85,44 @@ async def test_a_cut_link_ends_a_remote_clients_bars_with_peer_gone(net: Network
                 with trio.move_on_after(30):
                     await proc.wait()
         assert await stop(root) == 0
+
+
+async def test_watch_on_another_host_shows_bars(net: Network):
+    """`samplerd watch` on b, unchanged, reads its bars from the stream."""
+    a, b = net['a'], net['b']
+    root = await a.start(
+        PYTHON, '-m', 'tractor_sampler', 'run', '--host', a.addr, '--port', str(PORT)
+    )
+    holder = None
+    try:
+        assert 'samplerd ready' in await read_line(root)
+        holder = await a.start(
+            PYTHON, str(PROGRAMS / 'bars_dump.py'), a.addr, str(PORT), 'AAA', '1000000'
+        )
+        assert json.loads(await read_line(holder))['ready']
+        res = await b.run(
+            PYTHON,
+            '-m',
+            'tractor_sampler',
+            'watch',
+            'AAA',
+            '--host',
+            a.addr,
+            '--port',
+            str(PORT),
+            '--duration',
+            '3',
+            '--rows',
+            '2',
+        )
+        out = res.stdout.decode()
+        assert res.returncode == 0, (out + res.stderr.decode())[-3000:]
+        assert 'AAA@sim' in out and 'state up' in out
+        # the buffer holds the snapshot (the last 1024 rows of a's), and bars
+        assert '1 s bars, 10' in out and 'open' in out and 'close' in out
+    finally:
+        if holder is not None:
+            holder.kill()
+            with trio.move_on_after(30):
+                await holder.wait()
+        assert await stop(root) == 0
