@@ -305,3 +305,52 @@ async def test_the_ring_is_unlinked_when_the_producer_stops(reg_addr, how):
 def test_ring_token_round_trips():
     tok = _ring.RingToken(name='x', cap=4096, start=8, start_count=1, slot=3)
     assert msgspec.convert(msgspec.to_builtins(tok), _ring.RingToken) == tok
+
+
+async def test_a_lapped_reader_counts_its_gap_and_warns_once(caplog):
+    """In one process: a reader that falls more than the ring behind
+    jumps to the newest record, counts one gap and logs one warning for
+    it, then counts the quotes of its topic it lost (by their sequence
+    numbers); a reader that kept up sees every quote; the writer never
+    waited for either."""
+    from feedbus import Quote
+    from feedbus._wire import pack
+
+    decode = msgspec.msgpack.Decoder(Quote).decode
+    writer = _ring.RingWriter(4096)
+    tid = _ring.topic_id('a')
+    seq = 0
+
+    def publish(n: int) -> None:
+        nonlocal seq
+        for _ in range(n):
+            seq += 1
+            writer.write(tid, pack(Quote(topic='a', seq=seq, fields={'n': seq})))
+
+    slow = _ring.RingReader(writer.token(writer.claim_slot()), {'a'}, decode)
+    fast = _ring.RingReader(writer.token(writer.claim_slot()), {'a'}, decode)
+    seen = []
+    try:
+        publish(1)
+        assert [q.seq for q in await slow.read()] == [1]
+        seen += [q.seq for q in await fast.read()]
+        with caplog.at_level('WARNING'):
+            for _ in range(20):  # 20 x 10 records: far more than 4 KiB
+                publish(10)
+                seen += [q.seq for q in await fast.read()]
+            assert slow._take() == []  # lapped: nothing torn is delivered
+            publish(1)
+            got = await slow.read()
+        assert [q.seq for q in got] == [seq]
+        assert slow.gaps == 1 and slow.dropped == seq - 2  # 2 .. seq - 1 lost
+        gap_logs = [
+            r for r in caplog.records if 'fell behind the quote ring' in r.message
+        ]
+        assert len(gap_logs) == 1
+        publish(3)
+        assert [q.seq for q in await slow.read()] == [seq - 2, seq - 1, seq]
+        assert seen == list(range(1, 202)) and fast.gaps == 0
+    finally:
+        slow.close()
+        fast.close()
+        writer.close()
