@@ -486,9 +486,8 @@ async def stream_bars(
                 updates: dict[str, list[Any]] = {}
                 for tail in list(tails):
                     if daemon.topics.get(tail.name) is not tail.topic:
-                        tails.remove(
-                            tail
-                        )  # ended here: its slots are not its own any more
+                        # ended here: its slots are not its own any more
+                        tails.remove(tail)
                         continue
                     u = tail.poll(full, sweep)
                     if u is not None:
@@ -547,16 +546,19 @@ async def open_remote_bars(
                 heard = [trio.current_time()]
 
                 async def receive() -> None:
-                    async for msg in stream:
-                        heard[0] = trio.current_time()
-                        if msg.get('type') != 'rows':
-                            continue
-                        for name, updates in msg['topics'].items():
-                            by_period = bufs.get(name, {})
-                            for p, lo, last, data in updates:
-                                buf = by_period.get(float(p))
-                                if buf is not None:
-                                    buf._apply(lo, last, data)
+                    try:
+                        async for msg in stream:
+                            heard[0] = trio.current_time()
+                            if msg.get('type') != 'rows':
+                                continue
+                            for name, updates in msg['topics'].items():
+                                by_period = bufs.get(name, {})
+                                for p, lo, last, data in updates:
+                                    buf = by_period.get(float(p))
+                                    if buf is not None:
+                                        buf._apply(lo, last, data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the peer's end: told by the watches, as PeerGone
 
                 async def watch() -> None:
                     stalled = False
