@@ -17,7 +17,14 @@ import psutil
 import pytest
 import trio
 
-from tractor_sampler._mirror import UPSTREAM_ENV, parse_upstream, upstream_env
+from feedbus import FeedsBus
+from tractor_sampler._feedd import Topic
+from tractor_sampler._mirror import (
+    UPSTREAM_ENV,
+    MirrorDaemon,
+    parse_upstream,
+    upstream_env,
+)
 from tractor_services.testing import free_port, wait_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
@@ -107,6 +114,73 @@ def test_upstream_env_is_set_for_the_block_only(monkeypatch):
     assert UPSTREAM_ENV not in os.environ
 
 
+def _fake_sessions(monkeypatch, refuse: str | None = None) -> list[list[str]]:
+    """Sessions with the upstream that record the topics of each group and
+    serve them at once (``refuse``: a group holding that topic fails
+    before serving, as the upstream's refusal does)."""
+    calls: list[list[str]] = []
+
+    async def session(self, members, config, served):
+        names = [m.name for m in members]
+        calls.append(sorted(names))
+        if refuse in names:
+            raise ValueError(f'bad symbol {refuse!r}')
+        for m in members:
+            m.topic = Topic(name=m.name, shms={}, writer=None, config=config)  # type: ignore[arg-type]
+            self.topics[m.name] = m.topic
+            m.serves()
+        served[0] = True
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(MirrorDaemon, '_session', session)
+    return calls
+
+
+async def test_topics_asked_for_together_share_one_upstream_session(monkeypatch):
+    calls = _fake_sessions(monkeypatch)
+    async with trio.open_nursery() as tn:
+        d = MirrorDaemon('sim', tn, ('127.0.0.1', 1), bus=FeedsBus())
+        async with trio.open_nursery() as n:  # as attach_feed starts them
+            for name in ('AAA', 'BBB', 'CCC'):
+                n.start_soon(d.ensure_topic, name)
+        assert calls == [['AAA', 'BBB', 'CCC']]
+        assert sorted(d.topics) == ['AAA', 'BBB', 'CCC']
+        await d.ensure_topic('AAA')  # running: no session
+        await d.ensure_topic('DDD')  # asked for later: a group of its own
+        assert calls == [['AAA', 'BBB', 'CCC'], ['DDD']]
+        tn.cancel_scope.cancel()
+
+
+async def test_a_topic_the_upstream_refuses_does_not_keep_its_group_from_serving(
+    monkeypatch,
+):
+    calls = _fake_sessions(monkeypatch, refuse='BAD')
+    errors: dict[str, str] = {}
+    async with trio.open_nursery() as tn:
+        d = MirrorDaemon('sim', tn, ('127.0.0.1', 1), bus=FeedsBus())
+
+        async def ask(name: str) -> None:
+            try:
+                await d.ensure_topic(name)
+            except ValueError as err:
+                errors[name] = str(err)
+
+        async with trio.open_nursery() as n:
+            for name in ('AAA', 'BAD', 'BBB'):
+                n.start_soon(ask, name)
+        # the group failed before serving: each topic on its own then
+        assert calls[0] == ['AAA', 'BAD', 'BBB']
+        assert sorted(calls[1:]) == [['AAA'], ['BAD'], ['BBB']]
+        assert sorted(d.topics) == ['AAA', 'BBB']
+        assert list(errors) == ['BAD']
+        assert (
+            "topic 'BAD' (mirrored from the upstream feed daemon feedd.sim at 127.0.0.1:1)"
+            in errors['BAD']
+        )
+        assert "bad symbol 'BAD'" in errors['BAD']
+        tn.cancel_scope.cancel()
+
+
 async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follows_the_upstream_away_and_back():
     up_port, mirror_port = free_port(), free_port()
     procs: list[Proc] = []
@@ -147,6 +221,11 @@ async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follow
             # the history and every bar closed since: the upstream's, byte for byte
             assert len(got) >= 1000, (p, len(got))
             assert {i: want.get(i) for i in got} == got, p
+
+        assert (
+            "topic 'bad sym' (mirrored from the upstream feed daemon" in out['refusal']
+        )
+        assert "bad symbol 'bad sym'" in out['refusal']
 
         # the upstream stops: the mirror's topic is restarting; it comes back with it
         watch = Proc(

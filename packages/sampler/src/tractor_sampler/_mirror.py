@@ -11,11 +11,12 @@ daemon.  It registers as ``feedd.<backend>`` in b's registry and answers
 served differently), so ``open_market_feed`` on b works unchanged and
 attaches the mirror's LOCAL shared-memory buffers.
 
-Per topic the mirror holds one session with a's feed daemon (found
-through a's registry, started there if needed): a's ``attach_feed``
-(a's status reports), a's ``stream_bars`` (the bars) and one feedbus
-subscription (the quotes, republished on the mirror's bus).  However
-many clients on b read a topic, a sends it to b once.
+The topics of one attach request (asked for together, with one config)
+form a group, served by one session with a's feed daemon (found through
+a's registry, started there if needed): a's ``attach_feed`` (a's status
+reports), a's ``stream_bars`` (the bars) and one feedbus subscription
+(the quotes, republished on the mirror's bus).  However many clients on b
+read a topic, a sends it to b once.
 
 Bars are never rebuilt from trades: the buffers are seeded from
 ``stream_bars``' snapshot of a's buffers (history and the open bar), and
@@ -29,9 +30,9 @@ mirror").
 
 When a goes away (its feed daemon's connection ends, ``PeerGone``, or
 nothing heard for :data:`~tractor_sampler._remote.SILENCE_S`) the topic
-is reported ``restarting`` and the mirror subscribes again, backing off
-from :data:`BACKOFF_S` to :data:`MAX_BACKOFF_S`; once a serves the topic
-again the local buffers are re-seeded in place (same shared memory, so
+(every topic of its group) is reported ``restarting`` and the mirror
+subscribes again, backing off from :data:`BACKOFF_S` to
+:data:`MAX_BACKOFF_S`; once a serves the topic again the local buffers are re-seeded in place (same shared memory, so
 b's clients keep their attachments) and the topic is ``up``.
 
 """
@@ -41,6 +42,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -48,6 +50,7 @@ import numpy as np
 import trio
 
 import feedbus
+from feedbus import FeedsBus
 from tractor_services import PeerGone, compat, describe_error
 
 from ._feedd import (
@@ -77,6 +80,10 @@ MIRROR_ROWS: int = 200_000
 
 #: updates a second asked of a's ``stream_bars``
 MIRROR_RATE: float = 50.0
+
+#: topics asked for within this long with the same config share a session
+#: (an attach request starts its topics concurrently: they arrive together)
+BATCH_S: float = 0.005
 
 #: backoff between attempts to subscribe to a again
 BACKOFF_S: float = 0.5
@@ -200,11 +207,33 @@ class _Seeded:
             shm.push(rows[have - my_lo :])
 
 
+@dataclass(eq=False)
+class _Member:
+    """One topic of a group: who waits for it to serve, its topic once
+    seeded, its local buffers by period."""
+
+    name: str
+    done: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+    topic: Topic | None = None
+    seeded: dict[float, _Seeded] = field(default_factory=dict)
+
+    def serves(self) -> None:
+        if not self.done.is_set():
+            self.done.set()
+
+    def refused(self, err: Exception) -> None:
+        if not self.done.is_set():
+            self.error = err
+            self.done.set()
+
+
 class MirrorDaemon(FeedDaemon):
     """A feed daemon whose topics are copies of the upstream's (see the
     module docstring): what ``attach_feed``, ``stream_bars`` and
-    ``feed_info`` see is a :class:`FeedDaemon`; only how a topic is served
-    differs (:meth:`_serve_topic`)."""
+    ``feed_info`` see is a :class:`FeedDaemon`; only how topics are served
+    differs: in groups, one session with the upstream per group
+    (:meth:`_start_topic`)."""
 
     def __init__(
         self,
@@ -213,19 +242,27 @@ class MirrorDaemon(FeedDaemon):
         upstream: tuple[str, int],
         *,
         pool: BufferPool | None = None,
+        bus: FeedsBus | None = None,
     ) -> None:
         be = Backend(
             name=backend,
             stream_quotes=_no_quotes,
             dist=f'mirror of {upstream[0]}:{upstream[1]}',
         )
-        super().__init__(be, tn, policy=DEFAULT_STREAM_POLICY, pool=pool)
+        super().__init__(be, tn, policy=DEFAULT_STREAM_POLICY, pool=pool, bus=bus)
         self.upstream = upstream
-        self.what = f'the upstream feed daemon {feedd_name(backend)} at {upstream[0]}:{upstream[1]}'
+        self.what = (
+            f'the upstream feed daemon {feedd_name(backend)} at '
+            f'{upstream[0]}:{upstream[1]}'
+        )
         #: pools by dtype (a backend's buffers may have fields of their own)
         self._pools: dict[str, BufferPool] = {}
-        #: sessions with the upstream opened, per topic (the first included)
-        self.sessions: dict[str, int] = {}
+        #: topics asked for and not yet in a group, by config
+        self._pending: dict[str, tuple[dict[str, Any], list[_Member]]] = {}
+        #: sessions opened with the upstream (each serves a group of topics)
+        self.sessions = 0
+        #: groups served (each its own session at a time)
+        self.groups = 0
 
     # --- buffers ------------------------------------------------------------
 
@@ -249,164 +286,211 @@ class MirrorDaemon(FeedDaemon):
                 return
         raise UpstreamLost(f'{shm.name}: no group of the mirror holds it')
 
+    def _drop(self, m: _Member) -> None:
+        """``m``'s topic is gone here, its slots free."""
+        if m.topic is not None and self.topics.get(m.name) is m.topic:
+            del self.topics[m.name]
+        for seeded in m.seeded.values():
+            self._pool_for(seeded.dtype).give_back(seeded.shm)
+        m.seeded = {}
+        m.topic = None
+
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
 
     # --- topics ---------------------------------------------------------------
 
-    async def _serve_topic(
-        self,
-        name: str,
-        config: dict[str, Any],
-        *,
-        task_status: Any = trio.TASK_STATUS_IGNORED,
+    async def _start_topic(self, name: str, config: dict[str, Any]) -> Topic:
+        """Start ``name`` as a member of a group: the topics asked for
+        within :data:`BATCH_S` with the same config (those of one attach
+        request: it starts them concurrently) share one session with the
+        upstream.  Returns once the topic serves; the upstream's refusal
+        is this call's ``ValueError``."""
+        key = msgspec.json.encode(config, order='sorted').decode()
+        m = _Member(name)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = (config, [])
+            self._tn.start_soon(self._launch, key)
+        pending[1].append(m)
+        await m.done.wait()
+        if m.error is not None:
+            raise m.error
+        assert m.topic is not None
+        return m.topic
+
+    async def _launch(self, key: str) -> None:
+        await trio.sleep(BATCH_S)  # the rest of the attach request's topics
+        config, members = self._pending.pop(key)
+        self._tn.start_soon(self._serve_group, members, config)
+
+    async def _serve_group(
+        self, members: list[_Member], config: dict[str, Any]
     ) -> None:
-        """Serve ``name`` from the upstream until cancelled: one session at
-        a time (:meth:`_session`), again with backoff whenever a goes away.
-        The first session's errors before it serves are the client's
-        (an unknown symbol upstream, an unreachable upstream)."""
-        state: dict[str, Any] = {
-            'topic': None,
-            'seeded': {},
-            'task_status': task_status,
-        }
+        """Serve ``members`` from the upstream until cancelled: one session
+        at a time (:meth:`_session`), again with backoff whenever a goes
+        away.  If the first session fails before serving, a group of one
+        tells its client why; a larger group is split (one topic the
+        upstream refuses does not keep the others from serving)."""
+        self.groups += 1
         backoff = BACKOFF_S
         try:
             while True:
                 served = [False]
                 try:
-                    await self._session(name, config, state, served)
+                    await self._session(members, config, served)
                     err: BaseException = UpstreamLost('the upstream session ended')
                 except BaseException as exc:  # a5 raises groups: by content below
                     await trio.lowlevel.checkpoint_if_cancelled()  # ours goes on
-                    if state['task_status'] is not None:
-                        raise  # before it served: the client's error
                     err = compat.unwrap_error(exc)
-                topic: Topic = state['topic']
-                if self.topics.get(name) is not topic:
-                    return  # torn down meanwhile
+                    if not all(m.done.is_set() for m in members):
+                        self._refused(members, config, err)
+                        return
                 if served[0]:
                     backoff = BACKOFF_S
-                topic.restarts += 1
                 why = (
                     f'{self.what} went away ({describe_error(err)}): subscribing again'
                 )
-                log.warning(f'{name}: {why}')
-                self._report(topic, 'restarting', why)
+                log.warning(f'{", ".join(m.name for m in members)}: {why}')
+                for m in members:
+                    if m.topic is not None and self.topics.get(m.name) is m.topic:
+                        m.topic.restarts += 1
+                        self._report(m.topic, 'restarting', why)
+                if not any(
+                    m.topic is not None and self.topics.get(m.name) is m.topic
+                    for m in members
+                ):
+                    return  # all torn down meanwhile
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
-            topic = state['topic']
-            if topic is not None and self.topics.get(name) is topic:
-                del self.topics[name]
-            for seeded in state['seeded'].values():
-                self._pool_for(seeded.dtype).give_back(seeded.shm)
+            for m in members:
+                m.refused(
+                    ValueError(f'topic {m.name!r}: the mirror stopped while it started')
+                )
+                self._drop(m)
+
+    def _refused(
+        self, members: list[_Member], config: dict[str, Any], err: BaseException
+    ) -> None:
+        """The first session failed: a single topic's client gets the
+        reason (the upstream's refusal as a ``ValueError`` with its
+        message); several topics are served one by one instead."""
+        for m in members:
+            self._drop(m)
+        if len(members) > 1:
+            for m in members:
+                self._tn.start_soon(self._serve_group, [m], config)
+            members.clear()  # handed over: nothing left to drop here
+            return
+        (m,) = members
+        remote = compat.remote_error_type(err)
+        msg = compat.remote_error_message(err) if remote else describe_error(err)
+        m.refused(ValueError(f'topic {m.name!r} (mirrored from {self.what}): {msg}'))
 
     async def _session(
         self,
-        name: str,
+        members: list[_Member],
         config: dict[str, Any],
-        state: dict[str, Any],
         served: list[bool],
     ) -> None:
-        """One subscription to the upstream's topic: seed (or re-seed) the
+        """One subscription to the upstream's topics: seed (or re-seed) the
         buffers from its snapshot, then copy its rows, relay its quotes and
         follow its status until it goes away."""
         from ._feed import StatusStream, maybe_open_feedd
 
-        self.sessions[name] = self.sessions.get(name, 0) + 1
+        names = [m.name for m in members]
+        by_name = {m.name: m for m in members}
+        self.sessions += 1
         async with maybe_open_feedd(
             self.backend.name, registry_addr=self.upstream
         ) as portal:
             async with compat.open_context(
-                portal, attach_feed, topics=[name], config=config or None
+                portal, attach_feed, topics=names, config=config or None
             ) as (actx, started):
-                first = started['topics'][name]
+                firsts = started['topics']
                 async with (
                     compat.raise_on_peer_exit(started['pid'], self.what, portal),
                     compat.open_context(
                         portal,
                         stream_bars,
-                        topics=[name],
+                        topics=names,
                         rows=MIRROR_ROWS,
                         rate=MIRROR_RATE,
                     ) as (bctx, bstarted),
                 ):
-                    snaps = bstarted['bars'][name]
-                    self._seed(name, config, state, snaps, first.get('info'))
-                    topic: Topic = state['topic']
+                    for m in members:
+                        self._seed(m, config, bstarted['bars'][m.name], firsts[m.name])
                     async with (
                         compat.open_drained_stream(bctx) as bstream,
                         compat.open_drained_stream(actx) as sstream,
                         feedbus.open_feed(
-                            portal, [name], watch_producer=False
+                            portal, names, watch_producer=False
                         ) as quotes,
                         trio.open_nursery() as n,
                     ):
                         status = StatusStream(stream=sstream, buffer=256)
                         async with status._running():
-                            n.start_soon(
-                                self._copy_rows, name, state['seeded'], bstream
-                            )
+                            n.start_soon(self._copy_rows, by_name, bstream)
                             n.start_soon(self._relay_quotes, quotes)
-                            first_status = msgspec.convert(first['status'], FeedStatus)
-                            self._follow(topic, first_status)
-                            if state['task_status'] is not None:
-                                state['task_status'].started(topic)
-                                state['task_status'] = None
+                            for m in members:
+                                assert m.topic is not None
+                                self._follow(
+                                    m.topic,
+                                    msgspec.convert(
+                                        firsts[m.name]['status'], FeedStatus
+                                    ),
+                                )
+                                m.serves()
                             served[0] = True
                             async for st in status:
-                                if isinstance(st, FeedStatus):
-                                    self._follow(topic, st)
+                                m2 = by_name.get(getattr(st, 'topic', ''))
+                                if m2 is not None and m2.topic is not None:
+                                    self._follow(m2.topic, st)
                             raise UpstreamLost('its status stream ended')
 
     def _seed(
         self,
-        name: str,
+        m: _Member,
         config: dict[str, Any],
-        state: dict[str, Any],
         snaps: dict[str, Any],
-        info: dict[str, Any] | None,
+        first: dict[str, Any],
     ) -> None:
-        """The local buffers from a's snapshot: taken on the first session,
-        emptied and filled again in place on the next ones."""
-        seeded: dict[float, _Seeded] = state['seeded']
+        """``m``'s local buffers from a's snapshot: taken on the first
+        session, emptied and filled again in place on the next ones."""
         for p_key, snap in snaps.items():
             p = float(p_key)
-            if p not in seeded:
-                if state['topic'] is not None:
+            if p not in m.seeded:
+                if m.topic is not None:
                     continue  # a period a's topic did not have before
                 tok = ShmToken.from_msg(snap['token'])
                 pool = self._pool_for(tok.dtype)
                 shm = pool.take(GroupKey(p, tok.size, tok.origin, tok.stamp))
-                seeded[p] = _Seeded(shm)
-            seeded[p].seed(snap, self._reset)
-        if state['topic'] is None:
-            shms = {p: s.shm for p, s in seeded.items()}
-            topic = Topic(
-                name=name,
+                m.seeded[p] = _Seeded(shm)
+            m.seeded[p].seed(snap, self._reset)
+        if m.topic is None:
+            shms = {p: s.shm for p, s in m.seeded.items()}
+            m.topic = Topic(
+                name=m.name,
                 shms=shms,
                 # never written: rows come from the upstream; it answers
                 # the counters feed_info reports
                 writer=OHLCWriter(shms),
-                info=info,
+                info=first.get('info'),
                 config=config,
             )
-            self.bus.add_topic(name)
-            self.topics[name] = topic
-            state['topic'] = topic
+            self.bus.add_topic(m.name)
+            self.topics[m.name] = m.topic
 
     def _follow(self, topic: Topic, st: FeedStatus) -> None:
         """The upstream topic's status is ours (``up``, ``restarting`` with
         its error); a topic that failed or ended there is subscribed again."""
         if st.state in ('failed', 'ended'):
-            raise UpstreamLost(f'its topic {st.state}: {st.error}')
+            raise UpstreamLost(f'its topic {topic.name!r} {st.state}: {st.error}')
         self._report(topic, st.state, st.error)
 
-    async def _copy_rows(
-        self, name: str, seeded: dict[float, _Seeded], stream: Any
-    ) -> None:
+    async def _copy_rows(self, by_name: dict[str, _Member], stream: Any) -> None:
         """a's rows into ours as they come; nothing for :data:`SILENCE_S`
         (a's heartbeats come every :data:`HEARTBEAT_S`) is a's going away."""
         while True:
@@ -419,10 +503,14 @@ class MirrorDaemon(FeedDaemon):
                 )
             if msg.get('type') != 'rows':
                 continue
-            for p, lo, last, data in msg['topics'].get(name, ()):
-                s = seeded.get(float(p))
-                if s is not None:
-                    s.apply(int(lo), int(last), data)
+            for name, updates in msg['topics'].items():
+                m = by_name.get(name)
+                if m is None:
+                    continue
+                for p, lo, last, data in updates:
+                    s = m.seeded.get(float(p))
+                    if s is not None:
+                        s.apply(int(lo), int(last), data)
 
     async def _relay_quotes(self, quotes: Any) -> None:
         """a's quotes onto the mirror's bus (b's subscribers, throttled or

@@ -5,7 +5,8 @@ UPSTREAM_PORT), and a 1 s sample stream of the mirror's tree; wait for
 STEPS closed rows of the mirror's 1 s buffer, then print one JSON line:
 whether each feed's buffers are shared memory, the steps read, and per
 feed and period its settled closed rows (closed at least two steps before
-the open one), each as the hex of its bytes by its ``index``.
+the open one), each as the hex of its bytes by its ``index``; then what
+opening a topic the upstream refuses (with a good one) raised.
 Usage: mirror_bars.py HOST MIRROR_PORT UPSTREAM_PORT TOPIC STEPS"""
 
 import json
@@ -61,6 +62,12 @@ async def main(host: str, mport: int, uport: int, topic: str, steps: int) -> Non
                 'upstream': settled(ufeed, topic),
                 'backend_dist': (await mfeed.info()).dist,
             }
+        # a topic the upstream refuses: the client's one error, naming it
+        try:
+            async with open_market_feed(['BBB', 'bad sym'], registry_addr=mirror):
+                out['refusal'] = None
+        except ValueError as err:
+            out['refusal'] = str(err)
     print(json.dumps(out), flush=True)
 
 
