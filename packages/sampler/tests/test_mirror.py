@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import psutil
 import pytest
 import trio
@@ -22,9 +24,12 @@ from tractor_sampler._feedd import Topic
 from tractor_sampler._mirror import (
     UPSTREAM_ENV,
     MirrorDaemon,
+    _Seeded,
     parse_upstream,
     upstream_env,
 )
+from tractor_sampler._remote import _Tail
+from tractor_sampler.shm import open_shm_array
 from tractor_services.testing import free_port, wait_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
@@ -112,6 +117,55 @@ def test_upstream_env_is_set_for_the_block_only(monkeypatch):
     with upstream_env('127.0.0.1:7'):
         assert os.environ[UPSTREAM_ENV] == '127.0.0.1:7'
     assert UPSTREAM_ENV not in os.environ
+
+
+def test_rows_copied_from_the_upstreams_updates_are_its_rows_and_corrections_are_told(
+    shm_key,
+):
+    """a's side of stream_bars (its diff of what it sent) into the
+    mirror's buffer: the window and every row equal a's after each change;
+    a closed row a changes later is reported (its ``index`` span), the open
+    row's updates and a step's new row are not."""
+    src = open_shm_array(64, key=f'{shm_key}a')
+    dst = open_shm_array(64, key=f'{shm_key}b')
+    try:
+        rows = np.zeros(10, dtype=src.dtype)
+        rows['index'] = np.arange(10)
+        rows['time'] = 1000.0 + np.arange(10)
+        rows['close'] = 1.0
+        src.push(rows)
+        tail = _Tail(SimpleNamespace(name='AAA'), 1.0, src)
+        seeded = _Seeded(dst)
+
+        def reset(shm, start):
+            shm.window[:] = (start, start)
+
+        seeded.seed(tail.snapshot(1000), reset)
+
+        def same() -> bool:
+            return (
+                dst.window.tolist() == src.window.tolist()
+                and dst.array.tobytes() == src.array.tobytes()
+            )
+
+        def relay(full: bool = False):
+            update = tail.poll(full)
+            assert update is not None
+            _, lo, last, data = update
+            return seeded.apply(lo, last, data)
+
+        assert same()
+        src.last_row['close'] = 2.0  # the open row's update
+        assert relay() is None and same()
+        row = np.zeros(1, dtype=src.dtype)  # a step: a new open row
+        row['index'], row['time'], row['close'] = 10, 1010.0, 2.0
+        src.push(row)
+        assert relay() is None and same()
+        src.rows[src.last - 4]['close'] = 3.0  # a correction of a closed row
+        assert relay(full=True) == (7, 8) and same()
+    finally:
+        for shm in (src, dst):
+            shm.destroy()
 
 
 def _fake_sessions(monkeypatch, refuse: str | None = None) -> list[list[str]]:
@@ -245,8 +299,15 @@ async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follow
         up = root(up_port)
         procs.append(up)
         await up.read_until(lambda line: 'samplerd ready' in line)
-        back = json.loads(await watch.read_until(lambda line: '"up"' in line))
-        assert back['error'] is None
+        # up again, and the re-seeded buffers told to b's sample-stream
+        # subscribers (views redraw them), in either order
+        seen: dict[str, dict] = {}
+        while not {'up', 'backfill'} <= set(seen):
+            msg = json.loads(await watch.read_until(lambda line: True))
+            key = 'backfill' if 'backfill' in msg else msg.get('state')
+            seen[key] = msg
+        assert seen['up']['error'] is None
+        assert seen['backfill']['backfill'] == 'history'
         assert await watch.stop() == 0
         assert await mirror.stop() == 0
         assert await up.stop() == 0

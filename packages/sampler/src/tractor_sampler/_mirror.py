@@ -26,7 +26,10 @@ byte into the same row of the local buffer.  The local buffers are NOT
 registered with b's samplerd: rows come from a alone, so no step on b's
 clock can add a row a did not make (b's samplerd still broadcasts its
 steps to b's sample-stream subscribers; see docs/multihost.md, "The relay
-mirror").
+mirror").  Through one registration with b's samplerd, with no buffers,
+the mirror tells those subscribers what changed: a ``Backfill`` with
+``reason='correction'`` for closed rows a corrected, ``'history'`` for a
+re-seeded buffer.
 
 When a goes away (its feed daemon's connection ends, ``PeerGone``, or
 nothing heard for :data:`~tractor_sampler._remote.SILENCE_S`) the topic
@@ -53,6 +56,7 @@ import feedbus
 from feedbus import FeedsBus
 from tractor_services import PeerGone, compat, describe_error
 
+from ._errors import SamplerError
 from ._feedd import (
     DEFAULT_STREAM_POLICY,
     FeedDaemon,
@@ -61,7 +65,7 @@ from ._feedd import (
     attach_feed,
     feedd_name,
 )
-from ._msgs import FeedStatus
+from ._msgs import Backfill, FeedStatus
 from ._ohlc import OHLCWriter
 from ._plugins import Backend
 from ._pool import BufferPool, GroupKey
@@ -84,6 +88,9 @@ MIRROR_RATE: float = 50.0
 #: topics asked for within this long with the same config share a session
 #: (an attach request starts its topics concurrently: they arrive together)
 BATCH_S: float = 0.005
+
+#: Backfill notices queued for b's samplerd at most (then counted lost)
+NOTICE_QUEUE: int = 1024
 
 #: backoff between attempts to subscribe to a again
 BACKOFF_S: float = 0.5
@@ -186,9 +193,11 @@ class _Seeded:
         if tok.first_live is not None:
             self.shm.mark_live(tok.first_live, tok.first_partial)
 
-    def apply(self, lo: int, last: int, data: bytes) -> None:
+    def apply(self, lo: int, last: int, data: bytes) -> tuple[int, int] | None:
         """a's rows ``[lo, last)`` (the end of its window): written over
-        ours in place, the new ones appended."""
+        ours in place, the new ones appended.  Returns the ``index`` span
+        ``(start, end)`` of the rows closed here (all but the open one) that
+        changed, a's corrections, or ``None``."""
         rows = np.frombuffer(data, dtype=self.dtype)
         if len(rows) != last - lo:
             raise UpstreamLost(f'{len(rows)} rows for [{lo}, {last})')
@@ -201,10 +210,27 @@ class _Seeded:
             )
         start = max(my_lo, first)
         end = min(my_last, have)
+        changed = None
+        closed = min(end, have - 1)  # the open row changes all the time
+        if start < closed and 'index' in (self.dtype.names or ()):
+            void = np.dtype((np.void, self.dtype.itemsize))
+            new = rows[start - my_lo : closed - my_lo]
+            diff = np.flatnonzero(shm.rows[start:closed].view(void) != new.view(void))
+            if len(diff):
+                idx = new['index']
+                changed = (int(idx[diff[0]]), int(idx[diff[-1]]) + 1)
         if start < end:
             shm.rows[start:end] = rows[start - my_lo : end - my_lo]
         if my_last > have:
             shm.push(rows[have - my_lo :])
+        return changed
+
+    def span(self) -> tuple[int, int] | None:
+        """The ``index`` span of the window (for a re-seed's notice)."""
+        arr = self.shm.array
+        if not len(arr) or 'index' not in (self.dtype.names or ()):
+            return None
+        return int(arr['index'][0]), int(arr['index'][-1]) + 1
 
 
 @dataclass(eq=False)
@@ -263,6 +289,14 @@ class MirrorDaemon(FeedDaemon):
         self.sessions = 0
         #: groups served (each its own session at a time)
         self.groups = 0
+        # Backfill notices for b's sample-stream subscribers (re-seeds, a's
+        # corrections), sent through the daemon's link with b's samplerd
+        self._notices_in, self._notices = trio.open_memory_channel[Backfill](
+            NOTICE_QUEUE
+        )
+        #: notices not sent: the queue was full, or samplerd refused or was away
+        self.notices_lost = 0
+        tn.start_soon(self._send_notices)
 
     # --- buffers ------------------------------------------------------------
 
@@ -298,6 +332,42 @@ class MirrorDaemon(FeedDaemon):
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+
+    # --- notices to b's sample-stream subscribers ----------------------------
+
+    def _notice(self, msg: Backfill) -> None:
+        try:
+            self._notices_in.send_nowait(msg)
+        except trio.WouldBlock:
+            self.notices_lost += 1
+
+    async def _ensure_link(self) -> None:
+        """The daemon's one registration with b's samplerd (the feed
+        daemon's link), with no buffers in it: the notices go through it.
+        Without samplerd the mirror serves on (the notices are lost)."""
+        if self._link_running:
+            return
+        async with self._link_lock:
+            if self._link_running:
+                return
+            try:
+                await self._tn.start(self._run_link)
+            except Exception as err:
+                log.warning(
+                    f'no link with samplerd, Backfill notices are lost: {describe_error(err)}'
+                )
+
+    async def _send_notices(self) -> None:
+        async for msg in self._notices:
+            steps = self._steps
+            if steps is None:
+                self.notices_lost += 1
+                continue
+            try:
+                await steps.broadcast(msg)
+            except SamplerError as err:
+                self.notices_lost += 1
+                log.warning(f'{msg.topic}: a Backfill notice was not sent: {err}')
 
     # --- topics ---------------------------------------------------------------
 
@@ -422,6 +492,7 @@ class MirrorDaemon(FeedDaemon):
                 ):
                     for m in members:
                         self._seed(m, config, bstarted['bars'][m.name], firsts[m.name])
+                    await self._ensure_link()
                     async with (
                         compat.open_drained_stream(bctx) as bstream,
                         compat.open_drained_stream(actx) as sstream,
@@ -469,6 +540,17 @@ class MirrorDaemon(FeedDaemon):
                 shm = pool.take(GroupKey(p, tok.size, tok.origin, tok.stamp))
                 m.seeded[p] = _Seeded(shm)
             m.seeded[p].seed(snap, self._reset)
+            span = m.seeded[p].span()
+            if m.topic is not None and span is not None:
+                # re-seeded: b's views redraw the whole window
+                self._notice(
+                    Backfill(
+                        topic=m.name,
+                        timeframe=p,
+                        start_index=span[0],
+                        end_index=span[1],
+                    )
+                )
         if m.topic is None:
             shms = {p: s.shm for p, s in m.seeded.items()}
             m.topic = Topic(
@@ -509,8 +591,19 @@ class MirrorDaemon(FeedDaemon):
                     continue
                 for p, lo, last, data in updates:
                     s = m.seeded.get(float(p))
-                    if s is not None:
-                        s.apply(int(lo), int(last), data)
+                    if s is None:
+                        continue
+                    changed = s.apply(int(lo), int(last), data)
+                    if changed is not None:  # a's correction: b's views redraw it
+                        self._notice(
+                            Backfill(
+                                topic=name,
+                                timeframe=float(p),
+                                start_index=changed[0],
+                                end_index=changed[1],
+                                reason='correction',
+                            )
+                        )
 
     async def _relay_quotes(self, quotes: Any) -> None:
         """a's quotes onto the mirror's bus (b's subscribers, throttled or
