@@ -69,7 +69,7 @@ from ._msgs import Backfill, FeedStatus
 from ._ohlc import OHLCWriter
 from ._plugins import Backend
 from ._pool import BufferPool, GroupKey
-from ._remote import HEARTBEAT_S, SILENCE_S, stream_bars
+from ._remote import DEFAULT_RATE, HEARTBEAT_S, SILENCE_S, stream_bars
 from .shm import ShmArray, ShmToken
 
 log = compat.get_logger('mirror', 'tractor_sampler')
@@ -82,8 +82,9 @@ UPSTREAM_ENV = 'TRACTOR_SAMPLER_UPSTREAM'
 #: up to this many: history and live bars)
 MIRROR_ROWS: int = 200_000
 
-#: updates a second asked of a's ``stream_bars``
-MIRROR_RATE: float = 50.0
+#: updates a second asked of a's ``stream_bars`` (its default: each update
+#: costs a's feed daemon a pass over the rows it tracks for us)
+MIRROR_RATE: float = DEFAULT_RATE
 
 #: topics asked for within this long with the same config share a session
 #: (an attach request starts its topics concurrently: they arrive together)
@@ -340,6 +341,11 @@ class MirrorDaemon(FeedDaemon):
             self._notices_in.send_nowait(msg)
         except trio.WouldBlock:
             self.notices_lost += 1
+            if self.notices_lost in (1, 10) or not self.notices_lost % 100:
+                log.warning(
+                    f'{msg.topic}: {self.notices_lost} Backfill notices lost so far '
+                    f'(more than {NOTICE_QUEUE} queued for samplerd)'
+                )
 
     async def _ensure_link(self) -> None:
         """The daemon's one registration with b's samplerd (the feed
@@ -473,6 +479,9 @@ class MirrorDaemon(FeedDaemon):
         names = [m.name for m in members]
         by_name = {m.name: m for m in members}
         self.sessions += 1
+        # first (it may wait for samplerd): a's streams must be read as soon
+        # as they open (a5 kills a context whose queue overruns)
+        await self._ensure_link()
         async with maybe_open_feedd(
             self.backend.name, registry_addr=self.upstream
         ) as portal:
@@ -492,7 +501,6 @@ class MirrorDaemon(FeedDaemon):
                 ):
                     for m in members:
                         self._seed(m, config, bstarted['bars'][m.name], firsts[m.name])
-                    await self._ensure_link()
                     async with (
                         compat.open_drained_stream(bctx) as bstream,
                         compat.open_drained_stream(actx) as sstream,
