@@ -108,6 +108,16 @@ def test_upstream_is_checked_in_one_line():
         "samplerd: error: --upstream: upstream 'nowhere' must be HOST:PORT "
         "(the upstream root's registry)"
     )
+    port = free_port()
+    res = subprocess.run(
+        [*SAMPLERD, 'run', '--port', str(port), '--upstream', f'127.0.0.1:{port}'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    err = res.stderr.strip()
+    assert res.returncode == 1 and len(err.splitlines()) == 1, err
+    assert f'--upstream 127.0.0.1:{port} is this root itself' in err
 
 
 def test_upstream_env_is_set_for_the_block_only(monkeypatch):

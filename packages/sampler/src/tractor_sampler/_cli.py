@@ -228,7 +228,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
-    _set_upstream(args)
+    _set_upstream(args, addr)
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
@@ -248,7 +248,7 @@ def _add_upstream(run: argparse.ArgumentParser) -> None:
     )
 
 
-def _set_upstream(args: argparse.Namespace) -> None:
+def _set_upstream(args: argparse.Namespace, addr: tuple[str, int]) -> None:
     """``--upstream`` checked (one line naming the problem, before
     anything starts) and set in this root's environment, which the feed
     daemons it spawns inherit (they run as relay mirrors then)."""
@@ -261,6 +261,11 @@ def _set_upstream(args: argparse.Namespace) -> None:
         host, port = parse_upstream(text)
     except ValueError as err:
         raise CliError(f'--upstream: {err}') from None
+    if (host, port) == tuple(addr):
+        raise CliError(
+            f'--upstream {host}:{port} is this root itself: give the registry '
+            'address of the root to mirror'
+        )
     os.environ[UPSTREAM_ENV] = f'{host}:{port}'
 
 
