@@ -510,20 +510,20 @@ async def open_feed_stream(
         raise ValueError(f'ring_pid={ring_pid!r} must be a process id')
 
     slot: int | None = None
-    if ring_host is None:
-        await ctx.started(_latest(bus, topics))
-    else:
-        here = host_id()
-        if here is not None and ring_host == here and _alive(ring_pid):
-            slot = bus.ring_slot()
-        token = None
-        if slot is not None:
-            assert bus.ring is not None
-            token = _encode(bus.ring.token(slot))
-        await ctx.started(
-            {'latest': _latest(bus, topics), 'host_id': here, 'ring': token}
-        )
+    here = host_id() if ring_host is not None else None
+    if here is not None and ring_host == here and _alive(ring_pid):
+        slot = bus.ring_slot()
     try:
+        if ring_host is None:
+            await ctx.started(_latest(bus, topics))
+        else:
+            token = None
+            if slot is not None:
+                assert bus.ring is not None
+                token = _encode(bus.ring.token(slot))
+            await ctx.started(
+                {'latest': _latest(bus, topics), 'host_id': here, 'ring': token}
+            )
         await _serve(
             ctx,
             bus,
