@@ -75,12 +75,10 @@ async def _same_bars(net: Network) -> dict:
     return there
 
 
-async def test_a_mirror_on_b_keeps_a_bars_in_bs_shared_memory_and_follows_a_feedd_sigkill(
-    net: Network,
-):
+async def _roots(net: Network, procs: list) -> None:
+    """a's root, and b's with ``--upstream`` a's, sharing one token (docs/
+    multihost.md): b's mirror asks a's root to start a's feed daemon."""
     a, b = net['a'], net['b']
-    # one shared secret for both roots (docs/multihost.md): b's mirror asks
-    # a's root to start a's feed daemon when it is not running
     token = f'TRACTOR_SERVICES_TOKEN={secrets.token_hex(16)}'
     root_a = await a.start(
         'env',
@@ -94,26 +92,66 @@ async def test_a_mirror_on_b_keeps_a_bars_in_bs_shared_memory_and_follows_a_feed
         '--port',
         str(PORT),
     )
-    procs = [root_a]
+    procs.append(root_a)
+    assert 'samplerd ready' in await read_line(root_a)
+    root_b = await b.start(
+        'env',
+        token,
+        PYTHON,
+        '-m',
+        'tractor_sampler',
+        'run',
+        '--host',
+        b.addr,
+        '--port',
+        str(PORT),
+        '--upstream',
+        f'{a.addr}:{PORT}',
+    )
+    procs.append(root_b)
+    line = await read_line(root_b)
+    assert 'samplerd ready' in line and f'mirroring {a.addr}:{PORT}' in line, line
+
+
+async def test_a_cut_link_makes_bs_mirrored_topic_restarting_and_a_healed_one_brings_it_back(
+    net: Network,
+):
+    b = net['b']
+    procs: list = []
     try:
-        assert 'samplerd ready' in await read_line(root_a)
-        root_b = await b.start(
-            'env',
-            token,
-            PYTHON,
-            '-m',
-            'tractor_sampler',
-            'run',
-            '--host',
-            b.addr,
-            '--port',
-            str(PORT),
-            '--upstream',
-            f'{a.addr}:{PORT}',
+        await _roots(net, procs)
+        watch = await b.start(
+            PYTHON, str(PROGRAMS / 'mirror_watch.py'), b.addr, str(PORT), 'AAA'
         )
-        procs.append(root_b)
-        line = await read_line(root_b)
-        assert 'samplerd ready' in line and f'mirroring {a.addr}:{PORT}' in line, line
+        procs.append(watch)
+        first = json.loads(await read_line(watch, timeout=180))
+        assert first == {'ready': True, 'shm': True, 'state': 'up'}
+        net.cut('b')
+        # silence (heartbeats every second) or keepalive: bounded generously
+        with trio.fail_after(60):
+            while (st := json.loads(await read_line(watch)))['state'] != 'restarting':
+                pass
+        assert 'went away' in st['error'], st
+        net.heal('b')
+        with trio.fail_after(180):
+            while (st := json.loads(await read_line(watch)))['state'] != 'up':
+                assert 'ended' not in st, st
+        # b's client kept its feed and its shared memory throughout
+        await _same_bars(net)
+    finally:
+        net.heal('b')
+        for proc in reversed(procs):
+            await stop(proc)
+
+
+async def test_a_mirror_on_b_keeps_a_bars_in_bs_shared_memory_and_follows_a_feedd_sigkill(
+    net: Network,
+):
+    b = net['b']
+    procs: list = []
+    try:
+        await _roots(net, procs)
+        root_a = procs[0]
         await _same_bars(net)
 
         watch = await b.start(
