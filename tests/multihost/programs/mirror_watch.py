@@ -1,7 +1,8 @@
 """Open a market feed of the sim backend on TOPIC through the root at
 HOST:PORT, print a ready line (whether its buffers are shared memory),
-then one JSON line per status report of the topic until SIGTERM (or
-until the feed ends: one line saying how).  Usage: mirror_watch.py HOST
+then one JSON line per status report of the topic, and one per Backfill
+notice of a 1 s sample stream of the same tree, until SIGTERM (or until
+the feed ends: one line saying how).  Usage: mirror_watch.py HOST
 PORT TOPIC"""
 
 import json
@@ -10,7 +11,7 @@ import sys
 
 import trio
 
-from tractor_sampler import open_market_feed
+from tractor_sampler import Backfill, open_market_feed, open_sample_stream
 from tractor_sampler._remote import LocalBuffer
 
 
@@ -28,12 +29,30 @@ async def watch(host: str, port: int, topic: str) -> None:
                 ),
                 flush=True,
             )
-            async for st in feed.status:
-                last = int(shm.last_row['index']) if len(shm) else None
-                print(
-                    json.dumps({'state': st.state, 'error': st.error, 'index': last}),
-                    flush=True,
-                )
+            async with (
+                open_sample_stream(1.0, registry_addr=(host, port)) as steps,
+                trio.open_nursery() as n,
+            ):
+
+                async def notices() -> None:
+                    async for msg in steps:
+                        if isinstance(msg, Backfill) and msg.topic == topic:
+                            print(
+                                json.dumps(
+                                    {'backfill': msg.reason, 'timeframe': msg.timeframe}
+                                ),
+                                flush=True,
+                            )
+
+                n.start_soon(notices)
+                async for st in feed.status:
+                    last = int(shm.last_row['index']) if len(shm) else None
+                    print(
+                        json.dumps(
+                            {'state': st.state, 'error': st.error, 'index': last}
+                        ),
+                        flush=True,
+                    )
     except Exception as err:
         print(json.dumps({'ended': type(err).__name__, 'why': str(err)}), flush=True)
 
