@@ -16,6 +16,7 @@ from tractor_sampler.shm import KEY_PREFIX_ENV
 # process's segments on this machine as ours.
 SHM_PREFIX = f'tsamp_i{os.getpid()}_'
 os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
+os.environ['FEEDBUS_SHM_PREFIX'] = SHM_PREFIX  # feedbus' quote rings, checked alike
 
 
 def _free_port() -> int:

@@ -29,6 +29,7 @@ SHM_DIR = Path('/dev/shm')
 # concurrent test run's segments for ours (nor unlinks them).
 SHM_PREFIX = f'tsamp_t{os.getpid()}_'
 os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
+os.environ['FEEDBUS_SHM_PREFIX'] = SHM_PREFIX  # feedbus' quote rings, checked alike
 
 
 def shm_segments() -> set[str]:
