@@ -226,7 +226,10 @@ class Feed(StreamReaders):
             if tries <= 3:
                 await trio.lowlevel.checkpoint()
             else:
-                await trio.sleep(min(0.001 * 2 ** (tries - 4), RING_BACKLOG_POLL_S))
+                # the exponent is capped: a long wait must not overflow a float
+                await trio.sleep(
+                    min(0.001 * 2 ** min(tries - 4, 16), RING_BACKLOG_POLL_S)
+                )
 
     async def _ring_pump(self, reader: RingReader) -> None:
         """Read the ring into the local readers (this subscriber's own
