@@ -414,3 +414,54 @@ def registered_plugin(*plugins: ModuleType | Any) -> Iterator[BackendRegistry]:
         for p in plugins:
             _extra.remove(p)
         _cached = None
+
+
+# -- bar stores (the tractor_sampler_register_stores hook) -----------------
+
+
+def load_stores(
+    *, entry_points: Iterable[Any] | None = None, extra: Iterable[Any] = ()
+) -> dict[str, Callable[..., Any]]:
+    """Every registered bar store factory by name: the built-in Parquet
+    store (``tractor_sampler._store``) and those of the installed
+    ``tractor_sampler`` entry points (plus ``extra`` plugin objects).  A
+    plugin that fails to load or registers a taken name is left out and
+    logged in one line (the store is optional: the feed runs without it)."""
+    from . import _store
+
+    pm = _PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(_store, name='store:parquet')
+    eps = (
+        importlib.metadata.entry_points(group=PROJECT)
+        if entry_points is None
+        else entry_points
+    )
+    for ep in eps:
+        try:
+            pm.register(ep.load(), name=f'store:{ep.name}')
+        except Exception as err:
+            log.warning(f'store plugin {ep.name!r} left out: {describe_load_error(err)}')
+    for i, plugin in enumerate(extra):
+        pm.register(plugin, name=f'store:extra{i}')
+    stores: dict[str, Callable[..., Any]] = {}
+    for impl in pm.hook.tractor_sampler_register_stores.get_hookimpls():
+
+        def register(
+            name: str, factory: Callable[..., Any], _who: str = impl.plugin_name
+        ) -> None:
+            if not isinstance(name, str) or not name or not callable(factory):
+                raise PluginError(f'{_who} registered a bad store {name!r}')
+            if name in stores:
+                raise PluginError(f'bar store {name!r} is registered twice ({_who})')
+            stores[name] = factory
+
+        try:
+            impl.function(register=register)
+        except Exception as err:
+            log.warning(f'store plugin {impl.plugin_name!r} left out: {err}')
+    return stores
+
+
+def describe_load_error(err: BaseException) -> str:
+    return f'{type(err).__name__}: {err}'

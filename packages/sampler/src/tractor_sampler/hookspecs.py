@@ -73,3 +73,16 @@ def tractor_sampler_register_backends(register: Register) -> None:
     - ``await symbol_info(symbol, **config)`` returns a dict with at least
       ``'symbol'``, ``'tick_size'`` and ``'lot_size'``.
     """
+
+
+@hookspec
+def tractor_sampler_register_stores(register: Callable[..., None]) -> None:
+    """Register this plugin's bar stores: call ``register(name, factory)``
+    once per store.  ``factory(root: pathlib.Path, **options)`` returns an
+    object with the :class:`tractor_sampler._store.BarStore` methods
+    (``write(backend, topic, period_s, bars)`` and ``read(backend, topic,
+    period_s, start=None, end=None, last=None)``, both blocking: the feed
+    daemon calls them in a worker thread).  The built-in ``'parquet'`` store
+    is registered through this hook too; ``$TRACTOR_SAMPLER_STORE`` picks
+    one (``none``: no store).  See ``docs/storage.md``.
+    """
