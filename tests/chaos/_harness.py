@@ -30,6 +30,7 @@ PY = sys.executable
 # tree and the clients inherit it), so the leak check counts only ours.
 SHM_PREFIX = f'tsamp_c{os.getpid()}_'
 os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
+os.environ['FEEDBUS_SHM_PREFIX'] = SHM_PREFIX  # feedbus' quote rings, checked alike
 
 FIGURES_ENV = 'CHAOS_FIGURES'
 FIGURES_JSON = ROOT / 'docs' / 'reliability-figures.json'
