@@ -1,0 +1,479 @@
+"""
+The tick log: every quote a feed daemon publishes for a recorded topic,
+appended to files that survive ``kill -9``.
+
+Layout (under the data directory, see :mod:`tractor_sampler._datadir`)::
+
+    <data dir>/ticks/<backend>/<topic, %-quoted>/<YYYYMMDD>-<nnnn>.tlog
+
+one directory per topic, one *segment* file per UTC day of the quotes'
+times, a new segment (``nnnn`` + 1) when one reaches
+:data:`SEGMENT_BYTES`.  A segment is :data:`MAGIC`, one framed header
+record (a msgpack map: ``topic``, ``backend``, ``volume``, ``created``,
+``version``), then framed quote records.  A framed record is
+``<u32 length><u32 crc32>`` (little-endian) and ``length`` bytes of
+msgpack: ``[seq, time, fields, ticks]`` (the feed bus's sequence number,
+the wall time the recorder received the quote, the quote's fields, its
+ticks).  Append-only: a record once written is never rewritten.
+
+Who writes: :func:`run_recorder`, a subscriber of the feed bus inside the
+feed daemon (a task per recorded topic), so the quote path is unchanged:
+``publish()`` puts the already-encoded quote into the recorder's outbox
+as into any subscriber's (full: the oldest dropped and counted in the
+subscriber's ``dropped``, shown by ``samplerd ls``).  It writes in
+batches, flushed (``os.write``, into the page cache: a killed process
+loses nothing written) at least every :data:`FLUSH_S` seconds; so after a
+``kill -9`` at most the last flush interval is lost (with ``fsync=True``
+also after a power loss, at a cost per flush).
+
+Reopening (:meth:`TickLog.open`): the newest segment is scanned, a torn
+last record (too short for its length, or a CRC mismatch up to the end of
+the file) is cut, and appending goes on after the last intact record.
+Readers (:func:`read_ticks`) stop quietly at a torn tail of the newest
+segment (a writer may be writing it); anywhere else a bad record is a
+:class:`TickLogError` naming the file and the byte offset.
+
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote as _quote
+
+import msgspec
+import trio
+
+from tractor_services import compat
+
+from ._datadir import data_dir as _data_dir
+
+log = compat.get_logger('ticklog', 'tractor_sampler')
+
+#: the first bytes of every segment
+MAGIC = b'TSTICKS1'
+#: a record's frame: length and CRC-32 of the payload
+_FRAME = struct.Struct('<II')
+#: the largest record accepted (a bigger length is corruption)
+MAX_RECORD = 64 * 1024 * 1024
+#: a segment that reaches this many bytes is closed; the next one begins
+SEGMENT_BYTES = 64 * 1024 * 1024
+#: the recorder flushes at least this often (seconds): what a kill -9 may lose
+FLUSH_S = 1.0
+#: ... and whenever this many bytes are waiting
+FLUSH_BYTES = 1 << 20
+#: quotes the recorder's outbox holds before the oldest is dropped (counted)
+RECORDER_OUTBOX = 65_536
+VERSION = 1
+SUFFIX = '.tlog'
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder()
+
+
+class TickLogError(ValueError):
+    """A tick log cannot be read or written: the message names the file and
+    the problem."""
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """One recorded quote."""
+
+    seq: int
+    time: float
+    fields: dict[str, Any]
+    ticks: list[dict[str, Any]]
+
+
+def topic_dir(
+    topic: str, backend: str = 'sim', data_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """The directory holding ``topic``'s segments (made when missing)."""
+    if not isinstance(topic, str) or not topic:
+        raise TickLogError(f'bad topic {topic!r}: a topic is a non-empty string')
+    return (
+        _data_dir(data_dir)
+        / 'ticks'
+        / _quote(backend, safe='')
+        / _quote(topic, safe='')
+    )
+
+
+def frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _day(t: float) -> str:
+    return time.strftime('%Y%m%d', time.gmtime(t))
+
+
+def segments(directory: Path) -> list[Path]:
+    """A topic directory's segments, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
+
+
+def _scan(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, int]], int, str | None]:
+    """Parse a segment: its header, the (offset, end) of each intact
+    record, where the intact part ends and, if something follows it, why
+    it is bad."""
+    if not data.startswith(MAGIC):
+        if MAGIC.startswith(data):  # torn while its magic was written
+            return {}, [], 0, 'a torn segment header'
+        raise TickLogError(f'{path}: not a tick log segment (bad magic)')
+    pos = len(MAGIC)
+    header: dict[str, Any] | None = None
+    spans: list[tuple[int, int]] = []
+    n = len(data)
+    while pos < n:
+        if n - pos < _FRAME.size:
+            return header or {}, spans, pos, f'a torn record frame at byte {pos}'
+        length, crc = _FRAME.unpack_from(data, pos)
+        if length > MAX_RECORD:
+            return header or {}, spans, pos, f'a record length {length} at byte {pos}'
+        end = pos + _FRAME.size + length
+        if end > n:
+            return header or {}, spans, pos, f'a torn record at byte {pos}'
+        if zlib.crc32(data[pos + _FRAME.size : end]) != crc:
+            return header or {}, spans, pos, f'a CRC mismatch at byte {pos}'
+        if header is None:
+            try:
+                header = _dec.decode(data[pos + _FRAME.size : end])
+            except msgspec.DecodeError as err:
+                raise TickLogError(f'{path}: bad segment header: {err}') from None
+            if not isinstance(header, dict):
+                raise TickLogError(f'{path}: bad segment header {header!r}')
+        else:
+            spans.append((pos + _FRAME.size, end))
+        pos = end
+    if header is None:
+        return {}, spans, pos, 'no segment header'
+    return header, spans, pos, None
+
+
+def _decode(path: Path, payload: bytes, at: int) -> TickRecord:
+    try:
+        seq, t, fields, ticks = _dec.decode(payload)
+        return TickRecord(int(seq), float(t), fields, ticks)
+    except (msgspec.DecodeError, TypeError, ValueError) as err:
+        raise TickLogError(f'{path}: bad record at byte {at}: {err}') from None
+
+
+class TickLog:
+    """The append side of one topic's tick log.  :meth:`open` it (which
+    cuts a torn tail), :meth:`append` records, :meth:`flush` at least every
+    flush interval, :meth:`close` at the end."""
+
+    def __init__(
+        self,
+        directory: Path,
+        topic: str,
+        *,
+        backend: str = 'sim',
+        volume: str = 'sum',
+        segment_bytes: int = SEGMENT_BYTES,
+        fsync: bool = False,
+    ) -> None:
+        self.dir = directory
+        self.topic = topic
+        self.backend = backend
+        self.volume = volume
+        self.segment_bytes = int(segment_bytes)
+        self.fsync = fsync
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._day = ''
+        self._buf: list[bytes] = []
+        self.pending_bytes = 0
+        #: the last sequence number written (0: none)
+        self.last_seq = 0
+        self.last_time = -math.inf
+        #: records appended / bytes flushed by this writer; bytes cut on reopen
+        self.records = 0
+        self.bytes = 0
+        self.cut_bytes = 0
+        #: quotes whose sequence number went back (a restarted bus): a new
+        #: run, written as is (readers see seq restart)
+        self.restarts = 0
+
+    @classmethod
+    def open(
+        cls,
+        topic: str,
+        *,
+        backend: str = 'sim',
+        data_dir: str | os.PathLike[str] | None = None,
+        directory: str | os.PathLike[str] | None = None,
+        **kw: Any,
+    ) -> TickLog:
+        """The writer of ``topic``'s log (``directory``, else its place in
+        the data directory), after recovering the newest segment."""
+        d = Path(directory) if directory is not None else topic_dir(topic, backend, data_dir)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TickLogError(f'{d}: cannot make the tick log directory ({err.strerror or err})') from None
+        self = cls(d, topic, backend=backend, **kw)
+        self._recover()
+        return self
+
+    def _recover(self) -> None:
+        segs = segments(self.dir)
+        if not segs:
+            return
+        path = segs[-1]
+        data = path.read_bytes()
+        header, spans, good, why = _scan(path, data)
+        if header and header.get('topic') != self.topic:
+            raise TickLogError(
+                f'{path}: holds topic {header.get("topic")!r}, not {self.topic!r}'
+            )
+        if why is not None:
+            cut = len(data) - good
+            if not header:  # nothing intact: the segment goes
+                path.unlink()
+                log.warning(f'{path}: removed ({why}, no record in it)')
+                self.cut_bytes += len(data)
+                return self._recover()
+            os.truncate(path, good)
+            self.cut_bytes += cut
+            log.warning(f'{path}: cut {cut} bytes after the last intact record ({why})')
+        if spans:
+            last = _decode(path, data[spans[-1][0] : spans[-1][1]], spans[-1][0])
+            self.last_seq, self.last_time = last.seq, last.time
+        self._path, self._size = path, good
+        self._day = path.name.split('-', 1)[0]
+
+    def _new_segment(self, t: float) -> None:
+        self._close_fd()
+        day = _day(t)
+        n = 0
+        segs = segments(self.dir)
+        if segs:
+            last = segs[-1].name[: -len(SUFFIX)]
+            d, _, num = last.partition('-')
+            if d == day:
+                n = int(num) + 1
+            elif d > day:  # the clock went back: keep the files in order
+                day, n = d, int(num) + 1
+        path = self.dir / f'{day}-{n:04d}{SUFFIX}'
+        head = MAGIC + frame(
+            _enc.encode(
+                {
+                    'topic': self.topic,
+                    'backend': self.backend,
+                    'volume': self.volume,
+                    'created': time.time(),
+                    'version': VERSION,
+                }
+            )
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        os.write(fd, head)
+        self._fd, self._path, self._size, self._day = fd, path, len(head), day
+
+    def _ensure_fd(self) -> None:
+        if self._fd is None and self._path is not None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
+
+    def append(
+        self, seq: int, t: float, fields: dict[str, Any], ticks: list[dict[str, Any]]
+    ) -> None:
+        """Queue one record (written at the next :meth:`flush`)."""
+        if seq <= self.last_seq:
+            self.restarts += 1
+        rec = frame(_enc.encode((seq, t, fields, ticks)))
+        if self._path is None or _day(t) > self._day or self._size + self.pending_bytes + len(rec) > self.segment_bytes:
+            self.flush()
+            self._new_segment(t)
+        self._buf.append(rec)
+        self.pending_bytes += len(rec)
+        self.last_seq, self.last_time = seq, t
+        self.records += 1
+
+    def flush(self) -> int:
+        """Write what is queued; returns the bytes written."""
+        if not self._buf:
+            return 0
+        self._ensure_fd()
+        assert self._fd is not None
+        data = b''.join(self._buf)
+        self._buf.clear()
+        self.pending_bytes = 0
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        if self.fsync:
+            os.fsync(self._fd)
+        self._size += len(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._close_fd()
+
+    def __enter__(self) -> TickLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_segment(path: str | os.PathLike[str], *, last: bool = False) -> tuple[dict[str, Any], Iterator[TickRecord]]:
+    """One segment's header and records.  ``last``: it is the newest
+    segment of its log, whose torn tail is tolerated."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise TickLogError(f'{path}: cannot read ({err.strerror or err})') from None
+    header, spans, _good, why = _scan(path, data)
+    if why is not None and not (last and header):
+        raise TickLogError(f'{path}: corrupt segment ({why})')
+
+    def records() -> Iterator[TickRecord]:
+        for a, b in spans:
+            yield _decode(path, data[a:b], a - _FRAME.size)
+
+    return header, records()
+
+
+def log_header(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The header of a log directory's newest segment (``None``: empty)."""
+    segs = segments(Path(directory))
+    if not segs:
+        return None
+    header, _ = read_segment(segs[-1], last=True)
+    return header
+
+
+def read_ticks(
+    topic: str | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    backend: str = 'sim',
+    data_dir: str | os.PathLike[str] | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> Iterator[TickRecord]:
+    """The records of ``topic``'s log (of ``backend``, in the data
+    directory; or of the log ``directory``, a topic directory or one
+    segment file) with ``start <= time < end``, oldest first.  A corrupt
+    segment raises :class:`TickLogError` naming the file."""
+    if directory is not None:
+        d = Path(directory)
+        if d.is_file():
+            segs, d = [d], d.parent
+        elif d.is_dir():
+            segs = segments(d)
+        else:
+            raise TickLogError(f'{d}: no such tick log')
+    else:
+        if topic is None:
+            raise TickLogError('read_ticks needs a topic or a directory')
+        d = topic_dir(topic, backend, data_dir)
+        segs = segments(d)
+    newest = segments(d)[-1:] if d.is_dir() else []
+    lo_day = _day(start) if start is not None and math.isfinite(start) else ''
+    hi_day = _day(end) if end is not None and math.isfinite(end) else '~'
+    for i, path in enumerate(segs):
+        day = path.name.split('-', 1)[0]
+        nxt = segs[i + 1].name.split('-', 1)[0] if i + 1 < len(segs) else '~'
+        if day > hi_day or nxt < lo_day:
+            continue  # wholly outside [start, end)
+        header, recs = read_segment(path, last=path in newest)
+        if topic is not None and header.get('topic') != topic:
+            raise TickLogError(f'{path}: holds topic {header.get("topic")!r}, not {topic!r}')
+        for r in recs:
+            if start is not None and r.time < start:
+                continue
+            if end is not None and r.time >= end:
+                continue
+            yield r
+
+
+# --- the recorder: a subscriber of the feed bus -----------------------------
+
+
+class _NoIPC:
+    """The recorder's stand-in for a subscriber's stream (it reads its
+    outbox in process; nothing is sent anywhere)."""
+
+    async def send(self, msg: Any) -> None:  # pragma: no cover
+        raise RuntimeError('the tick recorder has no IPC stream')
+
+
+async def run_recorder(
+    bus: Any,
+    topic: str,
+    ticklog: TickLog,
+    *,
+    flush_s: float = FLUSH_S,
+    alive: Any = None,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Record every quote ``bus`` publishes for ``topic`` into ``ticklog``
+    until cancelled (or until ``alive()`` turns false, checked every flush
+    interval); flushes at least every ``flush_s`` seconds and on the way
+    out, then closes the log.  ``task_status.started(sub)``: the
+    subscriber (its ``stats`` count what the outbox dropped)."""
+    from feedbus import Quote, Sub, SubStats
+    from tractor_services import DropOldestQueue
+
+    stats = SubStats()
+    sub = Sub(
+        ipc=_NoIPC(),  # type: ignore[arg-type]
+        send_chan=DropOldestQueue(RECORDER_OUTBOX, stats),
+        throttle_cs=trio.CancelScope(),
+        stats=stats,
+    )
+    outbox = sub.send_chan
+    decode = msgspec.msgpack.Decoder(Quote).decode
+    bus.add_subs(topic, {sub})
+    reported = 0
+    try:
+        task_status.started(sub)
+        next_flush = trio.current_time() + flush_s
+        while True:
+            with trio.move_on_at(next_flush):
+                await outbox.wait_nonempty()
+            for item in outbox.take_all():
+                # the bus's encoded quote (a Quote struct from a throttled path)
+                q = decode(item) if isinstance(item, (bytes, bytearray)) else item
+                ticklog.append(q.seq, time.time(), q.fields, q.ticks)
+                stats.delivered += 1
+            now = trio.current_time()
+            if now >= next_flush or ticklog.pending_bytes >= FLUSH_BYTES:
+                ticklog.flush()
+                next_flush = now + flush_s
+                if stats.dropped != reported:
+                    log.warning(
+                        f'{topic}: the tick recorder fell behind: {stats.dropped - reported} '
+                        f'quotes dropped ({stats.dropped} in all)'
+                    )
+                    reported = stats.dropped
+                if alive is not None and not alive():
+                    return
+    finally:
+        bus.remove_subs(topic, (sub,))
+        outbox.close()
+        ticklog.close()
