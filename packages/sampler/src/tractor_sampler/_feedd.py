@@ -81,6 +81,7 @@ from ._ohlc import OHLCWriter, broadcast_corrections, sample_and_broadcast, volu
 from ._plugins import DEFAULT_BACKEND, Backend, config_for, load_backends
 from ._pool import DEFAULT_GROUP_MEMBERS, BufferPool, GroupKey, check_group_members
 from ._schedule import Grid, check_origin, check_period, check_stamp
+from ._store import StoreWriter, flush_interval, join_stored, open_store
 from .shm import ShmArray, StepPlan
 
 log = compat.get_logger('feedd', 'tractor_sampler')
@@ -553,8 +554,11 @@ class FeedDaemon:
         bus: FeedsBus | None = None,
         group_members: int = DEFAULT_GROUP_MEMBERS,
         pool: BufferPool | None = None,
+        store: Any = None,
     ) -> None:
         self.backend = backend
+        #: the bar store's writer (None: no store), see _store.py
+        self.store_writer = _store_writer(store, backend.name)
         self.buffers = check_buffers(buffers)
         #: every topic's buffers, one group per spec (see _pool.py)
         self.pool = pool or BufferPool(check_group_members(group_members))
@@ -587,6 +591,8 @@ class FeedDaemon:
         #: slots back one by one (samplerd drops the registration anyway)
         self.closing = False
         self._config_keys: dict[tuple[Any, tuple[str, ...]], tuple[str, ...]] = {}
+        #: topics whose quotes go to their tick log now (see _start_recording)
+        self._recording: dict[str, Topic] = {}
 
     # --- topics -----------------------------------------------------------
 
@@ -599,6 +605,7 @@ class FeedDaemon:
         refuses the config (nothing is started then), or when the topic
         already runs with another config."""
         config = dict(config or {})
+        record = self._record_option(config)  # the tick log's, not the backend's
         lock = self._locks.setdefault(name, trio.Lock())
         async with lock:
             topic = self.topics.get(name)
@@ -609,7 +616,59 @@ class FeedDaemon:
                     f'topic {name!r} of backend {self.backend.name!r} already runs with '
                     f'config {topic.config!r}, not {config!r}: leave config out to share it'
                 )
+            if record:
+                self._start_recording(topic)
             return topic
+
+    # --- the tick log (see _ticklog.py) ---------------------------------------
+
+    def _record_option(self, config: dict[str, Any]) -> bool:
+        """Take ``record`` out of a topic's ``config`` (the backend never
+        sees it): whether the topic's quotes go to its tick log, also for
+        every topic of a daemon whose root runs with ``--record``
+        (:data:`~tractor_sampler._ticklog.RECORD_ENV`).  The data directory
+        is checked here, so a bad one refuses the topic before it starts."""
+        from ._datadir import data_dir
+        from ._ticklog import RECORD_ENV
+
+        record = config.pop('record', False)
+        if not isinstance(record, bool):
+            raise ValueError(f'record={record!r} must be True or False')
+        record = record or os.environ.get(RECORD_ENV, '') not in ('', '0')
+        if record:
+            data_dir()
+        return record
+
+    def _start_recording(self, topic: Topic) -> None:
+        """Start ``topic``'s recorder (once): a subscriber of the feed bus
+        in this daemon (:func:`~tractor_sampler._ticklog.run_recorder`),
+        ending with the topic."""
+        recording = self._recording
+        if recording.get(topic.name) is topic:
+            return
+        recording[topic.name] = topic
+        self._tn.start_soon(self._record, topic, recording)
+
+    async def _record(self, topic: Topic, recording: dict[str, Topic]) -> None:
+        from ._ticklog import TickLog, run_recorder
+
+        try:
+            try:
+                tl = TickLog.open(
+                    topic.name, backend=self.backend.name, volume=volume_mode(topic.info)
+                )
+            except (ValueError, OSError) as err:
+                log.error(f'{topic.name}: not recorded: {err}')
+                return
+            await run_recorder(
+                self.bus,
+                topic.name,
+                tl,
+                alive=lambda: self.topics.get(topic.name) is topic,
+            )
+        finally:
+            if recording.get(topic.name) is topic:
+                del recording[topic.name]
 
     async def _start_topic(self, name: str, config: dict[str, Any]) -> Topic:
         """``self._tn.start(self._serve_topic, ...)`` without its temporary
@@ -665,13 +724,19 @@ class FeedDaemon:
         return dict(info) if info is not None else None
 
     async def _history(
-        self, name: str, now: float, config: dict[str, Any]
+        self,
+        name: str,
+        now: float,
+        config: dict[str, Any],
+        counts: dict[float, int] | None = None,
     ) -> dict[float, np.ndarray]:
         fn = self.backend.history
         out: dict[float, np.ndarray] = {}
         if fn is None:
             return out
         for p, (_, count) in self.buffers.items():
+            if counts is not None and p in counts:
+                count = counts[p]  # the gap after the stored bars
             if not count:
                 continue
             call = f'backend {self.backend.name!r}: history({name!r}, {p:g}, ...)'
@@ -728,7 +793,7 @@ class FeedDaemon:
                     )
                 )
             asked = time.time()
-            history = await self._history(name, asked, config)
+            history = await self._stored_then_history(name, asked, config)
             now = time.time()  # fetching history may have taken a while
             for p, shm in shms.items():
                 # the open bar, seeded from the last close (NaN without
@@ -782,6 +847,28 @@ class FeedDaemon:
             if not self.closing:
                 for shm in shms.values():
                     self.pool.give_back(shm)
+
+    async def _stored_then_history(
+        self, name: str, now: float, config: dict[str, Any]
+    ) -> dict[float, np.ndarray]:
+        """A new topic's past bars per period: from the bar store first,
+        then only the gap since the last stored bar from the backend's
+        history (see _store.py); without a store, the backend's history."""
+        w = self.store_writer
+        if w is None:
+            return await self._history(name, now, config)
+        stored: dict[float, np.ndarray] = {}
+        counts: dict[float, int] = {}
+        for p, spec in self.buffers.items():
+            if not spec[1] or getattr(spec, 'origin', 0.0) or getattr(spec, 'stamp', 'open') != 'open':
+                continue
+            bars, gap = await trio.to_thread.run_sync(w.seed, name, p, now, spec[1])
+            if bars is not None:
+                stored[p], counts[p] = bars, gap
+        fetched = await self._history(name, now, config, counts)
+        for p, bars in stored.items():
+            fetched[p] = join_stored(bars, fetched.get(p), p)
+        return fetched
 
     def _work_marker(self, topic: Topic) -> Any:
         """The writer's ``on_trades``: the topic has work at the next step
@@ -1268,6 +1355,7 @@ async def feedd(
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
     group_members: int = DEFAULT_GROUP_MEMBERS,
+    data_dir: str | None = None,
 ) -> None:
     """The feed daemon's root endpoint (supervised by the root's service
     manager as ``feedd.<backend>``): loads the backend (plus the plugin
@@ -1277,7 +1365,9 @@ async def feedd(
     ``buffers`` maps periods to ``(rows, history bars)``; ``restart`` is
     the quote streams' :class:`RestartPolicy` as a dict; ``group_members``
     the member slots of each shared-memory group of buffers (sparse: see
-    docs/sampler.md, "Buffers in groups").  (The backend's config comes
+    docs/sampler.md, "Buffers in groups"); ``data_dir`` the bar store's
+    data directory (default ``$TRACTOR_SAMPLER_DATA_DIR``; the store is
+    on when either is set, see docs/storage.md).  (The backend's config comes
     per topic, from the client that starts it.)"""
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'backend={backend!r} must be a backend name')
@@ -1302,6 +1392,7 @@ async def feedd(
     members = check_group_members(group_members)
     if await _maybe_mirror(ctx, backend, members):
         return
+    store, flush_s = _feedd_store(data_dir)
     be = _load(backend, plugins or ())
     compat.expose_module(__name__)
     compat.expose_module('tractor_sampler._remote')  # stream_bars: remote clients
@@ -1313,8 +1404,12 @@ async def feedd(
     try:
         async with trio.open_nursery() as tn:
             _holder.daemon = FeedDaemon(
-                be, tn, buffers=checked_buffers, policy=policy, pool=pool
+                be, tn, buffers=checked_buffers, policy=policy, pool=pool, store=store
             )
+            if _holder.daemon.store_writer is not None:
+                tn.start_soon(
+                    _holder.daemon.store_writer.run, _holder.daemon.topics, flush_s
+                )
             _holder.ready.set()
             try:
                 await ctx.started(
@@ -1329,6 +1424,27 @@ async def feedd(
                 tn.cancel_scope.cancel()
     finally:
         pool.close()
+
+
+def _store_writer(store: Any, backend: str) -> StoreWriter | None:
+    return StoreWriter(store, backend) if store is not None else None
+
+
+def _feedd_store(data_dir: str | None) -> tuple[Any, float]:
+    """The bar store of a feed daemon: on when ``data_dir`` or
+    ``$TRACTOR_SAMPLER_DATA_DIR`` is set (``samplerd run`` sets it), off
+    otherwise or with ``$TRACTOR_SAMPLER_STORE=none``; a data directory
+    that cannot be used is one ``ValueError`` line."""
+    from ._datadir import ENV_VAR
+
+    if data_dir is None and not os.environ.get(ENV_VAR, '').strip():
+        return None, 0.0
+    flush_s = flush_interval()
+    try:
+        return open_store(data_dir), flush_s
+    except ValueError as err:  # DataDirError too: the feed runs without it
+        log.error(f'bar store off: {err}')
+        return None, 0.0
 
 
 async def _maybe_mirror(ctx: compat.Context, backend: str, members: int) -> bool:

@@ -24,6 +24,7 @@ pyarrow is an optional dependency (``tractor-sampler[store]``): without it
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -264,10 +265,165 @@ def open_store(
         return None
 
 
+#: how often the feed daemon's writer appends the closed bars (seconds);
+#: what a kill -9 of the daemon can lose (the gap is backfilled from the
+#: backend's history on restart when it has one)
+FLUSH_ENV = 'TRACTOR_SAMPLER_STORE_FLUSH_S'
+DEFAULT_FLUSH_S = 10.0
+
+
+def flush_interval() -> float:
+    raw = os.environ.get(FLUSH_ENV, '').strip()
+    if not raw:
+        return DEFAULT_FLUSH_S
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not (0 < v < 86400):
+        raise ValueError(f'${FLUSH_ENV}={raw!r} must be seconds in (0, 86400)')
+    return v
+
+
+def storable(shm: Any) -> bool:
+    """Only buffers on the period's multiples, stamped on their open, are
+    stored (the dataset's one grid; the backend's history is on it too)."""
+    tok = shm.token
+    return (
+        not getattr(tok, 'origin', 0.0)
+        and getattr(tok, 'stamp', 'open') == 'open'
+        and 'time' in (shm.dtype.names or ())
+    )
+
+
+@dataclass
+class StoreWriter:
+    """The feed daemon's side of the store: which bars of each topic's
+    buffers are stored (``upto``: the last stored bar's time per topic and
+    period), and the counters ``samplerd ls`` shows.  :meth:`collect` copies
+    the closed bars not yet stored (on the trio thread: a copy of a few rows
+    per buffer); :meth:`write` appends them (in a worker thread).  A failed
+    write leaves ``upto`` where it was: the bars are written at the next
+    flush (retried), and the failure is counted."""
+
+    store: BarStore
+    backend: str
+    upto: dict[tuple[str, float], float] = field(default_factory=dict)
+    bars: int = 0
+    writes: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    _said: set[str] = field(default_factory=set)
+
+    def collect(self, topics: dict[str, Any]) -> list[tuple[str, float, np.ndarray]]:
+        out = []
+        for name, t in list(topics.items()):
+            for p, shm in t.shms.items():
+                if not storable(shm) or len(shm) < 2:
+                    continue
+                arr = shm.array
+                closed = arr[:-1]  # the open bar (the last row) never
+                upto = self.upto.get((name, p))
+                if upto is not None:
+                    closed = closed[closed['time'] > upto + 1e-6]
+                if len(closed):
+                    out.append((name, p, closed.copy()))
+        return out
+
+    def write(self, batch: list[tuple[str, float, np.ndarray]]) -> None:
+        """Blocking: append each topic's bars, one failure not stopping
+        the others."""
+        for name, p, bars in batch:
+            try:
+                self.store.write(self.backend, name, p, bars)
+            except Exception as err:
+                self.failures += 1
+                msg = str(err) if isinstance(err, StoreError) else f'{type(err).__name__}: {err}'
+                self.last_error = msg
+                if msg not in self._said:  # one line per distinct problem
+                    self._said.add(msg)
+                    log.error(f'bar store: {msg} (retried at the next flush)')
+                continue
+            self.writes += 1
+            self.bars += len(bars)
+            self.upto[(name, p)] = float(bars['time'][-1])
+
+    async def flush(self, topics: dict[str, Any]) -> None:
+        import trio
+
+        batch = self.collect(topics)
+        if batch:
+            await trio.to_thread.run_sync(self.write, batch)
+
+    async def run(self, topics: dict[str, Any], every_s: float) -> None:
+        """Flush every ``every_s`` seconds; once more when cancelled (the
+        daemon stops: its last closed bars are kept)."""
+        import trio
+
+        try:
+            while True:
+                await trio.sleep(every_s)
+                await self.flush(topics)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(30):
+                await self.flush(topics)
+
+    def seed(
+        self, topic: str, period_s: float, now: float, rows: int
+    ) -> tuple[np.ndarray | None, int]:
+        """Blocking: the stored bars to seed a new buffer of ``topic`` with
+        (at most ``rows``, the last ending right before the gap) and how
+        many bars the gap to the open bar holds (what the backend's history
+        is asked for).  ``(None, rows)`` when nothing usable is stored."""
+        try:
+            stored = self.store.read(self.backend, topic, period_s, last=rows)
+        except Exception as err:
+            log.error(f'bar store: {topic} {period_s:g} s: read failed, not seeded: {err}')
+            return None, rows
+        if not len(stored):
+            return None, rows
+        last = float(stored['time'][-1])
+        self.upto[(topic, period_s)] = last
+        open_t = math.floor(now / period_s + 1e-9) * period_s
+        gap = round((open_t - period_s - last) / period_s)
+        if gap < 0:  # stored past now (a clock that went back): unused
+            return None, rows
+        if gap >= rows:
+            return None, rows
+        return stored[-(rows - gap):], gap
+
+
+def join_stored(
+    stored: np.ndarray, fetched: np.ndarray | None, period_s: float
+) -> np.ndarray:
+    """Stored bars, then the backend's bars after the last stored one (a
+    hole between them, where the backend has no bars, flat at the last
+    stored close): one bar per period, no gap and no overlap."""
+    last = float(stored['time'][-1])
+    if fetched is None or not len(fetched):
+        return stored
+    fetched = fetched[fetched['time'] > last + 1e-6]
+    conv = np.zeros(len(fetched), dtype=stored.dtype)
+    for f in stored.dtype.names or ():
+        if f in (fetched.dtype.names or ()):
+            conv[f] = fetched[f]
+    if len(conv):
+        hole = round((float(conv['time'][0]) - last) / period_s) - 1
+        if hole > 0:
+            fill = np.zeros(hole, dtype=stored.dtype)
+            c = stored['close'][-1]
+            for f in ('open', 'high', 'low', 'close'):
+                fill[f] = c
+            fill['time'] = last + period_s * np.arange(1, hole + 1)
+            conv = np.concatenate([fill, conv])
+    return np.concatenate([stored, conv])
+
+
 __all__ = [
     'BarStore',
     'DataDirError',
     'ParquetStore',
     'StoreError',
+    'StoreWriter',
     'open_store',
 ]
