@@ -18,6 +18,7 @@ import msgspec
 import trio
 
 from tractor_services import compat, host_id
+from tractor_services._heartbeat import check_heartbeat, heartbeat_interval
 
 from ._bus import (
     OUTBOX_SIZE,
@@ -351,6 +352,7 @@ async def open_feed(
     if here is not None:
         endpoint_kwargs['ring_host'] = here
         endpoint_kwargs['ring_pid'] = os.getpid()
+    heartbeat_s = _heartbeat_s(portal, endpoint_kwargs)
     watching: Any = contextlib.nullcontext()
     if watch_producer:
         pid = await portal.run(producer_pid)
@@ -387,6 +389,8 @@ async def open_feed(
                 if clearing is None
                 else frozenset(clearing),
                 watched=watch_producer,
+                heartbeat_s=heartbeat_s,
+                peer_what='the feed producer',
             )
             async with feed._running():
                 await compat.send_whole_or_abort(
@@ -396,6 +400,15 @@ async def open_feed(
                 if feed.dropped is not None:
                     raise feed.dropped
         await ctx.cancel()
+
+
+def _heartbeat_s(portal: compat.Portal, endpoint_kwargs: dict[str, Any]) -> float | None:
+    """Heartbeats from a producer on another host (or from every one with
+    ``$TRACTOR_SERVICES_HEARTBEATS=1``): asked for in ``endpoint_kwargs``,
+    unless the caller gave ``heartbeat_s`` itself; the interval asked."""
+    if 'heartbeat_s' not in endpoint_kwargs:
+        endpoint_kwargs['heartbeat_s'] = heartbeat_interval(portal)
+    return check_heartbeat(endpoint_kwargs['heartbeat_s'])
 
 
 @dataclass

@@ -17,6 +17,7 @@ import msgspec
 import trio
 
 from tractor_services import PeerDisconnected, compat, host_id
+from tractor_services._heartbeat import Heartbeat, check_heartbeat
 
 from ._bus import (
     OUTBOX_SIZE,
@@ -241,6 +242,33 @@ async def _deliver(
     done.cancel()
 
 
+async def _send_heartbeats(
+    beat: Heartbeat,
+    sub: Sub,
+    ready: trio.Event,
+    send: Callable[[Any], Awaitable[None]],
+) -> None:
+    """A heartbeat on ``sub``'s stream after each ``beat.interval`` without
+    any other message (a subscriber on another host asked for them: see
+    :mod:`tractor_services._heartbeat`), once it is ready; the stall rule
+    judges these sends like any other."""
+    prog = sub.progress
+
+    async def send_one(msg: Any) -> None:
+        prog.started()
+        try:
+            await send(msg)
+        finally:
+            prog.finished()
+
+    try:
+        await ready.wait()
+        beat.last = trio.current_time()
+        await beat.run(send_one)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, PeerDisconnected):
+        return  # broken streams are the data sender's to report
+
+
 @acm
 async def open_sub(
     bus: FeedsBus,
@@ -253,6 +281,7 @@ async def open_sub(
     stall_timeout: float = STALL_TIMEOUT_S,
     clearing: frozenset[str] | None = CLEARING_TICK_TYPES,
     ring_slot: int | None = None,
+    heartbeat_s: float | None = None,
 ) -> AsyncIterator[tuple[Sub, trio.Event]]:
     """Make ``stream`` a subscriber of ``bus``: a :class:`Sub` with its own
     outbox and sender task (a throttler when ``rate`` is set), which starts
@@ -270,7 +299,10 @@ async def open_sub(
     ``ring_slot``: the subscriber reads the bus's quote ring from this
     reader slot (``bus.ring_slot()``): its quotes go there, not to its
     outbox, and it frames them on its own side (its throttler here only
-    holds the rate, for listings and ``SetRate``: nothing feeds it)."""
+    holds the rate, for listings and ``SetRate``: nothing feeds it).
+
+    ``heartbeat_s``: a heartbeat after this long without any other message
+    (for a subscriber on another host, which asked for them)."""
     outbox_size = check_outbox_size(outbox_size)
     stall_timeout = check_stall_timeout(stall_timeout)
     clearing = check_clearing(clearing)
@@ -299,6 +331,9 @@ async def open_sub(
     ctl = sub.ctl
     assert ctl is not None
     send = _sender(stream)
+    beat = Heartbeat(check_heartbeat(heartbeat_s)) if heartbeat_s is not None else None
+    if beat is not None:
+        send = beat.wrap(send)
     ready = trio.Event()
     async with trio.open_nursery() as tn:
 
@@ -309,6 +344,8 @@ async def open_sub(
         tn.start_soon(sender)
         tn.start_soon(_send_replies, sub, send)
         tn.start_soon(_watch_progress, bus, sub, stall_timeout)
+        if beat is not None:
+            tn.start_soon(_send_heartbeats, beat, sub, ready, send)
         try:
             yield sub, ready
         finally:
@@ -468,6 +505,7 @@ async def open_feed_stream(
     clearing: list[str] | None = None,
     ring_host: str | None = None,
     ring_pid: int | None = None,
+    heartbeat_s: float | None = None,
 ) -> None:
     """Subscribe the calling actor to ``topics`` on this actor's bus.
 
@@ -491,6 +529,8 @@ async def open_feed_stream(
     ``ring_pid``: the subscriber's process id, watched while it reads the
     ring (nothing else would tell that it died: no data goes to it on the
     stream); a pid that is not a live process here gets no ring.
+    ``heartbeat_s``: a subscriber on another host asks for a heartbeat
+    after this long without any other message (``open_sub``).
 
     """
     bus = get_feed_bus()
@@ -508,6 +548,7 @@ async def open_feed_stream(
         not isinstance(ring_pid, int) or isinstance(ring_pid, bool) or ring_pid <= 0
     ):
         raise ValueError(f'ring_pid={ring_pid!r} must be a process id')
+    heartbeat_s = check_heartbeat(heartbeat_s)
 
     slot: int | None = None
     here = host_id() if ring_host is not None else None
@@ -536,6 +577,7 @@ async def open_feed_stream(
             clearing=clearing_set,
             ring_slot=slot,
             ring_pid=ring_pid,
+            heartbeat_s=heartbeat_s,
         )
     finally:
         if slot is not None:
@@ -555,6 +597,7 @@ async def _serve(
     clearing: frozenset[str] | None,
     ring_slot: int | None,
     ring_pid: int | None = None,
+    heartbeat_s: float | None = None,
 ) -> None:
     """Stream to one subscriber and serve its requests until it leaves."""
     async with (
@@ -569,6 +612,7 @@ async def _serve(
             stall_timeout=stall_timeout,
             clearing=clearing,
             ring_slot=ring_slot,
+            heartbeat_s=heartbeat_s,
         ) as (sub, ready),
     ):
         session = _Session(bus, sub, ready, set(topics))

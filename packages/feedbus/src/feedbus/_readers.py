@@ -28,6 +28,7 @@ import msgspec
 import trio
 
 from tractor_services import compat
+from tractor_services._heartbeat import is_heartbeat, silence_timeout, watch_silence
 
 from ._bus import OUTBOX_SIZE, Outbox, SubStats
 from ._ctl import DROPPED_TAG, Dropped
@@ -63,6 +64,15 @@ class StreamReaders:
     dropped: SubscriptionDropped | None = None
     #: data messages received (a batch counts once)
     received: int = 0
+    #: the heartbeat interval this side asked the producer for (a producer
+    #: on another host, see :mod:`tractor_services._heartbeat`): heartbeats
+    #: are dropped here, and silence raises PeerGone (:meth:`_watch_silence`)
+    heartbeat_s: float | None = None
+    #: what the PeerGone of a silent producer names
+    peer_what: str = 'the producer'
+    #: heartbeats received (never delivered to a reader)
+    heartbeats: int = 0
+    _heard: float = 0.0
 
     # --- reading -------------------------------------------------------------
 
@@ -159,8 +169,11 @@ class StreamReaders:
     async def _pump(self) -> None:
         decode = self.data_decoder.decode
         readers = self._readers
+        watched = self.heartbeat_s is not None
         try:
             async for raw in self.stream:
+                if watched:
+                    self._heard = trio.current_time()
                 if isinstance(raw, bytes):
                     msg = decode(raw)
                     self.received += 1
@@ -173,6 +186,9 @@ class StreamReaders:
                     continue
                 if type(raw) is dict and raw.get('type') == DROPPED_TAG:
                     self._on_dropped(raw)
+                    continue
+                if is_heartbeat(raw):
+                    self.heartbeats += 1
                     continue
                 reply = self.decode_reply(raw)
                 slot = self._pending.get(reply.id)
@@ -205,7 +221,21 @@ class StreamReaders:
         async with trio.open_nursery() as tn, self.open_reader() as default:
             self._default = default
             tn.start_soon(self._pump)
+            if self.heartbeat_s is not None:
+                tn.start_soon(self._watch_silence)
             try:
                 yield
             finally:
                 tn.cancel_scope.cancel()
+
+    async def _watch_silence(self) -> None:
+        """Raise :class:`tractor_services.PeerGone` (cancelling the block
+        running the pump) once the producer, which was asked for heartbeats,
+        sent nothing for ``silence_timeout(heartbeat_s)`` (3 s by default):
+        stuck, its host silent or the link cut; the connection is then
+        marked disconnected."""
+        self._heard = trio.current_time()
+        timeout = silence_timeout(self.heartbeat_s)
+        assert timeout is not None
+        chan, _ = compat._transport_socket(self.stream)
+        await watch_silence(lambda: self._heard, self.peer_what, timeout, chan)
