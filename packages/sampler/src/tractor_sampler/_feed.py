@@ -213,6 +213,14 @@ class MarketFeed:
         return await query_feed(self.portal)
 
 
+def _with_record(config: dict[str, Any] | None, record: Any) -> dict[str, Any] | None:
+    """``config`` with the feed daemon's ``record`` option (refused here,
+    before anything starts, unless a bool)."""
+    if not isinstance(record, bool):
+        raise ValueError(f'record={record!r} must be True or False')
+    return {**(config or {}), 'record': True} if record else config
+
+
 @acm
 async def open_market_feed(
     topics: Iterable[str],
@@ -230,6 +238,7 @@ async def open_market_feed(
     group_members: int | None = None,
     remote_bars: bool | None = None,
     remote_rows: int = DEFAULT_SNAPSHOT_ROWS,
+    record: bool = False,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -256,8 +265,12 @@ async def open_market_feed(
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
     tractor runtime it boots a client root actor.  Leaving detaches and
-    unsubscribes; the daemon keeps running."""
+    unsubscribes; the daemon keeps running.
+
+    ``record=True``: the feed daemon also appends every quote of these
+    topics to their tick log (see :mod:`tractor_sampler._ticklog`)."""
     names = check_topics(topics)
+    config = _with_record(config, record)
     if buffers is not None:
         buffers_msg(buffers)  # a bad one is refused before a root boots
     if group_members is not None:

@@ -72,6 +72,9 @@ FLUSH_BYTES = 1 << 20
 #: quotes the recorder's outbox holds before the oldest is dropped (counted)
 RECORDER_OUTBOX = 65_536
 VERSION = 1
+#: set (to anything but ``0``) in a root started with ``samplerd run
+#: --record``: its feed daemons record every topic
+RECORD_ENV = 'TRACTOR_SAMPLER_RECORD'
 SUFFIX = '.tlog'
 
 _enc = msgspec.msgpack.Encoder()
