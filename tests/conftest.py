@@ -54,3 +54,15 @@ def nothing_left_behind():
     assert not alive, f'test left processes behind: {[p.pid for p in alive]}'
     leaked = _shm() - before_shm
     assert not leaked, f'test left shared memory behind: {sorted(leaked)}'
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory, monkeypatch):
+    """The bar store off unless a test turns it on (deleting
+    $TRACTOR_SAMPLER_STORE), and each test's data directory its own: what a
+    test's daemons store is never seeded into another test's topics, nor
+    kept in the user's data directory."""
+    monkeypatch.setenv(
+        'TRACTOR_SAMPLER_DATA_DIR', str(tmp_path_factory.mktemp('sampler-data'))
+    )
+    monkeypatch.setenv('TRACTOR_SAMPLER_STORE', 'none')

@@ -10,9 +10,16 @@ import trio
 from tractor_sampler import open_market_feed
 from tractor_sampler._datadir import ENV_VAR, DataDirError, data_dir
 from tractor_sampler._plugins import load_stores
-from tractor_sampler._store import FLUSH_ENV, StoreWriter, join_stored, open_store
+from tractor_sampler._store import FLUSH_ENV, STORE_ENV, StoreWriter, join_stored, open_store
 from tractor_sampler.shm import DEFAULT_DTYPE
 from tractor_services import open_service_root
+
+
+@pytest.fixture(autouse=True)
+def store_on(monkeypatch):
+    """The conftest turns the store off for other tests."""
+    monkeypatch.delenv(STORE_ENV, raising=False)
+
 
 pa = pytest.importorskip(
     'pyarrow', reason="the bar store needs the store extra: pip install 'tractor-sampler[store]'"
@@ -156,3 +163,33 @@ async def test_restart_seeds_from_the_store_and_fills_only_the_gap(
         assert np.array_equal(rows[f][idx], live[f], equal_nan=True), f
     # the gap after the last stored bar is filled up to the open bar
     assert rows['time'][-1] >= last_stored + 3
+
+
+async def test_the_live_feed_runs_on_when_the_store_fails_and_ls_counts_it(
+    other_addr, tmp_path, monkeypatch
+):
+    from tractor_sampler._cli import render_ls
+    from tractor_sampler import introspect
+
+    # every write fails: a regular file where the datasets' directory goes
+    (tmp_path / 'bars').write_text('in the way')
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(FLUSH_ENV, '0.2')
+    async with open_service_root(other_addr):
+        async with open_market_feed(['AAA'], config=FAST, buffers=BUFS) as feed:
+            shm = feed.buffer('AAA', 1.0)
+            info = None
+            with trio.fail_after(30):
+                while info is None or not info.store.get('failures'):
+                    await trio.sleep(0.2)
+                    info = await feed.info()
+            n0 = len(shm)
+            await wait_until(lambda: len(shm) >= n0 + 2)  # bars go on
+            info = await feed.info()
+            assert info.topics['AAA'].state == 'up'
+            assert info.store['bars'] == 0
+            assert 'write failed' in info.store['last_error']
+            assert str(tmp_path / 'bars') in info.store['last_error']
+            report = await introspect(other_addr)
+            text = render_ls(report)
+            assert 'failed writes (retried)' in text and 'write failed' in text

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         'print one ready line. Feed daemons start when clients ask for them.',
     )
     _add_upstream(run)
+    _add_data_dir(run)
+    _add_export(sub, common)
 
     ls = sub.add_parser(
         'ls',
@@ -229,6 +231,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
     _set_upstream(args, addr)
+    _set_data_dir(args)
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
@@ -412,6 +415,7 @@ def render_ls(report: TreeInfo) -> str:
                 f'{f.dist} {f.version}' if f.dist == 'builtin' and f.version else f.dist
             )
             lines.append(f'  {FEEDD_PREFIX}{f.backend}  ({src})')
+            lines += _store_lines(f.store)
             rows = []
             for name, t in f.topics.items():
                 up = max(1e-9, f.time - t.started_at)
@@ -758,7 +762,106 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-COMMANDS = {'run': cmd_run, 'ls': cmd_ls, 'watch': cmd_watch, 'demo': cmd_demo}
+# --- the bar store: run --data-dir, export ------------------------------------
+
+
+def _store_lines(store: dict[str, Any]) -> list[str]:
+    """``samplerd ls``: a feed daemon's bar store and its failures."""
+    if not store:
+        return ['    bar store: off']
+    line = (
+        f"    bar store: {store.get('name')} in {store.get('root')}, "
+        f"{store.get('bars', 0)} bars in {store.get('writes', 0)} writes, "
+        f"{store.get('failures', 0)} failed writes (retried)"
+    )
+    if store.get('last_error'):
+        line += f"; last: {store['last_error']}"
+    return [line]
+
+
+def _add_data_dir(run: argparse.ArgumentParser) -> None:
+    """``run --data-dir DIR`` / ``--no-store``: the bar store (docs/storage.md)."""
+    run.add_argument(
+        '--data-dir',
+        default=None,
+        metavar='DIR',
+        help='where the bar store keeps closed bars (default: $TRACTOR_SAMPLER_DATA_DIR, '
+        'else $XDG_DATA_HOME/tractor-sampler, i.e. ~/.local/share/tractor-sampler)',
+    )
+    run.add_argument(
+        '--no-store',
+        action='store_true',
+        help='keep no bars on disk (the feed daemons run without the bar store)',
+    )
+
+
+def _set_data_dir(args: argparse.Namespace) -> None:
+    """The data directory checked (one line when it cannot be used,
+    before anything starts) and set in this root's environment, which the
+    feed daemons it spawns inherit (their bar store is on then)."""
+    from ._datadir import ENV_VAR, DataDirError, data_dir
+    from ._store import NO_STORE, STORE_ENV
+
+    if getattr(args, 'no_store', False):
+        os.environ[STORE_ENV] = NO_STORE
+        return
+    if not hasattr(args, 'data_dir'):
+        return
+    try:
+        os.environ[ENV_VAR] = str(data_dir(args.data_dir))
+    except DataDirError as err:
+        raise CliError(f'--data-dir: {err}') from None
+
+
+def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
+    e = sub.add_parser(
+        'export',
+        parents=[common],
+        help="write a topic's stored bars as Parquet or CSV",
+        description="Write a topic's bars from the bar store (no daemon needed) "
+        'as Parquet or CSV: time, open, high, low, close, volume, oldest first.',
+    )
+    e.add_argument('topic', help='the symbol')
+    e.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+    e.add_argument(
+        '--period', type=float, default=1.0, help='bar period in s (default: %(default)s)'
+    )
+    e.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
+    e.add_argument('--end', default=None, help='epoch seconds or ISO date/time, exclusive')
+    e.add_argument('--format', choices=('parquet', 'csv'), default='csv')
+    e.add_argument('-o', '--output', default=None, metavar='FILE', help='default: stdout (csv)')
+    e.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
+
+
+async def cmd_export(args: argparse.Namespace, out: TextIO) -> None:
+    from ._datadir import DataDirError
+    from ._export import export_bars, read_bars
+
+    try:
+        bars = read_bars(
+            args.topic,
+            args.period,
+            backend=args.backend,
+            start=args.start,
+            end=args.end,
+            data_dir=args.data_dir,
+        )
+        n = export_bars(bars, args.format, args.output or out)
+    except (ValueError, DataDirError) as err:
+        raise CliError(str(err)) from None
+    if args.output:
+        print(f'{n} bars of {args.topic} ({args.period:g} s) written to {args.output}', file=out)
+    elif n == 0:
+        print(f'{PROG}: no stored bars of {args.topic} ({args.period:g} s)', file=sys.stderr)
+
+
+COMMANDS = {
+    'run': cmd_run,
+    'ls': cmd_ls,
+    'watch': cmd_watch,
+    'demo': cmd_demo,
+    'export': cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -70,6 +70,7 @@ from tractor_services import (
     open_root_mngr,
     supervise,
 )
+from tractor_services._heartbeat import check_heartbeat
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
 from ._conform import BarsProblem, check_bars
@@ -1299,6 +1300,7 @@ class FeedDaemon:
             pool=self.pool.stats(),
             sampler_registrations=self.sampler_registrations,
             steps=dict(self.steps),
+            store=_store_info(self.store_writer),
         )
 
 
@@ -1430,6 +1432,20 @@ def _store_writer(store: Any, backend: str) -> StoreWriter | None:
     return StoreWriter(store, backend) if store is not None else None
 
 
+def _store_info(w: StoreWriter | None) -> dict[str, Any]:
+    """The bar store's counters for :class:`FeedInfo` (empty: no store)."""
+    if w is None:
+        return {}
+    return {
+        'name': w.store.name,
+        'root': str(getattr(w.store, 'root', '')),
+        'bars': w.bars,
+        'writes': w.writes,
+        'failures': w.failures,
+        'last_error': w.last_error,
+    }
+
+
 def _feedd_store(data_dir: str | None) -> tuple[Any, float]:
     """The bar store of a feed daemon: on when ``data_dir`` or
     ``$TRACTOR_SAMPLER_DATA_DIR`` is set (``samplerd run`` sets it), off
@@ -1466,13 +1482,17 @@ async def attach_feed(
     ctx: compat.Context,
     topics: list[str],
     config: dict[str, Any] | None = None,
+    heartbeat_s: float | None = None,
 ) -> None:
     """(feedd) Start ``topics`` if needed (with the backend ``config``);
     ``started()`` carries this daemon's pid and, per topic, its buffer
     tokens by period and its latest status; then the stream carries every :class:`FeedStatus`
-    change of those topics until the client leaves."""
+    change of those topics until the client leaves.  ``heartbeat_s``: a
+    client on another host asks for a heartbeat after this long without a
+    report (``tractor_services._heartbeat``)."""
     daemon = await wait_feed_daemon()
     names = check_topics(topics)
+    heartbeat_s = check_heartbeat(heartbeat_s)
     if config is not None and not isinstance(config, dict):
         raise TypeError(f'config must be a dict of backend options, not {config!r}')
     started: dict[str, Any] = {}
@@ -1507,7 +1527,9 @@ async def attach_feed(
     await ctx.started({'pid': os.getpid(), 'host_id': host_id(), 'topics': started})
     async with (
         compat.open_stream(ctx) as stream,
-        open_sub(daemon.status_bus, stream, batch=False) as (sub, ready),
+        open_sub(
+            daemon.status_bus, stream, batch=False, heartbeat_s=heartbeat_s
+        ) as (sub, ready),
     ):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})

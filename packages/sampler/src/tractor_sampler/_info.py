@@ -115,6 +115,10 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
     #: samplerd restart), and the steps it received per period
     sampler_registrations: int = 0
     steps: dict[float, int] = {}
+    #: the bar store (docs/storage.md): ``name``, ``root``, ``bars`` and
+    #: ``writes`` done, ``failures`` (retried) and ``last_error``; empty
+    #: when the store is off
+    store: dict[str, Any] = {}
 
 
 class SamplerInfo(_Info, frozen=True, kw_only=True):
