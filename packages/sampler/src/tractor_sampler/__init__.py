@@ -62,6 +62,12 @@ from ._plugins import get_backend as get_backend, get_backends as get_backends
 from ._plugins import load_backends as load_backends
 from .hookspecs import PROJECT as PROJECT, hookimpl as hookimpl
 
+# the bar store: closed bars on disk (docs/storage.md), read back as arrays or frames
+from ._datadir import DataDirError as DataDirError, data_dir as data_dir
+from ._store import BarStore as BarStore, ParquetStore as ParquetStore
+from ._store import StoreError as StoreError, open_store as open_store
+from ._export import read_bars as read_bars
+
 # errors: all are SamplerError
 from ._errors import SamplerError as SamplerError, SamplerRefused as SamplerRefused
 from ._errors import NotRunning as NotRunning, NoSampler as NoSampler
