@@ -269,7 +269,7 @@ def open_store(
 #: what a kill -9 of the daemon can lose (the gap is backfilled from the
 #: backend's history on restart when it has one)
 FLUSH_ENV = 'TRACTOR_SAMPLER_STORE_FLUSH_S'
-DEFAULT_FLUSH_S = 10.0
+DEFAULT_FLUSH_S = 60.0
 
 
 def flush_interval() -> float:
