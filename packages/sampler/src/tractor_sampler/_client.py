@@ -16,6 +16,7 @@ import msgspec
 from feedbus.protocol import StreamReaders
 from feedbus.wire import decoder as wire_decoder
 from tractor_services import RestartPolicy, compat, maybe_spawn_daemon, open_root_mngr
+from tractor_services._heartbeat import heartbeat_interval
 
 from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)
 from ._msgs import (
@@ -216,6 +217,8 @@ async def open_sample_stream(
     if period_s is not None:
         period_s = check_period(period_s)
     async with maybe_open_samplerd(registry_addr) as portal:
+        # samplerd on another host: heartbeats on the step stream
+        heartbeat_s = heartbeat_interval(portal) if open_index_stream else None
         async with compat.open_context(
             portal,
             register_with_sampler,
@@ -223,6 +226,7 @@ async def open_sample_stream(
             shms_by_period=_tokens(shms_by_period),
             open_index_stream=open_index_stream,
             sub_for_broadcasts=sub_for_broadcasts,
+            heartbeat_s=heartbeat_s,
         ) as (ctx, first):
             periods = list(first['periods'])
             async with compat.raise_on_peer_exit(first['pid'], SAMPLERD, portal):
@@ -237,6 +241,8 @@ async def open_sample_stream(
                             periods=periods,
                             buffer=buffer,
                             pid=first['pid'],
+                            heartbeat_s=heartbeat_s,
+                            peer_what=SAMPLERD,
                         )
                         async with (
                             compat.far_end_endings(

@@ -26,6 +26,8 @@ from tractor_services import (
     maybe_spawn_daemon,
     resolve_registry_addr,
 )
+from tractor_services._heartbeat import forced as heartbeats_forced
+from tractor_services._heartbeat import heartbeat_interval
 
 from ._client import SAMPLERD, maybe_open_samplerd
 from ._feedd import attach_feed, check_buffers, check_topics, feedd, feedd_name
@@ -276,6 +278,7 @@ async def open_market_feed(
     if group_members is not None:
         check_group_members(group_members)
     check_remote(remote_bars, remote_rows)
+    force_heartbeats = heartbeats_forced()  # a bad value is refused here
     async with (
         _maybe_client_root(registry_addr, loglevel) as registry_addr,
         maybe_open_feedd(
@@ -288,6 +291,8 @@ async def open_market_feed(
             group_members=group_members,
         ) as portal,
     ):
+        # a feed daemon on another host: heartbeats on the status stream
+        heartbeat_s = heartbeat_interval(portal, force_heartbeats)
         async with (
             _refusals_as_value_errors() as entering,
             compat.open_context(
@@ -295,6 +300,7 @@ async def open_market_feed(
                 attach_feed,
                 topics=names,
                 config=dict(config) if config else None,
+                heartbeat_s=heartbeat_s,
             ) as (ctx, started),
         ):
             entering.done = True  # from here on, errors are the caller's own
@@ -321,7 +327,12 @@ async def open_market_feed(
                         rows=remote_rows,
                     ) as rbufs,
                 ):
-                    status = StatusStream(stream=sstream, buffer=256)
+                    status = StatusStream(
+                        stream=sstream,
+                        buffer=256,
+                        heartbeat_s=heartbeat_s,
+                        peer_what=f'the feed daemon {feedd_name(backend)}',
+                    )
                     async with (
                         compat.far_end_endings(
                             feedd_name(backend),

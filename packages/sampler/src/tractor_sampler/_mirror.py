@@ -55,6 +55,7 @@ import trio
 import feedbus
 from feedbus import FeedsBus
 from tractor_services import PeerGone, compat, describe_error
+from tractor_services._heartbeat import heartbeat_interval
 
 from ._errors import SamplerError
 from ._feedd import (
@@ -485,8 +486,15 @@ class MirrorDaemon(FeedDaemon):
         async with maybe_open_feedd(
             self.backend.name, registry_addr=self.upstream
         ) as portal:
+            # the upstream on another host: heartbeats on its status stream
+            # (its quote subscription asks for its own in feedbus.open_feed)
+            heartbeat_s = heartbeat_interval(portal)
             async with compat.open_context(
-                portal, attach_feed, topics=names, config=config or None
+                portal,
+                attach_feed,
+                topics=names,
+                config=config or None,
+                heartbeat_s=heartbeat_s,
             ) as (actx, started):
                 firsts = started['topics']
                 async with (
@@ -509,7 +517,12 @@ class MirrorDaemon(FeedDaemon):
                         ) as quotes,
                         trio.open_nursery() as n,
                     ):
-                        status = StatusStream(stream=sstream, buffer=256)
+                        status = StatusStream(
+                            stream=sstream,
+                            buffer=256,
+                            heartbeat_s=heartbeat_s,
+                            peer_what=self.what,
+                        )
                         async with status._running():
                             n.start_soon(self._copy_rows, by_name, bstream)
                             n.start_soon(self._relay_quotes, quotes)

@@ -20,6 +20,7 @@ import trio
 
 from feedbus import FeedsBus, open_sub
 from tractor_services import PeerDisconnected, compat
+from tractor_services._heartbeat import check_heartbeat
 
 from ._errors import AlreadyRunning, NoSampler
 from ._info import SamplerInfo, to_wire
@@ -538,11 +539,15 @@ async def register_with_sampler(
     shms_by_period: dict[Any, Any] | None = None,
     open_index_stream: bool = True,
     sub_for_broadcasts: bool = True,
+    heartbeat_s: float | None = None,
 ) -> None:
     """(samplerd) Register buffers by token per period, optionally stream
     the steps of ``period_s`` and of the registered periods, serve
-    requests to broadcast to all, and unregister on exit."""
+    requests to broadcast to all, and unregister on exit.  ``heartbeat_s``:
+    a registrant on another host asks for a heartbeat on the step stream
+    after this long without a message (``tractor_services._heartbeat``)."""
     sampler = get_sampler()
+    heartbeat_s = check_heartbeat(heartbeat_s)
     for name, flag in (
         ('open_index_stream', open_index_stream),
         ('sub_for_broadcasts', sub_for_broadcasts),
@@ -597,7 +602,9 @@ async def register_with_sampler(
             await trio.sleep_forever()
         async with (
             compat.open_stream(ctx) as stream,
-            open_sub(sampler.bus, stream, batch=False) as (sub, ready),
+            open_sub(
+                sampler.bus, stream, batch=False, heartbeat_s=heartbeat_s
+            ) as (sub, ready),
         ):
             if sub_for_broadcasts:
                 for p in periods:
