@@ -50,7 +50,9 @@ class _FakeTopic:
         self.shms = {1.0: shm}
 
 
-def bench_bar_store(topics: int, flushes: list[int], rounds: int = 3) -> list[dict[str, Any]]:
+def bench_bar_store(
+    topics: int, flushes: list[int], rounds: int = 3
+) -> list[dict[str, Any]]:
     from tractor_sampler._store import ParquetStore, StoreWriter
     from tractor_sampler.shm import DEFAULT_DTYPE
 

@@ -14,7 +14,8 @@ from tractor_sampler._store import STORE_ENV, open_store
 from tractor_sampler.shm import DEFAULT_DTYPE
 
 pa = pytest.importorskip(
-    'pyarrow', reason="the bar store needs the store extra: pip install 'tractor-sampler[store]'"
+    'pyarrow',
+    reason="the bar store needs the store extra: pip install 'tractor-sampler[store]'",
 )
 
 T0 = 1_700_000_000.0
@@ -81,8 +82,19 @@ def test_read_bars_as_a_frame(tmp_path, kind):
 
 def test_export_csv_to_stdout(tmp_path, stored):
     out = io.StringIO()
-    rc = main(['export', 'AAA', '--period', '1', '--start', str(T0 + 7),
-               '--data-dir', str(tmp_path)], out=out)
+    rc = main(
+        [
+            'export',
+            'AAA',
+            '--period',
+            '1',
+            '--start',
+            str(T0 + 7),
+            '--data-dir',
+            str(tmp_path),
+        ],
+        out=out,
+    )
     assert rc == 0
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ['time', 'open', 'high', 'low', 'close', 'volume']
@@ -94,15 +106,28 @@ def test_export_parquet_to_a_file(tmp_path, stored):
 
     f = tmp_path / 'out.parquet'
     out = io.StringIO()
-    rc = main(['export', 'AAA', '--format', 'parquet', '-o', str(f),
-               '--data-dir', str(tmp_path)], out=out)
+    rc = main(
+        [
+            'export',
+            'AAA',
+            '--format',
+            'parquet',
+            '-o',
+            str(f),
+            '--data-dir',
+            str(tmp_path),
+        ],
+        out=out,
+    )
     assert rc == 0 and '10 bars of AAA' in out.getvalue()
     t = pq.read_table(f)
     assert t.column('close').to_pylist() == list(stored['close'])
 
 
 def test_export_refusals_are_one_line(tmp_path, capsys):
-    assert main(['export', 'AAA', '--format', 'parquet', '--data-dir', str(tmp_path)]) == 1
+    assert (
+        main(['export', 'AAA', '--format', 'parquet', '--data-dir', str(tmp_path)]) == 1
+    )
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and 'needs a file' in err
     f = tmp_path / 'file'

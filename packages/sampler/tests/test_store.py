@@ -10,7 +10,13 @@ import trio
 from tractor_sampler import open_market_feed
 from tractor_sampler._datadir import ENV_VAR, DataDirError, data_dir
 from tractor_sampler._plugins import load_stores
-from tractor_sampler._store import FLUSH_ENV, STORE_ENV, StoreWriter, join_stored, open_store
+from tractor_sampler._store import (
+    FLUSH_ENV,
+    STORE_ENV,
+    StoreWriter,
+    join_stored,
+    open_store,
+)
 from tractor_sampler.shm import DEFAULT_DTYPE
 from tractor_services import open_service_root
 
@@ -22,7 +28,8 @@ def store_on(monkeypatch):
 
 
 pa = pytest.importorskip(
-    'pyarrow', reason="the bar store needs the store extra: pip install 'tractor-sampler[store]'"
+    'pyarrow',
+    reason="the bar store needs the store extra: pip install 'tractor-sampler[store]'",
 )
 
 BUFS = {1.0: (256, 60)}
@@ -81,7 +88,11 @@ def test_writes_append_files_and_reads_join_them(tmp_path):
     got = s.read('sim', 'AAA', 1.0)
     assert list(got['time']) == list(range(100, 110))
     assert list(s.read('sim', 'AAA', 1.0, last=3)['time']) == [107, 108, 109]
-    assert list(s.read('sim', 'AAA', 1.0, start=103, end=106)['time']) == [103, 104, 105]
+    assert list(s.read('sim', 'AAA', 1.0, start=103, end=106)['time']) == [
+        103,
+        104,
+        105,
+    ]
     assert len(list(s.dataset('sim', 'AAA', 1.0).glob('*.parquet'))) == 2
     assert not s.read('sim', 'AAA', 60.0).size
 
@@ -168,8 +179,8 @@ async def test_restart_seeds_from_the_store_and_fills_only_the_gap(
 async def test_the_live_feed_runs_on_when_the_store_fails_and_ls_counts_it(
     other_addr, tmp_path, monkeypatch
 ):
-    from tractor_sampler._cli import render_ls
     from tractor_sampler import introspect
+    from tractor_sampler._cli import render_ls
 
     # every write fails: a regular file where the datasets' directory goes
     (tmp_path / 'bars').write_text('in the way')

@@ -770,12 +770,12 @@ def _store_lines(store: dict[str, Any]) -> list[str]:
     if not store:
         return ['    bar store: off']
     line = (
-        f"    bar store: {store.get('name')} in {store.get('root')}, "
-        f"{store.get('bars', 0)} bars in {store.get('writes', 0)} writes, "
-        f"{store.get('failures', 0)} failed writes (retried)"
+        f'    bar store: {store.get("name")} in {store.get("root")}, '
+        f'{store.get("bars", 0)} bars in {store.get("writes", 0)} writes, '
+        f'{store.get("failures", 0)} failed writes (retried)'
     )
     if store.get('last_error'):
-        line += f"; last: {store['last_error']}"
+        line += f'; last: {store["last_error"]}'
     return [line]
 
 
@@ -824,12 +824,19 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument('topic', help='the symbol')
     e.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
     e.add_argument(
-        '--period', type=float, default=1.0, help='bar period in s (default: %(default)s)'
+        '--period',
+        type=float,
+        default=1.0,
+        help='bar period in s (default: %(default)s)',
     )
     e.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
-    e.add_argument('--end', default=None, help='epoch seconds or ISO date/time, exclusive')
+    e.add_argument(
+        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
+    )
     e.add_argument('--format', choices=('parquet', 'csv'), default='csv')
-    e.add_argument('-o', '--output', default=None, metavar='FILE', help='default: stdout (csv)')
+    e.add_argument(
+        '-o', '--output', default=None, metavar='FILE', help='default: stdout (csv)'
+    )
     e.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
 
 
@@ -850,9 +857,15 @@ async def cmd_export(args: argparse.Namespace, out: TextIO) -> None:
     except (ValueError, DataDirError) as err:
         raise CliError(str(err)) from None
     if args.output:
-        print(f'{n} bars of {args.topic} ({args.period:g} s) written to {args.output}', file=out)
+        print(
+            f'{n} bars of {args.topic} ({args.period:g} s) written to {args.output}',
+            file=out,
+        )
     elif n == 0:
-        print(f'{PROG}: no stored bars of {args.topic} ({args.period:g} s)', file=sys.stderr)
+        print(
+            f'{PROG}: no stored bars of {args.topic} ({args.period:g} s)',
+            file=sys.stderr,
+        )
 
 
 COMMANDS = {

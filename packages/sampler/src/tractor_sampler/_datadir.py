@@ -14,14 +14,15 @@ one :class:`DataDirError` whose message names the path and the problem (no
 traceback is needed to understand it). Standard library only: the store's
 optional dependencies are not needed to resolve where it lives.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
 
-ENV_VAR = "TRACTOR_SAMPLER_DATA_DIR"
-APP_NAME = "tractor-sampler"
+ENV_VAR = 'TRACTOR_SAMPLER_DATA_DIR'
+APP_NAME = 'tractor-sampler'
 
 
 class DataDirError(ValueError):
@@ -30,16 +31,16 @@ class DataDirError(ValueError):
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/tractor-sampler``, or ``~/.local/share/tractor-sampler``."""
-    xdg = os.environ.get("XDG_DATA_HOME", "").strip()
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    xdg = os.environ.get('XDG_DATA_HOME', '').strip()
+    base = Path(xdg) if xdg else Path.home() / '.local' / 'share'
     return base / APP_NAME
 
 
 def resolve_data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """The data directory's path by the rule above, without touching the disk."""
-    if path is not None and str(path) != "":
+    if path is not None and str(path) != '':
         return Path(path).expanduser()
-    env = os.environ.get(ENV_VAR, "").strip()
+    env = os.environ.get(ENV_VAR, '').strip()
     if env:
         return Path(env).expanduser()
     return default_data_dir()
@@ -59,30 +60,30 @@ def data_dir(
     """
     p = resolve_data_dir(path).absolute()
     if p.exists() and not p.is_dir():
-        raise DataDirError(f"data directory {p}: exists and is not a directory")
+        raise DataDirError(f'data directory {p}: exists and is not a directory')
     if not create and not p.exists():
-        raise DataDirError(f"data directory {p}: does not exist")
+        raise DataDirError(f'data directory {p}: does not exist')
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataDirError(
-            f"data directory {p}: cannot be created ({exc.strerror or exc})"
+            f'data directory {p}: cannot be created ({exc.strerror or exc})'
         ) from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=p)
+        fd, probe = tempfile.mkstemp(prefix='.probe-', dir=p)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise DataDirError(
-            f"data directory {p}: not writable ({exc.strerror or exc})"
+            f'data directory {p}: not writable ({exc.strerror or exc})'
         ) from None
     return p
 
 
 __all__ = [
-    "ENV_VAR",
-    "DataDirError",
-    "data_dir",
-    "default_data_dir",
-    "resolve_data_dir",
+    'ENV_VAR',
+    'DataDirError',
+    'data_dir',
+    'default_data_dir',
+    'resolve_data_dir',
 ]

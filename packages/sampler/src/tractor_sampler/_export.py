@@ -81,7 +81,9 @@ def read_bars(
         raise ValueError(f"frame={frame!r} must be None, 'pandas' or 'polars'")
     s = open_store(data_dir, store)
     if s is None:
-        raise ValueError(f'the bar store is off: reading it needs pyarrow ({EXTRA_HINT})')
+        raise ValueError(
+            f'the bar store is off: reading it needs pyarrow ({EXTRA_HINT})'
+        )
     bars = s.read(backend, topic, p, start=lo, end=hi)
     if feed is not None:
         live = np.asarray(feed.buffer(topic, p).array)

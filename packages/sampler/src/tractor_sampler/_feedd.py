@@ -861,7 +861,11 @@ class FeedDaemon:
         stored: dict[float, np.ndarray] = {}
         counts: dict[float, int] = {}
         for p, spec in self.buffers.items():
-            if not spec[1] or getattr(spec, 'origin', 0.0) or getattr(spec, 'stamp', 'open') != 'open':
+            if (
+                not spec[1]
+                or getattr(spec, 'origin', 0.0)
+                or getattr(spec, 'stamp', 'open') != 'open'
+            ):
                 continue
             bars, gap = await trio.to_thread.run_sync(w.seed, name, p, now, spec[1])
             if bars is not None:

@@ -441,7 +441,9 @@ def load_stores(
         try:
             pm.register(ep.load(), name=f'store:{ep.name}')
         except Exception as err:
-            log.warning(f'store plugin {ep.name!r} left out: {describe_load_error(err)}')
+            log.warning(
+                f'store plugin {ep.name!r} left out: {describe_load_error(err)}'
+            )
     for i, plugin in enumerate(extra):
         pm.register(plugin, name=f'store:extra{i}')
     stores: dict[str, Callable[..., Any]] = {}

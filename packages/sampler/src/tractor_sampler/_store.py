@@ -338,7 +338,11 @@ class StoreWriter:
                 self.store.write(self.backend, name, p, bars)
             except Exception as err:
                 self.failures += 1
-                msg = str(err) if isinstance(err, StoreError) else f'{type(err).__name__}: {err}'
+                msg = (
+                    str(err)
+                    if isinstance(err, StoreError)
+                    else f'{type(err).__name__}: {err}'
+                )
                 self.last_error = msg
                 if msg not in self._said:  # one line per distinct problem
                     self._said.add(msg)
@@ -378,7 +382,9 @@ class StoreWriter:
         try:
             stored = self.store.read(self.backend, topic, period_s, last=rows)
         except Exception as err:
-            log.error(f'bar store: {topic} {period_s:g} s: read failed, not seeded: {err}')
+            log.error(
+                f'bar store: {topic} {period_s:g} s: read failed, not seeded: {err}'
+            )
             return None, rows
         if not len(stored):
             return None, rows
@@ -390,7 +396,7 @@ class StoreWriter:
             return None, rows
         if gap >= rows:
             return None, rows
-        return stored[-(rows - gap):], gap
+        return stored[-(rows - gap) :], gap
 
 
 def join_stored(
