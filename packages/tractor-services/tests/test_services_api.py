@@ -23,6 +23,11 @@ PUBLIC = {
     'ServiceInfo',
     # finding or spawning a service by name
     'maybe_spawn_daemon',
+    # services on a chosen host
+    'open_join_root',
+    'joined_hosts',
+    'qualify',
+    'HostInfo',
     # restarts
     'RestartPolicy',
     'RestartIntensity',

@@ -31,6 +31,12 @@ from ._mngr import ServiceInfo as ServiceInfo
 # --- finding or spawning a service by name -----------------------------------------
 from ._root import maybe_spawn_daemon as maybe_spawn_daemon
 
+# --- services on a chosen host: roots that join another root's registry ------------
+from ._join import open_join_root as open_join_root
+from ._join import joined_hosts as joined_hosts
+from ._join import qualify as qualify
+from ._join import HostInfo as HostInfo
+
 # --- restarts -------------------------------------------------------------------------
 from ._policy import RestartPolicy as RestartPolicy
 from ._policy import RestartIntensity as RestartIntensity

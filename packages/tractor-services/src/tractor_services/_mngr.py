@@ -23,6 +23,7 @@ import trio
 
 from . import compat
 from ._addr import fn_path, resolve_registry_addr
+from ._join import qualify
 from ._errors import (
     GaveUp,
     MissingDependency,
@@ -161,6 +162,7 @@ class ServiceMngr:
         tn: trio.Nursery,
         registry_addr: tuple[str, int],
         service_host: str | None = None,
+        host_label: str | None = None,
     ):
         self.an = an
         self.tn = tn
@@ -168,6 +170,11 @@ class ServiceMngr:
         #: the address every service this manager spawns binds and
         #: registers (``None``: tractor's default, 127.0.0.1)
         self.service_host = service_host
+        #: the label of a joined root's host (``None``: the registry's own
+        #: host): its services' names are qualified ``<name>@<label>``,
+        #: whether a caller gives the plain or the qualified name (see
+        #: ``_join``)
+        self.host_label = host_label
         #: the shared secret a peer must send to start or cancel a service
         #: (``None``: unguarded; see ``_remote``)
         self.token: str | None = None
@@ -184,8 +191,13 @@ class ServiceMngr:
 
     # --- introspection ------------------------------------------------------
 
+    def _q(self, name: str) -> str:
+        """``name`` as this manager's services are named (host-qualified
+        on a joined host)."""
+        return name if self.host_label is None else qualify(name, self.host_label)
+
     def __contains__(self, name: str) -> bool:
-        return name in self._services
+        return self._q(name) in self._services
 
     async def list_services(self, include_ended: bool = False) -> list[ServiceInfo]:
         """Running services in start order; with ``include_ended`` also the
@@ -201,6 +213,7 @@ class ServiceMngr:
     def info(self, name: str, include_ended: bool = True) -> ServiceInfo:
         """A running service's record, else (``include_ended``) its latest
         ended one."""
+        name = self._q(name)
         svc = self._services.get(name)
         if svc is not None:
             return svc.info()
@@ -212,7 +225,7 @@ class ServiceMngr:
 
     def portal(self, name: str) -> Any:
         """The portal to a running actor service."""
-        svc = self._get(name)
+        svc = self._get(self._q(name))
         if svc.spawned is not None:
             return svc.spawned.portal
         if svc.portal is not None:
@@ -225,6 +238,7 @@ class ServiceMngr:
         predicate: Callable[[ServiceInfo], bool],
     ) -> ServiceInfo:
         """Wait until ``name``'s record satisfies ``predicate``."""
+        name = self._q(name)
         while True:
             changed = self._changed
             try:
@@ -251,6 +265,7 @@ class ServiceMngr:
         :class:`ServiceNotFound` as soon as ``name`` is not going to run
         again (it is not running, starting or restarting: it was stopped,
         failed or gave up), and ``TimeoutError`` after ``timeout`` seconds."""
+        name = self._q(name)
         with trio.move_on_after(math.inf if timeout is None else timeout):
             while True:
                 changed = self._changed
@@ -487,7 +502,10 @@ class ServiceMngr:
         """The preamble of every ``start_*``: check the arguments they
         share (nothing has started yet) and make the service's record."""
         policy = as_policy(restart)
-        deps = _check_requires(name, requires)
+        name = self._q(name)
+        deps = _check_requires(
+            name, [self._q(d) for d in _check_requires(name, requires)]
+        )
         check_positive('startup_timeout', startup_timeout, unit='seconds')
         check_positive('shutdown_timeout', shutdown_timeout, unit='seconds')
         self._check_open()
@@ -748,6 +766,7 @@ class ServiceMngr:
         """Stop ``name`` (gracefully, then by force after its shutdown
         timeout) and return once its process is reaped and its entry gone.
         Returns its final record."""
+        name = self._q(name)
         svc = self._get(name)
         svc.stopping = True
         self._set_state(svc, 'stopping')
@@ -831,6 +850,7 @@ async def open_service_mngr(
     service_host: str | None = None,
     token: str | None = None,
     allow_modules: Iterable[str] = (),
+    host_label: str | None = None,
     **root_kwargs: Any,
 ) -> AsyncIterator[ServiceMngr]:
     """Open (or re-enter) this actor's one :class:`ServiceMngr`.
@@ -844,6 +864,9 @@ async def open_service_mngr(
     or cancel a service, and may start endpoints only from the modules
     ``_remote.allowed_modules(allow_modules)`` lists (its own code, in
     this actor, is not limited).
+
+    ``host_label`` (a joined root's, see ``_join``) qualifies the names of
+    its services: ``feedd.sim`` runs and registers as ``feedd.sim@<label>``.
 
     Nested entries, in this task or another, get the same instance; the
     outermost entry owns it and, on exit, stops every service (dependents
@@ -874,9 +897,12 @@ async def open_service_mngr(
         ):
             compat.quiet_runtime_logs()
             compat.expose_module('tractor_services._remote')
+            compat.expose_module('tractor_services._join')
             reg_addr = resolve_registry_addr(registry_addr)
             async with compat.open_actor_nursery() as an, trio.open_nursery() as tn:
-                mngr = ServiceMngr(an, tn, reg_addr, service_host or compat.own_host())
+                mngr = ServiceMngr(
+                    an, tn, reg_addr, service_host or compat.own_host(), host_label
+                )
                 if token is not None:
                     from ._remote import allowed_modules
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from . import compat
+from . import _join, compat
 from ._addr import (
     check_bind_host,
     check_registry_host,
@@ -138,13 +138,49 @@ def _token_file(
 async def open_root_mngr(
     registry_addr: str | tuple[str, int] | None = None,
     token: str | None = None,
+    *,
+    host: str | None = None,
 ) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
     """The root's manager: the local one when this actor is the registry
     and has one open, else a :class:`RemoteServiceMngr` talking to the
     registry actor, sending ``token`` (default: see
     :func:`~tractor_services._remote.resolve_token`) to a guarded root.
-    Needs a running tractor runtime."""
+    Needs a running tractor runtime.
+
+    ``host`` picks the manager of another host that joined the registry
+    (its label or its root's address; see ``_join``): its services run on
+    that host.  By default the manager of this process's own joined host
+    (``$TRACTOR_SERVICES_HOST``), else the registry root's."""
     addr = resolve_registry_addr(registry_addr)
+    async with _open_mngr_of(await _joined_host(host, addr), addr, token) as mngr:
+        yield mngr
+
+
+async def _joined_host(
+    host: str | None, addr: tuple[str, int]
+) -> _join.HostInfo | None:
+    """The joined host ``host`` names (default: our own joined host), or
+    ``None`` for the registry's host; asks the registry only when needed."""
+    if host is None and _join.own_host_label() is None:
+        return None
+    return await _join.resolve_host(host, addr)
+
+
+@acm
+async def _open_mngr_of(
+    joined: _join.HostInfo | None,
+    addr: tuple[str, int],
+    token: str | None = None,
+) -> AsyncIterator[ServiceMngr | RemoteServiceMngr]:
+    """The manager of ``joined`` (a joined host), or the registry root's."""
+    if joined is not None:
+        if _join.local_label() == joined.label and _holder.mngr is not None:
+            yield _holder.mngr
+            return
+        token = resolve_token(token, addr)
+        async with compat.open_portal(joined.sockaddr) as portal:
+            yield RemoteServiceMngr(portal, token)
+        return
     if compat.is_registry() and _holder.mngr is not None:
         yield _holder.mngr
         return
@@ -194,6 +230,7 @@ async def maybe_spawn_daemon(
     *,
     registry_addr: str | tuple[str, int] | None = None,
     stop_on_exit: bool = False,
+    host: str | None = None,
     **start_kwargs: Any,
 ) -> AsyncIterator[Any]:
     """Find ``service_name`` through the registry, or have the root's
@@ -207,6 +244,13 @@ async def maybe_spawn_daemon(
     true, in which case a daemon this call spawned is cancelled on exit
     (one that was already running is never stopped by us).  Runs in any
     actor, or boots a client root actor in a program that has none.
+
+    ``host`` asks for the service on another host that joined the
+    registry (its label or its root's address): it is looked up as
+    ``<name>@<label>`` and spawned by that host's manager, on that host.
+    Default: this process's own joined host (``$TRACTOR_SERVICES_HOST``,
+    inside a joined root's tree), else the registry's host (plain names).
+    Asking for a host that has not joined raises :class:`NoServiceRoot`.
 
     """
     addr = resolve_registry_addr(registry_addr)
@@ -222,6 +266,7 @@ async def maybe_spawn_daemon(
                 service_ep,
                 registry_addr=addr,
                 stop_on_exit=stop_on_exit,
+                host=host,
                 **start_kwargs,
             ) as portal:
                 yield portal
@@ -233,6 +278,9 @@ async def maybe_spawn_daemon(
     # what the block raised, in case a portal's exit swallows it.
     body = _Body()
     found = False
+    joined = await _joined_host(host, addr)
+    label = None if joined is None else joined.label
+    service_name = _join.qualify(service_name, label)
     async with compat.find_actor(service_name, addr) as portal:
         if portal is not None:
             found = True
@@ -243,7 +291,7 @@ async def maybe_spawn_daemon(
         body.reraise(service_name)
         return
 
-    async with open_root_mngr(addr) as mngr:
+    async with _open_mngr_of(joined, addr) as mngr:
         await mngr.start_service(service_name, service_ep, **start_kwargs)
         try:
             async with compat.wait_for_actor(service_name, addr) as portal:
