@@ -3,6 +3,8 @@ new topic from it, and its failures that leave the live feed running."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import trio
@@ -204,3 +206,64 @@ async def test_the_live_feed_runs_on_when_the_store_fails_and_ls_counts_it(
             report = await introspect(other_addr)
             text = render_ls(report)
             assert 'failed writes (retried)' in text and 'write failed' in text
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_retried(tmp_path):
+    import subprocess
+
+    mnt = tmp_path / 'small'
+    mnt.mkdir()
+    if subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mnt)]
+    ).returncode:
+        pytest.skip('cannot mount a small tmpfs here (needs root)')
+    try:
+        s = open_store(mnt)
+        w = StoreWriter(s, 'sim')
+        # fill the disk, then write
+        fd = os.open(mnt / 'filler', os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b'\0' * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        w.write([('AAA', 1.0, bars(100, 500))])
+        assert w.failures == 1 and w.upto == {}
+        assert 'No space left on device' in w.last_error
+        assert str(s.dataset('sim', 'AAA', 1.0)) in w.last_error
+        assert '\n' not in w.last_error
+        assert not list(s.dataset('sim', 'AAA', 1.0).glob('*.tmp'))  # no torn file
+        (mnt / 'filler').unlink()
+        w.write([('AAA', 1.0, bars(100, 500))])  # retried: written now
+        assert w.failures == 1 and w.bars == 500
+    finally:
+        subprocess.run(['umount', str(mnt)])
+
+
+def test_without_pyarrow_the_store_is_off_and_says_so_once(
+    tmp_path, monkeypatch, caplog
+):
+    import sys
+
+    from tractor_sampler import _store
+
+    monkeypatch.setitem(sys.modules, 'pyarrow', None)
+    monkeypatch.setattr(_store, '_said_off', False)
+    assert open_store(tmp_path) is None
+    assert open_store(tmp_path) is None
+    lines = [
+        r.getMessage() for r in caplog.records if 'bar store off' in r.getMessage()
+    ]
+    assert len(lines) == 1 and 'tractor-sampler[store]' in lines[0]
+
+
+def test_run_refuses_a_data_dir_it_cannot_use_before_anything_starts(tmp_path, capsys):
+    from tractor_sampler._cli import main
+
+    f = tmp_path / 'file'
+    f.write_text('x')
+    assert main(['run', '--port', '1', '--data-dir', str(f / 'sub')]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and f'--data-dir: data directory {f}/sub' in err
