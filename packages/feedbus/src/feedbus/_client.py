@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -62,6 +62,8 @@ RING_GONE_GRACE_S: float = 2.0
 RING_BACKLOG_POLL_S: float = 0.008
 
 _quote_decode = msgspec.msgpack.Decoder(Quote).decode
+#: a ring read's quotes, decoded in one call (see ``RingReader._take``)
+_quotes_decode = msgspec.msgpack.Decoder(list[Quote]).decode
 
 log = compat.get_logger('client', 'feedbus')
 
@@ -190,7 +192,9 @@ class Feed(StreamReaders):
             if self.ring_token is None:
                 yield
                 return
-            reader = RingReader(self.ring_token, set(self.topics), _quote_decode)
+            reader = RingReader(
+                self.ring_token, set(self.topics), _quote_decode, _quotes_decode
+            )
             self._ring_reader = reader
             try:
                 async with trio.open_nursery() as tn:
@@ -215,22 +219,18 @@ class Feed(StreamReaders):
         half full, the backlog staying in the ring; but never until the
         ring is half lapped: then a local reader that does not keep up
         loses its oldest (counted), as on the stream path, rather than the
-        whole feed a gap.  It waits by yielding a few times (a consumer
-        that is reading drains its buffer in one turn), then by sleeping
-        1 ms, doubling up to :data:`RING_BACKLOG_POLL_S`."""
-        tries = 0
-        while True:
-            fullest = max((len(r) for r in self._readers), default=0)
-            if fullest <= self.buffer // 2 or reader.lag() > reader.token.cap // 2:
-                return max(self.buffer - fullest, 1)
-            tries += 1
-            if tries <= 3:
-                await trio.lowlevel.checkpoint()
-            else:
-                # the exponent is capped: a long wait must not overflow a float
-                await trio.sleep(
-                    min(0.001 * 2 ** min(tries - 4, 16), RING_BACKLOG_POLL_S)
-                )
+        whole feed a gap.  See :func:`_wait_for_room` for how it waits."""
+        half = self.buffer // 2
+        cap = reader.token.cap // 2
+
+        def fullest() -> int:
+            return max((len(r) for r in self._readers), default=0)
+
+        def ready() -> bool:
+            return fullest() <= half or reader.lag() > cap
+
+        await _wait_for_room(fullest, ready)
+        return max(self.buffer - fullest(), 1)
 
     async def _ring_pump(self, reader: RingReader) -> None:
         """Read the ring into the local readers (this subscriber's own
@@ -267,10 +267,24 @@ class Feed(StreamReaders):
                 reader.publish_counters()
                 await trio.lowlevel.checkpoint()
 
+            half = max(1, self.buffer // 2)
+
+            def queued() -> int:
+                return len(quotes)
+
+            def queue_ready() -> bool:
+                return len(quotes) < half
+
             async with trio.open_nursery() as tn:
                 tn.start_soon(throttler.run, quotes, send_frame)
                 while self.dropped is None:
-                    for m in await reader.read():
+                    # the throttler takes in its whole queue when it fills
+                    # halfway: read no more than fits, the backlog staying
+                    # in the ring.  Never drop from the queue: it holds
+                    # trades (a throttler starved for longer than the ring
+                    # lasts gets a gap, counted)
+                    await _wait_for_room(queued, queue_ready)
+                    for m in await reader.read(self.buffer - len(quotes)):
                         quotes.put(m)
                 quotes.close()
         except RingGone as err:
@@ -302,6 +316,28 @@ class Feed(StreamReaders):
         while len(self.errors) < n:
             await self._error_seen.wait()
         return self.errors
+
+
+async def _wait_for_room(
+    level: Callable[[], int], ready: Callable[[], bool]
+) -> None:
+    """(ring feeds) Wait until ``ready()``: by yielding while ``level()``
+    (how full the local queues are) keeps falling, since a consumer that
+    is reading drains them within a few turns; by sleeping 1 ms, doubling
+    up to :data:`RING_BACKLOG_POLL_S`, only while it does not."""
+    tries = 0
+    last = level()
+    while not ready():
+        now = level()
+        if now < last:
+            tries = 0  # draining: look again at the next turn
+        last = now
+        tries += 1
+        if tries <= 3:
+            await trio.lowlevel.checkpoint()
+        else:
+            # the exponent is capped: a long wait must not overflow a float
+            await trio.sleep(min(0.001 * 2 ** min(tries - 4, 16), RING_BACKLOG_POLL_S))
 
 
 @acm

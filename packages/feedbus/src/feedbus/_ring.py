@@ -94,7 +94,6 @@ import struct
 import sys
 import threading
 import zlib
-from collections import deque
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -117,9 +116,18 @@ RING_BYTES: int = 8 << 20
 #: readers (local subscribers) one ring serves; more get the TCP path
 SLOTS: int = 256
 SLOT_WORDS = 8
-#: a reader's polling backoff, seconds
+#: a reader's polling backoff, seconds (trio's timers wake in whole
+#: milliseconds: the shortest sleep is one)
 POLL_MIN_S: float = 0.001
 POLL_MAX_S: float = 0.004
+#: scheduler passes (``trio.lowlevel.checkpoint``) a reader that found the
+#: ring empty makes before it sleeps: they catch a burst still being
+#: written at no timer's cost
+POLL_SPIN: int = 8
+#: seconds after the last record found during which a polling reader stays
+#: at the shortest sleep (a flowing ring is read within ``POLL_MIN_S``);
+#: only after that does its sleep double up to ``POLL_MAX_S``
+POLL_HOT_S: float = 0.05
 #: seconds between liveness checks of an idle ring
 LIVE_CHECK_S: float = 0.25
 #: records one read takes at most before it lets other tasks run
@@ -140,6 +148,15 @@ _Q = struct.Struct('<q')
 _QQ = struct.Struct('<qq')
 _WRAP = b'\0' * 8
 SHM_DIR = Path('/dev/shm')
+
+
+def _array_head(n: int) -> bytes:
+    """The msgpack header of an array of ``n`` items."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b'\xdc' + n.to_bytes(2, 'big')
+    return b'\xdd' + n.to_bytes(4, 'big')
 
 
 class RingGone(Exception):
@@ -342,10 +359,11 @@ class _Attachment:
         # quotes decoded by this process's readers, by record number: each
         # record is decoded once per process, however many feeds read it
         self.decoded: dict[int, Any] = {}
-        self._decoded_order: deque[int] = deque()
         self.polling = False
         self.moved = trio.Event()
         self.dead: str | None = None
+        #: when a reader of this process last found records (trio time)
+        self.seen_at = -1e9
 
     def _ino(self) -> int | None:
         if not SHM_DIR.is_dir():
@@ -358,15 +376,15 @@ class _Attachment:
     def head(self) -> int:
         return _Q.unpack_from(self.buf, W_HEAD * 8)[0]
 
-    def remember(self, new: list[tuple[int, Any]]) -> None:
-        """Keep quotes decoded from records found intact (at most
-        :data:`DECODED_KEPT`, the oldest forgotten first)."""
-        decoded, order = self.decoded, self._decoded_order
-        for gseq, msg in new:
-            decoded[gseq] = msg
-            order.append(gseq)
-        while len(order) > DECODED_KEPT:
-            decoded.pop(order.popleft(), None)
+    def remember(self, gseqs: list[int], msgs: list[Any]) -> None:
+        """Keep quotes decoded from records found intact, by record number
+        (at least the newest :data:`DECODED_KEPT`: past twice that, the
+        older are forgotten at once, so the cost stays O(1) per quote)."""
+        decoded = self.decoded
+        decoded.update(zip(gseqs, msgs))
+        if len(decoded) > 2 * DECODED_KEPT:
+            cut = max(decoded) - DECODED_KEPT
+            self.decoded = {k: v for k, v in decoded.items() if k > cut}
 
     def check_alive(self) -> None:
         if self.dead is None:
@@ -380,6 +398,9 @@ class _Attachment:
     async def wait_past(self, pos: int) -> None:
         """Return once ``head`` is past ``pos``; :class:`RingGone` if the
         ring closes or goes away meanwhile."""
+        if self.head() != pos:
+            self.seen_at = trio.current_time()
+            return
         while self.head() == pos:
             self.check_alive()
             if self.polling:
@@ -394,15 +415,29 @@ class _Attachment:
                 moved.set()
 
     async def _poll(self, pos: int) -> None:
+        """Spin a few scheduler passes, then sleep: at the shortest sleep
+        while records came within :data:`POLL_HOT_S`, doubling up to
+        :data:`POLL_MAX_S` after that (see *Wake-up*)."""
+        head = self.head
+        checkpoint = trio.lowlevel.checkpoint
+        for _ in range(POLL_SPIN):
+            await checkpoint()
+            if head() != pos:
+                self.seen_at = trio.current_time()
+                return
         now = trio.current_time
-        delay = POLL_MIN_S
         checked = now()
-        while self.head() == pos:
+        hot_until = self.seen_at + POLL_HOT_S
+        delay = POLL_MIN_S
+        while head() == pos:
             await trio.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_S)
-            if now() - checked >= LIVE_CHECK_S:
+            t = now()
+            if t > hot_until:
+                delay = min(delay * 2, POLL_MAX_S)
+            if t - checked >= LIVE_CHECK_S:
                 self.check_alive()
-                checked = now()
+                checked = t
+        self.seen_at = now()
 
     def close(self) -> None:
         try:
@@ -424,6 +459,7 @@ class RingReader:
         token: RingToken,
         topics: set[str],
         decode: Callable[[Any], Any],
+        decode_many: Callable[[Any], list[Any]] | None = None,
     ) -> None:
         att = _attached.get(token.name)
         if att is None:
@@ -437,6 +473,9 @@ class RingReader:
         self.tids: set[int] = set()
         self.set_topics(topics)
         self._decode = decode
+        #: decodes a msgpack array of the records' payloads in one call
+        #: (``Decoder(list[T]).decode``); else each record is decoded alone
+        self._decode_many = decode_many
         self._last_seq: dict[str, int] = {}
         self.paused = False
         self._resumed = trio.Event()
@@ -525,28 +564,34 @@ class RingReader:
                 return out
 
     def _take(self, limit: int = MAX_BATCH) -> list[Any]:
+        """Everything committed since the last read (at most ``limit``
+        records), in one pass: the record headers are walked (other
+        topics skipped by their id, undecoded), the payloads of ours
+        copied out at once, checked intact, then decoded in one call (one
+        msgpack array of the concatenated payloads, as the stream path's
+        batches are) unless another reader of this process decoded them
+        already."""
         att = self._att
         buf = att.buf
         cap = self.token.cap
         head = _Q.unpack_from(buf, W_HEAD * 8)[0]
-        if head - self.pos > cap:
+        pos = self.pos
+        if head - pos > cap:
             self._jump()
             return []
         unpack = REC.unpack_from
         tids = self.tids
-        topics = self.topics
-        decode = self._decode
-        pos = self.pos
         gseq = self.next_gseq
-        got: list[Any] = []
         decoded = att.decoded
-        new: list[tuple[int, Any]] = []
+        want: list[int] = []  # record numbers of our topics' records
+        new: list[int] = []  # those nobody in this process decoded yet
+        spans: list[memoryview] = []  # their payloads
         n = 0
         bad = False
         while pos < head and n < limit:
             off = pos % cap
             room = cap - off
-            if room < REC.size:
+            if room < 16:
                 pos += room
                 continue
             at = DATA_AT + off
@@ -558,37 +603,84 @@ class RingReader:
                 bad = True  # overwritten under us: the check below decides
                 break
             if tid in tids:
-                msg = decoded.get(rseq)
-                if msg is None:
-                    try:
-                        msg = decode(buf[at + 16 : at + 16 + length])
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        bad = True
-                        break
-                    new.append((rseq, msg))
-                if msg.topic in topics:
-                    got.append(msg)
-            pos += (REC.size + length + 7) & ~7
+                want.append(rseq)
+                if rseq not in decoded:
+                    new.append(rseq)
+                    spans.append(buf[at + 16 : at + 16 + length])
+            pos += (23 + length) & ~7  # REC.size + length, padded to 8
             gseq += 1
             n += 1
-        # what the writer may have overwritten while we read it
+        blob = _array_head(len(spans)) + b''.join(spans) if spans else b''
+        del spans  # no view into the segment outlives this read
+        # what the writer may have overwritten while we copied it
         frontier = _Q.unpack_from(buf, W_RESERVE * 8)[0] - cap
         if frontier > self.pos or bad:
             self._jump()  # what we read may be torn: none of it counts
             return []
+        msgs: list[Any] = []
+        if new:
+            try:
+                msgs = self._decode_blob(blob)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self._jump()  # not what was written: none of it counts
+                return []
         self.pos = pos
         self.next_gseq = gseq
-        if new:
-            att.remember(new)
-        out = []
+        if not want:
+            return []
+        if len(new) == len(want):
+            got = msgs
+            if new:
+                att.remember(new, msgs)
+        else:
+            if new:
+                att.remember(new, msgs)
+                decoded = att.decoded
+            got = [decoded[g] for g in want]
+        return self._count(got)
+
+    def _decode_blob(self, blob: bytes) -> list[Any]:
+        """Payloads behind a msgpack array header, decoded."""
+        if self._decode_many is not None:
+            return self._decode_many(blob)
+        # one at a time (a reader made without ``decode_many``)
+        decode = self._decode
+        items = msgspec.msgpack.decode(blob, type=list[msgspec.Raw])
+        return [decode(raw) for raw in items]
+
+    def _count(self, got: list[Any]) -> list[Any]:
+        """Keep quotes of our topics (a CRC collision's records are not),
+        and count the quotes of our topics that never reached us (lost in
+        a gap, or too big for the ring): exact, per topic, from their
+        sequence numbers."""
+        topics = self.topics
         last_seq = self._last_seq
+        if len(topics) == 1:
+            (t,) = topics
+            got = [m for m in got if m.topic == t]
+            if not got:
+                return got
+            # seqs increase: what is missing between the previous quote
+            # (or the first of these) and the last of these
+            first, last = got[0].seq, got[-1].seq
+            prev = last_seq.get(t)
+            if prev is None:
+                missing = last - first - (len(got) - 1)
+            else:
+                missing = last - prev - len(got)
+            if missing > 0:
+                self.dropped += missing
+            last_seq[t] = last
+            return got
+        out = []
         for msg in got:
-            prev = last_seq.get(msg.topic)
+            topic = msg.topic
+            if topic not in topics:
+                continue
+            prev = last_seq.get(topic)
             if prev is not None and msg.seq > prev + 1:
-                # this topic's quotes that never reached us (lost in a gap,
-                # or too big for the ring): exact, per topic
                 self.dropped += msg.seq - prev - 1
-            last_seq[msg.topic] = msg.seq
+            last_seq[topic] = msg.seq
             out.append(msg)
         return out
 
