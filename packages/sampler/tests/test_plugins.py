@@ -318,7 +318,10 @@ def _hooks() -> list[str]:
 def test_docs_have_a_heading_per_hook():
     headings = set(re.findall(r'^## `?(\w+)`?\s*$', DOCS.read_text(), re.M))
     hooks = _hooks()
-    assert hooks == ['tractor_sampler_register_backends']
+    assert hooks == [
+        'tractor_sampler_register_backends',
+        'tractor_sampler_register_stores',
+    ]
     missing = set(hooks) - headings
     assert not missing, (
         f'docs/hooks.md lacks a "## <hook>" heading for {sorted(missing)}'
