@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         'print one ready line. Feed daemons start when clients ask for them.',
     )
     _add_upstream(run)
+    _add_join(run)
     _add_data_dir(run)
     _add_export(sub, common)
 
@@ -229,6 +230,8 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
+    if getattr(args, 'join', None) is not None:
+        return await _run_joined(args, out)
     addr = registry_addr(args)
     _set_upstream(args, addr)
     _set_data_dir(args)
@@ -236,6 +239,64 @@ async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
         _ready(out, addr, f'samplerd pid {pid}' + _upstream_note(args))
+        await trio.sleep_forever()
+
+
+def _add_join(run: argparse.ArgumentParser) -> None:
+    """``run --join HOST:PORT [--label NAME]``: services on this host in
+    another root's tree (docs/multihost.md, "Services on a chosen host")."""
+    run.add_argument(
+        '--join',
+        default=None,
+        metavar='HOST:PORT',
+        help='join the registry of the root at HOST:PORT as a host of its tree: '
+        'this root (on --host, default: the address that routes there) has its '
+        'own service manager and samplerd; its services register there as '
+        '<name>@<label> (docs/multihost.md, "Services on a chosen host")',
+    )
+    run.add_argument(
+        '--label',
+        default=None,
+        metavar='NAME',
+        help='with --join: the name of this host in the tree (default: --host)',
+    )
+
+
+async def _run_joined(args: argparse.Namespace, out: TextIO) -> None:
+    """``samplerd run --join``: a joined root (its own manager, in the
+    registry at ``--join``) with this host's samplerd (``samplerd@<label>``)."""
+    from tractor_services import AddressError, open_join_root, parse_addr
+    from tractor_services._addr import route_host
+
+    if getattr(args, 'upstream', None) is not None:
+        raise CliError('--join and --upstream cannot be combined (yet): pick one')
+    try:
+        addr = parse_addr(args.join)
+    except ValueError as err:
+        raise CliError(f'--join {args.join}: {err}') from None
+    try:
+        host = args.host or route_host(addr)
+    except AddressError as err:
+        raise CliError(f'--join {args.join}: {err}') from None
+    async with (
+        open_join_root(
+            addr,
+            host=host,
+            label=args.label,
+            loglevel=args.loglevel,
+            debug_mode=args.pdb,
+            handle_signals=False,
+        ) as mngr,
+        _stop_on_signals(),
+    ):
+        label = mngr.host_label
+        pid = await spawn_samplerd(addr)
+        print(
+            f'{PROG} ready: joined the registry {addr[0]}:{addr[1]} as host {label} '
+            f'({host}), root pid {os.getpid()}, samplerd@{label} pid {pid}',
+            file=out,
+            flush=True,
+        )
         await trio.sleep_forever()
 
 

@@ -66,17 +66,22 @@ async def spawn_samplerd(
 @acm
 async def maybe_open_samplerd(
     registry_addr: str | tuple[str, int] | None = None,
+    *,
+    host: str | None = None,
     **start_kwargs: Any,
 ) -> AsyncIterator[Any]:
     """A portal to the tree's samplerd, spawning it through the root's
     service manager if it is not running (restarted by
     :data:`SAMPLERD_POLICY` unless ``restart`` says otherwise).  Leaving
-    does not stop it."""
+    does not stop it.  ``host``: the samplerd of a host that joined the
+    registry (``samplerd@<label>``; see docs/multihost.md); by default the
+    one of this process's own host in a joined tree, else the registry's."""
     start_kwargs.setdefault('restart', SAMPLERD_POLICY)
     async with maybe_spawn_daemon(
         SAMPLERD,
         samplerd,
         registry_addr=registry_addr,
+        host=host,
         **start_kwargs,
     ) as portal:
         yield portal

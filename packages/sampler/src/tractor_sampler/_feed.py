@@ -112,13 +112,16 @@ async def maybe_open_feedd(
     plugins: Sequence[str] = (),
     loglevel: str | None = None,
     group_members: int | None = None,
+    host: str | None = None,
 ) -> AsyncIterator[Any]:
     """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
     streams' ``restart`` policy, extra ``plugins`` modules and
     ``group_members``, the slots of each shared-memory group of buffers;
     a running daemon keeps the settings it started with).  Leaving does
-    not stop it."""
+    not stop it.  ``host``: the feed daemon of a host that joined the
+    registry (``feedd.<backend>@<label>``, with that host's samplerd;
+    see docs/multihost.md)."""
     kwargs: dict[str, Any] = {'backend': backend}
     if group_members is not None:
         kwargs['group_members'] = check_group_members(group_members)
@@ -134,7 +137,7 @@ async def maybe_open_feedd(
         kwargs['plugins'] = list(plugins)
     # the feed daemon requires samplerd: it runs first, and stops after it
     start: dict[str, Any] = {'restart': FEEDD_POLICY, 'requires': [SAMPLERD]}
-    async with maybe_open_samplerd(registry_addr):
+    async with maybe_open_samplerd(registry_addr, host=host):
         pass
     if loglevel:
         start['loglevel'] = loglevel
@@ -142,6 +145,7 @@ async def maybe_open_feedd(
         feedd_name(backend),
         functools.partial(feedd, **kwargs),
         registry_addr=registry_addr,
+        host=host,
         **start,
     ) as portal:
         yield portal
@@ -241,6 +245,7 @@ async def open_market_feed(
     remote_bars: bool | None = None,
     remote_rows: int = DEFAULT_SNAPSHOT_ROWS,
     record: bool = False,
+    feed_host: str | None = None,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -263,6 +268,10 @@ async def open_market_feed(
     ``remote_rows`` rows, then every change, into in-process buffers with
     the same read API (see :mod:`tractor_sampler._remote`);
     ``remote_bars=True`` forces that on one host, ``False`` forbids it.
+
+    ``feed_host`` asks for the feed daemon of a host that joined the
+    registry (its label or address: ``samplerd run --join``); it runs
+    there, its bars stepped by that host's samplerd.
 
     Needs a service root at ``registry_addr`` (the ``samplerd`` command, or
     :func:`tractor_services.open_service_root`); in a program without a
@@ -289,6 +298,7 @@ async def open_market_feed(
             plugins=plugins,
             loglevel=loglevel,
             group_members=group_members,
+            host=feed_host,
         ) as portal,
     ):
         # a feed daemon on another host: heartbeats on the status stream

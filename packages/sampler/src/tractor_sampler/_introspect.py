@@ -12,6 +12,7 @@ from collections.abc import Collection
 from typing import Any
 
 import msgspec
+import trio
 
 from tractor_services import compat, open_root_mngr, resolve_registry_addr
 
@@ -68,9 +69,27 @@ async def introspect(
         return await _gather(addr, wanted)
 
 
+async def _joined_services(addr: tuple[str, int]) -> list[Any]:
+    """The services of the hosts that joined the registry at ``addr``
+    (``samplerd run --join``), named ``<name>@<label>``; a host that does
+    not answer is left out."""
+    from tractor_services import ServiceError, joined_hosts
+
+    out: list[Any] = []
+    for host in await joined_hosts(addr):
+        try:
+            with trio.fail_after(compat.REGISTRY_TIMEOUT_S):
+                async with open_root_mngr(addr, host=host.label) as mngr:
+                    out.extend(await mngr.list_services())
+        except (OSError, ServiceError, trio.TooSlowError):
+            continue
+    return out
+
+
 async def _gather(addr: tuple[str, int], wanted: set[str]) -> TreeInfo:
     async with open_root_mngr(addr) as mngr:
         services = await mngr.list_services()
+    services = [*services, *await _joined_services(addr)]
     running = {s.name for s in services if s.state == 'running'}
     feeds: list[FeedInfo] | None = None
     if 'feeds' in wanted:
