@@ -187,12 +187,12 @@ async def test_two_programs_read_one_topic_of_one_running_samplerd():
         assert feed['backend'] == 'sim' and feed['topics']['AAA']['state'] == 'up'
         assert feed['topics']['AAA']['subscribers'] == []
         assert report['samplerd']['buffers'] == {'1': 1, '60': 1}
-        assert [b['name'] for b in report['backends']] == ['sim']
+        assert [b['name'] for b in report['backends']] == ['replay', 'sim']
         text = await run_cli('--port', str(port), 'ls')
         assert 'feedd.sim' in text.stdout.decode() and 'AAA' in text.stdout.decode()
         # refusals are one line, with exit status 1, and the daemon serves on
         for args, expected in (
-            (['--backend', 'nope'], "no backend named 'nope' (installed: sim)"),
+            (['--backend', 'nope'], "no backend named 'nope' (installed: replay, sim)"),
             (
                 ['--backend', 'x', '--plugin', 'no_such_module'],
                 "plugin module 'no_such_module' failed to import",

@@ -136,7 +136,7 @@ async def test_clients_share_one_daemon_and_one_set_of_buffers(other_addr):
 async def test_unknown_backend_is_a_clear_error(other_addr):
     async with open_service_root(other_addr) as mngr:
         with pytest.raises(
-            ServiceFailed, match=r"no backend named 'nope' \(installed: sim\)"
+            ServiceFailed, match=r"no backend named 'nope' \(installed: replay, sim\)"
         ):
             async with open_market_feed(['AAA'], backend='nope'):
                 pass

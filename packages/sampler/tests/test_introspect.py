@@ -95,6 +95,13 @@ async def test_introspect_describes_a_running_tree_in_typed_structs(other_addr):
 
     assert tree.backends == [
         BackendInfo(
+            name='replay',
+            version=tree.backends[0].version,
+            dist='builtin',
+            history=False,
+            symbol_info=True,
+        ),
+        BackendInfo(
             name='sim',
             version=tree.backends[0].version,
             dist='builtin',
@@ -142,4 +149,4 @@ async def test_introspect_refuses_unknown_parts_before_asking_anyone():
 
 async def test_introspect_of_backends_alone_needs_no_tree():
     tree = await introspect(('127.0.0.1', 1), parts=['backends'])
-    assert [b.name for b in tree.backends] == ['sim'] and tree.services is None
+    assert [b.name for b in tree.backends] == ['replay', 'sim'] and tree.services is None

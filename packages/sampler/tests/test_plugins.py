@@ -105,6 +105,13 @@ def test_builtin_sim_is_there_by_default():
 
     assert reg.list() == [
         {
+            'name': 'replay',  # the replay backend, built in too
+            'version': __version__,
+            'dist': 'builtin',
+            'history': False,
+            'symbol_info': True,
+        },
+        {
             'name': 'sim',
             'version': __version__,
             'dist': 'builtin',
@@ -122,11 +129,15 @@ def test_the_real_entry_points_load():
 
 def test_a_plugin_registers_several_backends_with_its_dist_version():
     reg = load(FakeEntryPoint('acme', backend_module('acme_mod', 'acme-a', 'acme-b')))
-    assert sorted(reg) == ['acme-a', 'acme-b', 'sim']
+    assert sorted(reg) == ['acme-a', 'acme-b', 'replay', 'sim']
     assert reg['acme-a'].dist == 'acme-feeds 1.2.3'
     assert reg['acme-a'].version == '1.2.3'
     assert reg['acme-b'].symbol_info is None
-    assert reg.plugins == {'sim': 'builtin', 'acme': 'acme-feeds 1.2.3'}
+    assert reg.plugins == {
+        'sim': 'builtin',
+        'replay': 'builtin',
+        'acme': 'acme-feeds 1.2.3',
+    }
 
 
 def test_register_version_overrides_the_dist_version():
@@ -260,11 +271,11 @@ def test_env_var_restricts_which_plugins_load(monkeypatch):
         FakeEntryPoint('c', ImportError('broken'), dist='dist-c'),
     ]
     monkeypatch.setenv(ENV, ' b , a')
-    assert sorted(load(*eps)) == ['fa', 'fb', 'sim']
+    assert sorted(load(*eps)) == ['fa', 'fb', 'replay', 'sim']
     monkeypatch.setenv(ENV, 'b')
-    assert sorted(load(*eps)) == ['fb', 'sim']
+    assert sorted(load(*eps)) == ['fb', 'replay', 'sim']
     monkeypatch.setenv(ENV, '')
-    assert sorted(load(*eps)) == ['sim']  # built-ins always load
+    assert sorted(load(*eps)) == ['replay', 'sim']  # built-ins always load
     monkeypatch.setenv(ENV, 'b,zzz')
     with pytest.raises(PluginError, match=r'not installed: zzz \(installed: a, b, c\)'):
         load(*eps)
@@ -282,7 +293,7 @@ def test_unknown_backend_lists_the_installed_ones():
     with pytest.raises(UnknownBackend) as info:
         reg.get('nasdaq')
     assert isinstance(info.value, KeyError)
-    assert str(info.value) == "no backend named 'nasdaq' (installed: fa, sim)"
+    assert str(info.value) == "no backend named 'nasdaq' (installed: fa, replay, sim)"
     with pytest.raises(KeyError, match='nasdaq'):
         reg['nasdaq']
     assert reg.get('nasdaq', None) is None

@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_upstream(run)
     _add_join(run)
     _add_data_dir(run)
+    _add_record(run)
     _add_export(sub, common)
+    _add_bars(sub, common)
 
     ls = sub.add_parser(
         'ls',
@@ -235,6 +237,7 @@ async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     addr = registry_addr(args)
     _set_upstream(args, addr)
     _set_data_dir(args)
+    _set_record(args)
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
@@ -929,12 +932,109 @@ async def cmd_export(args: argparse.Namespace, out: TextIO) -> None:
         )
 
 
+# --- the tick log: run --record, bars ------------------------------------------
+
+
+def _add_record(run: argparse.ArgumentParser) -> None:
+    """``run --record``: every topic's quotes to its tick log (docs/storage.md)."""
+    run.add_argument(
+        '--record',
+        action='store_true',
+        help="append every topic's quotes to its tick log in the data directory "
+        '(docs/storage.md, "Tick log")',
+    )
+
+
+def _set_record(args: argparse.Namespace) -> None:
+    """``--record`` set in this root's environment (its feed daemons
+    inherit it), the data directory checked first (one line)."""
+    from ._datadir import DataDirError, data_dir
+    from ._ticklog import RECORD_ENV
+
+    if not getattr(args, 'record', False):
+        return
+    try:
+        data_dir(getattr(args, 'data_dir', None))
+    except DataDirError as err:
+        raise CliError(f'--record: {err}') from None
+    os.environ[RECORD_ENV] = '1'
+
+
+def _when(text: str | None, name: str) -> float | None:
+    """``--start`` / ``--end``: epoch seconds or an ISO date/time (UTC
+    without a zone)."""
+    if text is None:
+        return None
+    from .backends.replay import _parse_time
+
+    try:
+        return _parse_time(text)
+    except ValueError:
+        raise CliError(
+            f'{name} {text!r}: not epoch seconds nor an ISO date/time'
+        ) from None
+
+
+def _add_bars(sub: Any, common: argparse.ArgumentParser) -> None:
+    b = sub.add_parser(
+        'bars',
+        parents=[common],
+        help="build a topic's bars from its tick log (offline)",
+        description="Build bars of any period from a topic's tick log (no daemon "
+        'needed), as the live feed built them, and write them as CSV: time, open, '
+        'high, low, close, volume, oldest first.',
+    )
+    b.add_argument('topic', help='the symbol')
+    b.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+    b.add_argument(
+        '--period', type=float, default=1.0, help='bar period in s (default: %(default)s)'
+    )
+    b.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
+    b.add_argument('--end', default=None, help='epoch seconds or ISO date/time, exclusive')
+    b.add_argument('-o', '--output', default=None, metavar='FILE', help='default: stdout')
+    b.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
+
+
+async def cmd_bars(args: argparse.Namespace, out: TextIO) -> None:
+    from ._datadir import DataDirError
+    from ._rebuild import build_bars
+    from ._schedule import check_period
+    from ._ticklog import segments, topic_dir
+
+    try:
+        check_period(args.period)
+        start, end = _when(args.start, '--start'), _when(args.end, '--end')
+        d = topic_dir(args.topic, args.backend, args.data_dir)
+        if not segments(d):
+            raise CliError(f'no tick log of {args.topic!r} ({args.backend}) in {d}')
+        bars = build_bars(
+            args.topic, args.period, start, end, backend=args.backend, directory=d
+        )
+    except (ValueError, DataDirError) as err:
+        raise CliError(str(err)) from None
+    f = open(args.output, 'w') if args.output else out
+    try:
+        print('time,open,high,low,close,volume', file=f)
+        for r in bars:
+            cols = ('time', 'open', 'high', 'low', 'close', 'volume')
+            print(','.join(repr(float(r[c])) for c in cols), file=f)
+    finally:
+        if args.output:
+            f.close()
+    if args.output:
+        print(
+            f'{len(bars)} bars of {args.topic} ({args.period:g} s) written to {args.output}',
+            file=out,
+        )
+
+
 COMMANDS = {
     'run': cmd_run,
     'ls': cmd_ls,
     'watch': cmd_watch,
     'demo': cmd_demo,
     'export': cmd_export,
+    'bars': cmd_bars,
 }
 
 

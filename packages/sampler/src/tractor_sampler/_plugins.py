@@ -171,9 +171,9 @@ class _PluginManager(pluggy.PluginManager):
 
 
 def _builtin_plugins() -> list[tuple[str, Any]]:
-    from .backends import sim
+    from .backends import replay, sim
 
-    return [('sim', sim)]
+    return [('sim', sim), ('replay', replay)]
 
 
 def _dist_label(ep: Any) -> str:
