@@ -80,3 +80,23 @@ async def test_a_bad_heartbeat_setting_is_refused_before_subscribing(
             with pytest.raises(ValueError, match='heartbeat_s'):
                 async with open_feed(portal, ['a'], heartbeat_s=-1):
                     pass
+
+
+async def test_a_stall_of_the_subscriber_itself_is_not_peer_gone(
+    reg_addr, monkeypatch
+):
+    """The subscriber's own event loop blocked past the silence limit while
+    the producer's heartbeats went on: they are read, no PeerGone."""
+    import time
+
+    from tractor_services._heartbeat import HEARTBEAT_TIMEOUT_S
+
+    monkeypatch.setenv(ENV_VAR, '1')
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        await mngr.start_service('prod', partial(fe.producer, topics=['a'], hz=0.001))
+        async with compat.find_actor('prod', mngr.registry_addr) as portal:
+            async with open_feed(portal, ['a'], ring=False) as feed:
+                await wait_for(lambda: feed.heartbeats >= 1)
+                time.sleep(HEARTBEAT_TIMEOUT_S + 1.5)  # noqa: ASYNC251 (we stall)
+                n = feed.heartbeats
+                await wait_for(lambda: feed.heartbeats >= n + 3)

@@ -43,6 +43,8 @@ HEARTBEAT_TIMEOUT_S: float = 3.0
 #: after waking late (its own loop stalled), a consumer waits this long
 #: for what arrived meanwhile before it calls the peer gone
 STALL_GRACE_S: float = 0.5
+#: a silence watch waking this much past its deadline was stalled itself
+LATE_S: float = 0.1
 #: ``1``: every stream a consumer opens asks for heartbeats (its peer is
 #: treated as on another host); unset or ``0``: only streams to another host
 ENV_VAR = 'TRACTOR_SERVICES_HEARTBEATS'
@@ -165,7 +167,7 @@ async def watch_silence(
         if now < deadline:
             stalled = False
             await trio.sleep_until(deadline)
-        elif now - deadline > STALL_GRACE_S and not stalled:
+        elif now - deadline > LATE_S and not stalled:
             stalled = True
             await trio.sleep(STALL_GRACE_S)
         else:
