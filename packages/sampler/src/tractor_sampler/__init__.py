@@ -68,6 +68,11 @@ from ._store import BarStore as BarStore, ParquetStore as ParquetStore
 from ._store import StoreError as StoreError, open_store as open_store
 from ._export import read_bars as read_bars
 
+# the tick log: recorded quotes (docs/storage.md), bars rebuilt from them offline
+from ._ticklog import TickLog as TickLog, TickRecord as TickRecord
+from ._ticklog import TickLogError as TickLogError, read_ticks as read_ticks
+from ._rebuild import build_bars as build_bars
+
 # errors: all are SamplerError
 from ._errors import SamplerError as SamplerError, SamplerRefused as SamplerRefused
 from ._errors import NotRunning as NotRunning, NoSampler as NoSampler
