@@ -15,8 +15,10 @@ import sys
 import psutil
 import trio
 
+from tractor_services import compat
 from tractor_services.testing import free_port, wait_gone
 from tractor_sampler import open_market_feed
+from tractor_sampler._introspect import query_samplerd
 
 SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
 
@@ -102,6 +104,12 @@ async def test_a_feed_asked_for_on_a_joined_host_runs_and_steps_there():
             with trio.fail_after(30):
                 while int(buf.array[-1]['index']) <= first:
                     await trio.sleep(0.05)
+            # registered with b's samplerd, not with a's
+            addr = ('127.0.0.1', port)
+            for name, want in (('samplerd@b', {1.0: 1, 60.0: 1}), ('samplerd', {})):
+                async with compat.find_actor(name, addr) as portal:
+                    info = await query_samplerd(portal)
+                assert {k: v for k, v in info.buffers.items() if v} == want, name
 
         services = await ls(port)
         assert {n: s['state'] for n, s in services.items()} == {
