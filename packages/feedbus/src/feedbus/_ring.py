@@ -586,20 +586,21 @@ class RingReader:
         want: list[int] = []  # record numbers of our topics' records
         new: list[int] = []  # those nobody in this process decoded yet
         spans: list[memoryview] = []  # their payloads
-        n = 0
         bad = False
-        while pos < head and n < limit:
-            off = pos % cap
-            room = cap - off
-            if room < 16:
-                pos += room
+        end_at = DATA_AT + cap
+        at = DATA_AT + pos % cap
+        stop = gseq + limit
+        while pos < head and gseq < stop:
+            if at + 16 > end_at:  # no room for a header: the writer wrapped
+                pos += end_at - at
+                at = DATA_AT
                 continue
-            at = DATA_AT + off
             rseq, tid, length = unpack(buf, at)
-            if rseq == 0:  # the writer wrapped here
-                pos += room
-                continue
             if rseq != gseq:
+                if rseq == 0:  # the writer wrapped here
+                    pos += end_at - at
+                    at = DATA_AT
+                    continue
                 bad = True  # overwritten under us: the check below decides
                 break
             if tid in tids:
@@ -607,9 +608,10 @@ class RingReader:
                 if rseq not in decoded:
                     new.append(rseq)
                     spans.append(buf[at + 16 : at + 16 + length])
-            pos += (23 + length) & ~7  # REC.size + length, padded to 8
+            size = (23 + length) & ~7  # REC.size + length, padded to 8
+            pos += size
+            at += size
             gseq += 1
-            n += 1
         blob = _array_head(len(spans)) + b''.join(spans) if spans else b''
         del spans  # no view into the segment outlives this read
         # what the writer may have overwritten while we copied it
