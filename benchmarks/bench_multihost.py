@@ -36,12 +36,15 @@ host (the ``__main__`` guard is required).
 
     python benchmarks/bench_multihost.py            # full size, writes docs
     python benchmarks/bench_multihost.py --quick    # small, prints only
+    python benchmarks/bench_multihost.py --save r.json   # keep the raw results
+    python benchmarks/bench_multihost.py --load r.json   # report them again
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import socket
 import sys
@@ -292,6 +295,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         finally:
             for proc in reversed(procs):
                 await hm.stop(proc)
+    res['load_end'] = list(os.getloadavg())
     return res
 
 
@@ -305,6 +309,12 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> None:
         wrap,
         write_section,
     )
+
+    load = ''
+    if res.get('load_end'):
+        load = ', load average {:.1f} / {:.1f} / {:.1f} at its end'.format(
+            *res['load_end']
+        )
 
     def p(xs: list[float], q: float) -> float:
         return percentile(xs, q) * 1e3 if xs else float('nan')
@@ -394,25 +404,30 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> None:
                 'returned (by stream: the whole snapshot, both periods); rows/s: '
                 'those over the open time (which includes finding and attaching '
                 'the feed, so it is a floor). The machine is shared (2 cores, '
-                'loaded by other test runs while this ran): the '
+                'loaded by other test runs while this ran' + load + '): the '
                 'absolute figures, the p99s above all, are noisy; compare rows '
                 'of one run.'
             ),
             md_table(lat_headers, lat_rows),
             wrap(
-                'Reading the figures: crossing the bridge costs a few tenths of '
-                'a millisecond over loopback (the echo, and *b, direct* against '
-                '*a, TCP loopback*), so a direct subscriber on another host is '
-                "about as fresh as one on the feed's host. The ring rows are "
-                'slower at this rate, not because of the hosts: a ring reader '
-                'that finds nothing new sleeps, from 1 ms doubling to 8 ms, so '
-                'at 100 quotes/s it is a few ms behind; a flat-out feed keeps it '
-                'awake (see the local-subscribers section). The mirror adds one '
-                'hop (a to the mirror by stream, then the mirror to its '
-                'subscribers): its worth is one stream per topic set per host '
-                'however many clients b has, and shared-memory bars on b. Rows '
-                "at open by stream: about 5,000 rows (the sim's history, both "
-                'periods) in a few hundredths of a second.'
+                'Reading the figures: the hosts here are namespaces on one '
+                "machine, so the bridge costs what the kernel's veth path costs, "
+                'hundredths to tenths of a millisecond over loopback (the echo); '
+                "between machines add the network's round trip. *b, direct* "
+                'against *a, TCP loopback* compares the same paths with and '
+                'without the crossing: here the difference is below the noise '
+                '(the two trade places between runs). '
+                "The mirror adds a hop (a's feed daemon to the mirror by stream, "
+                'the mirror republishing on b): its worth is one stream per topic '
+                'set per host however many clients b has, and shared-memory bars '
+                'on b, not latency. Ring against TCP on one host: a ring reader '
+                'that finds nothing new sleeps (1 ms doubling to 8 ms), which at '
+                '100 quotes/s can cost it a few ms; on this loaded machine these '
+                'two trade places between runs too. The p99s measure the load (other test '
+                'runs on 2 shared cores), not the paths. Rows at open by stream: '
+                "about 5,000 rows (the sim's history, both periods); their rate is "
+                "a floor, bounded by the open's other round trips, and varies with "
+                'the load.'
             ),
             '![quote latency across hosts](img/multihost.png)' if plot else '',
             machine_line(),
@@ -430,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--reps', type=int, default=3, help='rounds')
     p.add_argument('--pings', type=int, default=2000, help='echoes per round')
     p.add_argument('--quick', action='store_true', help="small sizes; don't write docs")
+    p.add_argument('--save', metavar='FILE', help="write the run's raw results (JSON)")
+    p.add_argument(
+        '--load', metavar='FILE', help='report the raw results of an earlier run'
+    )
     p.add_argument(
         '--write',
         action=argparse.BooleanOptionalAction,
@@ -442,11 +461,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg.reps = cfg.reps if '--reps' in argv else 1
         cfg.pings = cfg.pings if '--pings' in argv else 300
     write = (not cfg.quick) if cfg.write is None else cfg.write
-    reason = _hosts_module().unavailable()
-    if reason:
+    if cfg.load:
+        saved = json.loads(Path(cfg.load).read_text())
+        vars(cfg).update(saved['cfg'])
+        res = saved['res']
+    elif reason := _hosts_module().unavailable():
         print(f'bench_multihost: skipped: needs network namespaces: {reason}')
         return 0
-    res = trio.run(run, cfg)
+    else:
+        res = trio.run(run, cfg)
+    if cfg.save:
+        keep = {k: getattr(cfg, k) for k in ('seconds', 'reps', 'pings')}
+        Path(cfg.save).write_text(json.dumps({'cfg': keep, 'res': res}))
     report(res, cfg, write)
     return 0
 
