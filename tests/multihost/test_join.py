@@ -22,8 +22,16 @@ PORT = 6161
 async def _ls(net: Network) -> dict[str, dict]:
     a = net['a']
     res = await a.run(
-        PYTHON, '-m', 'tractor_sampler', '--host', a.addr, '--port', str(PORT),
-        'ls', 'services', '--json',
+        PYTHON,
+        '-m',
+        'tractor_sampler',
+        '--host',
+        a.addr,
+        '--port',
+        str(PORT),
+        'ls',
+        'services',
+        '--json',
     )
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     return {s['name']: s for s in json.loads(res.stdout)['services']}
@@ -41,10 +49,21 @@ async def test_a_client_on_a_gets_services_on_b(net: Network, tmp_path):
     line = await read_line(root)
     assert 'samplerd ready' in line, line
     token = (
-        a.runtime_dir / f'tractor-services-{os.getuid()}' / f'{a.addr}_{PORT}.token'
-    ).read_text().strip()
-    join = ['-m', 'tractor_sampler', 'run', '--join', f'{a.addr}:{PORT}',
-            '--host', b.addr, '--label', 'b']
+        (a.runtime_dir / f'tractor-services-{os.getuid()}' / f'{a.addr}_{PORT}.token')
+        .read_text()
+        .strip()
+    )
+    join = [
+        '-m',
+        'tractor_sampler',
+        'run',
+        '--join',
+        f'{a.addr}:{PORT}',
+        '--host',
+        b.addr,
+        '--label',
+        'b',
+    ]
 
     # without a's token the join is refused, in one line
     res = await b.run(PYTHON, *join)
@@ -91,9 +110,7 @@ async def test_a_client_on_a_gets_services_on_b(net: Network, tmp_path):
     # b's root leaving removes its entries from a's registry
     assert await stop(joined) == 0
     assert set(await _ls(net)) == {'samplerd'}
-    res = await a.run(
-        PYTHON, '-c', _REGISTRY_NAMES.format(host=a.addr, port=PORT)
-    )
+    res = await a.run(PYTHON, '-c', _REGISTRY_NAMES.format(host=a.addr, port=PORT))
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     names = json.loads(res.stdout.decode().strip().splitlines()[-1])
     assert not [n for n in names if '@b' in n], names

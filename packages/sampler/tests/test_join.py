@@ -15,10 +15,10 @@ import sys
 import psutil
 import trio
 
-from tractor_services import compat
-from tractor_services.testing import free_port, wait_gone
 from tractor_sampler import open_market_feed
 from tractor_sampler._introspect import query_samplerd
+from tractor_services import compat
+from tractor_services.testing import free_port, wait_gone
 
 SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
 
@@ -56,9 +56,7 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
         with trio.fail_after(timeout):
-            status = await trio.to_thread.run_sync(
-                self.p.wait, abandon_on_cancel=True
-            )
+            status = await trio.to_thread.run_sync(self.p.wait, abandon_on_cancel=True)
         self.err = self.p.stderr.read()
         return status
 
@@ -87,8 +85,15 @@ async def test_a_feed_asked_for_on_a_joined_host_runs_and_steps_there():
     try:
         await a.ready()
         b = Proc(
-            'run', '--join', f'127.0.0.1:{port}', '--host', '127.0.0.1',
-            '--label', 'b', '-l', 'warning',
+            'run',
+            '--join',
+            f'127.0.0.1:{port}',
+            '--host',
+            '127.0.0.1',
+            '--label',
+            'b',
+            '-l',
+            'warning',
         )
         ready = await b.ready()
         assert f'joined the registry 127.0.0.1:{port} as host b' in ready

@@ -56,8 +56,14 @@ class Joiner:
         self.err_path = tmp_path / f'joiner-{label}-{os.urandom(4).hex()}.err'
         with open(self.err_path, 'wb') as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(PROGRAMS / 'joiner.py'), addr[0], str(addr[1]),
-                 '127.0.0.1', label],
+                [
+                    sys.executable,
+                    str(PROGRAMS / 'joiner.py'),
+                    addr[0],
+                    str(addr[1]),
+                    '127.0.0.1',
+                    label,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 env={**os.environ, **(env or {})},

@@ -11,8 +11,8 @@ import sys
 
 import trio
 
-from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
 from tractor_sampler import open_market_feed
+from tractor_services import compat, maybe_spawn_daemon, open_root_mngr
 
 
 async def main(host: str, port: int, label: str, symbol: str) -> None:
@@ -23,7 +23,9 @@ async def main(host: str, port: int, label: str, symbol: str) -> None:
             'idle', 'mh_endpoints:idle', registry_addr=addr, host=label
         ) as portal:
             out['idle'] = portal.channel.uid[0]
-        async with open_market_feed([symbol], registry_addr=addr, feed_host=label) as feed:
+        async with open_market_feed(
+            [symbol], registry_addr=addr, feed_host=label
+        ) as feed:
             out['feed'] = feed.portal.channel.uid[0]
             buf = feed.buffer(symbol, 1.0)
             out['bars'] = type(buf).__name__

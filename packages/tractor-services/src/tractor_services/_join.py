@@ -49,7 +49,7 @@ from ._addr import (
     parse_addr,
     resolve_registry_addr,
 )
-from ._errors import NoServiceRoot, PeerGone, ServiceConflict
+from ._errors import NoServiceRoot, ServiceConflict
 
 log = compat.get_logger('join', 'tractor_services')
 
@@ -175,7 +175,7 @@ async def join_host(
 def _host_id() -> str:
     from ._host import host_id
 
-    return host_id()
+    return host_id() or ''
 
 
 def _drop_entries(label: str) -> None:
@@ -226,7 +226,9 @@ async def resolve_host(
         host = own_host_label()
         if host is None:
             return None
-    if host == registry_addr[0] or (is_loopback(host) and is_loopback(registry_addr[0])):
+    if host == registry_addr[0] or (
+        is_loopback(host) and is_loopback(registry_addr[0])
+    ):
         return None
     hosts = await joined_hosts(registry_addr)
     for h in hosts:
@@ -279,7 +281,7 @@ async def open_join_root(
     this root's manager.  Refused before anything starts: a wildcard or
     foreign ``host``, a bad label, no registry answering.  When the
     registry's root goes away, the block is cancelled and
-    :class:`PeerGone` raised (the tree cannot be found without it)."""
+    :class:`~tractor_services.PeerGone` raised (the tree cannot be found without it)."""
     from ._host import host_id
     from ._mngr import open_service_mngr
     from ._proc import cancel_on_signals
@@ -295,17 +297,17 @@ async def open_join_root(
     if not is_local_host(host):
         raise AddressError(
             f'--host {host}: not an address of this host (a joined root binds '
-            'its own host\'s address)'
+            "its own host's address)"
         )
     if is_loopback(host) and not is_loopback(addr[0]):
         raise AddressError(
             f'--host {host} is loopback, but the registry at {addr[0]}:{addr[1]} is '
-            'on another host: give this host an address the registry\'s host reaches'
+            "on another host: give this host an address the registry's host reaches"
         )
     label = check_host_label(label if label is not None else host)
     if label == addr[0] or (is_loopback(label) and is_loopback(addr[0])):
         raise ValueError(
-            f'host label {label!r} names the registry\'s own host: give this host a '
+            f"host label {label!r} names the registry's own host: give this host a "
             'label of its own (--label)'
         )
     if not await compat.registry_reachable(addr):
@@ -334,7 +336,7 @@ async def open_join_root(
                         label=label,
                         sockaddr=list(actor.accept_addr),
                         pid=os.getpid(),
-                        host_id=host_id(),
+                        host_id=host_id() or '',
                         token=token,
                     ) as (ctx, first):
                         async with (
@@ -377,7 +379,6 @@ __all__ = [
     'HOST_ENV',
     'HOST_ROOT',
     'HostInfo',
-    'PeerGone',
     'check_host_label',
     'joined_hosts',
     'local_label',

@@ -23,7 +23,6 @@ import trio
 
 from . import compat
 from ._addr import fn_path, resolve_registry_addr
-from ._join import qualify
 from ._errors import (
     GaveUp,
     MissingDependency,
@@ -35,6 +34,7 @@ from ._errors import (
     ServiceStartupTimeout,
     describe_error,
 )
+from ._join import qualify
 from ._policy import RestartPolicy, as_policy
 from ._supervise import Supervision, supervise
 from .checks import check_positive
