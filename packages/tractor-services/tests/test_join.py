@@ -176,3 +176,35 @@ async def test_a_join_without_the_registrys_token_is_refused(other_addr, tmp_pat
         finally:
             assert await b.stop() == 0
         assert await mngr.list_services() == []
+
+
+def _registry_root(addr) -> subprocess.Popen:
+    """``programs/daemon.py``: a root with services, in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, str(PROGRAMS / 'daemon.py'), *map(str, addr)],
+        stdout=subprocess.PIPE,
+    )
+
+
+async def test_a_joined_root_stops_when_the_registry_root_dies(other_addr, tmp_path):
+    """Without its registry the joined tree cannot be found: b's root
+    stops with PeerGone (one line) when a's root is killed."""
+    a = _registry_root(other_addr)
+    b = None
+    try:
+        with trio.fail_after(60):
+            line = await trio.to_thread.run_sync(a.stdout.readline, cancellable=True)
+        assert json.loads(line)['ready']
+        b = Joiner(other_addr, tmp_path)
+        assert (await b.first_line())['ready']
+        a.kill()
+        gone = await b.first_line()
+        assert await b.wait() == 1
+        assert gone['error'].startswith('PeerGone: the registry root at '), gone
+        assert 'Traceback' not in b.stderr
+    finally:
+        if b is not None:
+            await b.stop()
+        a.kill()
+        a.wait()
+        a.stdout.close()
