@@ -36,7 +36,8 @@ Positions are monotonic byte counts (``offset = pos % cap``).  To write
 below ``head``, and a record it read at ``p`` is intact iff
 ``reserve - cap <= p`` still holds after it was read (otherwise the writer
 may have overwritten it while it was being read).  A reader checks that
-once per batch, after decoding, and discards what failed it.  Stores of
+once per batch, after copying the batch's payloads out (before decoding
+them), and discards what failed it.  Stores of
 aligned words are single machine stores and x86 keeps stores in program
 order, so no lock is needed on either side; the writer never waits for
 anyone.
@@ -54,12 +55,15 @@ Wake-up
 -------
 No syscall per quote per subscriber: ``head`` is the counter readers poll.
 In each process, one reader at a time polls a ring (the others wait on a
-``trio.Event`` it sets when ``head`` moves), sleeping with a backoff from
-``POLL_MIN_S`` to ``POLL_MAX_S`` while nothing arrives; a reader that
-found data reads everything committed at once.  So a busy ring costs no
-sleep at all, an idle one ``1 / POLL_MAX_S`` wake-ups per second per
-subscribing *process*, and a quote waits at most ``POLL_MAX_S`` for an
-idle reader.  (A futex would wake sleepers without polling, but needs a
+``trio.Event`` it sets when ``head`` moves): it first yields for
+``POLL_SPIN`` scheduler passes, then sleeps ``POLL_MIN_S`` at a time while
+records came within ``POLL_HOT_S``, and only then backs off to
+``POLL_MAX_S``; a reader that found data reads everything committed at
+once, in one pass (one decode call for the batch).  So a busy ring costs
+no sleep at all, a flowing one about ``1 / POLL_MIN_S`` wake-ups per second
+per subscribing *process* (a quote waits about ``POLL_MIN_S``), an idle
+one ``1 / POLL_MAX_S``, and the first quote after a quiet spell waits at
+most ``POLL_MAX_S``.  (A futex would wake sleepers without polling, but needs a
 thread per sleeping reader and the kernel's ABI through ctypes; eventfds
 cannot be shared with an unrelated process.)
 
