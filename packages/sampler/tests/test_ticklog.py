@@ -178,3 +178,30 @@ async def test_the_recorder_subscribes_to_the_bus_and_flushes_every_quote(tmp_pa
     assert recs[7].fields == _rec(8)[0] and recs[7].ticks == _rec(8)[1]
     assert sub.stats.dropped == 0
     assert sub not in bus.get_subs('AAA')
+
+
+def test_a_segment_cut_in_its_header_is_read_as_empty_and_removed_on_reopen(tmp_path):
+    with TickLog.open('AAA', directory=tmp_path) as w:
+        w.append(1, 1.7e9 + 1e-3, *_rec(1))
+    (seg,) = segments(tmp_path)
+    torn = tmp_path / '29991231-0000.tlog'  # a writer killed while it began a segment
+    torn.write_bytes(seg.read_bytes()[:12])
+    assert _check_log(tmp_path) == 1
+    w = TickLog.open('AAA', directory=tmp_path)
+    assert w.last_seq == 1 and not torn.exists()
+    w.close()
+
+
+def test_damage_inside_the_newest_segment_is_refused_not_cut(tmp_path):
+    with TickLog.open('AAA', directory=tmp_path) as w:
+        for i in range(1, 21):
+            w.append(i, 1.7e9 + i, *_rec(i))
+    (seg,) = segments(tmp_path)
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    with pytest.raises(TickLogError, match='corrupt segment .*with data after it'):
+        TickLog.open('AAA', directory=tmp_path)
+    assert seg.read_bytes() == bytes(data)  # nothing cut
+    with pytest.raises(TickLogError, match='corrupt segment'):
+        list(read_ticks('AAA', directory=tmp_path))

@@ -12,9 +12,10 @@ times, a new segment (``nnnn`` + 1) when one reaches
 record (a msgpack map: ``topic``, ``backend``, ``volume``, ``created``,
 ``version``), then framed quote records.  A framed record is
 ``<u32 length><u32 crc32>`` (little-endian) and ``length`` bytes of
-msgpack: ``[seq, time, fields, ticks]`` (the feed bus's sequence number,
-the wall time the recorder received the quote, the quote's fields, its
-ticks).  Append-only: a record once written is never rewritten.
+msgpack: ``[time, quote]``, the wall time the recorder received the
+quote and the quote as the feed bus encoded it (a map: ``seq``, the bus's
+sequence number, ``fields``, ``ticks``, and the bus's ``type`` and
+``topic``), written as received, never decoded and encoded again.  Append-only: a record once written is never rewritten.
 
 Who writes: :func:`run_recorder`, a subscriber of the feed bus inside the
 feed daemon (a task per recorded topic), so the quote path is unchanged:
@@ -125,13 +126,16 @@ def segments(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX))
 
 
-def _scan(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, int]], int, str | None]:
+def _scan(
+    path: Path, data: bytes
+) -> tuple[dict[str, Any], list[tuple[int, int]], int, str | None, bool]:
     """Parse a segment: its header, the (offset, end) of each intact
-    record, where the intact part ends and, if something follows it, why
-    it is bad."""
+    record, where the intact part ends, if something follows it why it is
+    bad, and whether that is only a torn tail (the bad record runs to the
+    end of the file: a write cut short), not damage with data after it."""
     if not data.startswith(MAGIC):
         if MAGIC.startswith(data):  # torn while its magic was written
-            return {}, [], 0, 'a torn segment header'
+            return {}, [], 0, 'a torn segment header', True
         raise TickLogError(f'{path}: not a tick log segment (bad magic)')
     pos = len(MAGIC)
     header: dict[str, Any] | None = None
@@ -139,15 +143,15 @@ def _scan(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, int]
     n = len(data)
     while pos < n:
         if n - pos < _FRAME.size:
-            return header or {}, spans, pos, f'a torn record frame at byte {pos}'
+            return header or {}, spans, pos, f'a torn record frame at byte {pos}', True
         length, crc = _FRAME.unpack_from(data, pos)
         if length > MAX_RECORD:
-            return header or {}, spans, pos, f'a record length {length} at byte {pos}'
+            return header or {}, spans, pos, f'a record length {length} at byte {pos}', False
         end = pos + _FRAME.size + length
         if end > n:
-            return header or {}, spans, pos, f'a torn record at byte {pos}'
+            return header or {}, spans, pos, f'a torn record at byte {pos}', True
         if zlib.crc32(data[pos + _FRAME.size : end]) != crc:
-            return header or {}, spans, pos, f'a CRC mismatch at byte {pos}'
+            return header or {}, spans, pos, f'a CRC mismatch at byte {pos}', end == n
         if header is None:
             try:
                 header = _dec.decode(data[pos + _FRAME.size : end])
@@ -159,15 +163,23 @@ def _scan(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[int, int]
             spans.append((pos + _FRAME.size, end))
         pos = end
     if header is None:
-        return {}, spans, pos, 'no segment header'
-    return header, spans, pos, None
+        return {}, spans, pos, 'no segment header', True
+    return header, spans, pos, None, True
+
+
+def _payload(t: float, quote: bytes) -> bytes:
+    """A record's payload: msgpack ``[t, quote]`` around an encoded quote."""
+    return b'\x92\xcb' + _F64.pack(t) + quote
+
+
+_F64 = struct.Struct('>d')
 
 
 def _decode(path: Path, payload: bytes, at: int) -> TickRecord:
     try:
-        seq, t, fields, ticks = _dec.decode(payload)
-        return TickRecord(int(seq), float(t), fields, ticks)
-    except (msgspec.DecodeError, TypeError, ValueError) as err:
+        t, q = _dec.decode(payload)
+        return TickRecord(int(q['seq']), float(t), q['fields'], q.get('ticks') or [])
+    except (msgspec.DecodeError, TypeError, ValueError, KeyError) as err:
         raise TickLogError(f'{path}: bad record at byte {at}: {err}') from None
 
 
@@ -236,7 +248,12 @@ class TickLog:
             return
         path = segs[-1]
         data = path.read_bytes()
-        header, spans, good, why = _scan(path, data)
+        header, spans, good, why, tail = _scan(path, data)
+        if why is not None and not tail:
+            raise TickLogError(
+                f'{path}: corrupt segment ({why}, with data after it): not appending '
+                'to it (move it away to start a new one)'
+            )
         if header and header.get('topic') != self.topic:
             raise TickLogError(
                 f'{path}: holds topic {header.get("topic")!r}, not {self.topic!r}'
@@ -293,9 +310,16 @@ class TickLog:
         self, seq: int, t: float, fields: dict[str, Any], ticks: list[dict[str, Any]]
     ) -> None:
         """Queue one record (written at the next :meth:`flush`)."""
+        self.append_encoded(
+            seq, t, _enc.encode({'seq': seq, 'fields': fields, 'ticks': ticks})
+        )
+
+    def append_encoded(self, seq: int, t: float, quote: bytes) -> None:
+        """Queue one record of a quote already encoded as a msgpack map with
+        ``seq``, ``fields`` and ``ticks`` (the feed bus's encoding)."""
         if seq <= self.last_seq:
             self.restarts += 1
-        rec = frame(_enc.encode((seq, t, fields, ticks)))
+        rec = frame(_payload(t, quote))
         if self._path is None or _day(t) > self._day or self._size + self.pending_bytes + len(rec) > self.segment_bytes:
             self.flush()
             self._new_segment(t)
@@ -349,8 +373,10 @@ def read_segment(path: str | os.PathLike[str], *, last: bool = False) -> tuple[d
         data = path.read_bytes()
     except OSError as err:
         raise TickLogError(f'{path}: cannot read ({err.strerror or err})') from None
-    header, spans, _good, why = _scan(path, data)
-    if why is not None and not (last and header):
+    header, spans, good, why, tail = _scan(path, data)
+    # the newest segment may end torn (a writer killed mid-write), even in
+    # its header (killed right after creating it: no record in it then)
+    if why is not None and not (last and tail):
         raise TickLogError(f'{path}: corrupt segment ({why})')
 
     def records() -> Iterator[TickRecord]:
@@ -363,10 +389,11 @@ def read_segment(path: str | os.PathLike[str], *, last: bool = False) -> tuple[d
 def log_header(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The header of a log directory's newest segment (``None``: empty)."""
     segs = segments(Path(directory))
-    if not segs:
-        return None
-    header, _ = read_segment(segs[-1], last=True)
-    return header
+    for i, seg in enumerate(reversed(segs)):
+        header, _ = read_segment(seg, last=i == 0)
+        if header:
+            return header
+    return None
 
 
 def read_ticks(
@@ -404,7 +431,7 @@ def read_ticks(
         if day > hi_day or nxt < lo_day:
             continue  # wholly outside [start, end)
         header, recs = read_segment(path, last=path in newest)
-        if topic is not None and header.get('topic') != topic:
+        if topic is not None and header and header.get('topic') != topic:
             raise TickLogError(f'{path}: holds topic {header.get("topic")!r}, not {topic!r}')
         for r in recs:
             if start is not None and r.time < start:
@@ -415,6 +442,10 @@ def read_ticks(
 
 
 # --- the recorder: a subscriber of the feed bus -----------------------------
+
+
+class _Seq(msgspec.Struct):
+    seq: int
 
 
 class _NoIPC:
@@ -439,7 +470,7 @@ async def run_recorder(
     interval); flushes at least every ``flush_s`` seconds and on the way
     out, then closes the log.  ``task_status.started(sub)``: the
     subscriber (its ``stats`` count what the outbox dropped)."""
-    from feedbus import Quote, Sub, SubStats
+    from feedbus import Sub, SubStats
     from tractor_services import DropOldestQueue
 
     stats = SubStats()
@@ -450,7 +481,8 @@ async def run_recorder(
         stats=stats,
     )
     outbox = sub.send_chan
-    decode = msgspec.msgpack.Decoder(Quote).decode
+    # only the sequence number is read out of the bus's encoded quote
+    seq_of = msgspec.msgpack.Decoder(_Seq).decode
     bus.add_subs(topic, {sub})
     reported = 0
     try:
@@ -459,10 +491,12 @@ async def run_recorder(
         while True:
             with trio.move_on_at(next_flush):
                 await outbox.wait_nonempty()
+            now_t = time.time()
             for item in outbox.take_all():
-                # the bus's encoded quote (a Quote struct from a throttled path)
-                q = decode(item) if isinstance(item, (bytes, bytearray)) else item
-                ticklog.append(q.seq, time.time(), q.fields, q.ticks)
+                if isinstance(item, (bytes, bytearray)):  # the bus's encoded quote
+                    ticklog.append_encoded(seq_of(item).seq, now_t, bytes(item))
+                else:  # a Quote struct
+                    ticklog.append(item.seq, now_t, item.fields, item.ticks)
                 stats.delivered += 1
             now = trio.current_time()
             if now >= next_flush or ticklog.pending_bytes >= FLUSH_BYTES:

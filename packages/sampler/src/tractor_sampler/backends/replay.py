@@ -9,7 +9,7 @@ speed=1.0, start=None, end=None, stop=False, clock=None)``
   directory (see :mod:`tractor_sampler._ticklog`) when ``path`` is not
   given; else ``path``: a tick log (a topic's log directory or one
   ``.tlog`` segment), a ``.csv`` file, or a ``.parquet`` file (read with
-  pyarrow, which is then needed: ``pip install pyarrow``);
+  pyarrow, which is then needed: ``pip install 'tractor-sampler[store]'``);
 - ``start`` / ``end`` (epoch seconds): only the records with ``start <=
   time < end``;
 - ``speed``: ``1.0`` the recorded pace, ``N`` N times faster, ``'max'``
@@ -254,7 +254,7 @@ def _parquet_records(topic: str, p: Path, start: Any, end: Any) -> list[Rec]:
     except ImportError:
         raise ValueError(
             f'replay file {p}: reading Parquet needs pyarrow, which is not installed '
-            '(pip install pyarrow)'
+            "(pip install 'tractor-sampler[store]', or pyarrow)"
         ) from None
     try:
         table = pq.read_table(p)
