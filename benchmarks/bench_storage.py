@@ -128,7 +128,120 @@ def main_bar_store(args: argparse.Namespace) -> None:
 # --- end of the bar store block -------------------------------------------------
 
 
+# --- the tick log and replay ------------------------------------------------------
+#
+# 1. The feed daemon's maximum publish rate: sim quotes (4 book ticks, a
+#    trade one time in ten) through FeedsBus.publish with no subscriber:
+#    what the recorder has to keep up with.
+# 2. The same with the tick recorder subscribed (run_recorder: decode the
+#    bus's encoded quote, frame, batch, write): quotes/s from the first
+#    publish until the last record is flushed, the bytes per record, and
+#    whether the recorder dropped any.  Published in bursts of 64 with a
+#    checkpoint between, as the sim backend does.
+# 3. Replay as fast as possible (speed='max'): records of a tick log read,
+#    CRC-checked, decoded, re-stamped and yielded per second.
+
+
+def _quotes(n: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    import random
+
+    rng = random.Random(1)
+    out = []
+    for i in range(n):
+        bid, ask = 100.0 + rng.random(), 100.02 + rng.random()
+        ticks = [
+            {'type': 'bid', 'price': bid, 'size': 10.0},
+            {'type': 'bsize', 'price': bid, 'size': 10.0},
+            {'type': 'ask', 'price': ask, 'size': 12.0},
+            {'type': 'asize', 'price': ask, 'size': 12.0},
+        ]
+        if i % 10 == 0:
+            ticks.append({'type': 'trade', 'price': ask, 'size': 3.0, 'time': 1.7e9 + i})
+        fields = {'last': ask, 'bid': bid, 'ask': ask, 'bsize': 10.0, 'asize': 12.0,
+                  'volume': float(i), 'time': 1.7e9 + i}
+        out.append((fields, ticks))
+    return out
+
+
+def bench_tick_log(n: int) -> dict[str, Any]:
+    import trio
+    from feedbus import FeedsBus
+
+    from tractor_sampler.backends import replay
+    from tractor_sampler._ticklog import TickLog, run_recorder
+
+    quotes = _quotes(n)
+    root = Path(tempfile.mkdtemp(prefix='bench_ticklog_'))
+    out: dict[str, Any] = {'quotes': n}
+    try:
+
+        async def publish_only() -> float:
+            bus = FeedsBus()
+            t0 = time.perf_counter()
+            for i, (f, tk) in enumerate(quotes):
+                bus.publish('AAA', f, tk)
+                if i % 64 == 63:
+                    await trio.lowlevel.checkpoint()
+            return time.perf_counter() - t0
+
+        async def recorded() -> tuple[float, int, int]:
+            bus = FeedsBus()
+            log = TickLog.open('AAA', directory=root / 'log')
+            async with trio.open_nursery() as nursery:
+                sub = await nursery.start(run_recorder, bus, 'AAA', log)
+                t0 = time.perf_counter()
+                for i, (f, tk) in enumerate(quotes):
+                    bus.publish('AAA', f, tk)
+                    if i % 64 == 63:
+                        await trio.lowlevel.checkpoint()
+                while sub.stats.delivered + sub.stats.dropped < n:
+                    await trio.sleep(0.001)
+                log.flush()
+                dt = time.perf_counter() - t0
+                nursery.cancel_scope.cancel()
+            return dt, log.bytes, sub.stats.dropped
+
+        async def replayed() -> float:
+            t0 = time.perf_counter()
+            k = 0
+            async for _ in replay.stream_quotes(
+                ['AAA'], path=str(root / 'log'), speed='max', stop=True
+            ):
+                k += 1
+            assert k == n - out['dropped'], (k, n)
+            return time.perf_counter() - t0
+
+        out['publish_per_s'] = n / trio.run(publish_only)
+        dt, nbytes, dropped = trio.run(recorded)
+        out['dropped'] = dropped
+        out['recorded_per_s'] = n / dt
+        out['bytes_per_record'] = nbytes / max(1, n - dropped)
+        out['replay_per_s'] = (n - dropped) / trio.run(replayed)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def print_tick_log(r: dict[str, Any]) -> None:
+    print(f'tick log and replay: {r["quotes"]:,} sim quotes (4 book ticks, a trade in ten)')
+    print(f'  publish alone (the feed daemon\'s maximum rate): {r["publish_per_s"]:>10,.0f} quotes/s')
+    print(
+        f'  publish + recorder, until flushed:               {r["recorded_per_s"]:>10,.0f} quotes/s '
+        f'({r["bytes_per_record"]:.0f} B/record, {r["dropped"]} dropped)'
+    )
+    print(f'  replay, speed=max:                               {r["replay_per_s"]:>10,.0f} quotes/s')
+
+
+def main_tick_log(args: argparse.Namespace) -> None:
+    print_tick_log(bench_tick_log(20_000 if args.quick else 200_000))
+
+
+# --- end of the tick log block ------------------------------------------------------
+
+
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='a small run')
-    main_bar_store(parser.parse_args())
+    args = parser.parse_args()
+    main_bar_store(args)
+    main_tick_log(args)
