@@ -252,3 +252,30 @@ def test_samplerd_bars_writes_the_offline_bars_as_csv_and_refuses_a_missing_log(
     err = capsys.readouterr().err.strip()
     assert err.startswith("samplerd: error: no tick log of 'BBB' (sim) in ")
     assert '\n' not in err
+
+
+async def test_a_root_with_record_set_records_every_topic_and_a_bad_data_dir_refuses_it(
+    other_addr, data_dir, monkeypatch
+):
+    # what `samplerd run --record` sets in the root; its feed daemons inherit it
+    monkeypatch.setenv('TRACTOR_SAMPLER_RECORD', '1')
+    async with open_service_root(other_addr):
+        async with open_market_feed(['AAA', 'BBB'], config=FAST, buffers=BUFS):
+            with trio.fail_after(60):
+                for topic in ('AAA', 'BBB'):
+                    while not any(True for _ in read_ticks(topic, data_dir=data_dir)):
+                        await trio.sleep(0.1)
+        assert topic_dir('AAA', 'sim', data_dir).is_dir()
+    monkeypatch.delenv('TRACTOR_SAMPLER_RECORD')
+    # record=True with a data directory that is a file: one line, nothing starts
+    not_a_dir = data_dir / 'file'
+    not_a_dir.write_text('x')
+    monkeypatch.setenv('TRACTOR_SAMPLER_DATA_DIR', str(not_a_dir))
+    async with open_service_root(other_addr):
+        with pytest.raises(ValueError) as info:
+            async with open_market_feed(['CCC'], buffers=BUFS, record=True):
+                pass
+        assert f'data directory {not_a_dir}: exists and is not a directory' in str(info.value)
+        with pytest.raises(ValueError, match="record='yes' must be True or False"):
+            async with open_market_feed(['CCC'], record='yes'):
+                pass

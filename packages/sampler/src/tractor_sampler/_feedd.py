@@ -637,7 +637,10 @@ class FeedDaemon:
             raise ValueError(f'record={record!r} must be True or False')
         record = record or os.environ.get(RECORD_ENV, '') not in ('', '0')
         if record:
-            data_dir()
+            try:
+                data_dir()
+            except ValueError as err:  # a plain ValueError: the client's refusal
+                raise ValueError(f'record=True: {err}') from None
         return record
 
     def _start_recording(self, topic: Topic) -> None:
