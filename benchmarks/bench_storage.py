@@ -156,19 +156,28 @@ def _quotes(n: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
             {'type': 'asize', 'price': ask, 'size': 12.0},
         ]
         if i % 10 == 0:
-            ticks.append({'type': 'trade', 'price': ask, 'size': 3.0, 'time': 1.7e9 + i})
-        fields = {'last': ask, 'bid': bid, 'ask': ask, 'bsize': 10.0, 'asize': 12.0,
-                  'volume': float(i), 'time': 1.7e9 + i}
+            ticks.append(
+                {'type': 'trade', 'price': ask, 'size': 3.0, 'time': 1.7e9 + i}
+            )
+        fields = {
+            'last': ask,
+            'bid': bid,
+            'ask': ask,
+            'bsize': 10.0,
+            'asize': 12.0,
+            'volume': float(i),
+            'time': 1.7e9 + i,
+        }
         out.append((fields, ticks))
     return out
 
 
 def bench_tick_log(n: int) -> dict[str, Any]:
     import trio
-    from feedbus import FeedsBus
 
-    from tractor_sampler.backends import replay
+    from feedbus import FeedsBus
     from tractor_sampler._ticklog import TickLog, run_recorder
+    from tractor_sampler.backends import replay
 
     quotes = _quotes(n)
     root = Path(tempfile.mkdtemp(prefix='bench_ticklog_'))
@@ -223,13 +232,19 @@ def bench_tick_log(n: int) -> dict[str, Any]:
 
 
 def print_tick_log(r: dict[str, Any]) -> None:
-    print(f'tick log and replay: {r["quotes"]:,} sim quotes (4 book ticks, a trade in ten)')
-    print(f'  publish alone (the feed daemon\'s maximum rate): {r["publish_per_s"]:>10,.0f} quotes/s')
+    print(
+        f'tick log and replay: {r["quotes"]:,} sim quotes (4 book ticks, a trade in ten)'
+    )
+    print(
+        f"  publish alone (the feed daemon's maximum rate): {r['publish_per_s']:>10,.0f} quotes/s"
+    )
     print(
         f'  publish + recorder, until flushed:               {r["recorded_per_s"]:>10,.0f} quotes/s '
         f'({r["bytes_per_record"]:.0f} B/record, {r["dropped"]} dropped)'
     )
-    print(f'  replay, speed=max:                               {r["replay_per_s"]:>10,.0f} quotes/s')
+    print(
+        f'  replay, speed=max:                               {r["replay_per_s"]:>10,.0f} quotes/s'
+    )
 
 
 def main_tick_log(args: argparse.Namespace) -> None:

@@ -107,7 +107,7 @@ async def test_introspect_describes_a_running_tree_in_typed_structs(other_addr):
             dist='builtin',
             history=True,
             symbol_info=True,
-        )
+        ),
     ]
 
     # what was not asked for is None
@@ -149,4 +149,7 @@ async def test_introspect_refuses_unknown_parts_before_asking_anyone():
 
 async def test_introspect_of_backends_alone_needs_no_tree():
     tree = await introspect(('127.0.0.1', 1), parts=['backends'])
-    assert [b.name for b in tree.backends] == ['replay', 'sim'] and tree.services is None
+    assert [b.name for b in tree.backends] == [
+        'replay',
+        'sim',
+    ] and tree.services is None

@@ -117,7 +117,7 @@ def test_builtin_sim_is_there_by_default():
             'dist': 'builtin',
             'history': True,
             'symbol_info': True,
-        }
+        },
     ]
     assert _plugins.DEFAULT_BACKEND == 'sim'
 

@@ -115,7 +115,11 @@ async def test_replay_as_fast_as_possible_takes_no_time_and_yields_every_record(
 ):
     _write_log(tmp_path / 'log', n=300, dt=10.0)
     s0 = trio.current_time()
-    got = await _collect(replay.stream_quotes(['AAA'], path=str(tmp_path / 'log'), speed='max', stop=True))
+    got = await _collect(
+        replay.stream_quotes(
+            ['AAA'], path=str(tmp_path / 'log'), speed='max', stop=True
+        )
+    )
     assert trio.current_time() == s0
     assert [b['AAA']['last'] for b in got] == [100.0 + i for i in range(1, 301)]
 
@@ -129,7 +133,9 @@ async def test_replay_streams_a_csv_of_trades_and_quotes(tmp_path):
         '1767348001,AAA,bid,10.4,7\n'
         '1767348001.5,AAA,trade,10.6,2\n'
     )
-    got = await _collect(replay.stream_quotes(['AAA'], path=str(f), speed='max', stop=True))
+    got = await _collect(
+        replay.stream_quotes(['AAA'], path=str(f), speed='max', stop=True)
+    )
     qs = [b['AAA'] for b in got]
     assert [q['ticks'][0]['type'] for q in qs] == ['trade', 'bid', 'trade']
     assert qs[0]['last'] == 10.5 and qs[0]['volume'] == 3.0
@@ -143,9 +149,12 @@ async def test_replay_streams_a_parquet_file(tmp_path):
 
     f = tmp_path / 'ticks.parquet'
     pq.write_table(
-        pa.table({'time': [1000.0, 1001.0], 'price': [1.5, 1.25], 'size': [1.0, 2.0]}), f
+        pa.table({'time': [1000.0, 1001.0], 'price': [1.5, 1.25], 'size': [1.0, 2.0]}),
+        f,
     )
-    got = await _collect(replay.stream_quotes(['AAA'], path=str(f), speed='max', stop=True))
+    got = await _collect(
+        replay.stream_quotes(['AAA'], path=str(f), speed='max', stop=True)
+    )
     assert [b['AAA']['ticks'][0]['price'] for b in got] == [1.5, 1.25]
 
 
@@ -210,7 +219,9 @@ async def test_a_replayed_log_makes_live_bars_through_the_feed_daemon(
         with pytest.raises(ValueError, match="replay file .*: missing column 'price'"):
             bad = data_dir / 'bad.csv'
             bad.write_text('time,size\n1,2\n')
-            async with open_market_feed(['AAA'], backend='replay', config={'path': str(bad)}):
+            async with open_market_feed(
+                ['AAA'], backend='replay', config={'path': str(bad)}
+            ):
                 pass
         async with open_market_feed(
             ['AAA'], backend='replay', config={'speed': 'max'}, buffers=BUFS
@@ -275,7 +286,9 @@ async def test_a_root_with_record_set_records_every_topic_and_a_bad_data_dir_ref
         with pytest.raises(ValueError) as info:
             async with open_market_feed(['CCC'], buffers=BUFS, record=True):
                 pass
-        assert f'data directory {not_a_dir}: exists and is not a directory' in str(info.value)
+        assert f'data directory {not_a_dir}: exists and is not a directory' in str(
+            info.value
+        )
         with pytest.raises(ValueError, match="record='yes' must be True or False"):
             async with open_market_feed(['CCC'], record='yes'):
                 pass

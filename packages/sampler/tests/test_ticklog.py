@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from feedbus import FeedsBus
+import trio.lowlevel
 
+from feedbus import FeedsBus
 from tractor_sampler._ticklog import (
     TickLog,
     TickLogError,
@@ -26,7 +27,9 @@ from tractor_sampler._ticklog import (
 
 def _rec(seq: int) -> tuple[dict, list]:
     """What the writer writes for ``seq`` (the test checks it back)."""
-    return {'n': seq, 'x': seq * 0.5}, [{'type': 'trade', 'price': float(seq), 'size': 1.0}]
+    return {'n': seq, 'x': seq * 0.5}, [
+        {'type': 'trade', 'price': float(seq), 'size': 1.0}
+    ]
 
 
 WRITER = textwrap.dedent(
@@ -65,7 +68,7 @@ async def test_sigkill_of_the_writer_mid_stream_leaves_every_surviving_record_in
 ):
     rng = random.Random(7)
     flushed = 0
-    for round_ in range(20):
+    for _ in range(20):
         with trio.fail_after(60):
             proc = await trio.lowlevel.open_process(
                 [sys.executable, '-c', WRITER, str(tmp_path)],
@@ -164,7 +167,7 @@ async def test_the_recorder_subscribes_to_the_bus_and_flushes_every_quote(tmp_pa
             bus.publish('AAA', fields, ticks)
             bus.publish('BBB', fields, ticks)  # another topic: not recorded
             if i % 100 == 0:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         with trio.fail_after(30):
             while sub.stats.delivered < 500:
                 await trio.sleep(0.01)

@@ -659,7 +659,9 @@ class FeedDaemon:
         try:
             try:
                 tl = TickLog.open(
-                    topic.name, backend=self.backend.name, volume=volume_mode(topic.info)
+                    topic.name,
+                    backend=self.backend.name,
+                    volume=volume_mode(topic.info),
                 )
             except (ValueError, OSError) as err:
                 log.error(f'{topic.name}: not recorded: {err}')

@@ -146,7 +146,13 @@ def _scan(
             return header or {}, spans, pos, f'a torn record frame at byte {pos}', True
         length, crc = _FRAME.unpack_from(data, pos)
         if length > MAX_RECORD:
-            return header or {}, spans, pos, f'a record length {length} at byte {pos}', False
+            return (
+                header or {},
+                spans,
+                pos,
+                f'a record length {length} at byte {pos}',
+                False,
+            )
         end = pos + _FRAME.size + length
         if end > n:
             return header or {}, spans, pos, f'a torn record at byte {pos}', True
@@ -233,11 +239,17 @@ class TickLog:
     ) -> TickLog:
         """The writer of ``topic``'s log (``directory``, else its place in
         the data directory), after recovering the newest segment."""
-        d = Path(directory) if directory is not None else topic_dir(topic, backend, data_dir)
+        d = (
+            Path(directory)
+            if directory is not None
+            else topic_dir(topic, backend, data_dir)
+        )
         try:
             d.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise TickLogError(f'{d}: cannot make the tick log directory ({err.strerror or err})') from None
+            raise TickLogError(
+                f'{d}: cannot make the tick log directory ({err.strerror or err})'
+            ) from None
         self = cls(d, topic, backend=backend, **kw)
         self._recover()
         return self
@@ -320,7 +332,11 @@ class TickLog:
         if seq <= self.last_seq:
             self.restarts += 1
         rec = frame(_payload(t, quote))
-        if self._path is None or _day(t) > self._day or self._size + self.pending_bytes + len(rec) > self.segment_bytes:
+        if (
+            self._path is None
+            or _day(t) > self._day
+            or self._size + self.pending_bytes + len(rec) > self.segment_bytes
+        ):
             self.flush()
             self._new_segment(t)
         self._buf.append(rec)
@@ -365,7 +381,9 @@ class TickLog:
         self.close()
 
 
-def read_segment(path: str | os.PathLike[str], *, last: bool = False) -> tuple[dict[str, Any], Iterator[TickRecord]]:
+def read_segment(
+    path: str | os.PathLike[str], *, last: bool = False
+) -> tuple[dict[str, Any], Iterator[TickRecord]]:
     """One segment's header and records.  ``last``: it is the newest
     segment of its log, whose torn tail is tolerated."""
     path = Path(path)
@@ -432,7 +450,9 @@ def read_ticks(
             continue  # wholly outside [start, end)
         header, recs = read_segment(path, last=path in newest)
         if topic is not None and header and header.get('topic') != topic:
-            raise TickLogError(f'{path}: holds topic {header.get("topic")!r}, not {topic!r}')
+            raise TickLogError(
+                f'{path}: holds topic {header.get("topic")!r}, not {topic!r}'
+            )
         for r in recs:
             if start is not None and r.time < start:
                 continue

@@ -142,14 +142,15 @@ def _source(topic: str, path: Any, backend: str, data_dir: Any) -> tuple[str, Pa
 def _log_records(topic: str, where: Path, start: Any, end: Any) -> Iterator[Rec]:
     from .._ticklog import log_header, read_segment, read_ticks
 
-    header = (
-        log_header(where) if where.is_dir() else read_segment(where, last=True)[0]
-    )
+    header = log_header(where) if where.is_dir() else read_segment(where, last=True)[0]
     if header is not None and header.get('topic') != topic:
         raise ValueError(
             f'replay file {where}: holds topic {header.get("topic")!r}, not {topic!r}'
         )
-    return ((r.time, r.fields, r.ticks) for r in read_ticks(topic, start, end, directory=where))
+    return (
+        (r.time, r.fields, r.ticks)
+        for r in read_ticks(topic, start, end, directory=where)
+    )
 
 
 def _parse_time(v: Any) -> float:
@@ -170,8 +171,13 @@ def _parse_time(v: Any) -> float:
 
 
 def _table_records(
-    topic: str, p: Path, columns: list[str], rows: Iterator[dict[str, Any]], line0: int,
-    start: float | None, end: float | None,
+    topic: str,
+    p: Path,
+    columns: list[str],
+    rows: Iterator[dict[str, Any]],
+    line0: int,
+    start: float | None,
+    end: float | None,
 ) -> list[Rec]:
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
@@ -203,9 +209,13 @@ def _table_records(
             size = row.get('size')
             size = 0.0 if size in (None, '') else float(size)
         except (TypeError, ValueError) as err:
-            raise ValueError(f'replay file {p}: line {line}: bad value ({err})') from None
+            raise ValueError(
+                f'replay file {p}: line {line}: bad value ({err})'
+            ) from None
         if not (math.isfinite(t) and math.isfinite(price) and math.isfinite(size)):
-            raise ValueError(f'replay file {p}: line {line}: time, price and size must be finite')
+            raise ValueError(
+                f'replay file {p}: line {line}: time, price and size must be finite'
+            )
         if t < last_t:
             raise ValueError(
                 f'replay file {p}: line {line}: time {t} before the line above ({last_t}): '
@@ -259,7 +269,9 @@ def _parquet_records(topic: str, p: Path, start: Any, end: Any) -> list[Rec]:
     try:
         table = pq.read_table(p)
     except Exception as err:  # pyarrow's own errors: a corrupt file
-        raise ValueError(f'replay file {p}: not a readable Parquet file ({err})') from None
+        raise ValueError(
+            f'replay file {p}: not a readable Parquet file ({err})'
+        ) from None
     cols = table.column_names
     data = table.to_pydict()
     rows = ({c: data[c][i] for c in cols} for i in range(table.num_rows))
@@ -282,7 +294,9 @@ def stream_quotes(
     file and the problem) and return the quote stream; see the module
     docstring."""
     if isinstance(symbols, str) or len(list(symbols)) != 1:
-        raise ValueError(f'the replay backend streams one topic at a time, not {symbols!r}')
+        raise ValueError(
+            f'the replay backend streams one topic at a time, not {symbols!r}'
+        )
     (topic,) = list(symbols)
     factor = _speed(speed)
     lo, hi = _bound('start', start), _bound('end', end)
@@ -301,7 +315,9 @@ def stream_quotes(
         else:
             recs = _parquet_records(topic, where, lo, hi)
         if not recs and kind != 'log':
-            raise ValueError(f'replay file {where}: no row of {topic!r} in the range asked')
+            raise ValueError(
+                f'replay file {where}: no row of {topic!r} in the range asked'
+            )
     except TickLogError as err:
         raise ValueError(str(err)) from None
     if not isinstance(stop, bool):
@@ -375,7 +391,11 @@ async def symbol_info(
         if kind == 'log':
             from .._ticklog import log_header, read_segment
 
-            header = log_header(where) if where.is_dir() else read_segment(where, last=True)[0]
+            header = (
+                log_header(where)
+                if where.is_dir()
+                else read_segment(where, last=True)[0]
+            )
             if header and header.get('volume') in ('sum', 'cumulative'):
                 info['volume'] = header['volume']
     except Exception:
