@@ -208,3 +208,35 @@ async def test_a_joined_root_stops_when_the_registry_root_dies(other_addr, tmp_p
         a.kill()
         a.wait()
         a.stdout.close()
+
+
+async def _registry_names(addr) -> list[str]:
+    async with compat._open_registry(addr) as reg:
+        return [
+            n.rpartition('.')[0] for n in await reg.run_from_ns('self', 'get_registry')
+        ]
+
+
+async def test_a_killed_joined_root_leaves_no_entries(other_addr, tmp_path):
+    """b's root SIGKILLed (it cannot unregister anything): its join session
+    ends with the connection, and a's root drops b's host and entries."""
+    async with open_service_root(other_addr):
+        b = Joiner(other_addr, tmp_path)
+        try:
+            assert (await b.first_line())['ready']
+            async with maybe_spawn_daemon(
+                'sleeper', eps.sleeper, registry_addr=other_addr, host='b'
+            ):
+                pass
+            assert {'host_root@b', 'sleeper@b'} <= set(
+                await _registry_names(other_addr)
+            )
+            b.proc.kill()
+            with trio.fail_after(30):
+                while await joined_hosts(other_addr):
+                    await trio.sleep(0.05)
+            assert not [
+                n for n in await _registry_names(other_addr) if n.endswith('@b')
+            ]
+        finally:
+            await b.stop()

@@ -164,7 +164,7 @@ async def join_host(
     log.info(f'host {label!r} joined from {sockaddr[0]}:{sockaddr[1]}')
     try:
         await ctx.started({'pid': os.getpid(), 'host_id': _host_id()})
-        await trio.sleep_forever()
+        await compat.wait_connection_end(ctx)
     finally:
         if _joined.get(label) is me:
             del _joined[label]

@@ -676,6 +676,16 @@ def _loop_ended(chan: Channel) -> trio.Event:
     return ev
 
 
+async def wait_connection_end(ctx: Context) -> None:
+    """Return when the connection of ``ctx``'s peer ends (a5's message
+    loop on it ends: EOF, reset, a keepalive timeout).  *a5 cancels the
+    RPC tasks of a channel only when its loop ends cleanly, not when the
+    transport breaks (a SIGKILLed peer, a cut link)*: an endpoint that
+    holds something for its caller (a joined host's session) waits here
+    instead of for ever."""
+    await _loop_ended(ctx.chan).wait()
+
+
 def _install_loop_end_marks() -> None:
     """*a5 ends a channel's message loop when its connection closes or
     fails (EOF, reset, a keepalive timeout), but tells no stream or
@@ -1635,6 +1645,7 @@ __all__ = [
     'mark_disconnected',
     'raise_on_peer_exit',
     'set_keepalive',
+    'wait_connection_end',
     'watch_remote_peer',
     'wait_disconnected',
     'watch_process',
