@@ -169,9 +169,9 @@ def test_found_through_its_entry_point(venv_python):
 
 def test_plugins_env_var_leaves_it_out(venv_python):
     out = json.loads(_python(venv_python, LIST, TRACTOR_SAMPLER_PLUGINS=''))
-    assert [b['name'] for b in out['backends']] == ['sim']
+    assert [b['name'] for b in out['backends']] == ['replay', 'sim']
     out = json.loads(_python(venv_python, LIST, TRACTOR_SAMPLER_PLUGINS='sine'))
-    assert [b['name'] for b in out['backends']] == ['sim', 'sine']
+    assert [b['name'] for b in out['backends']] == ['replay', 'sim', 'sine']
 
 
 STREAM = """

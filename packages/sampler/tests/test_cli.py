@@ -217,7 +217,8 @@ async def test_ls_backends_needs_no_daemon_and_lists_versions():
 
     res = await run_cli('ls', 'backends', '--json')
     assert res.returncode == 0, res.stderr.decode()
-    [sim] = json.loads(res.stdout)['backends']
+    replay, sim = json.loads(res.stdout)['backends']
+    assert (replay['name'], replay['dist']) == ('replay', 'builtin')
     assert (sim['name'], sim['version'], sim['dist']) == ('sim', __version__, 'builtin')
 
 
