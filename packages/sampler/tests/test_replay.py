@@ -292,3 +292,26 @@ async def test_a_root_with_record_set_records_every_topic_and_a_bad_data_dir_ref
         with pytest.raises(ValueError, match="record='yes' must be True or False"):
             async with open_market_feed(['CCC'], record='yes'):
                 pass
+
+
+def test_samplerd_bars_store_appends_the_closed_bars_once(tmp_path, monkeypatch):
+    import io
+
+    pytest.importorskip('pyarrow')
+    from tractor_sampler._cli import main
+    from tractor_sampler._store import open_store
+
+    monkeypatch.setenv('TRACTOR_SAMPLER_STORE', 'parquet')
+    _write_log(tmp_path / 'ticks' / 'sim' / 'AAA', n=50, dt=0.5)
+    args = ['bars', 'AAA', '--period', '2', '--data-dir', str(tmp_path), '--store']
+    out = io.StringIO()
+    assert main(args, out) == 0
+    want = build_bars('AAA', 2.0, data_dir=tmp_path)[:-1]  # the closed ones
+    assert out.getvalue() == f'{len(want)} bars of AAA (2 s) stored from its tick log\n'
+    stored = open_store(tmp_path).read('sim', 'AAA', 2.0)
+    for f in ('time', 'open', 'high', 'low', 'close', 'volume'):
+        assert list(stored[f]) == list(want[f]), f
+    out = io.StringIO()
+    assert main(args, out) == 0  # again: nothing after the last stored bar
+    assert out.getvalue().startswith('0 bars of AAA')
+    assert len(open_store(tmp_path).read('sim', 'AAA', 2.0)) == len(want)

@@ -1000,6 +1000,12 @@ def _add_bars(sub: Any, common: argparse.ArgumentParser) -> None:
         '-o', '--output', default=None, metavar='FILE', help='default: stdout'
     )
     b.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
+    b.add_argument(
+        '--store',
+        action='store_true',
+        help='append the closed bars to the bar store (only those after its last '
+        'bar) instead of writing CSV',
+    )
 
 
 async def cmd_bars(args: argparse.Namespace, out: TextIO) -> None:
@@ -1017,8 +1023,28 @@ async def cmd_bars(args: argparse.Namespace, out: TextIO) -> None:
         bars = build_bars(
             args.topic, args.period, start, end, backend=args.backend, directory=d
         )
+        if args.store:
+            from ._rebuild import store_built_bars
+
+            n = store_built_bars(
+                args.topic,
+                args.period,
+                bars,
+                backend=args.backend,
+                data_dir=args.data_dir,
+            )
+    except CliError:
+        raise
     except (ValueError, DataDirError) as err:
         raise CliError(str(err)) from None
+    except Exception as err:  # the store's own errors (StoreError): one line
+        raise CliError(f'bar store: {err}') from None
+    if args.store:
+        print(
+            f'{n} bars of {args.topic} ({args.period:g} s) stored from its tick log',
+            file=out,
+        )
+        return
     cols = ('time', 'open', 'high', 'low', 'close', 'volume')
     lines = [','.join(cols)]
     lines += [','.join(repr(float(r[c])) for c in cols) for r in bars]

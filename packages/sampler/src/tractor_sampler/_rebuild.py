@@ -116,3 +116,38 @@ def _t(tick: dict[str, Any], default: float) -> float:
     except (TypeError, ValueError):
         return default
     return t if math.isfinite(t) else default
+
+
+def store_built_bars(
+    topic: str,
+    period_s: float,
+    bars: np.ndarray,
+    *,
+    backend: str = 'sim',
+    data_dir: str | os.PathLike[str] | None = None,
+    store: Any = None,
+) -> int:
+    """Append bars from :func:`build_bars` to the bar store (``store``, else
+    the data directory's, see :func:`~tractor_sampler._store.open_store`):
+    the closed ones (the last bar, which may still be filling, is left out),
+    NaN ones (before the log's first trade) left out, and only those later
+    than the last bar already stored, so a stored bar is never overwritten.
+    Returns how many were stored; ``ValueError`` when the store is off."""
+    from ._store import open_store
+
+    p = check_period(period_s)
+    if store is None:
+        store = open_store(data_dir)
+        if store is None:
+            raise ValueError(
+                'the bar store is off ($TRACTOR_SAMPLER_STORE=none, or no pyarrow): '
+                'nothing to store the bars in'
+            )
+    closed = bars[:-1]
+    closed = closed[np.isfinite(closed['close'])]
+    last = store.read(backend, topic, p, last=1)
+    if len(last):
+        closed = closed[closed['time'] > float(last['time'][-1])]
+    if not len(closed):
+        return 0
+    return int(store.write(backend, topic, p, closed))
