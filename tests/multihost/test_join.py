@@ -129,3 +129,72 @@ async def main():
 
 trio.run(main)
 """
+
+
+_JOINED = """
+import json, trio
+from tractor_services import compat, joined_hosts
+
+async def main():
+    async with compat.open_root_actor(('{host}', {port}), 'hosts', loglevel='critical'):
+        async with compat._open_registry(('{host}', {port})) as reg:
+            names = await reg.run_from_ns('self', 'get_registry')
+        hosts = [h.label for h in await joined_hosts(('{host}', {port}))]
+    print(json.dumps({{'hosts': hosts, 'names': sorted(names)}}))
+
+trio.run(main)
+"""
+
+
+async def test_a_cut_link_ends_the_join(net: Network):
+    """b's link cut: the join session ends with the connection (keepalive),
+    a's root forgets b and its entries, and b's root stops (PeerGone)."""
+    a, b = net['a'], net['b']
+    root = await a.start(
+        PYTHON, '-m', 'tractor_sampler', 'run', '--host', a.addr, '--port', str(PORT)
+    )
+    assert 'samplerd ready' in await read_line(root)
+    token = (
+        (a.runtime_dir / f'tractor-services-{os.getuid()}' / f'{a.addr}_{PORT}.token')
+        .read_text()
+        .strip()
+    )
+    joined = await trio.lowlevel.open_process(
+        b.python(
+            '-m',
+            'tractor_sampler',
+            'run',
+            '--join',
+            f'{a.addr}:{PORT}',
+            '--host',
+            b.addr,
+            '--label',
+            'b',
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=b.env(TRACTOR_SERVICES_TOKEN=token),
+    )
+    b.procs.append(joined)
+    assert 'joined the registry' in await read_line(joined)
+
+    async def state() -> dict:
+        res = await a.run(PYTHON, '-c', _JOINED.format(host=a.addr, port=PORT))
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        return json.loads(res.stdout.decode().strip().splitlines()[-1])
+
+    before = await state()
+    assert before['hosts'] == ['b']
+    assert any(n.startswith('samplerd@b.') for n in before['names'])
+    net.cut('b')
+    with trio.fail_after(60):
+        while (now := await state())['hosts']:
+            await trio.sleep(0.5)
+    assert not [n for n in now['names'] if '@b.' in n], now
+    with trio.fail_after(60):
+        status = await joined.wait()
+    err = (await joined.stderr.receive_some()).decode()
+    assert status == 1 and len(err.strip().splitlines()) == 1, err
+    assert f'the registry root at {a.addr}:{PORT} went away' in err, err
+    net.heal('b')
+    assert await stop(root) == 0

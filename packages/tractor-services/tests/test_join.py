@@ -200,7 +200,7 @@ async def test_a_joined_root_stops_when_the_registry_root_dies(other_addr, tmp_p
         a.kill()
         gone = await b.first_line()
         assert await b.wait() == 1
-        assert gone['error'].startswith('PeerGone: the registry root at '), gone
+        assert gone['error'].startswith('PeerGone: the registry root '), gone
         assert 'Traceback' not in b.stderr
     finally:
         if b is not None:

@@ -342,7 +342,7 @@ async def open_join_root(
                         async with (
                             compat.raise_on_peer_exit(
                                 first['pid'],
-                                f'the registry root at {addr[0]}:{addr[1]}',
+                                'the registry root',
                                 reg,
                             ),
                             open_service_mngr(

@@ -677,13 +677,20 @@ def _loop_ended(chan: Channel) -> trio.Event:
 
 
 async def wait_connection_end(ctx: Context) -> None:
-    """Return when the connection of ``ctx``'s peer ends (a5's message
-    loop on it ends: EOF, reset, a keepalive timeout).  *a5 cancels the
-    RPC tasks of a channel only when its loop ends cleanly, not when the
-    transport breaks (a SIGKILLed peer, a cut link)*: an endpoint that
-    holds something for its caller (a joined host's session) waits here
-    instead of for ever."""
+    """(in a context endpoint) Wait until the connection of ``ctx``'s
+    peer ends (a5's message loop on it ends: EOF, reset, a keepalive
+    timeout), then cancel the endpoint's task as a5 does when a loop ends
+    cleanly (the endpoint's ``finally`` runs; nothing is sent on the dead
+    connection).  *a5 cancels the RPC tasks of a channel only when its
+    loop ends cleanly, not when the transport breaks (a SIGKILLed peer, a
+    cut link)*: an endpoint that holds something for its caller (a joined
+    host's session) waited for ever."""
     await _loop_ended(ctx.chan).wait()
+    actor = current_actor()
+    entry = getattr(actor, '_rpc_tasks', {}).get((ctx.chan, ctx.cid))
+    if entry is not None:
+        entry[0].cancel()
+    await trio.sleep_forever()
 
 
 def _install_loop_end_marks() -> None:
@@ -1533,6 +1540,7 @@ _ECHOES = (
     'Remote context error for',  # a callee's error, relayed to the caller
     'Nursery for ',  # "... errored with": the error propagates
     'Stream was already destroyed?',  # a5 removes the wrong object from portal._streams
+    'Failed to ship error to caller',  # the caller is gone (its connection ended)
 )
 
 
