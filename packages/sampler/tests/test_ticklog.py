@@ -208,3 +208,18 @@ def test_damage_inside_the_newest_segment_is_refused_not_cut(tmp_path):
     assert seg.read_bytes() == bytes(data)  # nothing cut
     with pytest.raises(TickLogError, match='corrupt segment'):
         list(read_ticks('AAA', directory=tmp_path))
+
+
+def test_reopening_after_a_segment_begun_without_records_goes_on_from_the_last_record(
+    tmp_path,
+):
+    with TickLog.open('AAA', directory=tmp_path, segment_bytes=2000) as w:
+        for i in range(1, 31):
+            w.append(i, 1.7e9 + i * 1e-3, *_rec(i))
+        w.flush()
+        w._new_segment(1.7e9 + 1)  # killed right after writing the new header
+    w = TickLog.open('AAA', directory=tmp_path)
+    assert w.last_seq == 30
+    w.append(31, 1.7e9 + 31e-3, *_rec(31))
+    w.close()
+    assert _check_log(tmp_path) == 31

@@ -283,6 +283,15 @@ class TickLog:
         if spans:
             last = _decode(path, data[spans[-1][0] : spans[-1][1]], spans[-1][0])
             self.last_seq, self.last_time = last.seq, last.time
+        else:  # a segment begun, no record in it yet: the last one is before it
+            for older in reversed(segs[:-1]):
+                _, recs = read_segment(older)
+                prev = None
+                for prev in recs:
+                    pass
+                if prev is not None:
+                    self.last_seq, self.last_time = prev.seq, prev.time
+                    break
         self._path, self._size = path, good
         self._day = path.name.split('-', 1)[0]
 
