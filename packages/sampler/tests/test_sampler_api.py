@@ -23,6 +23,7 @@ PUBLIC = sorted(
     open_shm_array prepend_history registered_plugin sample_and_broadcast spawn_samplerd
     BarStore DataDirError ParquetStore StoreError data_dir open_store read_bars
     TickLog TickLogError TickRecord build_bars read_ticks
+    stop_topic
 """.split()
 )
 

@@ -73,6 +73,9 @@ from ._ticklog import TickLog as TickLog, TickRecord as TickRecord
 from ._ticklog import TickLogError as TickLogError, read_ticks as read_ticks
 from ._rebuild import build_bars as build_bars
 
+# topics start and stop on demand (docs/sampler.md, "Lingering, stop and stale")
+from ._lifecycle import stop_topic as stop_topic
+
 # errors: all are SamplerError
 from ._errors import SamplerError as SamplerError, SamplerRefused as SamplerRefused
 from ._errors import NotRunning as NotRunning, NoSampler as NoSampler

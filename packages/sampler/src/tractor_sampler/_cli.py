@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_join(run)
     _add_data_dir(run)
     _add_record(run)
+    _add_linger(run)
+    _add_stop(sub, common)
     _add_export(sub, common)
     _add_bars(sub, common)
 
@@ -232,6 +234,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
+    _set_linger(args)
     if getattr(args, 'join', None) is not None:
         return await _run_joined(args, out)
     addr = registry_addr(args)
@@ -1063,6 +1066,64 @@ async def cmd_bars(args: argparse.Namespace, out: TextIO) -> None:
         )
 
 
+# --- topics start and stop on demand: run --linger, stop -------------------------
+
+
+def _add_linger(run: argparse.ArgumentParser) -> None:
+    """``run --linger S``: how long a topic without clients keeps running."""
+    run.add_argument(
+        '--linger',
+        default=None,
+        metavar='S',
+        help='seconds a topic keeps running after its last client left (default: 30; '
+        '0: it stops at once; docs/sampler.md, "Lingering, stop and stale")',
+    )
+
+
+def _set_linger(args: argparse.Namespace) -> None:
+    """``--linger`` checked (one line) and set in this root's environment,
+    which the feed daemons it spawns inherit."""
+    from ._lifecycle import LINGER_ENV, check_seconds
+
+    if getattr(args, 'linger', None) is None:
+        return
+    try:
+        os.environ[LINGER_ENV] = repr(check_seconds(args.linger, '--linger'))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def _add_stop(sub: Any, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser(
+        'stop',
+        parents=[common],
+        help='stop a running topic now',
+        description='Stop a topic of a running feed daemon now: its clients get the '
+        "status 'ended' with the reason and their feed ends; its closed bars are "
+        'flushed to the bar store (when on) and its buffers given back.',
+    )
+    s.add_argument('topic', help='the symbol')
+    s.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+    s.add_argument(
+        '--reason',
+        default=None,
+        help="what its clients are told (default: 'stopped on request')",
+    )
+
+
+async def cmd_stop(args: argparse.Namespace, out: TextIO) -> None:
+    from ._lifecycle import stop_topic
+
+    addr = registry_addr(args)
+    try:
+        st = await stop_topic(
+            args.topic, args.backend, registry_addr=addr, reason=args.reason
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    print(f'{args.backend}/{args.topic}: {st.state} ({st.error})', file=out)
+
+
 COMMANDS = {
     'run': cmd_run,
     'ls': cmd_ls,
@@ -1070,6 +1131,7 @@ COMMANDS = {
     'demo': cmd_demo,
     'export': cmd_export,
     'bars': cmd_bars,
+    'stop': cmd_stop,
 }
 
 

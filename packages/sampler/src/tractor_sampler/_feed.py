@@ -113,6 +113,8 @@ async def maybe_open_feedd(
     loglevel: str | None = None,
     group_members: int | None = None,
     host: str | None = None,
+    linger: float | None = None,
+    stale_after: float | None = None,
 ) -> AsyncIterator[Any]:
     """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
@@ -121,8 +123,13 @@ async def maybe_open_feedd(
     a running daemon keeps the settings it started with).  Leaving does
     not stop it.  ``host``: the feed daemon of a host that joined the
     registry (``feedd.<backend>@<label>``, with that host's samplerd;
-    see docs/multihost.md)."""
-    kwargs: dict[str, Any] = {'backend': backend}
+    see docs/multihost.md).  ``linger``, ``stale_after``: the seconds a
+    topic without clients keeps running, and without quotes is ``up``
+    (defaults 30 s; see docs/sampler.md, "Lingering, stop and stale")."""
+    kwargs: dict[str, Any] = {
+        'backend': backend,
+        **_lifecycle_kwargs(linger, stale_after),
+    }
     if group_members is not None:
         kwargs['group_members'] = check_group_members(group_members)
     if buffers is not None:
@@ -246,6 +253,8 @@ async def open_market_feed(
     remote_rows: int = DEFAULT_SNAPSHOT_ROWS,
     record: bool = False,
     feed_host: str | None = None,
+    linger: float | None = None,
+    stale_after: float | None = None,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -279,8 +288,15 @@ async def open_market_feed(
     unsubscribes; the daemon keeps running.
 
     ``record=True``: the feed daemon also appends every quote of these
-    topics to their tick log (see :mod:`tractor_sampler._ticklog`)."""
+    topics to their tick log (see :mod:`tractor_sampler._ticklog`).
+
+    ``linger`` / ``stale_after`` (seconds, for a daemon spawned here): a
+    topic whose last client left stops after ``linger``; one without a
+    quote for ``stale_after`` is reported ``stale``.  When every topic of
+    this feed ends (``samplerd stop``, :func:`~tractor_sampler.stop_topic`)
+    its quote iteration ends; ``feed.status`` said why."""
     names = check_topics(topics)
+    _lifecycle_kwargs(linger, stale_after)  # refused before a root boots
     config = _with_record(config, record)
     if buffers is not None:
         buffers_msg(buffers)  # a bad one is refused before a root boots
@@ -299,6 +315,8 @@ async def open_market_feed(
             loglevel=loglevel,
             group_members=group_members,
             host=feed_host,
+            linger=linger,
+            stale_after=stale_after,
         ) as portal,
     ):
         # a feed daemon on another host: heartbeats on the status stream
@@ -358,6 +376,7 @@ async def open_market_feed(
                             buffer=buffer,
                             watch_producer=False,  # watched above already
                         ) as quotes,
+                        _ending_with_topics(status, quotes, names),
                     ):
                         yield MarketFeed(
                             backend=backend,
@@ -377,6 +396,54 @@ async def open_market_feed(
                     for shm in by_period.values():
                         release_buffer(shm)
             await ctx.cancel()
+
+
+def _lifecycle_kwargs(linger: Any, stale_after: Any) -> dict[str, float]:
+    """The feed daemon's ``linger`` / ``stale_after`` given, checked."""
+    from ._lifecycle import check_seconds
+
+    out = {}
+    if linger is not None:
+        out['linger'] = check_seconds(linger, 'linger')
+    if stale_after is not None:
+        out['stale_after'] = check_seconds(stale_after, 'stale_after')
+    return out
+
+
+@acm
+async def _ending_with_topics(
+    status: StatusStream, quotes: feedbus.Feed, names: list[str]
+) -> AsyncIterator[None]:
+    """End the quote iteration (readers get end-of-channel once they have
+    read what they hold) when every topic of the feed is ``ended`` or
+    ``failed`` (stopped, or given up): no quote comes any more."""
+    import trio
+
+    left = set(names)
+
+    async def watch() -> None:
+        try:
+            async with status.open_reader() as reports:
+                async for st in reports:
+                    if isinstance(st, FeedStatus) and st.state in ('ended', 'failed'):
+                        left.discard(st.topic)
+                        if not left:
+                            break
+        except Exception:
+            return  # the status stream's own ending is reported where it is read
+        if not left:
+            # out of the pump's way first (it puts into its readers)
+            readers = list(quotes._readers)
+            quotes._readers.difference_update(readers)
+            for reader in readers:
+                reader.close()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(watch)
+        try:
+            yield
+        finally:
+            n.cancel_scope.cancel()
 
 
 def _silent_end(err: BaseException) -> bool:

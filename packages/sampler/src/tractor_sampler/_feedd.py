@@ -48,7 +48,8 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager as acm
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -529,6 +530,8 @@ class Topic:
     filled_bars: int = 0
     #: the topic's task (cancelled when samplerd is not coming back)
     scope: trio.CancelScope | None = None
+    #: set once its task is over (slots given back): see stop_topic
+    stopped: trio.Event = field(default_factory=trio.Event)
 
     def status(self) -> FeedStatus:
         return FeedStatus(
@@ -556,8 +559,11 @@ class FeedDaemon:
         group_members: int = DEFAULT_GROUP_MEMBERS,
         pool: BufferPool | None = None,
         store: Any = None,
+        linger: float | None = None,
+        stale_after: float | None = None,
     ) -> None:
         self.backend = backend
+        self._init_lifecycle(linger, stale_after)
         #: the bar store's writer (None: no store), see _store.py
         self.store_writer = _store_writer(store, backend.name)
         self.buffers = check_buffers(buffers)
@@ -838,7 +844,7 @@ class FeedDaemon:
                     self.topics[name] = topic
                     task_status.started(topic)
                     handed_over = True
-                    await self._run_stream(topic, source)
+                    await self._run_stream_watched(topic, source)
             finally:
                 if self.topics.get(name) is topic:
                     del self.topics[name]
@@ -853,6 +859,8 @@ class FeedDaemon:
             if not self.closing:
                 for shm in shms.values():
                     self.pool.give_back(shm)
+            if topic is not None:
+                topic.stopped.set()
 
     async def _stored_then_history(
         self, name: str, now: float, config: dict[str, Any]
@@ -1253,6 +1261,138 @@ class FeedDaemon:
 
         await supervise(once, policy, on_state=on_state)
 
+    # --- clients, lingering, stop and stale (see _lifecycle.py) -------------
+
+    def _init_lifecycle(self, linger: float | None, stale_after: float | None) -> None:
+        from ._lifecycle import (
+            DEFAULT_LINGER_S,
+            DEFAULT_STALE_AFTER_S,
+            LINGER_ENV,
+            STALE_AFTER_ENV,
+            setting,
+        )
+
+        #: seconds a topic without clients keeps running (0: none)
+        self.linger = setting(linger, LINGER_ENV, DEFAULT_LINGER_S, 'linger')
+        #: seconds without a quote before a topic is ``stale`` (0: never)
+        self.stale_after = setting(
+            stale_after, STALE_AFTER_ENV, DEFAULT_STALE_AFTER_S, 'stale_after'
+        )
+        #: clients per topic (attach_feed contexts, stream_bars streams)
+        self.clients: Counter[str] = Counter()
+        #: topics lingering without clients: the scope of their wait
+        self._lingers: dict[str, trio.CancelScope] = {}
+        #: topics stopped by their linger or on request (ls, tests)
+        self.stopped_topics = 0
+
+    @acm
+    async def holding(self, names: Iterable[str]) -> AsyncIterator[None]:
+        """Count a client of each topic of ``names`` while inside: a
+        lingering topic keeps running; the last client leaving starts its
+        linger (:meth:`_linger`)."""
+        names = list(dict.fromkeys(names))
+        for name in names:
+            self.clients[name] += 1
+            cs = self._lingers.pop(name, None)
+            if cs is not None:
+                cs.cancel()
+        try:
+            yield
+        finally:
+            for name in names:
+                self.clients[name] -= 1
+                if self.clients[name] <= 0:
+                    del self.clients[name]
+                    if not self.closing and name not in self._lingers:
+                        # the scope now, so a client arriving before the
+                        # task runs cancels it
+                        cs = self._lingers[name] = trio.CancelScope()
+                        self._tn.start_soon(self._linger, name, cs)
+
+    async def _linger(self, name: str, cs: trio.CancelScope) -> None:
+        with cs:
+            await trio.sleep(self.linger)
+        if self._lingers.get(name) is cs:
+            del self._lingers[name]
+        if cs.cancelled_caught or self.clients.get(name):
+            return
+        await self.stop_topic(
+            name, f'no client for {self.linger:g} s (linger)', if_unused=True
+        )
+
+    async def stop_topic(
+        self, name: str, reason: str, *, if_unused: bool = False
+    ) -> FeedStatus | None:
+        """Stop topic ``name`` now: its clients get ``'ended'`` with
+        ``reason`` (and new ones start it afresh), its closed bars are
+        flushed to the store (when on), its quote stream stops and its
+        slots are given back (returns once they are).  ``KeyError`` when it
+        does not run; with ``if_unused`` (the linger) nothing happens then,
+        nor when a client came meanwhile."""
+        lock = self._locks.setdefault(name, trio.Lock())
+        async with lock:  # no start of the same topic meanwhile
+            topic = self.topics.get(name)
+            if topic is None:
+                if if_unused:
+                    return None
+                raise KeyError(
+                    f'topic {name!r} does not run in feedd.{self.backend.name}'
+                )
+            if if_unused and self.clients.get(name):
+                return None
+            self._report(topic, 'ended', reason)  # no longer in self.topics
+            status = topic.status()
+            w = self.store_writer
+            if w is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(30):
+                    await w.flush({name: topic})
+            if topic.scope is not None:
+                topic.scope.cancel()
+            with trio.move_on_after(30):
+                await topic.stopped.wait()
+            self.stopped_topics += 1
+            log.info(f'{name}: stopped ({reason})')
+            return status
+
+    async def _run_stream_watched(self, topic: Topic, source: Any) -> None:
+        """:meth:`_run_stream` beside the topic's stale watch."""
+        async with trio.open_nursery() as n:
+            if self.stale_after > 0:
+                n.start_soon(self._watch_stale, topic)
+            await self._run_stream(topic, source)
+            n.cancel_scope.cancel()
+
+    async def _watch_stale(self, topic: Topic) -> None:
+        """Report ``topic`` ``stale`` when its quote stream is ``up`` but
+        its last quote is ``stale_after`` seconds old, and ``up`` at the
+        next one (the feed bus's latest quote, polled)."""
+        after = self.stale_after
+        poll = min(after / 4, 1.0)
+        seq: int | None = None
+        since = trio.current_time()
+        was = topic.stream_state
+        while True:
+            await trio.sleep(poll)
+            latest = self.bus.latest(topic.name)
+            s = latest.seq if latest is not None else None
+            now = trio.current_time()
+            state = topic.stream_state
+            if state == 'up' and was not in ('up', 'stale'):
+                since = now  # (re)started: its silence counts from now
+            was = state
+            if s != seq:
+                seq, since = s, now
+                if state == 'stale':
+                    self._report(topic, 'up')
+                    was = 'up'
+            elif state == 'up' and now - since >= after:
+                self._report(
+                    topic,
+                    'stale',
+                    f'no quote for {now - since:.1f} s (stale_after={after:g} s)',
+                )
+                was = 'stale'
+
     # --- introspection ------------------------------------------------------
 
     def info(self) -> FeedInfo:
@@ -1367,6 +1507,8 @@ async def feedd(
     plugins: list[str] | None = None,
     group_members: int = DEFAULT_GROUP_MEMBERS,
     data_dir: str | None = None,
+    linger: float | None = None,
+    stale_after: float | None = None,
 ) -> None:
     """The feed daemon's root endpoint (supervised by the root's service
     manager as ``feedd.<backend>``): loads the backend (plus the plugin
@@ -1378,7 +1520,9 @@ async def feedd(
     the member slots of each shared-memory group of buffers (sparse: see
     docs/sampler.md, "Buffers in groups"); ``data_dir`` the bar store's
     data directory (default ``$TRACTOR_SAMPLER_DATA_DIR``; the store is
-    on when either is set, see docs/storage.md).  (The backend's config comes
+    on when either is set, see docs/storage.md); ``linger`` and
+    ``stale_after`` the seconds a topic without clients keeps running and
+    without quotes is ``up`` (see :mod:`tractor_sampler._lifecycle`).  (The backend's config comes
     per topic, from the client that starts it.)"""
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'backend={backend!r} must be a backend name')
@@ -1401,6 +1545,7 @@ async def feedd(
         ) from None
     checked_buffers = check_buffers(buffers)
     members = check_group_members(group_members)
+    lifecycle = _lifecycle_settings(linger, stale_after)
     if await _maybe_mirror(ctx, backend, members):
         return
     store, flush_s = _feedd_store(data_dir)
@@ -1415,7 +1560,13 @@ async def feedd(
     try:
         async with trio.open_nursery() as tn:
             _holder.daemon = FeedDaemon(
-                be, tn, buffers=checked_buffers, policy=policy, pool=pool, store=store
+                be,
+                tn,
+                buffers=checked_buffers,
+                policy=policy,
+                pool=pool,
+                store=store,
+                **lifecycle,
             )
             if _holder.daemon.store_writer is not None:
                 tn.start_soon(
@@ -1435,6 +1586,25 @@ async def feedd(
                 tn.cancel_scope.cancel()
     finally:
         pool.close()
+
+
+def _lifecycle_settings(linger: Any, stale_after: Any) -> dict[str, float]:
+    """``feedd``'s ``linger`` and ``stale_after``, checked before anything
+    starts (defaults from the root's environment, see _lifecycle.py)."""
+    from ._lifecycle import (
+        DEFAULT_LINGER_S,
+        DEFAULT_STALE_AFTER_S,
+        LINGER_ENV,
+        STALE_AFTER_ENV,
+        setting,
+    )
+
+    return {
+        'linger': setting(linger, LINGER_ENV, DEFAULT_LINGER_S, 'linger'),
+        'stale_after': setting(
+            stale_after, STALE_AFTER_ENV, DEFAULT_STALE_AFTER_S, 'stale_after'
+        ),
+    }
 
 
 def _store_writer(store: Any, backend: str) -> StoreWriter | None:
@@ -1510,6 +1680,23 @@ async def attach_feed(
     # (in the order asked) is raised once all are done
     errors: dict[str, Exception] = {}
     limit = trio.CapacityLimiter(START_CONCURRENCY)
+    async with daemon.holding(names):  # counted from before they start
+        await _attach_feed(
+            ctx, daemon, names, config, heartbeat_s, started, errors, limit
+        )
+
+
+async def _attach_feed(
+    ctx: compat.Context,
+    daemon: FeedDaemon,
+    names: list[str],
+    config: dict[str, Any] | None,
+    heartbeat_s: float | None,
+    started: dict[str, Any],
+    errors: dict[str, Exception],
+    limit: trio.CapacityLimiter,
+) -> None:
+    """attach_feed's body, inside its count of the topics' clients."""
 
     async def start(name: str) -> None:
         async with limit:
@@ -1561,6 +1748,20 @@ async def attach_feed(
                 pass  # no requests: held open until the client leaves
         except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+async def stop_feed_topic(topic: str, reason: str | None = None) -> dict[str, Any]:
+    """(feedd) Stop ``topic`` now (:meth:`FeedDaemon.stop_topic`), its
+    clients told ``reason``; its last :class:`FeedStatus` in IPC form.
+    ``ValueError`` when it does not run."""
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f'reason={reason!r} must be a string')
+    daemon = get_feed_daemon()
+    try:
+        st = await daemon.stop_topic(topic, reason or 'stopped on request')
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    return msgspec.to_builtins(st)
 
 
 async def feed_info() -> dict[str, Any]:

@@ -62,7 +62,7 @@ SampleMsg = Union[Step, Backfill, Info]
 
 
 #: the states of one topic in a feed daemon
-FeedState = Literal['starting', 'up', 'restarting', 'failed', 'ended']
+FeedState = Literal['starting', 'up', 'stale', 'restarting', 'failed', 'ended']
 
 
 class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
@@ -71,7 +71,10 @@ class FeedStatus(_Msg, frozen=True, kw_only=True, tag='status'):
     runs), ``'restarting'`` (it raised or ended, ``error`` says how, and the
     daemon's restart policy restarts it), ``'failed'`` (it raised and the
     policy gave up: no more quotes) or ``'ended'`` (it ended normally and
-    is not restarted).  ``restarts`` counts the restarts so far."""
+    is not restarted, or was stopped: ``samplerd stop``, or no client for
+    its linger period; ``error`` says why).  ``'stale'``: the quote stream
+    runs but sent nothing for the daemon's ``stale_after`` seconds; ``up``
+    again at its next quote.  ``restarts`` counts the restarts so far."""
 
     topic: str
     state: FeedState

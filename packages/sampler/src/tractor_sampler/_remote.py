@@ -453,7 +453,8 @@ async def stream_bars(
             'heartbeat_s': HEARTBEAT_S,
         }
     )
-    async with compat.open_stream(ctx) as stream:
+    # a client of its topics (they linger when the last one leaves)
+    async with compat.open_stream(ctx) as stream, daemon.holding(names):
         async with trio.open_nursery() as n:
 
             async def drain() -> None:

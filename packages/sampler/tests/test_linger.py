@@ -1,0 +1,150 @@
+"""Topics start and stop on demand: a topic lingers after its last client
+leaves, then stops and gives its slots back; a client coming back within
+the linger keeps it; ``stop_topic`` ends one topic's feeds with the reason;
+a topic without quotes is ``stale``, then ``up`` again."""
+
+import pytest
+import trio
+
+from tractor_sampler import (
+    FeedStatus,
+    maybe_open_feedd,
+    open_market_feed,
+    stop_topic,
+)
+from tractor_sampler._introspect import query_feed
+from tractor_services import open_service_root
+
+BUFS = {1.0: (256, 30), 60.0: (64, 10)}
+FAST = {'tick_rate': 100, 'trade_prob': 0.5}
+
+
+async def info_when(portal, pred, timeout=30, poll=0.05):
+    """The feed daemon's info once ``pred`` holds for it."""
+    with trio.fail_after(timeout):
+        while True:
+            info = await query_feed(portal)
+            if pred(info):
+                return info
+            await trio.sleep(poll)
+
+
+async def status_when(reader, pred, timeout=30):
+    with trio.fail_after(timeout):
+        while True:
+            st = await reader.receive()
+            if isinstance(st, FeedStatus) and pred(st):
+                return st
+
+
+async def test_last_client_leaving_stops_the_topic_after_its_linger_and_frees_its_slots(
+    other_addr,
+):
+    async with (
+        open_service_root(other_addr),
+        maybe_open_feedd(buffers=BUFS, linger=0.5) as portal,
+    ):
+        async with open_market_feed(['AAA'], config=FAST) as feed:
+            assert feed.first_status['AAA'].state == 'up'
+            held = await query_feed(portal)
+            assert held.pool['used'] == len(BUFS)
+        # its last (only) client left: gone after the linger, slots free
+        info = await info_when(portal, lambda i: 'AAA' not in i.topics)
+        assert info.pool['used'] == 0
+        # a new client starts it afresh
+        async with open_market_feed(['AAA'], config=FAST) as again:
+            assert again.first_status['AAA'].state == 'up'
+            assert (await query_feed(portal)).pool['used'] == len(BUFS)
+
+
+async def test_a_client_back_within_the_linger_keeps_the_topic_and_its_buffers(
+    other_addr,
+):
+    linger = 2.0
+    async with (
+        open_service_root(other_addr),
+        maybe_open_feedd(buffers=BUFS, linger=linger) as portal,
+    ):
+        async with open_market_feed(['AAA'], config=FAST) as feed:
+            token = feed.buffer('AAA').token
+            started_at = (await query_feed(portal)).topics['AAA'].started_at
+        async with open_market_feed(['AAA'], config=FAST) as back:
+            assert back.buffer('AAA').token == token
+            # well past the first client's linger (samplerd stepped the
+            # 1 s buffer more than that many times): still the same topic
+            shm = back.buffer('AAA')
+            n0 = len(shm)
+            with trio.fail_after(30):
+                while len(shm) < n0 + linger + 2:
+                    await trio.sleep(0.05)
+            info = await query_feed(portal)
+            assert info.topics['AAA'].state == 'up'
+            assert info.topics['AAA'].started_at == started_at
+            assert info.topics['AAA'].buffers[1.0].token == token
+
+
+async def test_stop_topic_ends_its_clients_feeds_with_the_reason_others_untouched(
+    other_addr,
+):
+    async with open_service_root(other_addr) as _:
+        async with (
+            open_market_feed(['AAA'], buffers=BUFS, config=FAST) as a,
+            open_market_feed(['BBB'], buffers=BUFS, config=FAST) as b,
+            a.status.open_reader() as reports,
+        ):
+            st = await stop_topic('AAA', registry_addr=other_addr, reason='maintenance')
+            assert (st.topic, st.state, st.error) == ('AAA', 'ended', 'maintenance')
+            got = await status_when(reports, lambda s: s.topic == 'AAA')
+            assert (got.state, got.error) == ('ended', 'maintenance')
+            # its quote iteration ends (after what it held), no hang
+            with trio.fail_after(30):
+                async for _q in a:
+                    pass
+            # the other topic streams on
+            with trio.fail_after(30):
+                async with b.quotes.open_reader() as r:
+                    q = await r.receive()
+            assert q.topic == 'BBB'
+            info = await b.info()
+            assert 'AAA' not in info.topics and info.topics['BBB'].state == 'up'
+            assert info.pool['used'] == len(BUFS)  # AAA's slots given back
+            with pytest.raises(
+                ValueError, match="topic 'AAA' does not run in feedd.sim"
+            ):
+                await stop_topic('AAA', registry_addr=other_addr)
+        with pytest.raises(ValueError, match='no feed daemon feedd.nope runs'):
+            await stop_topic('AAA', 'nope', registry_addr=other_addr)
+
+
+async def test_a_topic_without_quotes_is_stale_then_up_again(other_addr):
+    async with open_service_root(other_addr):
+        async with (
+            open_market_feed(
+                ['AAA'],
+                backend='pausing',
+                plugins=['pausing_backends'],
+                buffers=BUFS,
+                config={'tick_rate': 50, 'pause_after': 20, 'pause_s': 4.0},
+                stale_after=1.0,
+            ) as feed,
+            feed.status.open_reader() as reports,
+        ):
+            stale = await status_when(reports, lambda s: s.state == 'stale')
+            assert 'no quote for' in stale.error and 'stale_after=1 s' in stale.error
+            assert (await feed.info()).topics['AAA'].state == 'stale'
+            back = await status_when(reports, lambda s: s.state != 'stale')
+            assert back.state == 'up' and back.error is None
+            with trio.fail_after(30):
+                async with feed.quotes.open_reader() as r:
+                    assert (await r.receive()).topic == 'AAA'
+
+
+async def test_bad_linger_and_stale_after_are_refused_in_one_line():
+    with pytest.raises(
+        ValueError, match=r'linger=-1\.0 must be a number of seconds >= 0'
+    ):
+        async with open_market_feed(['AAA'], linger=-1):
+            pass
+    with pytest.raises(ValueError, match=r"stale_after='x' must be a number"):
+        async with open_market_feed(['AAA'], stale_after='x'):
+            pass
