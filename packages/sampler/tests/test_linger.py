@@ -148,3 +148,68 @@ async def test_bad_linger_and_stale_after_are_refused_in_one_line():
     with pytest.raises(ValueError, match=r"stale_after='x' must be a number"):
         async with open_market_feed(['AAA'], stale_after='x'):
             pass
+
+
+async def _ls_topics(port: int) -> dict:
+    import json
+
+    from test_cli import run_cli
+
+    res = await run_cli('--port', str(port), 'ls', '--json')
+    assert res.returncode == 0, res.stderr.decode()
+    feeds = json.loads(res.stdout).get('feeds') or []
+    return {t: v for f in feeds for t, v in (f.get('topics') or {}).items()}
+
+
+async def test_samplerd_stop_and_run_linger_through_the_command():
+    import signal
+
+    from test_cli import Proc, run_cli
+
+    from tractor_services.testing import free_port, wait_gone
+
+    port = free_port()
+    daemon = Proc('--port', str(port), '-l', 'warning', 'run', '--linger', '0.5')
+    watch = None
+    try:
+        await daemon.read_until(lambda line: 'ready' in line)
+        res = await run_cli('--port', str(port), 'stop', 'AAA')
+        assert res.returncode == 1
+        assert (
+            res.stderr.decode()
+            .strip()
+            .startswith('samplerd: error: no feed daemon feedd.sim runs at')
+        )
+        watch = Proc('--port', str(port), 'watch', 'AAA', '--fps', '2')
+        await watch.read_until(lambda line: 'AAA' in line)
+        with trio.fail_after(60):
+            while 'AAA' not in await _ls_topics(port):
+                await trio.sleep(0.2)
+        res = await run_cli(
+            '--port', str(port), 'stop', 'AAA', '--reason', 'maintenance'
+        )
+        assert res.returncode == 0, res.stderr.decode()
+        assert res.stdout.decode().strip() == 'sim/AAA: ended (maintenance)'
+        assert 'AAA' not in await _ls_topics(port)
+        res = await run_cli('--port', str(port), 'stop', 'AAA')
+        assert res.returncode == 1
+        assert res.stderr.decode().strip() == (
+            "samplerd: error: topic 'AAA' does not run in feedd.sim"
+        )
+        # a client again, then none: the topic stops after run's --linger
+        await watch.stop(signal.SIGINT)
+        watch = Proc('--port', str(port), 'watch', 'BBB', '--fps', '2')
+        with trio.fail_after(60):
+            while 'BBB' not in await _ls_topics(port):
+                await trio.sleep(0.2)
+        await watch.stop(signal.SIGINT)
+        with trio.fail_after(60):
+            while 'BBB' in await _ls_topics(port):
+                await trio.sleep(0.2)
+        assert await daemon.stop(signal.SIGINT) == 0
+    finally:
+        for proc in (watch, daemon):
+            if proc is not None and proc.p.poll() is None:
+                proc.p.kill()
+                proc.p.wait()
+    assert not wait_gone(daemon.family), 'the daemon left processes behind'
