@@ -127,6 +127,17 @@ async def test_a_feed_asked_for_on_a_joined_host_runs_and_steps_there():
             assert psutil.Process(services[name]['pid']).ppid() == b.p.pid
         assert psutil.Process(services['samplerd']['pid']).ppid() == a.p.pid
 
+        # the feed is listed under its host's name
+        with trio.fail_after(60):
+            res = await trio.run_process(
+                [*SAMPLERD, '--port', str(port), 'ls', 'feeds'],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert res.returncode == 0, res.stderr.decode()
+        assert 'feedd.sim@b  (' in res.stdout.decode()
+
         assert await b.stop() == 0, b.err
         assert set(await ls(port)) == {'samplerd'}
     finally:

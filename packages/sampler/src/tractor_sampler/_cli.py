@@ -41,6 +41,7 @@ from tractor_services import (
     default_registry_addr,
     is_loopback,
     open_service_root,
+    qualify,
 )
 
 from . import __version__
@@ -481,7 +482,7 @@ def render_ls(report: TreeInfo) -> str:
             src = (
                 f'{f.dist} {f.version}' if f.dist == 'builtin' and f.version else f.dist
             )
-            lines.append(f'  {FEEDD_PREFIX}{f.backend}  ({src})')
+            lines.append(f'  {qualify(FEEDD_PREFIX + f.backend, f.host)}  ({src})')
             lines += _store_lines(f.store)
             rows = []
             for name, t in f.topics.items():

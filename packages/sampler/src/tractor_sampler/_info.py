@@ -119,6 +119,9 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
     #: ``writes`` done, ``failures`` (retried) and ``last_error``; empty
     #: when the store is off
     store: dict[str, Any] = {}
+    #: the joined host it runs on (``feedd.<backend>@<host>``), ``None`` on
+    #: the registry's host (docs/multihost.md, "Services on a chosen host")
+    host: str | None = None
 
 
 class SamplerInfo(_Info, frozen=True, kw_only=True):

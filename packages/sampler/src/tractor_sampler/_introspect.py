@@ -69,6 +69,15 @@ async def introspect(
         return await _gather(addr, wanted)
 
 
+def _on_host(info: FeedInfo, name: str) -> FeedInfo:
+    """``info`` of the feed daemon registered as ``name``, with the joined
+    host it runs on (``feedd.sim@b`` -> ``b``)."""
+    from tractor_services._join import split_name
+
+    host = split_name(name)[1]
+    return info if host is None else msgspec.structs.replace(info, host=host)
+
+
 async def _joined_services(addr: tuple[str, int]) -> list[Any]:
     """The services of the hosts that joined the registry at ``addr``
     (``samplerd run --join``), named ``<name>@<label>``; a host that does
@@ -97,7 +106,7 @@ async def _gather(addr: tuple[str, int], wanted: set[str]) -> TreeInfo:
         for name in sorted(n for n in running if n.startswith(FEEDD_PREFIX)):
             async with compat.find_actor(name, addr) as portal:
                 if portal is not None:
-                    feeds.append(await query_feed(portal))
+                    feeds.append(_on_host(await query_feed(portal), name))
     samplerd: SamplerInfo | None = None
     if 'samplerd' in wanted and SAMPLERD in running:
         async with compat.find_actor(SAMPLERD, addr) as portal:
