@@ -38,6 +38,7 @@ segment (a writer may be writing it); anywhere else a bad record is a
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import struct
@@ -286,11 +287,9 @@ class TickLog:
         else:  # a segment begun, no record in it yet: the last one is before it
             for older in reversed(segs[:-1]):
                 _, recs = read_segment(older)
-                prev = None
-                for prev in recs:
-                    pass
-                if prev is not None:
-                    self.last_seq, self.last_time = prev.seq, prev.time
+                tail = collections.deque(recs, maxlen=1)  # its last record
+                if tail:
+                    self.last_seq, self.last_time = tail[0].seq, tail[0].time
                     break
         self._path, self._size = path, good
         self._day = path.name.split('-', 1)[0]
