@@ -287,9 +287,9 @@ class TickLog:
         else:  # a segment begun, no record in it yet: the last one is before it
             for older in reversed(segs[:-1]):
                 _, recs = read_segment(older)
-                tail = collections.deque(recs, maxlen=1)  # its last record
-                if tail:
-                    self.last_seq, self.last_time = tail[0].seq, tail[0].time
+                final = collections.deque(recs, maxlen=1)  # its last record
+                if final:
+                    self.last_seq, self.last_time = final[0].seq, final[0].time
                     break
         self._path, self._size = path, good
         self._day = path.name.split('-', 1)[0]
