@@ -426,10 +426,10 @@ async def run_topics(cfg: argparse.Namespace) -> dict[str, Any]:
     the topics (one ``open_market_feed`` call); file descriptors of the
     daemon, samplerd and this client; the daemon's anonymous RSS and the
     /dev/shm pages touched, per topic."""
+    import _feedd_eps as eps
     import numpy as np
     import psutil
 
-    import _feedd_eps as eps
     from tractor_sampler import (
         feedd_name,
         maybe_open_feedd,
@@ -469,7 +469,7 @@ async def run_topics(cfg: argparse.Namespace) -> dict[str, Any]:
                         )
                     }
 
-                    def cpu() -> dict[str, float]:
+                    def cpu(procs: dict[str, Any] = procs) -> dict[str, float]:
                         out = {}
                         for k, pr in procs.items():
                             c = pr.cpu_times()
@@ -514,7 +514,7 @@ async def run_topics(cfg: argparse.Namespace) -> dict[str, Any]:
                     # samplerd's step latency with them, measured here with
                     # no quotes of N topics arriving at this subscriber too
                     others: list[int] = []
-                    point['lat'] = lat = await _step_latency(steps, cfg.steps, others)
+                    point['lat'] = await _step_latency(steps, cfg.steps, others)
                     point['broadcasts'] = len(others)
             await mngr.cancel_service(feedd_name('sim'))
         points.append(point)
@@ -590,6 +590,7 @@ def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
     """The topics curve as markdown (a table, the targets, a plot)."""
     import _plots
     import _report as rp
+
     import tractor_sampler
 
     pct = rp.percentile
@@ -612,7 +613,8 @@ def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
         l50, l99 = pct(q['lat'], 50), pct(q['lat'], 99)
         b50, b99 = pct(q['base'], 50), pct(q['base'], 99)
         fd = ' / '.join(
-            f'{q[k]["fds"]} ({q[k]["shm_fds"]})' for k in ('daemon', 'samplerd', 'client')
+            f'{q[k]["fds"]} ({q[k]["shm_fds"]})'
+            for k in ('daemon', 'samplerd', 'client')
         )
         rows.append(
             [
@@ -650,7 +652,7 @@ def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
         f'samplerd step → subscriber p99 {l99 * 1e3:.2f} ms with {n:,} topics '
         f'registered, {l99 / b99:.2f}× one buffer in the same run (target < 5 ms and '
         f'≤ 2×: {met(l99 < 0.005 and l99 <= 2 * b99)})',
-        f'the daemon\'s anonymous RSS per topic {rss / 1e3:.1f} KB (target ≤ 50 KB: '
+        f"the daemon's anonymous RSS per topic {rss / 1e3:.1f} KB (target ≤ 50 KB: "
         f'{met(rss <= 50e3)})',
         f'/dev/shm touched per topic {big["shm_per_topic"] / 1e3:.1f} KB at {n:,} '
         'topics: two pages (the seeded row of each of its two buffers: a topic '
@@ -678,7 +680,7 @@ def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
         f'{cfg.topic_rate:g}, `anchored=False`: the sim starts at its start price '
         'instead of computing its history path per symbol, and no history bars: '
         'the sim computes 3 ms of history per topic, which would be the '
-        'backend\'s cost, not the daemon\'s), buffers '
+        "backend's cost, not the daemon's), buffers "
         f'{ {p: r for p, (r, _) in eps_buffers().items()} } rows.  RSS is the '
         "daemon's RssAnon (private anonymous memory) after the topics opened "
         'less before, per topic; /dev/shm is the blocks tmpfs allocated to the '
@@ -689,13 +691,13 @@ def topics_report(res: dict[str, Any], cfg: argparse.Namespace) -> str:
             if len(load) == 2
             else ''
         )
-        + ': latency figures are noisy.  samplerd\'s own step of 10,000 buffers '
+        + ": latency figures are noisy.  samplerd's own step of 10,000 buffers "
         'takes about a millisecond (in process, the stepping figures of the '
         'sampler section); at 10,000 topics the rest of the step latency is the '
         "daemon's 10,000 sim streams (still running) and the other processes "
         'sharing two cores.'
         + (
-            f'  Other messages on the subscriber\'s stream during the latency '
+            f"  Other messages on the subscriber's stream during the latency "
             f'windows (Backfill corrections): {big.get("broadcasts", 0)} at '
             f'{big["n"]:,} topics.'
         )
@@ -1200,7 +1202,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the topics curve: each topic's sim tick_rate (quotes/s)",
     )
     p.add_argument(
-        '--steps', type=int, default=15, help='the topics curve: steps per latency window'
+        '--steps',
+        type=int,
+        default=15,
+        help='the topics curve: steps per latency window',
     )
     p.add_argument(
         '--group-members',
@@ -1249,7 +1254,9 @@ def main(argv: list[str] | None = None) -> int:
                 import _report as rp
 
                 if _topics_block_in_doc():
-                    path = rp.write_section(TOPICS_KEY, 'topics per feed daemon', topics_md)
+                    path = rp.write_section(
+                        TOPICS_KEY, 'topics per feed daemon', topics_md
+                    )
                 else:  # first time: inside the feedd section
                     text = rp.DOC.read_text()
                     end = '<!-- bench:feedd:end -->'

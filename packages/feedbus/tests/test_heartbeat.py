@@ -82,9 +82,7 @@ async def test_a_bad_heartbeat_setting_is_refused_before_subscribing(
                     pass
 
 
-async def test_a_stall_of_the_subscriber_itself_is_not_peer_gone(
-    reg_addr, monkeypatch
-):
+async def test_a_stall_of_the_subscriber_itself_is_not_peer_gone(reg_addr, monkeypatch):
     """The subscriber's own event loop blocked past the silence limit while
     the producer's heartbeats went on: they are read, no PeerGone."""
     import time

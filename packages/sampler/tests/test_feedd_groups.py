@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import trio
 
-from tractor_sampler import maybe_open_samplerd, open_market_feed
-from tractor_sampler import _feed
+from tractor_sampler import _feed, maybe_open_samplerd, open_market_feed
 from tractor_sampler._pool import BufferPool, GroupKey, NoShmSpace
 from tractor_sampler.endpoints import sampler_info
 from tractor_sampler.shm import KEY_PREFIX_ENV
@@ -323,10 +322,13 @@ async def test_samplerd_restart_with_many_topics_keeps_every_topics_bars_contigu
 
             async def all_back():
                 info = await feed.info()
-                return all(
-                    t.sampler_restarts == 1 and t.state == 'up'
-                    for t in info.topics.values()
-                ) and len(info.topics) == n
+                return (
+                    all(
+                        t.sampler_restarts == 1 and t.state == 'up'
+                        for t in info.topics.values()
+                    )
+                    and len(info.topics) == n
+                )
 
             await wait_until(all_back, timeout=60)
             info = await feed.info()

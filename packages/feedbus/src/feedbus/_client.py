@@ -318,9 +318,7 @@ class Feed(StreamReaders):
         return self.errors
 
 
-async def _wait_for_room(
-    level: Callable[[], int], ready: Callable[[], bool]
-) -> None:
+async def _wait_for_room(level: Callable[[], int], ready: Callable[[], bool]) -> None:
     """(ring feeds) Wait until ``ready()``: by yielding while ``level()``
     (how full the local queues are) keeps falling, since a consumer that
     is reading drains them within a few turns; by sleeping 1 ms, doubling
@@ -438,7 +436,9 @@ async def open_feed(
         await ctx.cancel()
 
 
-def _heartbeat_s(portal: compat.Portal, endpoint_kwargs: dict[str, Any]) -> float | None:
+def _heartbeat_s(
+    portal: compat.Portal, endpoint_kwargs: dict[str, Any]
+) -> float | None:
     """Heartbeats from a producer on another host (or from every one with
     ``$TRACTOR_SERVICES_HEARTBEATS=1``): asked for in ``endpoint_kwargs``,
     unless the caller gave ``heartbeat_s`` itself; the interval asked."""

@@ -331,7 +331,8 @@ async def open_sub(
     ctl = sub.ctl
     assert ctl is not None
     send = _sender(stream)
-    beat = Heartbeat(check_heartbeat(heartbeat_s)) if heartbeat_s is not None else None
+    every = check_heartbeat(heartbeat_s)
+    beat = Heartbeat(every) if every is not None else None
     if beat is not None:
         send = beat.wrap(send)
     ready = trio.Event()

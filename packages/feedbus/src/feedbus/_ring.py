@@ -385,7 +385,7 @@ class _Attachment:
         (at least the newest :data:`DECODED_KEPT`: past twice that, the
         older are forgotten at once, so the cost stays O(1) per quote)."""
         decoded = self.decoded
-        decoded.update(zip(gseqs, msgs))
+        decoded.update(zip(gseqs, msgs, strict=False))
         if len(decoded) > 2 * DECODED_KEPT:
             cut = max(decoded) - DECODED_KEPT
             self.decoded = {k: v for k, v in decoded.items() if k > cut}

@@ -21,10 +21,10 @@ from tractor_services._heartbeat import heartbeat_interval
 from ._errors import SamplerError, SamplerRefused  # noqa: F401  (SamplerError: _ohlc catches it)
 from ._msgs import (
     AddBuffersReq,
-    GroupMembers,
     Backfill,
     BroadcastReq,
     Error,
+    GroupMembers,
     Info,
     RemoveBuffersReq,
     Step,

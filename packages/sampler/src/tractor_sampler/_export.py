@@ -94,7 +94,7 @@ def read_bars(
         if hi is not None:
             live = live[live['time'] < hi]
         conv = np.zeros(len(live), dtype=DEFAULT_DTYPE)
-        for f in DEFAULT_DTYPE.names if hasattr(DEFAULT_DTYPE, 'names') else ():
+        for f in DEFAULT_DTYPE.names or ():
             if f in (live.dtype.names or ()):
                 conv[f] = live[f]
         bars = np.concatenate([bars, conv])
