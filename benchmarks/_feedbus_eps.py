@@ -332,8 +332,10 @@ async def _sub_feed(
     # comparison with the (lossless, flow-controlled) raw stream
     size = max(n, 1024)
     count = 0
+    # the stream, as for a subscriber on another host (a local one reads the
+    # shared-memory ring by default: bench_ring.py compares the two)
     async with open_feed(
-        portal, [topic], batch=batch, buffer=size, outbox_size=size
+        portal, [topic], batch=batch, buffer=size, outbox_size=size, ring=False
     ) as feed:
         await feed.stats()  # round trip: subscribed, and Ready handled
         await ctl.send('ready')

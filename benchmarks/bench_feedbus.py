@@ -443,7 +443,10 @@ def report(res: dict[str, Any], cfg: argparse.Namespace, write: bool) -> bool:
         note = (
             f'{nsubs} subscriber actor(s), N={n:,} quotes per trial'
             + (f' to each (so {n * nsubs:,} deliveries)' if nsubs > 1 else '')
-            + f', {cfg.reps} trials of each kind.  Batched feedbus sent '
+            + f', {cfg.reps} trials of each kind.  feedbus goes through the '
+            'stream here (`ring=False`, as for a subscriber on another host; '
+            'local subscribers read the shared-memory ring by default: see its '
+            'section below).  Batched feedbus sent '
             f'{msgs["fb_batch"]:.3f} messages per quote (median).  CPU µs/quote: '
             '`time.process_time()` per delivered quote, of the producer over the '
             'trial and of the subscriber(s) from subscribed to the last arrival '
