@@ -213,3 +213,31 @@ async def test_samplerd_stop_and_run_linger_through_the_command():
                 proc.p.kill()
                 proc.p.wait()
     assert not wait_gone(daemon.family), 'the daemon left processes behind'
+
+
+async def test_a_stopped_topic_has_its_closed_bars_flushed_to_the_store(
+    other_addr, tmp_path, monkeypatch
+):
+    pytest.importorskip('pyarrow', reason='the bar store needs the store extra')
+    from tractor_sampler import open_store
+    from tractor_sampler._datadir import ENV_VAR
+    from tractor_sampler._store import FLUSH_ENV, STORE_ENV
+
+    monkeypatch.delenv(STORE_ENV, raising=False)  # the conftest turns it off
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    monkeypatch.setenv(FLUSH_ENV, '3600')  # no periodic flush meanwhile
+    async with open_service_root(other_addr):
+        async with open_market_feed(['AAA'], buffers=BUFS, config=FAST) as feed:
+            shm = feed.buffer('AAA', 1.0)
+            n0 = len(shm)
+            with trio.fail_after(30):
+                while len(shm) < n0 + 3:
+                    await trio.sleep(0.05)
+            closed = shm.array[:-1].copy()
+            nothing = open_store(tmp_path).read('sim', 'AAA', 1.0)
+            assert nothing is None or not len(nothing)  # not flushed yet
+            await stop_topic('AAA', registry_addr=other_addr)
+        # flushed by the stop, before the daemon's own flush at its end
+        stored = open_store(tmp_path).read('sim', 'AAA', 1.0)
+        assert stored is not None and len(stored)
+        assert stored['time'][-1] >= closed['time'][-1]
