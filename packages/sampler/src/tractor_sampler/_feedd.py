@@ -1566,7 +1566,8 @@ async def feedd(
                 policy=policy,
                 pool=pool,
                 store=store,
-                **lifecycle,
+                linger=lifecycle['linger'],
+                stale_after=lifecycle['stale_after'],
             )
             if _holder.daemon.store_writer is not None:
                 tn.start_soon(

@@ -86,6 +86,7 @@ async def stop_topic(
         raise ValueError(f'topic={topic!r} must be a topic name')
     name = feedd_name(backend)
     async with _maybe_client_root(registry_addr, None) as addr:
+        assert addr is not None  # resolved (default: the local registry)
         async with compat.find_actor(name, addr) as portal:
             if portal is None:
                 raise ValueError(
