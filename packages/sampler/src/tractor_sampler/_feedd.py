@@ -1263,6 +1263,10 @@ class FeedDaemon:
 
     # --- clients, lingering, stop and stale (see _lifecycle.py) -------------
 
+    #: whether this daemon's topics stop (their linger, stop_topic): a
+    #: relay mirror's follow the upstream's instead (see _mirror.py)
+    stops_topics: bool = True
+
     def _init_lifecycle(self, linger: float | None, stale_after: float | None) -> None:
         from ._lifecycle import (
             DEFAULT_LINGER_S,
@@ -1314,7 +1318,7 @@ class FeedDaemon:
             await trio.sleep(self.linger)
         if self._lingers.get(name) is cs:
             del self._lingers[name]
-        if cs.cancelled_caught or self.clients.get(name):
+        if cs.cancelled_caught or self.clients.get(name) or not self.stops_topics:
             return
         await self.stop_topic(
             name, f'no client for {self.linger:g} s (linger)', if_unused=True
@@ -1329,6 +1333,10 @@ class FeedDaemon:
         slots are given back (returns once they are).  ``KeyError`` when it
         does not run; with ``if_unused`` (the linger) nothing happens then,
         nor when a client came meanwhile."""
+        if not self.stops_topics:
+            raise ValueError(
+                f'feedd.{self.backend.name} is a relay mirror: stop {name!r} on its upstream'
+            )
         lock = self._locks.setdefault(name, trio.Lock())
         async with lock:  # no start of the same topic meanwhile
             topic = self.topics.get(name)

@@ -263,6 +263,8 @@ class MirrorDaemon(FeedDaemon):
     differs: in groups, one session with the upstream per group
     (:meth:`_start_topic`)."""
 
+    stops_topics = False  # they follow the upstream's (its linger, stop)
+
     def __init__(
         self,
         backend: str,
