@@ -1288,6 +1288,9 @@ class FeedDaemon:
         self._lingers: dict[str, trio.CancelScope] = {}
         #: topics stopped by their linger or on request (ls, tests)
         self.stopped_topics = 0
+        #: topics watched for staleness: [quote seq seen, since, state seen]
+        self._stale_watched: dict[Topic, list[Any]] = {}
+        self._stale_watching = False
 
     @acm
     async def holding(self, names: Iterable[str]) -> AsyncIterator[None]:
@@ -1363,43 +1366,51 @@ class FeedDaemon:
             return status
 
     async def _run_stream_watched(self, topic: Topic, source: Any) -> None:
-        """:meth:`_run_stream` beside the topic's stale watch."""
-        async with trio.open_nursery() as n:
-            if self.stale_after > 0:
-                n.start_soon(self._watch_stale, topic)
+        """:meth:`_run_stream`, the topic watched for staleness meanwhile
+        (one watch task for all topics: see :meth:`_watch_stale`)."""
+        if self.stale_after <= 0:
             await self._run_stream(topic, source)
-            n.cancel_scope.cancel()
+            return
+        watched = self._stale_watched
+        watched[topic] = [None, trio.current_time(), topic.stream_state]
+        if not self._stale_watching:
+            self._stale_watching = True
+            self._tn.start_soon(self._watch_stale, watched)
+        try:
+            await self._run_stream(topic, source)
+        finally:
+            watched.pop(topic, None)
 
-    async def _watch_stale(self, topic: Topic) -> None:
-        """Report ``topic`` ``stale`` when its quote stream is ``up`` but
-        its last quote is ``stale_after`` seconds old, and ``up`` at the
-        next one (the feed bus's latest quote, polled)."""
+    async def _watch_stale(self, watched: dict[Topic, list[Any]]) -> None:
+        """Report a topic ``stale`` when its quote stream is ``up`` but its
+        last quote is ``stale_after`` seconds old, and ``up`` at the next
+        one: every topic's latest quote on the feed bus, polled by this one
+        task (a task per topic would wake thousands of times a second)."""
         after = self.stale_after
         poll = min(after / 4, 1.0)
-        seq: int | None = None
-        since = trio.current_time()
-        was = topic.stream_state
         while True:
             await trio.sleep(poll)
-            latest = self.bus.latest(topic.name)
-            s = latest.seq if latest is not None else None
             now = trio.current_time()
-            state = topic.stream_state
-            if state == 'up' and was not in ('up', 'stale'):
-                since = now  # (re)started: its silence counts from now
-            was = state
-            if s != seq:
-                seq, since = s, now
-                if state == 'stale':
-                    self._report(topic, 'up')
-                    was = 'up'
-            elif state == 'up' and now - since >= after:
-                self._report(
-                    topic,
-                    'stale',
-                    f'no quote for {now - since:.1f} s (stale_after={after:g} s)',
-                )
-                was = 'stale'
+            for topic, w in list(watched.items()):
+                seq, since, was = w
+                latest = self.bus.latest(topic.name)
+                s = latest.seq if latest is not None else None
+                state = topic.stream_state
+                if state == 'up' and was not in ('up', 'stale'):
+                    since = now  # (re)started: its silence counts from now
+                if s != seq:
+                    seq, since = s, now
+                    if state == 'stale':
+                        self._report(topic, 'up')
+                        state = 'up'
+                elif state == 'up' and now - since >= after:
+                    self._report(
+                        topic,
+                        'stale',
+                        f'no quote for {now - since:.1f} s (stale_after={after:g} s)',
+                    )
+                    state = 'stale'
+                w[:] = [seq, since, state]
 
     # --- introspection ------------------------------------------------------
 
