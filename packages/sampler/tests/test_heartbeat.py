@@ -116,9 +116,7 @@ async def test_a_stopped_feed_daemon_is_peer_gone_on_the_status_stream(
                                                 got.append(msg)
 
                                         tn.start_soon(read)
-                                        await wait_until(
-                                            lambda: status.heartbeats >= 3
-                                        )
+                                        await wait_until(lambda: status.heartbeats >= 3)
                                         assert got
                                         assert all(
                                             isinstance(m, FeedStatus) for m in got

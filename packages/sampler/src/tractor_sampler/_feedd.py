@@ -434,7 +434,9 @@ def fill_missed_bars(shm: ShmArray, period_s: float, now: float) -> int:
     return n
 
 
-def fill_missed_bars_many(shms: list[ShmArray], period_s: float, now: float) -> list[int]:
+def fill_missed_bars_many(
+    shms: list[ShmArray], period_s: float, now: float
+) -> list[int]:
     """:func:`fill_missed_bars` for many buffers of one period: the
     buffers of one group whose last rows are at the same time (after an
     outage, all of a daemon's topics) are filled by one vectorised plan;
@@ -874,11 +876,7 @@ class FeedDaemon:
         stored: dict[float, np.ndarray] = {}
         counts: dict[float, int] = {}
         for p, spec in self.buffers.items():
-            if (
-                not spec[1]
-                or getattr(spec, 'origin', 0.0)
-                or getattr(spec, 'stamp', 'open') != 'open'
-            ):
+            if not spec[1] or spec.origin or spec.stamp != 'open':
                 continue
             bars, gap = await trio.to_thread.run_sync(w.seed, name, p, now, spec[1])
             if bars is not None:
@@ -939,9 +937,7 @@ class FeedDaemon:
     async def _unregister(self, topic: Topic) -> None:
         """Have samplerd stop stepping ``topic``'s buffers (so their slots
         can be reused); nothing to do when the registration is gone."""
-        if topic not in self._sampled and not any(
-            r.topic is topic for r in self._reqs
-        ):
+        if topic not in self._sampled and not any(r.topic is topic for r in self._reqs):
             return
         if not self._link_running:
             self._sampled.pop(topic, None)
@@ -1112,7 +1108,7 @@ class FeedDaemon:
         for p in self.buffers:
             have = [t for t in topics if p in t.shms]
             counts = fill_missed_bars_many([t.shms[p] for t in have], p, now)
-            for t, n in zip(have, counts):
+            for t, n in zip(have, counts, strict=True):
                 t.filled_bars += n
         for t in topics:
             t.writer.on_step()
@@ -1743,9 +1739,10 @@ async def _attach_feed(
     await ctx.started({'pid': os.getpid(), 'host_id': host_id(), 'topics': started})
     async with (
         compat.open_stream(ctx) as stream,
-        open_sub(
-            daemon.status_bus, stream, batch=False, heartbeat_s=heartbeat_s
-        ) as (sub, ready),
+        open_sub(daemon.status_bus, stream, batch=False, heartbeat_s=heartbeat_s) as (
+            sub,
+            ready,
+        ),
     ):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})

@@ -660,9 +660,7 @@ class OHLCWriter:
         may skip steps: the rows samplerd appends are already right (flat
         at a close nobody changed), and the next write settles them first."""
         p = check_period(period_s)
-        return any(
-            (b.held or b.dirty is not None) for b in self._bufs if b.p == p
-        )
+        return any((b.held or b.dirty is not None) for b in self._bufs if b.p == p)
 
     @property
     def has_corrections(self) -> bool:

@@ -144,7 +144,9 @@ class Sampler:
         self._refs[key] += 1
         return key
 
-    def add_buffers(self, regs: list[tuple[float, ShmToken]]) -> list[tuple[float, str, int]]:
+    def add_buffers(
+        self, regs: list[tuple[float, ShmToken]]
+    ) -> list[tuple[float, str, int]]:
         """:meth:`add_buffer` for each, all or none: when one fails (its
         token does not attach) the ones added before it are removed and the
         error raised."""
@@ -602,9 +604,10 @@ async def register_with_sampler(
             await trio.sleep_forever()
         async with (
             compat.open_stream(ctx) as stream,
-            open_sub(
-                sampler.bus, stream, batch=False, heartbeat_s=heartbeat_s
-            ) as (sub, ready),
+            open_sub(sampler.bus, stream, batch=False, heartbeat_s=heartbeat_s) as (
+                sub,
+                ready,
+            ),
         ):
             if sub_for_broadcasts:
                 for p in periods:
