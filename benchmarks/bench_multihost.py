@@ -1,4 +1,4 @@
-"""Benchmark: across hosts (issue #13) -- quote latency from a feed daemon
+"""Benchmark: across hosts -- quote latency from a feed daemon
 on host a to a subscriber on host b, direct and through b's relay mirror,
 against the same subscriber on a; rows/s of bars streamed to a client on
 another host; and the cross-host round trip they all rest on.

@@ -19,7 +19,7 @@ phases per (S, path), the paths interleaved:
    (p50 / p99 over every quote of every subscriber; wall clocks of one
    host).
 
-Goals (issue #12): producer CPU per quote within 1.2x between 1 and 64 ring
+Goals: producer CPU per quote within 1.2x between 1 and 64 ring
 subscribers; per-subscriber delivered rate >= 2x the TCP path's; latency
 p99 <= the TCP path's.  This machine's limit, measured in the same run:
 msgspec encode + decode of the same Quote in one process (quotes/s); every

@@ -1,4 +1,4 @@
-"""Benchmark: the storage paths of issue #14.
+"""Benchmark: the storage paths (bar store, tick log, replay).
 
 Bar store (this block): the cost of storing closed 1 s bars for 1,000
 topics, as the feed daemon's writer does it: every flush interval, per

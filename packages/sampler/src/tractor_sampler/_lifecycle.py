@@ -1,5 +1,5 @@
 """
-Topics start and stop on demand (issue #14 item 5): the settings of a
+Topics start and stop on demand: the settings of a
 feed daemon's lingering and stale watch, and :func:`stop_topic`, the
 library side of ``samplerd stop TOPIC``.
 

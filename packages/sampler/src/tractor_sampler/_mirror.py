@@ -1,6 +1,6 @@
 """
 The relay mirror: a feed daemon on host b whose topics come from the
-feed daemon of the same backend on host a (issue #13, item 4).
+feed daemon of the same backend on host a.
 
 ``samplerd run --host B --upstream A:P`` sets :data:`UPSTREAM_ENV` in b's
 root; every ``feedd.<backend>`` b's root spawns (when a client on b opens
