@@ -118,6 +118,27 @@ async def test_quotes_from_another_host(net: Network):
         assert await stop(root) == 0
 
 
+async def test_sample_stream_from_another_host(net: Network):
+    """b opens samplerd's step stream on a's root: 1 s steps on a's
+    boundaries arrive at b, in order."""
+    a, b = net['a'], net['b']
+    root = await _samplerd(net)
+    try:
+        out = _json(
+            await b.run(PYTHON, str(_program('steps.py')), a.addr, str(PORT), '3')
+        )
+        assert out['bound'][0] == b.addr
+        assert out['samplerd'][0] == a.addr
+        steps = out['steps']
+        assert len(steps) == 3
+        assert all(p == 1.0 and gap == 0 for p, _, gap in steps)
+        times = [t for _, t, _ in steps]
+        assert all(t == round(t) for t in times)  # on 1 s boundaries
+        assert times == sorted(set(times))  # one step per boundary, in order
+    finally:
+        assert await stop(root) == 0
+
+
 async def test_own_registry_on_b_finds_a_service_on_a(net: Network):
     """A program on b that is a registry itself asks a's registry (a5
     answered from its own and a5's wait never ended)."""
