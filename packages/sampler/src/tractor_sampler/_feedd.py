@@ -335,6 +335,18 @@ def check_buffers(buffers: Any) -> dict[float, BufferSpec]:
     return out
 
 
+def check_feedd_buffers(buffers: Any) -> dict[float, BufferSpec]:
+    """A feed daemon's ``buffers``: :func:`check_buffers`, except that
+    ``{}`` makes a *quotes-only* daemon: its topics keep no bars (no
+    shared memory, no history) and it neither needs nor starts samplerd.
+    It feeds clients that build bars elsewhere, e.g. the ``relay``
+    backend of a feed daemon on another host (docs/multihost.md, "Quotes
+    on a, bars on b")."""
+    if isinstance(buffers, dict) and not buffers:
+        return {}
+    return check_buffers(buffers)
+
+
 def composite_of(buffers: dict[float, BufferSpec]) -> dict[float, float]:
     """The ``composite=`` argument of a topic's :class:`OHLCWriter`."""
     return {p: s.composite for p, s in buffers.items() if s.composite is not None}
@@ -568,7 +580,7 @@ class FeedDaemon:
         self._init_lifecycle(linger, stale_after)
         #: the bar store's writer (None: no store), see _store.py
         self.store_writer = _store_writer(store, backend.name)
-        self.buffers = check_buffers(buffers)
+        self.buffers = check_feedd_buffers(buffers)
         #: every topic's buffers, one group per spec (see _pool.py)
         self.pool = pool or BufferPool(check_group_members(group_members))
         self.policy = policy
@@ -927,6 +939,8 @@ class FeedDaemon:
         samplerd aligns a buffer registered right after a boundary.  Raises
         ``ValueError`` when samplerd refuses them, or it is not running and
         not coming back."""
+        if not topic.shms:  # a quotes-only daemon: nothing to step
+            return
         if not self._link_running:
             async with self._link_lock:
                 if not self._link_running:
@@ -1497,9 +1511,20 @@ async def wait_feed_daemon(timeout: float = READY_TIMEOUT_S) -> FeedDaemon:
     return get_feed_daemon()
 
 
+def _with_relay(backend: str, plugins: Iterable[str]) -> list[str]:
+    """``plugins``, plus the ``relay`` backend's module when that is the
+    backend asked for: it ships with the package but is not listed among
+    the built-ins (it is a way to reach another feed daemon, not a source
+    of quotes; see backends/relay.py)."""
+    out = list(plugins)
+    if backend == 'relay':
+        out.append('tractor_sampler.backends.relay')
+    return out
+
+
 def _load(backend: str, plugins: Iterable[str]) -> Backend:
     extra = []
-    for path in plugins:
+    for path in _with_relay(backend, plugins):
         try:
             extra.append(importlib.import_module(path))
         except ImportError as err:
@@ -1558,7 +1583,7 @@ async def feedd(
         raise ValueError(
             f'restart={restart!r} is not a restart policy: {err}'
         ) from None
-    checked_buffers = check_buffers(buffers)
+    checked_buffers = check_feedd_buffers(buffers)
     members = check_group_members(group_members)
     lifecycle = _lifecycle_settings(linger, stale_after)
     if await _maybe_mirror(ctx, backend, members):
@@ -1570,7 +1595,8 @@ async def feedd(
     # samplerd first (clients start it before us, and declare that we
     # require it, so the root's manager stops us before it; a daemon started
     # some other way makes sure of it here)
-    await spawn_samplerd()
+    if checked_buffers:  # a quotes-only daemon (buffers={}) needs none
+        await spawn_samplerd()
     pool = BufferPool(members)
     try:
         async with trio.open_nursery() as tn:

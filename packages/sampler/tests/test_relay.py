@@ -1,0 +1,95 @@
+"""Quotes on a, bars on b (issue #13 item 5): the ``relay`` backend takes
+a topic's quotes from a quotes-only feed daemon (no bars, no samplerd
+needed there) and builds the bars itself, stepped by its own tree's
+samplerd.  On one host, in one tree: feedd.relay relays feedd.sim;
+tests/multihost/test_bars_on_b.py runs it across hosts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+
+import feedbus
+from tractor_sampler import open_market_feed
+from tractor_sampler._feedd import check_feedd_buffers
+from tractor_sampler.backends.relay import _attached, open_source
+from tractor_services import open_service_root
+
+FAST = {'tick_rate': 100, 'trade_prob': 0.5}
+RELAY = {'source': 'sim', 'source_config': FAST}
+
+
+def reference_bars(trades: list[tuple[float, float, float]]) -> dict[int, tuple]:
+    """1 s bars (open, high, low, close, volume) built from ``trades``
+    (time, price, size) in arrival order: the rule every writer follows."""
+    bars: dict[int, list] = {}
+    for t, price, size in trades:
+        k = math.floor(t)
+        b = bars.get(k)
+        if b is None:
+            bars[k] = [price, price, price, price, size]
+        else:
+            b[1], b[2] = max(b[1], price), min(b[2], price)
+            b[3] = price
+            b[4] += size
+    return {k: tuple(v) for k, v in bars.items()}
+
+
+def test_quotes_only_buffers():
+    assert check_feedd_buffers({}) == {}
+    assert check_feedd_buffers({1.0: 64})  # the usual form still checked
+    with pytest.raises(ValueError):
+        check_feedd_buffers([])
+
+
+async def test_relayed_bars_equal_bars_built_from_the_same_trades(other_addr):
+    async with open_service_root(other_addr):
+        async with open_market_feed(
+            ['AAA'], backend='relay', config=RELAY, buffers={1.0: 512}
+        ) as feed:
+            # the source: quotes only (no buffers), and no samplerd was
+            # asked for by it (samplerd runs for the relay's bars)
+            async with open_source('sim', None) as portal:
+                async with _attached(portal, ['AAA'], FAST) as (_, started):
+                    assert started['topics']['AAA']['buffers'] == {}
+                trades: list[tuple[float, float, float]] = []
+                buf = feed.buffer('AAA', 1.0)
+                async with feedbus.open_feed(portal, ['AAA']) as quotes:
+                    with trio.fail_after(60):
+                        async for q in quotes:
+                            if not isinstance(q, feedbus.Quote):
+                                continue
+                            for tk in q.ticks or ():
+                                if tk.get('type') == 'trade':
+                                    trades.append(
+                                        (float(tk['time']), tk['price'], tk['size'])
+                                    )
+                            if trades and trades[-1][0] >= math.floor(trades[0][0]) + 6:
+                                break
+            ref = reference_bars(trades)
+            # whole bars only: the first recorded one may have begun before
+            # the recording, the last is still open
+            ks = sorted(ref)[1:-1]
+            assert len(ks) >= 4
+
+            def relayed() -> dict[int, tuple]:
+                rows = buf.array
+                out = {}
+                for r in rows[:-1]:  # closed rows
+                    k = int(round(float(r['time'])))
+                    if k in ref:
+                        out[k] = tuple(
+                            float(r[f]) for f in ('open', 'high', 'low', 'close', 'volume')
+                        )
+                return out
+
+            # closed rows after their corrections settle (a trade arriving
+            # after the step is placed into its closed bar)
+            with trio.fail_after(30):
+                while True:
+                    got = relayed()
+                    if all(k in got and got[k] == pytest.approx(ref[k]) for k in ks):
+                        break
+                    await trio.sleep(0.1)
