@@ -6,6 +6,7 @@ tests/multihost/test_bars_on_b.py runs it across hosts."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -13,9 +14,10 @@ import trio
 
 import feedbus
 from tractor_sampler import open_market_feed
-from tractor_sampler._feedd import check_feedd_buffers
+from tractor_sampler._feedd import check_feedd_buffers, feedd, feedd_name
+from tractor_sampler._introspect import query_feed
 from tractor_sampler.backends.relay import _attached, open_source
-from tractor_services import open_service_root
+from tractor_services import maybe_spawn_daemon, open_service_root
 
 FAST = {'tick_rate': 100, 'trade_prob': 0.5}
 RELAY = {'source': 'sim', 'source_config': FAST}
@@ -93,3 +95,55 @@ async def test_relayed_bars_equal_bars_built_from_the_same_trades(other_addr):
                     if all(k in got and got[k] == pytest.approx(ref[k]) for k in ks):
                         break
                     await trio.sleep(0.1)
+
+
+async def test_a_trade_arriving_after_its_bar_closed_is_placed_in_that_bar(other_addr):
+    """The ``late`` source (late_backends.py) sends, for every other second
+    k, a trade timed k + 0.7 only at k + 1.9: after b's step closed bar k.
+    The relay places it into bar k (a correction, counted late), so every
+    closed bar is the bar of its trades: open and low the on-time trade,
+    high and close the late one, volume both."""
+    async with open_service_root(other_addr):
+        async with (
+            # the source, quotes-only, with the test plugin loaded
+            maybe_spawn_daemon(
+                feedd_name('late'),
+                functools.partial(
+                    feedd, backend='late', buffers={}, plugins=['late_backends']
+                ),
+            ),
+            open_market_feed(
+                ['AAA'], backend='relay', config={'source': 'late'}, buffers={1.0: 256}
+            ) as feed,
+        ):
+            buf = feed.buffer('AAA', 1.0)
+
+            def full_bars() -> list:
+                rows = buf.array[:-1]  # closed rows
+                return [r for r in rows if float(r['volume']) == 3.0]
+
+            late = 0
+            with trio.fail_after(60):
+                while len(full_bars()) < 3 or late < 1:
+                    await trio.sleep(0.2)
+                    info = await query_feed(feed.portal)
+                    late = info.topics['AAA'].bars.late
+            for r in full_bars():
+                k = int(round(float(r['time'])))
+                assert (
+                    float(r['open']),
+                    float(r['high']),
+                    float(r['low']),
+                    float(r['close']),
+                ) == (100.0 + k % 50, 200.0 + k % 50, 100.0 + k % 50, 200.0 + k % 50)
+            # no bar got a late trade instead of its own: every traded bar
+            # between the first and the last full one is full (the quotes
+            # arrive in order, so the earlier late trades are placed too)
+            full = full_bars()
+            first, last = int(full[0]['index']), int(full[-1]['index'])
+            traded = [
+                r
+                for r in buf.array
+                if first <= int(r['index']) <= last and r['volume'] > 0
+            ]
+            assert all(float(r['volume']) == 3.0 for r in traded), traded
