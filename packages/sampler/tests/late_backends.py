@@ -29,10 +29,20 @@ def stream_quotes(symbols: list[str], **config: Any):
         k = math.floor(time.time()) + 1
         await _wall_sleep_until(k + 0.2)
         while True:
-            on_time = {'type': 'trade', 'price': 100.0 + k % 50, 'size': 1.0, 'time': k + 0.2}
+            on_time = {
+                'type': 'trade',
+                'price': 100.0 + k % 50,
+                'size': 1.0,
+                'time': k + 0.2,
+            }
             yield {s: {'last': on_time['price'], 'ticks': [on_time]} for s in symbols}
             await _wall_sleep_until(k + 1.9)
-            late = {'type': 'trade', 'price': 200.0 + k % 50, 'size': 2.0, 'time': k + 0.7}
+            late = {
+                'type': 'trade',
+                'price': 200.0 + k % 50,
+                'size': 2.0,
+                'time': k + 0.7,
+            }
             yield {s: {'last': late['price'], 'ticks': [late]} for s in symbols}
             k += 2
             await _wall_sleep_until(k + 0.2)

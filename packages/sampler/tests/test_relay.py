@@ -83,7 +83,8 @@ async def test_relayed_bars_equal_bars_built_from_the_same_trades(other_addr):
                     k = int(round(float(r['time'])))
                     if k in ref:
                         out[k] = tuple(
-                            float(r[f]) for f in ('open', 'high', 'low', 'close', 'volume')
+                            float(r[f])
+                            for f in ('open', 'high', 'low', 'close', 'volume')
                         )
                 return out
 

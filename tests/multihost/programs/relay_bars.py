@@ -67,7 +67,9 @@ async def main(host: str, port: int, label: str, symbol: str) -> None:
                                 continue
                             for tk in q.ticks or ():
                                 if tk.get('type') == 'trade':
-                                    trades.append((float(tk['time']), tk['price'], tk['size']))
+                                    trades.append(
+                                        (float(tk['time']), tk['price'], tk['size'])
+                                    )
                             if trades and trades[-1][0] >= math.floor(trades[0][0]) + 6:
                                 break
             ref = reference_bars(trades)

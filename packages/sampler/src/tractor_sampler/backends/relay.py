@@ -67,7 +67,9 @@ def tractor_sampler_register_backends(register: Register) -> None:
 
 def _check(source: Any, host: Any, source_config: Any) -> None:
     if not isinstance(source, str) or not source:
-        raise ValueError(f'source={source!r} must name the backend whose quotes to relay')
+        raise ValueError(
+            f'source={source!r} must name the backend whose quotes to relay'
+        )
     if source == NAME:
         raise ValueError('source=relay: a relay cannot relay another relay')
     if host is not None and (not isinstance(host, str) or not host):
@@ -77,14 +79,13 @@ def _check(source: Any, host: Any, source_config: Any) -> None:
 
 
 @acm
-async def open_source(
-    source: str, host: str | None
-) -> AsyncIterator[Any]:
+async def open_source(source: str, host: str | None) -> AsyncIterator[Any]:
     """A portal to ``feedd.<source>`` on ``host`` (default: the registry's
     own host), started quotes-only if it is not running."""
+    from tractor_services import maybe_spawn_daemon
+
     from .._feed import FEEDD_POLICY
     from .._feedd import feedd, feedd_name
-    from tractor_services import maybe_spawn_daemon
 
     if host is None:
         reg = compat.runtime_registry_addr()
