@@ -195,3 +195,18 @@ async def test_the_lines_are_still_logged_at_transport_level(reg_addr):
     assert FORMATTED['sent'] >= 3, dict(FORMATTED)
     assert FORMATTED['received bytes'] >= 3, dict(FORMATTED)
     assert FORMATTED['received'] >= 2 * 3, dict(FORMATTED)
+
+
+def test_switching_message_methods_keeps_connection_ends_marked():
+    """Putting a5's message methods back (and the adapter's again) replaces
+    a5's message loop: the mark of a connection's end (liveness across
+    hosts, joined roots) is installed on whichever loop is in place."""
+    import tractor
+
+    loop = tractor._actor.Actor
+    try:
+        compat._install_quiet_messages(False)
+        assert getattr(loop._process_messages, '_marks_end', False)
+    finally:
+        compat._install_quiet_messages(True)
+    assert getattr(loop._process_messages, '_marks_end', False)

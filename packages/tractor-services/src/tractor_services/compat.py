@@ -719,8 +719,8 @@ def _install_loop_end_marks() -> None:
     Actor_._process_messages = _process_messages
 
 
-# (installed after _install_quiet_messages, below: that one rebuilds a5's
-# own ``_process_messages`` from its source, and this wraps the result)
+# (installed by _install_quiet_messages, below, every time it runs: that one
+# replaces a5's ``_process_messages``, and this wraps the result)
 
 
 @acm
@@ -1507,10 +1507,13 @@ def _install_quiet_messages(quiet: bool = True) -> None:
             _MESSAGE_METHODS[(cls, meth)] = (a5_meth, ours)
     for (cls, meth), (a5_meth, ours) in _MESSAGE_METHODS.items():
         setattr(cls, meth, ours if quiet else a5_meth)
+    # that replaced ``_process_messages``: wrap whichever one is installed
+    # again, or connections that end would no longer be marked (liveness
+    # across hosts, joined roots)
+    _install_loop_end_marks()
 
 
 _install_quiet_messages()
-_install_loop_end_marks()  # wraps the quiet message loop (liveness across hosts)
 
 
 async def runtime_counts() -> dict[str, int | None]:
