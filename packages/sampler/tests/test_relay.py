@@ -148,3 +148,32 @@ async def test_a_trade_arriving_after_its_bar_closed_is_placed_in_that_bar(other
                 if first <= int(r['index']) <= last and r['volume'] > 0
             ]
             assert all(float(r['volume']) == 3.0 for r in traded), traded
+
+
+async def test_the_source_going_away_makes_the_relay_restarting_then_up(other_addr):
+    """The source feed daemon stopped: the relay's quote stream ends, its
+    topic is ``restarting``, and its restart starts the source again
+    (quotes-only): ``up``, with trades reaching the same buffer."""
+    async with open_service_root(other_addr) as mngr:
+        async with (
+            open_market_feed(
+                ['AAA'], backend='relay', config=RELAY, buffers={1.0: 256}
+            ) as feed,
+            feed.status.open_reader() as reports,
+        ):
+            buf = feed.buffer('AAA', 1.0)
+            await mngr.cancel_service('feedd.sim')
+            with trio.fail_after(60):
+                while (await reports.receive()).state != 'restarting':
+                    pass
+            # the relay's restart starts the source again: quotes, trades
+            # and the topic up, into the same buffer
+            before = (await feed.info()).topics['AAA'].bars.trades
+            with trio.fail_after(60):
+                while True:
+                    t = (await feed.info()).topics['AAA']
+                    if t.state == 'up' and t.bars.trades > before:
+                        break
+                    await trio.sleep(0.1)
+            assert mngr.info('feedd.sim').state == 'running'
+            assert feed.buffer('AAA', 1.0) is buf

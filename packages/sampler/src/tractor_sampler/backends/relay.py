@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from contextlib import asynccontextmanager as acm
 from typing import Any
 
@@ -158,19 +159,57 @@ def stream_quotes(
     return _relay(list(symbols), source, host, source_config)
 
 
+#: seconds to reach the source and subscribe before the relay gives up
+#: (b's feed daemon then restarts it): a source stopping while we connect
+#: may leave a5 waiting on it for ever
+CONNECT_S = 15.0
+
+
+async def _connect_deadline(connected: trio.Event, source: str) -> None:
+    with trio.move_on_after(CONNECT_S):
+        await connected.wait()
+        return
+    raise RuntimeError(
+        f'the source feed daemon feedd.{source} did not serve within {CONNECT_S:g} s'
+    )
+
+
 async def _relay(
     symbols: list[str],
     source: str,
     host: str | None,
     source_config: dict[str, Any] | None,
 ) -> AsyncIterator[dict[str, dict[str, Any]]]:
+    async with trio.open_nursery() as dn:
+        connected = trio.Event()
+        dn.start_soon(_connect_deadline, connected, source)
+        async with aclosing(
+            _relay_quotes(symbols, source, host, source_config, connected)
+        ) as batches:
+            async for batch in batches:
+                yield batch
+
+
+async def _relay_quotes(
+    symbols: list[str],
+    source: str,
+    host: str | None,
+    source_config: dict[str, Any] | None,
+    connected: trio.Event,
+) -> AsyncIterator[dict[str, dict[str, Any]]]:
     async with (
         open_source(source, host) as portal,
-        _attached(portal, symbols, source_config) as (status, _),
+        _attached(portal, symbols, source_config) as (status, started),
+        # a5 leaves a stream from a dead peer waiting for ever: its pid on
+        # this host, its connection on another (as the mirror does)
+        compat.raise_on_peer_exit(
+            started['pid'], f'the source feed daemon feedd.{source}', portal
+        ),
         feedbus.open_feed(portal, symbols) as quotes,
         trio.open_nursery() as n,
     ):
         n.start_soon(_watch_status, status)
+        connected.set()
         async for q in quotes:
             if isinstance(q, feedbus.Quote):
                 yield {q.topic: {**q.fields, 'ticks': list(q.ticks or ())}}
