@@ -39,7 +39,7 @@ quotes-only daemon keeps no bars (the first live bar on b is partial).
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from contextlib import asynccontextmanager as acm
 from typing import Any
@@ -196,7 +196,7 @@ async def _relay_quotes(
     host: str | None,
     source_config: dict[str, Any] | None,
     connected: trio.Event,
-) -> AsyncIterator[dict[str, dict[str, Any]]]:
+) -> AsyncGenerator[dict[str, dict[str, Any]], None]:
     async with (
         open_source(source, host) as portal,
         _attached(portal, symbols, source_config) as (status, started),
