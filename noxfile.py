@@ -36,16 +36,17 @@ nox.options.default_venv_backend = 'uv'
 nox.options.error_on_missing_interpreters = True
 # a missing interpreter is skipped (or refused, below): never downloaded
 os.environ.setdefault('UV_PYTHON_DOWNLOADS', 'never')
+# the quick whole-tree checks first, so a run tells those early
 nox.options.sessions = [
+    'lint',
+    'docs',
+    'integration',
+    'multihost',
+    'chaos',
+    'pip-recipe',
     'tests-services',
     'tests-feedbus',
     'tests-sampler',
-    'pip-recipe',
-    'integration',
-    'lint',
-    'docs',
-    'chaos',
-    'multihost',
 ]
 
 ROOT = Path(__file__).parent
