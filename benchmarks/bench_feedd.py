@@ -445,8 +445,13 @@ async def run_topics(cfg: argparse.Namespace) -> dict[str, Any]:
         addr = ('127.0.0.1', free_port())
         async with open_service_root(addr, name='bench_feedd_topics') as mngr:
             compat.quiet_runtime_logs()
+            # the topics run on, registered, after their client leaves (the
+            # latency windows below): a linger longer than the whole point
             async with maybe_open_feedd(
-                'sim', buffers=eps.TOPIC_BUFFERS, group_members=cfg.group_members
+                'sim',
+                buffers=eps.TOPIC_BUFFERS,
+                group_members=cfg.group_members,
+                linger=3600.0,
             ):
                 pass
             feedd_pid = mngr.info(feedd_name('sim')).pid
