@@ -36,3 +36,24 @@ def test_none_when_allowed_and_the_unit_in_the_message():
         ValueError, match='timeout=0 must be a positive number of seconds'
     ):
         check_positive('timeout', 0, unit='seconds', allow_none=True)
+
+
+def test_one_peer_gone_makes_a_group_of_peer_gones_one():
+    """Two watchers of one peer noticing it gone at once give one PeerGone;
+    a group with any other error goes out as it is."""
+    import builtins
+
+    from tractor_services import PeerGone, one_peer_gone
+
+    group = getattr(builtins, 'BaseExceptionGroup', None)
+    if group is None:  # Python 3.10: trio's backport
+        from exceptiongroup import BaseExceptionGroup as group
+    a, b = PeerGone('a'), PeerGone('b')
+    with pytest.raises(PeerGone) as info:
+        with one_peer_gone():
+            raise group('both', [a, b])
+    assert info.value is a
+    other = ValueError('x')
+    with pytest.raises(group):
+        with one_peer_gone():
+            raise group('mixed', [a, other])

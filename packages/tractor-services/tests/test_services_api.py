@@ -55,6 +55,7 @@ PUBLIC = {
     'Unauthorized',
     'describe_error',
     'error_leaves',
+    'one_peer_gone',
     # addresses
     'default_registry_addr',
     'parse_addr',

@@ -24,6 +24,7 @@ from tractor_services import (
     ServiceError,
     compat,
     maybe_spawn_daemon,
+    one_peer_gone,
     resolve_registry_addr,
 )
 from tractor_services._heartbeat import forced as heartbeats_forced
@@ -304,98 +305,101 @@ async def open_market_feed(
         check_group_members(group_members)
     check_remote(remote_bars, remote_rows)
     force_heartbeats = heartbeats_forced()  # a bad value is refused here
-    async with (
-        _maybe_client_root(registry_addr, loglevel) as registry_addr,
-        maybe_open_feedd(
-            backend,
-            registry_addr=registry_addr,
-            buffers=buffers,
-            restart=restart,
-            plugins=plugins,
-            loglevel=loglevel,
-            group_members=group_members,
-            host=feed_host,
-            linger=linger,
-            stale_after=stale_after,
-        ) as portal,
-    ):
-        # a feed daemon on another host: heartbeats on the status stream
-        heartbeat_s = heartbeat_interval(portal, force_heartbeats)
+    # the feed daemon's process, connection and streams are each watched:
+    # one PeerGone when it goes, not a group of them
+    with one_peer_gone():
         async with (
-            _refusals_as_value_errors() as entering,
-            compat.open_context(
-                portal,
-                attach_feed,
-                topics=names,
-                config=dict(config) if config else None,
-                heartbeat_s=heartbeat_s,
-            ) as (ctx, started),
+            _maybe_client_root(registry_addr, loglevel) as registry_addr,
+            maybe_open_feedd(
+                backend,
+                registry_addr=registry_addr,
+                buffers=buffers,
+                restart=restart,
+                plugins=plugins,
+                loglevel=loglevel,
+                group_members=group_members,
+                host=feed_host,
+                linger=linger,
+                stale_after=stale_after,
+            ) as portal,
         ):
-            entering.done = True  # from here on, errors are the caller's own
-            first = started['topics']
-            bufs: dict[str, dict[float, ShmArray]] = {}
-            remote = remote_bars_wanted(remote_bars, started)
-            try:
-                for name in () if remote else names:
-                    bufs[name] = {}
-                    for p, tok in first[name]['buffers'].items():
-                        bufs[name][float(p)] = attach_buffer(tok)
-                async with (
-                    compat.raise_on_peer_exit(
-                        started['pid'],
-                        f'the feed daemon {feedd_name(backend)}',
-                        portal,
-                    ),
-                    compat.open_drained_stream(ctx) as sstream,
-                    maybe_open_remote_bars(
-                        remote,
-                        portal,
-                        names,
-                        what=f'the feed daemon {feedd_name(backend)}',
-                        rows=remote_rows,
-                    ) as rbufs,
-                ):
-                    status = StatusStream(
-                        stream=sstream,
-                        buffer=256,
-                        heartbeat_s=heartbeat_s,
-                        peer_what=f'the feed daemon {feedd_name(backend)}',
-                    )
+            # a feed daemon on another host: heartbeats on the status stream
+            heartbeat_s = heartbeat_interval(portal, force_heartbeats)
+            async with (
+                _refusals_as_value_errors() as entering,
+                compat.open_context(
+                    portal,
+                    attach_feed,
+                    topics=names,
+                    config=dict(config) if config else None,
+                    heartbeat_s=heartbeat_s,
+                ) as (ctx, started),
+            ):
+                entering.done = True  # from here on, errors are the caller's own
+                first = started['topics']
+                bufs: dict[str, dict[float, ShmArray]] = {}
+                remote = remote_bars_wanted(remote_bars, started)
+                try:
+                    for name in () if remote else names:
+                        bufs[name] = {}
+                        for p, tok in first[name]['buffers'].items():
+                            bufs[name][float(p)] = attach_buffer(tok)
                     async with (
-                        compat.far_end_endings(
-                            feedd_name(backend),
-                            f'the feed of {", ".join(names)}',
-                            _silent_end,
+                        compat.raise_on_peer_exit(
+                            started['pid'],
+                            f'the feed daemon {feedd_name(backend)}',
+                            portal,
                         ),
-                        status._running(),
-                        feedbus.open_feed(
+                        compat.open_drained_stream(ctx) as sstream,
+                        maybe_open_remote_bars(
+                            remote,
                             portal,
                             names,
-                            tick_throttle=tick_throttle,
-                            allow_remote_ctl_ui=allow_remote_ctl_ui,
-                            buffer=buffer,
-                            watch_producer=False,  # watched above already
-                        ) as quotes,
-                        _ending_with_topics(status, quotes, names),
+                            what=f'the feed daemon {feedd_name(backend)}',
+                            rows=remote_rows,
+                        ) as rbufs,
                     ):
-                        yield MarketFeed(
-                            backend=backend,
-                            topics=names,
-                            buffers=rbufs if rbufs is not None else bufs,  # type: ignore[arg-type]
-                            quotes=quotes,
-                            status=status,
-                            first_status={
-                                n: msgspec.convert(first[n]['status'], FeedStatus)
-                                for n in names
-                            },
-                            symbol_info={n: first[n].get('info') for n in names},
-                            portal=portal,
+                        status = StatusStream(
+                            stream=sstream,
+                            buffer=256,
+                            heartbeat_s=heartbeat_s,
+                            peer_what=f'the feed daemon {feedd_name(backend)}',
                         )
-            finally:
-                for by_period in bufs.values():
-                    for shm in by_period.values():
-                        release_buffer(shm)
-            await ctx.cancel()
+                        async with (
+                            compat.far_end_endings(
+                                feedd_name(backend),
+                                f'the feed of {", ".join(names)}',
+                                _silent_end,
+                            ),
+                            status._running(),
+                            feedbus.open_feed(
+                                portal,
+                                names,
+                                tick_throttle=tick_throttle,
+                                allow_remote_ctl_ui=allow_remote_ctl_ui,
+                                buffer=buffer,
+                                watch_producer=False,  # watched above already
+                            ) as quotes,
+                            _ending_with_topics(status, quotes, names),
+                        ):
+                            yield MarketFeed(
+                                backend=backend,
+                                topics=names,
+                                buffers=rbufs if rbufs is not None else bufs,  # type: ignore[arg-type]
+                                quotes=quotes,
+                                status=status,
+                                first_status={
+                                    n: msgspec.convert(first[n]['status'], FeedStatus)
+                                    for n in names
+                                },
+                                symbol_info={n: first[n].get('info') for n in names},
+                                portal=portal,
+                            )
+                finally:
+                    for by_period in bufs.values():
+                        for shm in by_period.values():
+                            release_buffer(shm)
+                await ctx.cancel()
 
 
 def _lifecycle_kwargs(linger: Any, stale_after: Any) -> dict[str, float]:

@@ -63,6 +63,7 @@ from ._errors import RegistryUnreachable as RegistryUnreachable
 from ._remote import Unauthorized as Unauthorized
 from ._errors import describe_error as describe_error
 from ._errors import error_leaves as error_leaves
+from ._errors import one_peer_gone as one_peer_gone
 
 # --- addresses ---------------------------------------------------------------------------
 from ._addr import default_registry_addr as default_registry_addr

@@ -21,7 +21,9 @@ use.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import trio
 
@@ -156,3 +158,19 @@ def error_leaves(exc: BaseException) -> list[BaseException]:
 def only_cancelled(exc: BaseException) -> bool:
     """Is ``exc`` a ``trio.Cancelled``, or a group of nothing else?"""
     return all(isinstance(e, trio.Cancelled) for e in error_leaves(exc))
+
+
+@contextlib.contextmanager
+def one_peer_gone() -> Iterator[None]:
+    """Several watchers of one peer (its process, its connection, the
+    heartbeats of each stream) may notice it gone at once: out of this
+    block comes one :class:`PeerGone` (the first), not a group of them.
+    A group holding anything else (besides cancellations) goes out as is."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = error_leaves(group)
+        gone = [e for e in leaves if isinstance(e, PeerGone)]
+        if gone and all(isinstance(e, (PeerGone, trio.Cancelled)) for e in leaves):
+            raise gone[0] from group
+        raise
