@@ -31,6 +31,11 @@ PY = sys.executable
 SHM_PREFIX = f'tsamp_c{os.getpid()}_'
 os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
 os.environ['FEEDBUS_SHM_PREFIX'] = SHM_PREFIX  # feedbus' quote rings, checked alike
+# the subscribers take the stream, whose invariants these faults check (the
+# stall rule removes a stopped subscriber; RSS stays bounded over reconnections);
+# the ring's own (a stopped reader's counted gap, SIGKILL, unlinking) are
+# tested in packages/feedbus/tests/test_ring.py
+os.environ['FEEDBUS_RING'] = '0'
 
 FIGURES_ENV = 'CHAOS_FIGURES'
 FIGURES_JSON = ROOT / 'docs' / 'reliability-figures.json'

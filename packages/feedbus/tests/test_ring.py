@@ -391,3 +391,17 @@ async def test_a_lapped_reader_counts_its_gap_and_warns_once(caplog):
         slow.close()
         fast.close()
         writer.close()
+
+
+def test_feedbus_ring_env_sets_the_default(monkeypatch):
+    """``$FEEDBUS_RING=0`` turns the ring off by default; another value is
+    refused in one line naming it."""
+    from feedbus._client import ring_default
+
+    monkeypatch.delenv('FEEDBUS_RING', raising=False)
+    assert ring_default() is True
+    monkeypatch.setenv('FEEDBUS_RING', '0')
+    assert ring_default() is False
+    monkeypatch.setenv('FEEDBUS_RING', 'yes')
+    with pytest.raises(ValueError, match='FEEDBUS_RING'):
+        ring_default()

@@ -338,6 +338,19 @@ async def _wait_for_room(level: Callable[[], int], ready: Callable[[], bool]) ->
             await trio.sleep(min(0.001 * 2 ** min(tries - 4, 16), RING_BACKLOG_POLL_S))
 
 
+#: ``0`` turns the shared-memory ring off by default (``open_feed(ring=None)``)
+RING_ENV = 'FEEDBUS_RING'
+
+
+def ring_default() -> bool:
+    """``open_feed``'s ``ring`` when not given: on, unless ``$FEEDBUS_RING``
+    is ``0``; another value is one ``ValueError`` naming it."""
+    raw = os.environ.get(RING_ENV, '1')
+    if raw not in ('0', '1'):
+        raise ValueError(f'${RING_ENV}={raw!r} must be 0 or 1')
+    return raw == '1'
+
+
 @acm
 async def open_feed(
     portal: compat.Portal,
@@ -348,13 +361,14 @@ async def open_feed(
     batch: bool = True,
     buffer: int = OUTBOX_SIZE,
     watch_producer: bool = True,
-    ring: bool = True,
+    ring: bool | None = None,
     **endpoint_kwargs: Any,
 ) -> AsyncIterator[Feed]:
     """Subscribe to ``topics`` on the producer behind ``portal``.
 
-    ``ring`` (default on): if the producer shares this host's memory (the
-    same :func:`tractor_services.host_id`), quotes come through its
+    ``ring`` (default on; ``$FEEDBUS_RING=0`` turns the default off for a
+    process and its subactors): if the producer shares this host's memory
+    (the same :func:`tractor_services.host_id`), quotes come through its
     shared-memory ring and this side frames them; otherwise, and with
     ``ring=False``, through the stream.  Control (pause, resume, stats,
     a drop) always travels on the stream.
@@ -373,6 +387,8 @@ async def open_feed(
     check_flag('allow_remote_ctl_ui', allow_remote_ctl_ui)
     check_flag('batch', batch)
     check_outbox_size(buffer, 'buffer')
+    if ring is None:
+        ring = ring_default()
     check_flag('ring', ring)
     for name, check in (
         ('outbox_size', check_outbox_size),
