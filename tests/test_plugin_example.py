@@ -146,7 +146,7 @@ LIST = """
 def test_found_through_its_entry_point(venv_python):
     out = json.loads(_python(venv_python, LIST))
     backends = {b['name']: b for b in out['backends']}
-    assert set(backends) == {'sim', 'sine'}
+    assert set(backends) == {'sim', 'replay', 'sine'}
     assert backends['sine'] == {
         'name': 'sine',
         'version': '0.1.0',
