@@ -144,7 +144,10 @@ async def test_replay_streams_a_csv_of_trades_and_quotes(tmp_path):
 
 
 async def test_replay_streams_a_parquet_file(tmp_path):
-    pa = pytest.importorskip('pyarrow')
+    pa = pytest.importorskip(
+        'pyarrow',
+        reason="replaying Parquet needs the store extra: pip install 'tractor-sampler[store]'",
+    )
     import pyarrow.parquet as pq
 
     f = tmp_path / 'ticks.parquet'
@@ -297,7 +300,10 @@ async def test_a_root_with_record_set_records_every_topic_and_a_bad_data_dir_ref
 def test_samplerd_bars_store_appends_the_closed_bars_once(tmp_path, monkeypatch):
     import io
 
-    pytest.importorskip('pyarrow')
+    pytest.importorskip(
+        'pyarrow',
+        reason="replaying Parquet needs the store extra: pip install 'tractor-sampler[store]'",
+    )
     from tractor_sampler._cli import main
     from tractor_sampler._store import open_store
 
