@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import trio
 from _hosts import PYTHON, Network, read_line, stop
+
+# the program the one-host tests run, run here on a host
+SERVICES_PROGRAMS = (
+    Path(__file__).resolve().parents[2] / 'packages/tractor-services/tests/programs'
+)
 
 pytestmark = pytest.mark.multihost
 
@@ -222,7 +228,7 @@ async def test_remote_control_of_an_exposed_root_needs_its_token(net: Network):
         ]
         res = await b.run(
             PYTHON,
-            str(_program('control.py')),
+            str(SERVICES_PROGRAMS / 'control.py'),
             a.addr,
             str(PORT),
             *map(json.dumps, steps),

@@ -10,12 +10,18 @@ import json
 import os
 import secrets
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 import trio
 from _hosts import PROGRAMS, PYTHON, Network, inner_pid, read_line, stop
 from test_addresses import PORT
+
+# the program the one-host tests run, run here on a host
+SAMPLER_PROGRAMS = (
+    Path(__file__).resolve().parents[2] / 'packages/sampler/tests/programs'
+)
 
 pytestmark = pytest.mark.multihost
 
@@ -121,7 +127,7 @@ async def test_a_cut_link_makes_bs_mirrored_topic_restarting_and_a_healed_one_br
     try:
         await _roots(net, procs)
         watch = await b.start(
-            PYTHON, str(PROGRAMS / 'mirror_watch.py'), b.addr, str(PORT), 'AAA'
+            PYTHON, str(SAMPLER_PROGRAMS / 'mirror_watch.py'), b.addr, str(PORT), 'AAA'
         )
         procs.append(watch)
         first = json.loads(await read_line(watch, timeout=180))
@@ -157,7 +163,7 @@ async def test_a_mirror_on_b_keeps_a_bars_in_bs_shared_memory_and_follows_a_feed
         await _same_bars(net)
 
         watch = await b.start(
-            PYTHON, str(PROGRAMS / 'mirror_watch.py'), b.addr, str(PORT), 'AAA'
+            PYTHON, str(SAMPLER_PROGRAMS / 'mirror_watch.py'), b.addr, str(PORT), 'AAA'
         )
         procs.append(watch)
         first = json.loads(await read_line(watch))
