@@ -140,8 +140,9 @@ def _tests(session: nox.Session, name: str) -> None:
     # the package with tractor through its extra, and its in-repo dependencies
     # as local paths (the extra forwards to tractor-services[tractor])
     local = [f'{p}[tractor]' if p == 'packages/tractor-services' else p for p in deps]
-    # tractor-sampler's store tests need its store extra (pyarrow)
-    extras = 'tractor,store' if name == 'sampler' else 'tractor'
+    # tractor-sampler's tests need its extras: store (pyarrow), chart
+    # (matplotlib), metrics (prometheus-client)
+    extras = 'tractor,store,chart,metrics' if name == 'sampler' else 'tractor'
     _install(session, *_editable([*local, f'{path}[{extras}]']), *TEST_DEPS)
     _pytest(session, f'{path}/tests')
 
