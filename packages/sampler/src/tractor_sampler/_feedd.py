@@ -1434,7 +1434,10 @@ class FeedDaemon:
             last = latest.fields.get('last') if latest is not None else None
             subs = [
                 SubscriberInfo(
-                    rate=sub.rate, rc_ui=sub.rc_ui, **msgspec.structs.asdict(sub.stats)
+                    rate=sub.rate,
+                    rc_ui=sub.rc_ui,
+                    peer=_sub_peer(sub),
+                    **msgspec.structs.asdict(sub.stats),
                 )
                 for sub in self.bus.get_subs(name)
             ]
@@ -1651,6 +1654,22 @@ def _lifecycle_settings(linger: Any, stale_after: Any) -> dict[str, float]:
 
 def _store_writer(store: Any, backend: str) -> StoreWriter | None:
     return StoreWriter(store, backend) if store is not None else None
+
+
+def _sub_peer(sub: Any) -> str:
+    """A subscriber's name for introspection (``SubscriberInfo.peer``):
+    ``<actor name>/<context id>`` of its stream, ``ticklog`` for the tick
+    recorder (a local subscriber without a stream)."""
+    from ._ticklog import _NoIPC
+
+    if isinstance(sub.ipc, _NoIPC):
+        return 'ticklog'
+    stream = getattr(sub.ipc, 'stream', sub.ipc)  # a SafeStream wraps a MsgStream
+    ctx = getattr(stream, '_ctx', None)
+    uid = getattr(getattr(ctx, 'chan', None), 'uid', None)
+    cid = str(getattr(ctx, 'cid', '') or '')
+    name = uid[0] if uid else '?'
+    return f'{name}/{cid[:8]}' if cid else name
 
 
 def _store_info(w: StoreWriter | None) -> dict[str, Any]:

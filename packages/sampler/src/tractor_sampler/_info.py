@@ -39,6 +39,10 @@ class SubscriberInfo(SubStats, kw_only=True):
 
     rate: float | None = None
     rc_ui: bool = False
+    #: who it is: ``<actor name>/<context id>`` (one per subscription),
+    #: ``ticklog`` for the topic's tick recorder; the ``subscriber`` label
+    #: of the Prometheus metrics (docs/metrics.md)
+    peer: str = ''
 
 
 class BufferInfo(_Info, frozen=True, kw_only=True):
@@ -145,6 +149,12 @@ class SamplerInfo(_Info, frozen=True, kw_only=True):
     gaps: dict[float, int] = {}  # steps whose rows jumped boundaries, per period
     gap_bars: dict[float, int] = {}  # boundaries jumped over, per period
     waited: int = 0  # rows not appended: the buffer was already at the step's time
+    #: the step lateness histogram: steps per bucket of lateness (wall time
+    #: past the boundary), one per upper bound in ``lateness_bounds_s``
+    #: (``<=``), then the steps later than the last; and the lateness summed
+    lateness_bounds_s: list[float] = []
+    lateness_buckets: list[int] = []
+    lateness_sum_s: float = 0.0
 
 
 class BackendInfo(_Info, frozen=True, kw_only=True):

@@ -7,6 +7,7 @@ broadcasts each step to the subscribers of that period.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections import Counter, defaultdict
@@ -53,6 +54,13 @@ SPIN_S: float = 0.002
 #: a newly registered buffer at most this many bars behind the open bar is
 #: brought up to it (see Sampler._align); further behind is left alone
 MAX_ALIGN_ROWS: int = 3
+#: upper bounds (seconds) of the buckets samplerd counts its steps'
+#: lateness in (``SamplerInfo.lateness_buckets``: one count per bound, then
+#: one for the steps later than the last), read by the Prometheus
+#: histogram ``samplerd_step_lateness_seconds`` (docs/metrics.md)
+LATENESS_BOUNDS_S: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 
 def period_topic(period_s: float) -> str:
@@ -102,6 +110,10 @@ class Sampler:
         self.gap_bars: Counter[float] = Counter()
         #: rows not appended because a buffer was already at the step's time
         self.waited = 0
+        #: steps per lateness bucket (LATENESS_BOUNDS_S, then the rest) and
+        #: the sum of their lateness: the step lateness histogram
+        self.lateness_buckets = [0] * (len(LATENESS_BOUNDS_S) + 1)
+        self.lateness_sum_s = 0.0
 
     # --- registration -------------------------------------------------------
 
@@ -293,6 +305,7 @@ class Sampler:
         """Append the row of boundary ``step_time`` to every buffer of the
         period, then broadcast the step (with the gap its rows jumped, if
         any)."""
+        self._count_lateness(self.schedule.wall_now() - step_time)
         bufs = self._lane_bufs(period_s, step_time)
         lane = (period_s, round(step_time * 10) % round(period_s * 10))
         gap = 0
@@ -332,6 +345,13 @@ class Sampler:
                     log.error(f'stepping period {period_s} s failed: {err}')
         self.steps[period_s] += 1
         self.broadcast(period_s, time_stamp=step_time, gap=gap)
+
+    def _count_lateness(self, lateness_s: float) -> None:
+        """One step's lateness (wall time past its boundary) into the
+        histogram's buckets."""
+        lateness_s = max(0.0, lateness_s)
+        self.lateness_buckets[bisect.bisect_left(LATENESS_BOUNDS_S, lateness_s)] += 1
+        self.lateness_sum_s += lateness_s
 
     def _step_plan(self, plan: StepPlan, period_s: float, step_time: float) -> int:
         """One step of ``plan`` at ``step_time``; counts and returns the gap
@@ -422,6 +442,9 @@ class Sampler:
             'gaps': dict(self.gaps),
             'gap_bars': dict(self.gap_bars),
             'waited': self.waited,
+            'lateness_bounds_s': list(LATENESS_BOUNDS_S),
+            'lateness_buckets': list(self.lateness_buckets),
+            'lateness_sum_s': self.lateness_sum_s,
         }
 
 
