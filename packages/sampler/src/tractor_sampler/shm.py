@@ -84,20 +84,20 @@ close and are skipped.  A step that would overrun any member's end raises
 
 from __future__ import annotations
 
-import atexit
 import mmap
-import os
-import secrets
-import sys
-import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, overload
 
 import msgspec
 import numpy as np
+
+from tractor_services._shm import attach_segment as _attach_segment
+from tractor_services._shm import close_segment as _close_segment
+from tractor_services._shm import create_segment as _create_segment
+from tractor_services._shm import new_segment_name
+from tractor_services._shm import unlink_segment as _unlink_segment
 
 from ._schedule import check_origin, check_period, check_stamp
 
@@ -307,88 +307,13 @@ class ShmToken(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- segments ----------------------------------------------------------------
 
-# segments this process created and has not destroyed: unlinked at exit
-_created: dict[str, SharedMemory] = {}
-_created_lock = threading.Lock()
-_creator_pid = os.getpid()
-
-
-@atexit.register
-def _unlink_created() -> None:
-    if os.getpid() != _creator_pid:  # a forked child: not ours
-        return
-    with _created_lock:
-        segs = list(_created.values())
-        _created.clear()
-    for seg in segs:
-        try:
-            seg.unlink()
-        except FileNotFoundError:
-            pass
-        _close_segment(seg)
-
-
-def _close_segment(seg: SharedMemory) -> None:
-    """Close the file descriptor and drop our reference to the mapping
-    without unmapping it: numpy views hold a reference to the ``mmap`` but
-    no buffer export, so ``mmap.close()`` would unmap memory under views
-    still in use (a segfault on the next access).  The mapping goes away
-    when its last view does."""
-    buf = getattr(seg, '_buf', None)
-    if buf is not None:
-        try:
-            buf.release()
-        except BufferError:
-            pass
-        seg._buf = None  # type: ignore[attr-defined]
-    seg._mmap = None  # type: ignore[attr-defined]
-    fd = getattr(seg, '_fd', -1)
-    if fd >= 0:
-        os.close(fd)
-        seg._fd = -1  # type: ignore[attr-defined]
-
-
-def _create_segment(name: str, nbytes: int) -> SharedMemory:
-    try:
-        seg = SharedMemory(name=name, create=True, size=nbytes)
-    except FileExistsError as err:
-        raise FileExistsError(f'shm segment {name!r} already exists') from err
-    with _created_lock:
-        _created[name] = seg
-    return seg
-
-
-def _attach_segment(name: str) -> SharedMemory:
-    try:
-        if sys.version_info >= (3, 13):
-            seg = SharedMemory(name=name, track=False)  # type: ignore[call-arg]
-        else:
-            seg = SharedMemory(name=name)
-            # the tracker would unlink it when this process exits; if this
-            # process created it, keep the creator's registration
-            if name not in _created:
-                resource_tracker.unregister(seg._name, 'shared_memory')  # type: ignore[attr-defined]
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f'no shm segment {name!r} (its creator destroyed it or exited?)'
-        ) from err
-    return seg
-
-
-def _unlink_segment(seg: SharedMemory) -> None:
-    with _created_lock:
-        _created.pop(seg.name, None)
-    try:
-        seg.unlink()
-    except FileNotFoundError:
-        # someone else unlinked it: drop our tracker registration anyway
-        if sys.version_info < (3, 13):
-            resource_tracker.unregister(seg._name, 'shared_memory')  # type: ignore[attr-defined]
+# create / attach / unlink / close, and the exit-time unlinking of what this
+# process created: the helpers shared with feedbus' quote ring
+# (tractor_services._shm, which says who owns what)
 
 
 def _new_key() -> str:
-    prefix = os.environ.get(KEY_PREFIX_ENV) or KEY_PREFIX
-    return f'{prefix}{os.getpid()}_{secrets.token_hex(4)}'
+    return new_segment_name(KEY_PREFIX_ENV, KEY_PREFIX)
 
 
 class _Segments:

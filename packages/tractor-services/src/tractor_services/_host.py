@@ -28,10 +28,10 @@ import re
 import secrets
 from pathlib import Path
 
+from ._shm import SHM_DIR
+
 __all__ = ['HOST_ID_FILE', 'SHM_DIR', 'host_id']
 
-#: where POSIX shared memory lives on Linux
-SHM_DIR = Path('/dev/shm')
 #: the id file's name inside it
 HOST_ID_FILE = 'tractor_services.host_id'
 
