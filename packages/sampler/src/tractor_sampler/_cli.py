@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(run)
     _add_record(run)
     _add_linger(run)
+    _add_metrics(run)
     _add_stop(sub, common)
     _add_export(sub, common)
     _add_bars(sub, common)
@@ -235,6 +236,7 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
 
 
 async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
+    _check_metrics(args)
     _set_linger(args)
     if getattr(args, 'join', None) is not None:
         return await _run_joined(args, out)
@@ -245,6 +247,7 @@ async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
         pid = await spawn_samplerd(addr)
+        await _start_metrics(args, addr, mngr, out)
         _ready(out, addr, f'samplerd pid {pid}' + _upstream_note(args))
         await trio.sleep_forever()
 
@@ -716,6 +719,95 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+# --- Prometheus metrics: run --metrics-port ---------------------------------------
+
+
+class _MetricsPort(argparse.Action):
+    """``--metrics-port``: refused in one line, before anything starts,
+    when prometheus_client (the ``metrics`` extra) is not installed."""
+
+    def __call__(
+        self, parser: Any, namespace: Any, values: Any, option_string: Any = None
+    ) -> None:
+        from ._metrics import MetricsUnavailable, require_prometheus
+
+        try:
+            require_prometheus()
+        except MetricsUnavailable as err:
+            parser.exit(1, f'{PROG}: error: {option_string}: {err}\n')
+        setattr(namespace, self.dest, values)
+
+
+def _add_metrics(run: argparse.ArgumentParser) -> None:
+    """``run --metrics-port N [--metrics-host HOST]`` (docs/metrics.md)."""
+    run.add_argument(
+        '--metrics-port',
+        type=_port,
+        action=_MetricsPort,
+        default=None,
+        metavar='N',
+        help='serve Prometheus metrics on http://127.0.0.1:N/metrics (off by default; '
+        "0: a free port; needs pip install 'tractor-sampler[metrics]'; docs/metrics.md)",
+    )
+    run.add_argument(
+        '--metrics-host',
+        default=None,
+        metavar='HOST',
+        help='with --metrics-port: the address the metrics listen on (default: '
+        '127.0.0.1; another address is reachable from other hosts)',
+    )
+
+
+def _check_metrics(args: argparse.Namespace) -> None:
+    """The metrics flags checked before anything starts (one line)."""
+    if getattr(args, 'metrics_port', None) is None:
+        if getattr(args, 'metrics_host', None) is not None:
+            raise CliError('--metrics-host needs --metrics-port')
+        return
+    if getattr(args, 'join', None) is not None:
+        raise CliError(
+            '--metrics-port cannot be combined with --join: serve the metrics from '
+            'the root the hosts join (its tree includes their services)'
+        )
+
+
+async def _start_metrics(
+    args: argparse.Namespace, addr: tuple[str, int], mngr: Any, out: TextIO
+) -> None:
+    """With ``--metrics-port``: bind the metrics server (one line when it
+    cannot), warn when it is not on loopback, run its snapshot task as the
+    root's ``metrics`` service, and print its URL."""
+    port = getattr(args, 'metrics_port', None)
+    if port is None:
+        return
+    from ._metrics import MetricsServer, run_metrics
+
+    host = args.metrics_host or '127.0.0.1'
+    try:
+        server = MetricsServer(host, port)
+    except OSError as err:
+        raise CliError(
+            f'--metrics-port {port}: cannot listen on {host}:{port}: '
+            f'{err.strerror or err}'
+        ) from None
+    if not is_loopback(host):
+        print(
+            f'{PROG}: warning: the metrics listen on {host}:{server.address[1]}, not on '
+            'loopback: anyone who can reach that port can read them; firewall the '
+            'port to your Prometheus (docs/metrics.md)',
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        await mngr.start_service_task(
+            'metrics', run_metrics, server=server, registry_addr=addr
+        )
+    except BaseException:
+        server.close()
+        raise
+    print(f'{PROG} metrics: {server.url}', file=out, flush=True)
 
 
 # --- the bar store: run --data-dir, export ------------------------------------
