@@ -56,6 +56,19 @@ def nothing_left_behind():
     assert not leaked, f'test left shared memory behind: {sorted(leaked)}'
 
 
+@pytest.fixture(scope='session', autouse=True)
+def session_data_dir(tmp_path_factory):
+    """The bar store is on by default, in the per-user data directory:
+    for the whole session (fixtures of any scope, the programs they run)
+    the data directory is a temporary one, and so is $XDG_DATA_HOME, so
+    nothing a test starts writes into the user's."""
+    base = tmp_path_factory.mktemp('session-data')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('XDG_DATA_HOME', str(base / 'xdg'))
+        mp.setenv('TRACTOR_SAMPLER_DATA_DIR', str(base / 'tractor-sampler'))
+        yield base
+
+
 @pytest.fixture(autouse=True)
 def own_data_dir(tmp_path_factory, monkeypatch):
     """The bar store off unless a test turns it on (deleting

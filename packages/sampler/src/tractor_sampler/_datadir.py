@@ -13,6 +13,12 @@ The directory is created when missing and must be writable; anything else is
 one :class:`DataDirError` whose message names the path and the problem (no
 traceback is needed to understand it). Standard library only: the store's
 optional dependencies are not needed to resolve where it lives.
+
+The bar store is on by default wherever a feed daemon runs (``samplerd
+run`` and a tree started from the library alike), in this directory; a
+feed daemon's ``data_dir`` setting (:func:`check_store_setting`) is a
+path, ``None`` (the rule above) or ``False`` (no bar store), and
+``$TRACTOR_SAMPLER_STORE=none`` turns it off for a whole tree.
 """
 
 from __future__ import annotations
@@ -80,9 +86,32 @@ def data_dir(
     return p
 
 
+def check_store_setting(
+    value: str | os.PathLike[str] | bool | None,
+) -> str | bool | None:
+    """A feed daemon's ``data_dir`` setting, checked before anything
+    starts: ``None`` (the default: the bar store on, in the directory the
+    rule above resolves), ``False`` (the bar store off), or a path (as a
+    string, so it travels to the daemon).  ``True`` is the default too.
+    Anything else is one ``ValueError`` line."""
+    if value is None or value is True:
+        return None
+    if value is False:
+        return False
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if isinstance(text, str) and text.strip():
+            return text
+    raise ValueError(
+        f'data_dir={value!r} must be a directory, None (the default data '
+        'directory) or False (no bar store)'
+    )
+
+
 __all__ = [
     'ENV_VAR',
     'DataDirError',
+    'check_store_setting',
     'data_dir',
     'default_data_dir',
     'resolve_data_dir',

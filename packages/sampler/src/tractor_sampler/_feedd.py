@@ -1549,7 +1549,7 @@ async def feedd(
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
     group_members: int = DEFAULT_GROUP_MEMBERS,
-    data_dir: str | None = None,
+    data_dir: str | bool | None = None,
     linger: float | None = None,
     stale_after: float | None = None,
 ) -> None:
@@ -1562,8 +1562,8 @@ async def feedd(
     the quote streams' :class:`RestartPolicy` as a dict; ``group_members``
     the member slots of each shared-memory group of buffers (sparse: see
     docs/sampler.md, "Buffers in groups"); ``data_dir`` the bar store's
-    data directory (default ``$TRACTOR_SAMPLER_DATA_DIR``; the store is
-    on when either is set, see docs/storage.md); ``linger`` and
+    data directory (default: ``$TRACTOR_SAMPLER_DATA_DIR``, else the
+    per-user one; ``False``: no store; see docs/storage.md); ``linger`` and
     ``stale_after`` the seconds a topic without clients keeps running and
     without quotes is ``up`` (see :mod:`tractor_sampler._lifecycle`).  (The backend's config comes
     per topic, from the client that starts it.)"""
@@ -1686,14 +1686,18 @@ def _store_info(w: StoreWriter | None) -> dict[str, Any]:
     }
 
 
-def _feedd_store(data_dir: str | None) -> tuple[Any, float]:
-    """The bar store of a feed daemon: on when ``data_dir`` or
-    ``$TRACTOR_SAMPLER_DATA_DIR`` is set (``samplerd run`` sets it), off
-    otherwise or with ``$TRACTOR_SAMPLER_STORE=none``; a data directory
-    that cannot be used is one ``ValueError`` line."""
-    from ._datadir import ENV_VAR
+def _feedd_store(data_dir: str | bool | None) -> tuple[Any, float]:
+    """The bar store of a feed daemon, on by default (from the library as
+    from ``samplerd run``): in ``data_dir``, else the data directory
+    (``$TRACTOR_SAMPLER_DATA_DIR``, else the per-user one, see
+    _datadir.py); off with ``data_dir=False`` or
+    ``$TRACTOR_SAMPLER_STORE=none``, or without pyarrow (said once).  A
+    data directory that cannot be used is logged in one line and the feed
+    runs without the store."""
+    from ._datadir import check_store_setting
 
-    if data_dir is None and not os.environ.get(ENV_VAR, '').strip():
+    data_dir = check_store_setting(data_dir)
+    if data_dir is False:
         return None, 0.0
     flush_s = flush_interval()
     try:
