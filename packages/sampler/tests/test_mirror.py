@@ -326,3 +326,147 @@ async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follow
             proc.kill()
     family = set().union(*(p.family for p in procs))
     assert not wait_gone(family), 'processes left behind'
+
+
+T0 = 1_700_000_000.0
+
+
+def _rows(start: float, n: int, dtype) -> np.ndarray:
+    rows = np.zeros(n, dtype=dtype)
+    rows['index'] = np.arange(n)
+    rows['time'] = start + np.arange(n)
+    for i, f in enumerate(('open', 'high', 'low', 'close')):
+        rows[f] = 100.0 + np.arange(n) + i / 10
+    rows['volume'] = 1.0
+    return rows
+
+
+async def test_a_mirrors_buffers_go_to_its_own_store_after_its_last_stored_bar_and_on_stop(
+    tmp_path,
+):
+    """The mirror's closed bars are appended to its host's store like a
+    feed daemon's: from the last bar an earlier run stored (nothing twice,
+    the upstream's window fills the gap), and its last closed bars when it
+    stops.  Its buffer stays the upstream's rows (never seeded from the
+    store)."""
+    pytest.importorskip('pyarrow', reason='the bar store needs the store extra')
+    from tractor_sampler._pool import BufferPool, GroupKey
+    from tractor_sampler._store import ParquetStore
+    from tractor_sampler.shm import DEFAULT_DTYPE
+
+    store = ParquetStore(tmp_path)
+    earlier = _rows(T0 - 5, 10, DEFAULT_DTYPE)  # an earlier run: T0-5 .. T0+4
+    store.write('sim', 'AAA', 1.0, earlier)
+    window = _rows(T0, 10, DEFAULT_DTYPE)  # a's window: closed T0 .. T0+8
+    window['close'] += 1000  # a's values, not the stored ones
+    served: dict[str, np.ndarray] = {}
+
+    async def session(self, members, config, served_flag):
+        for m in members:
+            if m.topic is None:
+                shm = self.pool.take(GroupKey(1.0, 64))
+                shm.push(window)
+                m.seeded[1.0] = _Seeded(shm)
+                m.topic = Topic(name=m.name, shms={1.0: shm}, writer=None)  # type: ignore[arg-type]
+                self.topics[m.name] = m.topic
+                served[m.name] = shm
+            m.serves()
+        served_flag[0] = True
+        await trio.sleep_forever()
+
+    pool = BufferPool(4)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(MirrorDaemon, '_session', session)
+            async with trio.open_nursery() as tn:
+                d = MirrorDaemon(
+                    'sim', tn, ('127.0.0.1', 1), bus=FeedsBus(), pool=pool, store=store
+                )
+                tn.start_soon(d.run_store, 3600.0)
+                await d.ensure_topic('AAA')
+                shm = served['AAA']
+                # the upstream's rows, not seeded from the store
+                assert shm.array.tobytes() == window.tobytes()
+                await d.store_flush(d.topics)
+                got = store.read('sim', 'AAA', 1.0)
+                # the earlier bars kept as stored, then a's from the next one on
+                assert got['time'].tolist() == [T0 - 5 + i for i in range(14)]
+                assert got['close'].tolist() == (
+                    earlier['close'].tolist() + window['close'][5:9].tolist()
+                )
+                assert len(store.files('sim', 'AAA', 1.0)) == 2
+                assert d.store_writer.failures == 0
+                await d.store_flush(d.topics)  # nothing new: nothing written
+                assert len(store.files('sim', 'AAA', 1.0)) == 2
+                # a step on a: T0+9 closes; the mirror stops before a flush
+                step = _rows(T0 + 10, 1, DEFAULT_DTYPE)
+                step['index'] = 10
+                shm.push(step)
+                tn.cancel_scope.cancel()
+            d.close()
+        got = store.read('sim', 'AAA', 1.0)
+        assert got['time'][-1] == T0 + 9  # flushed on the way out
+        assert got['close'][-1] == window['close'][9]
+        assert len(got) == 15 and d.store_writer.failures == 0
+    finally:
+        pool.close()
+
+
+async def test_a_mirror_root_stores_the_upstreams_closed_bars_in_its_own_data_dir(
+    tmp_path, monkeypatch
+):
+    """``samplerd run --upstream`` with its own ``--data-dir``: once it
+    stops, its store holds every closed bar its client saw through it
+    (the upstream's rows), the upstream storing nothing (``--no-store``)."""
+    pytest.importorskip('pyarrow', reason='the bar store needs the store extra')
+    from tractor_sampler._store import STORE_ENV, ParquetStore
+
+    monkeypatch.delenv(STORE_ENV, raising=False)  # the conftest turns it off
+    up_port, mirror_port = free_port(), free_port()
+    up_dir, b_dir = tmp_path / 'a', tmp_path / 'b'
+    procs: list[Proc] = []
+    try:
+        up = root(up_port, '--no-store', '--data-dir', str(up_dir))
+        procs.append(up)
+        await up.read_until(lambda line: 'samplerd ready' in line)
+        mirror = root(
+            mirror_port, '--upstream', f'127.0.0.1:{up_port}', '--data-dir', str(b_dir)
+        )
+        procs.append(mirror)
+        await mirror.read_until(lambda line: 'samplerd ready' in line)
+        with trio.fail_after(180):
+            res = await trio.run_process(
+                [
+                    sys.executable,
+                    str(PROGRAMS / 'mirror_bars.py'),
+                    '127.0.0.1',
+                    str(mirror_port),
+                    str(up_port),
+                    'AAA',
+                    '3',
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert res.returncode == 0, res.stderr.decode()[-3000:]
+        out = json.loads(res.stdout.decode().strip().splitlines()[-1])
+        assert await mirror.stop() == 0  # its last flush
+        assert await up.stop() == 0
+        store = ParquetStore(b_dir)
+        for p in ('1.0', '60.0'):
+            seen = out['mirror'][p]
+            stored = store.read('sim', 'AAA', float(p))
+            assert len(stored) >= len(seen), p
+            by_time = {float(r['time']): r for r in stored}
+            for hexrow in seen.values():
+                row = np.frombuffer(bytes.fromhex(hexrow), dtype=stored.dtype)[0]
+                got = by_time[float(row['time'])]
+                for f in ('open', 'high', 'low', 'close', 'volume'):
+                    assert np.array_equal(got[f], row[f], equal_nan=True), (p, f)
+        assert not (up_dir / 'bars').exists()
+    finally:
+        for proc in procs:
+            proc.kill()
+    family = set().union(*(p.family for p in procs))
+    assert not wait_gone(family), 'processes left behind'

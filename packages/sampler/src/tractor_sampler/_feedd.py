@@ -1589,7 +1589,7 @@ async def feedd(
     checked_buffers = check_feedd_buffers(buffers)
     members = check_group_members(group_members)
     lifecycle = _lifecycle_settings(linger, stale_after)
-    if await _maybe_mirror(ctx, backend, members):
+    if await _maybe_mirror(ctx, backend, members, data_dir):
         return
     store, flush_s = _feedd_store(data_dir)
     be = _load(backend, plugins or ())
@@ -1707,17 +1707,20 @@ def _feedd_store(data_dir: str | bool | None) -> tuple[Any, float]:
         return None, 0.0
 
 
-async def _maybe_mirror(ctx: compat.Context, backend: str, members: int) -> bool:
+async def _maybe_mirror(
+    ctx: compat.Context, backend: str, members: int, data_dir: str | bool | None = None
+) -> bool:
     """In a root started with an upstream (``samplerd run --upstream``,
     :data:`~tractor_sampler._mirror.UPSTREAM_ENV`): serve a relay mirror of
     the upstream's ``feedd.<backend>`` instead of a local feed daemon, until
-    cancelled (see :mod:`tractor_sampler._mirror`); ``False`` otherwise."""
+    cancelled (see :mod:`tractor_sampler._mirror`; its buffers go to this
+    host's bar store, ``data_dir``); ``False`` otherwise."""
     from ._mirror import run_mirror, upstream_from_env
 
     upstream = upstream_from_env()
     if upstream is None:
         return False
-    await run_mirror(ctx, backend, upstream, members)
+    await run_mirror(ctx, backend, upstream, members, data_dir=data_dir)
     return True
 
 

@@ -38,10 +38,21 @@ subscribes again, backing off from :data:`BACKOFF_S` to
 :data:`MAX_BACKOFF_S`; once a serves the topic again the local buffers are re-seeded in place (same shared memory, so
 b's clients keep their attachments) and the topic is ``up``.
 
+The mirror's buffers go to its own host's bar store like a feed daemon's
+(the same :class:`~tractor_sampler._store.StoreWriter`: every
+:func:`~tractor_sampler._store.flush_interval`, when a group's session
+ends for good, and once more when the mirror stops; on by default, in
+b's data directory).  The upstream wins: the buffers are never seeded
+from b's store (they are a's window, row for row); the store only
+receives, each topic and period from its last stored bar on (read once
+from the store, so a restarted mirror appends what it missed from a's
+window and never writes a bar twice).
+
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +82,7 @@ from ._ohlc import OHLCWriter
 from ._plugins import Backend
 from ._pool import BufferPool, GroupKey
 from ._remote import DEFAULT_RATE, HEARTBEAT_S, SILENCE_S, stream_bars
+from ._store import storable
 from .shm import ShmArray, ShmToken
 
 log = compat.get_logger('mirror', 'tractor_sampler')
@@ -273,13 +285,16 @@ class MirrorDaemon(FeedDaemon):
         *,
         pool: BufferPool | None = None,
         bus: FeedsBus | None = None,
+        store: Any = None,
     ) -> None:
         be = Backend(
             name=backend,
             stream_quotes=_no_quotes,
             dist=f'mirror of {upstream[0]}:{upstream[1]}',
         )
-        super().__init__(be, tn, policy=DEFAULT_STREAM_POLICY, pool=pool, bus=bus)
+        super().__init__(
+            be, tn, policy=DEFAULT_STREAM_POLICY, pool=pool, bus=bus, store=store
+        )
         self.upstream = upstream
         self.what = (
             f'the upstream feed daemon {feedd_name(backend)} at '
@@ -301,6 +316,10 @@ class MirrorDaemon(FeedDaemon):
         #: notices not sent: the queue was full, or samplerd refused or was away
         self.notices_lost = 0
         tn.start_soon(self._send_notices)
+        # the bar store (see the module docstring): one flush at a time;
+        # the topics and periods whose last stored bar was looked up
+        self._store_lock = trio.Lock()
+        self._positioned: set[tuple[str, float]] = set()
 
     # --- buffers ------------------------------------------------------------
 
@@ -336,6 +355,65 @@ class MirrorDaemon(FeedDaemon):
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+
+    # --- the bar store ------------------------------------------------------
+
+    def _position(self, keys: list[tuple[str, float]]) -> None:
+        """Blocking: the writer starts each topic and period after its last
+        stored bar (what an earlier run of the mirror stored), so nothing
+        is written twice and the gap since is filled from a's window."""
+        w = self.store_writer
+        assert w is not None
+        for name, p in keys:
+            try:
+                last = w.store.read(w.backend, name, p, last=1)
+            except Exception as err:
+                log.error(
+                    f'bar store: {name} {p:g} s: reading the last stored bar failed, '
+                    f'storing the whole window: {describe_error(err)}'
+                )
+                continue
+            if len(last):
+                t = float(last['time'][-1])
+                w.upto[(name, p)] = max(w.upto.get((name, p), -math.inf), t)
+
+    async def store_flush(self, topics: dict[str, Topic]) -> None:
+        """Append ``topics``' closed bars not yet stored (one flush at a
+        time; each topic and period positioned first)."""
+        w = self.store_writer
+        if w is None:
+            return
+        async with self._store_lock:
+            new = [
+                (name, p)
+                for name, t in list(topics.items())
+                for p, shm in t.shms.items()
+                if (name, p) not in self._positioned and storable(shm)
+            ]
+            if new:
+                await trio.to_thread.run_sync(self._position, new)
+                self._positioned.update(new)
+            await w.flush(topics)
+
+    async def run_store(self, every_s: float) -> None:
+        """Flush every ``every_s`` seconds, and once more when cancelled
+        (the mirror stops: its last closed bars are kept)."""
+        try:
+            while True:
+                await trio.sleep(every_s)
+                await self.store_flush(self.topics)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(30):
+                await self.store_flush(self.topics)
+
+    async def _flush_members(self, members: list[_Member]) -> None:
+        """A group ends (its slots are given back next): its topics'
+        closed bars first (shielded)."""
+        topics = {m.name: m.topic for m in members if m.topic is not None}
+        if self.store_writer is None or not topics:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await self.store_flush(topics)
 
     # --- notices to b's sample-stream subscribers ----------------------------
 
@@ -444,6 +522,7 @@ class MirrorDaemon(FeedDaemon):
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         finally:
+            await self._flush_members(members)
             for m in members:
                 m.refused(
                     ValueError(f'topic {m.name!r}: the mirror stopped while it started')
@@ -642,11 +721,17 @@ async def run_mirror(
     backend: str,
     upstream: tuple[str, int],
     group_members: int,
+    data_dir: str | bool | None = None,
 ) -> None:
     """The body of ``feedd`` in a root with an upstream: serve
-    :class:`MirrorDaemon` as this actor's feed daemon until cancelled."""
+    :class:`MirrorDaemon` as this actor's feed daemon until cancelled,
+    its buffers stored in this host's bar store (``data_dir``: as a feed
+    daemon's)."""
     from ._client import spawn_samplerd
+    from ._feedd import _feedd_store
     from ._pool import check_group_members
+
+    store, flush_s = _feedd_store(data_dir)
 
     compat.expose_module('tractor_sampler._feedd')  # attach_feed, feed_info
     compat.expose_module('tractor_sampler._remote')  # stream_bars
@@ -657,7 +742,9 @@ async def run_mirror(
     daemon: MirrorDaemon | None = None
     try:
         async with trio.open_nursery() as tn:
-            daemon = MirrorDaemon(backend, tn, upstream, pool=pool)
+            daemon = MirrorDaemon(backend, tn, upstream, pool=pool, store=store)
+            if daemon.store_writer is not None:
+                tn.start_soon(daemon.run_store, flush_s)
             _holder.daemon = daemon
             _holder.ready.set()
             try:
