@@ -43,7 +43,6 @@ and torn down.
 from __future__ import annotations
 
 import gc
-import importlib
 import math
 import os
 import time
@@ -1526,19 +1525,19 @@ def _with_relay(backend: str, plugins: Iterable[str]) -> list[str]:
 
 
 def _load(backend: str, plugins: Iterable[str]) -> Backend:
-    extra = []
-    for path in _with_relay(backend, plugins):
-        try:
-            extra.append(importlib.import_module(path))
-        except ImportError as err:
-            raise ValueError(
-                f'plugin module {path!r} failed to import in the feed daemon (pid '
-                f'{os.getpid()}, a child of the root daemon, working directory '
-                f'{os.getcwd()}): {describe_error(err)}; it must be importable where the '
-                'root daemon runs (install it, or start the root with it on PYTHONPATH)'
-            ) from err
-    # a broken plugin of another backend does not stop this one
-    return load_backends(extra=extra, strict=False)[backend]
+    """The backend, loaded as ``samplerd ls`` loads them (a broken plugin,
+    an entry point or a ``plugins`` module that fails to import included,
+    is left out in one line and the others work): ``UnknownBackend`` when
+    it is not there, naming the broken plugins and why."""
+    note = (
+        f' in the feed daemon (pid {os.getpid()}, a child of the root daemon, working '
+        f'directory {os.getcwd()}; it must be importable where the root daemon runs: '
+        'install it, or start the root with it on PYTHONPATH)'
+    )
+    registry = load_backends(
+        modules=_with_relay(backend, plugins), module_note=note, strict=False
+    )
+    return registry[backend]
 
 
 @compat.context

@@ -15,6 +15,12 @@ own, so every failure names the distribution at fault:
 - two plugins register the same backend name (both are named);
 - ``register()`` is called with bad arguments, or the hook raises.
 
+Plugin *modules* named by the user (``samplerd watch --plugin MODULE``,
+``open_market_feed(plugins=[...])``) load through the same function
+(``modules=``), so one that fails to import is reported like a broken entry
+point.  "Fails" includes ``SystemExit`` (an SDK calling ``sys.exit()`` at
+import); every reason is one line.
+
 ``TRACTOR_SAMPLER_PLUGINS`` (comma-separated entry-point names) restricts
 which third-party plugins load; set and empty, none do.  The built-in
 backends always load.  Naming a plugin that is not installed is an error.
@@ -189,6 +195,24 @@ def _dist_version(ep: Any) -> str | None:
     return getattr(dist, 'version', None) if dist is not None else None
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line (pluggy's validation errors span three): a
+    broken plugin is reported in one log line and one ``ls`` row."""
+    return '; '.join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def describe_load_error(err: BaseException) -> str:
+    """How a plugin failed to load, on one line: ``Type: message``."""
+    text = one_line(str(err))
+    return f'{type(err).__name__}: {text}' if text else type(err).__name__
+
+
+#: what a plugin may raise while it loads or registers and still be left out
+#: (the rest working): any error, and ``sys.exit()`` called by an SDK at
+#: import; ``KeyboardInterrupt`` still stops the program
+LOAD_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
 def _selected(env: str) -> set[str] | None:
     raw = os.environ.get(env)
     if raw is None:
@@ -201,6 +225,8 @@ def load_backends(
     env: str = ENV_VAR,
     entry_points: Iterable[Any] | None = None,
     extra: Iterable[Any] = (),
+    modules: Iterable[str] = (),
+    module_note: str = '',
     strict: bool = True,
 ) -> BackendRegistry:
     """Load every backend plugin and return the registry.
@@ -215,7 +241,10 @@ def load_backends(
     (objects with ``.name``, ``.load()`` and ``.dist`` with ``.name`` and
     ``.version``); ``extra`` adds plugin objects (modules), each labelled
     ``'extra'``, never filtered by the environment variable (tests use it to
-    register a plugin for one test)."""
+    register a plugin for one test).  ``modules`` are plugin modules to
+    import by name (``--plugin``), each labelled ``module <name>``; one
+    that fails to import is a broken plugin like any other (``module_note``
+    is added to its reason: where it was imported)."""
     pm = _PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     #: plugin name -> (distribution label, distribution version)
@@ -223,13 +252,13 @@ def load_backends(
     broken: dict[str, str] = {}
 
     def refuse(name: str, err: PluginError) -> None:
-        """Strict: raise; else leave the plugin out, told once."""
+        """Strict: raise; else leave the plugin out, told once, in one line."""
         if strict:
             raise err
-        broken[name] = str(err)
+        why = broken[name] = one_line(str(err))
         if pm.has_plugin(name):
             pm.unregister(name=name)
-        log.warning(f'backend plugin left out: {err}')
+        log.warning(f'backend plugin left out: {why}')
 
     def add(plugin: Any, name: str, label: str, version: str | None) -> None:
         try:
@@ -246,11 +275,11 @@ def load_backends(
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as err:
             raise PluginError(
-                f'{label}: plugin {name!r} implements a hook wrongly: {err}'
+                f'{label}: plugin {name!r} implements a hook wrongly: {one_line(str(err))}'
             ) from err
-        except Exception as err:
+        except LOAD_ERRORS as err:
             raise PluginError(
-                f'{label}: plugin {name!r} failed to register: {err}'
+                f'{label}: plugin {name!r} failed to register: {describe_load_error(err)}'
             ) from err
         dists[name] = (label, version)
 
@@ -277,10 +306,12 @@ def load_backends(
         label = _dist_label(ep)
         try:
             plugin = ep.load()
-        except Exception as err:
+        except LOAD_ERRORS as err:
+            if not strict:
+                _told_eps.add(_ep_key(ep))  # refuse() tells it
             failed = PluginError(
                 f'{label}: entry point {ep.name!r} failed to import: '
-                f'{type(err).__name__}: {err}'
+                f'{describe_load_error(err)}'
             )
             failed.__cause__ = err
             refuse(ep.name, failed)
@@ -290,6 +321,21 @@ def load_backends(
     for i, plugin in enumerate(extra):
         name = getattr(plugin, '__name__', None) or f'extra-{i}'
         add(plugin, name, 'extra', None)
+
+    for path in modules:
+        try:
+            plugin = importlib.import_module(path)
+        except LOAD_ERRORS as err:
+            # the note says where it was looked for: for an ImportError
+            note = module_note if isinstance(err, ImportError) else ''
+            failed = PluginError(
+                f'plugin module {path!r} failed to import{note}: '
+                f'{describe_load_error(err)}'
+            )
+            failed.__cause__ = err
+            refuse(path, failed)
+            continue
+        add(plugin, path, f'module {path}', None)
 
     while True:
         try:
@@ -318,13 +364,13 @@ def load_backends(
         before = dict(backends)
         try:
             impl.function(**{a: args[a] for a in impl.argnames})
-        except Exception as err:
+        except LOAD_ERRORS as err:
             failed = (
                 err
                 if isinstance(err, PluginError)
                 else PluginError(
                     f'{label}: plugin {impl.plugin_name!r}: '
-                    f'tractor_sampler_register_backends raised {type(err).__name__}: {err}'
+                    f'tractor_sampler_register_backends raised {describe_load_error(err)}'
                 )
             )
             if failed is not err:
@@ -439,8 +485,16 @@ def load_stores(
     )
     for ep in eps:
         try:
-            pm.register(ep.load(), name=f'store:{ep.name}')
-        except Exception as err:
+            plugin = ep.load()
+        except LOAD_ERRORS as err:
+            if _report_once(ep):  # else load_backends told it already
+                log.warning(
+                    f'store plugin {ep.name!r} left out: {describe_load_error(err)}'
+                )
+            continue
+        try:
+            pm.register(plugin, name=f'store:{ep.name}')
+        except LOAD_ERRORS as err:
             log.warning(
                 f'store plugin {ep.name!r} left out: {describe_load_error(err)}'
             )
@@ -460,10 +514,25 @@ def load_stores(
 
         try:
             impl.function(register=register)
-        except Exception as err:
-            log.warning(f'store plugin {impl.plugin_name!r} left out: {err}')
+        except LOAD_ERRORS as err:
+            log.warning(
+                f'store plugin {impl.plugin_name!r} left out: {describe_load_error(err)}'
+            )
     return stores
 
 
-def describe_load_error(err: BaseException) -> str:
-    return f'{type(err).__name__}: {err}'
+#: entry points (name, value) whose import failure was logged in this
+#: process: both loaders (backends, stores) import them, it is told once
+_told_eps: set[tuple[str, str]] = set()
+
+
+def _ep_key(ep: Any) -> tuple[str, str]:
+    return (str(ep.name), str(getattr(ep, 'value', '')))
+
+
+def _report_once(ep: Any) -> bool:
+    """Whether ``ep``'s import failure is still to be told; marks it told."""
+    key = _ep_key(ep)
+    told = key in _told_eps
+    _told_eps.add(key)
+    return not told
