@@ -47,6 +47,27 @@ def bars(t0: float, n: int, p: float = 1.0) -> np.ndarray:
     return b
 
 
+class FakeShm:
+    """What StoreWriter.collect reads of a buffer: its rows (the last one
+    the open bar) and its token."""
+
+    class token:  # noqa: N801 - a stand-in for ShmToken's fields
+        origin = 0.0
+        stamp = 'open'
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.array = rows
+        self.dtype = rows.dtype
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+
+class FakeTopic:
+    def __init__(self, shm: FakeShm, p: float = 1.0) -> None:
+        self.shms = {p: shm}
+
+
 async def wait_until(pred, timeout=30, poll=0.05):
     with trio.fail_after(timeout):
         while not pred():
@@ -99,16 +120,34 @@ def test_writes_append_files_and_reads_join_them(tmp_path):
     assert not s.read('sim', 'AAA', 60.0).size
 
 
-def test_a_stored_file_is_never_overwritten(tmp_path):
+def test_a_stored_file_is_never_overwritten_and_a_later_write_of_a_time_wins(
+    tmp_path,
+):
     s = open_store(tmp_path)
     s.write('sim', 'AAA', 1.0, bars(100, 5))
-    before = s.read('sim', 'AAA', 1.0)
+    (first,) = s.files('sim', 'AAA', 1.0)
+    data = first.read_bytes()
     w = StoreWriter(s, 'sim')
     other = bars(100, 5)
-    other['close'] = 0  # same span again, other values
+    other['close'] = 0  # same span again, other values (a correction)
     w.write([('AAA', 1.0, other)])
-    assert w.failures == 1 and 'already stored, not overwritten' in w.last_error
-    assert (s.read('sim', 'AAA', 1.0) == before).all()
+    assert w.failures == 0 and len(s.files('sim', 'AAA', 1.0)) == 2
+    assert first.read_bytes() == data  # the first file as it was
+    got = s.read('sim', 'AAA', 1.0)
+    assert list(got['time']) == list(range(100, 105))  # each time once
+    assert (got['close'] == 0).all()  # the latest write's bars
+
+
+def test_the_writer_never_hands_over_the_open_bar(tmp_path):
+    s = open_store(tmp_path)
+    w = StoreWriter(s, 'sim')
+    buf = FakeShm(bars(100, 5))
+    topics = {'AAA': FakeTopic(buf)}
+    w.write(w.collect(topics))
+    buf.array['close'][-1] = 7  # the open bar changes: still not stored
+    w.write(w.collect(topics))
+    got = s.read('sim', 'AAA', 1.0)
+    assert list(got['time']) == [100, 101, 102, 103] and w.rewrites == 0
 
 
 def test_a_corrupt_file_is_named_once_and_skipped(tmp_path, caplog):

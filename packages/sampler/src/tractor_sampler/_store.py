@@ -8,15 +8,32 @@ same hook, by this module.
 The Parquet store keeps one dataset (a directory) per backend, topic and
 period under the data directory::
 
-    <data dir>/bars/<backend>/<topic>/<period>s/<first>-<last>.parquet
+    <data dir>/bars/<backend>/<topic>/<period>s/<first>-<last>_<seq>.parquet
+    <data dir>/bars/<backend>/<topic>/<period>s/<first>-<last>_<seq>.day.parquet
 
 Each write is one new file, written to a temporary name and renamed into
 place (``os.replace``), so a file is either whole or absent: a crash or a
 full disk mid-write leaves at most a ``.tmp`` file, which readers ignore.
-Files are never rewritten, so a stored bar is never overwritten; only
-closed bars are written (the feed daemon's writer never hands over the open
-bar).  Times are the bars' own (seconds since the epoch, float), the
-``index`` field is not stored (it is the buffer's own numbering).
+``seq`` orders the writes of a dataset (microseconds since the epoch, kept
+strictly increasing per dataset; files without one, from before, are the
+oldest).  A write may hold bars already stored: a bar a late trade
+corrected after it was written is written again by the feed daemon's
+writer, and readers resolve a time stored more than once to its latest
+write (the highest ``seq``).  Only closed bars are written (the feed
+daemon's writer never hands over the open bar), so a stored bar is never
+replaced by a partial one.
+
+Compaction (:meth:`ParquetStore.compact`, :func:`compact`) merges the
+small files of a dataset into one ``.day`` file per UTC day once the day
+is closed, and the current day's files once there are more than
+``max_small`` of them.  A merged file takes the highest ``seq`` of its
+inputs and holds, per time, its inputs' latest bar; it is written to a
+temporary name, fsynced and renamed before its inputs are deleted, so at
+any moment (a reader listing the directory meanwhile, a kill -9 between
+any two steps) the dataset resolves to the same bars, each once: where a
+merged file and its inputs are both present they agree on every time's
+latest bar.  Times are the bars' own (seconds since the epoch, float),
+the ``index`` field is not stored (it is the buffer's own numbering).
 
 pyarrow is an optional dependency (``tractor-sampler[store]``): without it
 :func:`open_store` returns ``None`` and says so once.
@@ -28,6 +45,7 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,19 +115,110 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
+#: a stored file's name: its first and last bar times, the write's sequence
+#: number (absent in files from before sequence numbers: the oldest) and
+#: ``.day`` for a merged (compacted) file
+_NAME = re.compile(
+    r'(?P<lo>-?[0-9]+(?:\.[0-9]+)?)-(?P<hi>-?[0-9]+(?:\.[0-9]+)?)'
+    r'(?:_(?P<seq>[0-9]+)(?P<day>\.day)?)?\.parquet'
+)
+
+DAY_S = 86400.0
+
+#: compaction: the current day's small files are merged once there are more
+#: than this many of them
+COMPACT_MAX_SMALL = 64
+#: tolerance of bar times (a bar's time is the float nearest k * period)
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file of a dataset, as its name describes it."""
+
+    path: Path
+    lo: float  # the first bar's time
+    hi: float  # the last bar's time
+    seq: int  # the write's sequence number (0: from before they existed)
+    merged: bool  # a compacted (``.day``) file
+
+    @property
+    def order(self) -> tuple[int, bool, str]:
+        """Which of two files wins a time both hold: the later write."""
+        return (self.seq, self.merged, self.path.name)
+
+
+def _parse(path: Path) -> StoredFile | None:
+    m = _NAME.fullmatch(path.name)
+    if m is None:
+        return None
+    return StoredFile(
+        path,
+        float(m['lo']),
+        float(m['hi']),
+        int(m['seq'] or 0),
+        bool(m['day']),
+    )
+
+
+def _day(t: float) -> int:
+    """The UTC day (days since the epoch) of the time ``t``."""
+    return math.floor(t / DAY_S)
+
+
+def resolve(parts: list[np.ndarray]) -> np.ndarray:
+    """Bars of several writes (``parts``, oldest write first) with every time
+    once: its bar from the latest write that holds it; sorted by time."""
+    if not parts:
+        return np.zeros(0, dtype=DEFAULT_DTYPE)
+    bars = np.concatenate(parts)
+    rank = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    order = np.lexsort((rank, bars['time']))  # by time, then by write
+    bars = bars[order]
+    keep = np.ones(len(bars), dtype=bool)  # the last of each run of one time
+    keep[:-1] = np.diff(bars['time']) > _EPS
+    return bars[keep]
+
+
+@dataclass
+class CompactStats:
+    """What a compaction did: datasets merged, files read and written, bars
+    in the files written."""
+
+    datasets: int = 0
+    inputs: int = 0
+    outputs: int = 0
+    bars: int = 0
+
+    def add(self, other: CompactStats) -> None:
+        self.datasets += other.datasets
+        self.inputs += other.inputs
+        self.outputs += other.outputs
+        self.bars += other.bars
+
+
+class _Vanished(Exception):
+    """A file listed a moment ago is gone (compacted meanwhile): list again."""
+
+
 @dataclass
 class ParquetStore:
-    """Closed bars as Parquet files, one new file per write (see the module
-    docstring for the layout).  Choose pyarrow: it writes a Parquet file from
-    numpy columns without a copy into another frame library, it is the
-    reader every other tool (polars, DuckDB, pandas) opens, and appending
-    one small file per batch needs no database engine running."""
+    """Closed bars as Parquet files, one new file per write, merged per day by
+    :meth:`compact` (see the module docstring for the layout).  Choose
+    pyarrow: it writes a Parquet file from numpy columns without a copy into
+    another frame library, it is the reader every other tool (polars,
+    DuckDB, pandas) opens, and appending one small file per batch needs no
+    database engine running."""
 
     root: Path
     name: str = 'parquet'
     #: files found corrupt (each named in the log once)
     corrupt: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: the last sequence number given per dataset directory
+    _seqs: dict[Path, int] = field(default_factory=dict, repr=False)
+    #: a test's hook: called with the name of each step of a compaction
+    _step: Callable[[str], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.pa = _pyarrow()
@@ -117,14 +226,34 @@ class ParquetStore:
     def dataset(self, backend: str, topic: str, period_s: float) -> Path:
         return self.root / 'bars' / _safe(backend) / _safe(topic) / period_dir(period_s)
 
-    def files(self, backend: str, topic: str, period_s: float) -> list[Path]:
-        d = self.dataset(backend, topic, period_s)
+    def _scan(self, d: Path) -> list[StoredFile]:
+        """The dataset's files, oldest write first (files whose name is not
+        one of ours come first and are never compacted away)."""
         if not d.is_dir():
             return []
-        return sorted(
-            (f for f in d.iterdir() if f.suffix == '.parquet'),
-            key=lambda f: float(f.stem.split('-')[0]) if _stem_ok(f.stem) else 0.0,
-        )
+        out = []
+        for f in d.iterdir():
+            if f.suffix != '.parquet' or f.name.startswith('.'):
+                continue
+            sf = _parse(f)
+            out.append(sf or StoredFile(f, -math.inf, math.inf, -1, False))
+        out.sort(key=lambda f: f.order)
+        return out
+
+    def files(self, backend: str, topic: str, period_s: float) -> list[Path]:
+        """The dataset's files, oldest write first."""
+        return [f.path for f in self._scan(self.dataset(backend, topic, period_s))]
+
+    def _next_seq(self, d: Path) -> int:
+        """A sequence number above every file of ``d``: the time in
+        microseconds, or one more than the last (a clock that went back)."""
+        with self._lock:
+            last = self._seqs.get(d)
+            if last is None:
+                last = max((f.seq for f in self._scan(d)), default=0)
+            seq = max(last + 1, time.time_ns() // 1000)
+            self._seqs[d] = seq
+            return seq
 
     def write(self, backend: str, topic: str, period_s: float, bars: np.ndarray) -> int:
         if not len(bars):
@@ -133,11 +262,13 @@ class ParquetStore:
         names = [n for n in (bars.dtype.names or ()) if n != 'index']
         table = pa.table({n: np.ascontiguousarray(bars[n]) for n in names})
         d = self.dataset(backend, topic, period_s)
-        first, last = float(bars['time'][0]), float(bars['time'][-1])
-        path = d / f'{first:.1f}-{last:.1f}.parquet'
+        first, last = float(bars['time'].min()), float(bars['time'].max())
+        path = d / f'{first:.1f}-{last:.1f}.parquet'  # named in errors before mkdir
         tmp = d / f'.{path.name}.{os.getpid()}.tmp'
         try:
             d.mkdir(parents=True, exist_ok=True)
+            path = d / f'{first:.1f}-{last:.1f}_{self._next_seq(d)}.parquet'
+            tmp = d / f'.{path.name}.{os.getpid()}.tmp'
             if path.exists():  # never overwrite a stored file
                 raise StoreError(f'{path}: already stored, not overwritten')
             pa.parquet.write_table(table, tmp)
@@ -153,7 +284,11 @@ class ParquetStore:
     def _read_file(self, f: Path) -> np.ndarray | None:
         try:
             table = self.pa.parquet.read_table(f)
+        except FileNotFoundError:
+            raise _Vanished(str(f)) from None
         except Exception as err:  # pyarrow raises ArrowInvalid & co.
+            if not f.exists():  # removed while pyarrow opened it
+                raise _Vanished(str(f)) from None
             with self._lock:
                 if str(f) not in self.corrupt:
                     self.corrupt.add(str(f))
@@ -174,44 +309,239 @@ class ParquetStore:
         end: float | None = None,
         last: int | None = None,
     ) -> np.ndarray:
-        files = self.files(backend, topic, period_s)
-        parts: list[np.ndarray] = []
-        got = 0
-        # newest first when only the last bars are wanted
-        for f in reversed(files) if last is not None else files:
-            if _stem_ok(f.stem):
-                lo, hi = (float(x) for x in f.stem.split('-'))
-                if start is not None and hi < start - 1e-6:
-                    continue
-                if end is not None and lo >= end:
-                    continue
-            arr = self._read_file(f)
-            if arr is None:
-                continue
-            parts.append(arr)
-            got += len(arr)
-            if last is not None and got >= last:
+        d = self.dataset(backend, topic, period_s)
+        for _ in range(100):
+            try:
+                bars = self._read_once(d, start, end, last)
                 break
-        if not parts:
-            return np.zeros(0, dtype=DEFAULT_DTYPE)
-        bars = np.concatenate(parts)
-        bars = bars[np.argsort(bars['time'], kind='stable')]
-        # a bar stored twice (two writers of one topic) is kept once
-        keep = np.ones(len(bars), dtype=bool)
-        keep[1:] = np.diff(bars['time']) > 1e-6
-        bars = bars[keep]
+            except _Vanished:  # compacted meanwhile: the merged file is in place
+                continue
+        else:
+            raise StoreError(f'{d}: files keep vanishing while read')
+        bars['index'] = np.arange(len(bars))
+        return bars
+
+    def _read_once(
+        self, d: Path, start: float | None, end: float | None, last: int | None
+    ) -> np.ndarray:
+        files = [
+            f
+            for f in self._scan(d)
+            if not (start is not None and f.hi < start - _EPS)
+            and not (end is not None and f.lo >= end)
+        ]
+        if last is not None:
+            # the newest bars: files by their last bar, newest first, until
+            # the files left cannot hold a time as new as the last-th one
+            got: dict[int, np.ndarray] = {}
+            cut = -math.inf
+            for i in sorted(range(len(files)), key=lambda i: -files[i].hi):
+                if files[i].hi < cut - _EPS:
+                    break
+                arr = self._read_file(files[i].path)
+                if arr is None:
+                    continue
+                got[i] = arr
+                times = np.unique(np.concatenate([a['time'] for a in got.values()]))
+                if last and len(times) >= last:
+                    cut = float(times[-last])
+            parts = [got[i] for i in sorted(got)]  # oldest write first
+        else:
+            parts = [a for f in files if (a := self._read_file(f.path)) is not None]
+        bars = resolve(parts)
         if start is not None:
-            bars = bars[bars['time'] >= start - 1e-6]
+            bars = bars[bars['time'] >= start - _EPS]
         if end is not None:
             bars = bars[bars['time'] < end]
         if last is not None:
             bars = bars[-last:] if last else bars[:0]
-        bars['index'] = np.arange(len(bars))
         return bars
 
+    # --- compaction -----------------------------------------------------------
 
-def _stem_ok(stem: str) -> bool:
-    return bool(re.fullmatch(r'-?[0-9.]+--?[0-9.]+', stem)) and stem.count('-') == 1
+    def compact(
+        self,
+        backend: str,
+        topic: str,
+        period_s: float,
+        *,
+        now: float | None = None,
+        max_small: int = COMPACT_MAX_SMALL,
+        settle_s: float = 0.0,
+        all_days: bool = False,
+    ) -> CompactStats:
+        """Blocking: merge the dataset's files that are due (see
+        :meth:`compact_dir`)."""
+        return self.compact_dir(
+            self.dataset(backend, topic, period_s),
+            now=now,
+            max_small=max_small,
+            settle_s=settle_s,
+            all_days=all_days,
+        )
+
+    def compact_dir(
+        self,
+        d: Path,
+        *,
+        now: float | None = None,
+        max_small: int = COMPACT_MAX_SMALL,
+        settle_s: float = 0.0,
+        all_days: bool = False,
+    ) -> CompactStats:
+        """Blocking: merge the files of the dataset ``d`` into one ``.day``
+        file per UTC day: a closed day (ended ``settle_s`` before ``now``,
+        default the wall clock; every day with ``all_days``) held in more
+        than one file or in a file not merged yet, and the current day when
+        more than ``max_small`` files not merged yet hold it.  Raises
+        :class:`StoreError` (one line naming the file) when a file cannot be
+        written; the dataset is unchanged then but for a ``.tmp`` file."""
+        stats = CompactStats()
+        now = time.time() if now is None else now
+        open_day = math.inf if all_days else _day(now - settle_s)
+        for _ in range(100_000):  # one group per round; ends when none is due
+            files = [
+                f
+                for f in self._scan(d)
+                if f.seq >= 0 and str(f.path) not in self.corrupt
+            ]
+            group = _due(files, open_day, max_small)
+            if not group:
+                break
+            try:
+                stats.add(self._merge(d, group))
+            except _Vanished:  # another process compacts it too: list again
+                continue
+        stats.datasets = 1 if stats.inputs else 0
+        _remove_stale_tmp(d)
+        return stats
+
+    def _merge(self, d: Path, group: list[StoredFile]) -> CompactStats:
+        """Merge ``group`` (every file holding a time in its span) into one
+        file per day: written, fsynced, renamed, then the inputs deleted."""
+        step = self._step or (lambda _: None)
+        parts, used = [], []
+        for f in group:
+            arr = self._read_file(f.path)
+            if arr is None:  # corrupt: left where it is (and named in the log)
+                continue
+            parts.append(arr)
+            used.append(f)
+        if not used:
+            return CompactStats()
+        bars = resolve(parts)
+        seq = max(f.seq for f in used)
+        days = np.floor(bars['time'] / DAY_S + _EPS / DAY_S).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(days)) + 1
+        outs: list[Path] = []
+        names = [n for n in DEFAULT_DTYPE.names or () if n != 'index']
+        for chunk in np.split(bars, cuts):
+            if not len(chunk):
+                continue
+            lo, hi = float(chunk['time'][0]), float(chunk['time'][-1])
+            path = d / f'{lo:.1f}-{hi:.1f}_{seq}.day.parquet'
+            tmp = d / f'.{path.name}.{os.getpid()}.tmp'
+            table = self.pa.table({n: np.ascontiguousarray(chunk[n]) for n in names})
+            try:
+                self.pa.parquet.write_table(table, tmp)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                step('written')
+                os.replace(tmp, path)
+            except OSError as err:
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+                raise StoreError(
+                    f'{path}: compaction failed: {err.strerror or err}'
+                ) from None
+            outs.append(path)
+            step('renamed')
+        _fsync_dir(d)  # the merged files are durable before any input goes
+        step('synced')
+        for f in used:
+            if f.path in outs:  # replaced by its own merge (same name)
+                continue
+            try:
+                f.path.unlink()
+            except FileNotFoundError:
+                pass
+            step('deleted')
+        _fsync_dir(d)
+        return CompactStats(1, len(used), len(outs), len(bars))
+
+
+#: a ``.tmp`` file this old is left over from a crash: compaction removes it
+STALE_TMP_S = 3600.0
+
+
+def _remove_stale_tmp(d: Path) -> None:
+    now = time.time()
+    try:
+        entries = list(d.iterdir())
+    except OSError:
+        return
+    for f in entries:
+        if f.name.startswith('.') and f.name.endswith('.tmp'):
+            try:
+                if f.stat().st_mtime < now - STALE_TMP_S:
+                    f.unlink()
+            except OSError:
+                pass
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _due(files: list[StoredFile], open_day: float, max_small: int) -> list[StoredFile]:
+    """The next group of ``files`` to merge (empty: none is due): every file
+    holding a time in the span of a due day's files, and so on until no file
+    outside the group overlaps it, so the merged file takes the place of
+    everything it overlaps (what makes its ``seq``, its inputs' highest,
+    right for every time in it)."""
+    by_day: dict[int, list[StoredFile]] = {}
+    for f in files:
+        for day in range(_day(f.lo), _day(f.hi) + 1):
+            by_day.setdefault(day, []).append(f)
+    for day in sorted(by_day):
+        held = by_day[day]
+        if day < open_day:
+            if (
+                len(held) == 1
+                and held[0].merged
+                and _day(held[0].lo) == _day(held[0].hi)
+            ):
+                continue
+        elif sum(not f.merged for f in held) <= max_small:
+            continue
+        group = set(held)
+        lo, hi = min(f.lo for f in group), max(f.hi for f in group)
+        while True:
+            more = {
+                f
+                for f in files
+                if f not in group and f.lo <= hi + _EPS and f.hi >= lo - _EPS
+            }
+            if not more:
+                break
+            group |= more
+            lo, hi = min(lo, *(f.lo for f in more)), max(hi, *(f.hi for f in more))
+        return sorted(group, key=lambda f: f.order)
+    return []
 
 
 # --- the registry of store implementations (the pluggy hook) --------------
@@ -296,15 +626,83 @@ def storable(shm: Any) -> bool:
     )
 
 
+#: how far back from the newest stored bar (seconds) the feed daemon's
+#: writer looks, at each flush, for stored bars a late trade has corrected
+#: since (they are written again); 0: never
+RECHECK_ENV = 'TRACTOR_SAMPLER_STORE_RECHECK_S'
+DEFAULT_RECHECK_S = 600.0
+
+_said_recheck = False
+
+
+def recheck_window() -> float:
+    """``$TRACTOR_SAMPLER_STORE_RECHECK_S`` (default 600 s); a bad value is
+    one logged line and the default (the feed runs on)."""
+    global _said_recheck
+    raw = os.environ.get(RECHECK_ENV, '').strip()
+    if not raw:
+        return DEFAULT_RECHECK_S
+    try:
+        v = float(raw)
+    except ValueError:
+        v = -1.0
+    if not (0 <= v <= 86400):
+        if not _said_recheck:
+            _said_recheck = True
+            log.error(
+                f'${RECHECK_ENV}={raw!r} must be seconds in [0, 86400]: '
+                f'using {DEFAULT_RECHECK_S:g}'
+            )
+        return DEFAULT_RECHECK_S
+    return v
+
+
+_OHLCV = ('open', 'high', 'low', 'close', 'volume')
+
+
+def row_sums(bars: np.ndarray) -> np.ndarray:
+    """A 64-bit checksum of each bar's OHLCV, from their bits (NaN equals
+    NaN): an FNV-style fold whose every step is a bijection, so a bar that
+    differs in one field always differs in its sum."""
+    h = np.full(len(bars), 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for f in _OHLCV:
+        if f in (bars.dtype.names or ()):
+            v = np.ascontiguousarray(bars[f], dtype=np.float64).view(np.uint64)
+            h = (h ^ v) * prime
+    return h
+
+
+def _rows_after(closed: np.ndarray, t: float) -> np.ndarray:
+    """The rows of ``closed`` (time ascending) later than ``t``, found from
+    the end: only the tail is looked at (a buffer holds hours of bars, a
+    flush wants the last minutes)."""
+    n = len(closed)
+    m = 256
+    while True:
+        m = min(n, m)
+        tail = closed[n - m :]
+        if m == n or tail['time'][0] <= t:
+            break
+        m *= 4
+    i = int(np.searchsorted(np.ascontiguousarray(tail['time']), t, side='right'))
+    return tail[i:]
+
+
 @dataclass
 class StoreWriter:
     """The feed daemon's side of the store: which bars of each topic's
     buffers are stored (``upto``: the last stored bar's time per topic and
-    period), and the counters ``samplerd ls`` shows.  :meth:`collect` copies
-    the closed bars not yet stored (on the trio thread: a copy of a few rows
-    per buffer); :meth:`write` appends them (in a worker thread).  A failed
-    write leaves ``upto`` where it was: the bars are written at the next
-    flush (retried), and the failure is counted."""
+    period; ``sums``: a checksum per stored bar of the last
+    ``recheck_s`` seconds before it), and the counters ``samplerd ls``
+    shows.  :meth:`collect` copies the closed bars not yet stored and those
+    of the recheck window (on the trio thread: a copy of a few hundred rows
+    per buffer at most); :meth:`write` appends the new bars and those whose
+    checksum changed since they were stored (a late trade corrected them),
+    in a worker thread.  A failed write leaves ``upto`` and ``sums`` where
+    they were: the bars are written at the next flush (retried), and the
+    failure is counted.  :meth:`compact_due` merges the small files of the
+    datasets written (see :meth:`ParquetStore.compact_dir`)."""
 
     store: BarStore
     backend: str
@@ -313,7 +711,25 @@ class StoreWriter:
     writes: int = 0
     failures: int = 0
     last_error: str | None = None
+    #: seconds of stored bars before the newest one checked for corrections
+    recheck_s: float = field(default_factory=recheck_window)
+    #: stored bars written again because a late trade had changed them
+    rewrites: int = 0
+    #: compaction: merge the current day's files past this many; a day is
+    #: closed (merged into one file) this long after it ended
+    max_small: int = COMPACT_MAX_SMALL
+    settle_s: float = DEFAULT_FLUSH_S + DEFAULT_RECHECK_S
+    #: files merged away, files written by merges, failed compactions
+    compacted: int = 0
+    merged_files: int = 0
+    compact_failures: int = 0
+    sums: dict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
     _said: set[str] = field(default_factory=set)
+    #: per dataset: writes since its last compaction check, and the day of it
+    _since_check: dict[tuple[str, float], int] = field(default_factory=dict)
+    _checked_day: dict[tuple[str, float], int] = field(default_factory=dict)
 
     def collect(self, topics: dict[str, Any]) -> list[tuple[str, float, np.ndarray]]:
         out = []
@@ -325,32 +741,104 @@ class StoreWriter:
                 closed = arr[:-1]  # the open bar (the last row) never
                 upto = self.upto.get((name, p))
                 if upto is not None:
-                    closed = closed[closed['time'] > upto + 1e-6]
+                    closed = _rows_after(closed, upto + _EPS - self.recheck_s)
                 if len(closed):
                     out.append((name, p, closed.copy()))
         return out
 
+    def _fail(self, err: Exception, what: str) -> str:
+        msg = (
+            str(err) if isinstance(err, StoreError) else f'{type(err).__name__}: {err}'
+        )
+        if msg not in self._said:  # one line per distinct problem
+            self._said.add(msg)
+            log.error(f'bar store: {msg} ({what})')
+        return msg
+
     def write(self, batch: list[tuple[str, float, np.ndarray]]) -> None:
-        """Blocking: append each topic's bars, one failure not stopping
-        the others."""
-        for name, p, bars in batch:
-            try:
-                self.store.write(self.backend, name, p, bars)
-            except Exception as err:
-                self.failures += 1
-                msg = (
-                    str(err)
-                    if isinstance(err, StoreError)
-                    else f'{type(err).__name__}: {err}'
-                )
-                self.last_error = msg
-                if msg not in self._said:  # one line per distinct problem
-                    self._said.add(msg)
-                    log.error(f'bar store: {msg} (retried at the next flush)')
+        """Blocking: append each topic's new bars and the stored ones that
+        changed since, one failure not stopping the others."""
+        for name, p, rows in batch:
+            key = (name, p)
+            upto = self.upto.get(key)
+            sums = row_sums(rows)
+            times = rows['time']
+            if upto is None:
+                new = np.ones(len(rows), dtype=bool)
+            else:
+                new = times > upto + _EPS
+            known = np.zeros(len(rows), dtype=bool)  # stored, sum recorded
+            changed = np.zeros(len(rows), dtype=bool)
+            rec = self.sums.get(key)
+            old = ~new
+            if rec is not None and len(rec[0]) and old.any():
+                rt, rs = rec
+                i = np.minimum(np.searchsorted(rt, times[old] - _EPS), len(rt) - 1)
+                hit = np.abs(rt[i] - times[old]) <= _EPS
+                known[old] = hit
+                changed[old] = hit & (rs[i] != sums[old])
+            todo = new | changed
+            if todo.any():
+                try:
+                    self.store.write(self.backend, name, p, rows[todo])
+                except Exception as err:
+                    self.failures += 1
+                    self.last_error = self._fail(err, 'retried at the next flush')
+                    continue
+                self.writes += 1
+                self.bars += int(todo.sum())
+                self.rewrites += int(changed.sum())
+                self._since_check[key] = self._since_check.get(key, 0) + 1
+            if new.any():
+                upto = float(times[new][-1])
+                self.upto[key] = upto
+            if upto is None:
                 continue
-            self.writes += 1
-            self.bars += len(bars)
-            self.upto[(name, p)] = float(bars['time'][-1])
+            stored = (new | known) & (times > upto - self.recheck_s - _EPS)
+            self.sums[key] = (times[stored].copy(), sums[stored])
+
+    def remember(self, topic: str, period_s: float, stored: np.ndarray) -> None:
+        """``stored`` (time ascending) is what the store holds last of
+        ``topic``'s ``period_s`` bars: the newest stored time, and the sums
+        of the recheck window before it."""
+        if not len(stored):
+            return
+        key = (topic, period_s)
+        last = float(stored['time'][-1])
+        self.upto[key] = last
+        win = stored[stored['time'] > last - self.recheck_s - _EPS]
+        self.sums[key] = (win['time'].copy(), row_sums(win))
+
+    def compact_due(self, now: float | None = None) -> None:
+        """Blocking: compact each dataset written since its last check that
+        may be due: more than ``max_small`` writes since, a new day since,
+        or never checked by this writer.  Failures are counted and logged
+        once per distinct problem; the files stay as they were."""
+        compact = getattr(self.store, 'compact', None)
+        if compact is None:
+            return
+        now = time.time() if now is None else now
+        day = _day(now - self.settle_s)
+        for key, n in list(self._since_check.items()):
+            if n <= self.max_small and self._checked_day.get(key) == day:
+                continue
+            try:
+                st = compact(
+                    self.backend,
+                    key[0],
+                    key[1],
+                    now=now,
+                    max_small=self.max_small,
+                    settle_s=self.settle_s,
+                )
+            except Exception as err:
+                self.compact_failures += 1
+                self._fail(err, 'compaction retried later')
+                continue
+            self._since_check[key] = 0
+            self._checked_day[key] = day
+            self.compacted += st.inputs
+            self.merged_files += st.outputs
 
     async def flush(self, topics: dict[str, Any]) -> None:
         import trio
@@ -360,14 +848,17 @@ class StoreWriter:
             await trio.to_thread.run_sync(self.write, batch)
 
     async def run(self, topics: dict[str, Any], every_s: float) -> None:
-        """Flush every ``every_s`` seconds; once more when cancelled (the
-        daemon stops: its last closed bars are kept)."""
+        """Flush every ``every_s`` seconds, then compact what is due (in a
+        worker thread, like the writes); flush once more when cancelled
+        (the daemon stops: its last closed bars are kept)."""
         import trio
 
+        self.settle_s = every_s + self.recheck_s
         try:
             while True:
                 await trio.sleep(every_s)
                 await self.flush(topics)
+                await trio.to_thread.run_sync(self.compact_due)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(30):
                 await self.flush(topics)
@@ -389,7 +880,7 @@ class StoreWriter:
         if not len(stored):
             return None, rows
         last = float(stored['time'][-1])
-        self.upto[(topic, period_s)] = last
+        self.remember(topic, period_s, stored)
         open_t = math.floor(now / period_s + 1e-9) * period_s
         gap = round((open_t - period_s - last) / period_s)
         if gap < 0:  # stored past now (a clock that went back): unused
@@ -397,6 +888,64 @@ class StoreWriter:
         if gap >= rows:
             return None, rows
         return stored[-(rows - gap) :], gap
+
+
+def compact(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    backend: str | None = None,
+    topic: str | None = None,
+    period_s: float | None = None,
+    now: float | None = None,
+    max_small: int = COMPACT_MAX_SMALL,
+    settle_s: float = DEFAULT_FLUSH_S + DEFAULT_RECHECK_S,
+    all_days: bool = False,
+) -> CompactStats:
+    """Blocking: compact the Parquet bar store under ``data_dir`` (see
+    :func:`~tractor_sampler._datadir.data_dir`): every dataset, or those of
+    ``backend``, ``topic``, ``period_s``.  Each closed UTC day (ended
+    ``settle_s`` before ``now``) ends in one file; the current day's files
+    are merged when more than ``max_small``; ``all_days=True`` merges the
+    current day too (a dataset no daemon writes any more).  Safe while a
+    feed daemon writes and readers read the store.  Returns what was done;
+    a dataset that cannot be compacted does not stop the others, and the
+    first problem is raised at the end (:class:`StoreError`, one line
+    naming the file).  ``ValueError`` when pyarrow is missing."""
+    s = open_store(data_dir, 'parquet')
+    if s is None:
+        raise ValueError(
+            f'the bar store is off: compacting it needs pyarrow ({EXTRA_HINT})'
+        )
+    assert isinstance(s, ParquetStore)
+    stats = CompactStats()
+    errors: list[str] = []
+    root = s.root / 'bars'
+
+    def dirs(d: Path, want: str | None) -> list[Path]:
+        if not d.is_dir():
+            return []
+        return sorted(x for x in d.iterdir() if x.is_dir() and want in (None, x.name))
+
+    want_p = period_dir(period_s) if period_s is not None else None
+    for b in dirs(root, _safe(backend) if backend is not None else None):
+        for t in dirs(b, _safe(topic) if topic is not None else None):
+            for d in dirs(t, want_p):
+                try:
+                    stats.add(
+                        s.compact_dir(
+                            d,
+                            now=now,
+                            max_small=max_small,
+                            settle_s=settle_s,
+                            all_days=all_days,
+                        )
+                    )
+                except StoreError as err:
+                    errors.append(str(err))
+    if errors:
+        more = f' (and {len(errors) - 1} more)' if len(errors) > 1 else ''
+        raise StoreError(errors[0] + more)
+    return stats
 
 
 def join_stored(
@@ -427,9 +976,11 @@ def join_stored(
 
 __all__ = [
     'BarStore',
+    'CompactStats',
     'DataDirError',
     'ParquetStore',
     'StoreError',
     'StoreWriter',
+    'compact',
     'open_store',
 ]
