@@ -24,8 +24,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager as acm
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import trio
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(run)
     _add_record(run)
     _add_linger(run)
+    _add_config(run)
     _add_metrics(run)
     _add_stop(sub, common)
     _add_export(sub, common)
@@ -246,10 +248,12 @@ async def cmd_run(args: argparse.Namespace, out: TextIO) -> None:
     _set_record(args)
     async with _root(args, addr) as mngr, _stop_on_signals():
         _warn_if_exposed(addr, getattr(mngr, 'token_file', None))
-        pid = await spawn_samplerd(addr)
+        pid = await spawn_samplerd(addr, **_samplerd_start(args))
         await _start_metrics(args, addr, mngr, out)
-        _ready(out, addr, f'samplerd pid {pid}' + _upstream_note(args))
-        await trio.sleep_forever()
+        async with _boot_topics(args, addr) as boot:
+            _ready(out, addr, f'samplerd pid {pid}' + _upstream_note(args) + boot)
+            with _systemd_notified(f'registry {addr[0]}:{addr[1]}{boot}'):
+                await trio.sleep_forever()
 
 
 def _add_join(run: argparse.ArgumentParser) -> None:
@@ -300,14 +304,15 @@ async def _run_joined(args: argparse.Namespace, out: TextIO) -> None:
         _stop_on_signals(),
     ):
         label = mngr.host_label
-        pid = await spawn_samplerd(addr)
+        pid = await spawn_samplerd(addr, **_samplerd_start(args))
         print(
             f'{PROG} ready: joined the registry {addr[0]}:{addr[1]} as host {label} '
             f'({host}), root pid {os.getpid()}, samplerd@{label} pid {pid}',
             file=out,
             flush=True,
         )
-        await trio.sleep_forever()
+        with _systemd_notified(f'joined {addr[0]}:{addr[1]} as {label}'):
+            await trio.sleep_forever()
 
 
 def _add_upstream(run: argparse.ArgumentParser) -> None:
@@ -1105,6 +1110,100 @@ async def cmd_stop(args: argparse.Namespace, out: TextIO) -> None:
     print(f'{args.backend}/{args.topic}: {st.state} ({st.error})', file=out)
 
 
+# --- the config file and systemd: run --config ----------------------------------
+
+
+def _add_config(run: argparse.ArgumentParser) -> None:
+    """``run --config FILE`` / ``--check-config`` (docs/production.md)."""
+    run.add_argument(
+        '--config',
+        default=None,
+        metavar='FILE',
+        help='read the settings from this TOML file (flags given override it; '
+        'docs/production.md, "The config file")',
+    )
+    run.add_argument(
+        '--check-config',
+        action='store_true',
+        help='check the config file and the flags, print the settings `run` would '
+        'use as JSON, and start nothing',
+    )
+
+
+def _apply_config_file(args: argparse.Namespace, out: TextIO) -> int | None:
+    """``run --config``: the file loaded and checked into ``args``, and its
+    settings without a flag put in this root's environment (its services
+    inherit them), before anything starts.  An exit status when the
+    command ends here (2 and one line for a bad file, 0 after
+    ``--check-config``), else ``None``."""
+    from ._config import ConfigError, apply_config, effective_settings, set_environment
+
+    if args.cmd not in (None, 'run'):
+        return None
+    try:
+        rc = apply_config(args)
+        if (
+            rc is not None
+            and args.join is not None
+            and any(b.topics for b in rc.backends)
+        ):
+            raise ConfigError(
+                f'{rc.path}: [backends.*] topics: boot topics on a root that joins '
+                'another (join) are not supported yet'
+            )
+    except ConfigError as err:
+        print(f'{PROG}: error: {err}', file=sys.stderr)
+        return 2
+    if getattr(args, 'check_config', False):
+        print(json.dumps(effective_settings(args, rc), indent=2), file=out)
+        return 0
+    set_environment(rc)
+    return None
+
+
+def _samplerd_start(args: argparse.Namespace) -> dict[str, Any]:
+    """``spawn_samplerd``'s keywords: the config file's
+    ``[restart.samplerd]`` policy."""
+    rc = getattr(args, 'run_config', None)
+    return {'restart': rc.policies['samplerd']} if rc is not None else {}
+
+
+@acm
+async def _boot_topics(
+    args: argparse.Namespace, addr: tuple[str, int]
+) -> AsyncIterator[str]:
+    """The config file's boot topics started and held while the block
+    runs; yields the ready line's note naming them.  A topic that cannot
+    start is one line (exit status 1)."""
+    from ._config import open_boot_topics
+
+    rc = getattr(args, 'run_config', None)
+    entered = False
+    try:
+        async with open_boot_topics(rc, addr, args.loglevel) as names:
+            entered = True
+            yield f', boot topics {", ".join(names)}' if names else ''
+    except Exception as exc:
+        err = compat.unwrap_error(exc)
+        if entered or rc is None or not isinstance(err, (ValueError, ServiceError)):
+            raise
+        raise CliError(f'{rc.path}: {err}') from None
+
+
+@contextmanager
+def _systemd_notified(status: str) -> Iterator[None]:
+    """systemd's readiness protocol when ``$NOTIFY_SOCKET`` is set
+    (``Type=notify``): ``READY=1`` now (the ready line is out),
+    ``STOPPING=1`` when the block ends (SIGTERM, Ctrl-C, an error)."""
+    from ._sdnotify import sd_notify
+
+    sd_notify('READY=1', f'STATUS={PROG} ready: {status}')
+    try:
+        yield
+    finally:
+        sd_notify('STOPPING=1', f'STATUS={PROG} stopping')
+
+
 COMMANDS = {
     'run': cmd_run,
     'ls': cmd_ls,
@@ -1120,6 +1219,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """The ``samplerd`` console script; returns the exit status."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
+    status = _apply_config_file(args, out)
+    if status is not None:
+        return status
     cmd = COMMANDS[args.cmd or 'run']
     try:
         trio.run(cmd, args, out)

@@ -116,6 +116,7 @@ async def maybe_open_feedd(
     host: str | None = None,
     linger: float | None = None,
     stale_after: float | None = None,
+    daemon_restart: RestartPolicy | None = None,
 ) -> AsyncIterator[Any]:
     """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
@@ -126,7 +127,9 @@ async def maybe_open_feedd(
     registry (``feedd.<backend>@<label>``, with that host's samplerd;
     see docs/multihost.md).  ``linger``, ``stale_after``: the seconds a
     topic without clients keeps running, and without quotes is ``up``
-    (defaults 30 s; see docs/sampler.md, "Lingering, stop and stale")."""
+    (defaults 30 s; see docs/sampler.md, "Lingering, stop and stale").
+    ``daemon_restart``: how the root's manager restarts the daemon's
+    process (default :data:`FEEDD_POLICY`; ``samplerd run --config``)."""
     kwargs: dict[str, Any] = {
         'backend': backend,
         **_lifecycle_kwargs(linger, stale_after),
@@ -144,7 +147,10 @@ async def maybe_open_feedd(
     if plugins:
         kwargs['plugins'] = list(plugins)
     # the feed daemon requires samplerd: it runs first, and stops after it
-    start: dict[str, Any] = {'restart': FEEDD_POLICY, 'requires': [SAMPLERD]}
+    start: dict[str, Any] = {
+        'restart': daemon_restart or FEEDD_POLICY,
+        'requires': [SAMPLERD],
+    }
     async with maybe_open_samplerd(registry_addr, host=host):
         pass
     if loglevel:
