@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stop(sub, common)
     _add_export(sub, common)
     _add_bars(sub, common)
+    _add_chart(sub, common)
 
     ls = sub.add_parser(
         'ls',
@@ -815,6 +816,123 @@ async def _start_metrics(
     print(f'{PROG} metrics: {server.url}', file=out, flush=True)
 
 
+# --- a picture of a topic: chart ----------------------------------------------------
+
+
+def _add_chart(sub: Any, common: argparse.ArgumentParser) -> None:
+    c = sub.add_parser(
+        'chart',
+        parents=[common],
+        help="draw a topic's bars to a PNG: candlesticks and volume",
+        description="Draw a topic's last bars as candlesticks over volume bars to a "
+        "PNG, from the running feed daemon's buffer, or from the bar store when no "
+        'daemon runs the topic (or with --from-store). Needs matplotlib: pip install '
+        "'tractor-sampler[chart]'.",
+    )
+    c.add_argument('topic', help='the symbol')
+    c.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+    c.add_argument(
+        '--period',
+        type=float,
+        default=60.0,
+        help='bar period in s (default: %(default)g)',
+    )
+    c.add_argument(
+        '-o', '--output', required=True, metavar='FILE', help='the PNG to write'
+    )
+    c.add_argument(
+        '--bars',
+        type=int,
+        default=None,
+        metavar='N',
+        help='the last N bars (default: 120)',
+    )
+    c.add_argument(
+        '--size',
+        default='1200x700',
+        metavar='WxH',
+        help='the picture in pixels (default: %(default)s)',
+    )
+    c.add_argument(
+        '--from-store',
+        action='store_true',
+        help='read the bar store even when a feed daemon runs the topic',
+    )
+    c.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
+    c.add_argument(
+        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
+    )
+    c.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
+
+
+async def cmd_chart(args: argparse.Namespace, out: TextIO) -> None:
+    from ._datadir import DataDirError
+    from ._plot import (
+        DEFAULT_BARS,
+        PlotUnavailable,
+        bars_from_daemon,
+        bars_from_store,
+        draw_bars,
+        parse_size,
+        require_matplotlib,
+    )
+    from ._schedule import check_period
+
+    try:
+        require_matplotlib()
+        period = check_period(args.period)
+        size = parse_size(args.size)
+        start, end = _when(args.start, '--start'), _when(args.end, '--end')
+    except (PlotUnavailable, ValueError) as err:
+        raise CliError(str(err)) from None
+    n = DEFAULT_BARS if args.bars is None else args.bars
+    if n < 1:
+        raise CliError(f'--bars {n} must be >= 1')
+    bars, source = None, 'the bar store'
+    addr = registry_addr(args)
+    if not args.from_store and await compat.registry_reachable(addr):
+        async with compat.open_root_actor(
+            addr,
+            'samplerd_chart',
+            loglevel=args.loglevel or 'critical',
+            debug_mode=args.pdb,
+        ):
+            try:
+                bars = await bars_from_daemon(args.topic, period, args.backend, addr)
+            except ValueError as err:
+                raise CliError(str(err)) from None
+        source = 'the running feed daemon'
+    if bars is None:
+        source = 'the bar store'
+        try:
+            bars = bars_from_store(
+                args.topic, period, args.backend, data_dir=args.data_dir
+            )
+        except (ValueError, DataDirError) as err:
+            raise CliError(str(err)) from None
+    if start is not None:
+        bars = bars[bars['time'] >= start]
+    if end is not None:
+        bars = bars[bars['time'] < end]
+    bars = bars[-n:]
+    try:
+        chart = draw_bars(
+            bars,
+            args.output,
+            title=f'{args.topic}@{args.backend}  {period:g} s bars',
+            size=size,
+        )
+    except ValueError:
+        raise CliError(f'no bars of {args.topic} ({period:g} s) in {source}') from None
+    except OSError as err:
+        raise CliError(f'-o {args.output}: {err.strerror or err}') from None
+    print(
+        f'{chart.candles} bars of {args.topic} ({period:g} s) from {source} drawn to '
+        f'{args.output} ({size[0]}x{size[1]})',
+        file=out,
+    )
+
+
 # --- the bar store: run --data-dir, export ------------------------------------
 
 
@@ -1212,6 +1330,7 @@ COMMANDS = {
     'export': cmd_export,
     'bars': cmd_bars,
     'stop': cmd_stop,
+    'chart': cmd_chart,
 }
 
 
