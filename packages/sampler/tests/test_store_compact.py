@@ -135,12 +135,17 @@ def test_the_current_day_is_merged_past_max_small_files(tmp_path):
     for i in range(6):
         s.write('sim', 'AAA', 1.0, bars(t + 60 + 10 * i, 10))
     s.compact('sim', 'AAA', 1.0, now=now, max_small=5)
-    assert len(names(s)) == 1  # the day so far in one file again
+    assert len(names(s)) == 2  # the first merged file stays as it was
     assert same(s.read('sim', 'AAA', 1.0), bars(t, 120))
-    s.write('sim', 'AAA', 1.0, bars(t + 120, 10))
+    for i in range(4 * 6):  # past 5 merged files: the day in one
+        s.write('sim', 'AAA', 1.0, bars(t + 120 + 10 * i, 10))
+        s.compact('sim', 'AAA', 1.0, now=now, max_small=5)
+    assert len(day_files(s)) <= 5
+    assert same(s.read('sim', 'AAA', 1.0), bars(t, 360))
+    s.write('sim', 'AAA', 1.0, bars(t + 360, 10))
     s.compact('sim', 'AAA', 1.0, now=now, all_days=True)  # the current day too
     assert len(names(s)) == 1
-    assert same(s.read('sim', 'AAA', 1.0), bars(t, 130))
+    assert same(s.read('sim', 'AAA', 1.0), bars(t, 370))
 
 
 def test_the_writer_compacts_the_datasets_it_writes(tmp_path):
@@ -153,6 +158,23 @@ def test_the_writer_compacts_the_datasets_it_writes(tmp_path):
     assert w.compact_failures == 0 and w.compacted
     assert len(names(s)) <= 5
     assert same(s.read('sim', 'AAA', 1.0), bars(D0 + 3600, 100))
+
+
+def test_the_writer_spreads_compactions_over_flushes_by_its_time_budget(tmp_path):
+    s = open_store(tmp_path)
+    w = StoreWriter(s, 'sim', settle_s=0.0)
+    for topic in ('AAA', 'BBB', 'CCC'):
+        w.write([(topic, 1.0, bars(D0 + 3600, 10))])
+        w.write([(topic, 1.0, bars(D0 + 3610, 10))])
+    now = D0 + DAY_S + 3600  # the day of those bars has closed
+    for left in (2, 1, 0):
+        w.compact_due(now=now, budget_s=0.0)  # one dataset per call
+        merged = [
+            len(os.listdir(s.dataset('sim', t, 1.0))) == 1
+            for t in ('AAA', 'BBB', 'CCC')
+        ]
+        assert merged.count(False) == left
+    assert same(s.read('sim', 'BBB', 1.0), bars(D0 + 3600, 20))
 
 
 def test_library_compact_merges_every_dataset_and_leaves_foreign_files(tmp_path):

@@ -41,6 +41,7 @@ pyarrow is an optional dependency (``tractor-sampler[store]``): without it
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -81,8 +82,13 @@ class BarStore(Protocol):
     name: str
 
     def write(self, backend: str, topic: str, period_s: float, bars: np.ndarray) -> int:
-        """Append closed ``bars`` (oldest first, all later than the last
-        stored one); returns how many were written."""
+        """Append closed ``bars`` (oldest first): bars later than the last
+        stored one, and stored bars a late trade corrected since (the
+        latest write of a time is the one :meth:`read` returns); returns
+        how many were written.  A store may also have ``compact(backend,
+        topic, period_s, *, now, max_small, settle_s)``, which the feed
+        daemon's writer calls after its flushes (see
+        :meth:`ParquetStore.compact_dir`)."""
         ...
 
     def read(
@@ -95,7 +101,8 @@ class BarStore(Protocol):
         last: int | None = None,
     ) -> np.ndarray:
         """The stored bars with ``start <= time < end`` (or the ``last``
-        ones), oldest first, in :data:`~tractor_sampler.shm.DEFAULT_DTYPE`."""
+        ones), oldest first, each time once (its latest write), in
+        :data:`~tractor_sampler.shm.DEFAULT_DTYPE`."""
         ...
 
 
@@ -508,11 +515,17 @@ def _fsync_dir(d: Path) -> None:
 
 
 def _due(files: list[StoredFile], open_day: float, max_small: int) -> list[StoredFile]:
-    """The next group of ``files`` to merge (empty: none is due): every file
-    holding a time in the span of a due day's files, and so on until no file
-    outside the group overlaps it, so the merged file takes the place of
-    everything it overlaps (what makes its ``seq``, its inputs' highest,
-    right for every time in it)."""
+    """The next group of ``files`` to merge (empty: none is due).
+
+    A closed day (before ``open_day``) is due unless one merged file holds
+    it alone: all its files are merged.  The current day is due when more
+    than ``max_small`` small files hold it: those are merged (the day's
+    earlier merged files stay, so a bar is rewritten about twice a day,
+    not at every merge), or when more than ``max_small`` merged files hold
+    it: all are.  The group then takes in every file holding a time in its
+    span, and so on until no file outside overlaps it, so the merged file
+    takes the place of everything it overlaps (what makes its ``seq``, its
+    inputs' highest, right for every time in it)."""
     by_day: dict[int, list[StoredFile]] = {}
     for f in files:
         for day in range(_day(f.lo), _day(f.hi) + 1):
@@ -526,8 +539,12 @@ def _due(files: list[StoredFile], open_day: float, max_small: int) -> list[Store
                 and _day(held[0].lo) == _day(held[0].hi)
             ):
                 continue
-        elif sum(not f.merged for f in held) <= max_small:
-            continue
+        else:
+            small = [f for f in held if not f.merged]
+            if len(small) > max_small:
+                held = small
+            elif len(held) - len(small) <= max_small:
+                continue
         group = set(held)
         lo, hi = min(f.lo for f in group), max(f.hi for f in group)
         while True:
@@ -809,19 +826,27 @@ class StoreWriter:
         win = stored[stored['time'] > last - self.recheck_s - _EPS]
         self.sums[key] = (win['time'].copy(), row_sums(win))
 
-    def compact_due(self, now: float | None = None) -> None:
+    def compact_due(self, now: float | None = None, budget_s: float = math.inf) -> None:
         """Blocking: compact each dataset written since its last check that
         may be due: more than ``max_small`` writes since, a new day since,
-        or never checked by this writer.  Failures are counted and logged
-        once per distinct problem; the files stay as they were."""
+        or never checked by this writer; for at most about ``budget_s``
+        seconds (the datasets left are checked next time: after midnight
+        every dataset's day is merged, spread over a few flushes).
+        Failures are counted and logged once per distinct problem; the
+        files stay as they were."""
         compact = getattr(self.store, 'compact', None)
         if compact is None:
             return
         now = time.time() if now is None else now
         day = _day(now - self.settle_s)
+        until = time.monotonic() + budget_s
+        checked = 0
         for key, n in list(self._since_check.items()):
             if n <= self.max_small and self._checked_day.get(key) == day:
                 continue
+            if checked and time.monotonic() > until:
+                break  # the others next time
+            checked += 1
             try:
                 st = compact(
                     self.backend,
@@ -858,7 +883,9 @@ class StoreWriter:
             while True:
                 await trio.sleep(every_s)
                 await self.flush(topics)
-                await trio.to_thread.run_sync(self.compact_due)
+                await trio.to_thread.run_sync(
+                    functools.partial(self.compact_due, budget_s=every_s / 2)
+                )
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(30):
                 await self.flush(topics)
