@@ -59,6 +59,34 @@ def test_the_example_file_is_applied():
     }
 
 
+def _page_block(lang: str) -> str:
+    """The first ``lang`` code block of docs/production.md."""
+    text = (REPO / 'docs' / 'production.md').read_text()
+    start = text.index(f'```{lang}\n') + len(f'```{lang}\n')
+    return text[start : text.index('```\n', start)]
+
+
+def test_the_docs_show_the_example_file_and_unit_as_they_are():
+    assert _page_block('toml') == EXAMPLE.read_text()
+    assert _page_block('ini') == (REPO / 'contrib' / 'samplerd.service').read_text()
+
+
+def test_every_key_of_the_schema_is_documented():
+    import msgspec
+
+    from tractor_sampler._config import Config, Feeds, RestartTable
+
+    text = (REPO / 'docs' / 'production.md').read_text()
+    tables = {'feeds', 'restart', 'backends'}
+    for struct in (Config, Feeds, RestartTable):
+        for f in msgspec.structs.fields(struct):
+            if struct is Config and f.encode_name in tables:
+                continue
+            assert f'| `{f.encode_name}` |' in text, f.encode_name
+    for table in ('[feeds]', '[restart.samplerd]', '[backends.NAME]'):
+        assert f'`{table}`' in text, table
+
+
 def test_keys_left_out_keep_the_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv('TRACTOR_SAMPLER_LINGER_S', raising=False)
     monkeypatch.delenv('TRACTOR_REGISTRY_ADDR', raising=False)

@@ -608,8 +608,24 @@ def apply_config(args: argparse.Namespace) -> RunConfig | None:
             setattr(args, attr, value)
     if cfg.store is False and not getattr(args, 'no_store', False):
         args.no_store = True
+    if (
+        cfg.metrics_port is not None
+        and getattr(args, 'metrics_port', None) == cfg.metrics_port
+    ):
+        _require_metrics(path)
     args.run_config = rc
     return rc
+
+
+def _require_metrics(path: str) -> None:
+    """``metrics_port`` from the file: prometheus_client (the ``metrics``
+    extra) must be installed, as ``--metrics-port`` checks for the flag."""
+    from ._metrics import MetricsUnavailable, require_prometheus
+
+    try:
+        require_prometheus()
+    except MetricsUnavailable as err:
+        raise ConfigError(f'{path}: metrics_port: {err}') from None
 
 
 def set_environment(rc: RunConfig | None) -> None:
@@ -669,7 +685,7 @@ def effective_settings(
         'port': args.port if args.port is not None else port,
         'loglevel': args.loglevel,
         'pdb': bool(args.pdb),
-        'data_dir': str(resolve_data_dir(getattr(args, 'data_dir', None))),
+        'data_dir': str(resolve_data_dir(getattr(args, 'data_dir', None)).absolute()),
         'store': not getattr(args, 'no_store', False),
         'record': bool(getattr(args, 'record', False)),
         'linger': setting(
