@@ -1,0 +1,508 @@
+"""Every command of every docs page runs, in a clean environment, and prints
+what the page shows (the conventions: docs/index.md, "Commands on these
+pages are tested"; the parser: ``_doccmd.py``).
+
+Each page runs in its own temporary directory: a copy of the repository's
+files as git sees them (``git ls-files --cached --others --exclude-standard``:
+tracked and new files, never the ignored .venv, .nox or caches),
+a fresh venv with nothing installed (activated: ``VIRTUAL_ENV`` and first on
+``PATH``), a private ``HOME``, XDG directories and
+``TRACTOR_SAMPLER_DATA_DIR``, and a ``PATH`` holding only that venv, the
+interpreter running this test (as ``python``/``python3``), ``uv`` and the
+system's ``/usr/bin:/bin``.  Only the uv and pip caches are shared (they
+make the installs quick).  The page's commands run in order in one shell
+state (``cd``, ``export`` and ``source`` carry over), starting in the copy's
+root.  Pages run one at a time; the fixed ports a page names must be free.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from _doccmd import SKIPPED, Block, Command, line_matches, match_output, parse_page
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the root of `git ls-files`-relative names, for page ids
+PAGES = sorted(
+    [ROOT / 'README.md', *ROOT.glob('packages/*/README.md'), *ROOT.glob('docs/*.md')]
+)
+#: a command with no timeout directive that runs longer than this fails
+COMMAND_TIMEOUT = 900
+#: a background command must print its ready line within this
+READY_TIMEOUT = 300
+#: a background command must exit this soon after SIGTERM (or Ctrl-C)
+STOP_TIMEOUT = 60
+#: packages the local index (the `local-index` directive) serves, as wheels
+PACKAGES = ['packages/tractor-services', 'packages/feedbus', 'packages/sampler']
+
+
+def _rel(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def _pages_with_commands() -> list[Path]:
+    # parsed in the test: a page the parser refuses fails there, alone
+    return [
+        p
+        for p in PAGES
+        if '```console' in p.read_text() or 'docs-test:' in p.read_text()
+    ]
+
+
+# --- the tools every page shares --------------------------------------------------
+
+
+def _find_uv() -> str:
+    uv = shutil.which('uv')
+    if uv is None:
+        try:
+            from uv import find_uv_bin
+
+            uv = find_uv_bin()
+        except (ImportError, FileNotFoundError):
+            pytest.fail('needs uv (on PATH, or the `uv` package) to run the docs')
+    # a pyenv shim is a script that needs pyenv's own environment: resolve it
+    if '.pyenv' in Path(uv).parts and 'shims' in Path(uv).parts:
+        real = subprocess.run(
+            ['pyenv', 'which', 'uv'], capture_output=True, text=True
+        ).stdout.strip()
+        if real:
+            uv = real
+    return uv
+
+
+def _cache_dirs(uv: str) -> dict[str, str]:
+    """The uv and pip caches of the environment running this test (shared)."""
+    uv_cache = subprocess.run(
+        [uv, 'cache', 'dir'], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    pip_cache = os.environ.get('PIP_CACHE_DIR') or str(
+        Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'pip'
+    )
+    return {'UV_CACHE_DIR': uv_cache, 'PIP_CACHE_DIR': pip_cache}
+
+
+def _base_python() -> str:
+    """The interpreter running this test, outside any venv."""
+    base = getattr(sys, '_base_executable', sys.executable)
+    return os.path.realpath(base)
+
+
+@dataclass
+class Tools:
+    bin: Path  # python, python3, uv
+    caches: dict[str, str]
+    wheels: Path  # the repository's packages as wheels (the local index)
+
+
+@pytest.fixture(scope='module')
+def tools(tmp_path_factory) -> Tools:
+    top = tmp_path_factory.mktemp('docs-tools')
+    uv = _find_uv()
+    bindir = top / 'bin'
+    bindir.mkdir()
+    python = _base_python()
+    version = '{}.{}'.format(*sys.version_info[:2])
+    for name in ('python', 'python3', f'python{version}'):
+        (bindir / name).symlink_to(python)
+    (bindir / 'uv').symlink_to(os.path.realpath(uv))
+    caches = _cache_dirs(uv)
+    wheels = top / 'wheels'
+    for package in PACKAGES:
+        proc = subprocess.run(
+            [uv, 'build', '--wheel', '--out-dir', str(wheels), package],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **caches},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return Tools(bin=bindir, caches=caches, wheels=wheels)
+
+
+# --- one page ------------------------------------------------------------------------
+
+
+def _copy_repo(dest: Path) -> None:
+    # the tracked files, and new files not yet committed (not the ignored:
+    # .venv, .nox, caches, builds), as they are in the work tree
+    files = subprocess.run(
+        ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b'\0')
+    for name in filter(None, files):
+        src = ROOT / os.fsdecode(name)
+        if not src.exists() and not src.is_symlink():
+            continue  # deleted in the work tree
+        target = dest / os.fsdecode(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target, follow_symlinks=False)
+
+
+_PORT = re.compile(
+    r'(?:--port[ =]|--metrics-port[ =]|127\.0\.0\.1:|localhost:)(\d{4,5})\b'
+)
+
+
+def _busy_ports(page: Path) -> list[int]:
+    busy = []
+    for port in sorted({int(p) for p in _PORT.findall(page.read_text())}):
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def _read_into(proc: subprocess.Popen, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip('\n'))
+
+
+@dataclass
+class Background:
+    cmd: Command
+    where: str
+    proc: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def read(self) -> None:
+        _read_into(self.proc, self.lines)
+
+
+class Shell:
+    """The page's shell: each command is a ``bash -c`` that loads the saved
+    state (directory, exported variables, functions such as a venv's
+    ``deactivate``), runs the command and saves the state again."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], cwd: Path):
+        self.tmp = tmp
+        self.state = tmp / '.state.sh'
+        self.cwdfile = tmp / '.cwd'
+        self.state.write_text(
+            ''.join(f'export {k}={shlex.quote(v)}\n' for k, v in env.items())
+        )
+        self.cwdfile.write_text(str(cwd))
+        self.backgrounds: list[Background] = []
+
+    @property
+    def cwd(self) -> Path:
+        return Path(self.cwdfile.read_text().strip())
+
+    def set_cwd(self, cwd: Path) -> None:
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.cwdfile.write_text(str(cwd))
+
+    def export(self, assignments: dict[str, str]) -> None:
+        with self.state.open('a') as f:
+            for k, v in assignments.items():
+                f.write(f'export {k}={shlex.quote(v)}\n')
+
+    def _script(self, cmd: str, *, exec_: bool) -> str:
+        load = f'cd {shlex.quote(str(self.cwd))} && . {shlex.quote(str(self.state))}'
+        if exec_:
+            return f'{load} || exit 97\nexec {cmd}\n'
+        save = (
+            f'{{ export -p; declare -f; }} > {shlex.quote(str(self.state))}.new'
+            f' && mv {shlex.quote(str(self.state))}.new {shlex.quote(str(self.state))}'
+            f'\npwd > {shlex.quote(str(self.cwdfile))}'
+        )
+        return f'{load} || exit 97\n{cmd}\n__rc=$?\n{save}\nexit $__rc\n'
+
+    def _popen(self, script: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            ['/bin/bash', '-c', script],
+            env={'PATH': '/usr/bin:/bin', 'HOME': str(self.tmp)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors='replace',
+            start_new_session=True,
+        )
+
+    def run(
+        self, cmd: str, *, timeout: float | None, ready: str | None = None
+    ) -> tuple[int, list[str], str]:
+        """Run *cmd* in the foreground.  With *timeout*, press Ctrl-C (SIGINT
+        to its process group, as a terminal does) that many seconds after
+        its output shows the line *ready* (after it starts, without one).
+        Returns (exit status, output lines, a note on how it ended)."""
+        proc = self._popen(self._script(cmd, exec_=False))
+        out: list[str] = []
+        reader = threading.Thread(target=_read_into, args=(proc, out), daemon=True)
+        reader.start()
+        note = ''
+        if timeout is not None:
+            deadline = time.monotonic() + COMMAND_TIMEOUT
+            if ready is not None:
+                while proc.poll() is None and time.monotonic() < deadline:
+                    if any(line_matches(ready, ln) for ln in list(out)):
+                        break
+                    time.sleep(0.2)  # polling the reader's lines, bounded
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGINT)
+                note = f'Ctrl-C {timeout} s after ' + (
+                    'its ready line' if ready else 'its start'
+                )
+        try:
+            rc = proc.wait(timeout=COMMAND_TIMEOUT if timeout is None else STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            rc = proc.wait()
+            note = f'{note + ", " if note else ""}killed: still running'
+        reader.join(timeout=10)
+        return rc, out, note
+
+    def start(self, cmd: Command, where: str) -> Background:
+        """Start *cmd* in the background (``exec``: the process that gets
+        the SIGTERM is the command itself) and wait for its ready line: its
+        first expected line, or its first line of output."""
+        bg = Background(cmd, where, self._popen(self._script(cmd.cmd, exec_=True)))
+        bg.reader = threading.Thread(target=bg.read, daemon=True)
+        bg.reader.start()
+        self.backgrounds.append(bg)
+        deadline = time.monotonic() + READY_TIMEOUT
+        first = _first_line(cmd)
+        while time.monotonic() < deadline:
+            if first is None and bg.lines:
+                return bg
+            if first is not None and any(line_matches(first, ln) for ln in bg.lines):
+                return bg
+            if bg.proc.poll() is not None:
+                bg.reader.join(timeout=5)
+                pytest.fail(
+                    f'{where}: background command `{cmd.cmd}` exited'
+                    f' ({bg.proc.returncode}) before it was ready:\n'
+                    + '\n'.join(bg.lines[-60:])
+                )
+            time.sleep(0.2)  # polling a pipe reader thread; bounded by deadline
+        pytest.fail(
+            f'{where}: background command `{cmd.cmd}` printed no ready line'
+            f' ({first or "any line"!r}) within {READY_TIMEOUT} s:\n'
+            + '\n'.join(bg.lines[-60:])
+        )
+
+    def stop_all(self) -> list[str]:
+        """SIGTERM each background command (the last started first); each
+        must exit 0.  Returns the problems."""
+        problems = []
+        for bg in reversed(self.backgrounds):
+            if bg.proc.poll() is None:
+                bg.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = bg.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(bg.proc.pid, signal.SIGKILL)
+                bg.proc.wait()
+                problems.append(
+                    f'{bg.where}: `{bg.cmd.cmd}` still running {STOP_TIMEOUT} s after SIGTERM'
+                )
+                continue
+            finally:
+                try:
+                    os.killpg(bg.proc.pid, signal.SIGKILL)  # anything it left
+                except ProcessLookupError:
+                    pass
+            if bg.reader is not None:
+                bg.reader.join(timeout=10)
+            if rc != 0:
+                problems.append(
+                    f'{bg.where}: `{bg.cmd.cmd}` exited {rc} after SIGTERM (expected 0):\n'
+                    + '\n'.join(bg.lines[-40:])
+                )
+        self.backgrounds.clear()
+        return problems
+
+
+def _first_line(cmd: Command) -> str | None:
+    """The command's first expected line that is not ``...`` (its ready line)."""
+    return next((e for e in cmd.expected if e.strip() and e.strip() != '...'), None)
+
+
+def _expand(value: str, names: dict[str, str]) -> str:
+    for k, v in names.items():
+        value = value.replace('{' + k + '}', v)
+    return value
+
+
+@pytest.fixture
+def page_dir(tmp_path) -> Iterator[Path]:
+    yield tmp_path
+    # a page's venvs and clone are ~0.5 GB: do not keep them
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+#: the machine's network settings (certificates, proxies) pass through: they
+#: are how this host reaches the package index, not something installed
+NETWORK_ENV = {
+    'SSL_CERT_FILE',
+    'SSL_CERT_DIR',
+    'PIP_CERT',
+    'REQUESTS_CA_BUNDLE',
+    'CURL_CA_BUNDLE',
+    'PIP_DEFAULT_TIMEOUT',
+    'HTTP_PROXY',
+    'HTTPS_PROXY',
+    'NO_PROXY',
+    'http_proxy',
+    'https_proxy',
+    'no_proxy',
+    'UV_NATIVE_TLS',
+    'UV_HTTP_TIMEOUT',
+}
+
+
+def _fresh_env(tmp: Path, tools: Tools) -> dict[str, str]:
+    home = tmp / 'home'
+    venv = tmp / 'env'
+    subprocess.run(
+        [str(tools.bin / 'python'), '-m', 'venv', str(venv)],
+        check=True,
+        capture_output=True,
+        env={'PATH': '/usr/bin:/bin'},
+    )
+    dirs = {
+        'HOME': home,
+        'XDG_CONFIG_HOME': home / '.config',
+        'XDG_CACHE_HOME': home / '.cache',
+        'XDG_DATA_HOME': home / '.local' / 'share',
+        'XDG_STATE_HOME': home / '.local' / 'state',
+        'TRACTOR_SAMPLER_DATA_DIR': tmp / 'sampler-data',
+        'TMPDIR': tmp / 'tmp',
+    }
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return {
+        **{k: v for k, v in os.environ.items() if k in NETWORK_ENV},
+        **{k: str(v) for k, v in dirs.items()},
+        **tools.caches,
+        'PATH': os.pathsep.join(
+            [str(venv / 'bin'), str(tools.bin), '/usr/bin', '/bin']
+        ),
+        'VIRTUAL_ENV': str(venv),
+        'LANG': 'C.UTF-8',
+        'TERM': 'dumb',
+        # compiled bytecode: a subactor spawns in ~300 ms instead of ~700
+        'UV_COMPILE_BYTECODE': '1',
+        'UV_PYTHON_DOWNLOADS': 'never',
+        'PIP_DISABLE_PIP_VERSION_CHECK': '1',
+    }
+
+
+def _check(
+    cmd: Command,
+    directives: dict[str, str],
+    where: str,
+    rc: int,
+    out: list[str],
+    note: str,
+) -> None:
+    want = int(directives.get('exit', '0'))
+    shown = '\n'.join(out[-80:])
+    if rc != want:
+        pytest.fail(
+            f'{where}: `{cmd.cmd}` exited {rc} (expected {want}){" (" + note + ")" if note else ""}; its output:\n{shown}'
+        )
+    if cmd.expected and not match_output(cmd.expected, out):
+        pytest.fail(
+            f'{where}: `{cmd.cmd}` printed what the page does not show.\n'
+            f'--- the page:\n' + '\n'.join(cmd.expected) + f'\n--- the output:\n{shown}'
+        )
+
+
+@pytest.mark.parametrize('page', _pages_with_commands(), ids=_rel)
+def test_page(page: Path, tools: Tools, page_dir: Path) -> None:
+    busy = _busy_ports(page)
+    if busy:
+        pytest.fail(
+            f'{_rel(page)} uses port(s) {", ".join(map(str, busy))}, which something'
+            ' on this machine already listens on: stop it and run again'
+        )
+    repo = page_dir / 'repo'
+    _copy_repo(repo)
+    names = {'repo': str(repo), 'tmp': str(page_dir)}
+    shell = Shell(page_dir, _fresh_env(page_dir, tools), repo)
+    problems: list[str] = []
+    try:
+        for block in parse_page(page):
+            _run_block(block, shell, names, tools)
+    finally:
+        problems = shell.stop_all()
+    if problems:
+        pytest.fail('\n'.join(problems))
+
+
+def _run_block(block: Block, shell: Shell, names: dict[str, str], tools: Tools) -> None:
+    where = f'{_rel(block.page)}:{block.line}'
+    d = block.directives
+    if 'skip' in d:
+        SKIPPED.append((where, d['skip']))
+        return
+    if 'cwd' in d:
+        shell.set_cwd(Path(shell.cwd, _expand(d['cwd'], names)))
+    if 'env' in d:
+        pairs = dict(kv.split('=', 1) for kv in shlex.split(_expand(d['env'], names)))
+        shell.export(pairs)
+    if 'local-index' in d:
+        # the packages are not on the package index yet: the repository's
+        # wheels stand in for it (pip and uv look there first)
+        shell.export(
+            {'PIP_FIND_LINKS': str(tools.wheels), 'UV_FIND_LINKS': str(tools.wheels)}
+        )
+    if 'file' in d:
+        target = Path(shell.cwd, _expand(d['file'], names))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(block.text)
+        return
+    hosts = sorted({c.host for c in block.commands if c.host})
+    if hosts:
+        SKIPPED.append(
+            (
+                where,
+                f'commands on hosts {", ".join(hosts)}: this test has one host'
+                ' (tests/multihost, `nox -s multihost`, runs these programs on'
+                ' hosts made of network namespaces)',
+            )
+        )
+        return
+    block_wide = {
+        k: v
+        for k, v in d.items()
+        if k not in ('background', 'cwd', 'env', 'local-index')
+    }
+    for cmd in block.commands:
+        cd = {**block_wide, **cmd.directives}
+        where = f'{_rel(block.page)}:{cmd.line}'
+        if 'skip' in cd:
+            SKIPPED.append((f'{where} `{cmd.cmd}`', cd['skip']))
+            continue
+        # `background` on a block: its last command; `N background`: command N
+        if 'background' in cmd.directives or (
+            'background' in d and cmd.number == len(block.commands)
+        ):
+            shell.start(cmd, where)
+            continue
+        timeout = float(cd['timeout']) if 'timeout' in cd else None
+        rc, out, note = shell.run(cmd.cmd, timeout=timeout, ready=_first_line(cmd))
+        _check(cmd, cd, where, rc, out, note)
