@@ -40,6 +40,7 @@ os.environ.setdefault('UV_PYTHON_DOWNLOADS', 'never')
 nox.options.sessions = [
     'lint',
     'docs',
+    'docs-commands',
     'integration',
     'multihost',
     'chaos',
@@ -312,4 +313,22 @@ def multihost(session: nox.Session) -> None:
         '-p',
         'no:cacheprovider',
         *session.posargs,
+    )
+
+
+@nox.session(name='docs-commands', python=PY)
+def docs_commands(session: nox.Session) -> None:
+    """Every command of every docs page (README.md, packages/*/README.md,
+    docs/*.md), each page in a fresh environment of its own, output compared
+    with the page (``tests/docs``; conventions in docs/contributing.md).
+    Needs the network (the pages install with pip and uv); the uv and pip
+    caches are shared, so it mostly links cached wheels."""
+    _install(session, *_editable(ALL_PACKAGES), *TEST_DEPS)
+    session.run(
+        'pytest',
+        'tests/docs',
+        '-p',
+        'no:cacheprovider',
+        *session.posargs,
+        env={'TRACTOR_DOCS_COMMANDS': '1'},
     )
