@@ -270,7 +270,7 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
         if sd.lateness_buckets:
             h = HistogramMetricFamily(
                 'samplerd_step_lateness_seconds',
-                "How long after its boundary each step was taken (samplerd's clock).",
+                'How long after its boundary each step was taken.',
                 labels=[],
             )
             cum = 0.0
