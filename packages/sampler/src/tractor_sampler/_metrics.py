@@ -137,10 +137,12 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
     svc_restarts = counter(
         'samplerd_service_restarts', 'Restarts of a service.', ('service',)
     )
-    for s in tree.services or []:
+    for svc in tree.services or []:
         for st in SERVICE_STATES:
-            svc_state.add_metric([s.name, st], 1.0 if s.state == st else 0.0)
-        svc_restarts.add_metric([s.name], mono.value(('svc', s.name), None, s.restarts))
+            svc_state.add_metric([svc.name, st], 1.0 if svc.state == st else 0.0)
+        svc_restarts.add_metric(
+            [svc.name], mono.value(('svc', svc.name), None, svc.restarts)
+        )
 
     # topics, their subscribers, tick logs; feed daemons' stores
     topic_l = ('backend', 'host', 'topic')
