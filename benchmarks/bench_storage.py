@@ -8,7 +8,9 @@ Parquet file (``ParquetStore.write``, in a worker thread).  Reported per
 flush interval (1, 10, 60 s of bars per write): the writer thread's time
 per topic and per bar, the collect time per topic (the only part on the
 feed path), the share of one core it takes at 1 s bars for 1,000 topics,
-and the files per day it makes.
+and the files per day it makes.  Then compaction: one dataset's day of 1 s
+bars written every 60 s, merged as the writer does it, then the closed day
+into one file.
 
 Other engineers add their own blocks (the tick log, replay) below theirs.
 
@@ -63,17 +65,23 @@ def bench_bar_store(
             store = ParquetStore(root)
             w = StoreWriter(store, 'sim')
             t0 = 1_700_000_000.0
-            n = per_flush * (rounds + 1) + 1
+            # a buffer as the feed daemon's, half full (12 h of 1 s bars)
+            # and stored (remembered, not written) before the timed flushes: each flush looks back over
+            # the recheck window (600 s) for corrected bars
+            pre = 43_200
+            n = pre + per_flush * (rounds + 1) + 1
             rows = np.zeros(n, dtype=DEFAULT_DTYPE)
             rows['time'] = t0 + np.arange(n)
             rows['close'] = 100 + np.random.default_rng(0).standard_normal(n).cumsum()
             rows['open'] = rows['high'] = rows['low'] = rows['close']
-            shms = [_FakeShm(rows[:1]) for _ in range(topics)]
+            shms = [_FakeShm(rows[: pre + 1]) for _ in range(topics)]
             tops = {f'T{i:05d}': _FakeTopic(s) for i, s in enumerate(shms)}
+            for name in tops:  # as if stored (seeded from the store)
+                w.remember(name, 1.0, rows[:pre])
             collect_s = write_s = 0.0
             bars = 0
             for r in range(rounds):
-                end = per_flush * (r + 1) + 1  # the last row is the open bar
+                end = pre + per_flush * (r + 1) + 1  # the last row is the open bar
                 for s in shms:
                     s.array = rows[:end]
                 a = time.perf_counter()
@@ -83,7 +91,7 @@ def bench_bar_store(
                 c = time.perf_counter()
                 collect_s += b - a
                 write_s += c - b
-                bars += sum(len(x[2]) for x in batch)
+                bars = w.bars  # written: new bars (no corrections here)
             assert w.failures == 0, w.last_error
             writes = topics * rounds
             out.append(
@@ -106,8 +114,76 @@ def bench_bar_store(
     return out
 
 
+def bench_compaction(flush_s: int = 60, max_small: int = 64) -> dict[str, Any]:
+    """One dataset's day of 1 s bars written every ``flush_s`` seconds, the
+    writer compacting as it does live (the current day's small files past
+    ``max_small``), then the closed day merged into one file: the time all
+    the day's merges take, the closed day's merge alone, and the files left
+    per day."""
+    from tractor_sampler._store import ParquetStore, StoreWriter
+    from tractor_sampler.shm import DEFAULT_DTYPE
+
+    root = Path(tempfile.mkdtemp(prefix='bench_compact_'))
+    try:
+        store = ParquetStore(root)
+        # a day is closed 660 s after it ended (the flush and the recheck
+        # window), as in the feed daemon
+        w = StoreWriter(store, 'sim', max_small=max_small, settle_s=660.0)
+        t0 = 1_700_006_400.0  # a UTC midnight
+        n = 86_400
+        rows = np.zeros(n, dtype=DEFAULT_DTYPE)
+        rows['time'] = t0 + np.arange(n)
+        rows['close'] = 100 + np.random.default_rng(0).standard_normal(n).cumsum()
+        rows['open'] = rows['high'] = rows['low'] = rows['close']
+        intraday = 0.0
+        for i in range(0, n, flush_s):
+            w.write([('T', 1.0, rows[i : i + flush_s])])
+            a = time.perf_counter()
+            w.compact_due(now=t0 + i + flush_s)
+            intraday += time.perf_counter() - a
+        left_open = len(store.files('sim', 'T', 1.0))
+        a = time.perf_counter()
+        st = store.compact('sim', 'T', 1.0, now=t0 + n + 3600)
+        closed = time.perf_counter() - a
+        got = store.read('sim', 'T', 1.0)
+        assert len(got) == n and (got['close'] == rows['close']).all()
+        return {
+            'flush_s': flush_s,
+            'files_written': n // flush_s,
+            'intraday_s': intraday,
+            'files_before_close': left_open,
+            'close_inputs': st.inputs,
+            'close_s': closed,
+            'files_after': len(store.files('sim', 'T', 1.0)),
+            'day_bytes': sum(f.stat().st_size for f in store.files('sim', 'T', 1.0)),
+            # a day of merges for 1,000 topics, as a share of one core
+            'core_share_1000_topics': (intraday + closed) * 1000 / 86400,
+        }
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def print_compaction(r: dict[str, Any]) -> None:
+    print(
+        f'compaction: a day of 1 s bars, a file every {r["flush_s"]} s '
+        f'({r["files_written"]:,} files)'
+    )
+    print(
+        f'  merges during the day: {r["intraday_s"]:.2f} s in all, '
+        f"{r['files_before_close']} files at the day's end"
+    )
+    print(
+        f'  the closed day ({r["close_inputs"]} files) into one: {r["close_s"]:.2f} s, '
+        f'{r["files_after"]} file of {r["day_bytes"] / 1e6:.1f} MB'
+    )
+    print(f'  share of a core, 1,000 topics: {r["core_share_1000_topics"]:.2%}')
+
+
 def print_bar_store(results: list[dict[str, Any]]) -> None:
-    print('bar store: Parquet, 1 s bars, one file per topic per flush')
+    print(
+        'bar store: Parquet, 1 s bars, one file per topic per flush '
+        '(new bars and corrections in the last 600 s)'
+    )
     print(
         f'{"bars/write":>10} {"topics":>7} {"write us/topic":>15} {"write us/bar":>13} '
         f'{"collect us/topic":>17} {"core @1000":>11} {"files/day @1000":>16}'
@@ -123,6 +199,7 @@ def print_bar_store(results: list[dict[str, Any]]) -> None:
 def main_bar_store(args: argparse.Namespace) -> None:
     topics = 100 if args.quick else 1000
     print_bar_store(bench_bar_store(topics, [1, 10, 60]))
+    print_compaction(bench_compaction())
 
 
 # --- end of the bar store block -------------------------------------------------

@@ -41,6 +41,7 @@ pyarrow is an optional dependency (``tractor-sampler[store]``): without it
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import os
@@ -290,7 +291,10 @@ class ParquetStore:
 
     def _read_file(self, f: Path) -> np.ndarray | None:
         try:
-            table = self.pa.parquet.read_table(f)
+            # one file, no dataset discovery: about twice as fast as
+            # read_table for the small files of a flush
+            with self.pa.parquet.ParquetFile(f) as pf:
+                table = pf.read()
         except FileNotFoundError:
             raise _Vanished(str(f)) from None
         except Exception as err:  # pyarrow raises ArrowInvalid & co.
@@ -691,19 +695,16 @@ def row_sums(bars: np.ndarray) -> np.ndarray:
 
 
 def _rows_after(closed: np.ndarray, t: float) -> np.ndarray:
-    """The rows of ``closed`` (time ascending) later than ``t``, found from
-    the end: only the tail is looked at (a buffer holds hours of bars, a
-    flush wants the last minutes)."""
-    n = len(closed)
-    m = 256
-    while True:
-        m = min(n, m)
-        tail = closed[n - m :]
-        if m == n or tail['time'][0] <= t:
-            break
-        m *= 4
-    i = int(np.searchsorted(np.ascontiguousarray(tail['time']), t, side='right'))
-    return tail[i:]
+    """The rows of ``closed`` (time ascending) later than ``t``: a bisection
+    over the buffer's own rows (a few element reads, not a pass over hours
+    of bars)."""
+    return closed[bisect.bisect_right(closed['time'], t) :]
+
+
+def _copy(rows: np.ndarray) -> np.ndarray:
+    """A copy of buffer rows: as bytes (a structured array's ``copy()``
+    goes field by field, several times slower)."""
+    return np.frombuffer(bytearray(rows.tobytes()), dtype=rows.dtype)
 
 
 @dataclass
@@ -760,7 +761,7 @@ class StoreWriter:
                 if upto is not None:
                     closed = _rows_after(closed, upto + _EPS - self.recheck_s)
                 if len(closed):
-                    out.append((name, p, closed.copy()))
+                    out.append((name, p, _copy(closed)))
         return out
 
     def _fail(self, err: Exception, what: str) -> str:
@@ -865,10 +866,20 @@ class StoreWriter:
             self.compacted += st.inputs
             self.merged_files += st.outputs
 
+    #: topics collected between two checkpoints of the feed daemon's loop
+    COLLECT_CHUNK = 64
+
     async def flush(self, topics: dict[str, Any]) -> None:
+        """Collect (on the trio thread, yielding to the quote path every
+        :attr:`COLLECT_CHUNK` topics), then write in a worker thread."""
         import trio
 
-        batch = self.collect(topics)
+        items = list(topics.items())
+        batch = []
+        for i in range(0, len(items), self.COLLECT_CHUNK):
+            if i:
+                await trio.lowlevel.checkpoint()
+            batch += self.collect(dict(items[i : i + self.COLLECT_CHUNK]))
         if batch:
             await trio.to_thread.run_sync(self.write, batch)
 
