@@ -251,6 +251,43 @@ async def test_boot_topics_run_without_a_client_and_do_not_linger(tmp_path):
     assert not wait_gone(daemon.family), 'samplerd left processes behind'
 
 
+async def test_boot_topics_come_back_after_their_feed_daemon_is_killed(tmp_path):
+    port = free_port()
+    cfg = tmp_path / 'samplerd.toml'
+    cfg.write_text(
+        f'port = {port}\nlinger = 0\nstore = false\n'
+        '[backends.sim]\ntopics = ["AAA"]\ntick_rate = 20.0\n'
+    )
+    daemon = Proc('run', '--config', str(cfg))
+    try:
+        await daemon.read_until(lambda line: 'ready' in line)
+        report = await _ls(port)
+        [feedd] = [s for s in report['services'] if s['name'] == 'feedd.sim']
+        os.kill(feedd['pid'], signal.SIGKILL)
+        # the root's manager restarts it; the root attaches the topic again
+        with trio.fail_after(120):
+            while True:
+                report = await _ls(port)
+                pids = {s['name']: s['pid'] for s in report['services']}
+                aaa = _topics(report).get('AAA')
+                if (
+                    pids.get('feedd.sim') not in (None, feedd['pid'])
+                    and aaa is not None
+                    and aaa['state'] == 'up'
+                ):
+                    break
+                await trio.sleep(0.5)
+        assert aaa['config'] == {'tick_rate': 20.0}
+        daemon.remember_family()
+        daemon.family.add(feedd['pid'])
+        status = await daemon.stop(signal.SIGTERM)
+    finally:
+        if daemon.p.poll() is None:
+            daemon.p.kill()
+    assert status == 0, daemon.err
+    assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
 async def test_a_boot_topic_that_cannot_start_is_one_line(tmp_path):
     port = free_port()
     cfg = tmp_path / 'samplerd.toml'
