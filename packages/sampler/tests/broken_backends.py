@@ -11,7 +11,10 @@ contract, so exactly the matching check fails.
 - ``hangs_on_cancel``: when cancelled, waits forever in a shielded scope;
 - ``off_boundary_history``: bar times half a period off the boundaries;
 - ``short_history``: one bar fewer than asked;
-- ``bad_symbol_info``: a zero tick size.
+- ``bad_symbol_info``: a zero tick size;
+- ``fails_after_2s``: streams well-formed quotes, then raises 2 s after it
+  started (as a venue connection dropped by a heartbeat timeout would):
+  past the first 20 batches, so only the kit's minimum stream time sees it.
 """
 
 from __future__ import annotations
@@ -124,6 +127,19 @@ async def bad_symbol_info(symbol: str) -> dict[str, Any]:
     return {'symbol': symbol, 'tick_size': 0.0, 'lot_size': 1.0}
 
 
+def fails_after_2s(
+    symbols: Sequence[str], *, tick_rate: float = 500.0
+) -> AsyncIterator[Any]:
+    async def gen() -> AsyncIterator[Any]:
+        start = trio.current_time()
+        async for batch in good_stream(symbols, tick_rate=tick_rate):
+            if trio.current_time() - start >= 2.0:
+                raise RuntimeError('the venue dropped the connection')
+            yield batch
+
+    return gen()
+
+
 @hookimpl
 def tractor_sampler_register_backends(register: Register) -> None:
     register('minimal', stream_quotes=good_stream)
@@ -150,3 +166,4 @@ def tractor_sampler_register_backends(register: Register) -> None:
     )
     register('short_history', stream_quotes=good_stream, history=short_history)
     register('bad_symbol_info', stream_quotes=good_stream, symbol_info=bad_symbol_info)
+    register('fails_after_2s', stream_quotes=fails_after_2s)

@@ -1,6 +1,6 @@
 """A backend whose history breaks the contract (a plain float matrix, not
-a structured array): the feed daemon must name it and start the topic
-without backfill, never fail inside numpy."""
+a structured array): the feed daemon must refuse the topic naming backend
+and hook, never fail inside numpy."""
 
 from __future__ import annotations
 

@@ -247,3 +247,26 @@ def test_symbol_info_with_zero_tick_size(pytester):
             ),
         ]
     )
+
+
+def test_a_stream_that_fails_after_two_seconds_fails_the_kit(pytester):
+    """Its first 20 batches come in well under 2 s: the kit reads for
+    min_stream_s (5 s by default) as well, and sees it raise."""
+    assert BackendConformance.min_stream_s == 5.0
+    result = run_kit(pytester, 'fails_after_2s')
+    expect(result, failed=['test_quote_messages'], skipped=NO_EXTRAS)
+    result.stdout.fnmatch_lines(
+        [
+            line(
+                "stream_quotes(['AAA']) raised RuntimeError: the venue dropped the "
+                'connection while the kit waited for batch #',
+                ' s into the stream',
+            ),
+        ]
+    )
+
+
+def test_the_minimum_stream_time_is_the_authors_to_set(pytester):
+    # a backend known to stream for 1 s only: the author lowers the bound
+    result = run_kit(pytester, 'fails_after_2s', min_stream_s=1.0)
+    expect(result, skipped=NO_EXTRAS)

@@ -73,7 +73,7 @@ from tractor_services import (
 from tractor_services._heartbeat import check_heartbeat
 
 from ._client import SAMPLERD, SampleStream, open_sample_stream, spawn_samplerd
-from ._conform import BarsProblem, check_bars
+from ._conform import ContractBreach, check_bars, check_first_batches, check_symbol_info
 from ._errors import NoFeedDaemon, SamplerError, SamplerGone, SamplerRefused
 from ._history import prepend_history
 from ._info import BarCounters, BufferInfo, FeedInfo, SubscriberInfo, TopicInfo, to_wire
@@ -746,7 +746,14 @@ class FeedDaemon:
             raise ValueError(
                 f'backend {self.backend.name!r} does not know symbol {name!r}: {describe_error(err)}'
             ) from err
-        return dict(info) if info is not None else None
+        # the conformance kit's own check: the topic is refused, naming the hook
+        try:
+            check_symbol_info(
+                info, f'backend {self.backend.name!r}: symbol_info({name!r})'
+            )
+        except ContractBreach as breach:
+            raise ValueError(str(breach)) from None  # a refusal: one line
+        return dict(info)
 
     async def _history(
         self,
@@ -772,12 +779,12 @@ class FeedDaemon:
                 continue
             try:
                 # the conformance kit's own checks: a backend breaking the
-                # contract is named here, not deep inside numpy later
+                # contract is named here (the topic refused, its client told),
+                # not deep inside numpy later
                 check_bars(bars, call, p, now, exact_end=False)
-            except BarsProblem as problem:
-                log.error(f'{problem} (no backfill for {name!r})')
+            except ContractBreach as breach:
                 self.bad_history += 1
-                continue
+                raise ValueError(str(breach)) from None  # a refusal: one line
             if len(bars):
                 out[p] = bars
         return out
@@ -1234,14 +1241,26 @@ class FeedDaemon:
         policy = self.policy
         fn = self.backend.stream_quotes
 
+        last_error: Exception | None = None
+
         async def once() -> None:
-            nonlocal source
+            nonlocal source, last_error
+            last_error = None
             try:
                 if source is None:
                     source = fn([topic.name], **topic.config)
                 self._report(topic, 'up')
-                await sample_and_broadcast(source, {topic.name: topic.writer}, self.bus)
+                writers = {topic.name: topic.writer}
+                # its first batches checked by the conformance kit's own check
+                # (a ContractBreach fails the topic, named, without restarts);
+                # the rest straight from the source
+                call = f'backend {self.backend.name!r}: stream_quotes({[topic.name]!r})'
+                await sample_and_broadcast(
+                    check_first_batches(source, [topic.name], call), writers, self.bus
+                )
+                await sample_and_broadcast(source, writers, self.bus)
             except Exception as err:
+                last_error = err
                 log.error(
                     f'{topic.name}: the {self.backend.name!r} quote stream failed: {describe_error(err)}'
                 )
@@ -1261,14 +1280,26 @@ class FeedDaemon:
                     f'{describe_error(last) if last is not None else "the quote stream ended"}',
                 )
                 return
-            error = describe_error(sup.error) if sup.error is not None else None
+            error = (
+                str(sup.error)  # names the backend and the hook already
+                if isinstance(sup.error, ContractBreach)
+                else describe_error(sup.error)
+                if sup.error is not None
+                else None
+            )
             if sup.state == 'restarting':
                 topic.restarts = sup.restarts
                 self._report(topic, 'restarting', error or 'the quote stream ended')
             else:
                 self._report(topic, 'failed' if error is not None else 'ended', error)
 
-        await supervise(once, policy, on_state=on_state)
+        # a backend breaking the contract does it again: no restart
+        await supervise(
+            once,
+            policy,
+            on_state=on_state,
+            stop=lambda: isinstance(last_error, ContractBreach),
+        )
 
     # --- clients, lingering, stop and stale (see _lifecycle.py) -------------
 
@@ -1765,6 +1796,8 @@ async def _attach_feed(
 ) -> None:
     """attach_feed's body, inside its count of the topics' clients."""
 
+    held: dict[str, Topic] = {}
+
     async def start(name: str) -> None:
         async with limit:
             try:
@@ -1772,6 +1805,7 @@ async def _attach_feed(
             except Exception as err:
                 errors[name] = err
                 return
+        held[name] = t
         started[name] = {
             'buffers': {repr(p): shm.token.to_msg() for p, shm in t.shms.items()},
             'status': msgspec.to_builtins(t.status()),
@@ -1797,25 +1831,33 @@ async def _attach_feed(
     ):
         for name in names:
             daemon.status_bus.add_subs(name, {sub})
-            now_t = daemon.topics.get(name)
             # what changed between started() and now (a report sent before
             # we subscribed would be lost): the current status, once more
-            sub.send_chan.put(
-                now_t.status()
-                if now_t is not None
-                else FeedStatus(
-                    topic=name,
-                    state='failed',
-                    error='the topic ended while this client attached',
-                    time=time.time(),
-                )
-            )
+            sub.send_chan.put(_status_now(daemon, name, held.get(name)))
         ready.set()
         try:
             async for _ in stream:
                 pass  # no requests: held open until the client leaves
         except (PeerDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+
+def _status_now(daemon: FeedDaemon, name: str, held: Topic | None) -> FeedStatus:
+    """The status of a topic a client attaches to, right after it
+    subscribed: the running topic's, else the last one of the topic it
+    was started with (which failed or ended meanwhile: its error, e.g. a
+    backend breaking the quote contract, is the client's to see)."""
+    now_t = daemon.topics.get(name)
+    if now_t is not None:
+        return now_t.status()
+    if held is not None and held.state in ('failed', 'ended'):
+        return held.status()
+    return FeedStatus(
+        topic=name,
+        state='failed',
+        error='the topic ended while this client attached',
+        time=time.time(),
+    )
 
 
 async def stop_feed_topic(topic: str, reason: str | None = None) -> dict[str, Any]:

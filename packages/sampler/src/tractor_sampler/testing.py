@@ -17,29 +17,45 @@ with ``trio.run`` itself, so the kit works in any pytest setup, with or
 without pytest-trio (``trio_mode`` included).  Every failure says what is
 wrong and how to fix the backend.
 
+The quote stream is read for a minimum time, not only a number of
+batches: ``test_quote_messages`` reads it for at least ``min_stream_s``
+seconds (5 by default, a class attribute) and at least ``batches``
+batches, so a stream that raises after a few seconds (a dropped
+connection, a heartbeat timeout) fails the kit instead of passing on its
+first 20 batches.  A well-behaved backend passes it in about that time;
+raise ``min_stream_s`` to cover a slower failure mode of your venue.
+
+The checks of quotes, bars and symbol info are the feed daemon's own
+(:mod:`tractor_sampler._conform`): what passes the kit passes the daemon.
+
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import os
 import threading
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, NoReturn, TypeGuard
+from typing import Any, NoReturn
 
-import msgspec
 import numpy as np
 import pytest
 import trio
 
-from feedbus import CLEARING_TICK_TYPES
 from tractor_services import describe_error
 
-from ._conform import _BARS_EXAMPLE, BarsProblem, check_bars
+from ._conform import (
+    _BARS_EXAMPLE,
+    SYMBOL_INFO_EXAMPLE,
+    BarsProblem,
+    check_bars,
+    example_batch,
+    quote_problems,
+    symbol_info_problems,
+)
 from ._history import prepend_history
 from ._plugins import (
     ENV_VAR,
@@ -72,14 +88,6 @@ def _fail(msg: str) -> NoReturn:
         pytest.fail(msg, pytrace=False)
     except pytest.fail.Exception as exc:
         raise exc from None
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _is_finite(x: Any) -> TypeGuard[float]:
-    return _is_number(x) and math.isfinite(x)
 
 
 class _Watchdog:
@@ -151,8 +159,12 @@ class BackendConformance:
       iteration is tolerated with a warning);
     - ``test_first_batch_has_every_symbol``: the first batch holds a quote
       per requested symbol (the subscribers' initial quotes);
-    - ``test_quote_messages``: :attr:`batches` batches of well-formed,
-      msgpack-encodable quotes and ticks;
+    - ``test_quote_messages``: well-formed, msgpack-encodable quotes and
+      ticks, read for at least :attr:`min_stream_s` seconds (default 5)
+      *and* at least :attr:`batches` batches, so a stream that fails after
+      a while (a dropped connection, a heartbeat timeout, a token that
+      expires) fails the check; raise ``min_stream_s`` to cover a slower
+      failure mode of your venue;
     - ``test_cancellation``: a consumer cancelled while waiting returns
       promptly, the stream closes cleanly and can be opened again;
     - ``test_history``: for each of :attr:`periods`, bars the feed daemon
@@ -180,8 +192,12 @@ class BackendConformance:
     periods: Sequence[float] = (1.0, 60.0)
     #: bars asked of ``history`` per period
     history_count: int = 50
-    #: batches read from the stream by ``test_quote_messages``
+    #: batches read from the stream by ``test_quote_messages`` (at least)
     batches: int = 20
+    #: seconds ``test_quote_messages`` reads the stream for (at least): a
+    #: stream that raises after a while fails the kit; raise it to cover a
+    #: slower failure mode (the check takes this long for a good backend)
+    min_stream_s: float = 5.0
     #: the bound on every wait, in seconds
     timeout: float = 10.0
 
@@ -297,11 +313,7 @@ class BackendConformance:
         return f'{fn}({", ".join(parts)})'
 
     def _example_batch(self) -> str:
-        sym = list(self.symbols)[0] if self.symbols else 'AAA'
-        return (
-            f"{{{sym!r}: {{'last': 1.0, 'ticks': [{{'type': 'trade', 'price': 1.0, "
-            f"'size': 2.0}}]}}}}"
-        )
+        return example_batch(self.symbols)
 
     def _start_stream(self, be: Backend, config: Mapping[str, Any]) -> tuple[Any, str]:
         """Call ``stream_quotes``; the iterator (checked to be one) and how
@@ -523,15 +535,23 @@ class BackendConformance:
         self.run_checks(check)
 
     def test_quote_messages(self) -> None:
-        """:attr:`batches` batches are ``{symbol: quote}`` dicts of requested
+        """Every batch read for :attr:`min_stream_s` seconds and at least
+        :attr:`batches` batches is a ``{symbol: quote}`` dict of requested
         symbols; quotes are msgpack-encodable dicts with str keys, well-formed
-        ``ticks`` and ``time``."""
+        ``ticks`` and ``time``; the stream neither ends nor raises meanwhile."""
         be = self.get_backend()
 
         async def check() -> None:
             async with self._open_stream(be) as (it, call):
-                for n in range(self.batches):
-                    batch = await self._next_batch(it, call, f'batch #{n}', n)
+                start = trio.current_time()
+                n = 0
+                while (
+                    n < self.batches or trio.current_time() - start < self.min_stream_s
+                ):
+                    took = trio.current_time() - start
+                    batch = await self._next_batch(
+                        it, call, f'batch #{n}, {took:.1f} s into the stream', n
+                    )
                     problems = self.quote_problems(batch)
                     if problems:
                         listed = '\n'.join(f'  - {p}' for p in problems[:MAX_PROBLEMS])
@@ -540,68 +560,14 @@ class BackendConformance:
                             f'{call}: batch #{n} breaks the quote contract:\n{listed}'
                             + (f'\n  ... and {more} more' if more > 0 else '')
                         )
+                    n += 1
 
         self.run_checks(check)
 
     def quote_problems(self, batch: Any) -> list[str]:
-        """What is wrong with one batch, each with its fix."""
-        if not isinstance(batch, dict):
-            return [
-                f'the batch is a {type(batch).__name__}; yield dicts mapping each '
-                f'symbol to a quote dict, e.g. {self._example_batch()}'
-            ]
-        problems: list[str] = []
-        wanted = set(self.symbols)
-        for sym, quote in batch.items():
-            if sym not in wanted:
-                problems.append(
-                    f'key {sym!r} is not a requested symbol ({list(self.symbols)}); '
-                    f'key batches by the symbols stream_quotes was called with'
-                )
-                continue
-            if not isinstance(quote, dict):
-                problems.append(
-                    f'the quote for {sym!r} is a {type(quote).__name__}; make each '
-                    f"quote a dict of fields, e.g. {{'last': 1.0, 'bid': 0.99, 'ask': "
-                    f'1.01}}'
-                )
-                continue
-            problems += [f'{sym!r}: {p}' for p in self._field_problems(quote)]
-        return problems
-
-    def _field_problems(self, quote: dict[Any, Any]) -> list[str]:
-        problems: list[str] = []
-        bad_keys = [k for k in quote if not isinstance(k, str)]
-        if bad_keys:
-            problems.append(
-                f'field names {bad_keys!r} are not str; name fields with str keys'
-            )
-        for key, value in quote.items():
-            try:
-                msgspec.msgpack.encode(value)
-            except (TypeError, ValueError, OverflowError) as err:
-                problems.append(
-                    f'field {key!r} = {value!r} is not msgpack-encodable ({err}); '
-                    f'quotes travel between actors as msgpack: use plain str, int, '
-                    f'float, bool, None, list and dict values (float() numpy scalars, '
-                    f'.tolist() arrays)'
-                )
-        if 'time' in quote and not (_is_finite(quote['time']) and quote['time'] > 0):
-            problems.append(
-                f"'time' = {quote['time']!r}; make it a finite float > 0: epoch "
-                f'seconds (time.time())'
-            )
-        if 'ticks' in quote:
-            ticks = quote['ticks']
-            if not isinstance(ticks, (list, tuple)):
-                problems.append(
-                    f"'ticks' is a {type(ticks).__name__}; make it a list of tick "
-                    f"dicts, e.g. [{{'type': 'trade', 'price': 1.0, 'size': 2.0}}]"
-                )
-            else:
-                for i, tick in enumerate(ticks):
-                    problems += [f'tick #{i}: {p}' for p in _tick_problems(tick)]
-        return problems
+        """What is wrong with one batch, each with its fix (the feed
+        daemon's own check: :func:`tractor_sampler._conform.quote_problems`)."""
+        return quote_problems(batch, self.symbols)
 
     def test_cancellation(self) -> None:
         """A consumer cancelled while it waits for the next batch gets control
@@ -778,66 +744,7 @@ class BackendConformance:
         self.run_checks(check)
 
     def _check_info(self, info: Any, call: str) -> None:
-        example = "{'symbol': 'AAA', 'tick_size': 0.01, 'lot_size': 1.0}"
-        if not isinstance(info, dict):
-            _fail(
-                f'{call} returned a {type(info).__name__}; return a dict, e.g. {example}.'
-            )
-        problems: list[str] = []
-        sym = info.get('symbol')
-        if not isinstance(sym, str) or not sym:
-            problems.append(
-                f"'symbol' is {sym!r}; give the symbol's name as a non-empty str"
-            )
-        for key in ('tick_size', 'lot_size'):
-            value = info.get(key)
-            if not (_is_finite(value) and value > 0):
-                problems.append(
-                    f'{key!r} is {value!r}; give the smallest price (tick_size) or '
-                    f'size (lot_size) increment as a finite number > 0'
-                )
-        try:
-            msgspec.msgpack.encode(info)
-        except (TypeError, ValueError, OverflowError) as err:
-            problems.append(
-                f'it is not msgpack-encodable ({err}); it travels between actors: use '
-                f'plain str, int, float, bool, None, list and dict values'
-            )
+        problems = symbol_info_problems(info)
         if problems:
             listed = '\n'.join(f'  - {p}' for p in problems)
-            _fail(f'{call} returned {info!r}:\n{listed}\n(e.g. {example})')
-
-
-def _tick_problems(tick: Any) -> list[str]:
-    if not isinstance(tick, dict):
-        return [
-            f"is a {type(tick).__name__}; make each tick a dict, e.g. {{'type': "
-            f"'trade', 'price': 1.0, 'size': 2.0}}"
-        ]
-    problems: list[str] = []
-    kind = tick.get('type')
-    if not isinstance(kind, str):
-        problems.append(
-            f"{'has no' if 'type' not in tick else 'has a non-str'} 'type' ({tick!r}); "
-            f"give every tick a str 'type' (e.g. 'bid', 'ask', or one of "
-            f'{sorted(CLEARING_TICK_TYPES)} for trades, which are folded into bars)'
-        )
-    price = tick.get('price')
-    if not _is_finite(price):
-        problems.append(
-            f"'price' is {price!r} ({tick!r}); give every tick a finite int or float 'price'"
-        )
-    elif kind in CLEARING_TICK_TYPES and price <= 0:
-        problems.append(
-            f'a {kind!r} tick has price {price!r}; trades must have a price > 0'
-        )
-    size = tick.get('size')
-    if not (_is_finite(size) and size >= 0):
-        problems.append(
-            f"'size' is {size!r} ({tick!r}); give every tick a finite 'size' >= 0"
-        )
-    if 'time' in tick and not (_is_finite(tick['time']) and tick['time'] > 0):
-        problems.append(
-            f"'time' is {tick['time']!r}; make it a finite float > 0: epoch seconds"
-        )
-    return problems
+            _fail(f'{call} returned {info!r}:\n{listed}\n(e.g. {SYMBOL_INFO_EXAMPLE})')
