@@ -83,6 +83,63 @@ async def test_a_client_back_within_the_linger_keeps_the_topic_and_its_buffers(
             assert info.topics['AAA'].buffers[1.0].token == token
 
 
+async def test_a_feedbus_only_subscriber_keeps_the_topic_past_the_linger_and_its_leaving_stops_it(
+    other_addr,
+):
+    """A client reading the quote stream through ``feedbus.open_feed`` on
+    the feed daemon alone (no feed of its own) is one of the topic's
+    clients: the topic runs past the linger while it reads, and stops a
+    linger after it leaves."""
+    import feedbus
+
+    linger = 1.0
+    subscribed, leave = trio.Event(), trio.Event()
+    got: list[int] = []
+
+    async def bus_only(portal) -> None:
+        async with feedbus.open_feed(portal, ['AAA']) as quotes:
+            subscribed.set()
+            async with trio.open_nursery() as n:
+
+                async def read() -> None:
+                    async for q in quotes:
+                        if getattr(q, 'topic', None) == 'AAA':
+                            got.append(q.seq)
+
+                n.start_soon(read)
+                await leave.wait()
+                n.cancel_scope.cancel()
+
+    async with (
+        open_service_root(other_addr),
+        maybe_open_feedd(buffers=BUFS, linger=linger) as portal,
+        trio.open_nursery() as tn,
+    ):
+        async with open_market_feed(['AAA'], config=FAST):
+            started_at = (await query_feed(portal)).topics['AAA'].started_at
+            tn.start_soon(bus_only, portal)
+            with trio.fail_after(30):
+                await subscribed.wait()
+        # the feed left; the bus subscriber reads on, well past the
+        # linger (samplerd stepped the buffers more than that many s)
+        s0 = sum((await query_feed(portal)).steps.values())
+        info = await info_when(
+            portal,
+            lambda i: 'AAA' not in i.topics or sum(i.steps.values()) >= s0 + linger + 3,
+        )
+        assert 'AAA' in info.topics, 'the topic stopped under its bus subscriber'
+        assert info.topics['AAA'].state == 'up'
+        assert info.topics['AAA'].started_at == started_at
+        n0 = len(got)
+        with trio.fail_after(30):
+            while len(got) == n0:  # quotes still coming
+                await trio.sleep(0.05)
+        leave.set()
+        # it left: the topic stops after the linger, its slots free
+        info = await info_when(portal, lambda i: 'AAA' not in i.topics)
+        assert info.pool['used'] == 0
+
+
 async def test_stop_topic_ends_its_clients_feeds_with_the_reason_others_untouched(
     other_addr,
 ):

@@ -28,7 +28,7 @@ before it takes a sequence number, and counts it per topic
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +173,10 @@ class FeedsBus:
         self.topics: set[str] = set()
         #: quotes ``publish()`` refused, per topic
         self.refused: dict[str, int] = {}
+        # subscriptions per topic (paused ones too) and who watches their
+        # number: see subscriptions() and watch_subscriptions()
+        self._subscribed: dict[str, set[Sub]] = {}
+        self._sub_watchers: list[Callable[[str, int], None]] = []
 
     # --- subscriber sets ------------------------------------------------
 
@@ -197,9 +201,17 @@ class FeedsBus:
         return set(self._subs.get(key, ())) | set(rs)
 
     def remove_subs(self, key: str, subs: Iterable[Sub]) -> set[Sub]:
-        """Remove ``subs`` from ``key`` (absent ones are ignored); returns
-        what remains."""
+        """Remove ``subs`` from ``key`` (absent ones are ignored): they get
+        nothing more of it and no longer count among its
+        :meth:`subscriptions`; returns what remains."""
         subs = list(subs)
+        left = self._stop_delivery(key, subs)
+        self._unsubscribe(key, subs)
+        return left
+
+    def _stop_delivery(self, key: str, subs: list[Sub]) -> set[Sub]:
+        """Take ``subs`` out of ``key``'s delivery sets only (a pause: they
+        stay subscribed)."""
         left: set[Sub] = set()
         for table in (self._subs, self._ring_subs):
             ss = table.get(key)
@@ -210,6 +222,56 @@ class FeedsBus:
                 del table[key]
             left |= ss
         return left
+
+    # --- subscriptions: what a producer counts as a topic's users ------------
+
+    def subscriptions(self, topic: str) -> int:
+        """How many subscriptions ask for ``topic``: subscribers that
+        opened it through the feed endpoint (``feedbus.open_feed``) or
+        subscribed to it since, paused ones included, until they
+        unsubscribe, leave, or are removed (:meth:`remove_subs`,
+        :meth:`drop_sub`).  Subscribers a producer adds itself
+        (:meth:`add_subs` alone) are not counted."""
+        return len(self._subscribed.get(topic, ()))
+
+    def watch_subscriptions(self, fn: Callable[[str, int], None]) -> Callable[[], None]:
+        """Call ``fn(topic, n)`` each time the number of
+        :meth:`subscriptions` to ``topic`` changes (``n``: the new number),
+        e.g. to stop a topic nobody reads; returns the function that stops
+        the calls.  ``fn`` runs in the bus's own calls, so it must not
+        block; an exception from it is logged, never raised into the bus."""
+        self._sub_watchers.append(fn)
+
+        def unwatch() -> None:
+            if fn in self._sub_watchers:
+                self._sub_watchers.remove(fn)
+
+        return unwatch
+
+    def _subscribe(self, topic: str, sub: Sub) -> None:
+        """(the feed endpoint) ``sub`` asks for ``topic``."""
+        ss = self._subscribed.setdefault(topic, set())
+        if sub not in ss:
+            ss.add(sub)
+            self._tell(topic, len(ss))
+
+    def _unsubscribe(self, topic: str, subs: Iterable[Sub]) -> None:
+        ss = self._subscribed.get(topic)
+        if not ss:
+            return
+        n = len(ss)
+        ss.difference_update(subs)
+        if len(ss) != n:
+            if not ss:
+                del self._subscribed[topic]
+            self._tell(topic, len(ss))
+
+    def _tell(self, topic: str, n: int) -> None:
+        for fn in list(self._sub_watchers):
+            try:
+                fn(topic, n)
+            except Exception as err:
+                log.error(f'a subscription watcher failed on {topic!r}: {err!r}')
 
     def subs_items(self) -> Iterator[tuple[str, set[Sub]]]:
         """Topics with their subscribers (copies, safe to mutate the bus
@@ -253,7 +315,7 @@ class FeedsBus:
 
     def forget_sub(self, sub: Sub) -> None:
         """Remove ``sub`` from every topic and close its outbox."""
-        for key in list({**self._subs, **self._ring_subs}):
+        for key in list({**self._subs, **self._ring_subs, **self._subscribed}):
             self.remove_subs(key, (sub,))
         sub.send_chan.close()
 

@@ -374,7 +374,7 @@ def pause_sub(bus: FeedsBus, sub: Sub, topics: Iterable[str]) -> None:
     subscriber before anything sent after this call, such as the reply to
     its pause request); nothing else follows until :func:`resume_sub`."""
     for t in topics:
-        bus.remove_subs(t, {sub})
+        bus._stop_delivery(t, [sub])  # still subscribed (counted)
     sub.send_chan.clear()
     if sub.throttler is not None:
         sub.throttler.discard()
@@ -425,6 +425,7 @@ class _Session:
     def __post_init__(self) -> None:
         for t in self.subscribed:
             self.bus.add_subs(t, {self.sub})
+            self.bus._subscribe(t, self.sub)
 
     def handle(self, raw: Any) -> None:
         self.sub.stats.requests += 1
@@ -461,6 +462,8 @@ class _Session:
         _check_served(self.bus, msg.topics)
         added = set(msg.topics) - self.subscribed
         self.subscribed |= added
+        for t in added:
+            self.bus._subscribe(t, self.sub)
         if not self.paused:
             resume_sub(self.bus, self.sub, added)
         return _latest(self.bus, sorted(added))

@@ -613,6 +613,7 @@ class FeedDaemon:
         self._config_keys: dict[tuple[Any, tuple[str, ...]], tuple[str, ...]] = {}
         #: topics whose quotes go to their tick log now (see _start_recording)
         self._recording: dict[str, Topic] = {}
+        self._watch_bus_subscriptions()
 
     # --- topics -----------------------------------------------------------
 
@@ -1322,7 +1323,8 @@ class FeedDaemon:
         self.stale_after = setting(
             stale_after, STALE_AFTER_ENV, DEFAULT_STALE_AFTER_S, 'stale_after'
         )
-        #: clients per topic (attach_feed contexts, stream_bars streams)
+        #: clients per topic (attach_feed contexts, stream_bars streams;
+        #: feed bus subscriptions count too, see _users)
         self.clients: Counter[str] = Counter()
         #: topics lingering without clients: the scope of their wait
         self._lingers: dict[str, trio.CancelScope] = {}
@@ -1350,18 +1352,52 @@ class FeedDaemon:
                 self.clients[name] -= 1
                 if self.clients[name] <= 0:
                     del self.clients[name]
-                    if not self.closing and name not in self._lingers:
-                        # the scope now, so a client arriving before the
-                        # task runs cancels it
-                        cs = self._lingers[name] = trio.CancelScope()
-                        self._tn.start_soon(self._linger, name, cs)
+                    if not self._users(name):
+                        self._start_linger(name)
+
+    def _users(self, name: str) -> int:
+        """``name``'s clients: attach_feed contexts and stream_bars
+        streams, and subscriptions on the feed bus (a ``feedbus.open_feed``
+        client of this daemon, with or without a feed of its own; the tick
+        log's recorder, the daemon's own subscriber, is not one)."""
+        return self.clients.get(name, 0) + self.bus.subscriptions(name)
+
+    def _start_linger(self, name: str) -> None:
+        if not self.closing and name not in self._lingers:
+            # the scope now, so a client arriving before the task runs
+            # cancels it
+            cs = self._lingers[name] = trio.CancelScope()
+            self._tn.start_soon(self._linger, name, cs)
+
+    def _watch_bus_subscriptions(self) -> None:
+        """Count the feed bus's subscriptions of each topic among its
+        clients (:meth:`_users`) while the daemon runs: a subscription
+        arriving calls a topic's linger off, the last client of any kind
+        leaving a running topic starts it."""
+        unwatch = self.bus.watch_subscriptions(self._bus_subscriptions)
+
+        async def watching() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                unwatch()
+
+        self._tn.start_soon(watching)
+
+    def _bus_subscriptions(self, name: str, n: int) -> None:
+        if n:
+            cs = self._lingers.pop(name, None)
+            if cs is not None:
+                cs.cancel()
+        elif name in self.topics and not self._users(name):
+            self._start_linger(name)
 
     async def _linger(self, name: str, cs: trio.CancelScope) -> None:
         with cs:
             await trio.sleep(self.linger)
         if self._lingers.get(name) is cs:
             del self._lingers[name]
-        if cs.cancelled_caught or self.clients.get(name) or not self.stops_topics:
+        if cs.cancelled_caught or self._users(name) or not self.stops_topics:
             return
         await self.stop_topic(
             name, f'no client for {self.linger:g} s (linger)', if_unused=True
@@ -1389,7 +1425,7 @@ class FeedDaemon:
                 raise KeyError(
                     f'topic {name!r} does not run in feedd.{self.backend.name}'
                 )
-            if if_unused and self.clients.get(name):
+            if if_unused and self._users(name):
                 return None
             self._report(topic, 'ended', reason)  # no longer in self.topics
             status = topic.status()

@@ -3,8 +3,10 @@ Topics start and stop on demand: the settings of a
 feed daemon's lingering and stale watch, and :func:`stop_topic`, the
 library side of ``samplerd stop TOPIC``.
 
-A feed daemon counts each topic's clients (``attach_feed`` contexts and
-``stream_bars`` streams; a relay mirror's upstream session is an
+A feed daemon counts each topic's clients (``attach_feed`` contexts,
+``stream_bars`` streams, and subscriptions to the topic on its feed bus,
+``feedbus.open_feed`` clients without a feed of their own included:
+``FeedsBus.subscriptions``; a relay mirror's upstream session is an
 ``attach_feed`` too).  When the last one leaves, the topic lingers
 ``linger`` seconds (default :data:`DEFAULT_LINGER_S`; 0: it stops at
 once); a client arriving meanwhile keeps it running, same buffers.  Then
