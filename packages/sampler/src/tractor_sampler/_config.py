@@ -189,7 +189,7 @@ _TYPE_WORDS = {
 
 def _where(path: list[Any]) -> str:
     """``['backends', 'sim', 'tick_rate']`` -> ``[backends.sim] tick_rate``."""
-    parts = []
+    parts: list[str] = []
     for p in path:
         if isinstance(p, int):
             if parts:
@@ -774,7 +774,7 @@ async def _hold_backend(
                 maybe_open_feedd(
                     b.name,
                     registry_addr=addr,
-                    buffers=rc.raw.feeds.buffers and _periods(rc.buffers),
+                    buffers=_periods(rc.buffers),
                     restart=rc.policies['stream'],
                     plugins=rc.raw.feeds.plugins,
                     loglevel=loglevel,
@@ -817,10 +817,14 @@ async def _hold_backend(
                                     'the root restarts'
                                 )
                                 topics.remove(st.topic)
+                                if not topics:
+                                    break
                             elif st.state == 'failed':
                                 raise _Reattach(f'{st.topic} failed: {st.error}')
-                        raise _Reattach(f'{what} ended the status stream')
+                        else:
+                            raise _Reattach(f'{what} ended the status stream')
                 await ctx.cancel()
+                return  # every boot topic of the backend stopped on request
         except (_Reattach, PeerGone, PeerDisconnected, ServiceError, ValueError) as err:
             if first:
                 if isinstance(err, ValueError):
@@ -830,15 +834,14 @@ async def _hold_backend(
                 f'boot topics of {b.name}: {err}; attaching them again in {wait:g} s'
             )
         except BaseException as exc:
-            err = compat.unwrap_error(exc)
-            if first or not isinstance(err, (PeerGone, PeerDisconnected)):
+            inner = compat.unwrap_error(exc)
+            if first or not isinstance(inner, (PeerGone, PeerDisconnected)):
                 raise
             log.warning(
-                f'boot topics of {b.name}: {err}; attaching them again in {wait:g} s'
+                f'boot topics of {b.name}: {inner}; attaching them again in {wait:g} s'
             )
         await trio.sleep(wait)
         wait = min(wait * 2, REATTACH_S[1])
-    await trio.sleep_forever()
 
 
 def _periods(msg: dict[str, Any] | None) -> dict[float, Any] | None:
