@@ -284,12 +284,178 @@ async def test_a_reader_that_goes_away_ends_ls_quietly():
     assert res.stderr.decode() == ''
 
 
-@pytest.mark.parametrize('port', ['-5', '70000', 'http'])
-async def test_a_bad_port_is_refused_in_one_line(port):
-    res = await run_cli('--port', port, 'ls')
+@pytest.mark.parametrize(
+    'args',
+    [
+        ('--port', '-5', 'ls'),
+        ('--port=-5', 'ls'),
+        ('ls', '--port', '-5'),
+        ('ls', '--port=-5'),
+        ('--port', '70000', 'ls'),
+        ('--port', 'http', 'ls'),
+    ],
+)
+async def test_a_bad_port_is_refused_in_one_line(args):
+    res = await run_cli(*args)
     err = res.stderr.decode()
     assert res.returncode == 2
     assert '--port: ' in err and 'Traceback' not in err, err
+    if '-5' in ''.join(args):  # argparse must not take -5 for an option
+        assert '-5 is out of range (0 to 65535)' in err, err
+
+
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (('watch', ' '), "topic: bad topic ' ': topics are non-empty strings"),
+        (('watch', 'AAA,BBB'), "topic: bad topic 'AAA,BBB': a comma in the name"),
+        (('watch', ' AAA'), "topic: bad topic ' AAA': blanks around the name"),
+        (('demo', '--topics', ' , '), "--topics ' , ': no symbol given"),
+        (('demo', '--topics', 'AAA;BBB'), "--topics: bad symbol 'AAA;BBB'"),
+    ],
+)
+async def test_a_mistyped_symbol_is_one_line_before_anything_starts(args, message):
+    # no daemon runs at the port: the symbol is refused before any is asked
+    res = await run_cli('--port', str(free_port()), *args)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f'samplerd: error: {message}'), err
+
+
+async def test_a_reader_that_goes_away_ends_ls_and_watch_of_a_running_tree():
+    """`samplerd ls | head -0` and `samplerd watch AAA | head -1` against
+    a running daemon, with real pipes: SIGPIPE's status, nothing on
+    stderr."""
+    port = str(free_port())
+    daemon = Proc('--port', port)
+    try:
+        await daemon.read_until(lambda line: 'ready' in line)
+        # ls: the pipe is closed before it writes
+        read_fd, write_fd = os.pipe()
+        os.close(read_fd)
+        try:
+            with trio.fail_after(60):
+                res = await trio.run_process(
+                    [*SAMPLERD, '--port', port, 'ls'],
+                    stdout=write_fd,
+                    capture_stderr=True,
+                    check=False,
+                )
+        finally:
+            os.close(write_fd)
+        assert res.returncode == 128 + signal.SIGPIPE, res.stderr.decode()
+        assert res.stderr.decode() == ''
+
+        # watch: the reader takes one line, then goes away while frames come
+        read_fd, write_fd = os.pipe()
+        reader = os.fdopen(read_fd, 'rb')
+        try:
+            async with trio.open_nursery() as tn:
+                done = trio.Event()
+                result = {}
+
+                async def watch():
+                    result['res'] = await trio.run_process(
+                        [*SAMPLERD, '--port', port, 'watch', 'AAA', '--fps', '20'],
+                        stdout=write_fd,
+                        capture_stderr=True,
+                        check=False,
+                    )
+                    done.set()
+
+                tn.start_soon(watch)
+                with trio.fail_after(60):
+                    first = await trio.to_thread.run_sync(reader.readline)
+                assert first.strip(), first  # a frame began
+                reader.close()
+                with trio.fail_after(60):
+                    await done.wait()
+        finally:
+            os.close(write_fd)
+            if not reader.closed:
+                reader.close()
+        res = result['res']
+        assert res.returncode == 128 + signal.SIGPIPE, res.stderr.decode()
+        assert res.stderr.decode() == ''
+        status = await daemon.stop(signal.SIGTERM)
+    finally:
+        if daemon.p.poll() is None:
+            daemon.p.kill()
+    assert status == 0, daemon.err
+    assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
+def test_ls_fits_the_terminal_and_json_stays_whole(tmp_path):
+    """A backend with a 300-character name: into a pipe its cell is cut at
+    CELL_MAX; on a terminal 70 columns wide every row fits it; --json has
+    the whole name."""
+    from tractor_sampler._cli import CELL_MAX
+
+    name = 'L' * 300
+    (tmp_path / 'longname.py').write_text(
+        'from tractor_sampler.backends import sim\n'
+        'from tractor_sampler.hookspecs import hookimpl\n'
+        '@hookimpl\n'
+        'def tractor_sampler_register_backends(register):\n'
+        f'    register({name!r}, stream_quotes=sim.stream_quotes)\n'
+    )
+    info = tmp_path / 'longname-1.0.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text(
+        'Metadata-Version: 2.1\nName: longname\nVersion: 1.0\n'
+    )
+    (info / 'entry_points.txt').write_text('[tractor_sampler]\nlongname = longname\n')
+    env = {
+        **os.environ,
+        'PYTHONPATH': os.pathsep.join(
+            [str(tmp_path), os.environ.get('PYTHONPATH', '')]
+        ),
+    }
+    env.pop('COLUMNS', None)
+    cmd = [*SAMPLERD, 'ls', 'backends']
+    piped = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    [row] = [ln for ln in piped.stdout.splitlines() if 'LLL' in ln]
+    assert 'L' * (CELL_MAX - 1) + '…' in row and 'L' * CELL_MAX not in row
+
+    js = subprocess.run(
+        [*cmd, '--json'], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert name in [b['name'] for b in json.loads(js.stdout)['backends']]
+
+    out = _run_in_terminal(cmd, env, columns=70)
+    rows = [ln for ln in out.splitlines() if ln.strip()]
+    assert any('LLL' in ln and '…' in ln for ln in rows), out
+    assert max(len(ln) for ln in rows) <= 70, out
+
+
+def _run_in_terminal(cmd: list[str], env: dict[str, str], columns: int) -> str:
+    """``cmd``'s output on a pseudo-terminal ``columns`` wide."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, columns, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            cmd, stdout=slave, stderr=subprocess.DEVNULL, env=env, close_fds=True
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+    return b''.join(chunks).decode().replace('\r\n', '\n')
 
 
 def test_a_long_value_does_not_widen_every_ls_row():

@@ -18,9 +18,11 @@ cleanly with exit status 0; errors print one line and exit with 1.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -437,14 +439,37 @@ def list_backends() -> list[BackendInfo]:
 CELL_MAX = 60
 
 
-def _cell(value: Any) -> str:
+#: the terminal's width while `samplerd ls` renders to one (None: no limit
+#: but CELL_MAX, e.g. into a pipe or a file)
+_LS_WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    '_LS_WIDTH', default=None
+)
+#: a column is never cut narrower than this to fit the terminal
+CELL_MIN = 8
+#: room kept for the indent tables are printed with (at most 6 spaces)
+_INDENT = 6
+
+
+def _cell(value: Any, width: int = CELL_MAX) -> str:
     text = '' if value is None else str(value)
-    return text if len(text) <= CELL_MAX else text[: CELL_MAX - 1] + '…'
+    return text if len(text) <= width else text[: max(width - 1, 0)] + '…'
 
 
 def _table(rows: Sequence[Sequence[Any]], head: Sequence[str]) -> list[str]:
+    """Aligned columns, each cell at most CELL_MAX characters (cut with an
+    ellipsis); rendering to a terminal (:data:`_LS_WIDTH`), the widest
+    columns are cut further, down to CELL_MIN, until a row fits it."""
     cells = [[str(c) for c in head]] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    limit = _LS_WIDTH.get()
+    if limit is not None:
+        room = limit - _INDENT - 2 * (len(widths) - 1)
+        while sum(widths) > room:
+            i = max(range(len(widths)), key=lambda k: widths[k])
+            if widths[i] <= CELL_MIN:
+                break
+            widths[i] -= 1
+        cells = [[_cell(c, w) for c, w in zip(r, widths, strict=True)] for r in cells]
     return [
         '  '.join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
         for r in cells
@@ -460,8 +485,17 @@ def _ago(t: float | None, now: float) -> str:
     )
 
 
-def render_ls(report: TreeInfo) -> str:
-    """``samplerd ls``: the tables of what :func:`introspect` returned."""
+def render_ls(report: TreeInfo, width: int | None = None) -> str:
+    """``samplerd ls``: the tables of what :func:`introspect` returned,
+    fitted to ``width`` columns if given (a terminal's)."""
+    token = _LS_WIDTH.set(width)
+    try:
+        return _render_ls(report)
+    finally:
+        _LS_WIDTH.reset(token)
+
+
+def _render_ls(report: TreeInfo) -> str:
     now = time.time()
     lines: list[str] = [f'registry {report.registry}']
     if report.services is not None:
@@ -649,10 +683,13 @@ async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
                 report = await introspect(addr, parts=parts)
             except PluginError as err:
                 raise CliError(str(err)) from None
+    # a terminal's width when printing to one; into a pipe or a file the
+    # cells are cut at CELL_MAX only (--json: always whole)
+    width = shutil.get_terminal_size().columns if out.isatty() else None
     text = (
         json.dumps(to_json_builtins(report), indent=2)
         if args.json
-        else render_ls(report)
+        else render_ls(report, width)
     )
     print(text, file=out, flush=True)
 
@@ -671,6 +708,31 @@ def _check_view_args(args: argparse.Namespace) -> None:
         raise CliError(f'--fps {args.fps:g} must be in (0, 60]')
     if args.rows < 1:
         raise CliError(f'--rows {args.rows} must be >= 1')
+    _check_topic_args(args)
+
+
+def _check_topic_args(args: argparse.Namespace) -> None:
+    """``watch TOPIC`` / ``demo --topics``: a mistyped symbol (``' '``,
+    ``'AAA;BBB'``) is one line naming it, before anything starts; demo's
+    go to ``sim``, whose own rule applies too (backends/sim.py)."""
+    from ._feedd import check_topic_name
+
+    if getattr(args, 'topics', None) is None:
+        names, what = [args.topic], 'topic'
+    else:
+        names = [t.strip() for t in args.topics.split(',') if t.strip()]
+        what = '--topics'
+        if not names:
+            raise CliError(f'--topics {args.topics!r}: no symbol given')
+    try:
+        for name in names:
+            check_topic_name(name)
+            if what == '--topics':
+                from .backends.sim import _check_symbol
+
+                _check_symbol(name)
+    except ValueError as err:
+        raise CliError(f'{what}: {err}') from None
 
 
 async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:

@@ -159,6 +159,25 @@ def feedd_name(backend: str) -> str:
     return f'{FEEDD_PREFIX}{backend}'
 
 
+def check_topic_name(name: Any) -> str:
+    """One topic (symbol) name, whatever the backend: a non-empty string
+    without surrounding blanks, commas or control characters (``' '`` and
+    ``'AAA,BBB'`` are typos, refused here in one line naming them, before
+    anything starts); what else a symbol may hold is the backend's to say
+    (``sim``: see backends/sim.py)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f'bad topic {name!r}: topics are non-empty strings')
+    if name != name.strip():
+        raise ValueError(f'bad topic {name!r}: blanks around the name')
+    if ',' in name:
+        raise ValueError(
+            f'bad topic {name!r}: a comma in the name (give several topics as a list)'
+        )
+    if any(not c.isprintable() for c in name):
+        raise ValueError(f'bad topic {name!r}: a control character in the name')
+    return name
+
+
 def check_topics(topics: Any) -> list[str]:
     """A non-empty list of distinct, non-empty topic names."""
     if isinstance(topics, str) or not isinstance(topics, Iterable):
@@ -167,8 +186,7 @@ def check_topics(topics: Any) -> list[str]:
     if not out:
         raise ValueError('no topics given')
     for t in out:
-        if not isinstance(t, str) or not t:
-            raise ValueError(f'bad topic {t!r}: topics are non-empty strings')
+        check_topic_name(t)
     if len(set(out)) != len(out):
         raise ValueError(f'duplicate topics in {out!r}')
     return out
