@@ -288,6 +288,38 @@ async def test_boot_topics_come_back_after_their_feed_daemon_is_killed(tmp_path)
     assert not wait_gone(daemon.family), 'samplerd left processes behind'
 
 
+async def test_a_boot_topic_stopped_on_request_stays_stopped(tmp_path):
+    port = free_port()
+    cfg = tmp_path / 'samplerd.toml'
+    cfg.write_text(
+        f'port = {port}\nstore = false\n[backends.sim]\ntopics = ["AAA", "BBB"]\n'
+    )
+    daemon = Proc('run', '--config', str(cfg))
+    try:
+        await daemon.read_until(lambda line: 'ready' in line)
+        res = await run_cli('--port', str(port), 'stop', 'AAA', '--reason', 'maint')
+        assert res.returncode == 0, res.stderr.decode()
+        assert res.stdout.decode().strip() == 'sim/AAA: ended (maint)'
+        with trio.fail_after(60):
+            while 'AAA' in (topics := _topics(await _ls(port))):
+                await trio.sleep(0.2)
+        assert topics['BBB']['state'] == 'up'  # the other boot topic runs on
+        # while BBB streams 200 more quotes (2 s at sim's 100/s, well past
+        # the root's first re-attach at 0.5 s), AAA is not started again
+        mark = topics['BBB']['quotes']
+        with trio.fail_after(60):
+            while (topics := _topics(await _ls(port)))['BBB']['quotes'] < mark + 200:
+                assert 'AAA' not in topics
+                await trio.sleep(0.2)
+        assert 'AAA' not in topics
+        status = await daemon.stop(signal.SIGTERM)
+    finally:
+        if daemon.p.poll() is None:
+            daemon.p.kill()
+    assert status == 0, daemon.err
+    assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
 async def test_a_boot_topic_that_cannot_start_is_one_line(tmp_path):
     port = free_port()
     cfg = tmp_path / 'samplerd.toml'
