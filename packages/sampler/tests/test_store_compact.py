@@ -214,6 +214,40 @@ def test_a_file_that_cannot_be_written_leaves_the_dataset_as_it_was(tmp_path):
     assert names(s) == before and same(s.read('sim', 'AAA', 1.0), want)
 
 
+def test_a_full_disk_fails_the_compaction_in_one_line_and_loses_nothing(tmp_path):
+    mnt = tmp_path / 'small'
+    mnt.mkdir()
+    if subprocess.run(
+        ['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mnt)]
+    ).returncode:
+        pytest.skip('cannot mount a small tmpfs here (needs root)')
+    try:
+        s = open_store(mnt)
+        want = fill(s)
+        before = names(s)
+        fd = os.open(mnt / 'filler', os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b'\0' * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with pytest.raises(Exception, match='No space left on device') as exc:
+            compact(mnt, now=D0 + 3 * DAY_S)
+        msg = str(exc.value)
+        assert 'compaction failed' in msg and str(s.dataset('sim', 'AAA', 1.0)) in msg
+        assert '\n' not in msg
+        assert names(s) == before  # no input gone, no torn file left
+        assert same(ParquetStore(mnt).read('sim', 'AAA', 1.0), want)
+        (mnt / 'filler').unlink()
+        compact(mnt, now=D0 + 3 * DAY_S)  # room again: done
+        assert len(day_files(s)) == 2 and len(names(s)) == 2
+        assert same(ParquetStore(mnt).read('sim', 'AAA', 1.0), want)
+    finally:
+        subprocess.run(['umount', str(mnt)])
+
+
 # --- crashes and readers in the middle of a compaction ------------------------------
 
 
