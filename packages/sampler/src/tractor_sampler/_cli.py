@@ -186,7 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
             help='bar period to show, 1 or 60 (default: %(default)s)',
         )
         w.add_argument(
-            '--rows', type=int, default=10, help='bars shown (default: %(default)s)'
+            '--rows',
+            type=int,
+            default=None,
+            help='bars shown at most (default: as many as the terminal width holds; '
+            'the table: 10)',
+        )
+        w.add_argument(
+            '--table',
+            action='store_true',
+            help='a table of the bars instead of the chart (always, when stdout '
+            'is not a terminal)',
         )
         w.add_argument(
             '--fps',
@@ -396,13 +406,13 @@ async def _root(args: argparse.Namespace, addr: tuple[str, int]) -> AsyncIterato
         ) from None
 
 
-def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> None:
-    print(
-        f'{PROG} ready: registry {addr[0]}:{addr[1]}, root pid {os.getpid()}'
-        + (f', {extra}' if extra else ''),
-        file=out,
-        flush=True,
+def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> str:
+    """Print the ready line; returns it (the live view keeps it on top)."""
+    line = f'{PROG} ready: registry {addr[0]}:{addr[1]}, root pid {os.getpid()}' + (
+        f', {extra}' if extra else ''
     )
+    print(line, file=out, flush=True)
+    return line
 
 
 # --- ls -----------------------------------------------------------------------
@@ -706,7 +716,7 @@ def _check_view_args(args: argparse.Namespace) -> None:
         raise CliError(f'--duration {args.duration} must be > 0')
     if args.fps is not None and not (0 < args.fps <= 60):
         raise CliError(f'--fps {args.fps:g} must be in (0, 60]')
-    if args.rows < 1:
+    if args.rows is not None and args.rows < 1:
         raise CliError(f'--rows {args.rows} must be >= 1')
     _check_topic_args(args)
 
@@ -773,12 +783,12 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
                 plugins=args.plugin,
                 loglevel=args.loglevel,
             ) as feed:
-                _ready(
+                ready = _ready(
                     out,
                     addr,
                     f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}',
                 )
-                await live_view(feed, args, out)
+                await live_view(feed, args, out, head=[ready])
 
 
 def _free_port() -> int:
