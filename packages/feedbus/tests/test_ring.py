@@ -289,7 +289,7 @@ async def test_a_sigkilled_producers_ring_reader_gets_a_clear_error(reg_addr):
             names = []
             with trio.fail_after(30):
                 with pytest.raises(SubscriptionDropped, match='ring') as info:
-                    async with open_feed(portal, ['a'], watch_producer=False) as feed:
+                    async with open_feed(portal, ['a']) as feed:
                         assert feed.ring
                         await feed.receive()
                         names = rings()
@@ -405,3 +405,141 @@ def test_feedbus_ring_env_sets_the_default(monkeypatch):
     monkeypatch.setenv('FEEDBUS_RING', 'yes')
     with pytest.raises(ValueError, match='FEEDBUS_RING'):
         ring_default()
+
+
+# --- mappings and memory of a subscribing process -----------------------------------
+
+
+def ring_maps() -> list[str]:
+    """Lines of this process's memory map that name one of this session's
+    rings (mapped, or mapped and since unlinked: ``... (deleted)``)."""
+    with open('/proc/self/maps') as f:
+        return [line for line in f if PREFIX in line]
+
+
+async def test_a_subscriber_whose_producer_restarts_keeps_only_the_live_ring_mapped(
+    reg_addr,
+):
+    """A subscriber whose producer is restarted 20 times (cancelled, or
+    SIGKILLed) maps each new ring while it reads it and unmaps it when
+    its feed ends: it never holds more than the live ring, and ends with
+    none (a dead ring kept mapped would grow the subscriber by the
+    ring's size at every restart)."""
+    async with open_service_mngr(registry_addr=reg_addr) as mngr:
+        for i in range(20):
+            pid = await mngr.start_service(
+                'prod', partial(fe.producer, topics=['a'], hz=500)
+            )
+            portal = mngr.portal('prod')
+            with trio.fail_after(60):
+                try:
+                    async with open_feed(portal, ['a']) as feed:
+                        assert feed.ring
+                        for _ in range(20):  # the ring's pages in use
+                            await feed.receive()
+                        live = feed.ring_token.name
+                        mapped = ring_maps()
+                        assert mapped and all(live in line for line in mapped), mapped
+                        if i % 2:
+                            os.kill(pid, signal.SIGKILL)
+                        else:
+                            await mngr.cancel_service('prod')
+                        async for _ in feed:
+                            pass
+                except Exception:  # noqa: BLE001 - how it ends: tested above
+                    pass
+            assert ring_maps() == [], f'restart {i}: a dead ring is still mapped'
+            if i % 2:
+                with trio.fail_after(30):
+                    await mngr.cancel_service('prod')
+
+                async def unlinked(name: str = live) -> bool:
+                    return name not in rings()  # (by the killed one's tracker)
+
+                await wait_until(unlinked)
+
+
+async def test_in_one_process_closing_readers_unmaps_every_ring():
+    """Readers of 20 rings in turn (two on each, reading it, then the
+    writer closing it under them): each ring is unmapped once its last
+    reader closes, whatever they read."""
+    from feedbus._wire import pack
+
+    decode = msgspec.msgpack.Decoder(Quote).decode
+    decode_many = msgspec.msgpack.Decoder(list[Quote]).decode
+    tid = _ring.topic_id('a')
+    for _ in range(20):
+        writer = _ring.RingWriter(4096)
+        readers = [
+            _ring.RingReader(
+                writer.token(writer.claim_slot()), {'a'}, decode, decode_many
+            )
+            for _ in range(2)
+        ]
+        try:
+            for seq in range(1, 201):  # the writer wraps a few times
+                writer.write(tid, pack(Quote(topic='a', seq=seq, fields={'n': seq})))
+                if seq % 7 == 0:
+                    for r in readers:
+                        await r.read()
+            name = writer.name
+            writer.close()
+            for r in readers:
+                with trio.fail_after(10), pytest.raises(_ring.RingGone):
+                    while True:
+                        await r.read()
+        finally:
+            for r in readers:
+                r.close()
+            writer.close()
+        assert not [line for line in ring_maps() if name in line]
+    assert ring_maps() == []
+
+
+async def test_a_processs_only_reader_keeps_no_decoded_quotes():
+    """Decoded quotes are kept for a process's other readers of the same
+    ring only: alone, a reader keeps none (that cache was ~30 MB of sim
+    quotes per subscribing process); with a second reader, each record is
+    decoded once for both; the second gone, the cache goes too."""
+    from feedbus._wire import pack
+
+    decode = msgspec.msgpack.Decoder(Quote).decode
+    decode_many = msgspec.msgpack.Decoder(list[Quote]).decode
+    writer = _ring.RingWriter(1 << 16)
+    tid = _ring.topic_id('a')
+    seq = 0
+
+    def publish(n: int) -> None:
+        nonlocal seq
+        for _ in range(n):
+            seq += 1
+            writer.write(tid, pack(Quote(topic='a', seq=seq, fields={'n': seq})))
+
+    def reader() -> _ring.RingReader:
+        return _ring.RingReader(
+            writer.token(writer.claim_slot()), {'a'}, decode, decode_many
+        )
+
+    one = reader()
+    two = None
+    try:
+        publish(100)
+        assert [q.seq for q in await one.read()] == list(range(1, 101))
+        assert one._att.decoded == {}
+        two = reader()
+        publish(10)
+        got_one = await one.read()
+        got_two = await two.read()
+        assert [q.seq for q in got_two] == list(range(101, 111))
+        assert all(a is b for a, b in zip(got_one, got_two, strict=True))
+        two.close()
+        two = None
+        assert one._att.decoded == {}
+        publish(5)
+        assert [q.seq for q in await one.read()] == list(range(111, 116))
+        assert one._att.decoded == {}
+    finally:
+        one.close()
+        if two is not None:
+            two.close()
+        writer.close()

@@ -37,7 +37,11 @@ below ``head``, and a record it read at ``p`` is intact iff
 ``reserve - cap <= p`` still holds after it was read (otherwise the writer
 may have overwritten it while it was being read).  A reader checks that
 once per batch, after copying the batch's payloads out (before decoding
-them), and discards what failed it.  Stores of
+them), and discards what failed it.  Payloads are copied out of the
+mapping as bytes, never sliced as memoryviews: no view of the segment
+outlives the read that made it, so closing a reader's attachment always
+unmaps it (a subscriber whose producers restart keeps no dead rings
+mapped).  Stores of
 aligned words are single machine stores and x86 keeps stores in program
 order, so no lock is needed on either side; the writer never waits for
 anyone.
@@ -59,7 +63,11 @@ In each process, one reader at a time polls a ring (the others wait on a
 ``POLL_SPIN`` scheduler passes, then sleeps ``POLL_MIN_S`` at a time while
 records came within ``POLL_HOT_S``, and only then backs off to
 ``POLL_MAX_S``; a reader that found data reads everything committed at
-once, in one pass (one decode call for the batch).  So a busy ring costs
+once, in one pass (one decode call for the batch).  When several readers
+of one process read a ring, each record is decoded once for all of them
+(the attachment keeps the newest :data:`DECODED_KEPT` decoded quotes); a
+process's only reader keeps none (that would be tens of MB of quotes
+nobody else reads).  So a busy ring costs
 no sleep at all, a flowing one about ``1 / POLL_MIN_S`` wake-ups per second
 per subscribing *process* (a quote waits about ``POLL_MIN_S``), an idle
 one ``1 / POLL_MAX_S``, and the first quote after a quiet spell waits at
@@ -83,7 +91,8 @@ resource tracker, which unlinks it if the producer dies by a signal
 daemons turn into a cancel) unlink it in the ring's ``close()`` or the
 ``atexit`` hook.  Readers attach without tracking (they unregister from
 the tracker on Python < 3.13, or the tracker would unlink the ring when
-*they* exit) and never unlink.  Segment names are
+*they* exit) and never unlink; the segment helpers are the ones
+tractor-sampler's buffers use (``tractor_services._shm``).  Segment names are
 ``<prefix><pid>_r<hex>``, the prefix from ``$FEEDBUS_SHM_PREFIX`` (default
 ``feedbus_``), so a test session's leak check finds its own.
 
@@ -91,23 +100,25 @@ the tracker on Python < 3.13, or the tracker would unlink the ring when
 
 from __future__ import annotations
 
-import atexit
 import os
-import secrets
 import struct
-import sys
-import threading
 import zlib
 from collections.abc import Callable
-from multiprocessing import resource_tracker
-from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 
 from tractor_services import compat
+from tractor_services._shm import (
+    SHM_DIR,
+    attach_segment,
+    close_fd,
+    close_segment,
+    create_segment,
+    new_segment_name,
+    unlink_segment,
+)
 
 log = compat.get_logger('ring', 'feedbus')
 
@@ -151,7 +162,6 @@ REC = struct.Struct('<QII')
 _Q = struct.Struct('<q')
 _QQ = struct.Struct('<qq')
 _WRAP = b'\0' * 8
-SHM_DIR = Path('/dev/shm')
 
 
 def _array_head(n: int) -> bytes:
@@ -173,38 +183,7 @@ def topic_id(topic: str) -> int:
 
 
 def _new_name() -> str:
-    prefix = os.environ.get(KEY_PREFIX_ENV) or KEY_PREFIX
-    return f'{prefix}{os.getpid()}_r{secrets.token_hex(4)}'
-
-
-# --- segments this process created: unlinked at exit ----------------------------
-
-_created: dict[str, SharedMemory] = {}
-_created_lock = threading.Lock()
-_creator_pid = os.getpid()
-
-
-@atexit.register
-def _unlink_created() -> None:
-    if os.getpid() != _creator_pid:  # a forked child: not ours
-        return
-    with _created_lock:
-        segs = list(_created.values())
-        _created.clear()
-    for seg in segs:
-        try:
-            seg.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _release(seg: SharedMemory) -> None:
-    """Close the segment's file descriptor; the mapping goes with its last
-    user (never unmapped under a live view)."""
-    fd = getattr(seg, '_fd', -1)
-    if fd >= 0:
-        os.close(fd)
-        seg._fd = -1  # type: ignore[attr-defined]
+    return new_segment_name(KEY_PREFIX_ENV, KEY_PREFIX, 'r')
 
 
 class RingToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -226,10 +205,8 @@ class RingWriter:
             raise ValueError(f'ring size {nbytes!r} must be a multiple of 8, >= 4096')
         self.name = _new_name()
         self.cap = nbytes
-        seg = SharedMemory(name=self.name, create=True, size=DATA_AT + nbytes)
-        with _created_lock:
-            _created[self.name] = seg
-        _release(seg)  # the mapping keeps a descriptor of its own
+        seg = create_segment(self.name, DATA_AT + nbytes)
+        close_fd(seg)  # the mapping keeps a descriptor of its own
         self._seg = seg
         assert seg.buf is not None
         self.buf: memoryview = seg.buf
@@ -318,21 +295,25 @@ class RingWriter:
             return
         self.closed = True
         _Q.pack_into(self.buf, W_CLOSED * 8, 1)
-        with _created_lock:
-            _created.pop(self.name, None)
-        self.buf.release()
-        try:
-            self._seg.unlink()
-        except FileNotFoundError:
-            pass
-        _release(self._seg)
-        try:
-            self._seg.close()
-        except BufferError:  # pragma: no cover - a view still exported
-            pass
+        unlink_segment(self._seg)
+        _unmap(self._seg)
 
 
 # --- the subscriber's side ---------------------------------------------------------
+
+
+def _unmap(seg: Any) -> None:
+    """Unmap a ring now.  Nothing of this module keeps a view of it past
+    one call (payloads are copied out as bytes), so this cannot fail; if
+    it ever did, the mapping would stay until its last view went, and we
+    say so rather than keep it silently."""
+    try:
+        close_segment(seg, unmap=True)
+    except BufferError:  # pragma: no cover - see above
+        log.warning(
+            f'the quote ring {seg.name!r} stays mapped in this process: '
+            'a view of it is still in use'
+        )
 
 
 class _Attachment:
@@ -341,24 +322,24 @@ class _Attachment:
 
     def __init__(self, name: str, cap: int) -> None:
         try:
-            if sys.version_info >= (3, 13):
-                seg = SharedMemory(name=name, track=False)  # type: ignore[call-arg]
-            else:
-                seg = SharedMemory(name=name)
-                if name not in _created:
-                    resource_tracker.unregister(seg._name, 'shared_memory')  # type: ignore[attr-defined]
+            seg = attach_segment(name)
         except FileNotFoundError:
             raise RingGone(f'the quote ring {name!r} is gone') from None
         self.name = name
         self.seg = seg
         assert seg.buf is not None
+        #: for word loads and stores (``struct`` takes no lasting view)
         self.buf: memoryview = seg.buf
+        #: for copying payloads out: slicing the ``mmap`` makes ``bytes``,
+        #: a memoryview slice would keep the mapping exported
+        self.mm = seg._mmap  # type: ignore[attr-defined]
         magic, _version, seg_cap = struct.unpack_from('<3q', self.buf, 0)
         if magic != _MAGIC or seg_cap != cap:
+            _unmap(seg)
             raise RingGone(f'{name!r} is not the quote ring it was said to be')
         self.cap = cap
         self.ino = self._ino()
-        _release(seg)  # one descriptor (the mapping's) per process and ring
+        close_fd(seg)  # one descriptor (the mapping's) per process and ring
         self.users = 0
         # quotes decoded by this process's readers, by record number: each
         # record is decoded once per process, however many feeds read it
@@ -381,9 +362,13 @@ class _Attachment:
         return _Q.unpack_from(self.buf, W_HEAD * 8)[0]
 
     def remember(self, gseqs: list[int], msgs: list[Any]) -> None:
-        """Keep quotes decoded from records found intact, by record number
-        (at least the newest :data:`DECODED_KEPT`: past twice that, the
-        older are forgotten at once, so the cost stays O(1) per quote)."""
+        """Keep quotes decoded from records found intact, by record number,
+        for this process's other readers (at least the newest
+        :data:`DECODED_KEPT`: past twice that, the older are forgotten at
+        once, so the cost stays O(1) per quote); none while there is no
+        other reader."""
+        if self.users < 2:
+            return
         decoded = self.decoded
         decoded.update(zip(gseqs, msgs, strict=False))
         if len(decoded) > 2 * DECODED_KEPT:
@@ -444,11 +429,9 @@ class _Attachment:
         self.seen_at = now()
 
     def close(self) -> None:
-        try:
-            self.buf.release()
-            self.seg.close()
-        except BufferError:  # pragma: no cover - a view still exported
-            pass
+        self.decoded = {}
+        del self.buf, self.mm
+        _unmap(self.seg)
 
 
 _attached: dict[str, _Attachment] = {}
@@ -577,6 +560,7 @@ class RingReader:
         already."""
         att = self._att
         buf = att.buf
+        mm = att.mm
         cap = self.token.cap
         head = _Q.unpack_from(buf, W_HEAD * 8)[0]
         pos = self.pos
@@ -589,7 +573,7 @@ class RingReader:
         decoded = att.decoded
         want: list[int] = []  # record numbers of our topics' records
         new: list[int] = []  # those nobody in this process decoded yet
-        spans: list[memoryview] = []  # their payloads
+        spans: list[bytes] = []  # their payloads (copies, no views)
         bad = False
         end_at = DATA_AT + cap
         at = DATA_AT + pos % cap
@@ -607,17 +591,20 @@ class RingReader:
                     continue
                 bad = True  # overwritten under us: the check below decides
                 break
+            if at + 16 + length > end_at:  # a torn header: nothing is copied
+                bad = True
+                break
             if tid in tids:
                 want.append(rseq)
                 if rseq not in decoded:
                     new.append(rseq)
-                    spans.append(buf[at + 16 : at + 16 + length])
+                    spans.append(mm[at + 16 : at + 16 + length])
             size = (23 + length) & ~7  # REC.size + length, padded to 8
             pos += size
             at += size
             gseq += 1
         blob = _array_head(len(spans)) + b''.join(spans) if spans else b''
-        del spans  # no view into the segment outlives this read
+        del spans
         # what the writer may have overwritten while we copied it
         frontier = _Q.unpack_from(buf, W_RESERVE * 8)[0] - cap
         if frontier > self.pos or bad:
@@ -639,10 +626,12 @@ class RingReader:
             if new:
                 att.remember(new, msgs)
         else:
+            # the others from the quotes kept as they were when we looked
+            # (remembering may forget the oldest of them)
+            fresh = dict(zip(new, msgs, strict=True))
+            got = [fresh[g] if g in fresh else decoded[g] for g in want]
             if new:
                 att.remember(new, msgs)
-                decoded = att.decoded
-            got = [decoded[g] for g in want]
         return self._count(got)
 
     def _decode_blob(self, blob: bytes) -> list[Any]:
@@ -693,7 +682,9 @@ class RingReader:
     def close(self) -> None:
         att = self._att
         att.users -= 1
-        if att.users == 0:
+        if att.users == 1:
+            att.decoded = {}  # the reader left has nobody to share with
+        elif att.users == 0:
             if _attached.get(att.name) is att:
                 del _attached[att.name]
             att.close()
