@@ -31,11 +31,14 @@ PY = sys.executable
 SHM_PREFIX = f'tsamp_c{os.getpid()}_'
 os.environ[KEY_PREFIX_ENV] = SHM_PREFIX
 os.environ['FEEDBUS_SHM_PREFIX'] = SHM_PREFIX  # feedbus' quote rings, checked alike
-# the subscribers take the stream, whose invariants these faults check (the
-# stall rule removes a stopped subscriber; RSS stays bounded over reconnections);
-# the ring's own (a stopped reader's counted gap, SIGKILL, unlinking) are
-# tested in packages/feedbus/tests/test_ring.py
-os.environ['FEEDBUS_RING'] = '0'
+# The subscribers read the feed daemon's quotes as feedbus chooses for a
+# producer on their host: through its shared-memory ring.  Except the
+# programs named here, which take the stream ($FEEDBUS_RING=0): their fault
+# checks the stall rule (a stopped subscriber is removed), which only a
+# stream has (a ring never waits for a stopped reader: it counts the
+# reader's gap, tested in packages/feedbus/tests/test_ring.py).
+os.environ['FEEDBUS_RING'] = '1'  # whatever the caller's environment says
+STREAM_CLIENTS = frozenset({'victim_stop'})
 
 FIGURES_ENV = 'CHAOS_FIGURES'
 FIGURES_JSON = ROOT / 'docs' / 'reliability-figures.json'
@@ -114,7 +117,13 @@ class Program:
     """A subprocess whose stdout lines are read by a thread: JSON lines
     become events (``{'ev': ...}``), anything else is kept as text."""
 
-    def __init__(self, name: str, argv: list[str], logdir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        logdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.err_path = logdir / f'{name}.stderr'
         self._err = open(self.err_path, 'w')  # noqa: SIM115 (closed in reap)
@@ -124,6 +133,7 @@ class Program:
             stderr=self._err,
             text=True,
             cwd=ROOT,
+            env=None if env is None else {**os.environ, **env},
         )
         self.pid = self.p.pid
         self.events: list[dict[str, Any]] = []
@@ -384,6 +394,7 @@ class Tree:
                 *map(str, args),
             ],
             self.logdir,
+            env={'FEEDBUS_RING': '0'} if name in STREAM_CLIENTS else None,
         )
         self.programs.append(prog)
         return prog
