@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 import numpy as np
@@ -45,7 +45,7 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _is_finite(x: Any) -> bool:
+def _is_finite(x: Any) -> TypeGuard[int | float]:
     return _is_number(x) and math.isfinite(x)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 ENV_VAR = 'TRACTOR_SAMPLER_DATA_DIR'
 APP_NAME = 'tractor-sampler'
@@ -88,7 +89,7 @@ def data_dir(
 
 def check_store_setting(
     value: str | os.PathLike[str] | bool | None,
-) -> str | bool | None:
+) -> str | Literal[False] | None:
     """A feed daemon's ``data_dir`` setting, checked before anything
     starts: ``None`` (the default: the bar store on, in the directory the
     rule above resolves), ``False`` (the bar store off), or a path (as a
