@@ -1019,7 +1019,14 @@ def _store_lines(store: dict[str, Any]) -> list[str]:
     )
     if store.get('last_error'):
         line += f'; last: {store["last_error"]}'
-    return [line]
+    # corrections written again; compaction (files merged away into fewer)
+    more = (
+        f'      {store.get("rewrites", 0)} bars rewritten (late corrections), '
+        f'{store.get("compacted", 0)} files compacted into '
+        f'{store.get("merged_files", 0)}, '
+        f'{store.get("compact_failures", 0)} failed compactions (retried)'
+    )
+    return [line, more]
 
 
 def _add_data_dir(run: argparse.ArgumentParser) -> None:

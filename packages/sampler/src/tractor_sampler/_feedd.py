@@ -1767,6 +1767,12 @@ def _store_info(w: StoreWriter | None) -> dict[str, Any]:
         'writes': w.writes,
         'failures': w.failures,
         'last_error': w.last_error,
+        # stored bars written again (corrected by late trades); compaction:
+        # files merged away, merged files written, failed compactions
+        'rewrites': w.rewrites,
+        'compacted': w.compacted,
+        'merged_files': w.merged_files,
+        'compact_failures': w.compact_failures,
     }
 
 

@@ -120,8 +120,10 @@ class FeedInfo(_Info, frozen=True, kw_only=True):
     sampler_registrations: int = 0
     steps: dict[float, int] = {}
     #: the bar store (docs/storage.md): ``name``, ``root``, ``bars`` and
-    #: ``writes`` done, ``failures`` (retried) and ``last_error``; empty
-    #: when the store is off
+    #: ``writes`` done, ``failures`` (retried) and ``last_error``;
+    #: ``rewrites`` (stored bars corrected by late trades, written again),
+    #: ``compacted`` (files merged away), ``merged_files`` (files written by
+    #: merges), ``compact_failures``; empty when the store is off
     store: dict[str, Any] = {}
     #: the joined host it runs on (``feedd.<backend>@<host>``), ``None`` on
     #: the registry's host (docs/multihost.md, "Services on a chosen host")

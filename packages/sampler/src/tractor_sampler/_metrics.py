@@ -198,6 +198,10 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
             ('bars', 'Closed bars written to the bar store.'),
             ('writes', 'Writes to the bar store.'),
             ('failures', 'Failed writes to the bar store (retried).'),
+            ('rewrites', 'Stored bars written again, corrected by late trades.'),
+            ('compacted', 'Bar store files merged away by compaction.'),
+            ('merged_files', 'Bar store files written by compaction.'),
+            ('compact_failures', 'Failed compactions of the bar store (retried).'),
         )
     }
     subs_seen: set[tuple] = set()
