@@ -21,7 +21,8 @@ PUBLIC = sorted(
     get_backends get_feed_daemon get_sampler hookimpl introspect load_backends
     maybe_open_feedd maybe_open_samplerd open_market_feed open_sample_stream open_sampler
     open_shm_array prepend_history registered_plugin sample_and_broadcast spawn_samplerd
-    BarStore DataDirError ParquetStore StoreError data_dir open_store read_bars
+    BarStore DataDirError ParquetStore StoreError compact_store data_dir open_store
+    read_bars
     TickLog TickLogError TickRecord build_bars read_ticks
     stop_topic
 """.split()

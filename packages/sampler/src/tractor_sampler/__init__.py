@@ -67,6 +67,7 @@ from ._datadir import DataDirError as DataDirError, data_dir as data_dir
 from ._store import BarStore as BarStore, ParquetStore as ParquetStore
 from ._store import StoreError as StoreError, open_store as open_store
 from ._export import read_bars as read_bars
+from ._store import compact as compact_store  # noqa: F401  (its public name)
 
 # the tick log: recorded quotes (docs/storage.md), bars rebuilt from them offline
 from ._ticklog import TickLog as TickLog, TickRecord as TickRecord

@@ -82,7 +82,13 @@ def tractor_sampler_register_stores(register: Callable[..., None]) -> None:
     object with the :class:`tractor_sampler._store.BarStore` methods
     (``write(backend, topic, period_s, bars)`` and ``read(backend, topic,
     period_s, start=None, end=None, last=None)``, both blocking: the feed
-    daemon calls them in a worker thread).  The built-in ``'parquet'`` store
-    is registered through this hook too; ``$TRACTOR_SAMPLER_STORE`` picks
-    one (``none``: no store).  See ``docs/storage.md``.
+    daemon calls them in a worker thread).  A time may be written more than
+    once (a late trade corrected a stored bar, written again): it resolves
+    to its latest write, the one ``read`` returns, each time once.  A store
+    may also have ``compact(backend, topic, period_s, *, now, max_small,
+    settle_s)`` (merging its small files; the feed daemon's writer calls it
+    after its flushes, in the same worker thread).  The built-in
+    ``'parquet'`` store is registered through this hook too;
+    ``$TRACTOR_SAMPLER_STORE`` picks one (``none``: no store).  See
+    ``docs/storage.md``.
     """
