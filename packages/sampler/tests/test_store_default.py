@@ -72,6 +72,28 @@ async def test_a_tree_started_from_the_library_stores_closed_bars_in_the_per_use
     assert not (user_home / 'home').exists()  # $XDG_DATA_HOME, not ~/.local
 
 
+async def test_a_stopping_tree_stores_the_closed_bars_its_flushes_had_not_written(
+    other_addr, user_home, monkeypatch
+):
+    """No periodic flush runs (an hour apart): the bars closed while the
+    tree ran reach the store when it stops, not never."""
+    pytest.importorskip('pyarrow', reason='the bar store needs the store extra')
+    from tractor_sampler import open_store
+
+    monkeypatch.setenv(FLUSH_ENV, '3600')
+    async with open_service_root(other_addr):
+        async with open_market_feed(['AAA'], buffers=BUFS, config=FAST) as feed:
+            await _closed_bars(feed, 3)
+            closed = feed.buffer('AAA', 1.0).array[:-1].copy()
+            store = open_store(user_home / 'xdg' / 'tractor-sampler')
+            assert len(store.read('sim', 'AAA', 1.0)) == 0  # nothing flushed yet
+    stored = store.read('sim', 'AAA', 1.0)
+    assert set(closed['time']) <= set(stored['time'])
+    got = stored[np.isin(stored['time'], closed['time'])]
+    for f in ('open', 'high', 'low', 'close', 'volume'):
+        assert np.array_equal(got[f], closed[f], equal_nan=True), f
+
+
 async def test_the_store_off_switch_keeps_a_library_tree_from_storing(
     other_addr, user_home, monkeypatch
 ):

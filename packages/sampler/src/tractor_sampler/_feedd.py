@@ -1708,8 +1708,16 @@ async def feedd(
                 )
                 await trio.sleep_forever()
             finally:
-                if _holder.daemon is not None:
-                    _holder.daemon.closing = True
+                daemon = _holder.daemon
+                if daemon is not None:
+                    daemon.closing = True
+                    if daemon.store_writer is not None:
+                        # the last closed bars of every topic, before the
+                        # topics' tasks end (each takes itself out of
+                        # daemon.topics, so the writer's own flush on
+                        # cancel could find none left)
+                        with trio.CancelScope(shield=True), trio.move_on_after(30):
+                            await daemon.store_writer.flush(dict(daemon.topics))
                 _holder.daemon = None
                 _holder.ready = trio.Event()
                 tn.cancel_scope.cancel()
