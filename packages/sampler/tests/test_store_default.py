@@ -104,6 +104,25 @@ async def test_the_store_off_switch_keeps_a_library_tree_from_storing(
     assert not (user_home / 'xdg').exists()
 
 
+async def test_open_market_feed_data_dir_chooses_the_spawned_daemons_store(
+    other_addr, user_home, tmp_path
+):
+    pytest.importorskip('pyarrow', reason='the bar store needs the store extra')
+    with pytest.raises(ValueError, match='data_dir=3 must be'):
+        async with open_market_feed(['AAA'], data_dir=3, registry_addr=other_addr):
+            pass
+    async with open_service_root(other_addr):
+        async with open_market_feed(
+            ['AAA'], buffers=BUFS, config=FAST, data_dir=tmp_path / 'mine'
+        ) as feed:
+            assert (await feed.info()).store['root'] == str(tmp_path / 'mine')
+    async with open_service_root(other_addr):
+        async with open_market_feed(
+            ['AAA'], buffers=BUFS, config=FAST, data_dir=False
+        ) as feed:
+            assert (await feed.info()).store == {}
+
+
 def test_a_feed_daemons_data_dir_setting_is_checked_and_false_turns_the_store_off(
     tmp_path, user_home
 ):

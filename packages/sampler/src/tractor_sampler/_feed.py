@@ -9,6 +9,7 @@ another program.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager as acm
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tractor_services._heartbeat import forced as heartbeats_forced
 from tractor_services._heartbeat import heartbeat_interval
 
 from ._client import SAMPLERD, maybe_open_samplerd
+from ._datadir import check_store_setting
 from ._feedd import attach_feed, check_buffers, check_topics, feedd, feedd_name
 from ._info import FeedInfo
 from ._introspect import query_feed
@@ -117,6 +119,7 @@ async def maybe_open_feedd(
     linger: float | None = None,
     stale_after: float | None = None,
     daemon_restart: RestartPolicy | None = None,
+    data_dir: str | os.PathLike[str] | bool | None = None,
 ) -> AsyncIterator[Any]:
     """A portal to ``backend``'s feed daemon, spawned through the root's
     service manager if it is not running (then with ``buffers``, the quote
@@ -129,11 +132,16 @@ async def maybe_open_feedd(
     topic without clients keeps running, and without quotes is ``up``
     (defaults 30 s; see docs/sampler.md, "Lingering, stop and stale").
     ``daemon_restart``: how the root's manager restarts the daemon's
-    process (default :data:`FEEDD_POLICY`; ``samplerd run --config``)."""
+    process (default :data:`FEEDD_POLICY`; ``samplerd run --config``).
+    ``data_dir``: the bar store's data directory (default: the data
+    directory rule of docs/storage.md; ``False``: no bar store)."""
     kwargs: dict[str, Any] = {
         'backend': backend,
         **_lifecycle_kwargs(linger, stale_after),
     }
+    data_dir = check_store_setting(data_dir)
+    if data_dir is not None:
+        kwargs['data_dir'] = data_dir
     if group_members is not None:
         kwargs['group_members'] = check_group_members(group_members)
     if buffers is not None:
@@ -262,6 +270,7 @@ async def open_market_feed(
     feed_host: str | None = None,
     linger: float | None = None,
     stale_after: float | None = None,
+    data_dir: str | os.PathLike[str] | bool | None = None,
 ) -> AsyncIterator[MarketFeed]:
     """Stream ``topics`` (symbols) of ``backend`` (default ``'sim'``): find
     or spawn its feed daemon (see :func:`maybe_open_feedd` for ``buffers``,
@@ -301,9 +310,13 @@ async def open_market_feed(
     topic whose last client left stops after ``linger``; one without a
     quote for ``stale_after`` is reported ``stale``.  When every topic of
     this feed ends (``samplerd stop``, :func:`~tractor_sampler.stop_topic`)
-    its quote iteration ends; ``feed.status`` said why."""
+    its quote iteration ends; ``feed.status`` said why.
+
+    ``data_dir`` (for a daemon spawned here): its bar store's data
+    directory; ``False``: no bar store (default: see docs/storage.md)."""
     names = check_topics(topics)
     _lifecycle_kwargs(linger, stale_after)  # refused before a root boots
+    data_dir = check_store_setting(data_dir)
     config = _with_record(config, record)
     if buffers is not None:
         buffers_msg(buffers)  # a bad one is refused before a root boots
@@ -327,6 +340,7 @@ async def open_market_feed(
                 host=feed_host,
                 linger=linger,
                 stale_after=stale_after,
+                data_dir=data_dir,
             ) as portal,
         ):
             # a feed daemon on another host: heartbeats on the status stream
