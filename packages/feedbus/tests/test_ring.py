@@ -289,7 +289,7 @@ async def test_a_sigkilled_producers_ring_reader_gets_a_clear_error(reg_addr):
             names = []
             with trio.fail_after(30):
                 with pytest.raises(SubscriptionDropped, match='ring') as info:
-                    async with open_feed(portal, ['a']) as feed:
+                    async with open_feed(portal, ['a'], watch_producer=False) as feed:
                         assert feed.ring
                         await feed.receive()
                         names = rings()
