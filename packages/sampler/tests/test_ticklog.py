@@ -217,7 +217,9 @@ def test_reopening_after_a_segment_begun_without_records_goes_on_from_the_last_r
         for i in range(1, 31):
             w.append(i, 1.7e9 + i * 1e-3, *_rec(i))
         w.flush()
-        w._new_segment(1.7e9 + 1)  # killed right after writing the new header
+        # killed right after writing the new segment's header
+        w._begin_segment(1.7e9 + 1)
+        w._write(w._head())
     w = TickLog.open('AAA', directory=tmp_path)
     assert w.last_seq == 30
     w.append(31, 1.7e9 + 31e-3, *_rec(31))

@@ -537,6 +537,7 @@ def _render_ls(report: TreeInfo) -> str:
             )
             lines.append(f'  {qualify(FEEDD_PREFIX + f.backend, f.host)}  ({src})')
             lines += _store_lines(f.store)
+            lines += _ticklog_lines(f.topics)
             rows = []
             for name, t in f.topics.items():
                 up = max(1e-9, f.time - t.started_at)
@@ -1027,6 +1028,30 @@ def _store_lines(store: dict[str, Any]) -> list[str]:
         f'{store.get("compact_failures", 0)} failed compactions (retried)'
     )
     return [line, more]
+
+
+def _ticklog_lines(topics: dict[str, Any]) -> list[str]:
+    """``samplerd ls``: the tick log of each recorded topic and its failures."""
+    lines = []
+    now = time.time()
+    for name, t in topics.items():
+        tl = t.ticklog
+        if not tl:
+            continue
+        line = (
+            f'    tick log of {name}: {tl.get("records", 0)} quotes written to '
+            f'{tl.get("path")}, {tl.get("dropped", 0)} dropped, '
+            f'{tl.get("failures", 0)} failed writes (retried)'
+        )
+        if tl.get('failing_since') is not None:
+            line += (
+                f'; FAILING for {_ago(tl["failing_since"], now) or "0s"}, '
+                f'{tl.get("pending", 0)} quotes held: {tl.get("last_error")}'
+            )
+        elif tl.get('last_error'):
+            line += f'; last: {tl["last_error"]}'
+        lines.append(line)
+    return lines
 
 
 def _add_data_dir(run: argparse.ArgumentParser) -> None:

@@ -1553,6 +1553,7 @@ class FeedDaemon:
                     for p, shm in t.shms.items()
                 },
                 subscribers=sorted(subs, key=lambda s: -s.delivered),
+                ticklog=_ticklog_info(self.bus.get_subs(name)),
             )
         return FeedInfo(
             backend=b.name,
@@ -1762,6 +1763,13 @@ def _sub_peer(sub: Any) -> str:
     cid = str(getattr(ctx, 'cid', '') or '')
     name = uid[0] if uid else '?'
     return f'{name}/{cid[:8]}' if cid else name
+
+
+def _ticklog_info(subs: Any) -> dict[str, Any]:
+    """A topic's tick log for :class:`TopicInfo` (empty: not recorded)."""
+    from ._ticklog import recorder_info
+
+    return recorder_info(subs)
 
 
 def _store_info(w: StoreWriter | None) -> dict[str, Any]:

@@ -98,6 +98,11 @@ class TopicInfo(_Info, frozen=True, kw_only=True):
     filled_bars: int = 0  # rows appended for boundaries samplerd missed
     buffers: dict[float, BufferInfo] = {}
     subscribers: list[SubscriberInfo] = []  # most delivered first
+    #: its tick log, when recorded (docs/storage.md, "Tick log"): ``path``,
+    #: ``records`` written, ``pending``, ``dropped``, ``failures`` (failed
+    #: writes, retried), ``failing_since`` (wall time, ``None`` when writes
+    #: succeed) and ``last_error``
+    ticklog: dict[str, Any] = {}
 
 
 class FeedInfo(_Info, frozen=True, kw_only=True):

@@ -191,6 +191,11 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
         'Quotes the tick recorder dropped (it fell behind).',
         topic_l,
     )
+    tl_failures = counter(
+        'samplerd_ticklog_failures',
+        'Failed writes of the tick log (retried; the feed runs on).',
+        topic_l,
+    )
     store_l = ('backend', 'host')
     store_counters = {
         attr: counter(f'samplerd_store_{attr}', doc, store_l)
@@ -232,6 +237,7 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
                     for fam, v, attr in (
                         (tl_records, s.delivered, 'records'),
                         (tl_dropped, s.dropped, 'dropped'),
+                        (tl_failures, t.ticklog.get('failures', 0), 'failures'),
                     ):
                         fam.add_metric(lv, mono.value(('tl', attr, *lv), epoch, v))
                     continue

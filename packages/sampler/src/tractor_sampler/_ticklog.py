@@ -73,6 +73,9 @@ FLUSH_S = 1.0
 FLUSH_BYTES = 1 << 20
 #: quotes the recorder's outbox holds before the oldest is dropped (counted)
 RECORDER_OUTBOX = 65_536
+#: a failing write is retried after the flush interval, then twice as long
+#: each time, up to this (seconds)
+RETRY_MAX_S = 30.0
 VERSION = 1
 #: set (to anything but ``0``) in a root started with ``samplerd run
 #: --record``: its feed daemons record every topic
@@ -86,6 +89,18 @@ _dec = msgspec.msgpack.Decoder()
 class TickLogError(ValueError):
     """A tick log cannot be read or written: the message names the file and
     the problem."""
+
+
+class _Head(bytes):
+    """A segment's magic and header record, queued before its records."""
+
+
+@dataclass(frozen=True)
+class _NewSegment:
+    """In a writer's queue: a new segment begins here (``t``: its first
+    record's time, whose UTC day names it)."""
+
+    t: float
 
 
 @dataclass(frozen=True)
@@ -213,15 +228,28 @@ class TickLog:
         self.fsync = fsync
         self._fd: int | None = None
         self._path: Path | None = None
+        #: the current segment: its whole records end at ``_size``
         self._size = 0
         self._day = ''
-        self._buf: list[bytes] = []
+        #: a write failed part-way: bytes after ``_size`` to cut first
+        self._torn = False
+        #: queued: records, a segment's head first (:class:`_Head`), and
+        #: where a new segment begins (:class:`_NewSegment`)
+        self._buf: list[bytes | _NewSegment] = []
+        #: where the next record goes once the queue is written: the
+        #: segment's day and size
+        self._next_day = ''
+        self._next_size = 0
         self.pending_bytes = 0
+        #: records queued, not yet written
+        self.pending_records = 0
         #: the last sequence number written (0: none)
         self.last_seq = 0
         self.last_time = -math.inf
-        #: records appended / bytes flushed by this writer; bytes cut on reopen
+        #: records appended / written / bytes written by this writer; bytes
+        #: cut on reopen
         self.records = 0
+        self.written = 0
         self.bytes = 0
         self.cut_bytes = 0
         #: quotes whose sequence number went back (a restarted bus): a new
@@ -253,6 +281,7 @@ class TickLog:
             ) from None
         self = cls(d, topic, backend=backend, **kw)
         self._recover()
+        self._next_day, self._next_size = self._day, self._size
         return self
 
     def _recover(self) -> None:
@@ -294,7 +323,26 @@ class TickLog:
         self._path, self._size = path, good
         self._day = path.name.split('-', 1)[0]
 
-    def _new_segment(self, t: float) -> None:
+    def _head(self) -> _Head:
+        """A new segment's first bytes: the magic and the header record."""
+        return _Head(
+            MAGIC
+            + frame(
+                _enc.encode(
+                    {
+                        'topic': self.topic,
+                        'backend': self.backend,
+                        'volume': self.volume,
+                        'created': time.time(),
+                        'version': VERSION,
+                    }
+                )
+            )
+        )
+
+    def _begin_segment(self, t: float) -> None:
+        """Close the current segment and create the next (empty: its head
+        is written with its first records)."""
         self._close_fd()
         day = _day(t)
         n = 0
@@ -307,20 +355,9 @@ class TickLog:
             elif d > day:  # the clock went back: keep the files in order
                 day, n = d, int(num) + 1
         path = self.dir / f'{day}-{n:04d}{SUFFIX}'
-        head = MAGIC + frame(
-            _enc.encode(
-                {
-                    'topic': self.topic,
-                    'backend': self.backend,
-                    'volume': self.volume,
-                    'created': time.time(),
-                    'version': VERSION,
-                }
-            )
-        )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        os.write(fd, head)
-        self._fd, self._path, self._size, self._day = fd, path, len(head), day
+        self._fd, self._path, self._size, self._day = fd, path, 0, day
+        self._torn = False
 
     def _ensure_fd(self) -> None:
         if self._fd is None and self._path is not None:
@@ -340,43 +377,85 @@ class TickLog:
         if seq <= self.last_seq:
             self.restarts += 1
         rec = frame(_payload(t, quote))
+        day = _day(t)
         if (
-            self._path is None
-            or _day(t) > self._day
-            or self._size + self.pending_bytes + len(rec) > self.segment_bytes
+            not self._next_day
+            or day > self._next_day
+            or self._next_size + len(rec) > self.segment_bytes
         ):
-            self.flush()
-            self._new_segment(t)
+            head = self._head()
+            self._buf += (_NewSegment(t), head)
+            self._next_day = max(day, self._next_day)  # a clock gone back: in order
+            self._next_size = len(head)
+            self.pending_bytes += len(head)
         self._buf.append(rec)
+        self._next_size += len(rec)
         self.pending_bytes += len(rec)
+        self.pending_records += 1
         self.last_seq, self.last_time = seq, t
         self.records += 1
 
     def flush(self) -> int:
-        """Write what is queued; returns the bytes written."""
-        if not self._buf:
-            return 0
+        """Write what is queued, segment by segment; returns the bytes
+        written.  A write that fails (``OSError``: a full disk, EIO, a
+        directory gone) raises with nothing lost or torn: what it had not
+        written stays queued, and the next flush first cuts the segment
+        back to its last whole record, then writes it again (so a retried
+        log holds every record once, in sequence)."""
+        done = 0
+        buf = self._buf
+        while buf:
+            first = buf[0]
+            if isinstance(first, _NewSegment):
+                self._begin_segment(first.t)
+                del buf[0]
+            # the run of records (after the head) up to the next segment
+            end = next(
+                (i for i, x in enumerate(buf) if isinstance(x, _NewSegment)), len(buf)
+            )
+            data = b''.join(buf[:end])  # type: ignore[arg-type]
+            self._write(data)
+            recs = end - isinstance(buf[0], _Head)
+            del buf[:end]
+            self.pending_bytes -= len(data)
+            self.pending_records -= recs
+            self.written += recs
+            self.bytes += len(data)
+            done += len(data)
+        return done
+
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` to the current segment whole, or raise leaving
+        the segment to cut back to ``_size`` (``_torn``)."""
         self._ensure_fd()
-        assert self._fd is not None
-        data = b''.join(self._buf)
-        self._buf.clear()
-        self.pending_bytes = 0
+        fd = self._fd
+        assert fd is not None
+        if self._torn:  # a failed write may have left part of a batch
+            os.ftruncate(fd, self._size)
+        self._torn = True
         view = memoryview(data)
         while view:
-            n = os.write(self._fd, view)
+            n = os.write(fd, view)
             view = view[n:]
         if self.fsync:
-            os.fsync(self._fd)
+            os.fsync(fd)
+        self._torn = False
         self._size += len(data)
-        self.bytes += len(data)
-        return len(data)
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            if self._torn:  # best effort: leave only whole records
+                try:
+                    os.ftruncate(fd, self._size)
+                    self._torn = False
+                except OSError:
+                    pass  # a torn tail: cut when the log is opened again
+            os.close(fd)
 
     def close(self) -> None:
+        """Flush and close.  A flush that fails raises (``OSError``) after
+        the file is closed: :attr:`pending_records` were not written."""
         try:
             self.flush()
         finally:
@@ -476,12 +555,94 @@ class _Seq(msgspec.Struct):
     seq: int
 
 
+@dataclass
+class _Recorder:
+    """A recorder's log and its write failures (what ``samplerd ls``
+    shows, see :func:`recorder_info`)."""
+
+    log: TickLog
+    #: failed flushes (each retried)
+    failures: int = 0
+    #: the wall time writes began to fail (``None``: they do not now)
+    failing_since: float | None = None
+    last_error: str | None = None
+    #: the subscriber's ``dropped`` when writes began to fail
+    dropped_before: int = 0
+    #: failed flushes in a row: the next retry waits 2**n flush intervals
+    in_a_row: int = 0
+    #: the log's ``written`` when the recorder began
+    written0: int = 0
+
+
 class _NoIPC:
     """The recorder's stand-in for a subscriber's stream (it reads its
-    outbox in process; nothing is sent anywhere)."""
+    outbox in process; nothing is sent anywhere).  ``recorder``: its log
+    and counters."""
+
+    def __init__(self, recorder: _Recorder | None = None) -> None:
+        self.recorder = recorder
 
     async def send(self, msg: Any) -> None:  # pragma: no cover
         raise RuntimeError('the tick recorder has no IPC stream')
+
+
+def recorder_info(subs: Any) -> dict[str, Any]:
+    """The tick log of a topic whose subscribers are ``subs`` (a feed
+    bus's), for :class:`~tractor_sampler.TopicInfo`: ``path`` (the segment
+    written), ``records`` written, ``pending`` (queued in memory),
+    ``dropped`` (quotes that will never be in the log: the recorder fell
+    behind, or its writes failed for longer than its outbox holds),
+    ``failures`` (failed writes, retried), ``failing_since`` (wall time;
+    ``None`` when writes succeed) and ``last_error``; empty when the topic
+    is not recorded."""
+    for sub in subs:
+        rec = getattr(sub.ipc, 'recorder', None)
+        if isinstance(sub.ipc, _NoIPC) and rec is not None:
+            log = rec.log
+            return {
+                'path': str(log._path or log.dir),
+                'records': log.written - rec.written0,
+                'pending': log.pending_records,
+                'dropped': sub.stats.dropped,
+                'failures': rec.failures,
+                'failing_since': rec.failing_since,
+                'last_error': rec.last_error,
+            }
+    return {}
+
+
+def _flush(rec: _Recorder, topic: str, stats: Any) -> bool:
+    """Flush ``rec``'s log: ``False`` when the write failed (counted, said
+    once per run of failures, naming the file and the error; said again
+    when writes succeed once more)."""
+    log_ = rec.log
+    try:
+        log_.flush()
+    except OSError as err:
+        rec.failures += 1
+        rec.in_a_row += 1
+        where = log_._path or log_.dir
+        rec.last_error = f'{where}: {err.strerror or err}'
+        if rec.failing_since is None:
+            rec.failing_since = time.time()
+            rec.dropped_before = stats.dropped
+            log.error(
+                f'{where}: the tick log of {topic} cannot be written '
+                f'({err.strerror or err}): retrying with backoff; the feed runs on, '
+                f'quotes are held in memory (up to {RECORDER_OUTBOX}, then new ones '
+                'dropped, counted in samplerd ls)'
+            )
+        return False
+    if rec.failing_since is not None:
+        lost = stats.dropped - rec.dropped_before
+        log.warning(
+            f'{log_._path or log_.dir}: the tick log of {topic} is written again '
+            f'after {rec.in_a_row} failed writes over '
+            f'{time.time() - rec.failing_since:.0f} s; {lost} quotes dropped meanwhile'
+        )
+        rec.failing_since = None
+    rec.in_a_row = 0
+    return True
 
 
 async def run_recorder(
@@ -490,6 +651,7 @@ async def run_recorder(
     ticklog: TickLog,
     *,
     flush_s: float = FLUSH_S,
+    retry_max_s: float = RETRY_MAX_S,
     alive: Any = None,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -497,13 +659,24 @@ async def run_recorder(
     until cancelled (or until ``alive()`` turns false, checked every flush
     interval); flushes at least every ``flush_s`` seconds and on the way
     out, then closes the log.  ``task_status.started(sub)``: the
-    subscriber (its ``stats`` count what the outbox dropped)."""
+    subscriber (its ``stats``: ``delivered``, quotes handed to the log,
+    and ``dropped``; :func:`recorder_info` has the records written and the
+    failures).
+
+    A write that fails (a full disk, EIO) ends nothing: it is counted,
+    said once in one line, and retried after ``flush_s``, then twice as
+    long each time up to ``retry_max_s``; meanwhile quotes are still
+    taken (each stamped as it arrives) and held in memory, up to
+    :data:`RECORDER_OUTBOX` records; beyond that the new ones are dropped
+    and counted (one gap in the log).  What was held is written, whole and
+    in sequence, once the file system writes again."""
     from feedbus import Sub, SubStats
     from tractor_services import DropOldestQueue
 
     stats = SubStats()
+    rec = _Recorder(ticklog, written0=ticklog.written)
     sub = Sub(
-        ipc=_NoIPC(),  # type: ignore[arg-type]
+        ipc=_NoIPC(rec),  # type: ignore[arg-type]
         send_chan=DropOldestQueue(RECORDER_OUTBOX, stats),
         throttle_cs=trio.CancelScope(),
         stats=stats,
@@ -511,6 +684,21 @@ async def run_recorder(
     outbox = sub.send_chan
     # only the sequence number is read out of the bus's encoded quote
     seq_of = msgspec.msgpack.Decoder(_Seq).decode
+
+    def take() -> None:
+        now_t = time.time()
+        room = RECORDER_OUTBOX - ticklog.pending_records
+        for item in outbox.take_all():
+            if room <= 0:  # writes fail and this many wait: the new ones go
+                stats.dropped += 1
+                continue
+            room -= 1
+            if isinstance(item, (bytes, bytearray)):  # the bus's encoded quote
+                ticklog.append_encoded(seq_of(item).seq, now_t, bytes(item))
+            else:  # a Quote struct
+                ticklog.append(item.seq, now_t, item.fields, item.ticks)
+            stats.delivered += 1
+
     bus.add_subs(topic, {sub})
     reported = 0
     try:
@@ -519,18 +707,20 @@ async def run_recorder(
         while True:
             with trio.move_on_at(next_flush):
                 await outbox.wait_nonempty()
-            now_t = time.time()
-            for item in outbox.take_all():
-                if isinstance(item, (bytes, bytearray)):  # the bus's encoded quote
-                    ticklog.append_encoded(seq_of(item).seq, now_t, bytes(item))
-                else:  # a Quote struct
-                    ticklog.append(item.seq, now_t, item.fields, item.ticks)
-                stats.delivered += 1
+            take()  # stamped as they arrive, failing or not
             now = trio.current_time()
-            if now >= next_flush or ticklog.pending_bytes >= FLUSH_BYTES:
-                ticklog.flush()
-                next_flush = now + flush_s
-                if stats.dropped != reported:
+            was_failing = rec.failing_since is not None
+            if now >= next_flush or (
+                not was_failing and ticklog.pending_bytes >= FLUSH_BYTES
+            ):
+                if _flush(rec, topic, stats):
+                    next_flush = now + flush_s
+                    if was_failing:  # its drops were said with the recovery
+                        reported = stats.dropped
+                else:
+                    wait = flush_s * 2.0 ** min(rec.in_a_row - 1, 30)
+                    next_flush = now + min(wait, max(retry_max_s, flush_s))
+                if stats.dropped != reported and rec.failing_since is None:
                     log.warning(
                         f'{topic}: the tick recorder fell behind: {stats.dropped - reported} '
                         f'quotes dropped ({stats.dropped} in all)'
@@ -540,5 +730,15 @@ async def run_recorder(
                     return
     finally:
         bus.remove_subs(topic, (sub,))
+        take()  # what is still queued goes in the log too
         outbox.close()
-        ticklog.close()
+        try:
+            ticklog.close()
+        except OSError as err:
+            stats.dropped += ticklog.pending_records
+            rec.failures += 1
+            log.error(
+                f'{ticklog._path or ticklog.dir}: the tick log of {topic} ends '
+                f'with {ticklog.pending_records} quotes not written '
+                f'({err.strerror or err})'
+            )
