@@ -327,3 +327,37 @@ async def test_a_full_disk_leaves_the_feed_daemon_serving_ls_shows_it_and_it_rec
     seqs = [r.seq for r in read_ticks('AAA', data_dir=small_disk)]
     assert len(seqs) > 200
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_the_metrics_export_the_tick_logs_failed_writes():
+    pytest.importorskip(
+        'prometheus_client', reason='needs the metrics extra (prometheus-client)'
+    )
+    import msgspec
+
+    from tractor_sampler._info import TreeInfo
+    from tractor_sampler._metrics import Monotonic, families
+
+    topic = {
+        'state': 'up',
+        'subscribers': [{'delivered': 90, 'dropped': 7, 'peer': 'ticklog'}],
+        'ticklog': {'records': 80, 'dropped': 7, 'failures': 3},
+    }
+    tree = msgspec.convert(
+        {
+            'registry': '127.0.0.1:1',
+            'feeds': [
+                {'backend': 'sim', 'pid': 1, 'time': 0.0, 'topics': {'AAA': topic}}
+            ],
+        },
+        TreeInfo,
+    )
+    got = {
+        s.name: s.value
+        for f in families(tree, Monotonic())
+        for s in f.samples
+        if s.name.startswith('samplerd_ticklog_')
+    }
+    assert got['samplerd_ticklog_failures_total'] == 3
+    assert got['samplerd_ticklog_dropped_total'] == 7
+    assert got['samplerd_ticklog_records_total'] == 80  # written, not handed over

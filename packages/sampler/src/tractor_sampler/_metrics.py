@@ -235,7 +235,9 @@ def families(tree: TreeInfo, mono: Monotonic) -> list[Any]:
             for s in t.subscribers:
                 if s.peer == TICKLOG_PEER:
                     for fam, v, attr in (
-                        (tl_records, s.delivered, 'records'),
+                        # written (delivered: handed to the log, some
+                        # maybe still queued)
+                        (tl_records, t.ticklog.get('records', s.delivered), 'records'),
                         (tl_dropped, s.dropped, 'dropped'),
                         (tl_failures, t.ticklog.get('failures', 0), 'failures'),
                     ):
