@@ -38,6 +38,7 @@ segment (a writer may be writing it); anywhere else a bad record is a
 
 from __future__ import annotations
 
+import calendar
 import collections
 import math
 import os
@@ -133,6 +134,13 @@ def frame(payload: bytes) -> bytes:
 
 def _day(t: float) -> str:
     return time.strftime('%Y%m%d', time.gmtime(t))
+
+
+def _day_end(day: str) -> float:
+    """When the UTC day ``day`` (``YYYYMMDD``) ends (``-inf``: no day)."""
+    if not day:
+        return -math.inf
+    return calendar.timegm(time.strptime(day, '%Y%m%d')) + 86_400.0
 
 
 def segments(directory: Path) -> list[Path]:
@@ -236,10 +244,14 @@ class TickLog:
         #: queued: records, a segment's head first (:class:`_Head`), and
         #: where a new segment begins (:class:`_NewSegment`)
         self._buf: list[bytes | _NewSegment] = []
+        self._new_segments = 0  # _NewSegment items queued
         #: where the next record goes once the queue is written: the
         #: segment's day and size
         self._next_day = ''
         self._next_size = 0
+        #: when ``_next_day`` ends (epoch seconds): a record at or after it
+        #: may begin a new segment (its day is computed only then)
+        self._day_end = -math.inf
         self.pending_bytes = 0
         #: records queued, not yet written
         self.pending_records = 0
@@ -282,6 +294,7 @@ class TickLog:
         self = cls(d, topic, backend=backend, **kw)
         self._recover()
         self._next_day, self._next_size = self._day, self._size
+        self._day_end = _day_end(self._next_day)
         return self
 
     def _recover(self) -> None:
@@ -377,17 +390,21 @@ class TickLog:
         if seq <= self.last_seq:
             self.restarts += 1
         rec = frame(_payload(t, quote))
-        day = _day(t)
-        if (
-            not self._next_day
-            or day > self._next_day
-            or self._next_size + len(rec) > self.segment_bytes
-        ):
-            head = self._head()
-            self._buf += (_NewSegment(t), head)
-            self._next_day = max(day, self._next_day)  # a clock gone back: in order
-            self._next_size = len(head)
-            self.pending_bytes += len(head)
+        if t >= self._day_end or self._next_size + len(rec) > self.segment_bytes:
+            day = _day(t)
+            if (
+                not self._next_day
+                or day > self._next_day
+                or self._next_size + len(rec) > self.segment_bytes
+            ):
+                head = self._head()
+                self._buf += (_NewSegment(t), head)
+                self._new_segments += 1
+                # a clock gone back: the files stay in order
+                self._next_day = max(day, self._next_day)
+                self._next_size = len(head)
+                self.pending_bytes += len(head)
+                self._day_end = _day_end(self._next_day)
         self._buf.append(rec)
         self._next_size += len(rec)
         self.pending_bytes += len(rec)
@@ -409,10 +426,11 @@ class TickLog:
             if isinstance(first, _NewSegment):
                 self._begin_segment(first.t)
                 del buf[0]
+                self._new_segments -= 1
             # the run of records (after the head) up to the next segment
-            end = next(
-                (i for i, x in enumerate(buf) if isinstance(x, _NewSegment)), len(buf)
-            )
+            end = len(buf)
+            if self._new_segments:
+                end = next(i for i, x in enumerate(buf) if isinstance(x, _NewSegment))
             data = b''.join(buf[:end])  # type: ignore[arg-type]
             self._write(data)
             recs = end - isinstance(buf[0], _Head)
