@@ -160,8 +160,14 @@ _PORT = re.compile(
 
 
 def _busy_ports(page: Path) -> list[int]:
+    """The fixed ports the page's commands name that something listens on
+    (the commands only: an output shown in a ``text`` block may name a port
+    a past run happened to get)."""
+    commands = '\n'.join(
+        c.cmd for b in parse_page(page) for c in b.commands if not c.host
+    )
     busy = []
-    for port in sorted({int(p) for p in _PORT.findall(page.read_text())}):
+    for port in sorted({int(p) for p in _PORT.findall(commands)}):
         with socket.socket() as s:
             try:
                 s.bind(('127.0.0.1', port))
