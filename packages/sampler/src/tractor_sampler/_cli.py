@@ -233,18 +233,33 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
     """A scope that SIGINT (Ctrl-C) or SIGTERM cancels: the block ends and
     everything under it is torn down in order.  Enter it *inside* the root
     actor: the runtime's own teardown must not run in a cancelled scope
-    (it would time out talking to its children, then kill them)."""
+    (it would time out talking to its children, then kill them).
+
+    A stop signal repeated while the block ends is absorbed; once the block
+    has ended because of one, SIGINT and SIGTERM stay ignored for the rest
+    of the process (the root's own teardown and the interpreter's exit
+    follow): a Ctrl-C pressed again there would otherwise cut the root's
+    teardown short with ``KeyboardInterrupt``, or, once Python has reset
+    its handlers on the way out, kill the process by SIGINT instead of
+    exit status 0."""
+    stops = (signal.SIGINT, signal.SIGTERM)
     with trio.CancelScope() as cs:
-        async with trio.open_nursery() as tn:
-            await tn.start(
-                cancel_on_signals,
-                cs,
-                (signal.SIGINT, signal.SIGTERM),
-            )
-            try:
-                yield cs
-            finally:
-                tn.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as tn:
+                await tn.start(cancel_on_signals, cs, stops)
+                try:
+                    yield cs
+                finally:
+                    tn.cancel_scope.cancel()
+        finally:
+            if cs.cancel_called:  # stopped by a signal: we are on the way out
+                _ignore_stop_signals()
+
+
+def _ignore_stop_signals() -> None:
+    """SIGINT and SIGTERM ignored from now on (the process is stopping)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 # --- run ----------------------------------------------------------------------
@@ -1439,7 +1454,14 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """The ``samplerd`` console script; returns the exit status."""
+    """The ``samplerd`` console script; returns the exit status.
+
+    Called without ``argv`` it is the process's own command (the console
+    script, ``python -m tractor_sampler``): once the command has run,
+    SIGINT and SIGTERM are ignored until the process exits, so a Ctrl-C
+    landing while the interpreter shuts down (when Python has put SIGINT
+    back to its default action) cannot turn a clean stop into a death by
+    SIGINT.  A caller passing ``argv`` keeps its own signal handlers."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     status = _apply_config_file(args, out)
@@ -1447,7 +1469,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return status
     cmd = COMMANDS[args.cmd or 'run']
     try:
-        trio.run(cmd, args, out)
+        try:
+            trio.run(cmd, args, out)
+        finally:
+            if argv is None:
+                _ignore_stop_signals()
         out.flush()
     except KeyboardInterrupt:
         return 0

@@ -58,17 +58,26 @@ async def cancel_on_signals(
 ) -> None:
     """Cancel ``cancel_scope`` (a daemon root's tree) when one of ``signals``
     arrives.  (*a5: a SIGTERMed root orphans its subactors*; a root that
-    cancels its tree on SIGTERM stops them in order.)"""
+    cancels its tree on SIGTERM stops them in order.)
+
+    The signals keep arriving here until this task is cancelled: a second
+    Ctrl-C (a user pressing it again while the tree stops, or a terminal
+    sending it to the whole process group) or SIGTERM is absorbed instead
+    of falling back to the default action (SIGTERM: the process dies at
+    once, orphaning children mid-teardown) or to trio's
+    ``KeyboardInterrupt``, which would cut the orderly teardown short."""
     from . import compat  # for tractor's log tree; compat imports this module
 
+    log = compat.get_logger('proc', 'tractor_services')
     with trio.open_signal_receiver(*signals) as received:
         task_status.started()
         async for signum in received:
-            compat.get_logger('proc', 'tractor_services').warning(
-                f'received {signal.Signals(signum).name}: tearing the tree down'
-            )
-            cancel_scope.cancel()
-            return
+            name = signal.Signals(signum).name
+            if not cancel_scope.cancel_called:
+                log.warning(f'received {name}: tearing the tree down')
+                cancel_scope.cancel()
+            else:
+                log.info(f'received {name} again: already stopping')
 
 
 def rss_bytes() -> int | None:
