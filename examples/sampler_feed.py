@@ -30,7 +30,10 @@ def bar_line(row) -> str:
 
 async def main(registry: str | None) -> None:
     async with maybe_open_service_root(registry):
-        async with open_market_feed(['AAA', 'BBB'], config={'tick_rate': 50}) as feed:
+        # no config: a topic that already runs (another client's, a
+        # `samplerd watch`) is shared as it runs; asking for a config of
+        # our own would be refused for it
+        async with open_market_feed(['AAA', 'BBB']) as feed:
             for topic in feed.topics:
                 shm = feed.buffer(topic, 60.0)
                 print(

@@ -115,6 +115,56 @@ def test_sampler_feed(free_addr):
     assert 'services: feedd.sim, samplerd' in out and out[-1] == 'done'
 
 
+def test_sampler_feed_shares_topics_already_running(free_addr):
+    """With a `samplerd run` serving and BBB already open with the default
+    config (a `samplerd watch` runs), the example attaches to
+    both topics as they run: nothing is refused, no traceback (it used to
+    ask for its own tick_rate, which the running BBB refused)."""
+    host, port = free_addr
+    script = Path(sys.executable).parent / 'samplerd'
+    root = subprocess.Popen(
+        [str(script), 'run', '--port', str(port), '--no-store'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert root.stdout is not None
+        ready = root.stdout.readline()  # blocks until the ready line (or exit)
+        assert ready.startswith('samplerd ready:'), ready
+        watch = subprocess.Popen(
+            [str(script), 'watch', 'BBB', '--port', str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert watch.stdout is not None
+            first = watch.stdout.readline()  # its first frame: BBB runs
+            assert first.startswith('BBB@sim'), first
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / 'examples' / 'sampler_feed.py'),
+                    '--registry',
+                    f'{host}:{port}',
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            watch.terminate()
+            assert watch.wait(timeout=60) == 0
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert 'Traceback' not in proc.stderr
+        assert proc.stdout.splitlines()[1].startswith('BBB: up, ')
+        assert proc.stdout.rstrip().endswith('done')
+    finally:
+        root.terminate()
+        assert root.wait(timeout=60) == 0
+
+
 def test_readme_main_job_is_the_samplerd_demo():
     """The README's first command after installing runs the demo, which the
     console script serves (the demo itself is tested in tractor-sampler's
