@@ -222,6 +222,32 @@ async def test_ls_backends_needs_no_daemon_and_lists_versions():
     assert (sim['name'], sim['version'], sim['dist']) == ('sim', __version__, 'builtin')
 
 
+async def test_ls_backends_shows_the_registry_address_given():
+    """`ls backends` asks no daemon: its registry line is the address the
+    other commands would use when one is given ($TRACTOR_REGISTRY_ADDR,
+    --port), and `-` when none is (it used to be `-` always)."""
+    env = {k: v for k, v in os.environ.items() if k != 'TRACTOR_REGISTRY_ADDR'}
+
+    async def first_line(*args: str, **extra: str) -> str:
+        with trio.fail_after(60):
+            res = await trio.run_process(
+                [*SAMPLERD, 'ls', 'backends', *args],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={**env, **extra},
+            )
+        assert res.returncode == 0, res.stderr.decode()
+        return res.stdout.decode().splitlines()[0]
+
+    assert await first_line() == 'registry -'
+    assert (
+        await first_line(TRACTOR_REGISTRY_ADDR='10.1.2.3:4567')
+        == 'registry 10.1.2.3:4567'
+    )
+    assert await first_line('--port', '7777') == 'registry 127.0.0.1:7777'
+
+
 @pytest.mark.parametrize(
     'args, message',
     [

@@ -698,10 +698,24 @@ def bars_and_clock_lines(report: TreeInfo) -> list[str]:
     return lines
 
 
+def _ls_backends_registry(args: argparse.Namespace) -> str:
+    """The ``registry`` line of ``ls backends`` (which asks no daemon): the
+    address the other commands would use when one is given (``--host``,
+    ``--port`` or ``$TRACTOR_REGISTRY_ADDR``), ``-`` when none is."""
+    from tractor_services._addr import REGISTRY_ENV
+
+    if args.host or args.port is not None or os.environ.get(REGISTRY_ENV):
+        host, port = registry_addr(args)
+        return f'{host}:{port}'
+    return '-'
+
+
 async def cmd_ls(args: argparse.Namespace, out: TextIO) -> None:
     parts = PARTS if args.what == 'all' else (args.what,)
     if args.what == 'backends':
-        report = TreeInfo(registry='-', backends=list_backends())
+        report = TreeInfo(
+            registry=_ls_backends_registry(args), backends=list_backends()
+        )
     else:
         addr = registry_addr(args)
         async with _client(args, addr, 'samplerd_ls'):
