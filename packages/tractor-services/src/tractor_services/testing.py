@@ -13,8 +13,11 @@ session in an environment that has it gets:
   a check that nothing it spawned is still alive.
 
 The process checks need ``psutil`` (the ``testing`` extra brings it, with
-pytest and pytest-trio); without it they are off, and the session's
-header says so.  ``-p no:tractor_services`` turns the plugin off.
+pytest and pytest-trio); without it they are off, said in one line after
+collection only when the collected tests use this plugin's fixtures (a
+session that merely has tractor-services installed, such as a backend
+plugin's tests with tractor-sampler's conformance kit, hears nothing of
+it).  ``-p no:tractor_services`` turns the plugin off.
 
 Other helpers: :func:`importable_by_subactors` (call it from a
 ``conftest.py`` for a folder of test endpoints), :func:`free_port`,
@@ -40,11 +43,23 @@ except ImportError:  # pragma: no cover - the `testing` extra brings it
 
 _NO_PSUTIL = (
     'tractor-services: psutil is not installed: no check for leaked child processes'
+    " (pip install 'tractor-services[testing]')"
 )
+#: the fixtures whose use says a session tests actor trees with this plugin
+_OURS = ('reg_addr', 'other_addr')
 
 
-def pytest_report_header(config: Any) -> str | None:
-    return _NO_PSUTIL if psutil is None else None
+def pytest_report_collectionfinish(config: Any, items: list[Any]) -> str | None:
+    """Without psutil, say once that the leak check is off, and only to a
+    session whose tests use this plugin's fixtures: it is the check they
+    would expect; other sessions did not ask for it."""
+    if psutil is not None:
+        return None
+    if any(
+        name in _OURS for item in items for name in getattr(item, 'fixturenames', ())
+    ):
+        return _NO_PSUTIL
+    return None
 
 
 def importable_by_subactors(path: str | os.PathLike) -> None:
