@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -297,7 +298,8 @@ class Terminal:
             'new-session', '-d', '-s', 'view', '-x', str(w), '-y', str(h),
             ' '.join(cmd),
         )  # fmt: skip
-        self.pid = int(self.tmux('display-message', '-p', '-t', 'view', '#{pane_pid}'))
+        pids = self.tmux('display-message', '-p', '-t', 'view', '#{pane_pid} #{pid}')
+        self.pid, self.server_pid = map(int, pids.split())
 
     def remember_family(self) -> None:
         try:
@@ -315,17 +317,38 @@ class Terminal:
         self.tmux('resize-window', '-t', 'view', '-x', str(width), '-y', str(height))
 
     def dead_status(self) -> int | None:
-        """The command's exit status once it ended, else None."""
-        dead, *status = self.tmux(
-            'display-message',
-            '-p',
-            '-t',
-            'view',
-            '#{pane_dead} #{pane_dead_status}',
-        ).split()
+        """The command's exit status once it ended (-1: ended by a signal),
+        else None.
+
+        tmux marks a pane dead when its pty closes, which a process ending
+        does before its parent can reap it, so a dead pane may have no
+        status yet.  And a tmux linked with libutempter (Debian's and
+        Ubuntu's) runs its utempter helper when the pty closes, with
+        SIGCHLD set to the default meanwhile: a command exiting in that
+        window is never reaped, its status never known (tmux issue #311),
+        and the pane's ``#{pane_dead_status}`` stays empty as if a signal
+        had ended it.  So while the command's process is still there (a
+        zombie tmux has not reaped), the status is not known yet: poke the
+        server with SIGCHLD so that it reaps the process, and answer None.
+        (tmux 3.3 has no ``#{pane_dead_signal}``: no status once the
+        process is reaped means a signal ended it.)"""
+        fmt = '#{pane_dead} #{pane_dead_status}'
+        dead, *status = self.tmux('display-message', '-p', '-t', 'view', fmt).split()
         if dead != '1':
             return None
-        return int(status[0]) if status else -1  # -1: ended by a signal
+        if status:
+            return int(status[0])
+        if self._not_reaped():
+            os.kill(self.server_pid, signal.SIGCHLD)
+            return None
+        _, *status = self.tmux('display-message', '-p', '-t', 'view', fmt).split()
+        return int(status[0]) if status else -1
+
+    def _not_reaped(self) -> bool:
+        try:
+            return psutil.Process(self.pid).ppid() == self.server_pid
+        except psutil.NoSuchProcess:
+            return False
 
     def kill(self) -> None:
         """Stop the command (Ctrl-C, so that it cleans up) if it still
