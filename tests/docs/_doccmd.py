@@ -249,3 +249,19 @@ def match_output(expected: list[str], actual: list[str]) -> bool:
         return res
 
     return go(0, 0)
+
+
+#: a fixed port in a command: ``--port 16160``, ``127.0.0.1:16160``, ...
+_PORT = re.compile(
+    r'(?:--port[ =]|--metrics-port[ =]|127\.0\.0\.1:|localhost:)(\d{4,5})\b'
+)
+
+
+def fixed_ports(page: Path) -> set[int]:
+    """The fixed ports the page's commands name (the commands only: an
+    output shown in a ``text`` block may name a port a past run happened to
+    get; commands on other hosts are not run here)."""
+    commands = '\n'.join(
+        c.cmd for b in parse_page(page) for c in b.commands if not c.host
+    )
+    return {int(p) for p in _PORT.findall(commands)}

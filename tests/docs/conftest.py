@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _doccmd import SKIPPED
+from _doccmd import SKIPPED, fixed_ports
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,6 +32,37 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path.name.startswith('test_') and not _asked_for(config):
         return True
     return None
+
+
+@pytest.fixture
+def no_leaked_children():
+    """The per-test checks of leftover child processes (tractor-services'
+    plugin's and tests/conftest.py's), off here: pages run at the same
+    time, so a process of this session belongs to whichever page started
+    it, not to the test running when it is seen (those checks would kill
+    another page's install).  Each page stops its own process groups
+    (background commands with SIGTERM, then SIGKILL of what is left), and
+    the plugin's check at the session's end still fails a run that left
+    anything alive."""
+    yield
+
+
+@pytest.fixture
+def nothing_left_behind():
+    """Off here, as :func:`no_leaked_children`."""
+    yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The pages with fixed ports first: they run one at a time in their
+    tests while the others run in a pool started by the first test (their
+    tests only wait for their results)."""
+    page_of = {
+        id(item): item.callspec.params['page']
+        for item in items
+        if getattr(item, 'originalname', '') == 'test_page'
+    }
+    items.sort(key=lambda it: id(it) in page_of and not fixed_ports(page_of[id(it)]))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -12,7 +12,9 @@ interpreter running this test (as ``python``/``python3``), ``uv`` and the
 system's ``/usr/bin:/bin``.  Only the uv and pip caches are shared (they
 make the installs quick).  The page's commands run in order in one shell
 state (``cd``, ``export`` and ``source`` carry over), starting in the copy's
-root.  Pages run one at a time; the fixed ports a page names must be free.
+root.  Pages whose commands name no fixed port run at the same time
+(``TRACTOR_DOCS_JOBS`` at most, default 3), the others one at a time beside
+them; the fixed ports a page names must be free.
 """
 
 from __future__ import annotations
@@ -28,11 +30,20 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from _doccmd import SKIPPED, Block, Command, line_matches, match_output, parse_page
+from _doccmd import (
+    SKIPPED,
+    Block,
+    Command,
+    fixed_ports,
+    line_matches,
+    match_output,
+    parse_page,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the root of `git ls-files`-relative names, for page ids
@@ -154,20 +165,12 @@ def _copy_repo(dest: Path) -> None:
         shutil.copy2(src, target, follow_symlinks=False)
 
 
-_PORT = re.compile(
-    r'(?:--port[ =]|--metrics-port[ =]|127\.0\.0\.1:|localhost:)(\d{4,5})\b'
-)
-
-
 def _busy_ports(page: Path) -> list[int]:
     """The fixed ports the page's commands name that something listens on
     (the commands only: an output shown in a ``text`` block may name a port
     a past run happened to get)."""
-    commands = '\n'.join(
-        c.cmd for b in parse_page(page) for c in b.commands if not c.host
-    )
     busy = []
-    for port in sorted({int(p) for p in _PORT.findall(commands)}):
+    for port in sorted(fixed_ports(page)):
         with socket.socket() as s:
             try:
                 s.bind(('127.0.0.1', port))
@@ -437,8 +440,9 @@ def _check(
         )
 
 
-@pytest.mark.parametrize('page', _pages_with_commands(), ids=_rel)
-def test_page(page: Path, tools: Tools, page_dir: Path) -> None:
+def _run_page(page: Path, tools: Tools, page_dir: Path) -> None:
+    """Run every block of *page* in a fresh environment under *page_dir*;
+    fails (``pytest.fail``) with what went wrong."""
     busy = _busy_ports(page)
     if busy:
         pytest.fail(
@@ -457,6 +461,53 @@ def test_page(page: Path, tools: Tools, page_dir: Path) -> None:
         problems = shell.stop_all()
     if problems:
         pytest.fail('\n'.join(problems))
+
+
+#: pages run at the same time, at most (``TRACTOR_DOCS_JOBS``; 1: one at a time)
+JOBS = int(os.environ.get('TRACTOR_DOCS_JOBS', '3'))
+
+
+@pytest.fixture(scope='module')
+def started_pages(
+    request, tools: Tools, tmp_path_factory
+) -> Iterator[dict[Path, Future[None]]]:
+    """The selected pages that name no fixed port, started at once in a
+    small pool of threads (each runs its commands in processes of its own,
+    so they overlap: most of a page's time is installs and waits); each
+    page's test waits for its own result.  Pages with fixed ports run one
+    at a time in their tests (beside the pool: their ports are theirs)."""
+    pages = [
+        item.callspec.params['page']
+        for item in request.session.items
+        if getattr(item, 'originalname', '') == 'test_page'
+    ]
+    concurrent = [p for p in pages if not fixed_ports(p)] if JOBS > 1 else []
+
+    def run(page: Path) -> None:
+        page_dir = tmp_path_factory.mktemp('page-' + re.sub(r'\W', '_', _rel(page)))
+        try:
+            _run_page(page, tools, page_dir)
+        finally:
+            shutil.rmtree(page_dir, ignore_errors=True)
+
+    pool = ThreadPoolExecutor(max_workers=max(JOBS, 1), thread_name_prefix='docs')
+    try:
+        yield {page: pool.submit(run, page) for page in concurrent}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize('page', _pages_with_commands(), ids=_rel)
+def test_page(
+    page: Path,
+    tools: Tools,
+    started_pages: dict[Path, Future[None]],
+    request,
+) -> None:
+    if page in started_pages:
+        started_pages[page].result()  # its failure, raised here
+        return
+    _run_page(page, tools, request.getfixturevalue('page_dir'))
 
 
 def _run_block(block: Block, shell: Shell, names: dict[str, str], tools: Tools) -> None:
