@@ -137,6 +137,23 @@ async def test_demo_shows_bars_and_exits_0_on_sigint_leaving_nothing():
     assert not wait_gone(demo.family), 'samplerd left processes behind'
 
 
+def test_demo_duration_counts_from_the_first_frame():
+    """A --duration shorter than starting the feed (a feed daemon spawned,
+    history fetched) still shows the ready line and a frame: the time
+    counts from the first frame, not from the command's start."""
+    proc = subprocess.run(
+        [*SAMPLERD, 'demo', '--topics', 'AAA', '--rows', '2', '--duration', '0.01'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and lines[0].startswith('samplerd ready:'), proc.stdout
+    assert any(line.startswith('AAA@sim  last ') for line in lines), proc.stdout
+    assert 'ERROR' not in proc.stderr, proc.stderr
+
+
 async def test_two_programs_read_one_topic_of_one_running_samplerd():
     port = free_port()
     daemon = Proc('--port', str(port), '-l', 'warning')

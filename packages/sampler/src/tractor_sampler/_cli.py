@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
             '--duration',
             type=float,
             default=None,
-            help='stop after this many seconds (default: run until Ctrl-C)',
+            help='stop after showing bars this many seconds (counted from the first frame; default: run until Ctrl-C)',
         )
         w.add_argument(
             '--plugin',
@@ -779,15 +779,17 @@ async def cmd_watch(args: argparse.Namespace, out: TextIO) -> None:
     _check_view_args(args)
     addr = registry_addr(args)
     async with _client(args, addr, 'samplerd_watch'), _stop_on_signals():
-        with trio.move_on_after(args.duration if args.duration else math.inf):
-            async with open_market_feed(
-                [args.topic],
-                args.backend,
-                tick_throttle=args.fps or 4.0,
-                registry_addr=addr,
-                plugins=args.plugin,
-                loglevel=args.loglevel,
-            ) as feed:
+        async with open_market_feed(
+            [args.topic],
+            args.backend,
+            tick_throttle=args.fps or 4.0,
+            registry_addr=addr,
+            plugins=args.plugin,
+            loglevel=args.loglevel,
+        ) as feed:
+            # --duration counts from the first frame: starting the feed
+            # (a feed daemon spawned, history fetched) is not cut short
+            with trio.move_on_after(_duration(args)):
                 await live_view(feed, args, out)
 
 
@@ -803,22 +805,27 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> None:
     topics = [t.strip() for t in args.topics.split(',') if t.strip()]
     async with _root(args, addr), _stop_on_signals():
         pid = await spawn_samplerd(addr)
-        with trio.move_on_after(args.duration if args.duration else math.inf):
-            async with open_market_feed(
-                topics,
-                DEFAULT_BACKEND,
-                tick_throttle=args.fps or 4.0,
-                registry_addr=addr,
-                config={'tick_rate': args.tick_rate, 'seed': args.seed},
-                plugins=args.plugin,
-                loglevel=args.loglevel,
-            ) as feed:
-                ready = _ready(
-                    out,
-                    addr,
-                    f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}',
-                )
+        async with open_market_feed(
+            topics,
+            DEFAULT_BACKEND,
+            tick_throttle=args.fps or 4.0,
+            registry_addr=addr,
+            config={'tick_rate': args.tick_rate, 'seed': args.seed},
+            plugins=args.plugin,
+            loglevel=args.loglevel,
+        ) as feed:
+            ready = _ready(
+                out,
+                addr,
+                f'samplerd pid {pid}, feed {", ".join(topics)} on {DEFAULT_BACKEND}',
+            )
+            with trio.move_on_after(_duration(args)):
                 await live_view(feed, args, out, head=[ready])
+
+
+def _duration(args: argparse.Namespace) -> float:
+    """``--duration``: seconds of live view (from the first frame)."""
+    return args.duration if args.duration else math.inf
 
 
 def _free_port() -> int:
