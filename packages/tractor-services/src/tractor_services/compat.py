@@ -1039,12 +1039,46 @@ async def actor_answers(
 
 @acm
 async def open_portal(sockaddr: tuple[str, int]) -> AsyncIterator[Portal]:
-    from tractor._discovery import _connect_chan
-    from tractor._discovery import open_portal as _open_portal
+    """A portal over a new connection to the actor at ``sockaddr``, its
+    message loop ended and the connection closed when the block exits.
 
-    async with _connect_chan(*sockaddr) as chan:
-        async with _open_portal(chan) as portal:
-            yield portal
+    *a5's ``open_portal`` starts the connection's message loop, shielded,
+    with ``nursery.start``: when the caller is cancelled right then (after
+    the task is spawned, before it runs), trio leaves the task in
+    ``start``'s own nursery, and a5 never gets the scope it would cancel:
+    ``start`` waits for the shielded loop, i.e. for the peer to close the
+    connection, for ever* (a root's metrics refresh cancelled by SIGTERM
+    there hung the root's teardown).  Here the loop's shielded scope is
+    ours before the task exists, so the exit always ends it, and the
+    connection is closed even when the block is cancelled."""
+    from tractor._ipc import Channel
+
+    actor = tractor.current_actor()
+    chan = Channel(sockaddr)
+    await chan.connect()
+    loop_cs = trio.CancelScope(shield=True)
+
+    async def message_loop() -> None:
+        with loop_cs:
+            await actor._process_messages(chan)
+
+    try:
+        async with trio.open_nursery() as tn:
+            try:
+                if chan.uid is None:
+                    await actor._do_handshake(chan)
+                tn.start_soon(message_loop)
+                portal = Portal(chan)
+                try:
+                    yield portal
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await portal.aclose()  # a5: closes the portal's streams
+            finally:
+                loop_cs.cancel()  # also when the task has not run yet
+    finally:
+        with trio.CancelScope(shield=True):
+            await chan.aclose()
 
 
 @acm
