@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 
 import msgspec
@@ -32,13 +33,20 @@ class Daemon:
     """``samplerd run`` in a subprocess, its stdout read line by line."""
 
     def __init__(self, *args: str) -> None:
+        # stderr to a file: nothing reads it while the daemon runs (a full
+        # pipe would block its logging), and a failure shows all of it
+        self.err = tempfile.TemporaryFile(mode='w+')
         self.p = subprocess.Popen(
             [*SAMPLERD, 'run', *args],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self.err,
             text=True,
         )
         self.family: set[int] = set()
+
+    def stderr(self) -> str:
+        self.err.seek(0)
+        return self.err.read()
 
     async def read_until(self, text: str, timeout: float = 60) -> str:
         with trio.fail_after(timeout):
@@ -49,7 +57,7 @@ class Daemon:
                 if not line:
                     raise AssertionError(
                         f'samplerd ended (status {self.p.wait()}); stderr:\n'
-                        f'{self.p.stderr.read()}'
+                        f'{self.stderr()}'
                     )
                 if text in line:
                     return line
@@ -62,12 +70,34 @@ class Daemon:
         except psutil.NoSuchProcess:
             pass
 
-    async def stop(self) -> tuple[int, str]:
+    async def stop(self, timeout: float = 60) -> tuple[int, str]:
+        """SIGTERM, then its exit status and stderr.  A root that does not
+        exit within ``timeout`` is killed (its family too) and the test
+        fails with its stderr (the wait is abandoned, not hung on)."""
         self.remember_family()
         self.p.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            status = await trio.to_thread.run_sync(self.p.wait)
-        return status, self.p.stderr.read()
+        try:
+            with trio.fail_after(timeout):
+                status = await trio.to_thread.run_sync(
+                    self.p.wait, abandon_on_cancel=True
+                )
+        except trio.TooSlowError:
+            self.kill()
+            raise AssertionError(
+                f'samplerd did not exit {timeout:g} s after SIGTERM; stderr:\n'
+                f'{self.stderr()}'
+            ) from None
+        return status, self.stderr()
+
+    def kill(self) -> None:
+        """SIGKILL the root and what it spawned (nothing left behind)."""
+        self.remember_family()
+        for pid in (self.p.pid, *self.family):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.p.wait()
 
 
 def scrape(url: str) -> dict[str, object]:
@@ -174,7 +204,7 @@ async def test_a_root_with_metrics_port_serves_the_tree_to_a_scrape():
         status, err = await daemon.stop()
     finally:
         if daemon.p.poll() is None:
-            daemon.p.kill()
+            daemon.kill()
     assert status == 0, err
     assert 'Traceback' not in err, err
     assert not wait_gone(daemon.family), 'samplerd left processes behind'
