@@ -628,6 +628,10 @@ class FeedDaemon:
         #: set when the whole daemon stops: topics then skip giving their
         #: slots back one by one (samplerd drops the registration anyway)
         self.closing = False
+        #: topics ending now whose last closed bars go to the store in one
+        #: batch (see _flush_ended)
+        self._ending: dict[str, Topic] = {}
+        self._ending_done: trio.Event | None = None
         self._config_keys: dict[tuple[Any, tuple[str, ...]], tuple[str, ...]] = {}
         #: topics whose quotes go to their tick log now (see _start_recording)
         self._recording: dict[str, Topic] = {}
@@ -886,6 +890,8 @@ class FeedDaemon:
                     await self._run_stream_watched(topic, source)
             finally:
                 if self.topics.get(name) is topic:
+                    # its last closed bars, before its slots can be given back
+                    await self._flush_ended(topic)
                     del self.topics[name]
         finally:
             if not handed_over:
@@ -900,6 +906,33 @@ class FeedDaemon:
                     self.pool.give_back(shm)
             if topic is not None:
                 topic.stopped.set()
+
+    async def _flush_ended(self, topic: Topic) -> None:
+        """Store ``topic``'s closed bars as it ends, whatever ends it (a
+        stop, a failure, the whole daemon cancelled: then every topic ends
+        at once, in an order trio chooses, so the writer's own last flush
+        cannot be relied on to still see them).  Topics ending together go
+        in one batch: the first waits one scheduling round for the others,
+        then flushes them all; shielded, bounded."""
+        w = self.store_writer
+        if w is None:
+            return
+        self._ending[topic.name] = topic
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            if self._ending_done is not None:
+                await self._ending_done.wait()
+                return
+            done = self._ending_done = trio.Event()
+            try:
+                await trio.lowlevel.checkpoint()  # the others ending now join
+                batch, self._ending = self._ending, {}
+                self._ending_done = None
+                await w.flush(batch)
+            finally:
+                self._ending_done = (
+                    None if self._ending_done is done else self._ending_done
+                )
+                done.set()
 
     async def _stored_then_history(
         self, name: str, now: float, config: dict[str, Any]
