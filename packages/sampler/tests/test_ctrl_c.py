@@ -152,3 +152,60 @@ async def test_watch_exits_0_on_ctrl_c_pressed_again_and_again():
             except subprocess.TimeoutExpired:
                 root.kill()
     assert not wait_gone(root.family | root.group(), timeout=30)
+
+
+#: a process whose stop scope gets a Ctrl-C, then another one while the
+#: block's (shielded) teardown runs, then one after the block ended
+_STOP_SCOPE = """
+import os, signal, trio
+from tractor_sampler._cli import _stop_on_signals
+
+async def main():
+    async with _stop_on_signals() as cs:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                os.kill(os.getpid(), signal.SIGINT)  # the teardown goes on
+                for _ in range(10):
+                    await trio.lowlevel.checkpoint()
+    assert cs.cancel_called
+    os.kill(os.getpid(), signal.SIGINT)  # ignored from now on
+    await trio.lowlevel.checkpoint()
+    print('stopped', signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+
+trio.run(main)
+"""
+
+#: a stop scope that ends on its own gives SIGINT back to trio
+_SCOPE_ENDS = """
+import signal, trio
+from tractor_sampler._cli import _stop_on_signals
+
+async def main():
+    before = signal.getsignal(signal.SIGINT)
+    async with _stop_on_signals():
+        await trio.lowlevel.checkpoint()
+    print('restored', signal.getsignal(signal.SIGINT) is before)
+
+trio.run(main)
+"""
+
+
+def test_ctrl_c_again_while_the_stop_scope_tears_down_is_absorbed():
+    """The first Ctrl-C cancels the scope; one pressed while its block
+    still tears down (no matter how long) is absorbed, not raised as
+    ``KeyboardInterrupt`` into the teardown, and so is one after."""
+    done = subprocess.run(
+        [sys.executable, '-c', _STOP_SCOPE], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, 'stopped True\n'), done.stderr
+    assert 'Traceback' not in done.stderr, done.stderr
+
+
+def test_a_stop_scope_ending_on_its_own_puts_the_signal_handlers_back():
+    done = subprocess.run(
+        [sys.executable, '-c', _SCOPE_ENDS], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (0, 'restored True\n'), done.stderr

@@ -235,25 +235,33 @@ async def _stop_on_signals() -> AsyncIterator[trio.CancelScope]:
     actor: the runtime's own teardown must not run in a cancelled scope
     (it would time out talking to its children, then kill them).
 
-    A stop signal repeated while the block ends is absorbed; once the block
-    has ended because of one, SIGINT and SIGTERM stay ignored for the rest
-    of the process (the root's own teardown and the interpreter's exit
-    follow): a Ctrl-C pressed again there would otherwise cut the root's
-    teardown short with ``KeyboardInterrupt``, or, once Python has reset
-    its handlers on the way out, kill the process by SIGINT instead of
-    exit status 0."""
+    A stop signal repeated while the block ends is absorbed (the receiver
+    runs outside the scope it cancels, so the first signal does not end
+    it); once the block has ended because of one, SIGINT and SIGTERM stay
+    ignored for the rest of the process (the root's own teardown and the
+    interpreter's exit follow): a Ctrl-C pressed again there would
+    otherwise cut the root's teardown short with ``KeyboardInterrupt``, or,
+    once Python has reset its handlers on the way out, kill the process by
+    SIGINT instead of exit status 0.  The receiver puts back, as it closes,
+    the handlers it found: those are set to "ignore" before it starts, so
+    no signal lands in between on trio's ``KeyboardInterrupt`` handler."""
     stops = (signal.SIGINT, signal.SIGTERM)
-    with trio.CancelScope() as cs:
-        try:
-            async with trio.open_nursery() as tn:
-                await tn.start(cancel_on_signals, cs, stops)
-                try:
+    found = {signum: signal.getsignal(signum) for signum in stops}
+    _ignore_stop_signals()
+    cs = trio.CancelScope()
+    try:
+        async with trio.open_nursery() as tn:
+            await tn.start(cancel_on_signals, cs, stops)
+            try:
+                with cs:
                     yield cs
-                finally:
-                    tn.cancel_scope.cancel()
-        finally:
-            if cs.cancel_called:  # stopped by a signal: we are on the way out
-                _ignore_stop_signals()
+            finally:
+                tn.cancel_scope.cancel()
+    finally:
+        if not cs.cancel_called:  # ended on its own: signals as they were
+            for signum, handler in found.items():
+                if handler is not None:  # (None: not set from Python)
+                    signal.signal(signum, handler)
 
 
 def _ignore_stop_signals() -> None:
