@@ -255,13 +255,15 @@ class Host:
 
 class Network:
     """``hosts`` (names) on one private bridge; a context manager whose
-    exit removes everything, test failure or not."""
+    exit removes everything, test failure or not.  ``subnet``: the /24 the
+    addresses come from (``'10.0.0'``: a is 10.0.0.1, ...); any works, the
+    bridge being private."""
 
-    def __init__(self, names: Sequence[str] = ('a', 'b')):
+    def __init__(self, names: Sequence[str] = ('a', 'b'), subnet: str = SUBNET):
         tag = f'{NS_PREFIX}{os.getpid()}n{next(_counter)}'
         self.bridge_ns = f'{tag}br'
         self.hosts = {
-            name: Host(name=name, addr=f'{SUBNET}.{i}', ns=f'{tag}{name}')
+            name: Host(name=name, addr=f'{subnet}.{i}', ns=f'{tag}{name}')
             for i, name in enumerate(names, start=1)
         }
 
