@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -59,14 +60,48 @@ class Proc:
             pass
 
     async def stop(self, sig: int, timeout: float = 30) -> int:
+        """Send ``sig`` and wait for the exit, reading its output meanwhile
+        (a chatty command must not block on a full pipe); a command still
+        running after ``timeout`` s fails the test with what it printed to
+        stderr, it and its children killed (never a hung test)."""
         self.remember_family()
         self.p.send_signal(sig)
-        with trio.fail_after(timeout):
-            status = await trio.to_thread.run_sync(self.p.wait)
-        rest = self.p.stdout.read()
-        self.lines += rest.splitlines(keepends=True)
-        self.err = self.p.stderr.read()
+        out: list[str] = []
+        err: list[str] = []
+        try:
+            with trio.fail_after(timeout):
+                async with trio.open_nursery() as tn:
+                    tn.start_soon(_drain, self.p.stdout, out)
+                    tn.start_soon(_drain, self.p.stderr, err)
+                status = await trio.to_thread.run_sync(
+                    self.p.wait, abandon_on_cancel=True
+                )
+        except trio.TooSlowError:
+            self.remember_family()
+            for pid in {self.p.pid, *self.family}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.p.wait()
+            raise AssertionError(
+                f'{self.p.args[2:]} still ran {timeout:g} s after signal {sig}; '
+                f'stderr:\n{"".join(err)}'
+            ) from None
+        self.lines += out
+        self.err = ''.join(err)
         return status
+
+
+async def _drain(f: Any, into: list[str]) -> None:
+    """Lines of ``f`` into ``into`` until its end (in a thread, abandoned
+    if cancelled: a pipe file blocks)."""
+
+    def read() -> None:
+        for line in f:
+            into.append(line)
+
+    await trio.to_thread.run_sync(read, abandon_on_cancel=True)
 
 
 async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

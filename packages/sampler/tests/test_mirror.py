@@ -74,7 +74,7 @@ class Proc:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGTERM)
         with trio.fail_after(timeout):
-            return await trio.to_thread.run_sync(self.p.wait)
+            return await trio.to_thread.run_sync(self.p.wait, abandon_on_cancel=True)
 
     def kill(self) -> None:
         if self.p.poll() is None:
