@@ -1744,14 +1744,9 @@ async def feedd(
             finally:
                 daemon = _holder.daemon
                 if daemon is not None:
+                    # (each topic stores its last closed bars as its task
+                    # ends: Daemon._flush_ended)
                     daemon.closing = True
-                    if daemon.store_writer is not None:
-                        # the last closed bars of every topic, before the
-                        # topics' tasks end (each takes itself out of
-                        # daemon.topics, so the writer's own flush on
-                        # cancel could find none left)
-                        with trio.CancelScope(shield=True), trio.move_on_after(30):
-                            await daemon.store_writer.flush(dict(daemon.topics))
                 _holder.daemon = None
                 _holder.ready = trio.Event()
                 tn.cancel_scope.cancel()
