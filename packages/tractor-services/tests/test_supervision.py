@@ -1,5 +1,6 @@
 """Supervision: process death, restart policies, ordered shutdown."""
 
+import logging
 import os
 import signal
 from functools import partial
@@ -152,6 +153,40 @@ async def test_task_service_started_value_and_clean_cancel(reg_addr):
             mngr.portal('w')
         info = await mngr.cancel_service('w')  # does not raise
         assert info.state == 'stopped' and stopped.is_set()
+
+
+async def test_a_task_service_outliving_its_shutdown_timeout_is_named(reg_addr):
+    """A task cannot be killed: one that shields itself from its cancel is
+    named in an error line once its shutdown timeout is over, and its stop
+    ends when the task does (not a silent wait)."""
+    release = trio.Event()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+            if 'still runs' in record.getMessage():
+                release.set()
+
+    async def stubborn():
+        with trio.CancelScope(shield=True), trio.move_on_after(20):
+            await release.wait()  # (without the error line: 20 s, then fail)
+
+    logger = logging.getLogger('tractor_services')
+    keep = Keep(logging.ERROR)
+    logger.addHandler(keep)
+    try:
+        async with open_service_mngr(registry_addr=reg_addr) as mngr:
+            await mngr.start_service_task('stubborn', stubborn, shutdown_timeout=0.2)
+            with trio.fail_after(30):
+                info = await mngr.cancel_service('stubborn')
+    finally:
+        logger.removeHandler(keep)
+    assert info.state == 'stopped'
+    assert [r.getMessage() for r in records if 'stubborn' in r.getMessage()] == [
+        "service 'stubborn' (task) still runs 0.2 s after its cancel: waiting on "
+        '(a task shielded from cancellation?)'
+    ]
 
 
 async def test_task_service_failure_is_recorded_and_restarted(reg_addr):

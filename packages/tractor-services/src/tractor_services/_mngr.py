@@ -48,6 +48,9 @@ Kind = Literal['actor', 'ctx', 'task']
 STARTUP_TIMEOUT_S: float = 30.0
 #: default seconds a service has to stop gracefully before it is killed
 SHUTDOWN_TIMEOUT_S: float = 5.0
+#: seconds beyond its shutdown timeout a cancelled actor service gets to be
+#: killed and reaped before its stop is reported as stuck
+KILL_GRACE_S: float = 10.0
 #: how many ended services introspection remembers
 HISTORY_LEN: int = 100
 
@@ -459,12 +462,16 @@ class ServiceMngr:
         restart: RestartPolicy | str | dict | None = None,
         requires: Iterable[str] = (),
         startup_timeout: float = STARTUP_TIMEOUT_S,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         **kwargs: Any,
     ) -> Any:
         """Run the local async function ``fn(**kwargs)`` as a supervised
         service.  If ``fn`` takes ``task_status``, the value it passes to
         ``task_status.started()`` is returned; otherwise ``None`` once it
-        is scheduled.  ``requires`` as for :meth:`start_service`."""
+        is scheduled.  ``requires`` as for :meth:`start_service`.  A task
+        still running ``shutdown_timeout`` s after its cancel (it shields
+        itself) is named in an error line; a task cannot be killed, so the
+        stop goes on waiting for it."""
         if isinstance(fn, partial):
             kwargs = {**(fn.keywords or {}), **kwargs}
             if fn.args:
@@ -482,7 +489,7 @@ class ServiceMngr:
             restart=restart,
             requires=requires,
             startup_timeout=startup_timeout,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            shutdown_timeout=shutdown_timeout,
         )
         return await self._start(svc, self._run_task)
 
@@ -772,7 +779,18 @@ class ServiceMngr:
         self._set_state(svc, 'stopping')
         svc.cs.cancel()
         with trio.CancelScope(shield=True):
-            await svc.done.wait()
+            # an actor is killed once its shutdown timeout is over (then
+            # reaped); a task cannot be: one that outlives its timeout (it
+            # shields itself from the cancel) is named, not waited on silently
+            grace = svc.shutdown_timeout + (KILL_GRACE_S if svc.kind == 'actor' else 0)
+            with trio.move_on_after(grace):
+                await svc.done.wait()
+            if not svc.done.is_set():
+                log.error(
+                    f'service {name!r} ({svc.kind}) still runs {grace:g} s after '
+                    'its cancel: waiting on (a task shielded from cancellation?)'
+                )
+                await svc.done.wait()
         return self.info(name)
 
     def stop_order(self) -> list[str]:
