@@ -303,9 +303,12 @@ async def test_ls_backends_shows_the_registry_address_given():
 @pytest.mark.parametrize(
     'args, message',
     [
-        (
-            ['ls'],
-            'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`',
+        *(
+            (
+                cmd,
+                'no samplerd answers at 127.0.0.1:{port}: start one with `samplerd run`',
+            )
+            for cmd in (['ls'], ['watch', 'AAA'], ['stop', 'AAA'])
         ),
         (
             ['watch', 'AAA', '--period', '5'],

@@ -445,10 +445,7 @@ def _ready(out: TextIO, addr: tuple[str, int], extra: str = '') -> str:
 async def _client(
     args: argparse.Namespace, addr: tuple[str, int], name: str
 ) -> AsyncIterator[None]:
-    if not await compat.registry_reachable(addr):
-        raise CliError(
-            f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`'
-        )
+    await _require_samplerd(addr)
     # a client reports its errors in one line: the runtime's own error logs
     # (tracebacks of what it passes on to us) only with an explicit -l
     async with compat.open_root_actor(
@@ -458,6 +455,14 @@ async def _client(
         debug_mode=args.pdb,
     ):
         yield
+
+
+async def _require_samplerd(addr: tuple[str, int]) -> None:
+    """A client command's one line when nothing answers at ``addr``."""
+    if not await compat.registry_reachable(addr):
+        raise CliError(
+            f'no samplerd answers at {addr[0]}:{addr[1]}: start one with `samplerd run`'
+        )
 
 
 def list_backends() -> list[BackendInfo]:
@@ -1367,6 +1372,7 @@ async def cmd_stop(args: argparse.Namespace, out: TextIO) -> None:
     from ._lifecycle import stop_topic
 
     addr = registry_addr(args)
+    await _require_samplerd(addr)
     try:
         st = await stop_topic(
             args.topic, args.backend, registry_addr=addr, reason=args.reason
