@@ -7,7 +7,11 @@ directive (the harness writes it to that file, as the reader would).
 
 In a console block ``$ `` starts a command (a line ending in ``\\``
 continues it); the lines after it, up to the next ``$ `` or the block's end,
-are its expected output.  Lines starting with ``#`` are comments.  ``a$ `` starts a command on host ``a`` (a multi-host page).  A trailing ``  # comment`` on a command line is a comment.
+are its expected output.  Lines starting with ``#`` are comments.  ``a$ ``
+(``a# `` as root) starts a command on host ``a`` of a multi-host page (the
+test runs it in a "host" made of namespaces).  A trailing ``  # comment`` on
+a command line is a comment.  A block may be indented (in a list item): its
+fence's indent is taken off its lines.
 
 Directives are HTML comments right before the block (blank lines allowed
 between), ``<!-- docs-test: ITEM; ITEM ... -->``, each ITEM ``name``,
@@ -22,12 +26,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DIRECTIVE = re.compile(r'^<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$')
+DIRECTIVE = re.compile(r'^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$')
 #: ``$ cmd``, or ``a$ cmd`` (``a# cmd`` as root) for a command on host ``a``
 PROMPT = re.compile(r'^(?:(?P<host>[a-z][\w-]*)[$#]|\$)(?: |$)')
-FENCE = re.compile(r'^(?P<fence>```+)\s*(?P<lang>[\w+-]*)')
+FENCE = re.compile(r'^(?P<indent> *)(?P<fence>```+)\s*(?P<lang>[\w+-]*)')
 #: directives a block may carry (anything else is a typo: an error)
-KNOWN = {'skip', 'background', 'timeout', 'cwd', 'env', 'exit', 'file', 'local-index'}
+KNOWN = {
+    'skip',
+    'background',
+    'timeout',
+    'cwd',
+    'env',
+    'exit',
+    'file',
+    'local-index',
+    'needs',
+}
 #: (where, reason) of every block or command the harness did not run, for
 #: the run's summary
 SKIPPED: list[tuple[str, str]] = []
@@ -146,6 +160,12 @@ def _commands(block: Block, lines: list[str], first_line: int) -> None:
             cmd.expected.pop()
 
 
+def _closes(line: str, fence: str, indent: str) -> bool:
+    """Does *line* close a block opened by *fence* at *indent*?"""
+    rest = line.lstrip(' ')
+    return rest.startswith(fence) and len(line) - len(rest) <= len(indent) + 3
+
+
 def parse_page(page: Path, text: str | None = None) -> list[Block]:
     """The page's console blocks and ``file=`` blocks, in order."""
     lines = (page.read_text() if text is None else text).splitlines()
@@ -156,11 +176,14 @@ def parse_page(page: Path, text: str | None = None) -> list[Block]:
         if not m:
             i += 1
             continue
-        fence, lang, start = m['fence'], m['lang'], i
+        indent, fence, lang, start = m['indent'], m['fence'], m['lang'], i
         j = i + 1
-        while j < len(lines) and not lines[j].startswith(fence):
+        while j < len(lines) and not _closes(lines[j], fence, indent):
             j += 1
-        body = lines[i + 1 : j]
+        body = [
+            ln[len(indent) :] if ln.startswith(indent) else ln.lstrip(' ')
+            for ln in lines[i + 1 : j]
+        ]
         # directives: the HTML comments right above the fence
         directives: dict[int, dict[str, str]] = {}
         k = start - 1
@@ -260,7 +283,8 @@ _PORT = re.compile(
 def fixed_ports(page: Path) -> set[int]:
     """The fixed ports the page's commands name (the commands only: an
     output shown in a ``text`` block may name a port a past run happened to
-    get; commands on other hosts are not run here)."""
+    get; commands on hosts ``a$``, ... run in network namespaces of their
+    own, where their ports are theirs)."""
     commands = '\n'.join(
         c.cmd for b in parse_page(page) for c in b.commands if not c.host
     )

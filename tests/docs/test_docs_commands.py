@@ -15,10 +15,19 @@ state (``cd``, ``export`` and ``source`` carry over), starting in the copy's
 root.  Pages whose commands name no fixed port run at the same time
 (``TRACTOR_DOCS_JOBS`` at most, default 3), the others one at a time beside
 them; the fixed ports a page names must be free.
+
+A multi-host page's commands on hosts (``a$ cmd``, ``b$``, ``a# cmd``) run
+each in its host: a network, pid and mount namespace with its own
+``/dev/shm`` (``tests/multihost/_hosts.py``), the hosts on one private
+bridge with the page's addresses (``10.0.0.1`` is host a, ``10.0.0.2`` b,
+...: :data:`HOST_SUBNET`), made at the page's first such command and
+removed at its end.  Each host has a shell of its own (see
+:meth:`Shell.on_host`); the hosts share the page's files.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -33,12 +42,15 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 from _doccmd import (
     SKIPPED,
     Block,
     Command,
+    DocSyntaxError,
     fixed_ports,
     line_matches,
     match_output,
@@ -58,6 +70,10 @@ READY_TIMEOUT = 300
 STOP_TIMEOUT = 60
 #: packages the local index (the `local-index` directive) serves, as wheels
 PACKAGES = ['packages/tractor-services', 'packages/feedbus', 'packages/sampler']
+#: the /24 of a multi-host page's hosts: docs/multihost.md writes 10.0.0.1 for
+#: host a, 10.0.0.2 for b, 10.0.0.3 for c (the bridge is private: these
+#: collide with nothing on the machine)
+HOST_SUBNET = '10.0.0'
 
 
 def _rel(page: Path) -> str:
@@ -190,6 +206,8 @@ class Background:
     cmd: Command
     where: str
     proc: subprocess.Popen
+    #: the command's process group (and its pid: ``exec``), the one signals go to
+    pgid: int
     lines: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
 
@@ -200,17 +218,43 @@ class Background:
 class Shell:
     """The page's shell: each command is a ``bash -c`` that loads the saved
     state (directory, exported variables, functions such as a venv's
-    ``deactivate``), runs the command and saves the state again."""
+    ``deactivate``), runs the command and saves the state again.
 
-    def __init__(self, tmp: Path, env: dict[str, str], cwd: Path):
+    A shell on a host (:meth:`on_host`) runs each ``bash`` inside the host
+    (``nsenter``), as the leader of a session of its own there (``setsid``):
+    nsenter stays outside and passes no signal on, so Ctrl-C and SIGTERM go
+    to that session's process group (:meth:`_group`)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        env: dict[str, str],
+        cwd: Path,
+        *,
+        host: Any = None,
+        backgrounds: list[Background] | None = None,
+    ):
         self.tmp = tmp
+        self.host = host  # a tests/multihost/_hosts.py Host, or None: this machine
         self.state = tmp / '.state.sh'
         self.cwdfile = tmp / '.cwd'
         self.state.write_text(
             ''.join(f'export {k}={shlex.quote(v)}\n' for k, v in env.items())
         )
         self.cwdfile.write_text(str(cwd))
-        self.backgrounds: list[Background] = []
+        #: every background command of the page (the hosts' shells share it)
+        self.backgrounds: list[Background] = [] if backgrounds is None else backgrounds
+
+    def on_host(self, host: Any, tmp: Path, env: dict[str, str]) -> Shell:
+        """A shell on *host*: this shell's state as it is now (its
+        directory, exports such as the activated venv, functions), with
+        *env* exported on top (the host's own ``HOME``, runtime and data
+        folders).  Exports and ``cd`` on either shell do not reach the
+        other from then on, as in two terminals on two machines."""
+        tmp.mkdir(parents=True, exist_ok=True)
+        shell = Shell(tmp, env, self.cwd, host=host, backgrounds=self.backgrounds)
+        shell.state.write_text(self.state.read_text() + shell.state.read_text())
+        return shell
 
     @property
     def cwd(self) -> Path:
@@ -237,8 +281,11 @@ class Shell:
         return f'{load} || exit 97\n{cmd}\n__rc=$?\n{save}\nexit $__rc\n'
 
     def _popen(self, script: str) -> subprocess.Popen:
+        argv = ['/bin/bash', '-c', script]
+        if self.host is not None:
+            argv = self.host.argv('setsid', *argv)
         return subprocess.Popen(
-            ['/bin/bash', '-c', script],
+            argv,
             env={'PATH': '/usr/bin:/bin', 'HOME': str(self.tmp)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -247,6 +294,37 @@ class Shell:
             errors='replace',
             start_new_session=True,
         )
+
+    def _group(self, proc: subprocess.Popen) -> int | None:
+        """The process group of *proc*'s command: *proc*'s own here
+        (``start_new_session``); on a host, the session ``setsid`` made
+        there for nsenter's child (``None`` once it is gone)."""
+        if self.host is None:
+            return proc.pid
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                kids = psutil.Process(proc.pid).children()
+                if kids and os.getpgid(kids[0].pid) == kids[0].pid:
+                    return kids[0].pid
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                return None
+            if proc.poll() is not None:
+                return None
+            time.sleep(0.01)  # nsenter forking, setsid starting: bounded
+        return None
+
+    def killpg(
+        self, proc: subprocess.Popen, sig: int, group: int | None = None
+    ) -> None:
+        """*sig* to the process group of *proc*'s command, if any is left."""
+        group = self._group(proc) if group is None else group
+        if group is None:
+            return
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
 
     def run(
         self, cmd: str, *, timeout: float | None, ready: str | None = None
@@ -270,14 +348,15 @@ class Shell:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGINT)
+                self.killpg(proc, signal.SIGINT)
                 note = f'Ctrl-C {timeout} s after ' + (
                     'its ready line' if ready else 'its start'
                 )
         try:
             rc = proc.wait(timeout=COMMAND_TIMEOUT if timeout is None else STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            self.killpg(proc, signal.SIGKILL)
+            proc.kill()  # nsenter, for a host's shell
             rc = proc.wait()
             note = f'{note + ", " if note else ""}killed: still running'
         reader.join(timeout=10)
@@ -287,7 +366,9 @@ class Shell:
         """Start *cmd* in the background (``exec``: the process that gets
         the SIGTERM is the command itself) and wait for its ready line: its
         first expected line, or its first line of output."""
-        bg = Background(cmd, where, self._popen(self._script(cmd.cmd, exec_=True)))
+        proc = self._popen(self._script(cmd.cmd, exec_=True))
+        group = self._group(proc)
+        bg = Background(cmd, where, proc, proc.pid if group is None else group)
         bg.reader = threading.Thread(target=bg.read, daemon=True)
         bg.reader.start()
         self.backgrounds.append(bg)
@@ -318,11 +399,18 @@ class Shell:
         problems = []
         for bg in reversed(self.backgrounds):
             if bg.proc.poll() is None:
-                bg.proc.send_signal(signal.SIGTERM)
+                try:
+                    os.kill(bg.pgid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
             try:
                 rc = bg.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                os.killpg(bg.proc.pid, signal.SIGKILL)
+                try:
+                    os.killpg(bg.pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                bg.proc.kill()  # nsenter, for a command on a host
                 bg.proc.wait()
                 problems.append(
                     f'{bg.where}: `{bg.cmd.cmd}` still running {STOP_TIMEOUT} s after SIGTERM'
@@ -330,7 +418,7 @@ class Shell:
                 continue
             finally:
                 try:
-                    os.killpg(bg.proc.pid, signal.SIGKILL)  # anything it left
+                    os.killpg(bg.pgid, signal.SIGKILL)  # anything it left
                 except ProcessLookupError:
                     pass
             if bg.reader is not None:
@@ -342,6 +430,102 @@ class Shell:
                 )
         self.backgrounds.clear()
         return problems
+
+
+# --- hosts (multi-host pages) ----------------------------------------------------
+
+
+def _hosts_module() -> Any:
+    """tests/multihost/_hosts.py (the same module when tests/multihost runs
+    in this session too)."""
+    if '_hosts' not in sys.modules:
+        path = ROOT / 'tests' / 'multihost' / '_hosts.py'
+        spec = importlib.util.spec_from_file_location('_hosts', path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules['_hosts'] = module
+        spec.loader.exec_module(module)
+    return sys.modules['_hosts']
+
+
+#: why hosts cannot be made here (None: they can), asked once per session
+_HOSTS_UNAVAILABLE: list[str | None] = []
+_HOSTS_LOCK = threading.Lock()
+
+
+def hosts_unavailable() -> str | None:
+    with _HOSTS_LOCK:
+        if not _HOSTS_UNAVAILABLE:
+            _HOSTS_UNAVAILABLE.append(_hosts_module().unavailable())
+        return _HOSTS_UNAVAILABLE[0]
+
+
+class PageHosts:
+    """A page's hosts: one private network holding every host its commands
+    name (host ``a`` is ``HOST_SUBNET.1``, ``b`` ``.2``, ...: all from a to
+    the last letter named, so each letter keeps its address), made at the
+    first command on a host, and one shell per host."""
+
+    def __init__(self, blocks: list[Block], main: Shell, tmp: Path):
+        named = sorted({c.host for b in blocks for c in b.commands if c.host})
+        for name in named:
+            if not re.fullmatch('[a-z]', name):
+                raise DocSyntaxError(
+                    f'{_rel(blocks[0].page)}: host {name!r}: hosts are single letters'
+                    f' (a is {HOST_SUBNET}.1, b {HOST_SUBNET}.2, ...)'
+                )
+        last = ord(named[-1]) if named else ord('a') - 1
+        self.names = [chr(c) for c in range(ord('a'), last + 1)]
+        self.main = main
+        self.tmp = tmp
+        self.network: Any = None
+        self.shells: dict[str, Shell] = {}
+
+    def shell(self, name: str) -> Shell:
+        if self.network is None:
+            network = _hosts_module().Network(self.names, subnet=HOST_SUBNET)
+            self.network = network.__enter__()  # it removes what it made on failure
+        if name not in self.shells:
+            host = self.network[name]
+            top = self.tmp / 'hosts' / name
+            home = top / 'home'
+            dirs = {
+                'HOME': home,
+                'XDG_CONFIG_HOME': home / '.config',
+                'XDG_CACHE_HOME': home / '.cache',
+                'XDG_DATA_HOME': home / '.local' / 'share',
+                'XDG_STATE_HOME': home / '.local' / 'state',
+                'TRACTOR_SAMPLER_DATA_DIR': top / 'sampler-data',
+                'TMPDIR': top / 'tmp',
+            }
+            for d in dirs.values():
+                d.mkdir(parents=True, exist_ok=True)
+            env = {k: str(v) for k, v in dirs.items()}
+            # its own runtime folder (a root's token file is the host's
+            # alone), and root's PATH (the sbin folders: `a# nft ...`)
+            env['XDG_RUNTIME_DIR'] = str(host.runtime_dir)
+            env['PATH'] = self._path() + ':/usr/sbin:/sbin'
+            self.shells[name] = self.main.on_host(host, top, env)
+        return self.shells[name]
+
+    def _path(self) -> str:
+        proc = self.main._popen(self.main._script('echo "$PATH"', exec_=False))
+        out, _ = proc.communicate(timeout=60)
+        return out.strip()
+
+    def close(self) -> list[str]:
+        """Remove the network (every process in the hosts dies with them);
+        the problems: namespaces left behind."""
+        if self.network is None:
+            return []
+        tags = {self.network.bridge_ns, *(h.ns for h in self.network.hosts.values())}
+        self.network.__exit__(None, None, None)
+        self.network = None
+        listed = subprocess.run(
+            ['ip', 'netns', 'list'], capture_output=True, text=True, timeout=30
+        ).stdout.split()
+        left = sorted(tags & set(listed))
+        return [f'network namespaces left behind: {left}'] if left else []
 
 
 def _first_line(cmd: Command) -> str | None:
@@ -453,12 +637,17 @@ def _run_page(page: Path, tools: Tools, page_dir: Path) -> None:
     _copy_repo(repo)
     names = {'repo': str(repo), 'tmp': str(page_dir)}
     shell = Shell(page_dir, _fresh_env(page_dir, tools), repo)
+    blocks = parse_page(page)
+    hosts = PageHosts(blocks, shell, page_dir)
     problems: list[str] = []
     try:
-        for block in parse_page(page):
-            _run_block(block, shell, names, tools)
+        for block in blocks:
+            _run_block(block, shell, names, tools, hosts)
     finally:
-        problems = shell.stop_all()
+        try:
+            problems = shell.stop_all()
+        finally:
+            problems += hosts.close()
     if problems:
         pytest.fail('\n'.join(problems))
 
@@ -510,43 +699,72 @@ def test_page(
     _run_page(page, tools, request.getfixturevalue('page_dir'))
 
 
-def _run_block(block: Block, shell: Shell, names: dict[str, str], tools: Tools) -> None:
+def _missing(shell: Shell, tools: str) -> list[str]:
+    """The *tools* (comma-separated) the shell does not find."""
+    missing = []
+    for tool in filter(None, (t.strip() for t in tools.split(','))):
+        proc = shell._popen(
+            shell._script(f'command -v {shlex.quote(tool)}', exec_=False)
+        )
+        proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            missing.append(tool)
+    return missing
+
+
+def _run_block(
+    block: Block,
+    main: Shell,
+    names: dict[str, str],
+    tools: Tools,
+    hosts: PageHosts,
+) -> None:
     where = f'{_rel(block.page)}:{block.line}'
     d = block.directives
     if 'skip' in d:
         SKIPPED.append((where, d['skip']))
         return
-    if 'cwd' in d:
-        shell.set_cwd(Path(shell.cwd, _expand(d['cwd'], names)))
-    if 'env' in d:
-        pairs = dict(kv.split('=', 1) for kv in shlex.split(_expand(d['env'], names)))
-        shell.export(pairs)
-    if 'local-index' in d:
-        # the packages are not on the package index yet: the repository's
-        # wheels stand in for it (pip and uv look there first)
-        shell.export(
-            {'PIP_FIND_LINKS': str(tools.wheels), 'UV_FIND_LINKS': str(tools.wheels)}
-        )
+    on = sorted({c.host for c in block.commands if c.host})
+    if on:
+        reason = hosts_unavailable()
+        if reason:
+            SKIPPED.append((where, f'commands on hosts {", ".join(on)}: {reason}'))
+            return
+    # the shells the block's commands run in (its directives apply to each)
+    shells = [hosts.shell(h) for h in on]
+    if not on or any(not c.host for c in block.commands):
+        shells.append(main)
+    if 'needs' in d:
+        missing = sorted({t for sh in shells for t in _missing(sh, d['needs'])})
+        if missing:
+            SKIPPED.append((where, f'needs {", ".join(missing)}: not found here'))
+            return
+    for shell in shells:
+        if 'cwd' in d:
+            shell.set_cwd(Path(shell.cwd, _expand(d['cwd'], names)))
+        if 'env' in d:
+            pairs = dict(
+                kv.split('=', 1) for kv in shlex.split(_expand(d['env'], names))
+            )
+            shell.export(pairs)
+        if 'local-index' in d:
+            # the packages are not on the package index yet: the repository's
+            # wheels stand in for it (pip and uv look there first)
+            shell.export(
+                {
+                    'PIP_FIND_LINKS': str(tools.wheels),
+                    'UV_FIND_LINKS': str(tools.wheels),
+                }
+            )
     if 'file' in d:
-        target = Path(shell.cwd, _expand(d['file'], names))
+        target = Path(main.cwd, _expand(d['file'], names))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(block.text)
-        return
-    hosts = sorted({c.host for c in block.commands if c.host})
-    if hosts:
-        SKIPPED.append(
-            (
-                where,
-                f'commands on hosts {", ".join(hosts)}: this test has one host'
-                ' (tests/multihost, `nox -s multihost`, runs these programs on'
-                ' hosts made of network namespaces)',
-            )
-        )
         return
     block_wide = {
         k: v
         for k, v in d.items()
-        if k not in ('background', 'cwd', 'env', 'local-index')
+        if k not in ('background', 'cwd', 'env', 'local-index', 'needs')
     }
     for cmd in block.commands:
         cd = {**block_wide, **cmd.directives}
@@ -555,6 +773,7 @@ def _run_block(block: Block, shell: Shell, names: dict[str, str], tools: Tools) 
             SKIPPED.append((f'{where} `{cmd.cmd}`', cd['skip']))
             continue
         # `background` on a block: its last command; `N background`: command N
+        shell = hosts.shell(cmd.host) if cmd.host else main
         if 'background' in cmd.directives or (
             'background' in d and cmd.number == len(block.commands)
         ):
