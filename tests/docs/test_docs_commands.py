@@ -728,7 +728,8 @@ def _run_block(
     if on:
         reason = hosts_unavailable()
         if reason:
-            SKIPPED.append((where, f'commands on hosts {", ".join(on)}: {reason}'))
+            hosts_named = f'host{"s" if len(on) > 1 else ""} {", ".join(on)}'
+            SKIPPED.append((where, f'commands on {hosts_named}: {reason}'))
             return
     # the shells the block's commands run in (its directives apply to each)
     shells = [hosts.shell(h) for h in on]
