@@ -10,6 +10,10 @@ import psutil
 import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
+from tractor_sampler.testing import (  # autouse: the data dirs temporary
+    own_data_dir,  # noqa: F401
+    session_data_dir,  # noqa: F401
+)
 
 # Segments this session creates (in the programs it runs, and their actors)
 # carry a prefix of its own, so the check below never counts another
@@ -54,28 +58,3 @@ def nothing_left_behind():
     assert not alive, f'test left processes behind: {[p.pid for p in alive]}'
     leaked = _shm() - before_shm
     assert not leaked, f'test left shared memory behind: {sorted(leaked)}'
-
-
-@pytest.fixture(scope='session', autouse=True)
-def session_data_dir(tmp_path_factory):
-    """The bar store is on by default, in the per-user data directory:
-    for the whole session (fixtures of any scope, the programs they run)
-    the data directory is a temporary one, and so is $XDG_DATA_HOME, so
-    nothing a test starts writes into the user's."""
-    base = tmp_path_factory.mktemp('session-data')
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('XDG_DATA_HOME', str(base / 'xdg'))
-        mp.setenv('TRACTOR_SAMPLER_DATA_DIR', str(base / 'tractor-sampler'))
-        yield base
-
-
-@pytest.fixture(autouse=True)
-def own_data_dir(tmp_path_factory, monkeypatch):
-    """The bar store off unless a test turns it on (deleting
-    $TRACTOR_SAMPLER_STORE), and each test's data directory its own: what a
-    test's daemons store is never seeded into another test's topics, nor
-    kept in the user's data directory."""
-    monkeypatch.setenv(
-        'TRACTOR_SAMPLER_DATA_DIR', str(tmp_path_factory.mktemp('sampler-data'))
-    )
-    monkeypatch.setenv('TRACTOR_SAMPLER_STORE', 'none')

@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
+from tractor_sampler.testing import (  # autouse: the data dirs temporary
+    own_data_dir,  # noqa: F401
+    session_data_dir,  # noqa: F401
+)
 from tractor_services.testing import (
     importable_by_subactors,  # fixtures: the pytest plugin
 )
@@ -60,28 +64,3 @@ def no_leaked_shm():
         except FileNotFoundError:
             pass
     assert not leaked, f'test left shared-memory segments behind: {sorted(leaked)}'
-
-
-@pytest.fixture(scope='session', autouse=True)
-def session_data_dir(tmp_path_factory):
-    """The bar store is on by default, in the per-user data directory:
-    for the whole session (fixtures of any scope, the programs they run)
-    the data directory is a temporary one, and so is $XDG_DATA_HOME, so
-    nothing a test starts writes into the user's."""
-    base = tmp_path_factory.mktemp('session-data')
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv('XDG_DATA_HOME', str(base / 'xdg'))
-        mp.setenv('TRACTOR_SAMPLER_DATA_DIR', str(base / 'tractor-sampler'))
-        yield base
-
-
-@pytest.fixture(autouse=True)
-def own_data_dir(tmp_path_factory, monkeypatch):
-    """The bar store off unless a test turns it on (deleting
-    $TRACTOR_SAMPLER_STORE), and each test's data directory its own: what a
-    test's daemons store is never seeded into another test's topics, nor
-    kept in the user's data directory."""
-    monkeypatch.setenv(
-        'TRACTOR_SAMPLER_DATA_DIR', str(tmp_path_factory.mktemp('sampler-data'))
-    )
-    monkeypatch.setenv('TRACTOR_SAMPLER_STORE', 'none')

@@ -56,6 +56,7 @@ from ._conform import (
     quote_problems,
     symbol_info_problems,
 )
+from ._datadir import ENV_VAR as DATA_DIR_ENV
 from ._history import prepend_history
 from ._plugins import (
     ENV_VAR,
@@ -65,15 +66,45 @@ from ._plugins import (
     config_for,
     load_backends,
 )
+from ._store import STORE_ENV
 from .hookspecs import PROJECT, History, SymbolInfo
 from .shm import DEFAULT_DTYPE, open_shm_array
 
-__all__ = ['BackendConformance', 'ConformanceError']
+__all__ = ['BackendConformance', 'ConformanceError', 'own_data_dir', 'session_data_dir']
 
 #: the unknown config keyword the config check passes
 BOGUS_OPTION = 'conformance_bogus_option'
 #: at most this many problems are listed per failure
 MAX_PROBLEMS = 10
+
+
+# --- data directories of a test session ------------------------------------------
+# The bar store is on by default, in the per-user data directory.  A suite
+# that runs feed daemons imports these two autouse fixtures into its
+# conftest.py (``from tractor_sampler.testing import own_data_dir,
+# session_data_dir``) and nothing it starts writes there.
+
+
+@pytest.fixture(scope='session', autouse=True)
+def session_data_dir(tmp_path_factory: Any) -> Any:
+    """For the whole session (fixtures of any scope, the programs they
+    run) the data directory is a temporary one, and so is
+    ``$XDG_DATA_HOME``."""
+    base = tmp_path_factory.mktemp('session-data')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('XDG_DATA_HOME', str(base / 'xdg'))
+        mp.setenv(DATA_DIR_ENV, str(base / 'tractor-sampler'))
+        yield base
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory: Any, monkeypatch: Any) -> None:
+    """The bar store off unless a test turns it on (deleting
+    ``$TRACTOR_SAMPLER_STORE``), and each test's data directory its own:
+    what a test's daemons store is never seeded into another test's
+    topics."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path_factory.mktemp('sampler-data')))
+    monkeypatch.setenv(STORE_ENV, 'none')
 
 
 class ConformanceError(AssertionError):
