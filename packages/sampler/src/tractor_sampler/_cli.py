@@ -941,6 +941,25 @@ async def _start_metrics(
 # --- a picture of a topic: chart ----------------------------------------------------
 
 
+def _add_bar_args(p: argparse.ArgumentParser, *, period: float) -> None:
+    """The arguments of the commands reading a topic's bars (``chart``,
+    ``export``, ``bars``): the topic, its backend and period, a time range,
+    the data directory."""
+    p.add_argument('topic', help='the symbol')
+    p.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
+    p.add_argument(
+        '--period',
+        type=float,
+        default=period,
+        help='bar period in s (default: %(default)g)',
+    )
+    p.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
+    p.add_argument(
+        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
+    )
+    p.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
+
+
 def _add_chart(sub: Any, common: argparse.ArgumentParser) -> None:
     c = sub.add_parser(
         'chart',
@@ -951,14 +970,7 @@ def _add_chart(sub: Any, common: argparse.ArgumentParser) -> None:
         'daemon runs the topic (or with --from-store). Needs matplotlib: pip install '
         "'tractor-sampler[chart]'.",
     )
-    c.add_argument('topic', help='the symbol')
-    c.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
-    c.add_argument(
-        '--period',
-        type=float,
-        default=60.0,
-        help='bar period in s (default: %(default)g)',
-    )
+    _add_bar_args(c, period=60.0)
     c.add_argument(
         '-o', '--output', required=True, metavar='FILE', help='the PNG to write'
     )
@@ -980,11 +992,6 @@ def _add_chart(sub: Any, common: argparse.ArgumentParser) -> None:
         action='store_true',
         help='read the bar store even when a feed daemon runs the topic',
     )
-    c.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
-    c.add_argument(
-        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
-    )
-    c.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
 
 
 async def cmd_chart(args: argparse.Namespace, out: TextIO) -> None:
@@ -1145,23 +1152,11 @@ def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Write a topic's bars from the bar store (no daemon needed) "
         'as Parquet or CSV: time, open, high, low, close, volume, oldest first.',
     )
-    e.add_argument('topic', help='the symbol')
-    e.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
-    e.add_argument(
-        '--period',
-        type=float,
-        default=1.0,
-        help='bar period in s (default: %(default)s)',
-    )
-    e.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
-    e.add_argument(
-        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
-    )
+    _add_bar_args(e, period=1.0)
     e.add_argument('--format', choices=('parquet', 'csv'), default='csv')
     e.add_argument(
         '-o', '--output', default=None, metavar='FILE', help='default: stdout (csv)'
     )
-    e.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
 
 
 async def cmd_export(args: argparse.Namespace, out: TextIO) -> None:
@@ -1244,22 +1239,10 @@ def _add_bars(sub: Any, common: argparse.ArgumentParser) -> None:
         'needed), as the live feed built them, and write them as CSV: time, open, '
         'high, low, close, volume, oldest first.',
     )
-    b.add_argument('topic', help='the symbol')
-    b.add_argument('--backend', default=DEFAULT_BACKEND, help='default: %(default)s')
-    b.add_argument(
-        '--period',
-        type=float,
-        default=1.0,
-        help='bar period in s (default: %(default)s)',
-    )
-    b.add_argument('--start', default=None, help='epoch seconds or ISO date/time (UTC)')
-    b.add_argument(
-        '--end', default=None, help='epoch seconds or ISO date/time, exclusive'
-    )
+    _add_bar_args(b, period=1.0)
     b.add_argument(
         '-o', '--output', default=None, metavar='FILE', help='default: stdout'
     )
-    b.add_argument('--data-dir', default=None, metavar='DIR', help='as for `run`')
     b.add_argument(
         '--store',
         action='store_true',
