@@ -208,7 +208,9 @@ async def test_ls_and_watch_of_a_running_tree_beside_broken_entry_points(tmp_pat
 
     try:
         with trio.fail_after(60):
-            ready = await trio.to_thread.run_sync(daemon.stdout.readline)
+            ready = await trio.to_thread.run_sync(
+                daemon.stdout.readline, abandon_on_cancel=True
+            )
         assert 'ready' in ready, daemon.stderr.read()
         watch = await cli(
             'watch', 'AAA', '--rows', '2', '--fps', '2', '--duration', '3'
@@ -238,7 +240,7 @@ async def test_ls_and_watch_of_a_running_tree_beside_broken_entry_points(tmp_pat
     finally:
         daemon.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
-            status = await trio.to_thread.run_sync(daemon.wait)
+            status = await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True)
         rest = daemon.stderr.read()
     assert status == 0, rest
     assert 'Traceback' not in rest, rest

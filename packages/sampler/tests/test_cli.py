@@ -446,7 +446,9 @@ async def test_a_reader_that_goes_away_ends_ls_and_watch_of_a_running_tree():
 
                 tn.start_soon(watch)
                 with trio.fail_after(60):
-                    first = await trio.to_thread.run_sync(reader.readline)
+                    first = await trio.to_thread.run_sync(
+                        reader.readline, abandon_on_cancel=True
+                    )
                 assert first.strip(), first  # a frame began
                 reader.close()
                 with trio.fail_after(60):

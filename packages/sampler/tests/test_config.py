@@ -330,7 +330,9 @@ async def test_a_boot_topic_that_cannot_start_is_one_line(tmp_path):
     daemon = Proc('run', '--config', str(cfg))
     try:
         with trio.fail_after(60):
-            status = await trio.to_thread.run_sync(daemon.p.wait)
+            status = await trio.to_thread.run_sync(
+                daemon.p.wait, abandon_on_cancel=True
+            )
         err = daemon.p.stderr.read()
     finally:
         if daemon.p.poll() is None:
@@ -383,7 +385,9 @@ async def test_run_tells_systemd_ready_then_stopping(tmp_path, monkeypatch, abst
                 stopping = (await sock.recv(4096)).decode().splitlines()
             assert stopping[0] == 'STOPPING=1'
             with trio.fail_after(60):
-                status = await trio.to_thread.run_sync(daemon.p.wait)
+                status = await trio.to_thread.run_sync(
+                    daemon.p.wait, abandon_on_cancel=True
+                )
             daemon.err = daemon.p.stderr.read()
         finally:
             if daemon.p.poll() is None:

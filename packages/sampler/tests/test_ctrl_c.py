@@ -86,7 +86,7 @@ class Session:
                     except ProcessLookupError:  # the whole group is gone
                         break
                     await trio.sleep(REPEAT_S)
-            status = await trio.to_thread.run_sync(self.p.wait)
+            status = await trio.to_thread.run_sync(self.p.wait, abandon_on_cancel=True)
         self.out, self.err = got['out'], got['err']
         return status
 

@@ -58,7 +58,9 @@ async def test_a_stopped_or_killed_root_ends_attached_blocks_with_peer_gone(
         daemon.remember_family()
         daemon.p.send_signal(sig)
         with trio.fail_after(30):
-            status = await trio.to_thread.run_sync(client.p.wait)
+            status = await trio.to_thread.run_sync(
+                client.p.wait, abandon_on_cancel=True
+            )
         out = client.p.stdout.read()
         err = client.p.stderr.read()
     finally:
@@ -83,7 +85,7 @@ async def test_watch_says_the_daemon_stopped_in_one_line_and_exits_1():
         watch.remember_family()
         assert await daemon.stop(signal.SIGTERM) == 0
         with trio.fail_after(30):
-            status = await trio.to_thread.run_sync(watch.p.wait)
+            status = await trio.to_thread.run_sync(watch.p.wait, abandon_on_cancel=True)
         err = watch.p.stderr.read().strip()
     finally:
         for p in (watch.p, daemon.p):

@@ -113,7 +113,9 @@ async def test_chart_from_a_running_daemon_draws_its_buffer(tmp_path):
     family: set[int] = set()
     try:
         with trio.fail_after(60):
-            line = await trio.to_thread.run_sync(daemon.stdout.readline)
+            line = await trio.to_thread.run_sync(
+                daemon.stdout.readline, abandon_on_cancel=True
+            )
         assert line.startswith('samplerd ready:'), line + daemon.stderr.read()
         async with open_market_feed(
             ['AAA'], 'sim', registry_addr=addr, config={'tick_rate': 50, 'seed': 3}
@@ -162,7 +164,7 @@ async def test_chart_from_a_running_daemon_draws_its_buffer(tmp_path):
             assert 'has no 5 s bars (it keeps 1, 60 s)' in err, err
         daemon.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
-            status = await trio.to_thread.run_sync(daemon.wait)
+            status = await trio.to_thread.run_sync(daemon.wait, abandon_on_cancel=True)
     finally:
         if daemon.poll() is None:
             daemon.kill()
