@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import trio
+from test_store import FakeShm, FakeTopic
 
 from tractor_sampler._datadir import ENV_VAR
 from tractor_sampler._store import (
@@ -378,22 +379,7 @@ def test_a_reader_whose_files_are_merged_away_while_it_reads_lists_again(tmp_pat
 # --- late corrections -----------------------------------------------------------------
 
 
-class FakeShm:
-    class token:  # noqa: N801 - a stand-in for ShmToken's fields
-        origin = 0.0
-        stamp = 'open'
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self.array = rows
-        self.dtype = rows.dtype
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-
-class FakeTopic:
-    def __init__(self, shm: FakeShm) -> None:
-        self.shms = {1.0: shm}
+# (the writer's view of a buffer and a topic: test_store's stand-ins)
 
 
 def test_a_bar_corrected_after_it_was_stored_is_stored_again_and_read_once(tmp_path):
