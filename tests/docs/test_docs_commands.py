@@ -314,11 +314,9 @@ class Shell:
             time.sleep(0.01)  # nsenter forking, setsid starting: bounded
         return None
 
-    def killpg(
-        self, proc: subprocess.Popen, sig: int, group: int | None = None
-    ) -> None:
+    def killpg(self, proc: subprocess.Popen, sig: int) -> None:
         """*sig* to the process group of *proc*'s command, if any is left."""
-        group = self._group(proc) if group is None else group
+        group = self._group(proc)
         if group is None:
             return
         try:
