@@ -767,7 +767,7 @@ class FeedDaemon:
             info = await fn(name, **self._config_for(fn, config))
         except Exception as err:
             raise ValueError(
-                f'backend {self.backend.name!r} does not know symbol {name!r}: {describe_error(err)}'
+                f'backend {self.backend.name!r} refused symbol {name!r}: {describe_error(err)}'
             ) from err
         # the conformance kit's own check: the topic is refused, naming the hook
         try:
