@@ -486,19 +486,7 @@ class PageHosts:
         if name not in self.shells:
             host = self.network[name]
             top = self.tmp / 'hosts' / name
-            home = top / 'home'
-            dirs = {
-                'HOME': home,
-                'XDG_CONFIG_HOME': home / '.config',
-                'XDG_CACHE_HOME': home / '.cache',
-                'XDG_DATA_HOME': home / '.local' / 'share',
-                'XDG_STATE_HOME': home / '.local' / 'state',
-                'TRACTOR_SAMPLER_DATA_DIR': top / 'sampler-data',
-                'TMPDIR': top / 'tmp',
-            }
-            for d in dirs.values():
-                d.mkdir(parents=True, exist_ok=True)
-            env = {k: str(v) for k, v in dirs.items()}
+            env = {k: str(v) for k, v in _user_dirs(top).items()}
             # its own runtime folder (a root's token file is the host's
             # alone), and root's PATH (the sbin folders: `a# nft ...`)
             env['XDG_RUNTIME_DIR'] = str(host.runtime_dir)
@@ -564,8 +552,25 @@ NETWORK_ENV = {
 }
 
 
+def _user_dirs(top: Path) -> dict[str, Path]:
+    """A user's own folders under ``top`` (made): home, the XDG ones, the
+    sampler's data directory, a temporary folder."""
+    home = top / 'home'
+    dirs = {
+        'HOME': home,
+        'XDG_CONFIG_HOME': home / '.config',
+        'XDG_CACHE_HOME': home / '.cache',
+        'XDG_DATA_HOME': home / '.local' / 'share',
+        'XDG_STATE_HOME': home / '.local' / 'state',
+        'TRACTOR_SAMPLER_DATA_DIR': top / 'sampler-data',
+        'TMPDIR': top / 'tmp',
+    }
+    for d in dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
 def _fresh_env(tmp: Path, tools: Tools) -> dict[str, str]:
-    home = tmp / 'home'
     venv = tmp / 'env'
     subprocess.run(
         [str(tools.bin / 'python'), '-m', 'venv', str(venv)],
@@ -573,17 +578,7 @@ def _fresh_env(tmp: Path, tools: Tools) -> dict[str, str]:
         capture_output=True,
         env={'PATH': '/usr/bin:/bin'},
     )
-    dirs = {
-        'HOME': home,
-        'XDG_CONFIG_HOME': home / '.config',
-        'XDG_CACHE_HOME': home / '.cache',
-        'XDG_DATA_HOME': home / '.local' / 'share',
-        'XDG_STATE_HOME': home / '.local' / 'state',
-        'TRACTOR_SAMPLER_DATA_DIR': tmp / 'sampler-data',
-        'TMPDIR': tmp / 'tmp',
-    }
-    for d in dirs.values():
-        d.mkdir(parents=True, exist_ok=True)
+    dirs = _user_dirs(tmp)
     return {
         **{k: v for k, v in os.environ.items() if k in NETWORK_ENV},
         **{k: str(v) for k, v in dirs.items()},
