@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,24 +24,12 @@ from _harness import (
     RELIABILITY_MD,
     render_figures,
 )
+from _optin import ignore_unless_asked
 
 # --- only when asked for -------------------------------------------------------
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    if os.environ.get('TRACTOR_CHAOS'):
-        return True
-    for arg in config.args:
-        p = Path(arg.split('::')[0]).resolve()
-        if p == HERE or HERE in p.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name.startswith('test_') and not _asked_for(config):
-        return True
-    return None
+pytest_ignore_collect = ignore_unless_asked(HERE, 'TRACTOR_CHAOS')
 
 
 @pytest.fixture(autouse=True)

@@ -9,29 +9,16 @@ listed at the end of the run.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from _doccmd import SKIPPED, fixed_ports
+from _optin import ignore_unless_asked
 
 HERE = Path(__file__).resolve().parent
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    if os.environ.get('TRACTOR_DOCS_COMMANDS'):
-        return True
-    for arg in config.args:
-        p = Path(arg.split('::')[0]).resolve()
-        if p == HERE or HERE in p.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name.startswith('test_') and not _asked_for(config):
-        return True
-    return None
+pytest_ignore_collect = ignore_unless_asked(HERE, 'TRACTOR_DOCS_COMMANDS')
 
 
 @pytest.fixture

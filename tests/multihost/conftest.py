@@ -11,12 +11,11 @@ skipped with a reason naming what is missing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _hosts import HERE, Network, leftover_namespaces, unavailable
+from _optin import ignore_unless_asked
 
 MARKER = 'multihost: needs network namespaces (root); several hosts on a private bridge'
 
@@ -25,23 +24,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line('markers', MARKER)
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    if os.environ.get('TRACTOR_MULTIHOST'):
-        return True
-    markexpr = config.getoption('markexpr', '') or ''
-    if 'multihost' in markexpr and 'not multihost' not in markexpr:
-        return True
-    for arg in config.args:
-        p = Path(arg.split('::')[0]).resolve()
-        if p == HERE or HERE in p.parents:
-            return True
-    return False
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name.startswith('test_') and not _asked_for(config):
-        return True
-    return None
+pytest_ignore_collect = ignore_unless_asked(
+    HERE, 'TRACTOR_MULTIHOST', marker='multihost'
+)
 
 
 @pytest.fixture(scope='session')
