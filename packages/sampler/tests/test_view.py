@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager as acm
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -506,20 +508,16 @@ def check_frame(lines: list[str], width: int, height: int) -> tuple[list[dict], 
     )
 
 
-@needs_tmux
-@pytest.mark.parametrize('size', [(80, 24), (200, 50)], ids=['80x24', '200x50'])
-async def test_demo_draws_its_chart_fitted_to_a_real_terminal(tmp_path, size):
-    width, height = size
+@acm
+async def demo_in_terminal(
+    tmp_path: Path, width: int, height: int, *args: str
+) -> AsyncIterator[Terminal]:
+    """The demo (with ``args``) in a real terminal of that size; stopped by
+    Ctrl-C after the block: exit status 0 and nothing of it left."""
     term = Terminal(tmp_path, width, height)
     try:
-        term.start(*the_demo())
-        lines = await stable_frame(term, frame_ok(width, height))
-        charts, port = check_frame(lines, width, height)
-        bars = await read_bars(tmp_path, port)
-        for drawn, topic in zip(charts, ('AAA', 'BBB'), strict=True):
-            # as many bars as the width holds (the buffer has an hour)
-            assert drawn['n'] >= (width - 12) // 2
-            check_against_buffer(drawn, bars[topic])
+        term.start(*the_demo(*args))
+        yield term
         status = await stop_demo(term)
     finally:
         term.remember_family()
@@ -529,10 +527,22 @@ async def test_demo_draws_its_chart_fitted_to_a_real_terminal(tmp_path, size):
 
 
 @needs_tmux
+@pytest.mark.parametrize('size', [(80, 24), (200, 50)], ids=['80x24', '200x50'])
+async def test_demo_draws_its_chart_fitted_to_a_real_terminal(tmp_path, size):
+    width, height = size
+    async with demo_in_terminal(tmp_path, width, height) as term:
+        lines = await stable_frame(term, frame_ok(width, height))
+        charts, port = check_frame(lines, width, height)
+        bars = await read_bars(tmp_path, port)
+        for drawn, topic in zip(charts, ('AAA', 'BBB'), strict=True):
+            # as many bars as the width holds (the buffer has an hour)
+            assert drawn['n'] >= (width - 12) // 2
+            check_against_buffer(drawn, bars[topic])
+
+
+@needs_tmux
 async def test_demo_follows_a_resize_of_its_terminal(tmp_path):
-    term = Terminal(tmp_path, 80, 24)
-    try:
-        term.start(*the_demo())
+    async with demo_in_terminal(tmp_path, 80, 24) as term:
         lines = await stable_frame(term, frame_ok(80, 24))
         narrow, _ = check_frame(lines, 80, 24)
         term.resize(200, 50)
@@ -547,24 +557,15 @@ async def test_demo_follows_a_resize_of_its_terminal(tmp_path):
             term, lambda x: frame_ok(60, 20)(x) and headers(x)[1] < 15
         )
         check_frame(lines, 60, 20)
-        status = await stop_demo(term)
-    finally:
-        term.remember_family()
-        term.kill()
-    assert status == 0, term.last_words
-    assert not wait_gone(term.family), 'the demo left processes behind'
 
 
 @needs_tmux
 async def test_demo_table_fits_80x24_with_nothing_cut_off(tmp_path):
-    term = Terminal(tmp_path, 80, 24)
-
     def table_ok(lines: list[str]) -> bool:
         heads = headers(lines)
         return len(heads) == 2 and len(lines) > heads[1] + 2
 
-    try:
-        term.start(*the_demo('--table'))
+    async with demo_in_terminal(tmp_path, 80, 24, '--table') as term:
         lines = await stable_frame(term, table_ok)
         assert all(cell_len(x) <= 80 for x in lines) and len(lines) <= 24
         heads = headers(lines)
@@ -587,12 +588,6 @@ async def test_demo_table_fits_80x24_with_nothing_cut_off(tmp_path):
                 t, *px, v = r.split()
                 assert t.count(':') == 2 and len(px) == 4
                 assert all(len(p.split('.')[1]) == 2 for p in px)
-        status = await stop_demo(term)
-    finally:
-        term.remember_family()
-        term.kill()
-    assert status == 0, term.last_words
-    assert not wait_gone(term.family), 'the demo left processes behind'
 
 
 async def test_not_a_terminal_prints_plain_tables(tmp_path):
