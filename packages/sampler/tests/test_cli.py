@@ -8,100 +8,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 import trio
+from _procs import SAMPLERD, Proc
 
 from tractor_services.testing import free_port, wait_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
-SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
-
-
-class Proc:
-    """A samplerd process whose stdout is read line by line."""
-
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen(
-            [*SAMPLERD, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.family: set[int] = set()
-
-    async def read_until(self, pred, timeout: float = 60) -> str:
-        """Lines until one satisfies ``pred`` (read in a thread: Popen's
-        pipe is a blocking file)."""
-        with trio.fail_after(timeout):
-            while True:
-                line = await trio.to_thread.run_sync(
-                    self.p.stdout.readline, abandon_on_cancel=True
-                )
-                if not line:
-                    raise AssertionError(
-                        f'samplerd ended (status {self.p.wait()}) before the expected '
-                        f'output; stderr:\n{self.p.stderr.read()}'
-                    )
-                self.lines.append(line)
-                self.remember_family()
-                if pred(line):
-                    return line
-
-    def remember_family(self) -> None:
-        try:
-            self.family |= {
-                c.pid for c in psutil.Process(self.p.pid).children(recursive=True)
-            }
-        except psutil.NoSuchProcess:
-            pass
-
-    async def stop(self, sig: int, timeout: float = 30) -> int:
-        """Send ``sig`` and wait for the exit, reading its output meanwhile
-        (a chatty command must not block on a full pipe); a command still
-        running after ``timeout`` s fails the test with what it printed to
-        stderr, it and its children killed (never a hung test)."""
-        self.remember_family()
-        self.p.send_signal(sig)
-        out: list[str] = []
-        err: list[str] = []
-        try:
-            with trio.fail_after(timeout):
-                async with trio.open_nursery() as tn:
-                    tn.start_soon(_drain, self.p.stdout, out)
-                    tn.start_soon(_drain, self.p.stderr, err)
-                status = await trio.to_thread.run_sync(
-                    self.p.wait, abandon_on_cancel=True
-                )
-        except trio.TooSlowError:
-            self.remember_family()
-            for pid in {self.p.pid, *self.family}:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.p.wait()
-            raise AssertionError(
-                f'{self.p.args[2:]} still ran {timeout:g} s after signal {sig}; '
-                f'stderr:\n{"".join(err)}'
-            ) from None
-        self.lines += out
-        self.err = ''.join(err)
-        return status
-
-
-async def _drain(f: Any, into: list[str]) -> None:
-    """Lines of ``f`` into ``into`` until its end (in a thread, abandoned
-    if cancelled: a pipe file blocks)."""
-
-    def read() -> None:
-        for line in f:
-            into.append(line)
-
-    await trio.to_thread.run_sync(read, abandon_on_cancel=True)
 
 
 async def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -8,16 +8,15 @@ forcing here."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import psutil
 import pytest
 import trio
+from _procs import SAMPLERD, Proc
 
 from feedbus import FeedsBus
 from tractor_sampler._feedd import Topic
@@ -33,57 +32,10 @@ from tractor_sampler.shm import open_shm_array
 from tractor_services.testing import free_port, wait_gone
 
 PROGRAMS = Path(__file__).parent / 'programs'
-SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
-
-
-class Proc:
-    """A process whose stdout is read line by line (its family remembered,
-    to check that nothing outlives it)."""
-
-    def __init__(self, *cmd: str) -> None:
-        self.p = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.family: set[int] = set()
-
-    async def read_until(self, pred, timeout: float = 90) -> str:
-        with trio.fail_after(timeout):
-            while True:
-                line = await trio.to_thread.run_sync(
-                    self.p.stdout.readline, abandon_on_cancel=True
-                )
-                self.remember_family()
-                if not line:
-                    raise AssertionError(
-                        f'{self.p.args} ended (status {self.p.wait()}); stderr:\n'
-                        f'{self.p.stderr.read()[-3000:]}'
-                    )
-                if pred(line):
-                    return line
-
-    def remember_family(self) -> None:
-        try:
-            self.family |= {
-                c.pid for c in psutil.Process(self.p.pid).children(recursive=True)
-            }
-        except psutil.NoSuchProcess:
-            pass
-
-    async def stop(self, timeout: float = 60) -> int:
-        self.remember_family()
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        with trio.fail_after(timeout):
-            return await trio.to_thread.run_sync(self.p.wait, abandon_on_cancel=True)
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
 
 
 def root(port: int, *extra: str) -> Proc:
-    return Proc(*SAMPLERD, 'run', '--port', str(port), '-l', 'warning', *extra)
+    return Proc('run', '--port', str(port), '-l', 'warning', *extra)
 
 
 def test_upstream_is_checked_in_one_line():
@@ -293,11 +245,13 @@ async def test_a_mirrors_closed_bars_are_the_upstreams_row_for_row_and_it_follow
 
         # the upstream stops: the mirror's topic is restarting; it comes back with it
         watch = Proc(
-            sys.executable,
-            str(PROGRAMS / 'mirror_watch.py'),
-            '127.0.0.1',
-            str(mirror_port),
-            'AAA',
+            argv=[
+                sys.executable,
+                str(PROGRAMS / 'mirror_watch.py'),
+                '127.0.0.1',
+                str(mirror_port),
+                'AAA',
+            ]
         )
         procs.append(watch)
         first = json.loads(await watch.read_until(lambda line: '"ready"' in line))

@@ -8,62 +8,15 @@ hosts' services; b stopping takes its entries with it."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 
 import psutil
 import trio
+from _procs import SAMPLERD, Proc
 
 from tractor_sampler import open_market_feed
 from tractor_sampler._introspect import query_samplerd
 from tractor_services import compat
 from tractor_services.testing import free_port, wait_gone
-
-SAMPLERD = [sys.executable, '-m', 'tractor_sampler']
-
-
-class Proc:
-    """A samplerd process; its first line (ready, or the error) is read."""
-
-    def __init__(self, *args: str) -> None:
-        self.p = subprocess.Popen(
-            [*SAMPLERD, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.family: set[int] = set()
-
-    async def ready(self, timeout: float = 60) -> str:
-        with trio.fail_after(timeout):
-            line = await trio.to_thread.run_sync(
-                self.p.stdout.readline, abandon_on_cancel=True
-            )
-        assert 'ready' in line, f'{line!r}; stderr:\n{self.p.stderr.read()}'
-        return line
-
-    def remember_family(self) -> None:
-        try:
-            self.family |= {
-                c.pid for c in psutil.Process(self.p.pid).children(recursive=True)
-            }
-        except psutil.NoSuchProcess:
-            pass
-
-    async def stop(self, timeout: float = 30) -> int:
-        self.remember_family()
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        with trio.fail_after(timeout):
-            status = await trio.to_thread.run_sync(self.p.wait, abandon_on_cancel=True)
-        self.err = self.p.stderr.read()
-        return status
-
-    def kill(self) -> None:
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
 
 
 async def ls(port: int) -> dict[str, dict]:
