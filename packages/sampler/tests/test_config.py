@@ -7,8 +7,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,6 +71,30 @@ def _page_block(lang: str) -> str:
 def test_the_docs_show_the_example_file_and_unit_as_they_are():
     assert _page_block('toml') == EXAMPLE.read_text()
     assert _page_block('ini') == (REPO / 'contrib' / 'samplerd.service').read_text()
+
+
+@pytest.mark.skipif(
+    shutil.which('systemd-analyze') is None,
+    reason='systemd-analyze (systemd) is not installed here: the unit is not checked',
+)
+def test_the_systemd_unit_is_one_systemd_accepts(tmp_path):
+    """contrib/samplerd.service by ``systemd-analyze verify``: every key
+    known and every value parsed (a bad one is only a warning there, so
+    any output fails), its ExecStart pointed at this environment's
+    samplerd.  (Running it needs systemd as PID 1: docs/production.md.)"""
+    exe = Path(sys.executable).with_name('samplerd')
+    assert exe.exists(), exe
+    unit = (REPO / 'contrib' / 'samplerd.service').read_text()
+    assert '/opt/samplerd/bin/samplerd ' in unit
+    path = tmp_path / 'samplerd.service'
+    path.write_text(unit.replace('/opt/samplerd/bin/samplerd ', f'{exe} '))
+    res = subprocess.run(
+        ['systemd-analyze', 'verify', str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (res.returncode, res.stdout + res.stderr) == (0, '')
 
 
 def test_every_key_of_the_schema_is_documented():
