@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 from test_cli import Proc, run_cli
@@ -344,6 +345,80 @@ async def test_a_boot_topic_stopped_on_request_stays_stopped(tmp_path):
             daemon.p.kill()
     assert status == 0, daemon.err
     assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
+async def test_a_feed_daemon_a_client_starts_takes_the_roots_feeds_settings(tmp_path):
+    """[feeds] buffers and group size reach the feed daemons the root's
+    clients ask for (not only those of [backends]): the root's environment
+    carries them to every daemon its manager spawns."""
+    port = free_port()
+    cfg = tmp_path / 'samplerd.toml'
+    cfg.write_text(
+        f'port = {port}\nstore = false\nlinger = 300\n'
+        '[feeds]\ngroup_members = 8\n[feeds.buffers]\n"1" = [100, 10]\n'
+    )
+    daemon = Proc('run', '--config', str(cfg))
+    try:
+        await daemon.ready()
+        # a client starts feedd.sim (no [backends] in the file) and leaves;
+        # the topic lingers
+        res = await run_cli(
+            '--port', str(port), 'watch', 'AAA', '--duration', '1', '--table'
+        )
+        assert res.returncode == 0, res.stderr.decode()
+        (feed,) = [f for f in (await _ls(port))['feeds'] if f['backend'] == 'sim']
+        assert feed['pool']['slots'] == 8
+        bufs = feed['topics']['AAA']['buffers']
+        assert list(bufs) == ['1'] and bufs['1']['token']['size'] == 100
+        daemon.remember_family()
+        status = await daemon.stop(signal.SIGTERM)
+    finally:
+        daemon.kill()
+    assert status == 0, daemon.err
+    assert not wait_gone(daemon.family), 'samplerd left processes behind'
+
+
+def test_the_roots_feeds_settings_are_what_a_feed_daemon_without_its_own_takes(
+    tmp_path, monkeypatch
+):
+    from tractor_sampler._config import load_config, set_environment
+    from tractor_sampler._feedd import (
+        BUFFERS_ENV,
+        GROUP_MEMBERS_ENV,
+        STREAM_RESTART_ENV,
+        root_defaults,
+    )
+
+    for name in (BUFFERS_ENV, GROUP_MEMBERS_ENV, STREAM_RESTART_ENV):
+        monkeypatch.delenv(name, raising=False)
+    assert root_defaults(None, None, None) == (None, 4096, None)  # built-in
+    cfg = tmp_path / 'samplerd.toml'
+    cfg.write_text(
+        '[feeds]\ngroup_members = 8\nplugins = ["my_backend"]\n'
+        '[feeds.buffers]\n"1" = [100, 10]\n[restart.stream]\nmax_restarts = 9\n'
+    )
+    monkeypatch.setenv('TRACTOR_SAMPLER_PLUGINS', 'other_backend')
+    rc = load_config(str(cfg))
+    with monkeypatch.context() as mp:
+        for name in (BUFFERS_ENV, GROUP_MEMBERS_ENV, STREAM_RESTART_ENV):
+            mp.setenv(name, '')  # (restored after: set_environment writes os.environ)
+        set_environment(rc)
+        buffers, members, restart = root_defaults(None, None, None)
+        assert buffers == rc.buffers and members == 8
+        assert restart['max_restarts'] == 9
+        assert restart == msgspec.to_builtins(rc.policies['stream'])
+        # a starter's own settings win
+        assert root_defaults({'60.0': {'rows': 5}}, 2, {}) == (
+            {'60.0': {'rows': 5}},
+            2,
+            {},
+        )
+        assert os.environ['TRACTOR_SAMPLER_PLUGINS'] == 'other_backend,my_backend'
+        mp.setenv(GROUP_MEMBERS_ENV, 'many')
+        with pytest.raises(
+            ValueError, match=r'\$TRACTOR_SAMPLER_GROUP_MEMBERS: not JSON'
+        ):
+            root_defaults(None, None, None)
 
 
 async def test_a_boot_topic_that_cannot_start_is_one_line(tmp_path):

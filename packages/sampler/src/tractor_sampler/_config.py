@@ -629,25 +629,40 @@ def _require_metrics(path: str) -> None:
 
 
 def set_environment(rc: RunConfig | None) -> None:
-    """The settings without a flag, in this root's environment (its feed
-    daemons inherit them): ``[feeds] stale_after``, ``token_file``,
-    ``allow_modules``."""
+    """The settings without a flag, in this root's environment (every
+    daemon its manager spawns inherits them, the feed daemons its clients
+    ask for included): ``[feeds]`` (stale_after, buffers, group_members,
+    plugins), ``[restart.stream]``, ``token_file``, ``allow_modules``."""
     if rc is None:
         return
     from tractor_services._remote import ALLOW_MODULES_ENV, TOKEN_FILE_ENV
 
+    from ._feedd import BUFFERS_ENV, GROUP_MEMBERS_ENV, STREAM_RESTART_ENV
     from ._lifecycle import STALE_AFTER_ENV
+    from ._plugins import ENV_VAR as PLUGINS_ENV
 
     cfg = rc.raw
     if cfg.feeds.stale_after is not None:
         os.environ[STALE_AFTER_ENV] = repr(float(cfg.feeds.stale_after))
+    if rc.buffers is not None:
+        os.environ[BUFFERS_ENV] = msgspec.json.encode(rc.buffers).decode()
+    if cfg.feeds.group_members is not None:
+        os.environ[GROUP_MEMBERS_ENV] = str(cfg.feeds.group_members)
+    if cfg.restart.stream is not None:
+        os.environ[STREAM_RESTART_ENV] = msgspec.json.encode(
+            msgspec.to_builtins(rc.policies['stream'])
+        ).decode()
+    _add_to_list_env(PLUGINS_ENV, cfg.feeds.plugins)
     if cfg.token_file is not None and not os.environ.get(TOKEN_FILE_ENV):
         os.environ[TOKEN_FILE_ENV] = cfg.token_file
-    if cfg.allow_modules:
-        have = [m for m in os.environ.get(ALLOW_MODULES_ENV, '').split(',') if m]
-        os.environ[ALLOW_MODULES_ENV] = ','.join(
-            have + [m for m in cfg.allow_modules if m not in have]
-        )
+    _add_to_list_env(ALLOW_MODULES_ENV, cfg.allow_modules)
+
+
+def _add_to_list_env(name: str, items: list[str]) -> None:
+    """``items`` appended to the comma-separated list in ``$name``."""
+    if items:
+        have = [m for m in os.environ.get(name, '').split(',') if m]
+        os.environ[name] = ','.join(have + [m for m in items if m not in have])
 
 
 def effective_settings(

@@ -1659,6 +1659,43 @@ def _load(backend: str, plugins: Iterable[str]) -> Backend:
     return registry[backend]
 
 
+#: the root's feed-daemon settings (``samplerd run --config``: ``[feeds]
+#: buffers``, ``group_members``, ``[restart.stream]``, as JSON) in its
+#: environment, which every daemon its manager spawns inherits: the feed
+#: daemons its clients ask for take them too where they give none
+BUFFERS_ENV = 'TRACTOR_SAMPLER_BUFFERS'
+GROUP_MEMBERS_ENV = 'TRACTOR_SAMPLER_GROUP_MEMBERS'
+STREAM_RESTART_ENV = 'TRACTOR_SAMPLER_STREAM_RESTART'
+
+
+def root_defaults(
+    buffers: Any, group_members: Any, restart: Any
+) -> tuple[Any, int, Any]:
+    """``feedd``'s ``buffers``, ``group_members`` and ``restart``, each
+    left out (``None``) taken from the root's environment (see
+    :data:`BUFFERS_ENV`), else the built-in default.  A variable that is
+    not JSON is a ``ValueError`` naming it."""
+
+    def env(name: str) -> Any:
+        raw = os.environ.get(name)
+        if not raw:
+            return None
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise ValueError(f'${name}: not JSON: {raw!r}') from None
+
+    if buffers is None:
+        buffers = env(BUFFERS_ENV)
+    if restart is None:
+        restart = env(STREAM_RESTART_ENV)
+    if group_members is None:
+        group_members = env(GROUP_MEMBERS_ENV)
+        if group_members is None:
+            group_members = DEFAULT_GROUP_MEMBERS
+    return buffers, group_members, restart
+
+
 @compat.context
 async def feedd(
     ctx: compat.Context,
@@ -1666,7 +1703,7 @@ async def feedd(
     buffers: dict[Any, Any] | None = None,
     restart: dict[str, Any] | None = None,
     plugins: list[str] | None = None,
-    group_members: int = DEFAULT_GROUP_MEMBERS,
+    group_members: int | None = None,
     data_dir: str | bool | None = None,
     linger: float | None = None,
     stale_after: float | None = None,
@@ -1684,7 +1721,11 @@ async def feedd(
     per-user one; ``False``: no store; see docs/storage.md); ``linger`` and
     ``stale_after`` the seconds a topic without clients keeps running and
     without quotes is ``up`` (see :mod:`tractor_sampler._lifecycle`).  (The backend's config comes
-    per topic, from the client that starts it.)"""
+    per topic, from the client that starts it.)  ``buffers``,
+    ``group_members`` and ``restart`` left out are the root's (its config
+    file's ``[feeds]`` and ``[restart.stream]``, see :func:`root_defaults`),
+    else the built-in ones."""
+    buffers, group_members, restart = root_defaults(buffers, group_members, restart)
     if not isinstance(backend, str) or not backend:
         raise ValueError(f'backend={backend!r} must be a backend name')
     if plugins is not None and (
