@@ -20,7 +20,7 @@ import math
 import numpy as np
 import trio
 import trio.testing
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tractor_sampler import open_shm_array
@@ -103,6 +103,20 @@ stall_st = st.tuples(
         st.sampled_from(['open', 'close']), st.sampled_from(['open', 'close'])
     ),
     skips=st.tuples(st.booleans(), st.booleans()),
+)
+@example(  # its end falls on a boundary (W0 + 5.13 s): checked off it
+    periods=(0.1, 1.0),
+    trades=[],
+    stalls=[],
+    delays=[0.0],
+    drops=[False],
+    max_catchup=2,
+    tail=0.3,
+    jumps=[],
+    composite=False,
+    origin=0.0,
+    stamps=('open', 'open'),
+    skips=(False, False),
 )
 def test_bars_equal_a_plain_resampler_whatever_the_clock(
     periods,
@@ -210,6 +224,11 @@ def test_bars_equal_a_plain_resampler_whatever_the_clock(
                 await trio.sleep(tail * p1)  # stalls may still come
                 quiet[0] = True
                 await trio.sleep(2 * max(periods) + 31 * p1)
+                # the check runs halfway between two tenths of a second, on
+                # no boundary of any period (bars start on tenths): at a
+                # boundary itself, whether its step ran yet is trio's order
+                # of two tasks due at the same instant
+                await trio.sleep(((0.5 - (wall() * 10) % 1) % 1) / 10)
                 tn.cancel_scope.cancel()
             writer.on_step()  # the last step messages
             check(sampler, writer, shms, wall())
