@@ -9,6 +9,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tractor_sampler.shm import KEY_PREFIX_ENV
 from tractor_sampler.testing import (  # autouse: the data dirs temporary
@@ -21,6 +22,13 @@ from tractor_services.testing import (
 
 # subactors import this folder's endpoint modules by name
 importable_by_subactors(Path(__file__).parent)
+
+# Property tests draw the same examples on every run (derandomized: a run
+# that passed passes again, on any machine); HYPOTHESIS_PROFILE=explore
+# draws new ones each run, to search for failures.
+settings.register_profile('repeatable', derandomize=True)
+settings.register_profile('explore', derandomize=False)
+settings.load_profile(os.environ.get('HYPOTHESIS_PROFILE', 'repeatable'))
 
 # The stdlib resource tracker is a child process started on first use of
 # shared memory and alive until we exit: start it now, so the per-test
